@@ -23,7 +23,7 @@ extern crate std;
 pub mod classify;
 pub mod flow;
 pub mod hash;
-pub mod pipeline;
+//pub mod pipeline;
 mod prefetch;
 pub mod rewrite;
 pub mod select;

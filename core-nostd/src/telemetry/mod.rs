@@ -1,1 +1,417 @@
-//! (in progress)
+//! Telemetry: per-backend counters and the samples the MARLLB agents learn from.
+//!
+//! # Contract
+//!
+//! * Allocation-free, integer-only, fixed-size `#[repr(C)]` values with zerocopy
+//!   derives, so the shared-memory layer can publish them as plain bytes.
+//! * Per backend: packets, bytes, new / closed / expired flows, handshakes that
+//!   never completed, drops, and the active and half-open flow gauges.
+//! * Per backend, four reservoirs of [`RESERVOIR_LEN`] samples (Vitter's
+//!   algorithm R, so every observation of the window is kept with equal
+//!   probability), all in microseconds:
+//!   - `flow_duration`: age of the flow at each of its packets (how long
+//!     connections stay open on this backend right now);
+//!   - `fct`: flow completion time, SYN to the first FIN or RST;
+//!   - `handshake`: SYN to the first ACK from the client (client RTT through the
+//!     backend: grows when the backend's accept queue backs up);
+//!   - `interarrival`: time between consecutive packets sent to the backend.
+//! * A window is what happened since the last [`Telemetry::reset_window`]; hosts
+//!   publish then reset every reporting period (200 ms by default). Counters are
+//!   monotonic and never reset; gauges are current values.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::classify::DropReason;
+use crate::flow::{ticks_to_us, Expired, FlowState};
+use crate::hash::SplitMix64;
+use crate::MAX_BACKENDS;
+
+/// Samples per reservoir.
+pub const RESERVOIR_LEN: usize = 128;
+
+/// Monotonic counters and gauges of one backend (one cache line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C, align(64))]
+pub struct BackendCounters {
+    /// Packets forwarded to the backend.
+    pub packets: u64,
+    /// Bytes forwarded (IP length of the inner packet).
+    pub bytes: u64,
+    /// Flows placed on the backend.
+    pub new_flows: u64,
+    /// Flows ended by FIN or RST.
+    pub closed_flows: u64,
+    /// Flows ended by idle timeout.
+    pub expired_flows: u64,
+    /// Flows that expired half-open (SYN seen, handshake never completed): the
+    /// passive health signal.
+    pub handshake_timeouts: u64,
+    /// Packets for this backend dropped after the choice (MTU, headroom).
+    pub drops: u64,
+    /// Gauge: flows currently active (not closing).
+    pub active_flows: u32,
+    /// Gauge: flows currently half-open.
+    pub half_open: u32,
+}
+
+static_assertions::const_assert_eq!(core::mem::size_of::<BackendCounters>(), 64);
+
+/// A fixed-size reservoir sample (algorithm R).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct Reservoir {
+    /// Observations offered in this window (saturating).
+    pub seen: u32,
+    /// Valid samples (`min(seen, RESERVOIR_LEN)`).
+    pub len: u32,
+    /// The samples; only `..len` are valid.
+    pub samples: [u32; RESERVOIR_LEN],
+}
+
+impl Default for Reservoir {
+    fn default() -> Self {
+        Self {
+            seen: 0,
+            len: 0,
+            samples: [0; RESERVOIR_LEN],
+        }
+    }
+}
+
+impl Reservoir {
+    /// Offers one observation; `rand` is a fresh 32-bit random value.
+    #[inline]
+    pub fn offer(&mut self, value: u32, rand: u32) {
+        self.seen = self.seen.saturating_add(1);
+        let len = self.len as usize;
+        if len < RESERVOIR_LEN {
+            if let Some(s) = self.samples.get_mut(len) {
+                *s = value;
+            }
+            self.len += 1;
+        } else {
+            // j uniform in [0, seen): keep with probability RESERVOIR_LEN / seen.
+            let j = ((u64::from(rand) * u64::from(self.seen)) >> 32) as usize;
+            if let Some(s) = self.samples.get_mut(j) {
+                *s = value;
+            }
+        }
+    }
+
+    /// The valid samples.
+    pub fn values(&self) -> &[u32] {
+        let n = (self.len as usize).min(RESERVOIR_LEN);
+        &self.samples[..n]
+    }
+
+    /// Empties the reservoir for a new window.
+    pub fn clear(&mut self) {
+        self.seen = 0;
+        self.len = 0;
+    }
+}
+
+/// The four reservoirs of one backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct BackendSamples {
+    /// Age of the flow at each packet, us.
+    pub flow_duration: Reservoir,
+    /// Flow completion time, us.
+    pub fct: Reservoir,
+    /// SYN to first ACK, us.
+    pub handshake: Reservoir,
+    /// Packet inter-arrival time, us.
+    pub interarrival: Reservoir,
+}
+
+/// Node-wide counters of one worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct GlobalCounters {
+    /// Frames received by the pipeline.
+    pub rx_packets: u64,
+    /// Frames forwarded to a backend.
+    pub forwarded: u64,
+    /// ICMP errors generated back to clients (MTU).
+    pub replies: u64,
+    /// Frames passed to the host stack.
+    pub to_host: u64,
+    /// Frames dropped (sum of the per-reason counters).
+    pub dropped: u64,
+    /// New flows inserted in the flow table.
+    pub flows_inserted: u64,
+    /// New flows not tracked because their bucket was full (sent via Maglev).
+    pub flows_untracked: u64,
+    /// Non-SYN packets with no flow entry, placed by the Maglev table.
+    pub maglev_fallback: u64,
+    /// Flow entries reclaimed after their idle timeout.
+    pub flows_expired: u64,
+    /// ICMP errors forwarded to the backend of the flow they belong to.
+    pub icmp_errors_forwarded: u64,
+    /// Non-first fragments forwarded from the fragment cache.
+    pub fragments_forwarded: u64,
+    /// Reserved, zero.
+    pub _reserved: [u64; 5],
+}
+
+static_assertions::const_assert_eq!(core::mem::size_of::<GlobalCounters>(), 128);
+
+/// All telemetry of one worker.
+#[derive(Clone, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct Telemetry {
+    /// Per-backend counters, indexed by backend.
+    pub backends: [BackendCounters; MAX_BACKENDS],
+    /// Per-backend samples, indexed by backend.
+    pub samples: [BackendSamples; MAX_BACKENDS],
+    /// Drop counters, indexed by `DropReason as usize`.
+    pub drops: [u64; DropReason::COUNT],
+    /// Node-wide counters.
+    pub global: GlobalCounters,
+    /// Tick of the last packet sent to each backend (for inter-arrival times).
+    pub last_packet: [u32; MAX_BACKENDS],
+    rng: SplitMix64State,
+    _reserved: [u64; 3],
+}
+
+/// The reservoir generator's state, as plain bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+struct SplitMix64State {
+    state: u64,
+}
+
+impl core::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("global", &self.global)
+            .field("drops", &self.drops)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    #[inline(always)]
+    fn rand(&mut self) -> u64 {
+        let mut g = SplitMix64::new(self.rng.state);
+        let r = g.next_u64();
+        self.rng.state = self.rng.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        r
+    }
+
+    /// Seeds the reservoir sampler (workers should use different seeds).
+    pub fn seed(&mut self, seed: u64) {
+        self.rng.state = seed;
+    }
+
+    /// Counts a drop.
+    #[inline(always)]
+    pub fn drop_packet(&mut self, reason: DropReason) {
+        if let Some(c) = self.drops.get_mut(reason as usize) {
+            *c += 1;
+        }
+        self.global.dropped += 1;
+    }
+
+    /// Counts a drop that happened after backend `b` was chosen.
+    #[inline(always)]
+    pub fn drop_for_backend(&mut self, b: u16, reason: DropReason) {
+        self.drop_packet(reason);
+        if let Some(c) = self.backends.get_mut(usize::from(b)) {
+            c.drops += 1;
+        }
+    }
+
+    /// Accounts one packet of `bytes` forwarded to backend `b` on a flow created at
+    /// tick `created`, at tick `now`.
+    #[inline(always)]
+    pub fn packet(&mut self, b: u16, bytes: u32, created: u32, now: u32) {
+        let r = self.rand();
+        let i = usize::from(b);
+        let (Some(c), Some(s), Some(last)) = (
+            self.backends.get_mut(i),
+            self.samples.get_mut(i),
+            self.last_packet.get_mut(i),
+        ) else {
+            return;
+        };
+        c.packets += 1;
+        c.bytes += u64::from(bytes);
+        s.flow_duration
+            .offer(ticks_to_us(now.wrapping_sub(created)), r as u32);
+        if *last != 0 {
+            s.interarrival
+                .offer(ticks_to_us(now.wrapping_sub(*last)), (r >> 32) as u32);
+        }
+        *last = now | 1;
+        self.global.forwarded += 1;
+    }
+
+    /// A new flow in `state` was placed on backend `b`.
+    #[inline(always)]
+    pub fn flow_opened(&mut self, b: u16, state: FlowState) {
+        if let Some(c) = self.backends.get_mut(usize::from(b)) {
+            c.new_flows += 1;
+            c.active_flows = c.active_flows.saturating_add(1);
+            if state == FlowState::TcpSynSent {
+                c.half_open = c.half_open.saturating_add(1);
+            }
+        }
+    }
+
+    /// The flow on `b` created at `created` completed its handshake at `now`.
+    #[inline(always)]
+    pub fn handshake_done(&mut self, b: u16, created: u32, now: u32) {
+        let r = self.rand() as u32;
+        let i = usize::from(b);
+        if let (Some(c), Some(s)) = (self.backends.get_mut(i), self.samples.get_mut(i)) {
+            c.half_open = c.half_open.saturating_sub(1);
+            s.handshake.offer(ticks_to_us(now.wrapping_sub(created)), r);
+        }
+    }
+
+    /// The flow on `b` in `state` ended with FIN or RST at `now`.
+    #[inline(always)]
+    pub fn flow_closed(&mut self, b: u16, state: FlowState, created: u32, now: u32) {
+        let r = self.rand() as u32;
+        let i = usize::from(b);
+        if let (Some(c), Some(s)) = (self.backends.get_mut(i), self.samples.get_mut(i)) {
+            c.closed_flows += 1;
+            if state.is_active() {
+                c.active_flows = c.active_flows.saturating_sub(1);
+            }
+            if state == FlowState::TcpSynSent {
+                c.half_open = c.half_open.saturating_sub(1);
+            }
+            s.fct.offer(ticks_to_us(now.wrapping_sub(created)), r);
+        }
+    }
+
+    /// A flow entry was reclaimed after its idle timeout.
+    #[inline]
+    pub fn flow_expired(&mut self, e: &Expired) {
+        self.global.flows_expired += 1;
+        if let Some(c) = self.backends.get_mut(usize::from(e.backend)) {
+            c.expired_flows += 1;
+            if e.state.is_active() {
+                c.active_flows = c.active_flows.saturating_sub(1);
+            }
+            if e.state == FlowState::TcpSynSent {
+                c.half_open = c.half_open.saturating_sub(1);
+                c.handshake_timeouts += 1;
+            }
+        }
+    }
+
+    /// Active-flow gauges of the first `n` backends into `out` (for SED).
+    #[inline]
+    pub fn active(&self, b: u16) -> u32 {
+        self.backends
+            .get(usize::from(b))
+            .map_or(0, |c| c.active_flows)
+    }
+
+    /// Starts a new sampling window: empties every reservoir.
+    pub fn reset_window(&mut self) {
+        for s in self.samples.iter_mut() {
+            s.flow_duration.clear();
+            s.fct.clear();
+            s.handshake.clear();
+            s.interarrival.clear();
+        }
+    }
+}
+
+/// Summary statistics of a reservoir for features: mean and 90th percentile (by
+/// nearest rank), both in microseconds; `None` when empty. Integer only; sorts a
+/// stack copy of at most 128 values.
+pub fn mean_p90(r: &Reservoir) -> Option<(u32, u32)> {
+    let v = r.values();
+    if v.is_empty() {
+        return None;
+    }
+    let mut buf = [0u32; RESERVOIR_LEN];
+    let buf = &mut buf[..v.len()];
+    buf.copy_from_slice(v);
+    buf.sort_unstable();
+    let sum: u64 = buf.iter().map(|x| u64::from(*x)).sum();
+    let mean = (sum / buf.len() as u64) as u32;
+    // nearest rank: ceil(0.9 n) - 1
+    let rank = (buf.len() * 9).div_ceil(10).saturating_sub(1);
+    Some((mean, buf.get(rank).copied().unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::FromZeros;
+
+    #[test]
+    fn reservoir_keeps_uniform_sample() {
+        // Offer 0..100_000 many times; each sample's mean should be near 50_000.
+        let mut g = SplitMix64::new(1);
+        let mut total = 0u64;
+        let rounds = 200;
+        for _ in 0..rounds {
+            let mut r = Reservoir::default();
+            for v in 0..100_000u32 {
+                r.offer(v, g.next_u64() as u32);
+            }
+            assert_eq!(r.len as usize, RESERVOIR_LEN);
+            assert_eq!(r.seen, 100_000);
+            total += r.values().iter().map(|x| u64::from(*x)).sum::<u64>();
+        }
+        let mean = total / (rounds * RESERVOIR_LEN as u64);
+        assert!((48_000..52_000).contains(&mean), "{mean}");
+    }
+
+    #[test]
+    fn short_window_keeps_everything() {
+        let mut r = Reservoir::default();
+        for v in 0..10 {
+            r.offer(v, 0);
+        }
+        assert_eq!(r.values(), &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(mean_p90(&r), Some((4, 8)));
+        r.clear();
+        assert_eq!(mean_p90(&r), None);
+    }
+
+    #[test]
+    fn gauges_follow_the_lifecycle() {
+        let mut t = Telemetry::new_box_zeroed().expect("alloc");
+        t.flow_opened(3, FlowState::TcpSynSent);
+        t.flow_opened(3, FlowState::TcpSynSent);
+        assert_eq!((t.backends[3].active_flows, t.backends[3].half_open), (2, 2));
+        t.handshake_done(3, 0, 100);
+        assert_eq!(t.backends[3].half_open, 1);
+        t.flow_closed(3, FlowState::TcpEstablished, 0, 1000);
+        assert_eq!(t.backends[3].active_flows, 1);
+        t.flow_expired(&Expired {
+            backend: 3,
+            vip: 0,
+            state: FlowState::TcpSynSent,
+            created: 0,
+            last_seen: 0,
+        });
+        let c = t.backends[3];
+        assert_eq!((c.active_flows, c.half_open, c.handshake_timeouts), (0, 0, 1));
+        assert_eq!(t.samples[3].handshake.values(), &[102]);
+        assert_eq!(t.samples[3].fct.values(), &[1024]);
+        // Out-of-range backends are ignored, not a panic.
+        t.flow_opened(9999, FlowState::Udp);
+        t.packet(9999, 60, 0, 1);
+    }
+
+    #[test]
+    fn drops_are_counted_by_reason() {
+        let mut t = Telemetry::new_box_zeroed().expect("alloc");
+        t.drop_packet(DropReason::NoVip);
+        t.drop_for_backend(2, DropReason::TooBigNoDf);
+        assert_eq!(t.drops[DropReason::NoVip as usize], 1);
+        assert_eq!(t.drops[DropReason::TooBigNoDf as usize], 1);
+        assert_eq!(t.global.dropped, 2);
+        assert_eq!(t.backends[2].drops, 1);
+    }
+}
