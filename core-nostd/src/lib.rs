@@ -23,10 +23,11 @@ extern crate std;
 pub mod classify;
 pub mod flow;
 pub mod hash;
-//pub mod pipeline;
+pub mod pipeline;
 mod prefetch;
 pub mod rewrite;
 pub mod select;
+pub mod service;
 pub mod telemetry;
 pub mod wire;
 

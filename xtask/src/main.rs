@@ -1,1 +1,148 @@
-fn main() {}
+//! `cargo xtask`: the project's entry points.
+//!
+//! * `cargo xtask demo` — the main job: runs the data-plane core over a generated
+//!   traffic trace and prints what it did.
+//! * `cargo xtask test` — installs what the tests need, then runs every check:
+//!   formatting, clippy with `-D warnings`, and all tests.
+//! * `cargo xtask bench core` — the core pipeline against a peer pipeline built
+//!   from well-known crates, in the same run.
+//!
+//! System packages are installed with apt-get only when missing, and every step
+//! says what it is doing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages each job needs (none yet for the core alone).
+const TEST_PACKAGES: &[&str] = &[];
+const DEMO_PACKAGES: &[&str] = &[];
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage() -> &'static str {
+    "usage: cargo xtask <demo | test | bench core>"
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root()?;
+    match args.first().map(String::as_str) {
+        Some("demo") => demo(&root, &args[1..]),
+        Some("test") => test(&root),
+        Some("bench") => match args.get(1).map(String::as_str) {
+            Some("core") => bench_core(&root, &args[2..]),
+            _ => bail!("{}", usage()),
+        },
+        _ => bail!("{}", usage()),
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    dir.parent()
+        .map(Path::to_path_buf)
+        .context("xtask must live one level below the workspace root")
+}
+
+fn step(what: &str) {
+    println!("\n==> {what}");
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    println!("    $ cargo {}", args.join(" "));
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(root)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Installs the Debian packages in `pkgs` that are not installed yet.
+fn ensure_packages(pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if missing.is_empty() {
+        if !pkgs.is_empty() {
+            println!("    system packages already installed: {}", pkgs.join(" "));
+        }
+        return Ok(());
+    }
+    step(&format!("installing system packages: {}", missing.join(" ")));
+    let run = |args: &[&str]| -> Result<()> {
+        println!("    $ apt-get {}", args.join(" "));
+        let st = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get (are you root on Debian?)")?;
+        if !st.success() {
+            bail!("apt-get {} failed ({st})", args.join(" "));
+        }
+        Ok(())
+    };
+    run(&["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(missing.iter().copied());
+    run(&args)
+}
+
+fn demo(root: &Path, extra: &[String]) -> Result<()> {
+    ensure_packages(DEMO_PACKAGES)?;
+    step("building and running the core demo (release build)");
+    let mut args = vec!["run", "--release", "-p", "marllb-core", "--example", "demo", "--"];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(root, &args)
+}
+
+fn test(root: &Path) -> Result<()> {
+    ensure_packages(TEST_PACKAGES)?;
+    step("checking formatting (cargo fmt --check)");
+    cargo(root, &["fmt", "--all", "--", "--check"])?;
+    step("linting (cargo clippy -D warnings)");
+    cargo(
+        root,
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+    )?;
+    step("running every test (release build: the statistical tests are heavy)");
+    cargo(root, &["test", "--workspace", "--release"])?;
+    println!("\nall checks passed");
+    Ok(())
+}
+
+fn bench_core(root: &Path, extra: &[String]) -> Result<()> {
+    step("benchmarking the core pipeline against the etherparse/HashMap/rand_distr peer");
+    let mut args = vec![
+        "run",
+        "--release",
+        "-p",
+        "marllb-core",
+        "--example",
+        "bench_core",
+        "--",
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(root, &args)
+}

@@ -9,8 +9,8 @@ use crate::wire::{IpFamily, PacketMeta};
 ///
 /// Layout: words 0-1 the source address (IPv4: the address in the top 32 bits of
 /// word 0), words 2-3 the destination address, word 4 = sport << 48 | dport << 32 |
-/// proto << 24 | family << 16 | vip. The all-zero key is never produced for a real
-/// packet (family is 4 or 6).
+/// proto << 24 | family << 16. Free slots are marked in the bucket, so any key value is
+/// valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct FlowKey {

@@ -151,8 +151,10 @@ pub struct GlobalCounters {
     pub icmp_errors_forwarded: u64,
     /// Non-first fragments forwarded from the fragment cache.
     pub fragments_forwarded: u64,
+    /// Flows re-placed because their backend went down.
+    pub flows_rescheduled: u64,
     /// Reserved, zero.
-    pub _reserved: [u64; 5],
+    pub _reserved: [u64; 4],
 }
 
 static_assertions::const_assert_eq!(core::mem::size_of::<GlobalCounters>(), 128);

@@ -2,15 +2,17 @@
 //! stages (classify, flow lookup, rewrite, telemetry) read instead of re-parsing.
 
 /// IP version of the packet (of the inner, client-to-VIP packet for ICMP errors).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Default, zerocopy::FromZeros, zerocopy::IntoBytes, zerocopy::Immutable,
+)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(u8)]
 pub enum IpFamily {
-    /// IPv4.
+    /// IPv4 (0, so that zeroed memory is a valid value).
     #[default]
-    V4 = 4,
+    V4 = 0,
     /// IPv6.
-    V6 = 6,
+    V6 = 1,
 }
 
 /// Fragmentation state of an IP packet.
