@@ -695,6 +695,8 @@ fn only_frames_touched(
         Ok(ok) => {
             let (s, l) = ok.frame();
             assert!(s + l <= after.len());
+            // Within the documented window: at most MAX_HEADROOM earlier, never longer.
+            assert!(s + MAX_HEADROOM >= start && s + l <= start + len);
             for i in 0..after.len() {
                 let in_new = i >= s && i < s + l;
                 let in_old = i >= start && i < start + len;

@@ -8,7 +8,9 @@
 //! for inner IPv6), TTL 64, full header checksum. Outer IPv6: traffic class copied,
 //! flow label = low 20 bits of the flow hash (RFC 6438), hop limit 64.
 
-use super::{overhead, Checked, Egress, Encap, Rewritten, Target, ETH_HLEN, GRE_HLEN};
+use super::{
+    overhead, Checked, Egress, Encap, RewriteError, Rewritten, Target, ETH_HLEN, GRE_HLEN,
+};
 use crate::wire::checksum;
 use crate::wire::meta::ip_proto;
 use crate::wire::IpFamily;
@@ -28,9 +30,9 @@ const fn ethertype(family: IpFamily) -> u16 {
 
 /// Where the encapsulated frame starts: `start + l3_offset - 14 - overhead`.
 #[inline]
-pub(super) fn new_start(c: &Checked, ovh: usize) -> Result<usize, super::RewriteError> {
+pub(super) fn new_start(c: &Checked, ovh: usize) -> Result<usize, RewriteError> {
     c.l3.checked_sub(ETH_HLEN + ovh)
-        .ok_or(super::RewriteError::NoHeadroom)
+        .ok_or(RewriteError::NoHeadroom)
 }
 
 /// The inner packet's DSCP+ECN byte (IPv4 TOS or IPv6 traffic class).
