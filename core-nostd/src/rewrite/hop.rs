@@ -1,0 +1,45 @@
+//! The load balancer as an IP hop: TTL / hop-limit decrement.
+
+use super::Checked;
+use crate::wire::checksum;
+use crate::wire::IpFamily;
+
+/// Offset of the IPv4 TTL byte (the high byte of header word 4).
+const V4_TTL: usize = 8;
+/// Offset of the IPv4 header checksum.
+const V4_CSUM: usize = 10;
+/// Offset of the IPv6 hop limit.
+const V6_HOP_LIMIT: usize = 7;
+
+#[inline]
+const fn ttl_offset(family: IpFamily) -> usize {
+    match family {
+        IpFamily::V4 => V4_TTL,
+        IpFamily::V6 => V6_HOP_LIMIT,
+    }
+}
+
+/// The packet's TTL / hop limit is at least 2, so forwarding leaves it above zero.
+/// Reads the buffer, not `meta.ttl`: the byte we decrement is the one that counts.
+#[inline]
+pub(super) fn ttl_ok(buf: &[u8], c: &Checked) -> bool {
+    buf[c.l3 + ttl_offset(c.family)] > 1
+}
+
+/// Decrements the TTL / hop limit; for IPv4 updates the header checksum
+/// incrementally (RFC 1624). Requires [`ttl_ok`].
+#[inline]
+pub(super) fn decrement_ttl(buf: &mut [u8], c: &Checked) {
+    let ip = &mut buf[c.l3..c.l3 + c.l3_len];
+    match c.family {
+        IpFamily::V4 => {
+            let old = u16::from_be_bytes([ip[V4_TTL], ip[V4_TTL + 1]]);
+            let new = old.wrapping_sub(0x0100);
+            ip[V4_TTL] = (new >> 8) as u8;
+            let csum = u16::from_be_bytes([ip[V4_CSUM], ip[V4_CSUM + 1]]);
+            let csum = checksum::update16(csum, old, new);
+            ip[V4_CSUM..V4_CSUM + 2].copy_from_slice(&csum.to_be_bytes());
+        }
+        IpFamily::V6 => ip[V6_HOP_LIMIT] = ip[V6_HOP_LIMIT].wrapping_sub(1),
+    }
+}
