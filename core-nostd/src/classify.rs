@@ -40,11 +40,14 @@ pub enum DropReason {
     IcmpErrorNoFlow = 10,
     /// Source address is a VIP, multicast or otherwise impossible for a client.
     Martian = 11,
+    /// After encapsulation the packet exceeds the MTU and no ICMP error may be
+    /// sent for it (a non-first fragment, or a source that must not get one).
+    TooBigNoReply = 12,
 }
 
 impl DropReason {
     /// Number of reasons (size of the counter array).
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -60,6 +63,7 @@ impl DropReason {
         Self::RewriteFailed,
         Self::IcmpErrorNoFlow,
         Self::Martian,
+        Self::TooBigNoReply,
     ];
 
     /// Stable snake_case name (for logs and metrics labels).
@@ -77,6 +81,7 @@ impl DropReason {
             Self::RewriteFailed => "rewrite_failed",
             Self::IcmpErrorNoFlow => "icmp_error_no_flow",
             Self::Martian => "martian",
+            Self::TooBigNoReply => "too_big_no_reply",
         }
     }
 }

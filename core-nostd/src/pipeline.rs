@@ -304,7 +304,9 @@ impl<const B: usize> Worker<B> {
                     RewriteError::NoHeadroom => DropReason::NoHeadroom,
                     RewriteError::TooBigNoDf => DropReason::TooBigNoDf,
                     RewriteError::TooBigIcmpError => DropReason::TooBigIcmpError,
-                    _ => DropReason::RewriteFailed,
+                    RewriteError::TooBigNoReply => DropReason::TooBigNoReply,
+                    RewriteError::TtlExpired => DropReason::TtlExpired,
+                    RewriteError::Malformed => DropReason::RewriteFailed,
                 };
                 self.telemetry.drop_for_backend(backend, r);
                 Verdict::Drop(r)

@@ -70,12 +70,13 @@ const GRE_HLEN: usize = 4;
 pub const MAX_HEADROOM: usize = 48;
 
 /// How a packet reaches its backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, zerocopy::FromZeros)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(u8)]
 pub enum Encap {
     /// Direct server return on the same L2 segment: only the MAC addresses change; the
     /// backend has the VIP on a loopback interface.
+    #[default]
     L2Dsr = 0,
     /// IP-in-IP (RFC 2003 / RFC 2473): outer protocol 4 (inner IPv4) or 41 (inner IPv6).
     IpIp = 1,
@@ -99,7 +100,7 @@ pub struct Target {
 }
 
 /// Our side of the backend link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, zerocopy::FromZeros)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(C)]
 pub struct Egress {

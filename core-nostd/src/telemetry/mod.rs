@@ -174,7 +174,7 @@ pub struct Telemetry {
     /// Tick of the last packet sent to each backend (for inter-arrival times).
     pub last_packet: [u32; MAX_BACKENDS],
     rng: SplitMix64State,
-    _reserved: [u64; 3],
+    _reserved: [u64; 2],
 }
 
 /// The reservoir generator's state, as plain bytes.
