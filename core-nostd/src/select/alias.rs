@@ -209,6 +209,7 @@ impl fmt::Debug for AliasTable {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::test_util::{chi2, chi2_crit_999, splitmix64};
     use super::*;
@@ -288,7 +289,10 @@ mod tests {
 
     #[test]
     fn layout_has_no_padding() {
-        assert_eq!(core::mem::size_of::<AliasTable>(), 8 + 8 * 256 + 2 * 256 + 8);
+        assert_eq!(
+            core::mem::size_of::<AliasTable>(),
+            8 + 8 * 256 + 2 * 256 + 8
+        );
     }
 
     #[test]

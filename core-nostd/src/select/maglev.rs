@@ -13,9 +13,11 @@
 //! adds its weight to a credit and, when the credit reaches the largest weight, pays
 //! that much to claim its next preferred empty slot. With equal weights this is the
 //! paper's algorithm; otherwise slot shares follow the weights (to within a slot or so
-//! per backend). The heaviest backend claims one slot per round, so at most `M` rounds
-//! fill the table; each claim walks at most `M` preferences. Weight-0 backends get no
-//! slot.
+//! per backend). Weight-0 backends get no slot. Each claim walks at most `M`
+//! preferences (a few on average). Near-equal weights are filled round by round;
+//! skewed ones (where most backends would idle through most rounds) replay the same
+//! claims in the same order through a min-heap keyed by (round, id order), so a
+//! build is O(M log n) whatever the weights.
 //!
 //! The table size `M` is picked from [`MAGLEV_SIZES`] as the smallest prime at least
 //! `100 * n` ([`maglev_size_for`]), following the paper's `M >= 100 N` for a balance
@@ -72,6 +74,145 @@ const fn id_hash_skip(id: u64) -> u64 {
     k ^= k >> 33;
     k = k.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
     k ^ (k >> 33)
+}
+
+/// Which filling procedure a build uses (both give the same table).
+#[derive(Clone, Copy)]
+enum FillPath {
+    /// Rounds for near-equal weights, heap for skewed ones.
+    Auto,
+    /// Always rounds.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Rounds,
+    /// Always the heap.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Heap,
+}
+
+/// Build scratch: per live backend (weight > 0), in id order, its index in the
+/// caller's list, weight, next preferred slot and skip. Lives on the stack (~5 KiB).
+struct Fill {
+    idx: [u16; MAX_BACKENDS],
+    weight: [u64; MAX_BACKENDS],
+    pos: [u32; MAX_BACKENDS],
+    skip: [u32; MAX_BACKENDS],
+    live: usize,
+    max_w: u64,
+    size: u32,
+}
+
+impl Fill {
+    /// Gives backend `b` its next preferred empty slot; `false` only if the table is
+    /// full. The preference list is a permutation of all slots, so `size` steps reach
+    /// every slot.
+    fn claim(&mut self, b: usize, table: &mut [u16]) -> bool {
+        let (mut p, s) = (self.pos[b], self.skip[b]);
+        let mut found = false;
+        for _ in 0..self.size {
+            let Some(e) = table.get_mut(p as usize) else {
+                break;
+            };
+            p += s;
+            if p >= self.size {
+                p -= self.size;
+            }
+            if *e == EMPTY {
+                *e = self.idx[b];
+                found = true;
+                break;
+            }
+        }
+        self.pos[b] = p;
+        found
+    }
+
+    /// The filling rule as literal rounds: each backend adds its weight to a credit
+    /// and claims a slot when the credit reaches `max_w`. Cheap when weights are
+    /// close (equal weights: plain Maglev). Returns the number of slots filled.
+    fn fill_rounds(&mut self, table: &mut [u16]) -> usize {
+        let mut credit = [0u64; MAX_BACKENDS];
+        let mut filled = 0usize;
+        // The heaviest backend claims once per round: `size` rounds suffice.
+        for _ in 0..self.size {
+            for (b, c) in credit[..self.live].iter_mut().enumerate() {
+                // c < max_w before, so < 2 * max_w after: at most one claim.
+                *c += self.weight[b];
+                if *c < self.max_w {
+                    continue;
+                }
+                *c -= self.max_w;
+                if !self.claim(b, table) {
+                    return filled;
+                }
+                filled += 1;
+                if filled == table.len() {
+                    return filled;
+                }
+            }
+        }
+        filled
+    }
+
+    /// The same claims in the same order, event by event: backend `b` makes its
+    /// `k`-th claim in round `ceil(k * max_w / w_b)`, and within a round backends go
+    /// in id order, so a min-heap keyed by `(round, b)` replays them. O(M log n)
+    /// whatever the weights. Returns the number of slots filled.
+    fn fill_heap(&mut self, table: &mut [u16]) -> usize {
+        let mut claims = [0u64; MAX_BACKENDS];
+        let mut next = [0u64; MAX_BACKENDS];
+        let mut heap = [0u16; MAX_BACKENDS];
+        for b in 0..self.live {
+            next[b] = claim_round(1, self.max_w, self.weight[b]);
+            heap[b] = b as u16;
+        }
+        let heap = &mut heap[..self.live];
+        for root in (0..heap.len() / 2).rev() {
+            sift_down(heap, &next, root);
+        }
+        let mut filled = 0usize;
+        // Every pass fills one slot.
+        for _ in 0..table.len() {
+            let Some(&top) = heap.first() else { break };
+            let b = top as usize;
+            if !self.claim(b, table) {
+                break;
+            }
+            filled += 1;
+            claims[b] += 1;
+            next[b] = claim_round(claims[b] + 1, self.max_w, self.weight[b]);
+            sift_down(heap, &next, 0);
+        }
+        filled
+    }
+}
+
+/// The round (from 1) in which a backend of weight `w` makes its `k`-th claim:
+/// `ceil(k * max_w / w)`. `k <= MAGLEV_SIZE + 1` and `max_w < 2^32`, so no overflow.
+const fn claim_round(k: u64, max_w: u64, w: u64) -> u64 {
+    (k * max_w).div_ceil(w)
+}
+
+/// Restores the min-heap order of `heap` (backend positions keyed by
+/// `(next[b], b)`) below `root`.
+fn sift_down(heap: &mut [u16], next: &[u64; MAX_BACKENDS], mut root: usize) {
+    let key = |b: u16| (next[b as usize], b);
+    loop {
+        let l = 2 * root + 1;
+        if l >= heap.len() {
+            return;
+        }
+        let r = l + 1;
+        let c = if r < heap.len() && key(heap[r]) < key(heap[l]) {
+            r
+        } else {
+            l
+        };
+        if key(heap[c]) >= key(heap[root]) {
+            return;
+        }
+        heap.swap(c, root);
+        root = c;
+    }
 }
 
 /// A weighted Maglev lookup table: slot -> backend index.
@@ -147,6 +288,15 @@ impl MaglevTable {
         backends: &[(u64, u32)],
         size: u32,
     ) -> Result<(), SelectError> {
+        self.build_inner(backends, size, FillPath::Auto)
+    }
+
+    fn build_inner(
+        &mut self,
+        backends: &[(u64, u32)],
+        size: u32,
+        path: FillPath,
+    ) -> Result<(), SelectError> {
         let n = backends.len();
         if n > MAX_BACKENDS {
             return Err(SelectError::TooManyBackends);
@@ -173,61 +323,47 @@ impl MaglevTable {
         }
         let max_w = u64::from(max_w);
 
-        // Per live backend, in id order: index, weight, next preferred slot, skip, credit.
-        let mut idx = [0u16; MAX_BACKENDS];
-        let mut weight = [0u64; MAX_BACKENDS];
-        let mut pos = [0u32; MAX_BACKENDS];
-        let mut skip = [0u32; MAX_BACKENDS];
-        let mut credit = [0u64; MAX_BACKENDS];
+        let mut st = Fill {
+            idx: [0; MAX_BACKENDS],
+            weight: [0; MAX_BACKENDS],
+            pos: [0; MAX_BACKENDS],
+            skip: [0; MAX_BACKENDS],
+            live: 0,
+            max_w,
+            size,
+        };
         let m = u64::from(size);
-        let mut live = 0usize;
+        let mut total_w = 0u64;
         for &k in order.iter() {
             let (id, w) = backends[k as usize];
             if w == 0 {
                 continue;
             }
-            idx[live] = k;
-            weight[live] = u64::from(w);
-            pos[live] = (id_hash_offset(id) % m) as u32;
-            skip[live] = (id_hash_skip(id) % (m - 1) + 1) as u32;
-            live += 1;
+            let b = st.live;
+            st.idx[b] = k;
+            st.weight[b] = u64::from(w);
+            st.pos[b] = (id_hash_offset(id) % m) as u32;
+            st.skip[b] = (id_hash_skip(id) % (m - 1) + 1) as u32;
+            st.live += 1;
+            total_w += u64::from(w);
         }
 
-        let size_us = size as usize;
         self.entries.fill(EMPTY);
-        let table = &mut self.entries[..size_us];
-        let mut filled = 0usize;
-        // The heaviest backend claims one slot per round: `size` rounds suffice.
-        'rounds: for _ in 0..size_us {
-            for b in 0..live {
-                // credit < max_w before, so < 2 * max_w after: at most one claim.
-                credit[b] += weight[b];
-                if credit[b] < max_w {
-                    continue;
-                }
-                credit[b] -= max_w;
-                // The preference list is a permutation of all slots and one is empty,
-                // so this finds it within `size` steps.
-                let (mut p, s) = (pos[b], skip[b]);
-                for _ in 0..size_us {
-                    let e = &mut table[p as usize];
-                    p += s;
-                    if p >= size {
-                        p -= size;
-                    }
-                    if *e == EMPTY {
-                        *e = idx[b];
-                        filled += 1;
-                        break;
-                    }
-                }
-                pos[b] = p;
-                if filled == size_us {
-                    break 'rounds;
-                }
-            }
-        }
-        debug_assert_eq!(filled, size_us);
+        let table = &mut self.entries[..size as usize];
+        // About M * max_w / Σw rounds of `live` steps each; when that is more than a
+        // few steps per slot (skewed weights), replay the claims through the heap.
+        let rounds = (m * max_w).div_ceil(total_w) + 1;
+        let use_rounds = match path {
+            FillPath::Auto => rounds * st.live as u64 <= 4 * m,
+            FillPath::Rounds => true,
+            FillPath::Heap => false,
+        };
+        let filled = if use_rounds {
+            st.fill_rounds(table)
+        } else {
+            st.fill_heap(table)
+        };
+        debug_assert_eq!(filled, size as usize);
         self.size = size;
         self.n = n as u16;
         Ok(())
@@ -251,10 +387,7 @@ impl MaglevTable {
 
     /// Number of slots owned by backend `i` (its share is `share(i) / size()`).
     pub fn share(&self, i: usize) -> u32 {
-        self.entries()
-            .iter()
-            .filter(|&&e| e as usize == i)
-            .count() as u32
+        self.entries().iter().filter(|&&e| e as usize == i).count() as u32
     }
 }
 
@@ -274,6 +407,7 @@ impl fmt::Debug for MaglevTable {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::test_util::{chi2, chi2_crit_999, splitmix64};
     use super::*;
@@ -315,6 +449,64 @@ mod tests {
                 (got - want).abs() <= 0.01 * size,
                 "backend {i}: {got} slots, want {want:.1} of {size}"
             );
+        }
+    }
+
+    /// The filling rule written as literal rounds (credit per backend), for checking
+    /// the event-driven build against it. Returns the owners' ids.
+    fn reference_fill(backends: &[(u64, u32)], size: u32) -> Vec<u64> {
+        let mut live: Vec<(u64, u64)> = backends
+            .iter()
+            .filter(|b| b.1 > 0)
+            .map(|b| (b.0, u64::from(b.1)))
+            .collect();
+        live.sort();
+        let max_w = live.iter().map(|b| b.1).max().unwrap();
+        let m = u64::from(size);
+        let mut pos: Vec<u64> = live.iter().map(|b| id_hash_offset(b.0) % m).collect();
+        let skip: Vec<u64> = live
+            .iter()
+            .map(|b| id_hash_skip(b.0) % (m - 1) + 1)
+            .collect();
+        let mut credit = std::vec![0u64; live.len()];
+        let mut table = std::vec![u64::MAX; size as usize];
+        let mut filled = 0;
+        while filled < table.len() {
+            for b in 0..live.len() {
+                credit[b] += live[b].1;
+                if credit[b] < max_w || filled == table.len() {
+                    continue;
+                }
+                credit[b] -= max_w;
+                while table[pos[b] as usize] != u64::MAX {
+                    pos[b] = (pos[b] + skip[b]) % m;
+                }
+                table[pos[b] as usize] = live[b].0;
+                pos[b] = (pos[b] + skip[b]) % m;
+                filled += 1;
+            }
+        }
+        table
+    }
+
+    #[test]
+    fn event_driven_build_matches_rounds() {
+        let cases: [&[u32]; 4] = [
+            &[1; 16],
+            &[1, 2, 3, 4],
+            &[u32::MAX, 1, 0, 7, 7],
+            &[5, 0, 65536, 3],
+        ];
+        let mut t = table();
+        for w in cases {
+            let b: Vec<(u64, u32)> = ids(w.len()).into_iter().zip(w.iter().copied()).collect();
+            let size = maglev_size_for(b.len());
+            let want = reference_fill(&b, size);
+            for path in [FillPath::Auto, FillPath::Rounds, FillPath::Heap] {
+                t.build_inner(&b, size, path).unwrap();
+                let got: Vec<u64> = t.entries().iter().map(|&e| b[e as usize].0).collect();
+                assert_eq!(got, want, "weights {w:?}");
+            }
         }
     }
 
@@ -406,7 +598,10 @@ mod tests {
             .map(|i| t.share(i) as f64 / size * N as f64)
             .collect();
         let stat = chi2(&obs, &exp);
-        std::println!("maglev lookup chi2 = {stat:.2} (df 3, crit {:.2})", chi2_crit_999(3));
+        std::println!(
+            "maglev lookup chi2 = {stat:.2} (df 3, crit {:.2})",
+            chi2_crit_999(3)
+        );
         assert!(stat < chi2_crit_999(3));
     }
 
@@ -428,49 +623,44 @@ mod tests {
         assert!(*t1 == *t2);
     }
 
-    /// Removing one of `n` equal backends: its slots all move, and the total moved
-    /// fraction is between 1/n and 1.6/n.
-    fn disruption(n: usize, size: Option<u32>) -> f64 {
+    /// Removing one of `n` equal backends, for each choice of the removed one: its
+    /// slots all move, the moved fraction is between 1/n and 1.6/n. Returns the mean
+    /// and largest moved fraction times `n`.
+    fn disruption(n: usize, size: Option<u32>) -> (f64, f64) {
         let b: Vec<(u64, u32)> = ids(n).into_iter().map(|id| (id, 100)).collect();
-        let removed = n / 3;
-        let mut fewer = b.clone();
-        fewer.remove(removed);
+        let build = |t: &mut MaglevTable, b: &[(u64, u32)]| match size {
+            Some(s) => t.build_with_size(b, s).unwrap(),
+            None => t.build(b).unwrap(),
+        };
         let (mut t1, mut t2) = (table(), table());
-        match size {
-            Some(s) => {
-                t1.build_with_size(&b, s).unwrap();
-                t2.build_with_size(&fewer, s).unwrap();
+        build(&mut t1, &b);
+        let (mut sum, mut max) = (0.0f64, 0.0f64);
+        for removed in 0..n {
+            let mut fewer = b.clone();
+            fewer.remove(removed);
+            build(&mut t2, &fewer);
+            assert_eq!(t1.size(), t2.size(), "size must not change for this test");
+            let mut changed = 0usize;
+            for (&e1, &e2) in t1.entries().iter().zip(t2.entries()) {
+                let (o1, o2) = (b[e1 as usize].0, fewer[e2 as usize].0);
+                // Every slot of the removed backend changes owner.
+                assert_ne!(o2, b[removed].0);
+                changed += usize::from(o1 != o2);
             }
-            None => {
-                t1.build(&b).unwrap();
-                t2.build(&fewer).unwrap();
-            }
+            let ratio = changed as f64 / t1.size() as f64 * n as f64;
+            // At least the removed backend's own ~1/n (its share may round a bit low).
+            assert!(ratio >= 0.98, "fewer slots moved than owned: {ratio}");
+            assert!(ratio <= 1.6, "too disruptive: {ratio} / n");
+            sum += ratio;
+            max = max.max(ratio);
         }
-        assert_eq!(t1.size(), t2.size(), "size must not change for this test");
-        let mut changed = 0usize;
-        let mut others_changed = 0usize;
-        for (&e1, &e2) in t1.entries().iter().zip(t2.entries()) {
-            let (o1, o2) = (b[e1 as usize].0, fewer[e2 as usize].0);
-            assert_ne!(o2, b[removed].0);
-            if o1 != o2 {
-                changed += 1;
-                if o1 != b[removed].0 {
-                    others_changed += 1;
-                }
-            }
-        }
-        let frac = changed as f64 / t1.size() as f64;
+        let mean = sum / n as f64;
         std::println!(
-            "maglev n={n} size={}: removing one moved {changed} slots = {frac:.4} \
-             (1/n = {:.4}, ratio {:.2}); {others_changed} of them from other backends",
-            t1.size(),
-            1.0 / n as f64,
-            frac * n as f64,
+            "maglev n={n} size={}: removing one moves on average {mean:.3}/n of the \
+             slots, at most {max:.3}/n",
+            t1.size()
         );
-        // At least the removed backend's own ~1/n (its share may round a bit low).
-        assert!(frac * n as f64 >= 0.98, "fewer slots moved than owned: {frac}");
-        assert!(frac * n as f64 <= 1.6, "too disruptive: {frac}");
-        frac
+        (mean, max)
     }
 
     #[test]
@@ -531,6 +721,29 @@ mod tests {
         }
 
         #[test]
+        fn matches_round_reference(
+            weights in proptest::collection::vec(
+                prop_oneof![Just(0u32), 1u32..5, any::<u32>()], 1..=24),
+            seed in any::<u64>(),
+        ) {
+            let b: Vec<(u64, u32)> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| (splitmix64(seed ^ i as u64), w))
+                .collect();
+            let mut t = table();
+            if t.build(&b).is_ok() {
+                let want = reference_fill(&b, t.size());
+                for path in [FillPath::Rounds, FillPath::Heap] {
+                    t.build_inner(&b, maglev_size_for(b.len()), path).unwrap();
+                    let got: Vec<u64> =
+                        t.entries().iter().map(|&e| b[e as usize].0).collect();
+                    prop_assert_eq!(&got, &want);
+                }
+            }
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(seed in any::<u64>(), h in any::<u64>()) {
             let mut bytes = std::vec![0u8; core::mem::size_of::<MaglevTable>()];
             for (i, c) in bytes.chunks_mut(8).enumerate() {
@@ -554,17 +767,28 @@ mod tests {
     #[ignore]
     fn build_time() {
         let mut t = table();
+        // skew: 0 equal, 1 one heavy and the rest at 1/65536 of it, 2 weights 1..=n.
         for (n, size, skew) in [
-            (16, None, false),
-            (16, Some(MAGLEV_SIZE as u32), false),
-            (256, None, false),
-            (256, None, true),
-            (256, Some(MAGLEV_SIZE as u32), true),
+            (16, None, 0),
+            (16, None, 2),
+            (16, Some(MAGLEV_SIZE as u32), 0),
+            (256, None, 0),
+            (256, None, 1),
+            (256, None, 2),
+            (256, Some(MAGLEV_SIZE as u32), 1),
         ] {
             let b: Vec<(u64, u32)> = ids(n)
                 .into_iter()
                 .enumerate()
-                .map(|(i, id)| (id, if skew && i > 0 { 1 } else { 1 << 16 }))
+                .map(|(i, id)| {
+                    let w = match skew {
+                        0 => 1 << 16,
+                        1 if i == 0 => 1 << 16,
+                        1 => 1,
+                        _ => (i as u32 + 1) << 16,
+                    };
+                    (id, w)
+                })
                 .collect();
             let reps = 20;
             let start = std::time::Instant::now();

@@ -144,6 +144,7 @@ pub(crate) mod test_util {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

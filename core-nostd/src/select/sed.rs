@@ -54,22 +54,19 @@ pub fn sed_choose(weights: &[u32], active: &[u32], hash: u64) -> Option<u16> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::test_util::splitmix64;
     use super::*;
     use proptest::prelude::*;
     use std::vec::Vec;
 
-    /// Reference: exact rational comparison in u128 over all hashes-independent minima.
+    /// Reference: every backend whose delay is minimal, compared exactly in u128.
     fn minima(weights: &[u32], active: &[u32]) -> Vec<usize> {
         let n = weights.len().min(active.len());
         let key = |i: usize| (u128::from(active[i]) + 1, u128::from(weights[i]));
         let mut best: Option<(u128, u128)> = None;
-        for i in 0..n {
-            if weights[i] == 0 {
-                continue;
-            }
-            let (a, w) = key(i);
+        for (a, w) in (0..n).filter(|&i| weights[i] > 0).map(key) {
             if best.is_none_or(|(ba, bw)| a * bw < ba * w) {
                 best = Some((a, w));
             }
@@ -108,7 +105,10 @@ mod tests {
         assert_eq!(sed_choose(&[0, 0, 0], &[0, 0, 0], 1), None);
         // Zero-weight backend is idle but never chosen.
         for h in 0..64 {
-            assert_eq!(sed_choose(&[0, 1, 0], &[0, 1000, 0], splitmix64(h)), Some(1));
+            assert_eq!(
+                sed_choose(&[0, 1, 0], &[0, 1000, 0], splitmix64(h)),
+                Some(1)
+            );
         }
         // Only min(len) backends count: backend 2 (weight 100) is ignored.
         assert_eq!(sed_choose(&[1, 1, 100], &[5, 3], 0), Some(1));
