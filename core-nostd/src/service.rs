@@ -362,7 +362,10 @@ impl Service {
                 };
                 ids[k] = (backend_id(&b.addr, seed), w);
             }
-            v.consistent = v.maglev.build(&ids[..n]).is_ok();
+            v.consistent = v
+                .maglev
+                .build_with_size(&ids[..n], crate::select::MAGLEV_SIZE as u32)
+                .is_ok();
         }
     }
 

@@ -70,11 +70,12 @@ impl fmt::Display for SelectError {
 }
 
 /// Which selection method a VIP uses for new flows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, zerocopy::FromZeros)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(u8)]
 pub enum Method {
     /// Weighted random choice through an [`AliasTable`].
+    #[default]
     Alias = 0,
     /// Shortest Expected Delay over active-flow counts ([`sed_choose`]).
     Sed = 1,
