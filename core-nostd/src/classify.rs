@@ -104,7 +104,7 @@ pub enum Verdict {
 }
 
 /// Protocol selector of a VIP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, zerocopy::FromZeros)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(u8)]
 pub enum VipProto {
@@ -118,7 +118,7 @@ pub enum VipProto {
 }
 
 /// One virtual service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, zerocopy::FromZeros)]
 #[repr(C)]
 pub struct Vip {
     /// Address family.

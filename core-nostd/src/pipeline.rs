@@ -104,7 +104,7 @@ struct FragEntry {
 /// Per-worker state: flow table, fragment cache, telemetry. All-zero bytes are a
 /// valid empty worker; allocate with `Worker::new_box_zeroed()` (a 1 M-flow table
 /// is about 56 MB) and call [`Worker::init`].
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(FromZeros)]
 #[repr(C)]
 pub struct Worker<const B: usize> {
     /// The flow table.
@@ -232,6 +232,9 @@ impl<const B: usize> Worker<B> {
         key: &FlowKey,
         hash: u64,
     ) -> Verdict {
+        if m.frag.is_fragment && !m.frag.is_first {
+            return self.later_fragment(svc, now_ns, pkt, m);
+        }
         let vip_idx = match match_vip(svc.vip_list(), m) {
             VipMatch::Vip(i) if !is_host_icmp(m) => i,
             VipMatch::None => return Verdict::Host,
@@ -241,24 +244,10 @@ impl<const B: usize> Worker<B> {
         let Some(vs) = svc.vip(vip_idx) else {
             return self.drop(DropReason::NoVip);
         };
-        if svc.verify_checksums && m.family == IpFamily::V4 && !ipv4_header_ok(pkt.frame(), m) {
-            return self.drop(DropReason::BadChecksum);
+        if let Some(r) = self.sanity(svc, pkt, m) {
+            return self.drop(r);
         }
-        if is_martian_source(m.family, &m.src) {
-            return self.drop(DropReason::Martian);
-        }
-        if m.ttl <= 1 {
-            return self.drop(DropReason::TtlExpired);
-        }
-        let backend = if m.frag.is_fragment && !m.frag.is_first {
-            match self.frag_lookup(m, now_ns) {
-                Some(b) => {
-                    self.telemetry.global.fragments_forwarded += 1;
-                    b
-                }
-                None => return self.drop(DropReason::FragmentNoState),
-            }
-        } else if m.icmp_error {
+        let backend = if m.icmp_error {
             match self.flows.lookup(key, hash, now, svc.timeouts()) {
                 Lookup::Hit(_, e) => e.backend,
                 Lookup::Miss(exp) => {
@@ -285,7 +274,65 @@ impl<const B: usize> Worker<B> {
         if m.frag.is_fragment && m.frag.is_first {
             self.frag_insert(m, now_ns, backend, vip_idx);
         }
-        let Some(target) = svc.target(backend, vs.encap) else {
+        self.emit(svc, pkt, m, hash, backend, vs.encap)
+    }
+
+    /// Checks every packet for a VIP gets: checksum (if enabled), source, TTL.
+    #[inline(always)]
+    fn sanity(&self, svc: &Service, pkt: &Packet<'_>, m: &PacketMeta) -> Option<DropReason> {
+        if svc.verify_checksums && m.family == IpFamily::V4 && !ipv4_header_ok(pkt.frame(), m) {
+            return Some(DropReason::BadChecksum);
+        }
+        if is_martian_source(m.family, &m.src) {
+            return Some(DropReason::Martian);
+        }
+        if m.ttl <= 1 {
+            return Some(DropReason::TtlExpired);
+        }
+        None
+    }
+
+    /// A non-first fragment: it has no ports, so it follows its first fragment.
+    fn later_fragment(
+        &mut self,
+        svc: &Service,
+        now_ns: u64,
+        pkt: &mut Packet<'_>,
+        m: &PacketMeta,
+    ) -> Verdict {
+        if match_vip(svc.vip_list(), m) == VipMatch::None {
+            return Verdict::Host;
+        }
+        if let Some(r) = self.sanity(svc, pkt, m) {
+            return self.drop(r);
+        }
+        let Some((backend, vip)) = self.frag_lookup(m, now_ns) else {
+            return self.drop(DropReason::FragmentNoState);
+        };
+        let Some(vs) = svc.vip(vip) else {
+            return self.drop(DropReason::FragmentNoState);
+        };
+        self.telemetry.global.fragments_forwarded += 1;
+        if let Some(c) = self.telemetry.backends.get_mut(usize::from(backend)) {
+            c.packets += 1;
+            c.bytes += u64::from(m.l3_len);
+        }
+        let hash = flow_hash(&FlowKey::fragment(m), svc.hash_seed);
+        self.emit(svc, pkt, m, hash, backend, vs.encap)
+    }
+
+    /// Rewrites the packet toward `backend` and turns the outcome into a verdict.
+    #[inline(always)]
+    fn emit(
+        &mut self,
+        svc: &Service,
+        pkt: &mut Packet<'_>,
+        m: &PacketMeta,
+        hash: u64,
+        backend: u16,
+        encap: crate::rewrite::Encap,
+    ) -> Verdict {
+        let Some(target) = svc.target(backend, encap) else {
             return self.drop(DropReason::NoLiveBackend);
         };
         match rewrite(pkt.buf, pkt.start, pkt.len, m, &target, &svc.egress, hash) {
@@ -466,11 +513,11 @@ impl<const B: usize> Worker<B> {
         }
     }
 
-    fn frag_lookup(&self, m: &PacketMeta, now_ns: u64) -> Option<u16> {
+    fn frag_lookup(&self, m: &PacketMeta, now_ns: u64) -> Option<(u16, u8)> {
         let key = FlowKey::fragment(m);
         let e = self.frags.get(Self::frag_slot(&key))?;
         let fresh = ticks(now_ns).wrapping_sub(e.tick) <= ticks(FRAG_TIMEOUT_NS);
-        (e.valid == 1 && e.key == key && fresh).then_some(e.backend)
+        (e.valid == 1 && e.key == key && fresh).then_some((e.backend, e.vip))
     }
 }
 

@@ -134,6 +134,9 @@ impl VipService {
     /// Backend chosen by the consistent (Maglev) table for `hash`.
     #[inline]
     pub fn consistent(&self, hash: u64) -> Option<u16> {
+        if !self.consistent {
+            return None;
+        }
         let m = self.maglev.lookup(hash)?;
         self.members.get(usize::from(m)).copied()
     }
@@ -141,6 +144,9 @@ impl VipService {
     /// Backend drawn from the alias table with `hash`.
     #[inline]
     pub fn alias(&self, hash: u64) -> Option<u16> {
+        if !self.live {
+            return None;
+        }
         let m = self.alias.sample(hash)?;
         self.members.get(usize::from(m)).copied()
     }
@@ -318,15 +324,15 @@ impl Service {
     }
 
     /// Sets a backend's admin state; rebuilds the consistent tables when the set
-    /// of non-down backends changes.
+    /// of active backends changes.
     pub fn set_admin(&mut self, backend: u16, state: AdminState) -> Result<(), ConfigError> {
         let Some(b) = self.backends[..usize::from(self.n_backends)].get_mut(usize::from(backend))
         else {
             return Err(ConfigError::BadBackendIndex(backend));
         };
-        let was_down = b.admin == AdminState::Down;
+        let was_active = b.admin == AdminState::Active;
         b.admin = state;
-        let maglev = was_down != (state == AdminState::Down);
+        let maglev = was_active != (state == AdminState::Active);
         self.rebuild_all(maglev);
         Ok(())
     }
@@ -355,10 +361,10 @@ impl Service {
             let mut ids = [(0u64, 0u32); MAX_BACKENDS];
             for k in 0..n {
                 let b = &backends[usize::from(v.members[k])];
-                let w = if b.admin == AdminState::Down {
-                    0
-                } else {
+                let w = if b.admin == AdminState::Active {
                     b.base_weight
+                } else {
+                    0
                 };
                 ids[k] = (backend_id(&b.addr, seed), w);
             }

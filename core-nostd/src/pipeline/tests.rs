@@ -13,7 +13,7 @@ const VIP: [u8; 4] = [198, 18, 255, 1];
 const LB_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xfe];
 const SEC: u64 = 1_000_000_000;
 
-type W = Worker<1024>;
+type W = Worker<16384>;
 
 fn worker() -> Box<W> {
     let mut w = W::new_box_zeroed().expect("alloc");
@@ -466,3 +466,14 @@ fn service_config_errors_name_the_problem() {
 }
 
 use crate::service::ConfigError as ConfigErrorAlias;
+
+#[test]
+fn rst_without_state_is_forwarded_consistently_but_not_tracked() {
+    let s = service(Method::Alias, Encap::IpIp, &[WEIGHT_ONE; 3]);
+    let mut w = worker();
+    let x = fwd(run(&mut w, &s, SEC, tcp(5, 5, RST)).0);
+    assert_eq!(fwd(run(&mut w, &s, SEC, tcp(5, 5, RST)).0), x);
+    assert_eq!(w.flows.occupied(), 0);
+    assert_eq!(w.telemetry.global.maglev_fallback, 2);
+}
+
