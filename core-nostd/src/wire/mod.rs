@@ -28,7 +28,7 @@ pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use ipv6_ext::{Ipv6ExtHeader, Ipv6FragmentHeader};
 pub use meta::{FragInfo, Frame, IpFamily, PacketMeta};
-pub use parse::{parse_frame, verify_checksums};
+pub use parse::{parse_frame, verify_checksums, verify_l3_checksum, verify_l4_checksum};
 pub use tcp::{TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 pub use vlan::VlanTag;

@@ -131,6 +131,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VlanTag<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
