@@ -13,6 +13,9 @@
 //! packet (10 Mpps); frames are written into their buffers before each timed batch
 //! of 256, like a NIC would.
 
+// A benchmark/demo binary: `expect` is how it reports setup failures.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashMap;
@@ -31,6 +34,9 @@ use rand::{Rng, SeedableRng};
 use rand_distr::weighted_alias::WeightedAliasIndex;
 use rand_distr::Distribution;
 use zerocopy::FromZeros;
+
+#[global_allocator]
+static ALLOC: HugePageAlloc = HugePageAlloc;
 
 const NS_PER_PKT: u64 = 100;
 const BACKENDS: usize = 16;
@@ -99,15 +105,15 @@ impl<const B: usize> Core<B> {
 
 impl<const B: usize> Lb for Core<B> {
     fn batch(&mut self, now: u64, bufs: &mut [[u8; BUF]], lens: &[usize]) -> usize {
-        let mut pkts: [Option<Packet<'_>>; MAX_BATCH] = [const { None }; MAX_BATCH];
         let n = lens.len();
-        for (slot, (b, &l)) in pkts.iter_mut().zip(bufs.iter_mut().zip(lens)) {
-            *slot = Some(Packet::new(b, HEADROOM, l));
-        }
-        // Packet holds a &mut; collect the Somes into a contiguous array.
-        let mut arr: Vec<Packet<'_>> = pkts.iter_mut().take(n).filter_map(Option::take).collect();
+        let mut it = bufs.iter_mut().zip(lens);
+        // A host hands the pipeline its mbufs as an array of packet views.
+        let mut arr: [Packet<'_>; MAX_BATCH] = std::array::from_fn(|_| match it.next() {
+            Some((b, &l)) => Packet::new(b, HEADROOM, l),
+            None => Packet::new(&mut [], 0, 0),
+        });
         let mut v = [Verdict::Host; MAX_BATCH];
-        self.w.process(&self.svc, now, &mut arr, &mut v);
+        self.w.process(&self.svc, now, &mut arr[..n], &mut v);
         v[..n]
             .iter()
             .filter(|v| matches!(v, Verdict::Forward { .. }))
@@ -273,10 +279,20 @@ impl Peer {
         let pb = &mut self.backends[usize::from(b)];
         pb.packets += 1;
         pb.bytes += u64::from(ip_len);
-        reservoir(&mut pb.duration, &mut pb.duration_seen, ((now - created) / 1000) as u32, &mut self.rng);
+        reservoir(
+            &mut pb.duration,
+            &mut pb.duration_seen,
+            ((now - created) / 1000) as u32,
+            &mut self.rng,
+        );
         if pb.last_packet != 0 {
             let ia = ((now - pb.last_packet) / 1000) as u32;
-            reservoir(&mut pb.interarrival, &mut pb.interarrival_seen, ia, &mut self.rng);
+            reservoir(
+                &mut pb.interarrival,
+                &mut pb.interarrival_seen,
+                ia,
+                &mut self.rng,
+            );
         }
         pb.last_packet = now;
         // Rewrite: decrement the inner TTL (header rebuilt by etherparse), then
@@ -325,7 +341,13 @@ impl Lb for Peer {
 // ------------------------------------------------------------------ harness
 
 /// Runs `packets` packets of `trace` through `lb`; returns (ns per packet, forwarded).
-fn round(lb: &mut dyn Lb, trace: &mut Trace, clock: &mut u64, packets: usize, bufs: &mut [[u8; BUF]]) -> (f64, usize) {
+fn round(
+    lb: &mut dyn Lb,
+    trace: &mut Trace,
+    clock: &mut u64,
+    packets: usize,
+    bufs: &mut [[u8; BUF]],
+) -> (f64, usize) {
     let mut lens = [0usize; MAX_BATCH];
     let mut elapsed = 0u128;
     let mut fwd = 0;
@@ -367,7 +389,9 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn workload<const B: usize>(n: usize, rounds: usize, per_round: usize) -> (f64, f64) {
-    let weights: Vec<u32> = (0..BACKENDS).map(|i| (1 + (i as u32 % 4)) * WEIGHT_ONE).collect();
+    let weights: Vec<u32> = (0..BACKENDS)
+        .map(|i| (1 + (i as u32 % 4)) * WEIGHT_ONE)
+        .collect();
     // Idle flows (replaced ones) must expire at about the rate new ones arrive so
     // that the table holds ~N live flows plus at most ~N idle ones.
     let established_ns = n as u64 * 10 * NS_PER_PKT;
@@ -407,6 +431,12 @@ fn main() {
     println!(
         "bench core: 64-byte TCP, 10% new flows, {BACKENDS} backends, IP-in-IP + telemetry; {rounds} interleaved rounds of {per_round} packets, medians"
     );
+    if std::env::args().any(|a| a == "--small") {
+        // Diagnostic: a table that fits in L2, to separate compute from memory.
+        let (c, p) = workload::<{ 1 << 12 }>(1 << 12, rounds, per_round);
+        println!("RESULT core_ns_4k={c:.2} peer_ns_4k={p:.2}");
+        return;
+    }
     let (c64, p64) = workload::<{ 1 << 16 }>(1 << 16, rounds, per_round);
     let (c1m, p1m) = workload::<{ 1 << 20 }>(1 << 20, rounds, per_round);
     println!(

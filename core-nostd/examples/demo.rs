@@ -6,6 +6,9 @@
 //! the data plane runs (parse, classify, flow table, alias selection, IP-in-IP
 //! rewrite, telemetry).
 
+// A benchmark/demo binary: `expect` is how it reports setup failures.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -21,7 +24,7 @@ use zerocopy::FromZeros;
 const MS: u64 = 1_000_000;
 
 struct Run {
-    worker: Box<Worker<{ 1 << 16 }>>,
+    worker: Box<Worker<{ 1 << 18 }>>,
     bufs: Vec<[u8; BUF]>,
     now: u64,
 }
@@ -29,7 +32,11 @@ struct Run {
 impl Run {
     /// Sends `frames` (flow id, dport, flags, ttl) through the pipeline in batches;
     /// returns the verdict of each.
-    fn send(&mut self, svc: &marllb_core::service::Service, frames: &[(u32, u16, u8, u8)]) -> Vec<Verdict> {
+    fn send(
+        &mut self,
+        svc: &marllb_core::service::Service,
+        frames: &[(u32, u16, u8, u8)],
+    ) -> Vec<Verdict> {
         let mut out = Vec::with_capacity(frames.len());
         for chunk in frames.chunks(MAX_BATCH) {
             let mut lens = [0usize; MAX_BATCH];
@@ -65,7 +72,10 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
-    let weights: Vec<u32> = [1, 1, 2, 2, 3, 3, 4, 4].iter().map(|w| w * WEIGHT_ONE).collect();
+    let weights: Vec<u32> = [1, 1, 2, 2, 3, 3, 4, 4]
+        .iter()
+        .map(|w| w * WEIGHT_ONE)
+        .collect();
     let mut svc = service(Method::Alias, Encap::IpIp, &weights);
     let mut run = Run {
         worker: Worker::new_box_zeroed().expect("allocate the worker"),
@@ -76,7 +86,10 @@ fn main() {
 
     println!("MARLLB core demo");
     println!("  VIP 198.18.255.1:80/tcp, 8 backends 198.19.0.10-17, alias method, IP-in-IP");
-    println!("  flow table: {} entries in 4-way buckets", (1usize << 16) * 4);
+    println!(
+        "  flow table: {} entries in 4-way buckets",
+        (1usize << 18) * 4
+    );
 
     // Phase 1: `flows` new connections (SYN, then ACK), weights 1:1:2:2:3:3:4:4.
     let mut frames: Vec<(u32, u16, u8, u8)> = Vec::new();
@@ -87,31 +100,55 @@ fn main() {
     let placed: Vec<Option<u16>> = syn_v.iter().map(backend_of).collect();
     let acks: Vec<_> = (0..flows).map(|id| (id, 80, ACK, 64)).collect();
     let ack_v = run.send(&svc, &acks);
-    let moved_ack = ack_v.iter().zip(&placed).filter(|(v, p)| backend_of(v) != **p).count();
+    let moved_ack = ack_v
+        .iter()
+        .zip(&placed)
+        .filter(|(v, p)| backend_of(v) != **p)
+        .count();
 
     print_shares("phase 1: weights 1:1:2:2:3:3:4:4", &weights, &placed);
     println!("  ACKs that went to a different backend than their SYN: {moved_ack}");
 
     // Phase 2: the controller reverses the weights and drains backend 7.
-    let w2: Vec<u32> = [4, 4, 3, 3, 2, 2, 1, 0].iter().map(|w| w * WEIGHT_ONE).collect();
+    let w2: Vec<u32> = [4, 4, 3, 3, 2, 2, 1, 0]
+        .iter()
+        .map(|w| w * WEIGHT_ONE)
+        .collect();
     svc.set_weights(&w2);
     let again = run.send(&svc, &acks);
-    let moved = again.iter().zip(&placed).filter(|(v, p)| backend_of(v) != **p).count();
+    let moved = again
+        .iter()
+        .zip(&placed)
+        .filter(|(v, p)| backend_of(v) != **p)
+        .count();
     let new: Vec<_> = (flows..2 * flows).map(|id| (id, 80, SYN, 64)).collect();
     let new_v: Vec<Option<u16>> = run.send(&svc, &new).iter().map(backend_of).collect();
-    print_shares("phase 2: weights 4:4:3:3:2:2:1:0 (backend 7 drained)", &w2, &new_v);
-    println!(
-        "  existing flows moved by the weight change: {moved} of {flows} (expected 0)"
+    print_shares(
+        "phase 2: weights 4:4:3:3:2:2:1:0 (backend 7 drained)",
+        &w2,
+        &new_v,
     );
+    println!("  existing flows moved by the weight change: {moved} of {flows} (expected 0)");
     let on7 = placed.iter().filter(|p| **p == Some(7)).count();
-    let on7_after = again.iter().zip(&placed).filter(|(v, p)| **p == Some(7) && backend_of(v) == Some(7)).count();
+    let on7_after = again
+        .iter()
+        .zip(&placed)
+        .filter(|(v, p)| **p == Some(7) && backend_of(v) == Some(7))
+        .count();
     println!("  backend 7 (drained): {on7} existing flows still served there: {on7_after}");
 
     // Phase 3: backend 3 fails (admin down): its flows are re-placed.
-    svc.set_admin(3, AdminState::Down).expect("backend 3 exists");
+    svc.set_admin(3, AdminState::Down)
+        .expect("backend 3 exists");
     let after_down = run.send(&svc, &acks);
-    let on3 = after_down.iter().filter(|v| backend_of(v) == Some(3)).count();
-    println!("\nphase 3: backend 3 down: packets still sent to it: {on3}; flows re-placed: {}", run.worker.telemetry.global.flows_rescheduled);
+    let on3 = after_down
+        .iter()
+        .filter(|v| backend_of(v) == Some(3))
+        .count();
+    println!(
+        "\nphase 3: backend 3 down: packets still sent to it: {on3}; flows re-placed: {}",
+        run.worker.telemetry.global.flows_rescheduled
+    );
 
     // Phase 4: bad traffic.
     let mut bad = Vec::new();
@@ -127,7 +164,7 @@ fn main() {
         let mut p = Packet::new(&mut b, HEADROOM, 14 + (k as usize % (len - 40)));
         run.worker.process_one(&svc, run.now, &mut p);
     }
-    run.worker.sweep(&svc, run.now, 1 << 16);
+    run.worker.sweep(&svc, run.now, 1 << 18);
 
     let t = &run.worker.telemetry;
     println!("\ndrops by reason:");
@@ -143,7 +180,9 @@ fn main() {
         g.rx_packets, g.forwarded, g.to_host, g.dropped, g.flows_inserted, g.flows_untracked, g.maglev_fallback
     );
     println!("\nper-backend telemetry (this window):");
-    println!("  backend  packets  new_flows  active  flow_duration_mean/p90_us  handshake_mean/p90_us");
+    println!(
+        "  backend  packets  new_flows  active  flow_duration_mean/p90_us  handshake_mean/p90_us"
+    );
     for b in 0..8 {
         let c = t.backends[b];
         let s = &t.samples[b];
@@ -185,5 +224,8 @@ fn print_shares(title: &str, weights: &[u32], placed: &[Option<u16>]) {
             a * 100.0
         );
     }
-    println!("  chi-square = {chi2:.2} over {} backends with weight > 0", weights.iter().filter(|w| **w > 0).count());
+    println!(
+        "  chi-square = {chi2:.2} over {} backends with weight > 0",
+        weights.iter().filter(|w| **w > 0).count()
+    );
 }

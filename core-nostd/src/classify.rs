@@ -216,11 +216,7 @@ pub fn is_host_icmp(m: &PacketMeta) -> bool {
     if m.icmp_error {
         return false;
     }
-    match m.proto {
-        ip_proto::ICMP => true,
-        ip_proto::ICMPV6 => true,
-        _ => false,
-    }
+    matches!(m.proto, ip_proto::ICMP | ip_proto::ICMPV6)
 }
 
 /// A source address that no client can have: multicast, broadcast, unspecified
@@ -229,9 +225,7 @@ pub fn is_host_icmp(m: &PacketMeta) -> bool {
 pub fn is_martian_source(family: IpFamily, src: &[u8; 16]) -> bool {
     match family {
         IpFamily::V4 => src[0] == 0 || src[0] == 127 || src[0] >= 224,
-        IpFamily::V6 => {
-            src[0] == 0xff || (src[..15].iter().all(|b| *b == 0) && src[15] <= 1)
-        }
+        IpFamily::V6 => src[0] == 0xff || (src[..15].iter().all(|b| *b == 0) && src[15] <= 1),
     }
 }
 
@@ -257,12 +251,30 @@ mod tests {
             Vip::v4([198, 18, 255, 1], VipProto::Tcp, 443),
             Vip::v4([198, 18, 255, 2], VipProto::Udp, 53),
         ];
-        assert_eq!(match_vip(&vips, &meta([198, 18, 255, 1], 6, 443)), VipMatch::Vip(2));
-        assert_eq!(match_vip(&vips, &meta([198, 18, 255, 1], 6, 80)), VipMatch::Vip(1));
-        assert_eq!(match_vip(&vips, &meta([198, 18, 255, 1], 17, 80)), VipMatch::Vip(0));
-        assert_eq!(match_vip(&vips, &meta([198, 18, 255, 2], 17, 53)), VipMatch::Vip(3));
-        assert_eq!(match_vip(&vips, &meta([198, 18, 255, 2], 6, 53)), VipMatch::AddrOnly);
-        assert_eq!(match_vip(&vips, &meta([198, 18, 255, 3], 6, 80)), VipMatch::None);
+        assert_eq!(
+            match_vip(&vips, &meta([198, 18, 255, 1], 6, 443)),
+            VipMatch::Vip(2)
+        );
+        assert_eq!(
+            match_vip(&vips, &meta([198, 18, 255, 1], 6, 80)),
+            VipMatch::Vip(1)
+        );
+        assert_eq!(
+            match_vip(&vips, &meta([198, 18, 255, 1], 17, 80)),
+            VipMatch::Vip(0)
+        );
+        assert_eq!(
+            match_vip(&vips, &meta([198, 18, 255, 2], 17, 53)),
+            VipMatch::Vip(3)
+        );
+        assert_eq!(
+            match_vip(&vips, &meta([198, 18, 255, 2], 6, 53)),
+            VipMatch::AddrOnly
+        );
+        assert_eq!(
+            match_vip(&vips, &meta([198, 18, 255, 3], 6, 80)),
+            VipMatch::None
+        );
     }
 
     #[test]
@@ -270,7 +282,10 @@ mod tests {
         let mut a = [0u8; 16];
         a[..4].copy_from_slice(&[198, 18, 255, 1]);
         let vips = [Vip::v6(a, VipProto::Tcp, 80)];
-        assert_eq!(match_vip(&vips, &meta([198, 18, 255, 1], 6, 80)), VipMatch::None);
+        assert_eq!(
+            match_vip(&vips, &meta([198, 18, 255, 1], 6, 80)),
+            VipMatch::None
+        );
         let mut m = meta([198, 18, 255, 1], 6, 80);
         m.family = IpFamily::V6;
         assert_eq!(match_vip(&vips, &m), VipMatch::Vip(0));

@@ -86,7 +86,14 @@ mod tests {
         src[..4].copy_from_slice(&(0xc612_0000u32 + i).to_be_bytes());
         let mut dst = [0u8; 16];
         dst[..4].copy_from_slice(&[198, 18, 255, 1]);
-        FlowKey::new(IpFamily::V4, &src, &dst, (i as u16).wrapping_add(1024), 80, 6)
+        FlowKey::new(
+            IpFamily::V4,
+            &src,
+            &dst,
+            (i as u16).wrapping_add(1024),
+            80,
+            6,
+        )
     }
 
     #[test]

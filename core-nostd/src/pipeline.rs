@@ -36,7 +36,7 @@
 //! * Stateless Maglev method: every packet is placed by Maglev, no flow table.
 
 use crate::classify::{is_host_icmp, is_martian_source, match_vip, DropReason, Verdict, VipMatch};
-use crate::flow::{ticks, FlowKey, FlowState, FlowTable, Lookup, WAYS};
+use crate::flow::{ticks, FlowKey, FlowState, FlowTable, Lookup};
 use crate::hash::{choice_hash, flow_hash};
 use crate::prefetch;
 use crate::rewrite::{rewrite, RewriteError, Rewritten};
@@ -132,9 +132,13 @@ enum Stage {
 }
 
 impl<const B: usize> Worker<B> {
-    /// Prepares a zeroed worker; `id` seeds its reservoir sampler.
+    /// Prepares a zeroed worker; `id` seeds its reservoir sampler. Writes every
+    /// page of the flow table once, so the packet path never takes a page fault on
+    /// freshly allocated (lazily zeroed) memory.
     pub fn init(&mut self, id: u64) {
-        self.telemetry.seed(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed);
+        self.flows.clear();
+        self.telemetry
+            .seed(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed);
     }
 
     /// Expires idle flows in up to `budget` buckets (call from the idle loop).
@@ -193,20 +197,29 @@ impl<const B: usize> Worker<B> {
                     Err(_) => Stage::Done(Verdict::Drop(DropReason::Malformed)),
                 };
             }
-            // Pass 2: prefetch the key of the matching way.
+            // Pass 2: the buckets are (nearly) in cache now; prefetch the key of
+            // the way whose signature matches.
             for j in 0..m {
                 if let Stage::Ip(_) = stage[j] {
-                    prefetch::read(self.flows.keys_ptr(hashes[j]));
-                    prefetch::read(self.flows.keys_ptr(hashes[j]).wrapping_add(WAYS * 40 - 1));
+                    if let Some(p) = self.flows.candidate_key_ptr(hashes[j]) {
+                        prefetch::read(p);
+                        prefetch::read(p.wrapping_add(core::mem::size_of::<FlowKey>() - 1));
+                    }
                 }
             }
             // Pass 3: finish.
             for j in 0..m {
                 let v = match stage[j] {
                     Stage::Done(v) => v,
-                    Stage::Ip(meta) => {
-                        self.finish(svc, now_ns, now, &mut pkts[base + j], &meta, &keys[j], hashes[j])
-                    }
+                    Stage::Ip(meta) => self.finish(
+                        svc,
+                        now_ns,
+                        now,
+                        &mut pkts[base + j],
+                        &meta,
+                        &keys[j],
+                        hashes[j],
+                    ),
                 };
                 match v {
                     Verdict::Drop(r) if r == DropReason::Malformed => self.telemetry.drop_packet(r),
@@ -414,7 +427,8 @@ impl<const B: usize> Worker<B> {
                     // Port reuse after close, or the backend died: place anew.
                     let b = self.choose(vs, hash).ok_or(DropReason::NoLiveBackend)?;
                     if e.state.is_active() {
-                        self.telemetry.flow_closed(e.backend, e.state, e.created, now);
+                        self.telemetry
+                            .flow_closed(e.backend, e.state, e.created, now);
                     }
                     if down {
                         self.telemetry.global.flows_rescheduled += 1;
@@ -434,7 +448,8 @@ impl<const B: usize> Worker<B> {
                 if tcp {
                     if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
                         if e.state != FlowState::TcpClosing {
-                            self.telemetry.flow_closed(e.backend, e.state, e.created, now);
+                            self.telemetry
+                                .flow_closed(e.backend, e.state, e.created, now);
                             self.flows.set_state(slot, FlowState::TcpClosing);
                         }
                     } else if e.state == FlowState::TcpSynSent

@@ -251,7 +251,11 @@ impl Service {
             return Err(ConfigError::TooManyBackends);
         }
         for v in self.vip_services() {
-            if let Some(&m) = v.members().iter().find(|&&m| usize::from(m) >= backends.len()) {
+            if let Some(&m) = v
+                .members()
+                .iter()
+                .find(|&&m| usize::from(m) >= backends.len())
+            {
                 return Err(ConfigError::BadBackendIndex(m));
             }
         }

@@ -90,7 +90,10 @@ fn ensure_packages(pkgs: &[&str]) -> Result<()> {
         }
         return Ok(());
     }
-    step(&format!("installing system packages: {}", missing.join(" ")));
+    step(&format!(
+        "installing system packages: {}",
+        missing.join(" ")
+    ));
     let run = |args: &[&str]| -> Result<()> {
         println!("    $ apt-get {}", args.join(" "));
         let st = Command::new("apt-get")
@@ -112,7 +115,15 @@ fn ensure_packages(pkgs: &[&str]) -> Result<()> {
 fn demo(root: &Path, extra: &[String]) -> Result<()> {
     ensure_packages(DEMO_PACKAGES)?;
     step("building and running the core demo (release build)");
-    let mut args = vec!["run", "--release", "-p", "marllb-core", "--example", "demo", "--"];
+    let mut args = vec![
+        "run",
+        "--release",
+        "-p",
+        "marllb-core",
+        "--example",
+        "demo",
+        "--",
+    ];
     args.extend(extra.iter().map(String::as_str));
     cargo(root, &args)
 }
@@ -124,7 +135,14 @@ fn test(root: &Path) -> Result<()> {
     step("linting (cargo clippy -D warnings)");
     cargo(
         root,
-        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
     )?;
     step("running every test (release build: the statistical tests are heavy)");
     cargo(root, &["test", "--workspace", "--release"])?;

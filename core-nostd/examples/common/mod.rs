@@ -88,10 +88,87 @@ pub fn service(method: Method, encap: Encap, weights: &[u32]) -> Box<Service> {
         src_v6: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
         mtu: 1500,
     };
-    let bs: Vec<Backend> = weights.iter().enumerate().map(|(i, w)| backend(i, *w)).collect();
+    let bs: Vec<Backend> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| backend(i, *w))
+        .collect();
     s.set_backends(&bs).expect("backends");
     let members: Vec<u16> = (0..weights.len() as u16).collect();
     s.add_vip(Vip::v4(VIP, VipProto::Tcp, 80), method, encap, &members)
         .expect("vip");
     s
+}
+
+/// A global allocator that backs every allocation of 2 MiB or more with
+/// transparent huge pages (2 MiB-aligned anonymous mmap + MADV_HUGEPAGE), the way
+/// a DPDK host keeps its tables in hugepage memory. Small allocations go to the
+/// system allocator. Both sides of a benchmark use it.
+pub struct HugePageAlloc;
+
+const HUGE: usize = 2 << 20;
+
+// SAFETY: `alloc` returns either the system allocator's block or a fresh,
+// exclusively owned, suitably aligned anonymous mapping of at least `size` bytes;
+// `dealloc` releases each through the same path it came from (decided by the same
+// size test on the same layout).
+unsafe impl std::alloc::GlobalAlloc for HugePageAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if layout.size() < HUGE || layout.align() > HUGE {
+            // SAFETY: forwarded with the caller's (valid, non-zero-size) layout.
+            return unsafe { std::alloc::System.alloc(layout) };
+        }
+        let len = layout.size().div_ceil(HUGE) * HUGE;
+        // SAFETY: an anonymous private mapping has no preconditions; failure is
+        // reported as MAP_FAILED and turned into a null return below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len + HUGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return std::ptr::null_mut();
+        }
+        let base = p as usize;
+        let aligned = base.div_ceil(HUGE) * HUGE;
+        // SAFETY: both ranges lie inside the mapping just created and are not
+        // used by anyone: the unaligned head and the tail beyond `len`.
+        unsafe {
+            if aligned > base {
+                libc::munmap(p, aligned - base);
+            }
+            let tail = base + len + HUGE - (aligned + len);
+            if tail > 0 {
+                libc::munmap((aligned + len) as *mut libc::c_void, tail);
+            }
+            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+        aligned as *mut u8
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if layout.size() < HUGE || layout.align() > HUGE {
+            // SAFETY: forwarded with the caller's layout.
+            return unsafe { std::alloc::System.alloc_zeroed(layout) };
+        }
+        // SAFETY: same contract; fresh anonymous mappings are zero-filled.
+        unsafe { self.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        if layout.size() < HUGE || layout.align() > HUGE {
+            // SAFETY: this block came from the system allocator with this layout.
+            return unsafe { std::alloc::System.dealloc(ptr, layout) };
+        }
+        let len = layout.size().div_ceil(HUGE) * HUGE;
+        // SAFETY: `ptr..ptr+len` is exactly the mapping `alloc` kept.
+        unsafe {
+            libc::munmap(ptr as *mut libc::c_void, len);
+        }
+    }
 }

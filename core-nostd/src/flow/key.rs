@@ -11,7 +11,9 @@ use crate::wire::{IpFamily, PacketMeta};
 /// word 0), words 2-3 the destination address, word 4 = sport << 48 | dport << 32 |
 /// proto << 24 | family << 16. Free slots are marked in the bucket, so any key value is
 /// valid.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct FlowKey {
     /// The packed words (see the type docs).

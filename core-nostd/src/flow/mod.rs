@@ -124,7 +124,13 @@ impl Timeouts {
     /// Per-state timeouts in ticks, indexed by `FlowState as usize`; values above
     /// [`MAX_TIMEOUT_NS`] are clamped to it.
     pub fn to_ticks(&self) -> [u32; FLOW_STATES] {
-        let t = |ns: u64| ticks(if ns > MAX_TIMEOUT_NS { MAX_TIMEOUT_NS } else { ns });
+        let t = |ns: u64| {
+            ticks(if ns > MAX_TIMEOUT_NS {
+                MAX_TIMEOUT_NS
+            } else {
+                ns
+            })
+        };
         [
             0,
             t(self.tcp_syn_ns),
@@ -228,6 +234,8 @@ impl<const B: usize> core::fmt::Debug for FlowTable<B> {
     }
 }
 
+// The bucket is structure-of-arrays: ways are walked by index across its arrays.
+#[allow(clippy::needless_range_loop)]
 impl<const B: usize> FlowTable<B> {
     const CHECK: () = assert!(
         B.is_power_of_two() && B <= (1 << 30),
@@ -267,13 +275,17 @@ impl<const B: usize> FlowTable<B> {
             .map_or(core::ptr::null(), |x| (x as *const Bucket).cast())
     }
 
-    /// Address of the key array of the bucket for `hash`, for prefetching.
+    /// Address of the stored key of the first occupied way of `hash`'s bucket
+    /// whose signature matches, for prefetching; `None` when no way matches (a new
+    /// flow: nothing to fetch).
     #[inline(always)]
-    pub fn keys_ptr(&self, hash: u64) -> *const u8 {
+    pub fn candidate_key_ptr(&self, hash: u64) -> Option<*const u8> {
         let b = Self::bucket_of(hash);
-        self.keys
-            .get(b)
-            .map_or(core::ptr::null(), |x| (x as *const [FlowKey; WAYS]).cast())
+        let sig = Self::sig_of(hash);
+        let bucket = self.buckets.get(b)?;
+        let w = (0..WAYS).find(|&w| bucket.sig[w] == sig && bucket.state[w] != 0)?;
+        let k = self.keys.get(b)?.get(w)?;
+        Some((k as *const FlowKey).cast())
     }
 
     /// Finds the live entry of `key` and refreshes its `last_seen` to `now`.
@@ -356,8 +368,7 @@ impl<const B: usize> FlowTable<B> {
                 break;
             }
             let st = FlowState::from_u8(bucket.state[w]);
-            if reclaimed.is_none()
-                && now.wrapping_sub(bucket.last_seen[w]) > timeouts[st as usize]
+            if reclaimed.is_none() && now.wrapping_sub(bucket.last_seen[w]) > timeouts[st as usize]
             {
                 way = Some(w);
                 reclaimed = Some(Expired {

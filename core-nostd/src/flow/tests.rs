@@ -27,7 +27,15 @@ fn insert_then_hit_refreshes() {
     let mut t = table();
     let k = key(1);
     let (slot, reclaimed) = t
-        .insert(&k, 0x1234_5678_0000_0003, 100, &to(), 7, 2, FlowState::TcpSynSent)
+        .insert(
+            &k,
+            0x1234_5678_0000_0003,
+            100,
+            &to(),
+            7,
+            2,
+            FlowState::TcpSynSent,
+        )
         .expect("insert");
     assert!(reclaimed.is_none());
     assert_eq!(slot.bucket, 3);
@@ -52,9 +60,11 @@ fn hash_collision_never_matches_other_key() {
     // each must find its own entry and backend.
     let mut t = table();
     let h = 0xdead_beef_0000_0005;
-    t.insert(&key(1), h, 0, &to(), 1, 0, FlowState::Udp).expect("a");
+    t.insert(&key(1), h, 0, &to(), 1, 0, FlowState::Udp)
+        .expect("a");
     assert_eq!(t.lookup(&key(2), h, 1, &to()), Lookup::Miss(None));
-    t.insert(&key(2), h, 0, &to(), 2, 0, FlowState::Udp).expect("b");
+    t.insert(&key(2), h, 0, &to(), 2, 0, FlowState::Udp)
+        .expect("b");
     for (k, want) in [(key(1), 1), (key(2), 2)] {
         match t.lookup(&k, h, 1, &to()) {
             Lookup::Hit(_, e) => assert_eq!(e.backend, want),
@@ -68,9 +78,13 @@ fn per_state_timeouts() {
     let mut t = table();
     let h = 9;
     let tos = to();
-    t.insert(&key(1), h, 0, &tos, 1, 0, FlowState::TcpSynSent).expect("ins");
+    t.insert(&key(1), h, 0, &tos, 1, 0, FlowState::TcpSynSent)
+        .expect("ins");
     // Half-open: 5 s. At 4 s still alive, at 4 + 5.1 s gone.
-    assert!(matches!(t.lookup(&key(1), h, 4 * SEC, &tos), Lookup::Hit(..)));
+    assert!(matches!(
+        t.lookup(&key(1), h, 4 * SEC, &tos),
+        Lookup::Hit(..)
+    ));
     match t.lookup(&key(1), h, 4 * SEC + 5 * SEC + SEC / 10, &tos) {
         Lookup::Miss(Some(e)) => assert_eq!(e.state, FlowState::TcpSynSent),
         other => panic!("{other:?}"),
@@ -78,11 +92,22 @@ fn per_state_timeouts() {
     // Freed: a second lookup finds nothing at all.
     assert_eq!(t.lookup(&key(1), h, 20 * SEC, &tos), Lookup::Miss(None));
     // Established lives 300 s.
-    let (s, _) = t.insert(&key(2), h, 0, &tos, 1, 0, FlowState::TcpSynSent).expect("ins");
+    let (s, _) = t
+        .insert(&key(2), h, 0, &tos, 1, 0, FlowState::TcpSynSent)
+        .expect("ins");
     t.set_state(s, FlowState::TcpEstablished);
-    assert!(matches!(t.lookup(&key(2), h, 299 * SEC, &tos), Lookup::Hit(..)));
-    assert!(matches!(t.lookup(&key(2), h, 598 * SEC, &tos), Lookup::Hit(..)));
-    assert!(matches!(t.lookup(&key(2), h, 899 * SEC, &tos), Lookup::Miss(Some(_))));
+    assert!(matches!(
+        t.lookup(&key(2), h, 299 * SEC, &tos),
+        Lookup::Hit(..)
+    ));
+    assert!(matches!(
+        t.lookup(&key(2), h, 598 * SEC, &tos),
+        Lookup::Hit(..)
+    ));
+    assert!(matches!(
+        t.lookup(&key(2), h, 899 * SEC, &tos),
+        Lookup::Miss(Some(_))
+    ));
 }
 
 #[test]
@@ -90,9 +115,13 @@ fn timeouts_survive_tick_wraparound() {
     let mut t = table();
     let tos = to();
     let start = u32::MAX - SEC;
-    t.insert(&key(1), 1, start, &tos, 3, 0, FlowState::Udp).expect("ins");
+    t.insert(&key(1), 1, start, &tos, 3, 0, FlowState::Udp)
+        .expect("ins");
     // 10 s later the tick counter has wrapped; 10 s < 30 s UDP timeout.
-    assert!(matches!(t.lookup(&key(1), 1, start.wrapping_add(10 * SEC), &tos), Lookup::Hit(..)));
+    assert!(matches!(
+        t.lookup(&key(1), 1, start.wrapping_add(10 * SEC), &tos),
+        Lookup::Hit(..)
+    ));
     assert!(matches!(
         t.lookup(&key(1), 1, start.wrapping_add(50 * SEC), &tos),
         Lookup::Miss(Some(_))
@@ -105,7 +134,8 @@ fn full_bucket_refuses_and_keeps_old_flows() {
     let tos = to();
     let h = 42;
     for i in 0..4 {
-        t.insert(&key(i), h, 0, &tos, i as u16, 0, FlowState::TcpEstablished).expect("ins");
+        t.insert(&key(i), h, 0, &tos, i as u16, 0, FlowState::TcpEstablished)
+            .expect("ins");
     }
     assert_eq!(
         t.insert(&key(99), h, 10, &tos, 9, 0, FlowState::TcpSynSent),
@@ -125,7 +155,11 @@ fn full_bucket_reclaims_expired_way() {
     let tos = to();
     let h = 42;
     for i in 0..4 {
-        let st = if i == 2 { FlowState::TcpSynSent } else { FlowState::TcpEstablished };
+        let st = if i == 2 {
+            FlowState::TcpSynSent
+        } else {
+            FlowState::TcpEstablished
+        };
         t.insert(&key(i), h, 0, &tos, i as u16, 0, st).expect("ins");
     }
     // 6 s later the half-open entry (way 2) has expired and is reclaimed.
@@ -164,10 +198,15 @@ fn sweep_reports_every_expired_entry_once() {
 fn remove_and_restart() {
     let mut t = table();
     let tos = to();
-    let (s, _) = t.insert(&key(1), 5, 0, &tos, 1, 0, FlowState::TcpClosing).expect("ins");
+    let (s, _) = t
+        .insert(&key(1), 5, 0, &tos, 1, 0, FlowState::TcpClosing)
+        .expect("ins");
     t.restart(s, 10, 4, FlowState::TcpSynSent);
     match t.lookup(&key(1), 5, 11, &tos) {
-        Lookup::Hit(_, e) => assert_eq!((e.backend, e.created, e.state), (4, 10, FlowState::TcpSynSent)),
+        Lookup::Hit(_, e) => assert_eq!(
+            (e.backend, e.created, e.state),
+            (4, 10, FlowState::TcpSynSent)
+        ),
         other => panic!("{other:?}"),
     }
     t.remove(s);

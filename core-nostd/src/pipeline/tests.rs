@@ -125,7 +125,10 @@ fn tcp_lifecycle_follows_the_flow_and_counts() {
         assert_eq!(fwd(run(&mut w, &s, 2 * SEC, tcp(1, 40000, f)).0), b);
     }
     let c = w.telemetry.backends[usize::from(b)];
-    assert_eq!((c.active_flows, c.half_open, c.closed_flows, c.packets), (0, 0, 1, 5));
+    assert_eq!(
+        (c.active_flows, c.half_open, c.closed_flows, c.packets),
+        (0, 0, 1, 5)
+    );
     assert_eq!(w.telemetry.samples[usize::from(b)].fct.len, 1);
     assert_eq!(w.telemetry.samples[usize::from(b)].handshake.len, 1);
     assert_eq!(w.telemetry.global.flows_inserted, 1);
@@ -230,10 +233,13 @@ fn mid_flow_packets_without_state_use_the_consistent_table() {
         let x = fwd(run(&mut a, &s1, SEC, tcp(i, 4000, ACK)).0);
         let y = fwd(run(&mut b, &s2, SEC, tcp(i, 4000, ACK)).0);
         assert_eq!(x, y);
-        assert_eq!(Some(x), s1.vip(0).and_then(|v| v.consistent(flow_hash(
-            &FlowKey::from_meta(&meta_of(&tcp(i, 4000, ACK))),
-            s1.hash_seed
-        ))));
+        assert_eq!(
+            Some(x),
+            s1.vip(0).and_then(|v| v.consistent(flow_hash(
+                &FlowKey::from_meta(&meta_of(&tcp(i, 4000, ACK))),
+                s1.hash_seed
+            )))
+        );
     }
     assert_eq!(a.telemetry.global.maglev_fallback, 500);
     // Now tracked: a later weight change cannot move them.
@@ -289,7 +295,10 @@ fn sed_prefers_weighted_short_queues() {
     }
     // SED keeps (active + 1) / weight level: 1:3 split of 400 active flows.
     assert!((95..=105).contains(&counts[0]), "{counts:?}");
-    assert_eq!(w.telemetry.backends[0].active_flows + w.telemetry.backends[1].active_flows, 400);
+    assert_eq!(
+        w.telemetry.backends[0].active_flows + w.telemetry.backends[1].active_flows,
+        400
+    );
 }
 
 #[test]
@@ -308,7 +317,10 @@ fn drops_and_host_traffic_are_counted_by_reason() {
     let s = service(Method::Alias, Encap::IpIp, &[WEIGHT_ONE; 2]);
     let mut w = worker();
     // Not a VIP address: host.
-    assert_eq!(run(&mut w, &s, SEC, tcp_to(1, 1, [198, 18, 0, 9], 80, SYN, 64)).0, Verdict::Host);
+    assert_eq!(
+        run(&mut w, &s, SEC, tcp_to(1, 1, [198, 18, 0, 9], 80, SYN, 64)).0,
+        Verdict::Host
+    );
     // VIP address, wrong port.
     assert_eq!(
         run(&mut w, &s, SEC, tcp_to(1, 1, VIP, 81, SYN, 64)).0,
@@ -322,7 +334,10 @@ fn drops_and_host_traffic_are_counted_by_reason() {
     // Truncated IPv4.
     let mut t = tcp(1, 1, SYN);
     t.truncate(HEADROOM + 20);
-    assert_eq!(run(&mut w, &s, SEC, t).0, Verdict::Drop(DropReason::Malformed));
+    assert_eq!(
+        run(&mut w, &s, SEC, t).0,
+        Verdict::Drop(DropReason::Malformed)
+    );
     // ARP: host.
     let mut arp = vec![0u8; HEADROOM];
     arp.extend_from_slice(&[0xff; 6]);
@@ -334,7 +349,10 @@ fn drops_and_host_traffic_are_counted_by_reason() {
     let mut m = tcp(1, 1, SYN);
     m[HEADROOM + 14 + 12] = 224;
     // Fix the header checksum is not needed: verification is off by default.
-    assert_eq!(run(&mut w, &s, SEC, m).0, Verdict::Drop(DropReason::Martian));
+    assert_eq!(
+        run(&mut w, &s, SEC, m).0,
+        Verdict::Drop(DropReason::Martian)
+    );
     let d = &w.telemetry.drops;
     assert_eq!(d[DropReason::NoVip as usize], 1);
     assert_eq!(d[DropReason::TtlExpired as usize], 1);
@@ -353,7 +371,10 @@ fn bad_ipv4_checksum_is_dropped_when_verification_is_on() {
     fwd(run(&mut w, &s, SEC, tcp(1, 1, SYN)).0);
     let mut bad = tcp(2, 1, SYN);
     bad[HEADROOM + 14 + 10] ^= 0xff;
-    assert_eq!(run(&mut w, &s, SEC, bad).0, Verdict::Drop(DropReason::BadChecksum));
+    assert_eq!(
+        run(&mut w, &s, SEC, bad).0,
+        Verdict::Drop(DropReason::BadChecksum)
+    );
 }
 
 #[test]
@@ -363,7 +384,7 @@ fn udp_flows_are_sticky_and_expire() {
     let x = fwd(run(&mut w, &s, SEC, udp(9, 5353)).0);
     assert_eq!(fwd(run(&mut w, &s, 20 * SEC, udp(9, 5353)).0), x);
     assert_eq!(w.telemetry.backends[usize::from(x)].active_flows, 1);
-    w.sweep(&s, 100 * SEC, 1024);
+    w.sweep(&s, 100 * SEC, 1 << 14);
     assert_eq!(w.telemetry.backends[usize::from(x)].active_flows, 0);
     assert_eq!(w.telemetry.backends[usize::from(x)].expired_flows, 1);
 }
@@ -371,7 +392,11 @@ fn udp_flows_are_sticky_and_expire() {
 #[test]
 fn batch_equals_one_by_one() {
     // 256 packets with repeated flows (SYN, retransmitted SYN, ACK, FIN in one batch).
-    let s = service(Method::Sed, Encap::IpIp, &[WEIGHT_ONE, 2 * WEIGHT_ONE, WEIGHT_ONE]);
+    let s = service(
+        Method::Sed,
+        Encap::IpIp,
+        &[WEIGHT_ONE, 2 * WEIGHT_ONE, WEIGHT_ONE],
+    );
     let mut frames = vec![];
     for i in 0..256u32 {
         let flow = i / 4;
@@ -424,7 +449,10 @@ fn fragments_follow_the_first_fragment() {
     // A non-first fragment of an unknown datagram is dropped.
     let mut orphan = second;
     orphan[ip + 4] = 0x99;
-    assert_eq!(run(&mut w, &s, SEC, orphan).0, Verdict::Drop(DropReason::FragmentNoState));
+    assert_eq!(
+        run(&mut w, &s, SEC, orphan).0,
+        Verdict::Drop(DropReason::FragmentNoState)
+    );
     assert_eq!(w.telemetry.global.fragments_forwarded, 1);
 }
 
@@ -451,7 +479,10 @@ fn service_config_errors_name_the_problem() {
     let mut s = Service::new_box_zeroed().expect("alloc");
     s.set_backends(&[backend(0, WEIGHT_ONE)]).expect("ok");
     let v = Vip::v4(VIP, VipProto::Tcp, 80);
-    assert_eq!(s.add_vip(v, Method::Alias, Encap::IpIp, &[]), Err(ConfigErrorAlias::NoMembers));
+    assert_eq!(
+        s.add_vip(v, Method::Alias, Encap::IpIp, &[]),
+        Err(ConfigErrorAlias::NoMembers)
+    );
     assert_eq!(
         s.add_vip(v, Method::Alias, Encap::IpIp, &[3]),
         Err(ConfigErrorAlias::BadBackendIndex(3))
@@ -461,8 +492,14 @@ fn service_config_errors_name_the_problem() {
         Err(ConfigErrorAlias::DuplicateMember(0))
     );
     s.add_vip(v, Method::Alias, Encap::IpIp, &[0]).expect("ok");
-    assert_eq!(s.add_vip(v, Method::Alias, Encap::IpIp, &[0]), Err(ConfigErrorAlias::DuplicateVip));
-    assert_eq!(s.set_backends(&[]), Err(ConfigErrorAlias::BadBackendIndex(0)));
+    assert_eq!(
+        s.add_vip(v, Method::Alias, Encap::IpIp, &[0]),
+        Err(ConfigErrorAlias::DuplicateVip)
+    );
+    assert_eq!(
+        s.set_backends(&[]),
+        Err(ConfigErrorAlias::BadBackendIndex(0))
+    );
 }
 
 use crate::service::ConfigError as ConfigErrorAlias;
@@ -476,4 +513,3 @@ fn rst_without_state_is_forwarded_consistently_but_not_tracked() {
     assert_eq!(w.flows.occupied(), 0);
     assert_eq!(w.telemetry.global.maglev_fallback, 2);
 }
-

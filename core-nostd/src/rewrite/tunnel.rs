@@ -11,7 +11,6 @@
 use super::{
     overhead, Checked, Egress, Encap, RewriteError, Rewritten, Target, ETH_HLEN, GRE_HLEN,
 };
-use crate::wire::checksum;
 use crate::wire::meta::ip_proto;
 use crate::wire::IpFamily;
 
@@ -74,23 +73,41 @@ pub(super) fn encap(
     let outer_len = (ovh + c.l3_len) as u16;
     let ip_hlen = match target.family {
         IpFamily::V4 => {
-            let ip = &mut hdr[ETH_HLEN..ETH_HLEN + 20];
+            // The checksum is summed from the field values, not read back from
+            // the buffer: reading bytes just written as narrower stores stalls on
+            // store forwarding (measured: the dominant cost of the rewrite).
             let flags: u16 = if c.df { 0x4000 } else { 0 };
-            ip[0] = 0x45;
-            ip[1] = tos;
-            ip[2..4].copy_from_slice(&outer_len.to_be_bytes());
-            ip[4..6].copy_from_slice(&(flow_hash as u16).to_be_bytes());
-            ip[6..8].copy_from_slice(&flags.to_be_bytes());
-            ip[8] = OUTER_TTL;
-            ip[9] = proto;
-            ip[10] = 0;
-            ip[11] = 0;
-            ip[12..16].copy_from_slice(&egress.src_v4);
-            let mut dst = [0u8; 4];
-            dst.copy_from_slice(&target.addr[..4]);
-            ip[16..20].copy_from_slice(&dst);
-            let csum = checksum::checksum(ip);
-            ip[10..12].copy_from_slice(&csum.to_be_bytes());
+            let id = flow_hash as u16;
+            let src = egress.src_v4;
+            let dst = [
+                target.addr[0],
+                target.addr[1],
+                target.addr[2],
+                target.addr[3],
+            ];
+            let w = |a: u8, b: u8| u32::from(u16::from_be_bytes([a, b]));
+            let mut acc = 0x4500
+                + u32::from(tos)
+                + u32::from(outer_len)
+                + u32::from(id)
+                + u32::from(flags)
+                + ((u32::from(OUTER_TTL) << 8) | u32::from(proto))
+                + w(src[0], src[1])
+                + w(src[2], src[3])
+                + w(dst[0], dst[1])
+                + w(dst[2], dst[3]);
+            acc = (acc & 0xffff) + (acc >> 16);
+            acc = (acc & 0xffff) + (acc >> 16);
+            let csum = !(acc as u16);
+            let [l0, l1] = outer_len.to_be_bytes();
+            let [i0, i1] = id.to_be_bytes();
+            let [f0, f1] = flags.to_be_bytes();
+            let [c0, c1] = csum.to_be_bytes();
+            let h: [u8; 20] = [
+                0x45, tos, l0, l1, i0, i1, f0, f1, OUTER_TTL, proto, c0, c1, src[0], src[1],
+                src[2], src[3], dst[0], dst[1], dst[2], dst[3],
+            ];
+            hdr[ETH_HLEN..ETH_HLEN + 20].copy_from_slice(&h);
             20
         }
         IpFamily::V6 => {

@@ -30,7 +30,9 @@ use crate::MAX_BACKENDS;
 pub const RESERVOIR_LEN: usize = 128;
 
 /// Monotonic counters and gauges of one backend (one cache line).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C, align(64))]
 pub struct BackendCounters {
     /// Packets forwarded to the backend.
@@ -112,7 +114,9 @@ impl Reservoir {
 }
 
 /// The four reservoirs of one backend.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct BackendSamples {
     /// Age of the flow at each packet, us.
@@ -126,7 +130,9 @@ pub struct BackendSamples {
 }
 
 /// Node-wide counters of one worker.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct GlobalCounters {
     /// Frames received by the pipeline.
@@ -178,7 +184,9 @@ pub struct Telemetry {
 }
 
 /// The reservoir generator's state, as plain bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 struct SplitMix64State {
     state: u64,
@@ -385,7 +393,10 @@ mod tests {
         let mut t = Telemetry::new_box_zeroed().expect("alloc");
         t.flow_opened(3, FlowState::TcpSynSent);
         t.flow_opened(3, FlowState::TcpSynSent);
-        assert_eq!((t.backends[3].active_flows, t.backends[3].half_open), (2, 2));
+        assert_eq!(
+            (t.backends[3].active_flows, t.backends[3].half_open),
+            (2, 2)
+        );
         t.handshake_done(3, 0, 100);
         assert_eq!(t.backends[3].half_open, 1);
         t.flow_closed(3, FlowState::TcpEstablished, 0, 1000);
@@ -398,7 +409,10 @@ mod tests {
             last_seen: 0,
         });
         let c = t.backends[3];
-        assert_eq!((c.active_flows, c.half_open, c.handshake_timeouts), (0, 0, 1));
+        assert_eq!(
+            (c.active_flows, c.half_open, c.handshake_timeouts),
+            (0, 0, 1)
+        );
         assert_eq!(t.samples[3].handshake.values(), &[102]);
         assert_eq!(t.samples[3].fct.values(), &[1024]);
         // Out-of-range backends are ignored, not a panic.

@@ -3,7 +3,15 @@
 
 /// IP version of the packet (of the inner, client-to-VIP packet for ICMP errors).
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Default, zerocopy::FromZeros, zerocopy::IntoBytes, zerocopy::Immutable,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    zerocopy::FromZeros,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
 )]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(u8)]
