@@ -90,7 +90,12 @@ struct Core<const B: usize> {
 
 impl<const B: usize> Core<B> {
     fn new(weights: &[u32], established_ns: u64) -> Self {
-        let mut svc = service(Method::Alias, Encap::IpIp, weights);
+        // Diagnostic switch: MARLLB_BENCH_ENCAP=dsr measures without tunnelling.
+        let encap = match std::env::var("MARLLB_BENCH_ENCAP").as_deref() {
+            Ok("dsr") => Encap::L2Dsr,
+            _ => Encap::IpIp,
+        };
+        let mut svc = service(Method::Alias, encap, weights);
         svc.set_timeouts(&Timeouts {
             tcp_established_ns: established_ns,
             tcp_closing_ns: 1_000_000,
@@ -431,6 +436,10 @@ fn main() {
     println!(
         "bench core: 64-byte TCP, 10% new flows, {BACKENDS} backends, IP-in-IP + telemetry; {rounds} interleaved rounds of {per_round} packets, medians"
     );
+    if std::env::args().any(|a| a == "--stages") {
+        stages();
+        return;
+    }
     if std::env::args().any(|a| a == "--small") {
         // Diagnostic: a table that fits in L2, to separate compute from memory.
         let (c, p) = workload::<{ 1 << 12 }>(1 << 12, rounds, per_round);
@@ -444,4 +453,93 @@ fn main() {
         p64 / c64,
         p1m / c1m
     );
+}
+
+/// Diagnostic: ns per packet of the pipeline's stages in isolation, on 4096
+/// cached frames (the cost of each stage without memory effects).
+fn stages() {
+    use marllb_core::classify::match_vip;
+    use marllb_core::flow::FlowKey;
+    use marllb_core::hash::flow_hash;
+    use marllb_core::wire::parse::parse_frame;
+    use marllb_core::wire::Frame;
+    let n = 4096;
+    let mut bufs = vec![[0u8; BUF]; n];
+    let mut lens = vec![0usize; n];
+    for (i, b) in bufs.iter_mut().enumerate() {
+        lens[i] = tcp_frame(b, i as u32, 80, ACK, 64);
+    }
+    let svc = service(Method::Alias, Encap::IpIp, &[WEIGHT_ONE; 16]);
+    let reps = 500;
+    let time = |name: &str, f: &mut dyn FnMut() -> u64| {
+        let t = Instant::now();
+        let mut acc = 0u64;
+        for _ in 0..reps {
+            acc = acc.wrapping_add(f());
+        }
+        let ns = t.elapsed().as_nanos() as f64 / (reps * n) as f64;
+        println!("  {name:<28} {ns:6.2} ns/pkt  ({acc})");
+    };
+    time("parse_frame", &mut || {
+        let mut a = 0u64;
+        for (b, &l) in bufs.iter().zip(&lens) {
+            if let Ok(Frame::Ip(m)) = parse_frame(&b[HEADROOM..HEADROOM + l]) {
+                a += u64::from(m.sport);
+            }
+        }
+        a
+    });
+    time("parse+key+hash", &mut || {
+        let mut a = 0u64;
+        for (b, &l) in bufs.iter().zip(&lens) {
+            if let Ok(Frame::Ip(m)) = parse_frame(&b[HEADROOM..HEADROOM + l]) {
+                a ^= flow_hash(&FlowKey::from_meta(&m), 1);
+            }
+        }
+        a
+    });
+    time("parse+match_vip", &mut || {
+        let mut a = 0u64;
+        for (b, &l) in bufs.iter().zip(&lens) {
+            if let Ok(Frame::Ip(m)) = parse_frame(&b[HEADROOM..HEADROOM + l]) {
+                a += matches!(
+                    match_vip(svc.vip_list(), &m),
+                    marllb_core::classify::VipMatch::Vip(_)
+                ) as u64;
+            }
+        }
+        a
+    });
+    let mut w = Worker::<{ 1 << 12 }>::new_box_zeroed().expect("alloc");
+    w.init(1);
+    let mut now = 1_000_000_000u64;
+    let dsr = service(Method::Alias, Encap::L2Dsr, &[WEIGHT_ONE; 16]);
+    time("full pipeline (ACK, DSR)", &mut || {
+        let mut f = 0u64;
+        for chunk in 0..n / MAX_BATCH {
+            let base = chunk * MAX_BATCH;
+            let (bb, ll) = (
+                &mut bufs[base..base + MAX_BATCH],
+                &lens[base..base + MAX_BATCH],
+            );
+            let mut it = bb.iter_mut().zip(ll);
+            let mut arr: [Packet<'_>; MAX_BATCH] = std::array::from_fn(|_| {
+                let (b, &l) = it.next().expect("len");
+                Packet::new(b, HEADROOM, l)
+            });
+            let mut v = [Verdict::Host; MAX_BATCH];
+            w.process(&dsr, now, &mut arr, &mut v);
+            now += 25_600;
+            f += v
+                .iter()
+                .filter(|v| matches!(v, Verdict::Forward { .. }))
+                .count() as u64;
+        }
+        // Undo the TTL decrement so frames stay valid across repetitions.
+        for (b, &l) in bufs.iter_mut().zip(&lens) {
+            let _ = l;
+            b[HEADROOM + 22] = 64;
+        }
+        f
+    });
 }

@@ -156,15 +156,6 @@ impl Vip {
             addr,
         }
     }
-
-    #[inline(always)]
-    fn same_addr(&self, family: IpFamily, addr: &[u8; 16]) -> bool {
-        self.family == family
-            && match family {
-                IpFamily::V4 => self.addr[..4] == addr[..4],
-                IpFamily::V6 => self.addr == *addr,
-            }
-    }
 }
 
 /// Result of matching a packet against the VIP list.
@@ -181,25 +172,28 @@ pub enum VipMatch {
 /// Finds the most specific VIP for `m` among `vips` (at most 255 are looked at).
 #[inline]
 pub fn match_vip(vips: &[Vip], m: &PacketMeta) -> VipMatch {
+    let dst = u128::from_ne_bytes(m.dst);
+    let ported = m.proto == ip_proto::TCP || m.proto == ip_proto::UDP;
     let mut best: Option<(u8, u8)> = None; // (specificity, index)
     let mut addr_hit = false;
     for (i, v) in vips.iter().enumerate().take(255) {
-        if !v.same_addr(m.family, &m.dst) {
+        // IPv4 addresses are zero beyond their four bytes on both sides, so one
+        // 128-bit compare covers both families.
+        if u128::from_ne_bytes(v.addr) != dst || v.family != m.family {
             continue;
         }
         addr_hit = true;
         let proto_ok = v.proto == VipProto::Any || v.proto as u8 == m.proto;
-        let ported = m.proto == ip_proto::TCP || m.proto == ip_proto::UDP;
         let port_ok = v.port == 0 || (ported && v.port == m.dport);
         if !(proto_ok && port_ok) {
             continue;
         }
         let spec = u8::from(v.proto != VipProto::Any) * 2 + u8::from(v.port != 0);
+        if spec == 3 {
+            return VipMatch::Vip(i as u8);
+        }
         if best.is_none_or(|(s, _)| spec > s) {
             best = Some((spec, i as u8));
-            if spec == 3 {
-                break;
-            }
         }
     }
     match best {

@@ -124,13 +124,6 @@ impl<const B: usize> core::fmt::Debug for Worker<B> {
     }
 }
 
-/// What pass 1 learned about a packet.
-#[derive(Clone, Copy)]
-enum Stage {
-    Done(Verdict),
-    Ip(PacketMeta),
-}
-
 impl<const B: usize> Worker<B> {
     /// Prepares a zeroed worker; `id` seeds its reservoir sampler. Writes every
     /// page of the flow table once, so the packet path never takes a page fault on
@@ -177,31 +170,34 @@ impl<const B: usize> Worker<B> {
         let mut base = 0;
         while base < n {
             let m = (n - base).min(CHUNK);
-            let mut stage = [Stage::Done(Verdict::Host); CHUNK];
+            // Pass-to-pass state lives in flat arrays; pass 3 reads the metadata in
+            // place (no copies of it, which also avoids store-forwarding stalls).
+            let mut metas = [PacketMeta::default(); CHUNK];
+            let mut early: [Option<Verdict>; CHUNK] = [None; CHUNK];
             let mut keys = [FlowKey::default(); CHUNK];
             let mut hashes = [0u64; CHUNK];
             // Pass 1: parse, hash, prefetch the bucket.
             for j in 0..m {
                 let p = &pkts[base + j];
                 self.telemetry.global.rx_packets += 1;
-                stage[j] = match parse_frame(p.frame()) {
+                match parse_frame(p.frame()) {
                     Ok(Frame::Ip(meta)) => {
                         let key = FlowKey::from_meta(&meta);
                         let h = flow_hash(&key, svc.hash_seed);
                         prefetch::read(self.flows.bucket_ptr(h));
                         keys[j] = key;
                         hashes[j] = h;
-                        Stage::Ip(meta)
+                        metas[j] = meta;
                     }
-                    Ok(Frame::Arp | Frame::Other(_)) => Stage::Done(Verdict::Host),
-                    Err(_) => Stage::Done(Verdict::Drop(DropReason::Malformed)),
-                };
+                    Ok(Frame::Arp | Frame::Other(_)) => early[j] = Some(Verdict::Host),
+                    Err(_) => early[j] = Some(Verdict::Drop(DropReason::Malformed)),
+                }
             }
             // Pass 2: the buckets are (nearly) in cache now; prefetch the key of
             // the way whose signature matches.
             for j in 0..m {
-                if let Stage::Ip(_) = stage[j] {
-                    if let Some(p) = self.flows.candidate_key_ptr(hashes[j]) {
+                if early[j].is_none() {
+                    if let Some(p) = self.flows.candidate_key_ptr(&keys[j], hashes[j]) {
                         prefetch::read(p);
                         prefetch::read(p.wrapping_add(core::mem::size_of::<FlowKey>() - 1));
                     }
@@ -209,14 +205,14 @@ impl<const B: usize> Worker<B> {
             }
             // Pass 3: finish.
             for j in 0..m {
-                let v = match stage[j] {
-                    Stage::Done(v) => v,
-                    Stage::Ip(meta) => self.finish(
+                let v = match early[j] {
+                    Some(v) => v,
+                    None => self.finish(
                         svc,
                         now_ns,
                         now,
                         &mut pkts[base + j],
-                        &meta,
+                        &metas[j],
                         &keys[j],
                         hashes[j],
                     ),
@@ -261,7 +257,7 @@ impl<const B: usize> Worker<B> {
             return self.drop(r);
         }
         let backend = if m.icmp_error {
-            match self.flows.lookup(key, hash, now, svc.timeouts()) {
+            match self.flows.lookup(key, hash, vip_idx, now, svc.timeouts()) {
                 Lookup::Hit(_, e) => e.backend,
                 Lookup::Miss(exp) => {
                     if let Some(e) = exp {
@@ -418,7 +414,7 @@ impl<const B: usize> Worker<B> {
         let flags = m.tcp_flags;
         let syn = tcp && flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
         let bytes = u32::from(m.l3_len);
-        match self.flows.lookup(key, hash, now, svc.timeouts()) {
+        match self.flows.lookup(key, hash, vip_idx, now, svc.timeouts()) {
             Lookup::Hit(slot, e) => {
                 let down = svc
                     .backend(e.backend)
@@ -427,8 +423,8 @@ impl<const B: usize> Worker<B> {
                     // Port reuse after close, or the backend died: place anew.
                     let b = self.choose(vs, hash).ok_or(DropReason::NoLiveBackend)?;
                     if e.state.is_active() {
-                        self.telemetry
-                            .flow_closed(e.backend, e.state, e.created, now);
+                        let created = self.flows.created(slot);
+                        self.telemetry.flow_closed(e.backend, e.state, created, now);
                     }
                     if down {
                         self.telemetry.global.flows_rescheduled += 1;
@@ -442,24 +438,27 @@ impl<const B: usize> Worker<B> {
                     };
                     self.flows.restart(slot, now, b, st);
                     self.telemetry.flow_opened(b, st);
-                    self.telemetry.packet(b, bytes, now, now);
+                    self.telemetry.packet(b, bytes, now, || now);
                     return Ok(b);
                 }
                 if tcp {
                     if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
                         if e.state != FlowState::TcpClosing {
-                            self.telemetry
-                                .flow_closed(e.backend, e.state, e.created, now);
+                            let created = self.flows.created(slot);
+                            self.telemetry.flow_closed(e.backend, e.state, created, now);
                             self.flows.set_state(slot, FlowState::TcpClosing);
                         }
                     } else if e.state == FlowState::TcpSynSent
                         && flags & (tcp_flags::ACK | tcp_flags::SYN) == tcp_flags::ACK
                     {
-                        self.telemetry.handshake_done(e.backend, e.created, now);
+                        let created = self.flows.created(slot);
+                        self.telemetry.handshake_done(e.backend, created, now);
                         self.flows.set_state(slot, FlowState::TcpEstablished);
                     }
                 }
-                self.telemetry.packet(e.backend, bytes, e.created, now);
+                let flows = &self.flows;
+                self.telemetry
+                    .packet(e.backend, bytes, now, || flows.created(slot));
                 Ok(e.backend)
             }
             Lookup::Miss(expired) => {
@@ -479,7 +478,7 @@ impl<const B: usize> Worker<B> {
                     self.telemetry.global.maglev_fallback += 1;
                     let b = vs.consistent(hash).ok_or(DropReason::NoLiveBackend)?;
                     if flags & tcp_flags::RST != 0 {
-                        self.telemetry.packet(b, bytes, now, now);
+                        self.telemetry.packet(b, bytes, now, || now);
                         return Ok(b);
                     }
                     (Some(b), FlowState::TcpEstablished)
@@ -487,7 +486,7 @@ impl<const B: usize> Worker<B> {
                 let b = b.ok_or(DropReason::NoLiveBackend)?;
                 match self
                     .flows
-                    .insert(key, hash, now, svc.timeouts(), b, vip_idx, state)
+                    .insert(key, hash, vip_idx, now, svc.timeouts(), b, state)
                 {
                     Ok((_, reclaimed)) => {
                         if let Some(e) = reclaimed {
@@ -495,14 +494,14 @@ impl<const B: usize> Worker<B> {
                         }
                         self.telemetry.global.flows_inserted += 1;
                         self.telemetry.flow_opened(b, state);
-                        self.telemetry.packet(b, bytes, now, now);
+                        self.telemetry.packet(b, bytes, now, || now);
                         Ok(b)
                     }
                     Err(_) => {
                         // Bucket full: place consistently, without state.
                         self.telemetry.global.flows_untracked += 1;
                         let b = vs.consistent(hash).ok_or(DropReason::NoLiveBackend)?;
-                        self.telemetry.packet(b, bytes, now, now);
+                        self.telemetry.packet(b, bytes, now, || now);
                         Ok(b)
                     }
                 }

@@ -11,9 +11,7 @@ use crate::wire::{IpFamily, PacketMeta};
 /// word 0), words 2-3 the destination address, word 4 = sport << 48 | dport << 32 |
 /// proto << 24 | family << 16. Free slots are marked in the bucket, so any key value is
 /// valid.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable,
-)]
+#[derive(Clone, Copy, Debug, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct FlowKey {
     /// The packed words (see the type docs).
@@ -21,6 +19,15 @@ pub struct FlowKey {
 }
 
 static_assertions::const_assert_eq!(core::mem::size_of::<FlowKey>(), 40);
+
+impl PartialEq for FlowKey {
+    /// Branch-free compare of the five words (the derived version calls `memcmp`).
+    #[inline(always)]
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.words, &other.words);
+        ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0
+    }
+}
 
 #[inline(always)]
 fn word(b: &[u8; 16], i: usize) -> u64 {

@@ -3,10 +3,16 @@
 //! # Contract
 //!
 //! * Fixed capacity: `B` buckets (a power of two, checked at compile time) of four
-//!   entries each. A bucket is one 64-byte cache line holding the four entries'
-//!   signatures, timestamps, backend and state, as in VPP's lb plugin; the full
-//!   5-tuple of each entry lives in a parallel key array and is compared on every
-//!   signature match, so a hash collision never sends a packet to the wrong backend.
+//!   entries each. A bucket is one 64-byte cache line, as in VPP's lb plugin, and
+//!   for IPv4 it holds each flow's *whole* 5-tuple: source address and both ports
+//!   in a 64-bit key word, the VIP index (which fixes destination address and
+//!   family) and the protocol. An IPv4 lookup touches exactly one cache line, and
+//!   a hash collision can never send a packet to the wrong backend.
+//! * IPv6 5-tuples do not fit: an IPv6 entry keeps its 64-bit flow hash in the key
+//!   word and its full [`FlowKey`] in a parallel key array, compared on every
+//!   match (a second cache line, IPv6 only). The creation times of all entries
+//!   live in another parallel array, read only when a flow changes state or a
+//!   telemetry sample needs its age.
 //! * All-zero bytes are an empty table ([`zerocopy::FromZeros`]), so hosts allocate
 //!   it zeroed (hugepage memory, `Box::new_zeroed`) without touching the stack.
 //! * Entries expire after a per-state idle timeout (half-open TCP, established TCP,
@@ -142,21 +148,27 @@ impl Timeouts {
     }
 }
 
+/// Marks an entry whose key word is an IPv6 flow hash (full key in the side array).
+const V6_FLAG: u8 = 0x80;
+/// The state bits of the `state` byte.
+const STATE_MASK: u8 = 0x0f;
+
 /// One cache line: four entries, structure-of-arrays.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C, align(64))]
 pub struct Bucket {
-    /// High 32 bits of each entry's flow hash.
-    pub sig: [u32; WAYS],
+    /// IPv4: source address << 32 | source port << 16 | destination port.
+    /// IPv6: the 64-bit flow hash.
+    pub key: [u64; WAYS],
     /// Tick of the last packet.
     pub last_seen: [u32; WAYS],
-    /// Tick of the first packet (the SYN for TCP).
-    pub created: [u32; WAYS],
     /// Backend index.
-    pub backend: [u16; WAYS],
-    /// VIP index.
+    pub backend: [u8; WAYS],
+    /// VIP index (fixes the destination address and family).
     pub vip: [u8; WAYS],
-    /// [`FlowState`] as `u8`; 0 = free.
+    /// L4 protocol.
+    pub proto: [u8; WAYS],
+    /// [`FlowState`] in the low bits, `0x80` for IPv6; 0 = free.
     pub state: [u8; WAYS],
 }
 
@@ -181,8 +193,6 @@ pub struct Entry {
     pub vip: u8,
     /// State.
     pub state: FlowState,
-    /// Tick of the first packet.
-    pub created: u32,
     /// Tick of the previous packet (before this lookup refreshed it).
     pub last_seen: u32,
 }
@@ -220,12 +230,55 @@ pub enum Lookup {
     Miss(Option<Expired>),
 }
 
+/// What a flow table compares, derived once per packet from its key and hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Probe {
+    word: u64,
+    vip: u8,
+    proto: u8,
+    v6: bool,
+}
+
+impl Probe {
+    #[inline(always)]
+    fn new(key: &FlowKey, hash: u64, vip: u8) -> Self {
+        let v6 = key.is_v6();
+        let w = &key.words;
+        Self {
+            word: if v6 { hash } else { w[0] | (w[4] >> 32) },
+            vip,
+            proto: key.proto(),
+            v6,
+        }
+    }
+}
+
+/// A flow as listed by [`FlowTable::for_each`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// IPv6 flow.
+    pub v6: bool,
+    /// Source address (IPv4 in the first four bytes).
+    pub src: [u8; 16],
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// Protocol.
+    pub proto: u8,
+    /// The entry.
+    pub entry: Entry,
+    /// Tick of the first packet.
+    pub created: u32,
+}
+
 /// Fixed-capacity flow table with `B` buckets of [`WAYS`] entries.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct FlowTable<const B: usize> {
     buckets: [Bucket; B],
-    keys: [[FlowKey; WAYS]; B],
+    created: [[u32; WAYS]; B],
+    keys6: [[FlowKey; WAYS]; B],
 }
 
 impl<const B: usize> core::fmt::Debug for FlowTable<B> {
@@ -245,11 +298,14 @@ impl<const B: usize> FlowTable<B> {
     /// Number of entries the table can hold.
     pub const CAPACITY: usize = B * WAYS;
 
-    /// Clears every entry.
+    /// Clears every entry. Writes the buckets and creation times (so their pages
+    /// are faulted in now, not on the packet path); the IPv6 key array is only
+    /// read behind a valid bucket entry and is left as it is.
     pub fn clear(&mut self) {
         #[allow(clippy::let_unit_value)]
         let () = Self::CHECK;
-        self.zero();
+        self.buckets.zero();
+        self.created.zero();
     }
 
     /// Bucket index for a flow hash (its low bits).
@@ -258,11 +314,6 @@ impl<const B: usize> FlowTable<B> {
         #[allow(clippy::let_unit_value)]
         let () = Self::CHECK;
         (hash as usize) & (B - 1)
-    }
-
-    #[inline(always)]
-    fn sig_of(hash: u64) -> u32 {
-        (hash >> 32) as u32
     }
 
     /// Address of the bucket for `hash`, for prefetching.
@@ -275,51 +326,62 @@ impl<const B: usize> FlowTable<B> {
             .map_or(core::ptr::null(), |x| (x as *const Bucket).cast())
     }
 
-    /// Address of the stored key of the first occupied way of `hash`'s bucket
-    /// whose signature matches, for prefetching; `None` when no way matches (a new
-    /// flow: nothing to fetch).
+    /// For an IPv6 flow whose bucket holds a matching hash: the address of the
+    /// stored key, for prefetching. `None` for IPv4 (verified inside the bucket)
+    /// and when nothing matches.
     #[inline(always)]
-    pub fn candidate_key_ptr(&self, hash: u64) -> Option<*const u8> {
+    pub fn candidate_key_ptr(&self, key: &FlowKey, hash: u64) -> Option<*const u8> {
+        if !key.is_v6() {
+            return None;
+        }
         let b = Self::bucket_of(hash);
-        let sig = Self::sig_of(hash);
         let bucket = self.buckets.get(b)?;
-        let w = (0..WAYS).find(|&w| bucket.sig[w] == sig && bucket.state[w] != 0)?;
-        let k = self.keys.get(b)?.get(w)?;
+        let w = (0..WAYS).find(|&w| bucket.key[w] == hash && bucket.state[w] & V6_FLAG != 0)?;
+        let k = self.keys6.get(b)?.get(w)?;
         Some((k as *const FlowKey).cast())
     }
 
-    /// Finds the live entry of `key` and refreshes its `last_seen` to `now`.
-    /// `timeouts` is [`Timeouts::to_ticks`].
-    #[inline]
+    /// Finds the live entry of `key` (a flow of VIP `vip`) and refreshes its
+    /// `last_seen` to `now`. `timeouts` is [`Timeouts::to_ticks`].
+    #[inline(always)]
     pub fn lookup(
         &mut self,
         key: &FlowKey,
         hash: u64,
+        vip: u8,
         now: u32,
         timeouts: &[u32; FLOW_STATES],
     ) -> Lookup {
         let b = Self::bucket_of(hash);
-        let sig = Self::sig_of(hash);
-        let (Some(bucket), Some(keys)) = (self.buckets.get_mut(b), self.keys.get(b)) else {
+        let p = Probe::new(key, hash, vip);
+        let Some(bucket) = self.buckets.get_mut(b) else {
             return Lookup::Miss(None);
         };
         for w in 0..WAYS {
-            if bucket.sig[w] != sig || bucket.state[w] == 0 || keys[w] != *key {
+            let st = bucket.state[w];
+            if bucket.key[w] != p.word
+                || st == 0
+                || bucket.vip[w] != p.vip
+                || bucket.proto[w] != p.proto
+                || (st & V6_FLAG != 0) != p.v6
+            {
                 continue;
             }
-            let state = FlowState::from_u8(bucket.state[w]);
+            if p.v6 && self.keys6.get(b).and_then(|k| k.get(w)) != Some(key) {
+                continue;
+            }
+            let state = FlowState::from_u8(st & STATE_MASK);
             let last = bucket.last_seen[w];
-            let idle = now.wrapping_sub(last);
-            if idle > timeouts[state as usize] {
-                let expired = Expired {
-                    backend: bucket.backend[w],
+            if now.wrapping_sub(last) > timeouts[state as usize] {
+                bucket.state[w] = 0;
+                let created = self.created.get(b).map_or(last, |c| c[w]);
+                return Lookup::Miss(Some(Expired {
+                    backend: u16::from(bucket.backend[w]),
                     vip: bucket.vip[w],
                     state,
-                    created: bucket.created[w],
+                    created,
                     last_seen: last,
-                };
-                bucket.state[w] = 0;
-                return Lookup::Miss(Some(expired));
+                }));
             }
             bucket.last_seen[w] = now;
             return Lookup::Hit(
@@ -328,10 +390,9 @@ impl<const B: usize> FlowTable<B> {
                     way: w as u8,
                 },
                 Entry {
-                    backend: bucket.backend[w],
+                    backend: u16::from(bucket.backend[w]),
                     vip: bucket.vip[w],
                     state,
-                    created: bucket.created[w],
                     last_seen: last,
                 },
             );
@@ -339,24 +400,36 @@ impl<const B: usize> FlowTable<B> {
         Lookup::Miss(None)
     }
 
-    /// Inserts a new flow. Uses a free way, or reclaims an expired one (returned so
-    /// the caller can account for it); refuses with [`InsertError::BucketFull`]
-    /// when all four ways hold live flows. The caller has checked that the flow is
-    /// not in the table.
+    /// Tick at which the flow at `slot` started (its SYN for TCP).
+    #[inline]
+    pub fn created(&self, slot: Slot) -> u32 {
+        self.created
+            .get(slot.bucket as usize)
+            .and_then(|c| c.get(usize::from(slot.way)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Inserts a new flow of VIP `vip` on `backend` (an index below 256). Uses a
+    /// free way, or reclaims an expired one (returned so the caller can account
+    /// for it); refuses with [`InsertError::BucketFull`] when all four ways hold
+    /// live flows. The caller has checked that the flow is not in the table.
     #[inline]
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &mut self,
         key: &FlowKey,
         hash: u64,
+        vip: u8,
         now: u32,
         timeouts: &[u32; FLOW_STATES],
         backend: u16,
-        vip: u8,
         state: FlowState,
     ) -> Result<(Slot, Option<Expired>), InsertError> {
         let b = Self::bucket_of(hash);
-        let (Some(bucket), Some(keys)) = (self.buckets.get_mut(b), self.keys.get_mut(b)) else {
+        let p = Probe::new(key, hash, vip);
+        let (Some(bucket), Some(created)) = (self.buckets.get_mut(b), self.created.get_mut(b))
+        else {
             return Err(InsertError::BucketFull);
         };
         let mut way = None;
@@ -367,15 +440,15 @@ impl<const B: usize> FlowTable<B> {
                 reclaimed = None;
                 break;
             }
-            let st = FlowState::from_u8(bucket.state[w]);
+            let st = FlowState::from_u8(bucket.state[w] & STATE_MASK);
             if reclaimed.is_none() && now.wrapping_sub(bucket.last_seen[w]) > timeouts[st as usize]
             {
                 way = Some(w);
                 reclaimed = Some(Expired {
-                    backend: bucket.backend[w],
+                    backend: u16::from(bucket.backend[w]),
                     vip: bucket.vip[w],
                     state: st,
-                    created: bucket.created[w],
+                    created: created[w],
                     last_seen: bucket.last_seen[w],
                 });
             }
@@ -383,13 +456,18 @@ impl<const B: usize> FlowTable<B> {
         let Some(w) = way else {
             return Err(InsertError::BucketFull);
         };
-        bucket.sig[w] = Self::sig_of(hash);
+        bucket.key[w] = p.word;
         bucket.last_seen[w] = now;
-        bucket.created[w] = now;
-        bucket.backend[w] = backend;
+        bucket.backend[w] = backend as u8;
         bucket.vip[w] = vip;
-        bucket.state[w] = state as u8;
-        keys[w] = *key;
+        bucket.proto[w] = p.proto;
+        bucket.state[w] = state as u8 | if p.v6 { V6_FLAG } else { 0 };
+        created[w] = now;
+        if p.v6 {
+            if let Some(k) = self.keys6.get_mut(b) {
+                k[w] = *key;
+            }
+        }
         Ok((
             Slot {
                 bucket: b as u32,
@@ -404,23 +482,28 @@ impl<const B: usize> FlowTable<B> {
     pub fn set_state(&mut self, slot: Slot, state: FlowState) {
         if let Some(b) = self.buckets.get_mut(slot.bucket as usize) {
             if let Some(s) = b.state.get_mut(slot.way as usize) {
-                *s = state as u8;
+                *s = if state == FlowState::Free {
+                    0
+                } else {
+                    (*s & V6_FLAG) | state as u8
+                };
             }
         }
     }
 
     /// Restarts the entry at `slot` as a new flow on `backend` (a SYN reusing the
-    /// 5-tuple of a closing connection).
+    /// 5-tuple of a closing connection, or a flow whose backend went down).
     #[inline]
     pub fn restart(&mut self, slot: Slot, now: u32, backend: u16, state: FlowState) {
-        if let Some(b) = self.buckets.get_mut(slot.bucket as usize) {
-            let w = slot.way as usize;
-            if w < WAYS {
-                b.backend[w] = backend;
-                b.created[w] = now;
-                b.last_seen[w] = now;
-                b.state[w] = state as u8;
-            }
+        let (bi, w) = (slot.bucket as usize, usize::from(slot.way));
+        if w >= WAYS {
+            return;
+        }
+        if let (Some(b), Some(c)) = (self.buckets.get_mut(bi), self.created.get_mut(bi)) {
+            b.backend[w] = backend as u8;
+            b.last_seen[w] = now;
+            b.state[w] = (b.state[w] & V6_FLAG) | state as u8;
+            c[w] = now;
         }
     }
 
@@ -443,18 +526,18 @@ impl<const B: usize> FlowTable<B> {
     ) -> usize {
         let mut b = start & (B - 1);
         for _ in 0..count.min(B) {
-            if let Some(bucket) = self.buckets.get_mut(b) {
+            if let (Some(bucket), Some(created)) = (self.buckets.get_mut(b), self.created.get(b)) {
                 for w in 0..WAYS {
-                    let st = FlowState::from_u8(bucket.state[w]);
-                    if st != FlowState::Free
+                    let st = FlowState::from_u8(bucket.state[w] & STATE_MASK);
+                    if bucket.state[w] != 0
                         && now.wrapping_sub(bucket.last_seen[w]) > timeouts[st as usize]
                     {
                         bucket.state[w] = 0;
                         on_expired(Expired {
-                            backend: bucket.backend[w],
+                            backend: u16::from(bucket.backend[w]),
                             vip: bucket.vip[w],
                             state: st,
-                            created: bucket.created[w],
+                            created: created[w],
                             last_seen: bucket.last_seen[w],
                         });
                     }
@@ -474,21 +557,40 @@ impl<const B: usize> FlowTable<B> {
             .sum()
     }
 
-    /// Calls `f` for every occupied entry with its key (for `show flows`).
-    pub fn for_each(&self, mut f: impl FnMut(&FlowKey, Entry) -> bool) {
-        for (b, keys) in self.buckets.iter().zip(self.keys.iter()) {
+    /// Calls `f` for every occupied entry until it returns false (for `show
+    /// flows`). The destination of a flow is the address of its VIP.
+    pub fn for_each(&self, mut f: impl FnMut(&Listed) -> bool) {
+        for (bi, b) in self.buckets.iter().enumerate() {
             for w in 0..WAYS {
                 if b.state[w] == 0 {
                     continue;
                 }
-                let e = Entry {
-                    backend: b.backend[w],
-                    vip: b.vip[w],
-                    state: FlowState::from_u8(b.state[w]),
-                    created: b.created[w],
-                    last_seen: b.last_seen[w],
+                let v6 = b.state[w] & V6_FLAG != 0;
+                let mut src = [0u8; 16];
+                let (sport, dport) = if v6 {
+                    let k = self.keys6.get(bi).map_or(FlowKey::default(), |k| k[w]);
+                    src[..8].copy_from_slice(&k.words[0].to_be_bytes());
+                    src[8..].copy_from_slice(&k.words[1].to_be_bytes());
+                    (k.sport(), k.dport())
+                } else {
+                    src[..4].copy_from_slice(&((b.key[w] >> 32) as u32).to_be_bytes());
+                    ((b.key[w] >> 16) as u16, b.key[w] as u16)
                 };
-                if !f(&keys[w], e) {
+                let listed = Listed {
+                    v6,
+                    src,
+                    sport,
+                    dport,
+                    proto: b.proto[w],
+                    entry: Entry {
+                        backend: u16::from(b.backend[w]),
+                        vip: b.vip[w],
+                        state: FlowState::from_u8(b.state[w] & STATE_MASK),
+                        last_seen: b.last_seen[w],
+                    },
+                    created: self.created.get(bi).map_or(0, |c| c[w]),
+                };
+                if !f(&listed) {
                     return;
                 }
             }

@@ -5,7 +5,9 @@ use std::boxed::Box;
 type Table = FlowTable<64>;
 
 fn table() -> Box<Table> {
-    Table::new_box_zeroed().expect("alloc")
+    let mut t = Table::new_box_zeroed().expect("alloc");
+    t.clear();
+    t
 }
 
 fn key(i: u32) -> FlowKey {
@@ -16,61 +18,85 @@ fn key(i: u32) -> FlowKey {
     FlowKey::new(IpFamily::V4, &src, &dst, 40000, 80, 6)
 }
 
+fn key6(i: u32) -> FlowKey {
+    let mut src = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    src[12..].copy_from_slice(&i.to_be_bytes());
+    let mut dst = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    dst[15] = 0x80;
+    FlowKey::new(IpFamily::V6, &src, &dst, 40000, 443, 6)
+}
+
 const SEC: u32 = 976_562; // ticks per second (1e9 / 1024)
 
 fn to() -> [u32; FLOW_STATES] {
     Timeouts::default().to_ticks()
 }
 
-#[test]
-fn insert_then_hit_refreshes() {
-    let mut t = table();
-    let k = key(1);
-    let (slot, reclaimed) = t
-        .insert(
-            &k,
-            0x1234_5678_0000_0003,
-            100,
-            &to(),
-            7,
-            2,
-            FlowState::TcpSynSent,
-        )
-        .expect("insert");
-    assert!(reclaimed.is_none());
-    assert_eq!(slot.bucket, 3);
-    match t.lookup(&k, 0x1234_5678_0000_0003, 200, &to()) {
-        Lookup::Hit(s, e) => {
-            assert_eq!(s, slot);
-            assert_eq!((e.backend, e.vip, e.state), (7, 2, FlowState::TcpSynSent));
-            assert_eq!((e.created, e.last_seen), (100, 100));
-        }
-        other => panic!("{other:?}"),
-    }
-    // last_seen was refreshed to 200.
-    match t.lookup(&k, 0x1234_5678_0000_0003, 300, &to()) {
-        Lookup::Hit(_, e) => assert_eq!(e.last_seen, 200),
+fn ins(t: &mut Table, k: &FlowKey, h: u64, now: u32, backend: u16, st: FlowState) -> Slot {
+    t.insert(k, h, 0, now, &to(), backend, st)
+        .expect("insert")
+        .0
+}
+
+fn hit(t: &mut Table, k: &FlowKey, h: u64, now: u32) -> Entry {
+    match t.lookup(k, h, 0, now, &to()) {
+        Lookup::Hit(_, e) => e,
         other => panic!("{other:?}"),
     }
 }
 
 #[test]
-fn hash_collision_never_matches_other_key() {
-    // Two different flows with the very same 64-bit hash (bucket and signature):
-    // each must find its own entry and backend.
+fn insert_then_hit_refreshes() {
     let mut t = table();
-    let h = 0xdead_beef_0000_0005;
-    t.insert(&key(1), h, 0, &to(), 1, 0, FlowState::Udp)
-        .expect("a");
-    assert_eq!(t.lookup(&key(2), h, 1, &to()), Lookup::Miss(None));
-    t.insert(&key(2), h, 0, &to(), 2, 0, FlowState::Udp)
-        .expect("b");
-    for (k, want) in [(key(1), 1), (key(2), 2)] {
-        match t.lookup(&k, h, 1, &to()) {
-            Lookup::Hit(_, e) => assert_eq!(e.backend, want),
-            other => panic!("{other:?}"),
+    let k = key(1);
+    let h = 0x1234_5678_0000_0003;
+    let (slot, reclaimed) = t
+        .insert(&k, h, 2, 100, &to(), 7, FlowState::TcpSynSent)
+        .expect("insert");
+    assert!(reclaimed.is_none());
+    assert_eq!(slot.bucket, 3);
+    match t.lookup(&k, h, 2, 200, &to()) {
+        Lookup::Hit(s, e) => {
+            assert_eq!(s, slot);
+            assert_eq!((e.backend, e.vip, e.state), (7, 2, FlowState::TcpSynSent));
+            assert_eq!(e.last_seen, 100);
+            assert_eq!(t.created(s), 100);
         }
+        other => panic!("{other:?}"),
     }
+    // last_seen was refreshed to 200; another VIP index is another flow.
+    match t.lookup(&k, h, 2, 300, &to()) {
+        Lookup::Hit(_, e) => assert_eq!(e.last_seen, 200),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(t.lookup(&k, h, 3, 300, &to()), Lookup::Miss(None));
+}
+
+#[test]
+fn hash_collision_never_matches_other_key() {
+    // Two different flows with the very same 64-bit hash (so the same bucket):
+    // each must find its own entry and backend, for IPv4 and for IPv6.
+    for (a, b) in [(key(1), key(2)), (key6(1), key6(2))] {
+        let mut t = table();
+        let h = 0xdead_beef_0000_0005;
+        ins(&mut t, &a, h, 0, 1, FlowState::Udp);
+        assert_eq!(t.lookup(&b, h, 0, 1, &to()), Lookup::Miss(None));
+        ins(&mut t, &b, h, 0, 2, FlowState::Udp);
+        assert_eq!(hit(&mut t, &a, h, 1).backend, 1);
+        assert_eq!(hit(&mut t, &b, h, 1).backend, 2);
+    }
+}
+
+#[test]
+fn v4_key_word_never_matches_v6_entry() {
+    // An IPv6 entry stores its hash in the key word; an IPv4 flow whose packed
+    // key happens to equal that hash must not match it.
+    let mut t = table();
+    let k4 = key(7);
+    let word = k4.words[0] | (k4.words[4] >> 32);
+    let h = word; // the IPv6 flow's hash equals the IPv4 key word
+    ins(&mut t, &key6(9), h, 0, 5, FlowState::Udp);
+    assert_eq!(t.lookup(&k4, h, 0, 1, &to()), Lookup::Miss(None));
 }
 
 #[test]
@@ -78,34 +104,22 @@ fn per_state_timeouts() {
     let mut t = table();
     let h = 9;
     let tos = to();
-    t.insert(&key(1), h, 0, &tos, 1, 0, FlowState::TcpSynSent)
-        .expect("ins");
+    ins(&mut t, &key(1), h, 0, 1, FlowState::TcpSynSent);
     // Half-open: 5 s. At 4 s still alive, at 4 + 5.1 s gone.
-    assert!(matches!(
-        t.lookup(&key(1), h, 4 * SEC, &tos),
-        Lookup::Hit(..)
-    ));
-    match t.lookup(&key(1), h, 4 * SEC + 5 * SEC + SEC / 10, &tos) {
-        Lookup::Miss(Some(e)) => assert_eq!(e.state, FlowState::TcpSynSent),
+    hit(&mut t, &key(1), h, 4 * SEC);
+    match t.lookup(&key(1), h, 0, 4 * SEC + 5 * SEC + SEC / 10, &tos) {
+        Lookup::Miss(Some(e)) => assert_eq!((e.state, e.created), (FlowState::TcpSynSent, 0)),
         other => panic!("{other:?}"),
     }
     // Freed: a second lookup finds nothing at all.
-    assert_eq!(t.lookup(&key(1), h, 20 * SEC, &tos), Lookup::Miss(None));
+    assert_eq!(t.lookup(&key(1), h, 0, 20 * SEC, &tos), Lookup::Miss(None));
     // Established lives 300 s.
-    let (s, _) = t
-        .insert(&key(2), h, 0, &tos, 1, 0, FlowState::TcpSynSent)
-        .expect("ins");
+    let s = ins(&mut t, &key(2), h, 0, 1, FlowState::TcpSynSent);
     t.set_state(s, FlowState::TcpEstablished);
+    hit(&mut t, &key(2), h, 299 * SEC);
+    hit(&mut t, &key(2), h, 598 * SEC);
     assert!(matches!(
-        t.lookup(&key(2), h, 299 * SEC, &tos),
-        Lookup::Hit(..)
-    ));
-    assert!(matches!(
-        t.lookup(&key(2), h, 598 * SEC, &tos),
-        Lookup::Hit(..)
-    ));
-    assert!(matches!(
-        t.lookup(&key(2), h, 899 * SEC, &tos),
+        t.lookup(&key(2), h, 0, 899 * SEC, &tos),
         Lookup::Miss(Some(_))
     ));
 }
@@ -113,17 +127,12 @@ fn per_state_timeouts() {
 #[test]
 fn timeouts_survive_tick_wraparound() {
     let mut t = table();
-    let tos = to();
     let start = u32::MAX - SEC;
-    t.insert(&key(1), 1, start, &tos, 3, 0, FlowState::Udp)
-        .expect("ins");
+    ins(&mut t, &key(1), 1, start, 3, FlowState::Udp);
     // 10 s later the tick counter has wrapped; 10 s < 30 s UDP timeout.
+    hit(&mut t, &key(1), 1, start.wrapping_add(10 * SEC));
     assert!(matches!(
-        t.lookup(&key(1), 1, start.wrapping_add(10 * SEC), &tos),
-        Lookup::Hit(..)
-    ));
-    assert!(matches!(
-        t.lookup(&key(1), 1, start.wrapping_add(50 * SEC), &tos),
+        t.lookup(&key(1), 1, 0, start.wrapping_add(50 * SEC), &to()),
         Lookup::Miss(Some(_))
     ));
 }
@@ -131,28 +140,22 @@ fn timeouts_survive_tick_wraparound() {
 #[test]
 fn full_bucket_refuses_and_keeps_old_flows() {
     let mut t = table();
-    let tos = to();
     let h = 42;
     for i in 0..4 {
-        t.insert(&key(i), h, 0, &tos, i as u16, 0, FlowState::TcpEstablished)
-            .expect("ins");
+        ins(&mut t, &key(i), h, 0, i as u16, FlowState::TcpEstablished);
     }
     assert_eq!(
-        t.insert(&key(99), h, 10, &tos, 9, 0, FlowState::TcpSynSent),
+        t.insert(&key(99), h, 0, 10, &to(), 9, FlowState::TcpSynSent),
         Err(InsertError::BucketFull)
     );
     for i in 0..4 {
-        match t.lookup(&key(i), h, 11, &tos) {
-            Lookup::Hit(_, e) => assert_eq!(e.backend, i as u16),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(hit(&mut t, &key(i), h, 11).backend, i as u16);
     }
 }
 
 #[test]
 fn full_bucket_reclaims_expired_way() {
     let mut t = table();
-    let tos = to();
     let h = 42;
     for i in 0..4 {
         let st = if i == 2 {
@@ -160,11 +163,11 @@ fn full_bucket_reclaims_expired_way() {
         } else {
             FlowState::TcpEstablished
         };
-        t.insert(&key(i), h, 0, &tos, i as u16, 0, st).expect("ins");
+        ins(&mut t, &key(i), h, 0, i as u16, st);
     }
     // 6 s later the half-open entry (way 2) has expired and is reclaimed.
     let (slot, reclaimed) = t
-        .insert(&key(99), h, 6 * SEC, &tos, 9, 0, FlowState::TcpSynSent)
+        .insert(&key(99), h, 0, 6 * SEC, &to(), 9, FlowState::TcpSynSent)
         .expect("reclaim");
     assert_eq!(slot.way, 2);
     let r = reclaimed.expect("reported");
@@ -174,43 +177,54 @@ fn full_bucket_reclaims_expired_way() {
 #[test]
 fn sweep_reports_every_expired_entry_once() {
     let mut t = table();
-    let tos = to();
     for i in 0..100u32 {
         let h = u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let _ = t.insert(&key(i), h, 0, &tos, (i % 5) as u16, 0, FlowState::Udp);
+        let _ = t.insert(&key(i), h, 0, 0, &to(), (i % 5) as u16, FlowState::Udp);
     }
     let n = t.occupied();
     assert!(n > 50);
     let mut seen = 0;
     let mut next = 0;
     for _ in 0..4 {
-        next = t.sweep(next, 16, 31 * SEC, &tos, |_| seen += 1);
+        next = t.sweep(next, 16, 31 * SEC, &to(), |_| seen += 1);
     }
     assert_eq!(next, 0);
     assert_eq!(seen, n);
     assert_eq!(t.occupied(), 0);
     let mut again = 0;
-    t.sweep(0, 64, 32 * SEC, &tos, |_| again += 1);
+    t.sweep(0, 64, 32 * SEC, &to(), |_| again += 1);
     assert_eq!(again, 0);
 }
 
 #[test]
 fn remove_and_restart() {
     let mut t = table();
-    let tos = to();
-    let (s, _) = t
-        .insert(&key(1), 5, 0, &tos, 1, 0, FlowState::TcpClosing)
-        .expect("ins");
+    let s = ins(&mut t, &key6(1), 5, 0, 1, FlowState::TcpClosing);
     t.restart(s, 10, 4, FlowState::TcpSynSent);
-    match t.lookup(&key(1), 5, 11, &tos) {
-        Lookup::Hit(_, e) => assert_eq!(
-            (e.backend, e.created, e.state),
-            (4, 10, FlowState::TcpSynSent)
-        ),
-        other => panic!("{other:?}"),
-    }
+    let e = hit(&mut t, &key6(1), 5, 11);
+    assert_eq!((e.backend, e.state), (4, FlowState::TcpSynSent));
+    assert_eq!(t.created(s), 10);
     t.remove(s);
-    assert_eq!(t.lookup(&key(1), 5, 12, &tos), Lookup::Miss(None));
+    assert_eq!(t.lookup(&key6(1), 5, 0, 12, &to()), Lookup::Miss(None));
+}
+
+#[test]
+fn listing_recovers_the_tuple() {
+    let mut t = table();
+    ins(&mut t, &key(3), 7, 0, 1, FlowState::Udp);
+    ins(&mut t, &key6(4), 8, 0, 2, FlowState::Udp);
+    let mut seen = std::vec::Vec::new();
+    t.for_each(|l| {
+        seen.push(*l);
+        true
+    });
+    assert_eq!(seen.len(), 2);
+    let v4 = seen.iter().find(|l| !l.v6).expect("v4");
+    assert_eq!(&v4.src[..4], &(0xc612_0000u32 + 3).to_be_bytes());
+    assert_eq!((v4.sport, v4.dport, v4.proto), (40000, 80, 6));
+    let v6 = seen.iter().find(|l| l.v6).expect("v6");
+    assert_eq!(&v6.src[12..], &4u32.to_be_bytes());
+    assert_eq!((v6.sport, v6.dport), (40000, 443));
 }
 
 #[test]

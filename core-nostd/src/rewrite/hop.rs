@@ -28,7 +28,7 @@ pub(super) fn ttl_ok(buf: &[u8], c: &Checked) -> bool {
 
 /// Decrements the TTL / hop limit; for IPv4 updates the header checksum
 /// incrementally (RFC 1624). Requires [`ttl_ok`].
-#[inline]
+#[inline(always)]
 pub(super) fn decrement_ttl(buf: &mut [u8], c: &Checked) {
     let ip = &mut buf[c.l3..c.l3 + c.l3_len];
     match c.family {

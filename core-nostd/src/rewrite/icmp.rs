@@ -30,6 +30,8 @@ const V4_TOS: u8 = 0xc0;
 /// Handles a packet that is too big for the backend link once `ovh` bytes of
 /// encapsulation are added: an ICMP error back to the client, or a counted drop.
 /// Checks everything before the first write.
+#[cold]
+#[inline(never)]
 pub(super) fn too_big(
     buf: &mut [u8],
     c: &Checked,

@@ -212,7 +212,7 @@ struct Checked {
 /// Checks that `start`, `len` and `meta` describe an IP packet of `meta.family` that
 /// lies inside `buf`, with a header length and total length that agree with the
 /// bytes, so that every later fixed-offset access is in bounds.
-#[inline]
+#[inline(always)]
 fn check(buf: &[u8], start: usize, len: usize, meta: &PacketMeta) -> Result<Checked, RewriteError> {
     let end = start.checked_add(len).ok_or(RewriteError::Malformed)?;
     if end > buf.len() {
@@ -262,7 +262,7 @@ fn check(buf: &[u8], start: usize, len: usize, meta: &PacketMeta) -> Result<Chec
 ///
 /// Returns where the new frame lies (see the module docs for the buffer contract and
 /// the MTU policy). On error the buffer is unchanged.
-#[inline]
+#[inline(always)]
 pub fn rewrite(
     buf: &mut [u8],
     start: usize,

@@ -100,6 +100,24 @@ impl Reservoir {
         }
     }
 
+    /// Offers one observation whose value is computed only if it is kept (the
+    /// value may cost a cache miss, and most observations of a busy window are
+    /// not kept).
+    #[inline]
+    pub fn offer_with(&mut self, rand: u32, value: impl FnOnce() -> u32) {
+        self.seen = self.seen.saturating_add(1);
+        let len = self.len as usize;
+        let slot = if len < RESERVOIR_LEN {
+            self.len += 1;
+            len
+        } else {
+            ((u64::from(rand) * u64::from(self.seen)) >> 32) as usize
+        };
+        if let Some(s) = self.samples.get_mut(slot) {
+            *s = value();
+        }
+    }
+
     /// The valid samples.
     pub fn values(&self) -> &[u32] {
         let n = (self.len as usize).min(RESERVOIR_LEN);
@@ -233,10 +251,11 @@ impl Telemetry {
         }
     }
 
-    /// Accounts one packet of `bytes` forwarded to backend `b` on a flow created at
-    /// tick `created`, at tick `now`.
+    /// Accounts one packet of `bytes` forwarded to backend `b` at tick `now`, on a
+    /// flow that started at tick `created()` (called only when the flow-duration
+    /// reservoir keeps this observation).
     #[inline(always)]
-    pub fn packet(&mut self, b: u16, bytes: u32, created: u32, now: u32) {
+    pub fn packet(&mut self, b: u16, bytes: u32, now: u32, created: impl FnOnce() -> u32) {
         let r = self.rand();
         let i = usize::from(b);
         let (Some(c), Some(s), Some(last)) = (
@@ -249,7 +268,7 @@ impl Telemetry {
         c.packets += 1;
         c.bytes += u64::from(bytes);
         s.flow_duration
-            .offer(ticks_to_us(now.wrapping_sub(created)), r as u32);
+            .offer_with(r as u32, || ticks_to_us(now.wrapping_sub(created())));
         if *last != 0 {
             s.interarrival
                 .offer(ticks_to_us(now.wrapping_sub(*last)), (r >> 32) as u32);
@@ -417,7 +436,7 @@ mod tests {
         assert_eq!(t.samples[3].fct.values(), &[1024]);
         // Out-of-range backends are ignored, not a panic.
         t.flow_opened(9999, FlowState::Udp);
-        t.packet(9999, 60, 0, 1);
+        t.packet(9999, 60, 1, || 0);
     }
 
     #[test]

@@ -50,7 +50,7 @@ const EMBEDDED_L4: usize = 8;
 /// Parses one Ethernet frame into a [`Frame`].
 ///
 /// See the module docs for the rules; errors name the layer where parsing stopped.
-#[inline]
+#[inline(always)]
 pub fn parse_frame(frame: &[u8]) -> Result<Frame> {
     if frame.len() < ethernet::HEADER_LEN {
         return Err(Error::Truncated(Layer::Ethernet));
