@@ -44,9 +44,10 @@ use crate::select::{sed_choose, Method};
 use crate::service::{AdminState, Service, VipService};
 use crate::telemetry::Telemetry;
 use crate::wire::checksum;
+use crate::wire::meta::FrameKind;
 use crate::wire::meta::{ip_proto, tcp_flags};
-use crate::wire::parse::parse_frame;
-use crate::wire::{Frame, IpFamily, PacketMeta};
+use crate::wire::parse::parse_into;
+use crate::wire::{IpFamily, PacketMeta};
 use crate::MAX_BACKENDS;
 
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
@@ -113,6 +114,24 @@ pub struct Worker<const B: usize> {
     pub telemetry: Telemetry,
     frags: [FragEntry; FRAG_CACHE],
     sweep_cursor: u64,
+    scratch: Scratch,
+}
+
+/// Pass-to-pass state of one chunk, kept in the worker so that it is not
+/// re-initialised for every chunk; pass 3 reads the metadata in place.
+#[derive(FromZeros)]
+#[repr(C)]
+struct Scratch {
+    metas: [PacketMeta; CHUNK],
+    keys: [FlowKey; CHUNK],
+    hashes: [u64; CHUNK],
+}
+
+/// The mutable per-packet state of a worker, borrowed apart from its scratch.
+struct Lane<'a, const B: usize> {
+    flows: &'a mut FlowTable<B>,
+    telemetry: &'a mut Telemetry,
+    frags: &'a mut [FragEntry; FRAG_CACHE],
 }
 
 impl<const B: usize> core::fmt::Debug for Worker<B> {
@@ -172,24 +191,37 @@ impl<const B: usize> Worker<B> {
             let m = (n - base).min(CHUNK);
             // Pass-to-pass state lives in flat arrays; pass 3 reads the metadata in
             // place (no copies of it, which also avoids store-forwarding stalls).
-            let mut metas = [PacketMeta::default(); CHUNK];
             let mut early: [Option<Verdict>; CHUNK] = [None; CHUNK];
-            let mut keys = [FlowKey::default(); CHUNK];
-            let mut hashes = [0u64; CHUNK];
+            let Self {
+                flows,
+                telemetry,
+                frags,
+                scratch,
+                ..
+            } = self;
+            let Scratch {
+                metas,
+                keys,
+                hashes,
+            } = scratch;
+            let mut lane = Lane {
+                flows,
+                telemetry,
+                frags,
+            };
             // Pass 1: parse, hash, prefetch the bucket.
             for j in 0..m {
                 let p = &pkts[base + j];
-                self.telemetry.global.rx_packets += 1;
-                match parse_frame(p.frame()) {
-                    Ok(Frame::Ip(meta)) => {
-                        let key = FlowKey::from_meta(&meta);
+                lane.telemetry.global.rx_packets += 1;
+                match parse_into(p.frame(), &mut metas[j]) {
+                    Ok(FrameKind::Ip) => {
+                        let key = FlowKey::from_meta(&metas[j]);
                         let h = flow_hash(&key, svc.hash_seed);
-                        prefetch::read(self.flows.bucket_ptr(h));
+                        prefetch::read(lane.flows.bucket_ptr(h));
                         keys[j] = key;
                         hashes[j] = h;
-                        metas[j] = meta;
                     }
-                    Ok(Frame::Arp | Frame::Other(_)) => early[j] = Some(Verdict::Host),
+                    Ok(FrameKind::Arp | FrameKind::Other(_)) => early[j] = Some(Verdict::Host),
                     Err(_) => early[j] = Some(Verdict::Drop(DropReason::Malformed)),
                 }
             }
@@ -197,7 +229,7 @@ impl<const B: usize> Worker<B> {
             // the way whose signature matches.
             for j in 0..m {
                 if early[j].is_none() {
-                    if let Some(p) = self.flows.candidate_key_ptr(&keys[j], hashes[j]) {
+                    if let Some(p) = lane.flows.candidate_key_ptr(&keys[j], hashes[j]) {
                         prefetch::read(p);
                         prefetch::read(p.wrapping_add(core::mem::size_of::<FlowKey>() - 1));
                     }
@@ -207,7 +239,7 @@ impl<const B: usize> Worker<B> {
             for j in 0..m {
                 let v = match early[j] {
                     Some(v) => v,
-                    None => self.finish(
+                    None => lane.finish(
                         svc,
                         now_ns,
                         now,
@@ -218,9 +250,9 @@ impl<const B: usize> Worker<B> {
                     ),
                 };
                 match v {
-                    Verdict::Drop(r) if r == DropReason::Malformed => self.telemetry.drop_packet(r),
-                    Verdict::Host => self.telemetry.global.to_host += 1,
-                    Verdict::Reply => self.telemetry.global.replies += 1,
+                    Verdict::Drop(r) if r == DropReason::Malformed => lane.telemetry.drop_packet(r),
+                    Verdict::Host => lane.telemetry.global.to_host += 1,
+                    Verdict::Reply => lane.telemetry.global.replies += 1,
                     _ => {}
                 }
                 verdicts[base + j] = v;
@@ -228,7 +260,9 @@ impl<const B: usize> Worker<B> {
             base += m;
         }
     }
+}
 
+impl<const B: usize> Lane<'_, B> {
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn finish(

@@ -2,6 +2,8 @@ use super::*;
 use crate::classify::{Vip, VipProto};
 use crate::rewrite::{Egress, Encap};
 use crate::service::Backend;
+use crate::wire::parse::parse_frame;
+use crate::wire::Frame;
 use crate::WEIGHT_ONE;
 use etherparse::PacketBuilder;
 use std::boxed::Box;

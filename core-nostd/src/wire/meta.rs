@@ -24,7 +24,7 @@ pub enum IpFamily {
 }
 
 /// Fragmentation state of an IP packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, zerocopy::FromZeros)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct FragInfo {
     /// The packet is a fragment (IPv4 MF set or offset non-zero; IPv6 fragment header).
@@ -45,7 +45,7 @@ pub struct FragInfo {
 /// the error belongs to, in the client-to-VIP direction: they are taken from the
 /// embedded header with source and destination swapped. `icmp_error` is then set
 /// and `outer_src` holds the address of the host that sent the error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, zerocopy::FromZeros)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PacketMeta {
     /// Number of 802.1Q/802.1ad tags (0..=2).
@@ -98,6 +98,19 @@ pub mod tcp_flags {
     pub const ACK: u8 = 0x10;
     /// URG.
     pub const URG: u8 = 0x20;
+}
+
+/// What [`crate::wire::parse::parse_into`] found (the metadata itself is written
+/// in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FrameKind {
+    /// An IPv4 or IPv6 packet; the metadata was filled.
+    Ip,
+    /// ARP: for the host stack.
+    Arp,
+    /// Any other EtherType: for the host stack.
+    Other(u16),
 }
 
 /// What a frame is, at the level the classifier needs.

@@ -31,7 +31,7 @@
 //!   set, ports 0.
 
 use super::ethernet::{self, ether_type};
-use super::meta::{ip_proto, FragInfo, Frame, IpFamily, PacketMeta};
+use super::meta::{ip_proto, FragInfo, Frame, FrameKind, IpFamily, PacketMeta};
 use super::{be16, be32, checksum, icmpv4, icmpv6, Error, Layer, Result};
 use super::{Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
 
@@ -52,6 +52,20 @@ const EMBEDDED_L4: usize = 8;
 /// See the module docs for the rules; errors name the layer where parsing stopped.
 #[inline(always)]
 pub fn parse_frame(frame: &[u8]) -> Result<Frame> {
+    let mut meta = PacketMeta::default();
+    match parse_into(frame, &mut meta)? {
+        FrameKind::Ip => Ok(Frame::Ip(meta)),
+        FrameKind::Arp => Ok(Frame::Arp),
+        FrameKind::Other(t) => Ok(Frame::Other(t)),
+    }
+}
+
+/// Like [`parse_frame`], but writes the metadata of an IP packet into `meta` in
+/// place (every field is overwritten; on error or a non-IP frame its contents are
+/// unspecified). The batch pipeline uses this to parse straight into its
+/// per-chunk scratch array.
+#[inline(always)]
+pub fn parse_into(frame: &[u8], meta: &mut PacketMeta) -> Result<FrameKind> {
     if frame.len() < ethernet::HEADER_LEN {
         return Err(Error::Truncated(Layer::Ethernet));
     }
@@ -73,20 +87,25 @@ pub fn parse_frame(frame: &[u8]) -> Result<Frame> {
         }
     }
 
-    let mut meta = PacketMeta {
-        vlan_tags: tags,
-        // l3 <= 22.
-        l3_offset: l3 as u16,
-        ..PacketMeta::default()
-    };
     let ip = &frame[l3..];
     match ethertype {
-        ether_type::IPV4 => parse_ipv4(ip, l3, &mut meta)?,
-        ether_type::IPV6 => parse_ipv6(ip, l3, &mut meta)?,
-        ether_type::ARP => return Ok(Frame::Arp),
-        other => return Ok(Frame::Other(other)),
+        ether_type::IPV4 | ether_type::IPV6 => {
+            *meta = PacketMeta {
+                vlan_tags: tags,
+                // l3 <= 22.
+                l3_offset: l3 as u16,
+                ..PacketMeta::default()
+            };
+            if ethertype == ether_type::IPV4 {
+                parse_ipv4(ip, l3, meta)?;
+            } else {
+                parse_ipv6(ip, l3, meta)?;
+            }
+            Ok(FrameKind::Ip)
+        }
+        ether_type::ARP => Ok(FrameKind::Arp),
+        other => Ok(FrameKind::Other(other)),
     }
-    Ok(Frame::Ip(meta))
 }
 
 /// EtherType after the VLAN tag that starts at `at`.
