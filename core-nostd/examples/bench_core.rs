@@ -440,6 +440,11 @@ fn main() {
         stages();
         return;
     }
+    if std::env::args().any(|a| a == "--only-64k") {
+        let (c, p) = workload::<{ 1 << 16 }>(1 << 16, rounds, per_round);
+        println!("RESULT core_ns_64k={c:.2} peer_ns_64k={p:.2}");
+        return;
+    }
     if std::env::args().any(|a| a == "--small") {
         // Diagnostic: a table that fits in L2, to separate compute from memory.
         let (c, p) = workload::<{ 1 << 12 }>(1 << 12, rounds, per_round);

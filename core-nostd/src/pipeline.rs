@@ -378,16 +378,18 @@ impl<const B: usize> Lane<'_, B> {
         let Some(target) = svc.target(backend, encap) else {
             return self.drop(DropReason::NoLiveBackend);
         };
-        match rewrite(pkt.buf, pkt.start, pkt.len, m, &target, &svc.egress, hash) {
-            Ok(Rewritten::Forward { start, len }) => {
+        let out = rewrite(pkt.buf, pkt.start, pkt.len, m, &target, &svc.egress, hash);
+        match out {
+            Ok(r) => {
+                // Field by field: copying the enum as a whole reloads it with one
+                // wide load over narrower stores (a store-forwarding stall).
+                let (start, len, verdict) = match r {
+                    Rewritten::Forward { start, len } => (start, len, Verdict::Forward { backend }),
+                    Rewritten::Reply { start, len } => (start, len, Verdict::Reply),
+                };
                 pkt.start = start;
                 pkt.len = len;
-                Verdict::Forward { backend }
-            }
-            Ok(Rewritten::Reply { start, len }) => {
-                pkt.start = start;
-                pkt.len = len;
-                Verdict::Reply
+                verdict
             }
             Err(e) => {
                 let r = match e {

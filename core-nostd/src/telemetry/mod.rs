@@ -23,7 +23,6 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::classify::DropReason;
 use crate::flow::{ticks_to_us, Expired, FlowState};
-use crate::hash::SplitMix64;
 use crate::MAX_BACKENDS;
 
 /// Samples per reservoir.
@@ -197,7 +196,7 @@ pub struct Telemetry {
     pub global: GlobalCounters,
     /// Tick of the last packet sent to each backend (for inter-arrival times).
     pub last_packet: [u32; MAX_BACKENDS],
-    rng: SplitMix64State,
+    rng: RngState,
     _reserved: [u64; 2],
 }
 
@@ -206,7 +205,7 @@ pub struct Telemetry {
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
 )]
 #[repr(C)]
-struct SplitMix64State {
+struct RngState {
     state: u64,
 }
 
@@ -220,17 +219,21 @@ impl core::fmt::Debug for Telemetry {
 }
 
 impl Telemetry {
+    /// xorshift64* (Vigna): plenty for reservoir slot choice, and cheaper than
+    /// splitmix on the per-packet path.
     #[inline(always)]
     fn rand(&mut self) -> u64 {
-        let mut g = SplitMix64::new(self.rng.state);
-        let r = g.next_u64();
-        self.rng.state = self.rng.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        r
+        let mut x = self.rng.state | 1;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
     /// Seeds the reservoir sampler (workers should use different seeds).
     pub fn seed(&mut self, seed: u64) {
-        self.rng.state = seed;
+        self.rng.state = crate::hash::SplitMix64::new(seed).next_u64() | 1;
     }
 
     /// Counts a drop.
@@ -379,7 +382,7 @@ mod tests {
     #[test]
     fn reservoir_keeps_uniform_sample() {
         // Offer 0..100_000 many times; each sample's mean should be near 50_000.
-        let mut g = SplitMix64::new(1);
+        let mut g = crate::hash::SplitMix64::new(1);
         let mut total = 0u64;
         let rounds = 200;
         for _ in 0..rounds {

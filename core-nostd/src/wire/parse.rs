@@ -142,7 +142,9 @@ fn parse_ipv4(ip: &[u8], l3: usize, meta: &mut PacketMeta) -> Result<()> {
     meta.dont_fragment = flags_off & 0x4000 != 0;
     meta.src[..4].copy_from_slice(&ip[12..16]);
     meta.dst[..4].copy_from_slice(&ip[16..20]);
-    meta.outer_src = meta.src;
+    // From the packet, not from `meta.src`: reading back bytes just stored in
+    // narrower pieces stalls on store forwarding.
+    meta.outer_src[..4].copy_from_slice(&ip[12..16]);
     if flags_off & 0x3fff != 0 {
         meta.frag = FragInfo {
             is_fragment: true,
@@ -178,7 +180,7 @@ fn parse_ipv6(ip: &[u8], l3: usize, meta: &mut PacketMeta) -> Result<()> {
     meta.dont_fragment = true;
     meta.src.copy_from_slice(&ip[8..24]);
     meta.dst.copy_from_slice(&ip[24..40]);
-    meta.outer_src = meta.src;
+    meta.outer_src.copy_from_slice(&ip[8..24]);
 
     let walk = walk_ipv6_ext(ip, Layer::Ipv6Ext)?;
     meta.proto = walk.proto;
