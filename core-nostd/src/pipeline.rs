@@ -253,7 +253,8 @@ impl<const B: usize> Worker<B> {
                     Verdict::Drop(r) if r == DropReason::Malformed => lane.telemetry.drop_packet(r),
                     Verdict::Host => lane.telemetry.global.to_host += 1,
                     Verdict::Reply => lane.telemetry.global.replies += 1,
-                    _ => {}
+                    Verdict::Forward { .. } => lane.telemetry.global.forwarded += 1,
+                    Verdict::Drop(_) => {}
                 }
                 verdicts[base + j] = v;
             }
@@ -291,7 +292,7 @@ impl<const B: usize> Lane<'_, B> {
             return self.drop(r);
         }
         let backend = if m.icmp_error {
-            match self.flows.lookup(key, hash, vip_idx, now, svc.timeouts()) {
+            let b = match self.flows.lookup(key, hash, vip_idx, now, svc.timeouts()) {
                 Lookup::Hit(_, e) => e.backend,
                 Lookup::Miss(exp) => {
                     if let Some(e) = exp {
@@ -302,7 +303,9 @@ impl<const B: usize> Lane<'_, B> {
                         None => return self.drop(DropReason::IcmpErrorNoFlow),
                     }
                 }
-            }
+            };
+            self.telemetry.global.icmp_errors_forwarded += 1;
+            b
         } else if vs.method == Method::Maglev {
             match vs.consistent(hash) {
                 Some(b) => b,

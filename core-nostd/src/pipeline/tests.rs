@@ -515,3 +515,107 @@ fn rst_without_state_is_forwarded_consistently_but_not_tracked() {
     assert_eq!(w.flows.occupied(), 0);
     assert_eq!(w.telemetry.global.maglev_fallback, 2);
 }
+
+/// An ICMPv4 "fragmentation needed" sent to the VIP by a router on the client
+/// path, about a segment the backend sent (VIP:80 -> client).
+fn icmp_frag_needed_about(c: u32, sport: u16) -> Vec<u8> {
+    let client = (0xc612_0000u32 | (c & 0xffff)).to_be_bytes();
+    // The embedded packet: IPv4 VIP -> client, TCP 80 -> sport.
+    let mut inner = Vec::new();
+    PacketBuilder::ipv4(VIP, client, 60)
+        .tcp(80, sport, 7, 1000)
+        .ack(1)
+        .write(&mut inner, &[0u8; 100])
+        .expect("inner");
+    inner.truncate(20 + 8);
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 2, 1], LB_MAC)
+        .ipv4([198, 18, 7, 7], VIP, 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        ));
+    let mut out = vec![0u8; HEADROOM];
+    b.write(&mut out, &inner).expect("build");
+    out
+}
+
+#[test]
+fn icmp_errors_follow_their_flow() {
+    let s = service(Method::Alias, Encap::IpIp, &[WEIGHT_ONE; 8]);
+    let mut w = worker();
+    for c in 0..50 {
+        let b = fwd(run(&mut w, &s, SEC, tcp(c, 3333, SYN)).0);
+        let (v, out) = run(&mut w, &s, SEC, icmp_frag_needed_about(c, 3333));
+        assert_eq!(fwd(v), b, "client {c}");
+        // Encapsulated to that backend, inner packet is the ICMP message.
+        assert_eq!(&out[14 + 16..14 + 20], &[198, 19, 0, 10 + b as u8]);
+        assert_eq!(out[14 + 20 + 9], 1);
+    }
+    assert_eq!(w.telemetry.global.forwarded, 100);
+    // Echo to the VIP belongs to the host stack.
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 2, 1], LB_MAC)
+        .ipv4([198, 18, 0, 1], VIP, 64)
+        .icmpv4_echo_request(1, 1);
+    let mut echo = vec![0u8; HEADROOM];
+    b.write(&mut echo, &[0; 8]).expect("build");
+    assert_eq!(run(&mut w, &s, SEC, echo).0, Verdict::Host);
+}
+
+#[test]
+fn ipv6_vip_over_ipv6_gre() {
+    let vip6 = [0x20, 1, 0xd, 0xb8, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let mut s = Service::new_box_zeroed().expect("alloc");
+    s.hash_seed = 9;
+    s.egress = Egress {
+        src_mac: LB_MAC,
+        src_v4: [198, 19, 0, 1],
+        src_v6: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        mtu: 1500,
+    };
+    let bs: Vec<Backend> = (0..3u8)
+        .map(|i| {
+            let mut addr = [0x20, 1, 0xd, 0xb8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            addr[15] = 10 + i;
+            Backend {
+                family: IpFamily::V6,
+                admin: AdminState::Active,
+                mac: [2, 0, 0, 0, 1, i],
+                addr,
+                weight: WEIGHT_ONE,
+                base_weight: WEIGHT_ONE,
+            }
+        })
+        .collect();
+    s.set_backends(&bs).expect("backends");
+    s.add_vip(
+        Vip::v6(vip6, VipProto::Tcp, 443),
+        Method::Alias,
+        Encap::Gre,
+        &[0, 1, 2],
+    )
+    .expect("vip");
+    let mut w = worker();
+    let frame = |c: u16, flags: u8| {
+        let mut src = [0x20, 1, 0xd, 0xb8, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        src[14..].copy_from_slice(&c.to_be_bytes());
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 2, 1], LB_MAC)
+            .ipv6(src, vip6, 64)
+            .tcp(5000 + c, 443, 1, 1000);
+        let b = if flags & SYN != 0 { b.syn() } else { b.ack(1) };
+        let mut out = vec![0u8; HEADROOM];
+        b.write(&mut out, &[]).expect("build");
+        out
+    };
+    let mut counts = [0u32; 3];
+    for c in 0..300 {
+        let (v, out) = run(&mut w, &s, SEC, frame(c, SYN));
+        let b = fwd(v);
+        counts[usize::from(b)] += 1;
+        // Outer IPv6 (next header GRE) to the backend, GRE carries IPv6.
+        assert_eq!(&out[12..14], &[0x86, 0xdd]);
+        assert_eq!(out[14 + 6], 47);
+        assert_eq!(out[14 + 24 + 15], 10 + b as u8);
+        assert_eq!(&out[14 + 40 + 2..14 + 40 + 4], &[0x86, 0xdd]);
+        assert_eq!(fwd(run(&mut w, &s, SEC, frame(c, ACK)).0), b);
+    }
+    assert!(counts.iter().all(|c| *c > 60), "{counts:?}");
+}

@@ -277,7 +277,6 @@ impl Telemetry {
                 .offer(ticks_to_us(now.wrapping_sub(*last)), (r >> 32) as u32);
         }
         *last = now | 1;
-        self.global.forwarded += 1;
     }
 
     /// A new flow in `state` was placed on backend `b`.
