@@ -33,6 +33,9 @@ use crate::{Weight, MAX_BACKENDS};
 /// Largest number of VIPs one service can hold.
 pub const MAX_VIPS: usize = 16;
 
+// The flow table keeps VIP indices in 7 bits.
+static_assertions::const_assert!(MAX_VIPS <= 127);
+
 /// Operator / controller state of a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, FromZeros, IntoBytes, Immutable)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

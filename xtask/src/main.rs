@@ -144,6 +144,8 @@ fn test(root: &Path) -> Result<()> {
             "warnings",
         ],
     )?;
+    step("building the core with its optional defmt feature");
+    cargo(root, &["check", "-p", "marllb-core", "--features", "defmt"])?;
     step("running every test (release build: the statistical tests are heavy)");
     cargo(root, &["test", "--workspace", "--release"])?;
     println!("\nall checks passed");
@@ -151,16 +153,56 @@ fn test(root: &Path) -> Result<()> {
 }
 
 fn bench_core(root: &Path, extra: &[String]) -> Result<()> {
-    step("benchmarking the core pipeline against the etherparse/HashMap/rand_distr peer");
-    let mut args = vec![
-        "run",
-        "--release",
-        "-p",
-        "marllb-core",
-        "--example",
-        "bench_core",
-        "--",
-    ];
-    args.extend(extra.iter().map(String::as_str));
-    cargo(root, &args)
+    step("building the core benchmark (release)");
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "marllb-core",
+            "--example",
+            "bench_core",
+        ],
+    )?;
+    let bin = target_dir(root).join("release/examples/bench_core");
+    run_pinned(
+        "benchmarking the core pipeline against the etherparse/HashMap/rand_distr peer",
+        &bin,
+        extra,
+    )
+}
+
+/// The cargo target directory (honours CARGO_TARGET_DIR).
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// Runs a benchmark binary pinned to the last CPU with `taskset` when available
+/// (one forwarding core, away from core 0 where interrupts land).
+fn run_pinned(what: &str, bin: &Path, extra: &[String]) -> Result<()> {
+    step(what);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let core = (cpus - 1).to_string();
+    let have_taskset = Command::new("taskset").arg("-V").output().is_ok();
+    let mut cmd = if have_taskset {
+        println!(
+            "    $ taskset -c {core} {} {}",
+            bin.display(),
+            extra.join(" ")
+        );
+        let mut c = Command::new("taskset");
+        c.args(["-c", &core]).arg(bin);
+        c
+    } else {
+        println!("    $ {} {}", bin.display(), extra.join(" "));
+        Command::new(bin)
+    };
+    let st = cmd.args(extra).status().context("running the benchmark")?;
+    if !st.success() {
+        bail!("benchmark failed ({st})");
+    }
+    Ok(())
 }

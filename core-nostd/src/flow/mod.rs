@@ -20,9 +20,15 @@
 //!   insert in their bucket) and by [`FlowTable::sweep`], which hosts call with a
 //!   small budget from their idle loop; every reclaimed entry is reported to the
 //!   caller so the active-flow gauges stay exact.
-//! * A full bucket (four live entries) does **not** evict: the new flow is refused
-//!   ([`InsertError::BucketFull`]) and the pipeline sends it, and all its later
-//!   packets, through the VIP's consistent Maglev table, counted as `untracked`.
+//! * Two choices: a flow may live in its primary bucket or, when that one is full,
+//!   in an alternate bucket chosen by other bits of its hash; the primary bucket
+//!   then carries a sticky overflow bit, so lookups of its flows visit the
+//!   alternate only when the bit is set and the primary had no match. This keeps
+//!   the share of refused flows small at the load factors operators run at.
+//! * When both buckets are full (eight live entries) the table does **not** evict:
+//!   the new flow is refused ([`InsertError::BucketFull`]) and the pipeline sends
+//!   it, and all its later packets, through the VIP's consistent Maglev table,
+//!   counted as `untracked`.
 //!   Evicting the least-recently-used entry would let a SYN flood push established
 //!   connections out of the table; refusing keeps every existing flow where it is,
 //!   and half-open entries expire quickly (default 5 s) so a flood clears itself.
@@ -152,6 +158,12 @@ impl Timeouts {
 const V6_FLAG: u8 = 0x80;
 /// The state bits of the `state` byte.
 const STATE_MASK: u8 = 0x0f;
+/// In `vip[0]`: some flow whose primary bucket is this one lives in its
+/// alternate bucket. VIP indices are below [`crate::service::MAX_VIPS`], so the
+/// high bit of every `vip` byte is free; it is masked off when read.
+const OVERFLOW: u8 = 0x80;
+/// The VIP bits of a `vip` byte.
+const VIP_MASK: u8 = 0x7f;
 
 /// One cache line: four entries, structure-of-arrays.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
@@ -164,7 +176,8 @@ pub struct Bucket {
     pub last_seen: [u32; WAYS],
     /// Backend index.
     pub backend: [u8; WAYS],
-    /// VIP index (fixes the destination address and family).
+    /// VIP index (fixes the destination address and family); the high bit of
+    /// `vip[0]` is the bucket's overflow bit.
     pub vip: [u8; WAYS],
     /// L4 protocol.
     pub proto: [u8; WAYS],
@@ -341,6 +354,40 @@ impl<const B: usize> FlowTable<B> {
         Some((k as *const FlowKey).cast())
     }
 
+    /// The alternate bucket of a flow whose primary bucket is `bucket_of(hash)`.
+    #[inline(always)]
+    pub fn alternate_of(hash: u64) -> usize {
+        let p = Self::bucket_of(hash);
+        let a = ((hash >> 32) as usize) & (B - 1);
+        if a == p {
+            (p ^ 1) & (B - 1)
+        } else {
+            a
+        }
+    }
+
+    /// The way of bucket `b` holding the flow, if any.
+    #[inline(always)]
+    fn find(&self, b: usize, p: &Probe, key: &FlowKey) -> Option<usize> {
+        let bucket = self.buckets.get(b)?;
+        for w in 0..WAYS {
+            let st = bucket.state[w];
+            if bucket.key[w] != p.word
+                || st == 0
+                || bucket.vip[w] & VIP_MASK != p.vip
+                || bucket.proto[w] != p.proto
+                || (st & V6_FLAG != 0) != p.v6
+            {
+                continue;
+            }
+            if p.v6 && self.keys6.get(b).and_then(|k| k.get(w)) != Some(key) {
+                continue;
+            }
+            return Some(w);
+        }
+        None
+    }
+
     /// Finds the live entry of `key` (a flow of VIP `vip`) and refreshes its
     /// `last_seen` to `now`. `timeouts` is [`Timeouts::to_ticks`].
     #[inline(always)]
@@ -352,52 +399,47 @@ impl<const B: usize> FlowTable<B> {
         now: u32,
         timeouts: &[u32; FLOW_STATES],
     ) -> Lookup {
-        let b = Self::bucket_of(hash);
         let p = Probe::new(key, hash, vip);
-        let Some(bucket) = self.buckets.get_mut(b) else {
+        let mut b = Self::bucket_of(hash);
+        let mut found = self.find(b, &p, key);
+        if found.is_none()
+            && self
+                .buckets
+                .get(b)
+                .is_some_and(|x| x.vip[0] & OVERFLOW != 0)
+        {
+            b = Self::alternate_of(hash);
+            found = self.find(b, &p, key);
+        }
+        let (Some(w), Some(bucket)) = (found, self.buckets.get_mut(b)) else {
             return Lookup::Miss(None);
         };
-        for w in 0..WAYS {
-            let st = bucket.state[w];
-            if bucket.key[w] != p.word
-                || st == 0
-                || bucket.vip[w] != p.vip
-                || bucket.proto[w] != p.proto
-                || (st & V6_FLAG != 0) != p.v6
-            {
-                continue;
-            }
-            if p.v6 && self.keys6.get(b).and_then(|k| k.get(w)) != Some(key) {
-                continue;
-            }
-            let state = FlowState::from_u8(st & STATE_MASK);
-            let last = bucket.last_seen[w];
-            if now.wrapping_sub(last) > timeouts[state as usize] {
-                bucket.state[w] = 0;
-                let created = self.created.get(b).map_or(last, |c| c[w]);
-                return Lookup::Miss(Some(Expired {
-                    backend: u16::from(bucket.backend[w]),
-                    vip: bucket.vip[w],
-                    state,
-                    created,
-                    last_seen: last,
-                }));
-            }
-            bucket.last_seen[w] = now;
-            return Lookup::Hit(
-                Slot {
-                    bucket: b as u32,
-                    way: w as u8,
-                },
-                Entry {
-                    backend: u16::from(bucket.backend[w]),
-                    vip: bucket.vip[w],
-                    state,
-                    last_seen: last,
-                },
-            );
+        let state = FlowState::from_u8(bucket.state[w] & STATE_MASK);
+        let last = bucket.last_seen[w];
+        if now.wrapping_sub(last) > timeouts[state as usize] {
+            bucket.state[w] = 0;
+            let created = self.created.get(b).map_or(last, |c| c[w]);
+            return Lookup::Miss(Some(Expired {
+                backend: u16::from(bucket.backend[w]),
+                vip,
+                state,
+                created,
+                last_seen: last,
+            }));
         }
-        Lookup::Miss(None)
+        bucket.last_seen[w] = now;
+        Lookup::Hit(
+            Slot {
+                bucket: b as u32,
+                way: w as u8,
+            },
+            Entry {
+                backend: u16::from(bucket.backend[w]),
+                vip,
+                state,
+                last_seen: last,
+            },
+        )
     }
 
     /// Tick at which the flow at `slot` started (its SYN for TCP).
@@ -410,10 +452,38 @@ impl<const B: usize> FlowTable<B> {
             .unwrap_or(0)
     }
 
-    /// Inserts a new flow of VIP `vip` on `backend` (an index below 256). Uses a
-    /// free way, or reclaims an expired one (returned so the caller can account
-    /// for it); refuses with [`InsertError::BucketFull`] when all four ways hold
-    /// live flows. The caller has checked that the flow is not in the table.
+    /// A free way of bucket `b`, else an expired one (with what it held).
+    #[inline(always)]
+    fn vacancy(
+        &self,
+        b: usize,
+        now: u32,
+        timeouts: &[u32; FLOW_STATES],
+    ) -> Option<(usize, Option<Expired>)> {
+        let (bucket, created) = (self.buckets.get(b)?, self.created.get(b)?);
+        if let Some(w) = (0..WAYS).find(|&w| bucket.state[w] == 0) {
+            return Some((w, None));
+        }
+        (0..WAYS).find_map(|w| {
+            let st = FlowState::from_u8(bucket.state[w] & STATE_MASK);
+            (now.wrapping_sub(bucket.last_seen[w]) > timeouts[st as usize]).then_some((
+                w,
+                Some(Expired {
+                    backend: u16::from(bucket.backend[w]),
+                    vip: bucket.vip[w] & VIP_MASK,
+                    state: st,
+                    created: created[w],
+                    last_seen: bucket.last_seen[w],
+                }),
+            ))
+        })
+    }
+
+    /// Inserts a new flow of VIP `vip` on `backend` (an index below 256) in its
+    /// primary bucket, else its alternate bucket. Uses a free way, or reclaims an
+    /// expired one (returned so the caller can account for it); refuses with
+    /// [`InsertError::BucketFull`] when both buckets hold only live flows. The
+    /// caller has checked that the flow is not in the table.
     #[inline]
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
@@ -426,40 +496,29 @@ impl<const B: usize> FlowTable<B> {
         backend: u16,
         state: FlowState,
     ) -> Result<(Slot, Option<Expired>), InsertError> {
-        let b = Self::bucket_of(hash);
         let p = Probe::new(key, hash, vip);
+        let primary = Self::bucket_of(hash);
+        let (b, (w, reclaimed)) = match self.vacancy(primary, now, timeouts) {
+            Some(v) => (primary, v),
+            None => {
+                let alt = Self::alternate_of(hash);
+                let v = self
+                    .vacancy(alt, now, timeouts)
+                    .ok_or(InsertError::BucketFull)?;
+                if let Some(pb) = self.buckets.get_mut(primary) {
+                    pb.vip[0] |= OVERFLOW;
+                }
+                (alt, v)
+            }
+        };
         let (Some(bucket), Some(created)) = (self.buckets.get_mut(b), self.created.get_mut(b))
         else {
-            return Err(InsertError::BucketFull);
-        };
-        let mut way = None;
-        let mut reclaimed = None;
-        for w in 0..WAYS {
-            if bucket.state[w] == 0 {
-                way = Some(w);
-                reclaimed = None;
-                break;
-            }
-            let st = FlowState::from_u8(bucket.state[w] & STATE_MASK);
-            if reclaimed.is_none() && now.wrapping_sub(bucket.last_seen[w]) > timeouts[st as usize]
-            {
-                way = Some(w);
-                reclaimed = Some(Expired {
-                    backend: u16::from(bucket.backend[w]),
-                    vip: bucket.vip[w],
-                    state: st,
-                    created: created[w],
-                    last_seen: bucket.last_seen[w],
-                });
-            }
-        }
-        let Some(w) = way else {
             return Err(InsertError::BucketFull);
         };
         bucket.key[w] = p.word;
         bucket.last_seen[w] = now;
         bucket.backend[w] = backend as u8;
-        bucket.vip[w] = vip;
+        bucket.vip[w] = (bucket.vip[w] & OVERFLOW) | (vip & VIP_MASK);
         bucket.proto[w] = p.proto;
         bucket.state[w] = state as u8 | if p.v6 { V6_FLAG } else { 0 };
         created[w] = now;
@@ -535,7 +594,7 @@ impl<const B: usize> FlowTable<B> {
                         bucket.state[w] = 0;
                         on_expired(Expired {
                             backend: u16::from(bucket.backend[w]),
-                            vip: bucket.vip[w],
+                            vip: bucket.vip[w] & VIP_MASK,
                             state: st,
                             created: created[w],
                             last_seen: bucket.last_seen[w],
@@ -584,7 +643,7 @@ impl<const B: usize> FlowTable<B> {
                     proto: b.proto[w],
                     entry: Entry {
                         backend: u16::from(b.backend[w]),
-                        vip: b.vip[w],
+                        vip: b.vip[w] & VIP_MASK,
                         state: FlowState::from_u8(b.state[w] & STATE_MASK),
                         last_seen: b.last_seen[w],
                     },

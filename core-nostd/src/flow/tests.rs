@@ -138,18 +138,33 @@ fn timeouts_survive_tick_wraparound() {
 }
 
 #[test]
-fn full_bucket_refuses_and_keeps_old_flows() {
+fn full_bucket_spills_to_its_alternate_then_refuses() {
     let mut t = table();
-    let h = 42;
-    for i in 0..4 {
-        ins(&mut t, &key(i), h, 0, i as u16, FlowState::TcpEstablished);
+    let h = 0x0000_0007_0000_002a; // primary 42, alternate 7
+    for i in 0..8 {
+        let s = ins(&mut t, &key(i), h, 0, i as u16, FlowState::TcpEstablished);
+        assert_eq!(s.bucket, if i < 4 { 42 } else { 7 });
     }
     assert_eq!(
         t.insert(&key(99), h, 0, 10, &to(), 9, FlowState::TcpSynSent),
         Err(InsertError::BucketFull)
     );
-    for i in 0..4 {
+    for i in 0..8 {
         assert_eq!(hit(&mut t, &key(i), h, 11).backend, i as u16);
+    }
+    // A flow whose primary is bucket 7 is unaffected by the spilled entries.
+    assert_eq!(t.lookup(&key(50), 7, 0, 12, &to()), Lookup::Miss(None));
+    // Listing masks the overflow bit out of the VIP index.
+    t.for_each(|l| {
+        assert_eq!(l.entry.vip, 0);
+        true
+    });
+}
+
+#[test]
+fn alternate_is_never_the_primary() {
+    for h in [0u64, 1, 0x0000_0005_0000_0005, u64::MAX] {
+        assert_ne!(Table::alternate_of(h), Table::bucket_of(h));
     }
 }
 
