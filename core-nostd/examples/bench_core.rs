@@ -419,7 +419,9 @@ fn workload<const B: usize>(n: usize, rounds: usize, per_round: usize) -> (f64, 
     }
     let g = &core.w.telemetry.global;
     println!(
-        "  flows={n:>8} core: inserted {} untracked {} maglev_fallback {} expired {} dropped {}; peer table {} entries",
+        "  flows={n:>8} core: occupied {} of {}, inserted {} untracked {} maglev_fallback {} expired {} dropped {}; peer table {} entries",
+        core.w.flows.occupied(),
+        B * 4,
         g.flows_inserted,
         g.flows_untracked,
         g.maglev_fallback,
@@ -451,8 +453,8 @@ fn main() {
         println!("RESULT core_ns_4k={c:.2} peer_ns_4k={p:.2}");
         return;
     }
-    let (c64, p64) = workload::<{ 1 << 16 }>(1 << 16, rounds, per_round);
-    let (c1m, p1m) = workload::<{ 1 << 20 }>(1 << 20, rounds, per_round);
+    let (c64, p64) = workload::<{ 1 << 15 }>(1 << 16, rounds, per_round);
+    let (c1m, p1m) = workload::<{ 1 << 19 }>(1 << 20, rounds, per_round);
     println!(
         "RESULT core_ns_64k={c64:.2} core_ns_1m={c1m:.2} peer_ns_64k={p64:.2} peer_ns_1m={p1m:.2} speedup_64k={:.2} speedup_1m={:.2}",
         p64 / c64,
