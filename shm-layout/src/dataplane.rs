@@ -206,7 +206,10 @@ impl<'r> DataPlane<'r> {
                 self.dirty = true;
             }
             (Source::Fallback(_), Source::Controller) => {
-                wd.fallback_exits += 1;
+                // The start-up fallback (no controller yet) is not an entry.
+                if wd.fallback_exits < wd.fallback_entries {
+                    wd.fallback_exits += 1;
+                }
                 self.dirty = true;
             }
             _ => {}

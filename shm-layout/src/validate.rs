@@ -461,6 +461,7 @@ fn check(
 mod tests {
     use super::*;
     use crate::layout::{HeaderBlock, LAYOUT_HASH};
+    use std::string::ToString;
 
     fn good_header() -> HeaderImage {
         HeaderImage {
