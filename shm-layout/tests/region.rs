@@ -284,7 +284,7 @@ fn weights_flow_to_the_data_plane_and_watchdog_falls_back() {
     let v = dp.status().validation;
     assert_eq!(
         (v.bad_admin, v.weights_clamped, v.all_zero, v.checksum_mismatch),
-        (1, 1, 1, 1)
+        (2, 1, 1, 1)
     );
     assert_eq!((v.frames_applied, v.frames_rejected), (2, 2));
 }
