@@ -1,5 +1,6 @@
 //! The checked-in C header is what the generator prints, and a C compiler
 //! accepts its `_Static_assert`s (every size and offset equal to Rust's).
+#![cfg(not(loom))]
 
 use std::path::PathBuf;
 use std::process::Command;

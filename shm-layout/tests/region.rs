@@ -1,5 +1,6 @@
 //! Creating, attaching, validating, publishing and reading through a real
 //! `/dev/shm` region.
+#![cfg(not(loom))]
 
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;

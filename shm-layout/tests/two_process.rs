@@ -1,1 +1,2 @@
+#![cfg(not(loom))]
 
