@@ -1,4 +1,5 @@
 //! The proof harnesses as property tests (many random inputs each).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 
 use marllb_kani::*;
 use marllb_shm::layout::{region_size, LAYOUT_HASH, MAGIC};
@@ -25,7 +26,11 @@ fn header_bytes() -> impl Strategy<Value = [u8; HEADER_BYTES]> {
             b[32..].copy_from_slice(&h);
             b
         }),
-        (1u32..=256, 1u32..=64, proptest::collection::vec((0usize..HEADER_BYTES, any::<u8>()), 0..3))
+        (
+            1u32..=256,
+            1u32..=64,
+            proptest::collection::vec((0usize..HEADER_BYTES, any::<u8>()), 0..3)
+        )
             .prop_map(|(backends, workers, muts)| {
                 let mut b = [0u8; HEADER_BYTES];
                 b[0..8].copy_from_slice(&MAGIC.to_le_bytes());

@@ -67,15 +67,20 @@ mod bench {
         let view = region.view();
         let mut ctl = Controller::new(view, std::process::id());
         let mut dp = DataPlane::new(&view, DataPlaneConfig::default());
-        let mut publisher = StatsPublisher::new(&view, 0, 0).expect("worker 0");
-        let mut t = Telemetry::new_box_zeroed().expect("alloc");
+        let (Some(mut publisher), Ok(mut t), Ok(mut out)) = (
+            StatsPublisher::new(&view, 0, 0),
+            Telemetry::new_box_zeroed(),
+            StatsFrame::new_box_zeroed(),
+        ) else {
+            eprintln!("bench_shm: setup failed");
+            std::process::exit(1);
+        };
         for b in 0..n as u16 {
             for k in 0..200u32 {
                 t.packet(b, 100 + k, 0, k * 7 + 1);
             }
         }
         let status = dp.status();
-        let mut out = StatsFrame::new_box_zeroed().expect("alloc");
         let bytes = backend_offset(n);
         let src = vec![0x5au8; bytes];
         let mut dst = vec![0u8; bytes];
@@ -109,10 +114,26 @@ mod bench {
                 }
             }
         }
-        assert_eq!(out.head.n_backends as usize, n);
-        let (p, r, w, m) = (median(&mut p), median(&mut r), median(&mut w), median(&mut m));
-        println!("backends {n}: stats frame {bytes} bytes, weights frame {} bytes", std::mem::size_of::<WeightsFrame>());
+        if out.head.n_backends as usize != n {
+            eprintln!(
+                "bench_shm: read back {} backends, expected {n}",
+                out.head.n_backends
+            );
+            std::process::exit(1);
+        }
+        let (p, r, w, m) = (
+            median(&mut p),
+            median(&mut r),
+            median(&mut w),
+            median(&mut m),
+        );
+        println!(
+            "backends {n}: stats frame {bytes} bytes, weights frame {} bytes",
+            std::mem::size_of::<WeightsFrame>()
+        );
         println!("publish/memcpy {:.2}x, read/memcpy {:.2}x", p / m, r / m);
-        println!("RESULT publish_ns={p:.0} read_ns={r:.0} weights_update_ns={w:.0} memcpy_ns={m:.0}");
+        println!(
+            "RESULT publish_ns={p:.0} read_ns={r:.0} weights_update_ns={w:.0} memcpy_ns={m:.0}"
+        );
     }
 }

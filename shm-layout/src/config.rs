@@ -12,7 +12,9 @@ use crate::layout::{BackendEntry, ConfigImage, VipEntry, MAX_VIPS};
 
 fn ip(family: u8, addr: &[u8; 16]) -> Option<IpAddr> {
     match family {
-        0 => Some(IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))),
+        0 => Some(IpAddr::V4(Ipv4Addr::new(
+            addr[0], addr[1], addr[2], addr[3],
+        ))),
         1 => Some(IpAddr::V6(Ipv6Addr::from(*addr))),
         _ => None,
     }
@@ -64,16 +66,32 @@ pub enum BackendMismatch {
 impl core::fmt::Display for BackendMismatch {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Differs { index, ours, theirs } => match ours {
-                Some(o) => write!(f, "backend {index}: data plane has {o}, controller has {theirs}"),
-                None => write!(f, "backend {index}: data plane has an invalid address, controller has {theirs}"),
+            Self::Differs {
+                index,
+                ours,
+                theirs,
+            } => match ours {
+                Some(o) => write!(
+                    f,
+                    "backend {index}: data plane has {o}, controller has {theirs}"
+                ),
+                None => write!(
+                    f,
+                    "backend {index}: data plane has an invalid address, controller has {theirs}"
+                ),
             },
             Self::MissingInRegion { index, theirs } => {
-                write!(f, "backend {index} ({theirs}) is not served by the data plane")
+                write!(
+                    f,
+                    "backend {index} ({theirs}) is not served by the data plane"
+                )
             }
             Self::ExtraInRegion { index, ours } => match ours {
                 Some(o) => write!(f, "backend {index} ({o}) is not managed by the controller"),
-                None => write!(f, "backend {index} (invalid address) is not managed by the controller"),
+                None => write!(
+                    f,
+                    "backend {index} (invalid address) is not managed by the controller"
+                ),
             },
         }
     }
@@ -109,7 +127,10 @@ impl Iterator for Mismatches<'_> {
                     }
                 }
                 (None, Some(&t)) => {
-                    return Some(BackendMismatch::MissingInRegion { index: i, theirs: t })
+                    return Some(BackendMismatch::MissingInRegion {
+                        index: i,
+                        theirs: t,
+                    })
                 }
                 (Some(o), None) => {
                     return Some(BackendMismatch::ExtraInRegion {

@@ -5,9 +5,7 @@ use marllb_core::{Weight, MAX_BACKENDS};
 use zerocopy::IntoBytes;
 
 use crate::dataplane::backend_offset;
-use crate::layout::{
-    ConfigImage, ControlBlock, StatsFrame, StatsHead, WeightsFrame, MAX_WEIGHT,
-};
+use crate::layout::{ConfigImage, ControlBlock, StatsFrame, StatsHead, WeightsFrame, MAX_WEIGHT};
 use crate::region::RegionView;
 use crate::seqlock::{self, ReadError};
 use crate::sync::Ordering;
@@ -40,7 +38,10 @@ impl core::fmt::Display for PublishError {
                 write!(f, "{got} weights given, {expected} backends configured")
             }
             Self::WeightTooLarge { index, value } => {
-                write!(f, "weight {value:#x} of backend {index} is above the maximum {MAX_WEIGHT:#x}")
+                write!(
+                    f,
+                    "weight {value:#x} of backend {index} is above the maximum {MAX_WEIGHT:#x}"
+                )
             }
             Self::AllZero => f.write_str("every backend that is not down has weight 0"),
         }
@@ -160,7 +161,8 @@ impl<'r> Controller<'r> {
         let end = backend_offset(n);
         let bytes = out.as_mut_bytes();
         let dst = bytes.get_mut(..end).unwrap_or_default();
-        let r = seqlock::read_bounded(&block.seq, &block.words, dst, tries).map_err(StatsError::Read)?;
+        let r = seqlock::read_bounded(&block.seq, &block.words, dst, tries)
+            .map_err(StatsError::Read)?;
         // Never trust the writer's count.
         out.head.n_backends = out.head.n_backends.min(n as u32);
         Ok(r)

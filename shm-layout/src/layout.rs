@@ -62,7 +62,9 @@ const _: () = assert!(MAX_BACKENDS == 256 && RESERVOIR_LEN == 128);
 // Header
 
 /// Identity of a region, written once by the creator (magic last).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct HeaderImage {
     /// [`MAGIC`] once the creator has finished initialising the region.
@@ -112,7 +114,9 @@ pub struct HeaderBlock {
 // Configuration
 
 /// One VIP the data plane serves.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct VipEntry {
     /// Address (IPv4 in the first four bytes).
@@ -132,7 +136,9 @@ pub struct VipEntry {
 }
 
 /// One backend the data plane serves.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct BackendEntry {
     /// Address (IPv4 in the first four bytes).
@@ -281,7 +287,9 @@ pub struct ControlBlock {
 // Data plane -> controller
 
 /// Watchdog state of the data plane.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct WatchdogStats {
     /// 1 while the fallback policy is applied.
@@ -297,7 +305,9 @@ pub struct WatchdogStats {
 }
 
 /// What the data plane did with the controller's frames.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct ValidationStats {
     /// Frames applied.
@@ -324,7 +334,9 @@ pub struct ValidationStats {
 }
 
 /// Fixed part of a worker's stats frame.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C, align(64))]
 pub struct StatsHead {
     /// Publication counter of this worker (1, 2, ...).
@@ -350,7 +362,9 @@ pub struct StatsHead {
 }
 
 /// Counters and samples of one backend.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C, align(64))]
 pub struct BackendStats {
     /// Counters and gauges.
@@ -470,109 +484,215 @@ const fn named(c_name: &'static str, t: TypeDesc) -> TypeDesc {
 
 /// Every shared type, dependencies first (the C header's order).
 pub const TYPES: &[TypeDesc] = &[
-    named("marllb_backend_counters", fields!(BackendCounters {
-        packets: u64 = "uint64_t", bytes: u64 = "uint64_t", new_flows: u64 = "uint64_t",
-        closed_flows: u64 = "uint64_t", expired_flows: u64 = "uint64_t",
-        handshake_timeouts: u64 = "uint64_t", drops: u64 = "uint64_t",
-        active_flows: u32 = "uint32_t", half_open: u32 = "uint32_t",
-    })),
-    named("marllb_reservoir", fields!(Reservoir {
-        seen: u32 = "uint32_t", len: u32 = "uint32_t",
-        samples: u32 = "uint32_t" * RESERVOIR_LEN,
-    })),
-    named("marllb_backend_samples", fields!(BackendSamples {
-        flow_duration: Reservoir = "struct marllb_reservoir",
-        fct: Reservoir = "struct marllb_reservoir",
-        handshake: Reservoir = "struct marllb_reservoir",
-        interarrival: Reservoir = "struct marllb_reservoir",
-    })),
-    named("marllb_global_counters", fields!(GlobalCounters {
-        rx_packets: u64 = "uint64_t", forwarded: u64 = "uint64_t", replies: u64 = "uint64_t",
-        to_host: u64 = "uint64_t", dropped: u64 = "uint64_t", flows_inserted: u64 = "uint64_t",
-        flows_untracked: u64 = "uint64_t", maglev_fallback: u64 = "uint64_t",
-        flows_expired: u64 = "uint64_t", icmp_errors_forwarded: u64 = "uint64_t",
-        fragments_forwarded: u64 = "uint64_t", flows_rescheduled: u64 = "uint64_t",
-        _reserved: u64 = "uint64_t" * 4,
-    })),
-    named("marllb_header_image", fields!(HeaderImage {
-        magic: u64 = "uint64_t", layout_version: u32 = "uint32_t", header_size: u32 = "uint32_t",
-        layout_hash: u64 = "uint64_t", region_size: u64 = "uint64_t",
-        backend_capacity: u32 = "uint32_t", backend_count: u32 = "uint32_t",
-        worker_count: u32 = "uint32_t", creator_pid: u32 = "uint32_t",
-        created_unix_ns: u64 = "uint64_t", stats_interval_ms: u32 = "uint32_t",
-        _reserved: u32 = "uint32_t",
-    })),
-    named("marllb_header_block", fields!(HeaderBlock {
-        image: u64 = "uint64_t" * HEADER_WORDS, dp_heartbeat: u64 = "uint64_t",
-        closed: u64 = "uint64_t", _reserved: u64 = "uint64_t" * 6,
-    })),
-    named("marllb_vip_entry", fields!(VipEntry {
-        addr: u8 = "uint8_t" * 16, port: u16 = "uint16_t", proto: u8 = "uint8_t",
-        family: u8 = "uint8_t", method: u8 = "uint8_t", encap: u8 = "uint8_t",
-        _reserved: u8 = "uint8_t" * 10,
-    })),
-    named("marllb_backend_entry", fields!(BackendEntry {
-        addr: u8 = "uint8_t" * 16, mac: u8 = "uint8_t" * 6, family: u8 = "uint8_t",
-        admin: u8 = "uint8_t", base_weight: u32 = "uint32_t", _reserved: u32 = "uint32_t",
-    })),
-    named("marllb_config_image", fields!(ConfigImage {
-        n_vips: u32 = "uint32_t", n_backends: u32 = "uint32_t",
-        _reserved: u32 = "uint32_t" * 14,
-        vips: VipEntry = "struct marllb_vip_entry" * MAX_VIPS,
-        backends: BackendEntry = "struct marllb_backend_entry" * MAX_BACKENDS,
-    })),
-    named("marllb_config_block", fields!(ConfigBlock {
-        words: u64 = "uint64_t" * CONFIG_WORDS,
-    })),
-    named("marllb_weights_frame", fields!(WeightsFrame {
-        epoch: u64 = "uint64_t", count: u32 = "uint32_t", flags: u32 = "uint32_t",
-        checksum: u64 = "uint64_t", _reserved0: u64 = "uint64_t",
-        weights: u32 = "uint32_t" * MAX_BACKENDS, admin: u8 = "uint8_t" * MAX_BACKENDS,
-        _reserved1: u8 = "uint8_t" * 32,
-    })),
-    named("marllb_control_block", fields!(ControlBlock {
-        controller_heartbeat: u64 = "uint64_t", controller_pid: u64 = "uint64_t",
-        _reserved0: u64 = "uint64_t" * 6, seq: u64 = "uint64_t",
-        _reserved1: u64 = "uint64_t" * 7, words: u64 = "uint64_t" * WEIGHTS_WORDS,
-    })),
-    named("marllb_watchdog_stats", fields!(WatchdogStats {
-        fallback_active: u32 = "uint32_t", fallback_reason: u32 = "uint32_t",
-        fallback_entries: u64 = "uint64_t", fallback_exits: u64 = "uint64_t",
-        applied_epoch: u64 = "uint64_t",
-    })),
-    named("marllb_validation_stats", fields!(ValidationStats {
-        frames_applied: u64 = "uint64_t", frames_rejected: u64 = "uint64_t",
-        contention_events: u64 = "uint64_t", checksum_mismatch: u64 = "uint64_t",
-        bad_count: u64 = "uint64_t", count_clamped: u64 = "uint64_t",
-        bad_admin: u64 = "uint64_t", weights_clamped: u64 = "uint64_t",
-        all_zero: u64 = "uint64_t", _reserved: u64 = "uint64_t" * 3,
-    })),
-    named("marllb_stats_head", fields!(StatsHead {
-        window_seq: u64 = "uint64_t", window_start_ns: u64 = "uint64_t",
-        published_ns: u64 = "uint64_t", worker: u32 = "uint32_t", n_backends: u32 = "uint32_t",
-        watchdog: WatchdogStats = "struct marllb_watchdog_stats",
-        validation: ValidationStats = "struct marllb_validation_stats",
-        global: GlobalCounters = "struct marllb_global_counters",
-        drops: u64 = "uint64_t" * DROP_SLOTS, _reserved: u64 = "uint64_t" * 4,
-    })),
-    named("marllb_backend_stats", fields!(BackendStats {
-        counters: BackendCounters = "struct marllb_backend_counters",
-        samples: BackendSamples = "struct marllb_backend_samples",
-        _reserved: u8 = "uint8_t" * 32,
-    })),
-    named("marllb_stats_frame", fields!(StatsFrame {
-        head: StatsHead = "struct marllb_stats_head",
-        backends: BackendStats = "struct marllb_backend_stats" * MAX_BACKENDS,
-    })),
-    named("marllb_stats_block", fields!(StatsBlock {
-        seq: u64 = "uint64_t", _reserved: u64 = "uint64_t" * 7,
-        words: u64 = "uint64_t" * STATS_WORDS,
-    })),
-    named("marllb_region_fixed", fields!(RegionFixed {
-        header: HeaderBlock = "struct marllb_header_block",
-        config: ConfigBlock = "struct marllb_config_block",
-        control: ControlBlock = "struct marllb_control_block",
-    })),
+    named(
+        "marllb_backend_counters",
+        fields!(BackendCounters {
+            packets: u64 = "uint64_t",
+            bytes: u64 = "uint64_t",
+            new_flows: u64 = "uint64_t",
+            closed_flows: u64 = "uint64_t",
+            expired_flows: u64 = "uint64_t",
+            handshake_timeouts: u64 = "uint64_t",
+            drops: u64 = "uint64_t",
+            active_flows: u32 = "uint32_t",
+            half_open: u32 = "uint32_t",
+        }),
+    ),
+    named(
+        "marllb_reservoir",
+        fields!(Reservoir {
+            seen: u32 = "uint32_t",
+            len: u32 = "uint32_t",
+            samples: u32 = "uint32_t" * RESERVOIR_LEN,
+        }),
+    ),
+    named(
+        "marllb_backend_samples",
+        fields!(BackendSamples {
+            flow_duration: Reservoir = "struct marllb_reservoir",
+            fct: Reservoir = "struct marllb_reservoir",
+            handshake: Reservoir = "struct marllb_reservoir",
+            interarrival: Reservoir = "struct marllb_reservoir",
+        }),
+    ),
+    named(
+        "marllb_global_counters",
+        fields!(GlobalCounters {
+            rx_packets: u64 = "uint64_t",
+            forwarded: u64 = "uint64_t",
+            replies: u64 = "uint64_t",
+            to_host: u64 = "uint64_t",
+            dropped: u64 = "uint64_t",
+            flows_inserted: u64 = "uint64_t",
+            flows_untracked: u64 = "uint64_t",
+            maglev_fallback: u64 = "uint64_t",
+            flows_expired: u64 = "uint64_t",
+            icmp_errors_forwarded: u64 = "uint64_t",
+            fragments_forwarded: u64 = "uint64_t",
+            flows_rescheduled: u64 = "uint64_t",
+            _reserved: u64 = "uint64_t" * 4,
+        }),
+    ),
+    named(
+        "marllb_header_image",
+        fields!(HeaderImage {
+            magic: u64 = "uint64_t",
+            layout_version: u32 = "uint32_t",
+            header_size: u32 = "uint32_t",
+            layout_hash: u64 = "uint64_t",
+            region_size: u64 = "uint64_t",
+            backend_capacity: u32 = "uint32_t",
+            backend_count: u32 = "uint32_t",
+            worker_count: u32 = "uint32_t",
+            creator_pid: u32 = "uint32_t",
+            created_unix_ns: u64 = "uint64_t",
+            stats_interval_ms: u32 = "uint32_t",
+            _reserved: u32 = "uint32_t",
+        }),
+    ),
+    named(
+        "marllb_header_block",
+        fields!(HeaderBlock {
+            image: u64 = "uint64_t" * HEADER_WORDS,
+            dp_heartbeat: u64 = "uint64_t",
+            closed: u64 = "uint64_t",
+            _reserved: u64 = "uint64_t" * 6,
+        }),
+    ),
+    named(
+        "marllb_vip_entry",
+        fields!(VipEntry {
+            addr: u8 = "uint8_t" * 16,
+            port: u16 = "uint16_t",
+            proto: u8 = "uint8_t",
+            family: u8 = "uint8_t",
+            method: u8 = "uint8_t",
+            encap: u8 = "uint8_t",
+            _reserved: u8 = "uint8_t" * 10,
+        }),
+    ),
+    named(
+        "marllb_backend_entry",
+        fields!(BackendEntry {
+            addr: u8 = "uint8_t" * 16,
+            mac: u8 = "uint8_t" * 6,
+            family: u8 = "uint8_t",
+            admin: u8 = "uint8_t",
+            base_weight: u32 = "uint32_t",
+            _reserved: u32 = "uint32_t",
+        }),
+    ),
+    named(
+        "marllb_config_image",
+        fields!(ConfigImage {
+            n_vips: u32 = "uint32_t",
+            n_backends: u32 = "uint32_t",
+            _reserved: u32 = "uint32_t" * 14,
+            vips: VipEntry = "struct marllb_vip_entry" * MAX_VIPS,
+            backends: BackendEntry = "struct marllb_backend_entry" * MAX_BACKENDS,
+        }),
+    ),
+    named(
+        "marllb_config_block",
+        fields!(ConfigBlock {
+            words: u64 = "uint64_t" * CONFIG_WORDS,
+        }),
+    ),
+    named(
+        "marllb_weights_frame",
+        fields!(WeightsFrame {
+            epoch: u64 = "uint64_t",
+            count: u32 = "uint32_t",
+            flags: u32 = "uint32_t",
+            checksum: u64 = "uint64_t",
+            _reserved0: u64 = "uint64_t",
+            weights: u32 = "uint32_t" * MAX_BACKENDS,
+            admin: u8 = "uint8_t" * MAX_BACKENDS,
+            _reserved1: u8 = "uint8_t" * 32,
+        }),
+    ),
+    named(
+        "marllb_control_block",
+        fields!(ControlBlock {
+            controller_heartbeat: u64 = "uint64_t",
+            controller_pid: u64 = "uint64_t",
+            _reserved0: u64 = "uint64_t" * 6,
+            seq: u64 = "uint64_t",
+            _reserved1: u64 = "uint64_t" * 7,
+            words: u64 = "uint64_t" * WEIGHTS_WORDS,
+        }),
+    ),
+    named(
+        "marllb_watchdog_stats",
+        fields!(WatchdogStats {
+            fallback_active: u32 = "uint32_t",
+            fallback_reason: u32 = "uint32_t",
+            fallback_entries: u64 = "uint64_t",
+            fallback_exits: u64 = "uint64_t",
+            applied_epoch: u64 = "uint64_t",
+        }),
+    ),
+    named(
+        "marllb_validation_stats",
+        fields!(ValidationStats {
+            frames_applied: u64 = "uint64_t",
+            frames_rejected: u64 = "uint64_t",
+            contention_events: u64 = "uint64_t",
+            checksum_mismatch: u64 = "uint64_t",
+            bad_count: u64 = "uint64_t",
+            count_clamped: u64 = "uint64_t",
+            bad_admin: u64 = "uint64_t",
+            weights_clamped: u64 = "uint64_t",
+            all_zero: u64 = "uint64_t",
+            _reserved: u64 = "uint64_t" * 3,
+        }),
+    ),
+    named(
+        "marllb_stats_head",
+        fields!(StatsHead {
+            window_seq: u64 = "uint64_t",
+            window_start_ns: u64 = "uint64_t",
+            published_ns: u64 = "uint64_t",
+            worker: u32 = "uint32_t",
+            n_backends: u32 = "uint32_t",
+            watchdog: WatchdogStats = "struct marllb_watchdog_stats",
+            validation: ValidationStats = "struct marllb_validation_stats",
+            global: GlobalCounters = "struct marllb_global_counters",
+            drops: u64 = "uint64_t" * DROP_SLOTS,
+            _reserved: u64 = "uint64_t" * 4,
+        }),
+    ),
+    named(
+        "marllb_backend_stats",
+        fields!(BackendStats {
+            counters: BackendCounters = "struct marllb_backend_counters",
+            samples: BackendSamples = "struct marllb_backend_samples",
+            _reserved: u8 = "uint8_t" * 32,
+        }),
+    ),
+    named(
+        "marllb_stats_frame",
+        fields!(StatsFrame {
+            head: StatsHead = "struct marllb_stats_head",
+            backends: BackendStats = "struct marllb_backend_stats" * MAX_BACKENDS,
+        }),
+    ),
+    named(
+        "marllb_stats_block",
+        fields!(StatsBlock {
+            seq: u64 = "uint64_t",
+            _reserved: u64 = "uint64_t" * 7,
+            words: u64 = "uint64_t" * STATS_WORDS,
+        }),
+    ),
+    named(
+        "marllb_region_fixed",
+        fields!(RegionFixed {
+            header: HeaderBlock = "struct marllb_header_block",
+            config: ConfigBlock = "struct marllb_config_block",
+            control: ControlBlock = "struct marllb_control_block",
+        }),
+    ),
 ];
 
 /// `true` if the fields of `t` follow each other with no gap and end exactly at

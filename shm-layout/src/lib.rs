@@ -53,7 +53,9 @@ pub mod validate;
 #[cfg(not(loom))]
 pub use controller::{Controller, PublishError, StatsError};
 #[cfg(not(loom))]
-pub use dataplane::{DataPlane, DataPlaneConfig, DpStatus, FallbackReason, Poll, Source, StatsPublisher};
+pub use dataplane::{
+    DataPlane, DataPlaneConfig, DpStatus, FallbackReason, Poll, Source, StatsPublisher,
+};
 #[cfg(not(loom))]
 pub use layout::{ConfigImage, StatsFrame, WeightsFrame, LAYOUT_HASH};
 #[cfg(all(feature = "std", not(loom)))]

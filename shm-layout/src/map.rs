@@ -6,8 +6,8 @@
 
 use std::ffi::c_void;
 use std::fmt;
-use std::os::fd::OwnedFd;
 use std::format;
+use std::os::fd::OwnedFd;
 use std::string::String;
 
 use rustix::fs::Mode;
@@ -199,7 +199,8 @@ impl ShmRegion {
             rustix::fs::fchmod(&fd, mode).map_err(|e| io("chmod", &path, e))?;
             let size = region_size(opts.workers);
             rustix::fs::ftruncate(&fd, size).map_err(|e| io("resize", &path, e))?;
-            let len = usize::try_from(size).map_err(|_| io("size", &path, rustix::io::Errno::FBIG))?;
+            let len =
+                usize::try_from(size).map_err(|_| io("size", &path, rustix::io::Errno::FBIG))?;
             Ok((len, map(&fd, len, &path)?))
         };
         let (len, ptr) = match setup() {
@@ -295,7 +296,10 @@ impl ShmRegion {
         // `StatsBlock: FromBytes` and is made of atomics, as above.
         let workers = unsafe {
             core::slice::from_raw_parts(
-                self.ptr.cast::<u8>().add(WORKERS_OFFSET).cast::<StatsBlock>(),
+                self.ptr
+                    .cast::<u8>()
+                    .add(WORKERS_OFFSET)
+                    .cast::<StatsBlock>(),
                 n,
             )
         };

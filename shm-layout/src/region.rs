@@ -76,12 +76,13 @@ impl<'r> RegionView<'r> {
         if fixed.header.closed.load(Ordering::Acquire) != 0 {
             return Err(LayoutError::Closed);
         }
-        let workers = workers
-            .get(..geometry.worker_count as usize)
-            .ok_or(LayoutError::WorkerCount {
-                found: geometry.worker_count,
-                expected: workers.len() as u32,
-            })?;
+        let workers =
+            workers
+                .get(..geometry.worker_count as usize)
+                .ok_or(LayoutError::WorkerCount {
+                    found: geometry.worker_count,
+                    expected: workers.len() as u32,
+                })?;
         Ok(RegionView {
             fixed,
             workers,

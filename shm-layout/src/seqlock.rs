@@ -275,7 +275,10 @@ mod tests {
         let r = Reader::begin(&seq, &words).unwrap();
         let w = Writer::begin(&seq, &words);
         assert_eq!(Reader::begin(&seq, &words).err(), Some(ReadError::Busy));
-        assert_eq!(read_bounded(&seq, &words, &mut [0u8; 8], 3), Err(ReadError::Busy));
+        assert_eq!(
+            read_bounded(&seq, &words, &mut [0u8; 8], 3),
+            Err(ReadError::Busy)
+        );
         drop(w);
         assert_eq!(r.validate(), Err(ReadError::Torn));
     }

@@ -297,7 +297,11 @@ impl WeightVector {
     pub const fn new(n: usize) -> Self {
         WeightVector {
             epoch: 0,
-            n: if n > MAX_BACKENDS { MAX_BACKENDS as u16 } else { n as u16 },
+            n: if n > MAX_BACKENDS {
+                MAX_BACKENDS as u16
+            } else {
+                n as u16
+            },
             weights: [0; MAX_BACKENDS],
             admin: [AdminState::Active; MAX_BACKENDS],
         }
@@ -367,7 +371,10 @@ impl fmt::Display for Reject {
         match *self {
             Self::Checksum => f.write_str("weights frame checksum mismatch"),
             Self::ShortCount { count, need } => {
-                write!(f, "weights frame has {count} entries, {need} backends configured")
+                write!(
+                    f,
+                    "weights frame has {count} entries, {need} backends configured"
+                )
             }
             Self::AllZero => f.write_str("every backend that is not down has weight 0"),
         }
@@ -425,20 +432,24 @@ fn check(
     let mut clamped = 0u64;
     let mut any_up = false;
     let mut any_live = false;
-    for i in 0..n {
-        let a = match admin_from_u8(frame.admin[i]) {
-            Some(a) => a,
+    let entries = adm
+        .iter_mut()
+        .zip(&frame.admin)
+        .zip(&frame.weights)
+        .zip(&out.admin)
+        .take(n);
+    for (((a, &raw), &w), &prev) in entries {
+        *a = match admin_from_u8(raw) {
+            Some(v) => v,
             None => {
                 bad_admin += 1;
-                out.admin[i]
+                prev
             }
         };
-        adm[i] = a;
-        let w = frame.weights[i];
         if w > MAX_WEIGHT {
             clamped += 1;
         }
-        if a != AdminState::Down {
+        if *a != AdminState::Down {
             any_up = true;
             any_live |= w > 0;
         }
@@ -449,9 +460,11 @@ fn check(
         stats.all_zero += 1;
         return Err(Reject::AllZero);
     }
-    for i in 0..n {
-        out.weights[i] = frame.weights[i].min(MAX_WEIGHT);
-        out.admin[i] = adm[i];
+    for (d, &w) in out.weights.iter_mut().zip(&frame.weights).take(n) {
+        *d = w.min(MAX_WEIGHT);
+    }
+    for (d, &a) in out.admin.iter_mut().zip(&adm).take(n) {
+        *d = a;
     }
     out.epoch = frame.epoch;
     Ok(())
@@ -485,7 +498,8 @@ mod tests {
         let e = Expect::default();
         let g = validate_header(&good_header(), Some(region_size(2)), &e).unwrap();
         assert_eq!((g.backend_count, g.worker_count), (4, 2));
-        let cases: [(fn(&mut HeaderImage), &str); 8] = [
+        type Case = (fn(&mut HeaderImage), &'static str);
+        let cases: [Case; 8] = [
             (|h| h.magic = 1, "bad magic"),
             (|h| h.magic = 0, "not finished"),
             (|h| h.layout_version = 9, "layout version mismatch"),
@@ -570,7 +584,12 @@ mod tests {
         );
         assert_eq!(out, before);
         assert_eq!(
-            (s.bad_count, s.all_zero, s.checksum_mismatch, s.frames_rejected),
+            (
+                s.bad_count,
+                s.all_zero,
+                s.checksum_mismatch,
+                s.frames_rejected
+            ),
             (1, 1, 1, 3)
         );
         // All down is a legitimate statement (nothing to serve).

@@ -1,5 +1,6 @@
 //! The checked-in C header is what the generator prints, and a C compiler
 //! accepts its `_Static_assert`s (every size and offset equal to Rust's).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 #![cfg(not(loom))]
 
 use std::path::PathBuf;
@@ -55,7 +56,15 @@ fn c_compiler_accepts_the_static_asserts() {
     )
     .unwrap();
     let out = Command::new(&cc)
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-c", "-o"])
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-c",
+            "-o",
+        ])
         .arg(dir.join("check.o"))
         .arg("-I")
         .arg(header_path().parent().unwrap())

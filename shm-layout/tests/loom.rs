@@ -3,6 +3,7 @@
 //! variants that loom must catch.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p marllb-shm --release --test loom`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 #![cfg(loom)]
 
 use loom::sync::atomic::{fence, AtomicU64, Ordering};
@@ -128,13 +129,21 @@ fn broken_reader_without_second_check_is_caught() {
         });
         let s1 = lock.seq.load(Ordering::Acquire);
         if s1 != 0 && s1 % 2 == 0 {
-            let v: Vec<u64> = lock.words.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            let v: Vec<u64> = lock
+                .words
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect();
             // BROKEN: no fence, no second load of `seq`.
             assert_one_generation(&v);
         } else if s1 == 0 {
             // Nothing published yet by the sequence, but the words may already be
             // partly written: the broken reader trusts them as generation 0.
-            let v: Vec<u64> = lock.words.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            let v: Vec<u64> = lock
+                .words
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect();
             assert!(v.iter().all(|&x| x == v[0]), "torn read: {v:?}");
         }
         writer.join().unwrap();
@@ -162,7 +171,11 @@ fn broken_writer_ordering_is_caught() {
         });
         let s1 = lock.seq.load(Ordering::Acquire);
         if s1 % 2 == 0 {
-            let v: Vec<u64> = lock.words.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            let v: Vec<u64> = lock
+                .words
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect();
             fence(Ordering::Acquire);
             if lock.seq.load(Ordering::Relaxed) == s1 {
                 assert!(v.iter().all(|&x| x == v[0]), "torn read: {v:?}");

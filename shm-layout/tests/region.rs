@@ -1,5 +1,6 @@
 //! Creating, attaching, validating, publishing and reading through a real
 //! `/dev/shm` region.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 #![cfg(not(loom))]
 
 use std::net::IpAddr;
@@ -123,7 +124,10 @@ fn attach_names_what_mismatched() {
     let good = hash_word.load(std::sync::atomic::Ordering::Relaxed);
     hash_word.store(good ^ 1, std::sync::atomic::Ordering::Relaxed);
     let e = ShmRegion::attach(r.name(), &Expect::default()).unwrap_err();
-    assert!(matches!(e.layout(), Some(LayoutError::LayoutHash { .. })), "{e}");
+    assert!(
+        matches!(e.layout(), Some(LayoutError::LayoutHash { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("layout hash mismatch"), "{e}");
     hash_word.store(good, std::sync::atomic::Ordering::Relaxed);
     let magic = &r.view().fixed.header.image[0];
@@ -133,17 +137,26 @@ fn attach_names_what_mismatched() {
     magic.store(layout::MAGIC, std::sync::atomic::Ordering::Relaxed);
 
     // A file of the wrong size.
-    let f = std::fs::OpenOptions::new().write(true).open(r.path()).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(r.path())
+        .unwrap();
     f.set_len(layout::region_size(1) + 64).unwrap();
     let e = ShmRegion::attach(r.name(), &Expect::default()).unwrap_err();
-    assert!(e.to_string().contains("region size mismatch: file is"), "{e}");
+    assert!(
+        e.to_string().contains("region size mismatch: file is"),
+        "{e}"
+    );
 
     assert!(matches!(
         ShmRegion::attach("a/b", &Expect::default()),
         Err(ShmError::BadName(_))
     ));
     let e = ShmRegion::attach(&name("absent"), &Expect::default()).unwrap_err();
-    assert!(e.to_string().starts_with("open /dev/shm/marllb-test-"), "{e}");
+    assert!(
+        e.to_string().starts_with("open /dev/shm/marllb-test-"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -165,7 +178,9 @@ fn config_diff_names_the_backends() {
     ctl.config_into(&mut cfg);
     assert_eq!(cfg.vips().len(), 1);
     assert_eq!(cfg.vips()[0].port, 80);
-    let same: Vec<IpAddr> = (1..=3).map(|i| format!("10.0.0.{i}").parse().unwrap()).collect();
+    let same: Vec<IpAddr> = (1..=3)
+        .map(|i| format!("10.0.0.{i}").parse().unwrap())
+        .collect();
     assert_eq!(cfg.diff_backends(&same).count(), 0);
     let other: Vec<IpAddr> = ["10.0.0.1", "10.0.0.9", "10.0.0.3", "10.0.0.4"]
         .iter()
@@ -284,7 +299,12 @@ fn weights_flow_to_the_data_plane_and_watchdog_falls_back() {
     dp.poll(s + 3_000_000_003);
     let v = dp.status().validation;
     assert_eq!(
-        (v.bad_admin, v.weights_clamped, v.all_zero, v.checksum_mismatch),
+        (
+            v.bad_admin,
+            v.weights_clamped,
+            v.all_zero,
+            v.checksum_mismatch
+        ),
         (2, 1, 1, 1)
     );
     assert_eq!((v.frames_applied, v.frames_rejected), (2, 2));
@@ -301,10 +321,7 @@ fn stats_are_published_per_worker_and_read_back() {
         ctl.read_stats(0, &mut out, 4),
         Err(StatsError::Read(seqlock::ReadError::Empty))
     ));
-    assert_eq!(
-        ctl.read_stats(5, &mut out, 4),
-        Err(StatsError::NoWorker(5))
-    );
+    assert_eq!(ctl.read_stats(5, &mut out, 4), Err(StatsError::NoWorker(5)));
 
     let mut t = Telemetry::new_box_zeroed().unwrap();
     t.flow_opened(2, marllb_core::flow::FlowState::TcpSynSent);
@@ -325,10 +342,16 @@ fn stats_are_published_per_worker_and_read_back() {
     assert_eq!((h.window_seq, h.worker, h.n_backends), (2, 1, 4));
     assert_eq!(h.window_start_ns, 10);
     assert_eq!(h.watchdog.fallback_entries, 5);
-    assert_eq!(h.drops[marllb_core::classify::DropReason::NoVip as usize], 1);
+    assert_eq!(
+        h.drops[marllb_core::classify::DropReason::NoVip as usize],
+        1
+    );
     assert_eq!(out.backends[2].counters.packets, 2);
     assert_eq!(out.backends[2].counters.active_flows, 1);
-    assert_eq!(out.backends[2].counters.as_bytes(), t.backends[2].as_bytes());
+    assert_eq!(
+        out.backends[2].counters.as_bytes(),
+        t.backends[2].as_bytes()
+    );
     assert_eq!(out.backends[2].samples, t.samples[2]);
     assert_eq!(out.backends[7].counters.packets, 0);
     assert_eq!(ctl.read_stats_head(1, 4).unwrap().window_seq, 2);

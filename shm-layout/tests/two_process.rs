@@ -3,6 +3,7 @@
 //! plane) reads the whole time. Every vector read must be one whole
 //! generation: all weights equal to the value its epoch implies, checksum valid.
 //! Prints the write-to-read latency (median, p99).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 #![cfg(not(loom))]
 
 use std::process::Command;
@@ -78,7 +79,12 @@ fn two_processes_never_see_a_torn_vector() {
     let view = region.view();
 
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_publisher", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_publisher",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &name)
         .spawn()
         .unwrap();
@@ -122,7 +128,10 @@ fn two_processes_never_see_a_torn_vector() {
             let p = dp.poll(clock.elapsed().as_nanos() as u64);
             if p.source == Source::Controller {
                 let w = p.vector.weights();
-                assert!(w.iter().all(|&x| x == w[0]), "poll applied a torn vector: {w:?}");
+                assert!(
+                    w.iter().all(|&x| x == w[0]),
+                    "poll applied a torn vector: {w:?}"
+                );
                 assert_eq!(w[0], weight_for(p.vector.epoch));
             }
         }
