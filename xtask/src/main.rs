@@ -4,6 +4,7 @@
 //!   traffic trace and prints what it did.
 //! * `cargo xtask test` — installs what the tests need, then runs every check:
 //!   formatting, clippy with `-D warnings`, and all tests.
+//! * `cargo xtask bench shm` — the shared-memory protocol against memcpy.
 //! * `cargo xtask bench core` — the core pipeline against a peer pipeline built
 //!   from well-known crates, in the same run.
 //!
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <demo | test | bench core>"
+    "usage: cargo xtask <demo | test | bench core | bench shm>"
 }
 
 fn run() -> Result<()> {
@@ -41,6 +42,7 @@ fn run() -> Result<()> {
         Some("test") => test(&root),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("core") => bench_core(&root, &args[2..]),
+            Some("shm") => bench_shm(&root, &args[2..]),
             _ => bail!("{}", usage()),
         },
         _ => bail!("{}", usage()),
@@ -150,6 +152,21 @@ fn test(root: &Path) -> Result<()> {
     cargo(root, &["test", "--workspace", "--release"])?;
     println!("\nall checks passed");
     Ok(())
+}
+
+fn bench_shm(root: &Path, extra: &[String]) -> Result<()> {
+    step("benchmarking the shared-memory protocol against memcpy of the same bytes");
+    let mut args = vec![
+        "run",
+        "--release",
+        "-p",
+        "marllb-shm",
+        "--example",
+        "bench_shm",
+        "--",
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(root, &args)
 }
 
 fn bench_core(root: &Path, extra: &[String]) -> Result<()> {

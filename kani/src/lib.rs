@@ -1,0 +1,212 @@
+//! # marllb-kani: proof harnesses
+//!
+//! Each harness is a plain function of its inputs that asserts a property for
+//! those inputs. Under `cargo kani` the `proofs` module calls it with
+//! `kani::any()` inputs (all of them, symbolically); under `cargo test` the
+//! property tests in `tests/props.rs` call it with many random inputs.
+//!
+//! 1. [`header_image`], [`weights_image`]: any byte image of the region header
+//!    or of a weights frame either fails validation or yields only in-range
+//!    values.
+//! 2. [`seqlock_interleaving`]: a sequence-lock reader never returns a mix of
+//!    two generations, for any interleaving of single writer and reader steps.
+//! 3. [`alias_exact`]: the alias table built from any weight vector of length up
+//!    to 8 implies exactly the normalised weights.
+
+use marllb_core::select::AliasTable;
+use marllb_core::service::AdminState;
+use marllb_core::MAX_BACKENDS;
+use marllb_shm::layout::{
+    region_size, HeaderImage, ValidationStats, WeightsFrame, LAYOUT_HASH, MAGIC, MAX_WEIGHT,
+    MAX_WORKERS,
+};
+use marllb_shm::seqlock::{Reader, Writer};
+use marllb_shm::sync::AtomicU64;
+use marllb_shm::validate::{validate_header, validate_weights, Expect, WeightVector};
+
+/// Size of a header image.
+pub const HEADER_BYTES: usize = core::mem::size_of::<HeaderImage>();
+/// Size of a weights frame.
+pub const WEIGHTS_BYTES: usize = core::mem::size_of::<WeightsFrame>();
+
+/// (1a) A header image validates only into a geometry within the limits and
+/// consistent with this build and the file. Returns whether it validated.
+pub fn header_image(bytes: &[u8; HEADER_BYTES], file_len: u64, expect: Expect) -> bool {
+    let img: HeaderImage = zerocopy::transmute!(*bytes);
+    let r = validate_header(&img, Some(file_len), &expect);
+    if let Ok(g) = r {
+        assert_eq!(img.magic, MAGIC);
+        assert_eq!(img.layout_hash, LAYOUT_HASH);
+        assert!(g.backend_count >= 1 && g.backend_count as usize <= MAX_BACKENDS);
+        assert!(g.worker_count >= 1 && g.worker_count <= MAX_WORKERS);
+        assert_eq!(g.region_size, region_size(g.worker_count));
+        assert_eq!(g.region_size, file_len);
+        assert!(g.backends() <= MAX_BACKENDS);
+        if let Some(b) = expect.backend_count {
+            assert_eq!(g.backend_count, b);
+        }
+        if let Some(w) = expect.worker_count {
+            assert_eq!(g.worker_count, w);
+        }
+    }
+    r.is_ok()
+}
+
+/// (1b) A weights frame (resealed first when `reseal`, so random frames get
+/// past the checksum) either is rejected, leaving the previous vector intact,
+/// or yields weights `<= MAX_WEIGHT` with some backend not down having a
+/// non-zero weight (or every backend down). Returns whether it validated.
+pub fn weights_image(bytes: &[u8; WEIGHTS_BYTES], n: usize, reseal: bool) -> bool {
+    let mut frame: WeightsFrame = zerocopy::transmute!(*bytes);
+    if reseal {
+        frame.seal();
+    }
+    let mut out = WeightVector::new(n);
+    let before = out.clone();
+    let mut stats = ValidationStats::default();
+    match validate_weights(&frame, &mut out, &mut stats) {
+        Ok(()) => {
+            assert_eq!(stats.frames_applied, 1);
+            assert!(out.len() <= MAX_BACKENDS);
+            assert!(out.weights().iter().all(|&w| w <= MAX_WEIGHT));
+            let up = out.admin().iter().any(|&a| a != AdminState::Down);
+            let live = out
+                .weights()
+                .iter()
+                .zip(out.admin())
+                .any(|(&w, &a)| a != AdminState::Down && w > 0);
+            assert!(live || !up);
+            assert_eq!(out.epoch, frame.epoch);
+            true
+        }
+        Err(_) => {
+            assert_eq!(stats.frames_rejected, 1);
+            assert_eq!(out, before);
+            false
+        }
+    }
+}
+
+/// Payload words of the seqlock model.
+pub const MODEL_WORDS: usize = 3;
+
+/// (2) Runs one writer publishing `generations` generations (generation `g`
+/// writes `g` into every word, one word per step) and one reader reading
+/// repeatedly (one word per step), interleaved by `schedule` (`true` = the
+/// writer steps). Every read that validates holds one generation that had
+/// been published. Returns the number of successful reads.
+pub fn seqlock_interleaving(schedule: &[bool], generations: u64) -> usize {
+    let seq = AtomicU64::new(0);
+    let words: [AtomicU64; MODEL_WORDS] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+    // Writer state: generation being written and next word (None = between).
+    let mut gen = 0u64;
+    let mut writer: Option<(Writer<'_>, usize)> = None;
+    let mut published = 0u64;
+    // Reader state.
+    let mut reader: Option<(Reader<'_>, usize, [u64; MODEL_WORDS])> = None;
+    let mut ok_reads = 0;
+
+    for &writer_steps in schedule {
+        if writer_steps {
+            match writer.take() {
+                None if gen < generations => {
+                    gen += 1;
+                    writer = Some((Writer::begin(&seq, &words), 0));
+                }
+                None => {}
+                Some((mut w, i)) if i < MODEL_WORDS => {
+                    assert!(w.put_word(i, gen));
+                    writer = Some((w, i + 1));
+                }
+                Some((w, _)) => {
+                    w.finish();
+                    published = gen;
+                }
+            }
+        } else {
+            match reader.take() {
+                None => {
+                    if let Ok(r) = Reader::begin(&seq, &words) {
+                        reader = Some((r, 0, [0; MODEL_WORDS]));
+                    }
+                }
+                Some((r, i, mut got)) if i < MODEL_WORDS => {
+                    got[i] = r.get_word(i).unwrap_or(u64::MAX);
+                    reader = Some((r, i + 1, got));
+                }
+                Some((r, _, got)) => {
+                    if r.validate().is_ok() {
+                        ok_reads += 1;
+                        assert!(got.iter().all(|&x| x == got[0]), "torn: {got:?}");
+                        assert!(got[0] >= 1 && got[0] <= published, "unpublished: {got:?}");
+                    }
+                }
+            }
+        }
+    }
+    ok_reads
+}
+
+/// (3) For a weight vector of length 1..=8, the alias table builds iff some
+/// weight is non-zero, and then backend `i`'s implied probability is exactly
+/// `w_i / W`.
+pub fn alias_exact(weights: &[u32]) {
+    assert!(weights.len() <= 8);
+    let mut t = AliasTable::new();
+    let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+    match t.build(weights) {
+        Err(_) => assert_eq!(total, 0),
+        Ok(()) => {
+            assert!(total > 0);
+            assert_eq!(t.len(), weights.len());
+            let mut sum = 0u128;
+            for (i, &w) in weights.iter().enumerate() {
+                let (num, den) = t.probability(i);
+                assert_eq!(num * total, u128::from(w) * den);
+                sum += num;
+            }
+            assert_eq!(sum, t.probability(0).1);
+        }
+    }
+}
+
+#[cfg(kani)]
+mod proofs {
+    use super::*;
+
+    #[cfg_attr(kani, kani::proof)]
+    fn header_image_proof() {
+        let bytes: [u8; HEADER_BYTES] = kani::any();
+        let expect = Expect {
+            backend_count: kani::any(),
+            worker_count: kani::any(),
+        };
+        header_image(&bytes, kani::any(), expect);
+    }
+
+    #[cfg_attr(kani, kani::proof)]
+    #[cfg_attr(kani, kani::unwind(260))]
+    fn weights_image_proof() {
+        let bytes: [u8; WEIGHTS_BYTES] = kani::any();
+        let n: usize = kani::any();
+        kani::assume(n >= 1 && n <= MAX_BACKENDS);
+        weights_image(&bytes, n, kani::any());
+    }
+
+    #[cfg_attr(kani, kani::proof)]
+    #[cfg_attr(kani, kani::unwind(20))]
+    fn seqlock_proof() {
+        let schedule: [bool; 16] = kani::any();
+        seqlock_interleaving(&schedule, 2);
+    }
+
+    #[cfg_attr(kani, kani::proof)]
+    #[cfg_attr(kani, kani::unwind(260))]
+    fn alias_proof() {
+        let w: [u32; 8] = kani::any();
+        let n: usize = kani::any();
+        kani::assume(n >= 1 && n <= 8);
+        alias_exact(&w[..n]);
+    }
+}
