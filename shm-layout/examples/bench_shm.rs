@@ -77,7 +77,7 @@ mod bench {
         };
         for b in 0..n as u16 {
             for k in 0..200u32 {
-                t.packet(b, 100 + k, 0, k * 7 + 1);
+                t.packet(b, 100 + k, k * 7 + 1, || 0);
             }
         }
         let status = dp.status();

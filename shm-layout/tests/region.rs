@@ -325,8 +325,8 @@ fn stats_are_published_per_worker_and_read_back() {
 
     let mut t = Telemetry::new_box_zeroed().unwrap();
     t.flow_opened(2, marllb_core::flow::FlowState::TcpSynSent);
-    t.packet(2, 1500, 0, 100);
-    t.packet(7, 1500, 0, 100); // beyond the configured 4: not published
+    t.packet(2, 1500, 100, || 0);
+    t.packet(7, 1500, 100, || 0); // beyond the configured 4: not published
     t.drop_packet(marllb_core::classify::DropReason::NoVip);
     let mut status = DpStatus::default();
     status.watchdog.fallback_entries = 5;
@@ -334,7 +334,7 @@ fn stats_are_published_per_worker_and_read_back() {
     assert!(StatsPublisher::new(&view, 2, 0).is_none());
     assert!(p1.maybe_publish(10, &t, &status));
     assert!(!p1.maybe_publish(10 + 199_999_999, &t, &status));
-    t.packet(2, 100, 0, 200);
+    t.packet(2, 100, 200, || 0);
     assert!(p1.maybe_publish(10 + 200_000_000, &t, &status));
 
     ctl.read_stats(1, &mut out, 4).unwrap();

@@ -150,6 +150,22 @@ fn test(root: &Path) -> Result<()> {
     cargo(root, &["check", "-p", "marllb-core", "--features", "defmt"])?;
     step("running every test (release build: the statistical tests are heavy)");
     cargo(root, &["test", "--workspace", "--release"])?;
+    step("model-checking the shared-memory protocols with loom (cfg loom, own target dir)");
+    let loom_target = target_dir(root).join("loom");
+    println!(
+        "    $ RUSTFLAGS=\"--cfg loom\" CARGO_TARGET_DIR={} cargo test -p marllb-shm --release --test loom",
+        loom_target.display()
+    );
+    let st = Command::new(env!("CARGO"))
+        .args(["test", "-p", "marllb-shm", "--release", "--test", "loom"])
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("CARGO_TARGET_DIR", &loom_target)
+        .current_dir(root)
+        .status()
+        .context("running cargo")?;
+    if !st.success() {
+        bail!("loom tests failed ({st})");
+    }
     println!("\nall checks passed");
     Ok(())
 }
