@@ -1,0 +1,213 @@
+//! The observation of one agent, computed identically in the simulator and the
+//! controller.
+//!
+//! Every step the caller hands [`FeatureBuilder::observe`] one [`BackendObs`] per
+//! backend: the flow-duration and completion-time samples of the window (the
+//! reservoirs marllb-core fills, merged over workers) and the current active-flow
+//! gauge. The builder keeps what the features need across steps: the last
+//! [`HISTORY`] active-flow readings (mean and p90 are taken over them), the
+//! exponentially decayed averages (factor [`DECAY`] per step), and the previous
+//! action.
+
+use std::collections::VecDeque;
+
+use crate::meta::{Feature, PolicyMeta};
+
+/// Steps of active-flow history the mean and p90 are taken over.
+pub const HISTORY: usize = 8;
+
+/// Weight of the old value in the decayed averages, per step.
+pub const DECAY: f32 = 0.9;
+
+/// What one backend looked like in one step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackendObs<'a> {
+    /// Flow ages at packets, microseconds (a reservoir sample of the window).
+    pub duration_us: &'a [u32],
+    /// Flow completion times, microseconds (a reservoir sample of the window).
+    pub fct_us: &'a [u32],
+    /// Active flows now (summed over workers).
+    pub active_flows: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    active: VecDeque<f32>,
+    active_decayed: f32,
+    duration_mean: f32,
+    duration_p90: f32,
+    duration_decayed: f32,
+    fct_mean: f32,
+    fct_p90: f32,
+    previous_action: f32,
+    seen: bool,
+}
+
+/// Mean and 90th percentile (nearest rank) of `v`, in the unit of `scale`.
+fn mean_p90(v: &[u32], scale: f32) -> Option<(f32, f32)> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s: Vec<u32> = v.to_vec();
+    s.sort_unstable();
+    let mean = s.iter().map(|x| f64::from(*x)).sum::<f64>() / s.len() as f64;
+    let rank = (s.len() * 9).div_ceil(10).saturating_sub(1);
+    Some((mean as f32 * scale, s[rank] as f32 * scale))
+}
+
+fn p90_f32(v: &VecDeque<f32>) -> f32 {
+    let mut s: Vec<f32> = v.iter().copied().collect();
+    s.sort_by(f32::total_cmp);
+    let rank = (s.len() * 9).div_ceil(10).saturating_sub(1);
+    s.get(rank).copied().unwrap_or(0.0)
+}
+
+/// Per-agent feature state.
+#[derive(Debug, Clone)]
+pub struct FeatureBuilder {
+    backends: Vec<State>,
+}
+
+impl FeatureBuilder {
+    /// A builder for `backends` backends; every previous action starts at 1.0.
+    pub fn new(backends: usize) -> Self {
+        Self {
+            backends: (0..backends)
+                .map(|_| State {
+                    previous_action: 1.0,
+                    ..State::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// Number of backends.
+    pub fn backends(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// Takes one step's observations (extra entries are ignored; missing ones
+    /// count as an idle backend).
+    pub fn observe(&mut self, obs: &[BackendObs<'_>]) {
+        for (i, st) in self.backends.iter_mut().enumerate() {
+            let o = obs.get(i).copied().unwrap_or_default();
+            let active = o.active_flows as f32;
+            if st.active.len() == HISTORY {
+                st.active.pop_front();
+            }
+            st.active.push_back(active);
+            let (dm, dp) = mean_p90(o.duration_us, 1e-6).unwrap_or((0.0, 0.0));
+            st.duration_mean = dm;
+            st.duration_p90 = dp;
+            if let Some((fm, fp)) = mean_p90(o.fct_us, 1e-6) {
+                st.fct_mean = fm;
+                st.fct_p90 = fp;
+            }
+            if st.seen {
+                st.active_decayed = DECAY * st.active_decayed + (1.0 - DECAY) * active;
+                st.duration_decayed = DECAY * st.duration_decayed + (1.0 - DECAY) * dm;
+            } else {
+                st.active_decayed = active;
+                st.duration_decayed = dm;
+                st.seen = true;
+            }
+        }
+    }
+
+    /// Records the weights the policy chose (real values, e.g. 1.5).
+    pub fn set_previous_action(&mut self, weights: &[f32]) {
+        for (st, w) in self.backends.iter_mut().zip(weights) {
+            st.previous_action = *w;
+        }
+    }
+
+    /// The raw (unnormalized) value of one feature of one backend.
+    pub fn raw(&self, backend: usize, f: Feature) -> f32 {
+        let Some(st) = self.backends.get(backend) else {
+            return 0.0;
+        };
+        match f {
+            Feature::FlowDurationMean => st.duration_mean,
+            Feature::FlowDurationP90 => st.duration_p90,
+            Feature::FlowDurationDecayed => st.duration_decayed,
+            Feature::ActiveFlowsMean => {
+                if st.active.is_empty() {
+                    0.0
+                } else {
+                    st.active.iter().sum::<f32>() / st.active.len() as f32
+                }
+            }
+            Feature::ActiveFlowsP90 => p90_f32(&st.active),
+            Feature::ActiveFlowsDecayed => st.active_decayed,
+            Feature::FctMean => st.fct_mean,
+            Feature::FctP90 => st.fct_p90,
+            Feature::PreviousAction => st.previous_action,
+        }
+    }
+
+    /// Writes the normalized, backend-major observation `meta` asks for into `out`
+    /// (cleared first); `meta.backends` must equal [`Self::backends`].
+    pub fn observation(&self, meta: &PolicyMeta, out: &mut Vec<f32>) {
+        out.clear();
+        for b in 0..meta.backends {
+            for (i, f) in meta.features.iter().enumerate() {
+                let m = meta.normalization.mean.get(i).copied().unwrap_or(0.0);
+                let s = meta.normalization.std.get(i).copied().unwrap_or(1.0);
+                out.push((self.raw(b, *f) - m) / s);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_follow_the_definitions() {
+        let mut fb = FeatureBuilder::new(2);
+        let d: Vec<u32> = (1..=10).map(|x| x * 100_000).collect(); // 0.1 .. 1.0 s
+        fb.observe(&[
+            BackendObs {
+                duration_us: &d,
+                fct_us: &[2_000_000],
+                active_flows: 10,
+            },
+            BackendObs::default(),
+        ]);
+        assert!((fb.raw(0, Feature::FlowDurationMean) - 0.55).abs() < 1e-6);
+        assert!((fb.raw(0, Feature::FlowDurationP90) - 0.9).abs() < 1e-6);
+        assert!((fb.raw(0, Feature::FctMean) - 2.0).abs() < 1e-6);
+        assert_eq!(fb.raw(0, Feature::ActiveFlowsDecayed), 10.0);
+        assert_eq!(fb.raw(1, Feature::FlowDurationMean), 0.0);
+        fb.observe(&[
+            BackendObs {
+                duration_us: &[],
+                fct_us: &[],
+                active_flows: 20,
+            },
+            BackendObs::default(),
+        ]);
+        assert_eq!(fb.raw(0, Feature::ActiveFlowsMean), 15.0);
+        assert_eq!(fb.raw(0, Feature::ActiveFlowsP90), 20.0);
+        assert!((fb.raw(0, Feature::ActiveFlowsDecayed) - 11.0).abs() < 1e-5);
+        // The completion time keeps its last value through a window without one.
+        assert!((fb.raw(0, Feature::FctMean) - 2.0).abs() < 1e-6);
+        assert_eq!(fb.raw(0, Feature::PreviousAction), 1.0);
+        fb.set_previous_action(&[1.5, 2.0]);
+        assert_eq!(fb.raw(1, Feature::PreviousAction), 2.0);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut fb = FeatureBuilder::new(1);
+        for k in 0..100 {
+            fb.observe(&[BackendObs {
+                active_flows: k,
+                ..BackendObs::default()
+            }]);
+        }
+        // Mean over the last 8 readings 92..=99.
+        assert_eq!(fb.raw(0, Feature::ActiveFlowsMean), 95.5);
+    }
+}
