@@ -433,7 +433,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let cases: Vec<(fn(&mut PolicyMeta), &str)> = vec![
+        type Case = (fn(&mut PolicyMeta), &'static str);
+        let cases: Vec<Case> = vec![
             (|m| m.format = "x".into(), "format"),
             (|m| m.backends = 0, "backends"),
             (|m| m.normalization.std[1] = 0.0, "normalization.std"),
