@@ -12,6 +12,12 @@
 //!    two generations, for any interleaving of single writer and reader steps.
 //! 3. [`alias_exact`]: the alias table built from any weight vector of length up
 //!    to 8 implies exactly the normalised weights.
+//! 4. [`parse_any_frame`]: parsing any frame of up to 1514 bytes never panics and
+//!    every offset it reports lies inside the frame.
+//! 5. [`flow_index`]: the flow table's bucket arithmetic stays in range for every
+//!    hash (primary and alternate buckets, for several table sizes).
+//! 6. [`rewrite_in_bounds`]: the rewrite never panics, reports a frame inside the
+//!    buffer, and changes no byte outside the old and the new frame.
 
 use marllb_core::select::AliasTable;
 use marllb_core::service::AdminState;
@@ -171,6 +177,89 @@ pub fn alias_exact(weights: &[u32]) {
     }
 }
 
+/// Largest Ethernet frame (without FCS) the parse proof covers.
+pub const MAX_FRAME: usize = 1514;
+
+/// (4) `parse_frame` on any bytes: no panic; for an IP packet the L3 header, its
+/// declared length and the L4 offset all lie inside the frame.
+pub fn parse_any_frame(frame: &[u8]) {
+    use marllb_core::wire::parse::parse_frame;
+    use marllb_core::wire::Frame;
+    assert!(frame.len() <= MAX_FRAME);
+    if let Ok(Frame::Ip(m)) = parse_frame(frame) {
+        let l3 = usize::from(m.l3_offset);
+        assert!(l3 >= 14 && l3 <= 22);
+        assert!(l3 + usize::from(m.l3_len) <= frame.len());
+        assert!(usize::from(m.l4_offset) <= l3 + usize::from(m.l3_len));
+        assert!(m.l4_offset == 0 || usize::from(m.l4_offset) > l3);
+        assert!(m.vlan_tags <= 2);
+    }
+}
+
+/// (5) Bucket indices of any hash are in range, and the alternate differs from
+/// the primary (for tables of more than one bucket).
+pub fn flow_index(hash: u64) {
+    use marllb_core::flow::FlowTable;
+    fn check<const B: usize>(hash: u64) {
+        let p = FlowTable::<B>::bucket_of(hash);
+        let a = FlowTable::<B>::alternate_of(hash);
+        assert!(p < B && a < B);
+        assert!(B == 1 || a != p);
+    }
+    check::<1>(hash);
+    check::<2>(hash);
+    check::<64>(hash);
+    check::<{ 1 << 20 }>(hash);
+    check::<{ 1 << 30 }>(hash);
+}
+
+/// Inputs of the rewrite harness that are not bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct RewriteCase {
+    /// Frame offset in the buffer.
+    pub start: usize,
+    /// Frame length.
+    pub len: usize,
+    /// The parsed metadata (possibly inconsistent with the bytes).
+    pub meta: marllb_core::wire::PacketMeta,
+    /// Where to.
+    pub target: marllb_core::rewrite::Target,
+    /// MTU of the backend link.
+    pub mtu: u16,
+    /// Flow hash.
+    pub hash: u64,
+}
+
+/// (6) The rewrite never panics; on success the new frame lies inside the
+/// buffer and no byte outside the old frame and the new frame changed; on error
+/// nothing changed.
+pub fn rewrite_in_bounds(buf: &mut [u8], c: &RewriteCase) {
+    use marllb_core::rewrite::{rewrite, Egress};
+    let before_len = buf.len();
+    let mut copy = [0u8; 2048];
+    let n = before_len.min(copy.len());
+    copy[..n].copy_from_slice(&buf[..n]);
+    let egress = Egress {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        src_v4: [198, 19, 0, 1],
+        src_v6: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        mtu: c.mtu,
+    };
+    match rewrite(buf, c.start, c.len, &c.meta, &c.target, &egress, c.hash) {
+        Ok(r) => {
+            let (s, l) = r.frame();
+            assert!(s.checked_add(l).is_some_and(|e| e <= before_len));
+            let old = c.start..c.start.saturating_add(c.len);
+            for i in 0..n {
+                if !(old.contains(&i) || (s..s + l).contains(&i)) {
+                    assert_eq!(buf[i], copy[i], "byte {i} outside both frames changed");
+                }
+            }
+        }
+        Err(_) => assert_eq!(&buf[..n], &copy[..n], "an error left the buffer changed"),
+    }
+}
+
 #[cfg(kani)]
 mod proofs {
     use super::*;
@@ -208,5 +297,46 @@ mod proofs {
         let n: usize = kani::any();
         kani::assume(n >= 1 && n <= 8);
         alias_exact(&w[..n]);
+    }
+
+    #[cfg_attr(kani, kani::proof)]
+    #[cfg_attr(kani, kani::unwind(12))]
+    fn parse_proof() {
+        let bytes: [u8; MAX_FRAME] = kani::any();
+        let len: usize = kani::any();
+        kani::assume(len <= MAX_FRAME);
+        parse_any_frame(&bytes[..len]);
+    }
+
+    #[cfg_attr(kani, kani::proof)]
+    fn flow_index_proof() {
+        flow_index(kani::any());
+    }
+
+    #[cfg_attr(kani, kani::proof)]
+    #[cfg_attr(kani, kani::unwind(260))]
+    fn rewrite_proof() {
+        let mut buf: [u8; 256] = kani::any();
+        let meta = marllb_core::wire::PacketMeta {
+            l3_offset: kani::any(),
+            l3_len: kani::any(),
+            dont_fragment: kani::any(),
+            icmp_error: kani::any(),
+            ..Default::default()
+        };
+        let case = RewriteCase {
+            start: kani::any(),
+            len: kani::any(),
+            meta,
+            target: marllb_core::rewrite::Target {
+                encap: marllb_core::rewrite::Encap::IpIp,
+                dst_mac: kani::any(),
+                family: marllb_core::wire::IpFamily::V4,
+                addr: kani::any(),
+            },
+            mtu: kani::any(),
+            hash: kani::any(),
+        };
+        rewrite_in_bounds(&mut buf, &case);
     }
 }

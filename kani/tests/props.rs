@@ -131,3 +131,95 @@ fn image_harnesses_are_not_vacuous() {
     assert!(!weights_image(&w, 4, false)); // checksum
     assert!(!weights_image(&w, 5, true)); // short count
 }
+
+mod core_harnesses {
+    use marllb_core::rewrite::{Encap, Target};
+    use marllb_core::wire::{FragInfo, IpFamily, PacketMeta};
+    use marllb_kani::*;
+    use proptest::prelude::*;
+
+    /// A valid Ethernet/IPv4/TCP frame with a few random mutations and a random
+    /// truncation, or fully random bytes.
+    fn frame() -> impl Strategy<Value = Vec<u8>> {
+        let valid = (
+            proptest::collection::vec((0usize..80, any::<u8>()), 0..4),
+            0usize..=80,
+        )
+            .prop_map(|(muts, cut)| {
+                let mut f = vec![
+                    2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00, 0x45, 0, 0, 40, 0, 0, 0x40, 0,
+                    64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 255, 1, 0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0,
+                    0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+                ];
+                f.resize(80, 0);
+                for (i, b) in muts {
+                    f[i] = b;
+                }
+                f.truncate(cut);
+                f
+            });
+        prop_oneof![valid, proptest::collection::vec(any::<u8>(), 0..=MAX_FRAME)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn parse_any_frame_holds(f in frame()) {
+            parse_any_frame(&f);
+        }
+
+        #[test]
+        fn flow_index_holds(h in any::<u64>()) {
+            flow_index(h);
+        }
+
+        #[test]
+        fn rewrite_in_bounds_holds(
+            mut buf in proptest::collection::vec(any::<u8>(), 0..400),
+            start in 0usize..200,
+            len in 0usize..400,
+            l3_offset in 0u16..40,
+            l3_len in 0u16..400,
+            v6 in any::<bool>(),
+            outer_v6 in any::<bool>(),
+            encap in 0u8..3,
+            df in any::<bool>(),
+            mtu in 0u16..1600,
+            hash in any::<u64>(),
+        ) {
+            // Make the frame plausible often enough to reach the write paths.
+            if buf.len() > start + 14 + 20 && !v6 {
+                let ip = start + usize::from(l3_offset.max(14));
+                if ip + 20 <= buf.len() {
+                    buf[ip] = 0x45;
+                    buf[ip + 2..ip + 4].copy_from_slice(&l3_len.to_be_bytes());
+                    buf[ip + 8] = 64;
+                }
+            }
+            let case = RewriteCase {
+                start,
+                len,
+                meta: PacketMeta {
+                    l3_offset,
+                    l3_len,
+                    family: if v6 { IpFamily::V6 } else { IpFamily::V4 },
+                    dont_fragment: df,
+                    ttl: 64,
+                    proto: 6,
+                    frag: FragInfo::default(),
+                    ..PacketMeta::default()
+                },
+                target: Target {
+                    encap: [Encap::L2Dsr, Encap::IpIp, Encap::Gre][usize::from(encap)],
+                    dst_mac: [2, 0, 0, 0, 1, 1],
+                    family: if outer_v6 { IpFamily::V6 } else { IpFamily::V4 },
+                    addr: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                },
+                mtu,
+                hash,
+            };
+            rewrite_in_bounds(&mut buf, &case);
+        }
+    }
+}
