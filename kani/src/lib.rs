@@ -188,7 +188,7 @@ pub fn parse_any_frame(frame: &[u8]) {
     assert!(frame.len() <= MAX_FRAME);
     if let Ok(Frame::Ip(m)) = parse_frame(frame) {
         let l3 = usize::from(m.l3_offset);
-        assert!(l3 >= 14 && l3 <= 22);
+        assert!((14..=22).contains(&l3));
         assert!(l3 + usize::from(m.l3_len) <= frame.len());
         assert!(usize::from(m.l4_offset) <= l3 + usize::from(m.l3_len));
         assert!(m.l4_offset == 0 || usize::from(m.l4_offset) > l3);
