@@ -176,6 +176,12 @@ fn bad(field: &'static str, problem: impl Into<String>) -> MetaError {
     }
 }
 
+/// Pretty JSON text of a sidecar (what the simulator writes).
+pub fn to_json(m: &PolicyMeta) -> String {
+    // Serializing plain data with string keys cannot fail.
+    serde_json::to_string_pretty(m).unwrap_or_default()
+}
+
 impl PolicyMeta {
     /// The sidecar path of a model: `model.onnx` → `model.onnx.json`.
     pub fn sidecar_of(model: &Path) -> std::path::PathBuf {

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <demo | test | bench core | bench shm>"
+    "usage: cargo xtask <demo | test | fuzz [--seconds N] | bench core | bench shm>"
 }
 
 fn run() -> Result<()> {
@@ -40,6 +40,17 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("demo") => demo(&root, &args[1..]),
         Some("test") => test(&root),
+        Some("fuzz") => {
+            let secs = args
+                .iter()
+                .position(|a| a == "--seconds")
+                .and_then(|i| args.get(i + 1))
+                .map(|v| v.parse::<u64>())
+                .transpose()
+                .context("--seconds takes a whole number")?
+                .unwrap_or(60);
+            fuzz(&root, secs).map(|_| ())
+        }
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("core") => bench_core(&root, &args[2..]),
             Some("shm") => bench_shm(&root, &args[2..]),
@@ -166,6 +177,8 @@ fn test(root: &Path) -> Result<()> {
     if !st.success() {
         bail!("loom tests failed ({st})");
     }
+    step("fuzzing every target briefly (regressions only; `cargo xtask fuzz --seconds N` for a long run)");
+    fuzz(root, 20)?;
     println!("\nall checks passed");
     Ok(())
 }
@@ -238,4 +251,88 @@ fn run_pinned(what: &str, bin: &Path, extra: &[String]) -> Result<()> {
         bail!("benchmark failed ({st})");
     }
     Ok(())
+}
+
+/// Every cargo-fuzz target, in `fuzz/Cargo.toml` order.
+const FUZZ_TARGETS: &[&str] = &[
+    "parse",
+    "pipeline",
+    "shm_region",
+    "select",
+    "flow_table",
+    "policy_meta",
+];
+
+/// Runs every fuzz target for `secs` seconds each (seed corpora from
+/// `fuzz/seeds/<target>`, growing corpora in `fuzz/corpus/<target>`), with
+/// nightly and AddressSanitizer when a nightly toolchain is installed, else on
+/// stable without a sanitizer. Installs cargo-fuzz when missing. Prints a table of
+/// executions per target and fails on the first crash.
+fn fuzz(root: &Path, secs: u64) -> Result<Vec<(String, u64, u64)>> {
+    let have = Command::new(env!("CARGO"))
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        step("installing cargo-fuzz (cargo install cargo-fuzz --locked)");
+        cargo(root, &["install", "cargo-fuzz", "--locked"])?;
+    }
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut results = Vec::new();
+    for t in FUZZ_TARGETS {
+        let corpus = root.join("fuzz/corpus").join(t);
+        std::fs::create_dir_all(&corpus).context("creating the fuzz corpus directory")?;
+        let seeds = root.join("fuzz/seeds").join(t);
+        let mut cmd = Command::new("cargo");
+        if nightly {
+            cmd.arg("+nightly");
+        }
+        cmd.args(["fuzz", "run", "-O"]);
+        if !nightly {
+            cmd.args(["-s", "none"]);
+        }
+        cmd.arg(t).arg(&corpus);
+        if seeds.is_dir() {
+            cmd.arg(&seeds);
+        }
+        cmd.args([
+            "--",
+            &format!("-max_total_time={secs}"),
+            "-print_final_stats=1",
+        ]);
+        cmd.current_dir(root);
+        // rustup's proxies pick the toolchain from `+nightly`; make sure the
+        // workspace's stable toolchain variable does not override it.
+        cmd.env_remove("RUSTUP_TOOLCHAIN");
+        println!(
+            "    $ cargo {}fuzz run -O{} {t} -- -max_total_time={secs}",
+            if nightly { "+nightly " } else { "" },
+            if nightly { "" } else { " -s none" }
+        );
+        let out = cmd.output().context("running cargo fuzz")?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            eprintln!("{text}");
+            bail!("fuzz target {t} failed (a crash input is in fuzz/artifacts/{t}/)");
+        }
+        let runs = text
+            .lines()
+            .rev()
+            .find_map(|l| {
+                l.strip_prefix("Done ")
+                    .and_then(|r| r.split_whitespace().next())
+            })
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        println!("    {t:<12} {runs:>12} executions in {secs} s, no crash");
+        results.push(((*t).to_string(), runs, secs));
+    }
+    println!("\n| target | seconds | executions |\n|---|---|---|");
+    for (t, runs, s) in &results {
+        println!("| {t} | {s} | {runs} |");
+    }
+    Ok(results)
 }
