@@ -289,7 +289,7 @@ pub fn rewrite(
             // Check the headroom before the first write.
             let new_start = tunnel::new_start(&c, ovh)?;
             hop::decrement_ttl(buf, &c);
-            Ok(tunnel::encap(buf, &c, new_start, target, egress, flow_hash))
+            tunnel::encap(buf, &c, new_start, target, egress, flow_hash)
         }
     }
 }
