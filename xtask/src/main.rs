@@ -16,8 +16,16 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
-/// Debian packages each job needs (none yet for the core alone).
-const TEST_PACKAGES: &[&str] = &[];
+/// Debian packages each job needs: the testbed's web servers, tools and Prometheus.
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "ethtool",
+    "curl",
+    "nginx-light",
+    "php-fpm",
+    "php-cli",
+    "prometheus",
+];
 const DEMO_PACKAGES: &[&str] = &[];
 
 fn main() -> ExitCode {

@@ -1,0 +1,24 @@
+//! # marllb-testbed
+//!
+//! Runs the whole system as an operator would, on one machine: a client, a
+//! router, load-balancer nodes and backends, each in its own network namespace,
+//! joined by veth pairs the testbed creates and always removes. Traffic only ever
+//! goes to addresses inside 198.18.0.0/15 between those namespaces; every client,
+//! load generator and probe runs inside a namespace (`ip netns exec`).
+//!
+//! * [`netns`]: namespaces, veth pairs, the bridge, addresses, routes, and the
+//!   cleanup (on drop, on error and on Ctrl-C).
+//! * [`backend`]: nginx + php-fpm per backend, serving the busy-loop endpoint
+//!   the shared traces call (`/dummy.php/?n=LOOPS`) and a static page, with the
+//!   VIP on loopback (L2 direct server return: this kernel has no ipip/gre), and a
+//!   CPU limit per backend (cgroup) so capacities differ.
+//! * [`load`]: the open-loop replay of the shared traces (time and work scale
+//!   factors recorded) and a constant-rate mode, with per-request latency.
+
+pub mod backend;
+pub mod load;
+pub mod netns;
+pub mod topology;
+
+/// The VIP every scenario serves.
+pub const VIP: &str = "198.18.255.1";

@@ -1,0 +1,421 @@
+//! Open-loop load: the shared request traces (or a constant rate) replayed
+//! against the VIP over real TCP, with per-request latency and outcome.
+//!
+//! Open loop means every request starts at its scheduled time whether or not
+//! earlier ones finished (like the MARLLB testbed's replay), so an overloaded
+//! backend shows up as latency and failures, not as a slower client. Every loop
+//! is bounded: by the trace length, the duration, and a cap on requests in flight
+//! (requests beyond it are counted as `overload`, never queued).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// One scheduled request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Request {
+    /// Seconds from the start.
+    pub at: f64,
+    /// Busy-loop iterations to ask for.
+    pub loops: u64,
+}
+
+/// Reads a shared trace (`time<TAB>/dummy.php/?n=LOOPS`, header `time query`) or
+/// a plain CSV (`time,cpu_seconds`, converted with `loops_per_cpu_second`),
+/// applying `time_scale` (arrival times are multiplied by it: 2.0 = half the rate)
+/// and `work_scale` (loops are multiplied by it), keeping arrivals before
+/// `duration` seconds.
+pub fn load_trace(
+    path: &Path,
+    time_scale: f64,
+    work_scale: f64,
+    duration: f64,
+    loops_per_cpu_second: f64,
+) -> Result<Vec<Request>> {
+    if !(time_scale > 0.0 && work_scale > 0.0) {
+        bail!("time and work scales must be positive");
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with("time") || line.starts_with('#') {
+            continue;
+        }
+        let (t, rest) = line
+            .split_once(['\t', ','])
+            .with_context(|| format!("{}:{}: expected two columns", path.display(), i + 1))?;
+        let t: f64 = t
+            .trim()
+            .parse()
+            .with_context(|| format!("{}:{}: bad time", path.display(), i + 1))?;
+        let loops = if let Some(n) = rest.split("n=").nth(1) {
+            n.trim()
+                .parse::<f64>()
+                .with_context(|| format!("{}:{}: bad loop count", path.display(), i + 1))?
+        } else {
+            rest.trim()
+                .parse::<f64>()
+                .with_context(|| format!("{}:{}: bad job size", path.display(), i + 1))?
+                * loops_per_cpu_second
+        };
+        let at = t * time_scale;
+        if at >= duration {
+            break;
+        }
+        out.push(Request {
+            at,
+            loops: (loops * work_scale).round().max(0.0) as u64,
+        });
+    }
+    Ok(out)
+}
+
+/// Requests at a constant rate.
+pub fn constant_rate(rate: f64, loops: u64, duration: f64) -> Vec<Request> {
+    let n = (rate * duration).floor().max(0.0) as usize;
+    (0..n)
+        .map(|i| Request {
+            at: i as f64 / rate,
+            loops,
+        })
+        .collect()
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// HTTP 200 with a backend id.
+    Ok,
+    /// Connection refused.
+    Refused,
+    /// Connection reset.
+    Reset,
+    /// No connection within the connect timeout.
+    ConnectTimeout,
+    /// No complete answer within the request timeout.
+    Timeout,
+    /// An answer that is not a 200 from a backend.
+    BadResponse,
+    /// Not sent: too many requests in flight.
+    Overload,
+}
+
+/// One request's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// Scheduled start (s from the beginning).
+    pub at: f64,
+    /// Latency (ms), connect to end of response.
+    pub latency_ms: f64,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Backend that answered (`be3`), if any.
+    pub backend: Option<String>,
+    /// Client source port of the connection (identifies it in captures).
+    pub sport: u16,
+}
+
+fn classify(e: &std::io::Error) -> Outcome {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => Outcome::Refused,
+        ConnectionReset | ConnectionAborted | BrokenPipe => Outcome::Reset,
+        TimedOut | WouldBlock => Outcome::Timeout,
+        _ => Outcome::BadResponse,
+    }
+}
+
+fn one(vip: SocketAddr, loops: u64, timeout: Duration) -> (Outcome, Option<String>, u16) {
+    let mut s = match TcpStream::connect_timeout(&vip, Duration::from_secs(3)) {
+        Ok(s) => s,
+        Err(e) => {
+            let o = match classify(&e) {
+                Outcome::Timeout => Outcome::ConnectTimeout,
+                o => o,
+            };
+            return (o, None, 0);
+        }
+    };
+    let sport = s.local_addr().map_or(0, |a| a.port());
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    let req = format!(
+        "GET /dummy.php/?n={loops} HTTP/1.0\r\nHost: {}\r\n\r\n",
+        vip.ip()
+    );
+    if let Err(e) = s.write_all(req.as_bytes()) {
+        return (classify(&e), None, sport);
+    }
+    let mut buf = Vec::with_capacity(512);
+    if let Err(e) = s.read_to_end(&mut buf) {
+        return (classify(&e), None, sport);
+    }
+    let _ = s.shutdown(Shutdown::Both);
+    let text = String::from_utf8_lossy(&buf);
+    if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/1.0 200") {
+        return (Outcome::BadResponse, None, sport);
+    }
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    match body.split_whitespace().next() {
+        Some(id) if id.starts_with("be") => (Outcome::Ok, Some(id.to_string()), sport),
+        _ => (Outcome::BadResponse, None, sport),
+    }
+}
+
+/// Replays `requests` against `vip` open-loop; returns one record per request.
+pub fn replay(
+    requests: &[Request],
+    vip: SocketAddr,
+    max_inflight: usize,
+    timeout: Duration,
+) -> Vec<Record> {
+    let records = Arc::new(Mutex::new(Vec::with_capacity(requests.len())));
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for r in requests {
+        let due = start + Duration::from_secs_f64(r.at);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        if inflight.load(Ordering::Relaxed) >= max_inflight {
+            if let Ok(mut v) = records.lock() {
+                v.push(Record {
+                    at: r.at,
+                    latency_ms: 0.0,
+                    outcome: Outcome::Overload,
+                    backend: None,
+                    sport: 0,
+                });
+            }
+            continue;
+        }
+        inflight.fetch_add(1, Ordering::Relaxed);
+        let (records2, inflight2, r) = (Arc::clone(&records), Arc::clone(&inflight), *r);
+        let h = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let t = Instant::now();
+                let (outcome, backend, sport) = one(vip, r.loops, timeout);
+                let latency_ms = t.elapsed().as_secs_f64() * 1e3;
+                if let Ok(mut v) = records2.lock() {
+                    v.push(Record {
+                        at: r.at,
+                        latency_ms,
+                        outcome,
+                        backend,
+                        sport,
+                    });
+                }
+                inflight2.fetch_sub(1, Ordering::Relaxed);
+            });
+        match h {
+            Ok(h) => handles.push(h),
+            Err(_) => {
+                inflight.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        // Reap finished threads now and then so handles stay bounded.
+        if handles.len() > 4096 {
+            handles.retain(|h| !h.is_finished());
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    let mut v = records.lock().map(|v| v.clone()).unwrap_or_default();
+    v.sort_by(|a, b| a.at.total_cmp(&b.at));
+    v
+}
+
+/// What a run produced, as printed and compared.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Requests scheduled.
+    pub requests: usize,
+    /// Answered with 200.
+    pub ok: usize,
+    /// Not answered with 200 (all reasons but overload).
+    pub failed: usize,
+    /// Connection resets among the failures.
+    pub resets: usize,
+    /// Not sent (too many in flight).
+    pub overload: usize,
+    /// Latency of the ok requests, ms.
+    pub latency_mean_ms: f64,
+    /// 95th percentile, ms.
+    pub latency_p95_ms: f64,
+    /// 99th percentile, ms.
+    pub latency_p99_ms: f64,
+    /// Requests answered per backend id.
+    pub per_backend: std::collections::BTreeMap<String, usize>,
+    /// Jain's fairness index of per-backend load relative to capacity.
+    pub jain: f64,
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[rank]
+}
+
+/// Jain's index of `x`: (Σx)² / (n Σx²); 1 = perfectly even.
+pub fn jain(x: &[f64]) -> f64 {
+    let s: f64 = x.iter().sum();
+    let q: f64 = x.iter().map(|v| v * v).sum();
+    if q == 0.0 {
+        return 1.0;
+    }
+    s * s / (x.len() as f64 * q)
+}
+
+/// Summarizes records; `capacities` maps backend id to its CPU share, so the
+/// fairness is of load relative to capacity (all backends listed count, also
+/// those that got nothing).
+pub fn summarize(records: &[Record], capacities: &[(String, f64)]) -> Summary {
+    let mut lat: Vec<f64> = records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Ok)
+        .map(|r| r.latency_ms)
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let mut per_backend = std::collections::BTreeMap::new();
+    for (id, _) in capacities {
+        per_backend.insert(id.clone(), 0usize);
+    }
+    for r in records {
+        if let Some(b) = &r.backend {
+            *per_backend.entry(b.clone()).or_insert(0) += 1;
+        }
+    }
+    let util: Vec<f64> = capacities
+        .iter()
+        .map(|(id, c)| per_backend.get(id).copied().unwrap_or(0) as f64 / c.max(1e-9))
+        .collect();
+    let ok = lat.len();
+    let overload = records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Overload)
+        .count();
+    Summary {
+        requests: records.len(),
+        ok,
+        failed: records.len() - ok - overload,
+        resets: records
+            .iter()
+            .filter(|r| r.outcome == Outcome::Reset)
+            .count(),
+        overload,
+        latency_mean_ms: if ok == 0 {
+            0.0
+        } else {
+            lat.iter().sum::<f64>() / ok as f64
+        },
+        latency_p95_ms: pct(&lat, 0.95),
+        latency_p99_ms: pct(&lat, 0.99),
+        per_backend,
+        jain: jain(&util),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_trace_is_read_and_scaled() {
+        let p = std::env::temp_dir().join(format!("marllb-trace-{}.tsv", std::process::id()));
+        std::fs::write(
+            &p,
+            "time\tquery\n0.5\t/dummy.php/?n=1000\n1.5\t/dummy.php/?n=3000\n9\t/dummy.php/?n=1\n",
+        )
+        .expect("write");
+        let r = load_trace(&p, 2.0, 0.5, 5.0, 1.0).expect("trace");
+        assert_eq!(
+            r,
+            vec![
+                Request {
+                    at: 1.0,
+                    loops: 500
+                },
+                Request {
+                    at: 3.0,
+                    loops: 1500
+                }
+            ]
+        );
+        std::fs::write(&p, "0.25,0.002\n").expect("write");
+        let r = load_trace(&p, 1.0, 1.0, 5.0, 1e6).expect("csv");
+        assert_eq!(
+            r,
+            vec![Request {
+                at: 0.25,
+                loops: 2000
+            }]
+        );
+        std::fs::write(&p, "0.25\n").expect("write");
+        assert!(load_trace(&p, 1.0, 1.0, 5.0, 1e6).is_err());
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn the_shipped_traces_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/traces");
+        for f in ["rate_150.csv", "rate_200.csv", "rate_350.csv"] {
+            let p = dir.join(f);
+            if !p.exists() {
+                continue; // the traces live beside the repository, not in it
+            }
+            let r = load_trace(&p, 1.0, 1.0, 60.0, 1.0).expect("trace");
+            assert!(r.len() > 1000, "{f}: {}", r.len());
+        }
+    }
+
+    #[test]
+    fn summary_and_jain() {
+        assert!((jain(&[1.0, 1.0, 1.0]) - 1.0).abs() < 1e-12);
+        assert!((jain(&[1.0, 0.0]) - 0.5).abs() < 1e-12);
+        let rec = |b: &str, l: f64| Record {
+            at: 0.0,
+            latency_ms: l,
+            outcome: Outcome::Ok,
+            backend: Some(b.into()),
+            sport: 1,
+        };
+        let mut v = vec![
+            rec("be0", 10.0),
+            rec("be1", 20.0),
+            rec("be1", 30.0),
+            rec("be1", 40.0),
+        ];
+        v.push(Record {
+            outcome: Outcome::Reset,
+            backend: None,
+            ..rec("x", 0.0)
+        });
+        let s = summarize(&v, &[("be0".into(), 1.0), ("be1".into(), 3.0)]);
+        assert_eq!((s.ok, s.failed, s.resets), (4, 1, 1));
+        assert_eq!(s.latency_mean_ms, 25.0);
+        assert_eq!(s.latency_p99_ms, 40.0);
+        assert!((s.jain - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn constant_rate_is_bounded() {
+        let r = constant_rate(10.0, 5, 2.0);
+        assert_eq!(r.len(), 20);
+        assert_eq!(r[19].at, 1.9);
+    }
+}

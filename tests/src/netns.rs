@@ -1,0 +1,350 @@
+//! Network namespaces and links, with cleanup that always runs.
+//!
+//! Every namespace is named `<prefix>-<role>`; the prefix is unique per testbed
+//! (`mtb<pid>` by default), so parallel tests never collide. A [`Testbed`]
+//! records what it created and removes it on drop; a Ctrl-C handler removes
+//! everything any live testbed of this process created.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+
+/// Namespaces and processes to clean up on Ctrl-C.
+static REGISTRY: Mutex<Vec<Owned>> = Mutex::new(Vec::new());
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owned {
+    Netns(String),
+    Pid(u32),
+    Cgroup(String),
+}
+
+fn register(o: Owned) {
+    if let Ok(mut r) = REGISTRY.lock() {
+        r.push(o);
+    }
+}
+
+fn unregister(o: &Owned) {
+    if let Ok(mut r) = REGISTRY.lock() {
+        r.retain(|x| x != o);
+    }
+}
+
+/// Installs the Ctrl-C / SIGTERM handler once: it tears down everything
+/// registered and exits with status 130.
+pub fn install_signal_cleanup() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            eprintln!("\ninterrupted: tearing the testbed down");
+            cleanup_all();
+            std::process::exit(130);
+        });
+    });
+}
+
+fn cleanup_all() {
+    let owned: Vec<Owned> = REGISTRY
+        .lock()
+        .map(|mut r| r.drain(..).collect())
+        .unwrap_or_default();
+    // Processes first (they live in the namespaces), then namespaces.
+    for o in owned.iter().rev() {
+        if let Owned::Pid(p) = o {
+            kill_tree(*p);
+        }
+    }
+    for o in owned.iter().rev() {
+        match o {
+            Owned::Netns(n) => delete_netns(n),
+            Owned::Cgroup(c) => {
+                let _ = std::fs::remove_dir(c);
+            }
+            Owned::Pid(_) => {}
+        }
+    }
+}
+
+/// Kills a process and its process group (children were started in their own
+/// group).
+pub fn kill_tree(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &format!("-{pid}")])
+        .stderr(Stdio::null())
+        .status();
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn delete_netns(name: &str) {
+    // Kill anything still running inside, then delete.
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+    }
+    let _ = Command::new("ip")
+        .args(["netns", "del", name])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Runs a command to completion; fails with its stderr when it fails.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `ip <args>` in the root namespace (only for creating and moving links).
+pub fn ip(args: &[&str]) -> Result<String> {
+    run(Command::new("ip").args(args))
+}
+
+/// A command that runs inside namespace `ns`.
+pub fn in_ns(ns: &str, program: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, program]);
+    c
+}
+
+/// A set of namespaces and processes that are removed when it is dropped.
+#[derive(Debug)]
+pub struct Testbed {
+    prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<(String, Child)>,
+    cgroups: Vec<String>,
+}
+
+impl Testbed {
+    /// A new, empty testbed whose names start with `prefix`.
+    pub fn new(prefix: &str) -> Result<Self> {
+        if prefix.is_empty()
+            || prefix.len() > 8
+            || !prefix.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            bail!("testbed prefix must be 1-8 alphanumeric characters (interface names are short)");
+        }
+        install_signal_cleanup();
+        Ok(Self {
+            prefix: prefix.to_string(),
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            cgroups: Vec::new(),
+        })
+    }
+
+    /// The name prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Name of the namespace for `role`.
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    /// Creates namespace `<prefix>-<role>` with loopback up; removes a stale one
+    /// of the same name first.
+    pub fn add_ns(&mut self, role: &str) -> Result<String> {
+        let name = self.ns(role);
+        delete_netns(&name);
+        ip(&["netns", "add", &name])?;
+        register(Owned::Netns(name.clone()));
+        self.namespaces.push(name.clone());
+        run(in_ns(&name, "ip").args(["link", "set", "lo", "up"]))?;
+        Ok(name)
+    }
+
+    /// Creates a veth pair with one end in each namespace (short names:
+    /// `a_if` in `a_ns`, `b_if` in `b_ns`).
+    pub fn veth(&self, a_ns: &str, a_if: &str, b_ns: &str, b_if: &str) -> Result<()> {
+        let tmp_a = format!("{}{}", self.prefix, a_if);
+        let tmp_b = format!("{}{}", self.prefix, b_if);
+        ip(&[
+            "link", "add", &tmp_a, "type", "veth", "peer", "name", &tmp_b,
+        ])?;
+        ip(&["link", "set", &tmp_a, "netns", a_ns])?;
+        ip(&["link", "set", &tmp_b, "netns", b_ns])?;
+        run(in_ns(a_ns, "ip").args(["link", "set", &tmp_a, "name", a_if]))?;
+        run(in_ns(b_ns, "ip").args(["link", "set", &tmp_b, "name", b_if]))?;
+        for (ns, i) in [(a_ns, a_if), (b_ns, b_if)] {
+            // Checksum offload would leave partial checksums on veth frames that
+            // an af_packet reader (the DPDK host) then forwards as they are.
+            run(in_ns(ns, "ethtool").args(["-K", i, "tx", "off", "rx", "off"])).context(
+                "ethtool (Debian package ethtool) is needed to turn checksum offload off",
+            )?;
+            run(in_ns(ns, "ip").args(["link", "set", i, "up"]))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `ip <args>` in namespace `ns`.
+    pub fn ip_in(&self, ns: &str, args: &[&str]) -> Result<String> {
+        run(in_ns(ns, "ip").args(args))
+    }
+
+    /// Sets a sysctl in namespace `ns`.
+    pub fn sysctl(&self, ns: &str, key: &str, value: &str) -> Result<()> {
+        run(in_ns(ns, "sysctl").args(["-qw", &format!("{key}={value}")]))?;
+        Ok(())
+    }
+
+    /// MAC address of interface `dev` in namespace `ns`.
+    pub fn mac(&self, ns: &str, dev: &str) -> Result<String> {
+        let out = self.ip_in(ns, &["-o", "link", "show", dev])?;
+        out.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .map(str::to_string)
+            .context("no link/ether address")
+    }
+
+    /// Starts a long-running process inside `ns` in its own process group, with
+    /// its output to `log`; it is killed when the testbed is dropped.
+    pub fn spawn(
+        &mut self,
+        label: &str,
+        ns: &str,
+        program: &str,
+        args: &[&str],
+        log: &std::path::Path,
+    ) -> Result<u32> {
+        use std::os::unix::process::CommandExt;
+        let f =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let f2 = f.try_clone()?;
+        let child = in_ns(ns, program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f)
+            .stderr(f2)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {label}"))?;
+        let pid = child.id();
+        register(Owned::Pid(pid));
+        self.children.push((label.to_string(), child));
+        Ok(pid)
+    }
+
+    /// Kills the process started as `label` (SIGKILL to its group); returns
+    /// whether one was running.
+    pub fn kill(&mut self, label: &str) -> bool {
+        let mut found = false;
+        self.children.retain_mut(|(l, c)| {
+            if l == label {
+                kill_tree(c.id());
+                let _ = c.wait();
+                unregister(&Owned::Pid(c.id()));
+                found = true;
+                false
+            } else {
+                true
+            }
+        });
+        found
+    }
+
+    /// Sends `signal` (e.g. "TERM", "HUP") to the process started as `label`.
+    pub fn signal(&self, label: &str, signal: &str) -> bool {
+        self.children
+            .iter()
+            .filter(|(l, _)| l == label)
+            .any(|(_, c)| {
+                Command::new("kill")
+                    .args([&format!("-{signal}"), &c.id().to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+    }
+
+    /// Whether the process started as `label` is still running.
+    pub fn running(&mut self, label: &str) -> bool {
+        self.children
+            .iter_mut()
+            .any(|(l, c)| l == label && matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits for the process started as `label` to exit (up to `timeout`);
+    /// returns its exit status if it did.
+    pub fn wait(
+        &mut self,
+        label: &str,
+        timeout: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            for (l, c) in self.children.iter_mut() {
+                if l == label {
+                    if let Ok(Some(st)) = c.try_wait() {
+                        return Some(st);
+                    }
+                }
+            }
+            if std::time::Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// A cgroup (v1 cpu controller) limiting `pid` and its future children to
+    /// `cpus` CPUs (e.g. 0.25).
+    pub fn cpu_limit(&mut self, name: &str, pid: u32, cpus: f64) -> Result<()> {
+        let dir = format!("/sys/fs/cgroup/cpu/{}-{name}", self.prefix);
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating cgroup {dir}"))?;
+        register(Owned::Cgroup(dir.clone()));
+        self.cgroups.push(dir.clone());
+        let period = 100_000u64;
+        let quota = ((cpus * period as f64).round() as u64).max(1000);
+        std::fs::write(format!("{dir}/cpu.cfs_period_us"), period.to_string())?;
+        std::fs::write(format!("{dir}/cpu.cfs_quota_us"), quota.to_string())?;
+        std::fs::write(format!("{dir}/cgroup.procs"), pid.to_string())
+            .with_context(|| format!("moving {pid} into {dir}"))?;
+        Ok(())
+    }
+
+    /// Tears everything down now (also done on drop).
+    pub fn teardown(&mut self) {
+        for (_, c) in self.children.iter_mut().rev() {
+            kill_tree(c.id());
+            let _ = c.wait();
+            unregister(&Owned::Pid(c.id()));
+        }
+        self.children.clear();
+        for n in self.namespaces.iter().rev() {
+            delete_netns(n);
+            unregister(&Owned::Netns(n.clone()));
+        }
+        self.namespaces.clear();
+        for c in self.cgroups.drain(..) {
+            // The processes are gone; an empty cgroup can be removed.
+            for _ in 0..50 {
+                if std::fs::remove_dir(&c).is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            unregister(&Owned::Cgroup(c));
+        }
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}

@@ -1,0 +1,211 @@
+//! The testbed's network: a client, a router, load-balancer nodes and backends.
+//!
+//! ```text
+//!  client ns                 router ns                                backend ns (each)
+//!  c0 198.18.1.2/24 ──── rc 198.18.1.1/24                             eth0 198.18.2.100+j/24
+//!                            br0 198.18.2.1/24 ── b<j> ─────────────── VIP 198.18.255.1 on lo
+//!                              │
+//!                              ├── l<i>d ──── LB ns: data0 (no address; the DPDK
+//!                              │              host reads and writes it with af_packet)
+//!                              └── l<i>m ──── LB ns: mgmt0 198.18.2.10+i/24 (controller:
+//!                                             health checks, metrics)
+//! ```
+//!
+//! The router reaches the VIP through each LB node's data interface (a static
+//! neighbour 198.18.2.200+i → data0's MAC); with several LB nodes it uses a
+//! multipath route hashed on the L4 5-tuple. Backends answer the client
+//! directly (L2 direct server return): the LB only rewrites MAC addresses.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::backend::{self, Backend, BackendSpec};
+use crate::netns::Testbed;
+use crate::VIP;
+
+/// An LB node's namespace and interfaces.
+#[derive(Debug, Clone)]
+pub struct LbNode {
+    /// Namespace.
+    pub ns: String,
+    /// MAC of its data interface (`data0`).
+    pub data_mac: String,
+    /// The router's next hop for it (a static neighbour).
+    pub next_hop: String,
+    /// Its management address (controller side).
+    pub mgmt_addr: String,
+}
+
+/// A built network.
+#[derive(Debug)]
+pub struct Topology {
+    /// Namespaces and processes (removed on drop).
+    pub tb: Testbed,
+    /// Client namespace.
+    pub client: String,
+    /// Router namespace.
+    pub router: String,
+    /// LB nodes.
+    pub lbs: Vec<LbNode>,
+    /// Backends (running).
+    pub backends: Vec<Backend>,
+    /// Working directory (configs, logs).
+    pub dir: PathBuf,
+}
+
+/// The router's MAC toward the server segment, as backends see it.
+pub const ROUTER_ADDR: &str = "198.18.2.1";
+
+impl Topology {
+    /// Builds client, router, `lbs` LB namespaces and the backends (started).
+    /// With `lbs == 0` the router sends the VIP straight to the first backend
+    /// (a plumbing check without a load balancer).
+    pub fn build(prefix: &str, specs: &[BackendSpec], lbs: usize, dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut tb = Testbed::new(prefix)?;
+        let client = tb.add_ns("client")?;
+        let router = tb.add_ns("router")?;
+        tb.veth(&client, "c0", &router, "rc")?;
+        tb.ip_in(&client, &["addr", "add", "198.18.1.2/24", "dev", "c0"])?;
+        tb.ip_in(&client, &["route", "add", "default", "via", "198.18.1.1"])?;
+        tb.ip_in(&router, &["addr", "add", "198.18.1.1/24", "dev", "rc"])?;
+        tb.ip_in(&router, &["link", "add", "br0", "type", "bridge"])?;
+        tb.ip_in(&router, &["link", "set", "br0", "up"])?;
+        tb.ip_in(&router, &["addr", "add", "198.18.2.1/24", "dev", "br0"])?;
+        tb.sysctl(&router, "net.ipv4.ip_forward", "1")?;
+        tb.sysctl(&router, "net.ipv4.fib_multipath_hash_policy", "1")?;
+        for k in ["all", "default"] {
+            tb.sysctl(&router, &format!("net.ipv4.conf.{k}.rp_filter"), "0")?;
+        }
+
+        let mut nodes = Vec::new();
+        for i in 0..lbs {
+            let ns = tb.add_ns(&format!("lb{i}"))?;
+            tb.veth(&ns, "data0", &router, &format!("l{i}d"))?;
+            tb.veth(&ns, "mgmt0", &router, &format!("l{i}m"))?;
+            for p in [format!("l{i}d"), format!("l{i}m")] {
+                tb.ip_in(&router, &["link", "set", &p, "master", "br0"])?;
+            }
+            let mgmt = format!("198.18.2.{}", 10 + i);
+            tb.ip_in(&ns, &["addr", "add", &format!("{mgmt}/24"), "dev", "mgmt0"])?;
+            tb.sysctl(&ns, "net.ipv4.ip_forward", "0")?;
+            let data_mac = tb.mac(&ns, "data0")?;
+            let next_hop = format!("198.18.2.{}", 200 + i);
+            tb.ip_in(
+                &router,
+                &[
+                    "neigh",
+                    "replace",
+                    &next_hop,
+                    "lladdr",
+                    &data_mac,
+                    "dev",
+                    "br0",
+                    "nud",
+                    "permanent",
+                ],
+            )?;
+            nodes.push(LbNode {
+                ns,
+                data_mac,
+                next_hop,
+                mgmt_addr: mgmt,
+            });
+        }
+
+        let mut backends = Vec::new();
+        for (j, spec) in specs.iter().enumerate() {
+            let ns = tb.add_ns(&spec.id)?;
+            tb.veth(&ns, "eth0", &router, &format!("b{j}"))?;
+            tb.ip_in(&router, &["link", "set", &format!("b{j}"), "master", "br0"])?;
+            tb.ip_in(
+                &ns,
+                &["addr", "add", &format!("{}/24", spec.addr), "dev", "eth0"],
+            )?;
+            tb.ip_in(&ns, &["route", "add", "default", "via", ROUTER_ADDR])?;
+            tb.ip_in(&ns, &["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+            for (k, v) in [
+                ("net.ipv4.conf.all.arp_ignore", "1"),
+                ("net.ipv4.conf.all.arp_announce", "2"),
+                ("net.ipv4.conf.all.rp_filter", "0"),
+                ("net.ipv4.conf.eth0.rp_filter", "0"),
+                ("net.core.somaxconn", "4096"),
+            ] {
+                tb.sysctl(&ns, k, v)?;
+            }
+            let mac = tb.mac(&ns, "eth0")?;
+            let bdir = dir.join(&spec.id);
+            backend::start(&mut tb, &ns, spec, VIP, &bdir)?;
+            backends.push(Backend {
+                spec: spec.clone(),
+                ns,
+                mac,
+                dir: bdir,
+            });
+        }
+
+        let topo = Self {
+            tb,
+            client,
+            router,
+            lbs: nodes,
+            backends,
+            dir: dir.to_path_buf(),
+        };
+        topo.route_vip()?;
+        Ok(topo)
+    }
+
+    /// Points the router's VIP route at the LB nodes (multipath when several),
+    /// or at the first backend when there is none.
+    pub fn route_vip(&self) -> Result<()> {
+        let _ = self
+            .tb
+            .ip_in(&self.router, &["route", "del", &format!("{VIP}/32")]);
+        let dst = format!("{VIP}/32");
+        if self.lbs.is_empty() {
+            let first = self
+                .backends
+                .first()
+                .map_or("198.18.2.100", |b| b.spec.addr.as_str());
+            self.tb
+                .ip_in(&self.router, &["route", "add", &dst, "via", first])?;
+            return Ok(());
+        }
+        let mut args: Vec<String> = vec!["route".into(), "add".into(), dst];
+        if self.lbs.len() == 1 {
+            args.extend(["via".into(), self.lbs[0].next_hop.clone()]);
+        } else {
+            for lb in &self.lbs {
+                args.extend([
+                    "nexthop".into(),
+                    "via".into(),
+                    lb.next_hop.clone(),
+                    "weight".into(),
+                    "1".into(),
+                ]);
+            }
+        }
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.tb.ip_in(&self.router, &a)?;
+        Ok(())
+    }
+
+    /// Removes LB node `i` from the router's multipath route (it "fails").
+    pub fn remove_lb(&mut self, i: usize) -> Result<()> {
+        if i < self.lbs.len() {
+            self.lbs.remove(i);
+        }
+        self.route_vip()
+    }
+
+    /// Runs the load generator in the client namespace and returns its summary
+    /// JSON line; `args` are its arguments (see `marllb-loadgen`).
+    pub fn load(&self, loadgen: &Path, args: &[&str]) -> Result<String> {
+        let out = crate::netns::run(
+            crate::netns::in_ns(&self.client, &loadgen.to_string_lossy()).args(args),
+        )?;
+        Ok(out.lines().last().unwrap_or("").to_string())
+    }
+}
