@@ -43,7 +43,11 @@ fn main() {
     clang_args.extend(cflags.iter().cloned());
 
     let mut build = cc::Build::new();
-    build.file("shim.c").include(".").opt_level(3).warnings(true);
+    build
+        .file("shim.c")
+        .include(".")
+        .opt_level(3)
+        .warnings(true);
     for p in &lib.include_paths {
         build.include(p);
     }
@@ -89,10 +93,11 @@ fn main() {
 /// `pkg-config --cflags libdpdk` split into words (fallback when the `cflags`
 /// variable is not exported by the .pc file).
 fn cflags_from_cli() -> Option<Vec<String>> {
-    let out = std::process::Command::new(env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".into()))
-        .args(["--cflags", "libdpdk"])
-        .output()
-        .ok()?;
+    let out =
+        std::process::Command::new(env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".into()))
+            .args(["--cflags", "libdpdk"])
+            .output()
+            .ok()?;
     if !out.status.success() {
         return None;
     }
