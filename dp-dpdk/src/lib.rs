@@ -6,4 +6,5 @@ pub mod config;
 pub mod control;
 pub mod dpdk;
 pub mod stats;
+pub mod trace;
 pub mod worker;
