@@ -151,3 +151,20 @@ pub fn stats_rx(line: &str) -> Option<u64> {
         .find_map(|kv| kv.strip_prefix("rx="))
         .and_then(|v| v.parse().ok())
 }
+
+/// Kills a helper process (server) on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Lb {
+    /// Wraps a helper process so that it is killed on drop.
+    pub fn spawn_guard(child: Child) -> ChildGuard {
+        ChildGuard(child)
+    }
+}
