@@ -43,6 +43,9 @@ fn main() -> std::io::Result<()> {
         group += 1;
     }
     w.finish()?;
-    println!("wrote {written} frames ({} flows) to {out}", group as usize * GROUP);
+    println!(
+        "wrote {written} frames ({} flows) to {out}",
+        group as usize * GROUP
+    );
     Ok(())
 }

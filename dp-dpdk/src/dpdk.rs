@@ -623,40 +623,34 @@ impl Port {
             conf.rx_adv_conf.rss_conf.rss_key = std::ptr::null_mut();
         }
         // SAFETY: `conf` is a valid configuration that DPDK copies.
-        check(
-            unsafe { sys::rte_eth_dev_configure(id, q, q, &conf) },
-            || format!("rte_eth_dev_configure(port {id}, {q} queues)"),
-        )?;
+        let ret = unsafe { sys::rte_eth_dev_configure(id, q, q, &conf) };
+        check(ret, || {
+            format!("rte_eth_dev_configure(port {id}, {q} queues)")
+        })?;
         let (mut nrx, mut ntx) = (setup.rx_desc, setup.tx_desc);
-        // SAFETY: both pointers are valid u16s.
-        check(
-            unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut nrx, &mut ntx) },
-            || format!("rte_eth_dev_adjust_nb_rx_tx_desc(port {id})"),
-        )?;
+        // SAFETY: both pointers are valid, writable u16s.
+        let ret = unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut nrx, &mut ntx) };
+        check(ret, || {
+            format!("rte_eth_dev_adjust_nb_rx_tx_desc(port {id})")
+        })?;
         // SAFETY: the port was configured above; a negative id means "any".
         let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
         let socket = u32::try_from(socket).unwrap_or(0);
+        let null_rx = std::ptr::null();
+        let null_tx = std::ptr::null();
         for qi in 0..q {
             // SAFETY: configured port, queue index < q, NULL rxconf = driver
             // defaults, and the pool outlives the port (see Mempool's Drop).
-            check(
-                unsafe {
-                    sys::rte_eth_rx_queue_setup(
-                        id,
-                        qi,
-                        nrx,
-                        socket,
-                        std::ptr::null(),
-                        pool.as_ptr(),
-                    )
-                },
-                || format!("rte_eth_rx_queue_setup(port {id}, queue {qi})"),
-            )?;
-            // SAFETY: as above for the TX side.
-            check(
-                unsafe { sys::rte_eth_tx_queue_setup(id, qi, ntx, socket, std::ptr::null()) },
-                || format!("rte_eth_tx_queue_setup(port {id}, queue {qi})"),
-            )?;
+            let ret =
+                unsafe { sys::rte_eth_rx_queue_setup(id, qi, nrx, socket, null_rx, pool.as_ptr()) };
+            check(ret, || {
+                format!("rte_eth_rx_queue_setup(port {id}, queue {qi})")
+            })?;
+            // SAFETY: as above for the TX side (NULL txconf = driver defaults).
+            let ret = unsafe { sys::rte_eth_tx_queue_setup(id, qi, ntx, socket, null_tx) };
+            check(ret, || {
+                format!("rte_eth_tx_queue_setup(port {id}, queue {qi})")
+            })?;
         }
         if let Some(mtu) = setup.mtu {
             // SAFETY: configured port. A driver that cannot change its MTU (most

@@ -195,7 +195,10 @@ fn chi_square(counts: &[u64], weights: &[f64]) -> f64 {
 }
 
 /// Parsed output frame: backend index and the inner flow's client (addr, port).
-fn check_output_frame(f: &[u8]) -> Result<(usize, ([u8; 4], u16), u8), String> {
+/// A flow's client side: (address, port).
+type Client = ([u8; 4], u16);
+
+fn check_output_frame(f: &[u8]) -> Result<(usize, Client, u8), String> {
     if f.len() < 14 + 20 + 20 + 20 {
         return Err(format!("short frame ({} bytes)", f.len()));
     }
@@ -394,7 +397,7 @@ fn pcap_in_pcap_out() {
     let forwarded = total - expected_drops - exp_host - pad_frames;
     assert_eq!(frames.len() as u64, forwarded, "output frame count");
     assert_eq!(stats["forwarded"].as_u64(), Some(forwarded));
-    let mut flow_backend: HashMap<([u8; 4], u16), usize> = HashMap::new();
+    let mut flow_backend: HashMap<Client, usize> = HashMap::new();
     let mut new_a = [0u64; N_BACKENDS];
     let mut new_b = [0u64; N_BACKENDS];
     for (i, fr) in frames.iter().enumerate() {

@@ -33,17 +33,27 @@ struct Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         for n in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", n]).stderr(Stdio::null()).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", n])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
 
 fn sh(cmd: &str) -> Result<(), String> {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().map_err(|e| e.to_string())?;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr)))
+        Err(format!(
+            "`{cmd}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 
@@ -61,7 +71,10 @@ fn topology(tag: &str, ipip: bool) -> Result<(Netns, [String; 3]), String> {
     let lb = format!("mlb{tag}l");
     let srv = format!("mlb{tag}s");
     for n in [&cli, &lb, &srv] {
-        let _ = Command::new("ip").args(["netns", "del", n]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", n])
+            .stderr(Stdio::null())
+            .status();
     }
     let ns = Netns {
         names: vec![cli.clone(), lb.clone(), srv.clone()],
@@ -104,9 +117,13 @@ fn topology(tag: &str, ipip: bool) -> Result<(Netns, [String; 3]), String> {
     }
     if ipip {
         // Decapsulation of what the LB sends: an ipip device accepting any remote.
-        sh(&format!("ip -n {srv} tunnel add tun0 mode ipip local 198.18.2.2 remote any"))?;
+        sh(&format!(
+            "ip -n {srv} tunnel add tun0 mode ipip local 198.18.2.2 remote any"
+        ))?;
         sh(&format!("ip -n {srv} link set tun0 up"))?;
-        sh(&format!("ip netns exec {srv} sysctl -qw net.ipv4.conf.tun0.rp_filter=0"))?;
+        sh(&format!(
+            "ip netns exec {srv} sysctl -qw net.ipv4.conf.tun0.rp_filter=0"
+        ))?;
     }
     Ok((ns, [cli, lb, srv]))
 }
@@ -115,7 +132,10 @@ fn topology(tag: &str, ipip: bool) -> Result<(Netns, [String; 3]), String> {
 fn kernel_has_ipip() -> bool {
     let ns = format!("mlbprobe{}", std::process::id());
     let ok = sh(&format!("ip netns add {ns}")).is_ok()
-        && sh(&format!("ip -n {ns} link add tprobe type ipip local 198.18.0.2 remote any")).is_ok();
+        && sh(&format!(
+            "ip -n {ns} link add tprobe type ipip local 198.18.0.2 remote any"
+        ))
+        .is_ok();
     let _ = Command::new("ip").args(["netns", "del", &ns]).status();
     ok
 }
@@ -166,7 +186,8 @@ fn run_case(tag: &str, encap: &str) {
         eprintln!("SKIP {test}: this kernel has no ipip tunnel support (`ip link add type ipip` fails), so the backend cannot decapsulate; the L2 DSR case covers the af_packet path");
         return;
     }
-    let (_ns, [cli, lb, srv]) = topology(tag, encap == "ipip").unwrap_or_else(|e| panic!("topology: {e}"));
+    let (_ns, [cli, lb, srv]) =
+        topology(tag, encap == "ipip").unwrap_or_else(|e| panic!("topology: {e}"));
     let dir = scratch(&format!("veth-{encap}"));
     std::fs::write(dir.join("index.html"), "hello through marllb-dpdk\n").unwrap();
     let cfg = dir.join("lb.toml");
@@ -174,7 +195,17 @@ fn run_case(tag: &str, encap: &str) {
 
     // The server (killed on drop through the guard).
     let server = Command::new("ip")
-        .args(["netns", "exec", &srv, "python3", "-m", "http.server", "8080", "--bind", "0.0.0.0"])
+        .args([
+            "netns",
+            "exec",
+            &srv,
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "0.0.0.0",
+        ])
         .current_dir(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -185,14 +216,20 @@ fn run_case(tag: &str, encap: &str) {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &lb, BIN])
         .args(eal_base(&format!("veth{tag}")))
-        .args(["--vdev", "net_af_packet0,iface=l0", "--vdev", "net_af_packet1,iface=l1"])
+        .args([
+            "--vdev",
+            "net_af_packet0,iface=l0",
+            "--vdev",
+            "net_af_packet1,iface=l1",
+        ])
         .arg("--")
         .arg("--config")
         .arg(&cfg)
         .args(["--print-every-ms", "500", "--idle-sleep-us", "200"]);
     let mut lbp = Lb::spawn(cmd);
     assert!(
-        lbp.wait_line(Duration::from_secs(60), |l| l.contains("forwarding")).is_some(),
+        lbp.wait_line(Duration::from_secs(60), |l| l.contains("forwarding"))
+            .is_some(),
         "marllb-dpdk did not start"
     );
 
@@ -203,7 +240,16 @@ fn run_case(tag: &str, encap: &str) {
     while Instant::now() < end && attempts < 10 {
         attempts += 1;
         let out = Command::new("ip")
-            .args(["netns", "exec", &cli, "curl", "-s", "--max-time", "3", "http://198.18.255.1:8080/index.html"])
+            .args([
+                "netns",
+                "exec",
+                &cli,
+                "curl",
+                "-s",
+                "--max-time",
+                "3",
+                "http://198.18.255.1:8080/index.html",
+            ])
             .output()
             .expect("run curl");
         body = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -213,10 +259,21 @@ fn run_case(tag: &str, encap: &str) {
         std::thread::sleep(Duration::from_millis(500));
     }
     let stopped = lbp.stop(Duration::from_secs(20));
-    assert!(body.contains("hello through marllb-dpdk"), "no response through the LB after {attempts} attempt(s): {body:?}");
+    assert!(
+        body.contains("hello through marllb-dpdk"),
+        "no response through the LB after {attempts} attempt(s): {body:?}"
+    );
     assert!(stopped, "marllb-dpdk did not exit cleanly");
-    let summary = lbp.log.iter().find(|l| l.contains("flows: inserted")).cloned().unwrap_or_default();
-    assert!(!summary.contains("inserted 0,"), "no flow was created: {summary}");
+    let summary = lbp
+        .log
+        .iter()
+        .find(|l| l.contains("flows: inserted"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !summary.contains("inserted 0,"),
+        "no flow was created: {summary}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -6,6 +6,8 @@
 //!   formatting, clippy with `-D warnings`, and all tests.
 //! * `cargo xtask bench core` — the core pipeline against a peer pipeline built
 //!   from well-known crates, in the same run.
+//! * `cargo xtask bench dpdk` — `marllb-dpdk` against `dpdk-testpmd` io-forward,
+//!   same generated trace (net_pcap, infinite_rx) to net_null, interleaved runs.
 //!
 //! System packages are installed with apt-get only when missing, and every step
 //! says what it is doing.
@@ -15,8 +17,29 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
-/// Debian packages each job needs (none yet for the core alone).
-const TEST_PACKAGES: &[&str] = &[];
+mod bench_dpdk;
+
+/// Debian packages each job needs: DPDK (headers, libraries and PMDs; testpmd
+/// is in `dpdk-dev`), bindgen's libclang, and what the host's tests drive.
+const TEST_PACKAGES: &[&str] = &[
+    "libdpdk-dev",
+    "dpdk-dev",
+    "pkg-config",
+    "libclang-dev",
+    "clang",
+    "libpcap-dev",
+    "iproute2",
+    "ethtool",
+    "curl",
+];
+const BENCH_DPDK_PACKAGES: &[&str] = &[
+    "libdpdk-dev",
+    "dpdk-dev",
+    "pkg-config",
+    "libclang-dev",
+    "clang",
+    "libpcap-dev",
+];
 const DEMO_PACKAGES: &[&str] = &[];
 
 fn main() -> ExitCode {
@@ -30,7 +53,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <demo | test | bench core>"
+    "usage: cargo xtask <demo | test | bench core | bench dpdk [--secs N] [--runs N]>"
 }
 
 fn run() -> Result<()> {
@@ -41,6 +64,7 @@ fn run() -> Result<()> {
         Some("test") => test(&root),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("core") => bench_core(&root, &args[2..]),
+            Some("dpdk") => bench_dpdk::run(&root, &args[2..]),
             _ => bail!("{}", usage()),
         },
         _ => bail!("{}", usage()),
