@@ -7,6 +7,8 @@
 //! * `cargo xtask bench shm` — the shared-memory protocol against memcpy.
 //! * `cargo xtask bench core` — the core pipeline against a peer pipeline built
 //!   from well-known crates, in the same run.
+//! * `cargo xtask bench dpdk` — `marllb-dpdk` against `dpdk-testpmd` io-forward,
+//!   same generated trace (net_pcap, infinite_rx) to net_null, interleaved runs.
 //!
 //! System packages are installed with apt-get only when missing, and every step
 //! says what it is doing.
@@ -16,8 +18,18 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
-/// Debian packages each job needs: the testbed's web servers, tools and Prometheus.
+mod bench_dpdk;
+
+/// Debian packages each job needs: DPDK (headers, libraries and PMDs; testpmd
+/// is in `dpdk-dev`), bindgen's libclang, and what the host's tests and the
+/// testbed drive (web servers, tools, Prometheus).
 const TEST_PACKAGES: &[&str] = &[
+    "libdpdk-dev",
+    "dpdk-dev",
+    "pkg-config",
+    "libclang-dev",
+    "clang",
+    "libpcap-dev",
     "iproute2",
     "ethtool",
     "curl",
@@ -25,6 +37,14 @@ const TEST_PACKAGES: &[&str] = &[
     "php-fpm",
     "php-cli",
     "prometheus",
+];
+const BENCH_DPDK_PACKAGES: &[&str] = &[
+    "libdpdk-dev",
+    "dpdk-dev",
+    "pkg-config",
+    "libclang-dev",
+    "clang",
+    "libpcap-dev",
 ];
 const DEMO_PACKAGES: &[&str] = &[];
 
@@ -39,7 +59,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <demo | test | fuzz [--seconds N] | bench core | bench shm>"
+    "usage: cargo xtask <demo | test | fuzz [--seconds N] | bench core | bench shm | bench dpdk [--secs N] [--runs N]>"
 }
 
 fn run() -> Result<()> {
@@ -62,6 +82,7 @@ fn run() -> Result<()> {
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("core") => bench_core(&root, &args[2..]),
             Some("shm") => bench_shm(&root, &args[2..]),
+            Some("dpdk") => bench_dpdk::run(&root, &args[2..]),
             _ => bail!("{}", usage()),
         },
         _ => bail!("{}", usage()),

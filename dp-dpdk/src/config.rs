@@ -1,0 +1,786 @@
+//! The TOML configuration: VIPs, backends, method, encapsulation, flow-table
+//! size, timeouts, MTU, ports and our egress addresses.
+//!
+//! # Contract
+//!
+//! [`Config::load`] / [`Config::parse`] refuse anything unknown or inconsistent
+//! with an error that names the field (`backend[2].mac: ...`); a config that
+//! loads builds a [`Service`] without further errors ([`Config::build_service`]).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use marllb_core::classify::{Vip, VipProto};
+use marllb_core::flow::Timeouts;
+use marllb_core::rewrite::{Egress, Encap};
+use marllb_core::select::Method;
+use marllb_core::service::{AdminState, Backend, Service, MAX_VIPS};
+use marllb_core::wire::IpFamily;
+use marllb_core::{Weight, MAX_BACKENDS, WEIGHT_ONE};
+use serde::Deserialize;
+use zerocopy::FromZeros;
+
+/// Flow-table sizes (buckets of 4 entries) compiled into the binary.
+pub const FLOW_TABLE_SIZES: [usize; 5] = [1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20];
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a field of the wrong type / an unknown field.
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    /// A field has an invalid value.
+    #[error("{field}: {msg}")]
+    Field {
+        /// Path of the field, e.g. `backend[2].mac`.
+        field: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+fn field_err(field: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: field.into(),
+        msg: msg.into(),
+    }
+}
+
+/// Selection method names.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodName {
+    /// Alias method over the weights.
+    Alias,
+    /// Shortest expected delay.
+    Sed,
+    /// Weighted Maglev (stateless).
+    Maglev,
+}
+
+/// Encapsulation names.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EncapName {
+    /// L2 direct server return.
+    L2dsr,
+    /// IP-in-IP.
+    Ipip,
+    /// GRE.
+    Gre,
+}
+
+/// Protocol names.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtoName {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+    /// Any protocol.
+    Any,
+}
+
+/// Port layout.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortMode {
+    /// One port: clients in, backends out, on the same port.
+    #[default]
+    OneArmed,
+    /// Clients on `client`, backends on `backend`.
+    TwoArmed,
+}
+
+/// `[service]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// Default method of the VIPs.
+    #[serde(default = "default_method")]
+    pub method: MethodName,
+    /// Default encapsulation of the VIPs.
+    #[serde(default = "default_encap")]
+    pub encap: EncapName,
+    /// Flow-table buckets per worker (one of [`FLOW_TABLE_SIZES`]).
+    #[serde(default = "default_buckets")]
+    pub flow_table_buckets: usize,
+    /// Flow-hash seed (equal on every LB node).
+    #[serde(default = "default_seed")]
+    pub hash_seed: u64,
+    /// Verify IPv4 header checksums.
+    #[serde(default = "default_true")]
+    pub verify_checksums: bool,
+    /// Largest IP packet on the backend link.
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+/// `[timeouts]`, in seconds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutSection {
+    /// Half-open TCP.
+    #[serde(default = "t_syn")]
+    pub tcp_syn: f64,
+    /// Established TCP.
+    #[serde(default = "t_est")]
+    pub tcp_established: f64,
+    /// TCP after FIN/RST.
+    #[serde(default = "t_closing")]
+    pub tcp_closing: f64,
+    /// UDP.
+    #[serde(default = "t_udp")]
+    pub udp: f64,
+    /// Other protocols.
+    #[serde(default = "t_udp")]
+    pub other: f64,
+}
+
+impl Default for TimeoutSection {
+    fn default() -> Self {
+        Self {
+            tcp_syn: t_syn(),
+            tcp_established: t_est(),
+            tcp_closing: t_closing(),
+            udp: t_udp(),
+            other: t_udp(),
+        }
+    }
+}
+
+/// `[ports]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSection {
+    /// One- or two-armed.
+    #[serde(default)]
+    pub mode: PortMode,
+    /// Port id of the client side.
+    #[serde(default)]
+    pub client: u16,
+    /// Port id of the backend side (two-armed only).
+    pub backend: Option<u16>,
+    /// Promiscuous mode.
+    #[serde(default = "default_true")]
+    pub promiscuous: bool,
+    /// RX descriptors per queue.
+    #[serde(default = "default_desc")]
+    pub rx_desc: u16,
+    /// TX descriptors per queue.
+    #[serde(default = "default_desc")]
+    pub tx_desc: u16,
+}
+
+impl Default for PortSection {
+    fn default() -> Self {
+        Self {
+            mode: PortMode::OneArmed,
+            client: 0,
+            backend: None,
+            promiscuous: true,
+            rx_desc: default_desc(),
+            tx_desc: default_desc(),
+        }
+    }
+}
+
+/// `[egress]`: our side of the backend link.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSection {
+    /// Source MAC; default: the backend port's MAC.
+    pub src_mac: Option<String>,
+    /// Outer IPv4 source (tunnels to IPv4 backends).
+    pub src_v4: Option<String>,
+    /// Outer IPv6 source (tunnels to IPv6 backends).
+    pub src_v6: Option<String>,
+}
+
+/// `[[vip]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipSection {
+    /// Address.
+    pub address: String,
+    /// Protocol.
+    #[serde(default)]
+    pub protocol: ProtoName,
+    /// Port (0 = any).
+    #[serde(default)]
+    pub port: u16,
+    /// Method (default: `service.method`).
+    pub method: Option<MethodName>,
+    /// Encapsulation (default: `service.encap`).
+    pub encap: Option<EncapName>,
+    /// Member backends by name or index (default: all).
+    pub backends: Option<Vec<toml::Value>>,
+}
+
+/// `[[backend]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSection {
+    /// Name (for VIP membership and logs).
+    pub name: Option<String>,
+    /// Address (outer destination of tunnels).
+    pub address: String,
+    /// MAC of the backend (L2 DSR) or of the next hop toward it.
+    pub mac: String,
+    /// Initial (and base) weight.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[service]`.
+    pub service: ServiceSection,
+    /// `[timeouts]`.
+    #[serde(default)]
+    pub timeouts: TimeoutSection,
+    /// `[ports]`.
+    #[serde(default)]
+    pub ports: PortSection,
+    /// `[egress]`.
+    #[serde(default)]
+    pub egress: EgressSection,
+    /// `[[vip]]`.
+    #[serde(default)]
+    pub vip: Vec<VipSection>,
+    /// `[[backend]]`.
+    #[serde(default)]
+    pub backend: Vec<BackendSection>,
+}
+
+fn default_method() -> MethodName {
+    MethodName::Alias
+}
+fn default_encap() -> EncapName {
+    EncapName::Ipip
+}
+fn default_buckets() -> usize {
+    1 << 16
+}
+fn default_seed() -> u64 {
+    0x6d61_726c_6c62
+}
+fn default_true() -> bool {
+    true
+}
+fn default_mtu() -> u16 {
+    1500
+}
+fn default_desc() -> u16 {
+    1024
+}
+fn default_weight() -> f64 {
+    1.0
+}
+fn t_syn() -> f64 {
+    5.0
+}
+fn t_est() -> f64 {
+    300.0
+}
+fn t_closing() -> f64 {
+    10.0
+}
+fn t_udp() -> f64 {
+    30.0
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in out.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// A weight in Q16.16 from a non-negative number below 65536.
+pub fn weight_q16(w: f64) -> Option<Weight> {
+    (w.is_finite() && (0.0..65536.0).contains(&w))
+        .then(|| (w * f64::from(WEIGHT_ONE)).round() as Weight)
+}
+
+/// Parses an admin-state name.
+pub fn parse_admin(s: &str) -> Option<AdminState> {
+    match s {
+        "active" => Some(AdminState::Active),
+        "draining" => Some(AdminState::Draining),
+        "down" => Some(AdminState::Down),
+        _ => None,
+    }
+}
+
+fn to_family_addr(ip: IpAddr) -> (IpFamily, [u8; 16]) {
+    let mut a = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => {
+            a[..4].copy_from_slice(&v4.octets());
+            (IpFamily::V4, a)
+        }
+        IpAddr::V6(v6) => (IpFamily::V6, v6.octets()),
+    }
+}
+
+/// A validated VIP.
+#[derive(Clone, Debug)]
+pub struct VipSpec {
+    /// The VIP.
+    pub vip: Vip,
+    /// Method.
+    pub method: Method,
+    /// Encapsulation.
+    pub encap: Encap,
+    /// Member backend indices.
+    pub members: Vec<u16>,
+}
+
+/// A validated configuration, ready to build services from.
+#[derive(Clone, Debug)]
+pub struct Validated {
+    /// The source.
+    pub raw: Config,
+    /// Backends (admin Active, weight = base weight).
+    pub backends: Vec<Backend>,
+    /// Backend names (for logs).
+    pub names: Vec<String>,
+    /// VIPs.
+    pub vips: Vec<VipSpec>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Egress, with `src_mac` possibly still unset (filled from the port).
+    pub egress: Egress,
+    /// `egress.src_mac` was configured.
+    pub src_mac_set: bool,
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Validated, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Validated, ConfigError> {
+        let raw: Config = toml::from_str(text)?;
+        raw.validate()
+    }
+
+    fn validate(self) -> Result<Validated, ConfigError> {
+        let s = &self.service;
+        if !FLOW_TABLE_SIZES.contains(&s.flow_table_buckets) {
+            return Err(field_err(
+                "service.flow_table_buckets",
+                format!(
+                    "{} is not one of {:?}",
+                    s.flow_table_buckets, FLOW_TABLE_SIZES
+                ),
+            ));
+        }
+        if !(576..=9216).contains(&s.mtu) {
+            return Err(field_err(
+                "service.mtu",
+                format!("{} is outside 576..=9216", s.mtu),
+            ));
+        }
+        let t = &self.timeouts;
+        let secs = |name: &str, v: f64| -> Result<u64, ConfigError> {
+            if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
+                return Err(field_err(
+                    format!("timeouts.{name}"),
+                    format!("{v} is not in (0, 3600] seconds"),
+                ));
+            }
+            Ok((v * 1e9) as u64)
+        };
+        let timeouts = Timeouts {
+            tcp_syn_ns: secs("tcp_syn", t.tcp_syn)?,
+            tcp_established_ns: secs("tcp_established", t.tcp_established)?,
+            tcp_closing_ns: secs("tcp_closing", t.tcp_closing)?,
+            udp_ns: secs("udp", t.udp)?,
+            other_ns: secs("other", t.other)?,
+        };
+        let p = &self.ports;
+        match (p.mode, p.backend) {
+            (PortMode::TwoArmed, None) => {
+                return Err(field_err("ports.backend", "two-armed mode needs a backend port"))
+            }
+            (PortMode::TwoArmed, Some(b)) if b == p.client => {
+                return Err(field_err("ports.backend", "must differ from ports.client"))
+            }
+            (PortMode::OneArmed, Some(b)) if b != p.client => {
+                return Err(field_err(
+                    "ports.backend",
+                    "one-armed mode uses ports.client for both sides (omit ports.backend or set mode = \"two-armed\")",
+                ))
+            }
+            _ => {}
+        }
+        if p.rx_desc == 0 || p.tx_desc == 0 {
+            return Err(field_err("ports.rx_desc", "descriptor counts must be > 0"));
+        }
+        let mut egress = Egress {
+            mtu: s.mtu,
+            ..Egress::default()
+        };
+        let src_mac_set = match &self.egress.src_mac {
+            Some(m) => {
+                egress.src_mac = parse_mac(m)
+                    .ok_or_else(|| field_err("egress.src_mac", format!("invalid MAC {m:?}")))?;
+                true
+            }
+            None => false,
+        };
+        if let Some(a) = &self.egress.src_v4 {
+            let ip: Ipv4Addr = a
+                .parse()
+                .map_err(|_| field_err("egress.src_v4", format!("invalid IPv4 address {a:?}")))?;
+            egress.src_v4 = ip.octets();
+        }
+        if let Some(a) = &self.egress.src_v6 {
+            let ip: Ipv6Addr = a
+                .parse()
+                .map_err(|_| field_err("egress.src_v6", format!("invalid IPv6 address {a:?}")))?;
+            egress.src_v6 = ip.octets();
+        }
+
+        if self.backend.is_empty() {
+            return Err(field_err("backend", "at least one [[backend]] is required"));
+        }
+        if self.backend.len() > MAX_BACKENDS {
+            return Err(field_err(
+                "backend",
+                format!("at most {MAX_BACKENDS} backends"),
+            ));
+        }
+        let mut backends = Vec::new();
+        let mut names = Vec::new();
+        for (i, b) in self.backend.iter().enumerate() {
+            let ip: IpAddr = b.address.parse().map_err(|_| {
+                field_err(
+                    format!("backend[{i}].address"),
+                    format!("invalid IP address {:?}", b.address),
+                )
+            })?;
+            let mac = parse_mac(&b.mac).ok_or_else(|| {
+                field_err(
+                    format!("backend[{i}].mac"),
+                    format!("invalid MAC {:?}", b.mac),
+                )
+            })?;
+            let w = weight_q16(b.weight).ok_or_else(|| {
+                field_err(
+                    format!("backend[{i}].weight"),
+                    format!("{} is not in [0, 65536)", b.weight),
+                )
+            })?;
+            let (family, addr) = to_family_addr(ip);
+            if backends
+                .iter()
+                .any(|x: &Backend| x.addr == addr && x.family == family)
+            {
+                return Err(field_err(
+                    format!("backend[{i}].address"),
+                    "duplicate backend address",
+                ));
+            }
+            let name = b.name.clone().unwrap_or_else(|| b.address.clone());
+            if names.contains(&name) {
+                return Err(field_err(
+                    format!("backend[{i}].name"),
+                    format!("duplicate name {name:?}"),
+                ));
+            }
+            names.push(name);
+            backends.push(Backend {
+                family,
+                admin: AdminState::Active,
+                mac,
+                addr,
+                weight: w,
+                base_weight: w,
+            });
+        }
+
+        if self.vip.is_empty() {
+            return Err(field_err("vip", "at least one [[vip]] is required"));
+        }
+        if self.vip.len() > MAX_VIPS {
+            return Err(field_err("vip", format!("at most {MAX_VIPS} VIPs")));
+        }
+        let mut vips: Vec<VipSpec> = Vec::new();
+        for (i, v) in self.vip.iter().enumerate() {
+            let ip: IpAddr = v.address.parse().map_err(|_| {
+                field_err(
+                    format!("vip[{i}].address"),
+                    format!("invalid IP address {:?}", v.address),
+                )
+            })?;
+            let proto = match v.protocol {
+                ProtoName::Tcp => VipProto::Tcp,
+                ProtoName::Udp => VipProto::Udp,
+                ProtoName::Any => VipProto::Any,
+            };
+            let vip = match ip {
+                IpAddr::V4(a) => Vip::v4(a.octets(), proto, v.port),
+                IpAddr::V6(a) => Vip::v6(a.octets(), proto, v.port),
+            };
+            if vips.iter().any(|x| x.vip == vip) {
+                return Err(field_err(
+                    format!("vip[{i}]"),
+                    "duplicate VIP (address, protocol, port)",
+                ));
+            }
+            let method = match v.method.unwrap_or(s.method) {
+                MethodName::Alias => Method::Alias,
+                MethodName::Sed => Method::Sed,
+                MethodName::Maglev => Method::Maglev,
+            };
+            let encap = match v.encap.unwrap_or(s.encap) {
+                EncapName::L2dsr => Encap::L2Dsr,
+                EncapName::Ipip => Encap::IpIp,
+                EncapName::Gre => Encap::Gre,
+            };
+            let members: Vec<u16> = match &v.backends {
+                None => (0..backends.len() as u16).collect(),
+                Some(list) => {
+                    let mut m = Vec::new();
+                    for (k, item) in list.iter().enumerate() {
+                        let f = format!("vip[{i}].backends[{k}]");
+                        let idx = match item {
+                            toml::Value::Integer(n) => usize::try_from(*n)
+                                .ok()
+                                .filter(|&n| n < backends.len())
+                                .ok_or_else(|| {
+                                    field_err(&f, format!("no backend with index {n}"))
+                                })?,
+                            toml::Value::String(name) => {
+                                names.iter().position(|x| x == name).ok_or_else(|| {
+                                    field_err(&f, format!("no backend named {name:?}"))
+                                })?
+                            }
+                            _ => return Err(field_err(&f, "expected a backend name or index")),
+                        };
+                        if m.contains(&(idx as u16)) {
+                            return Err(field_err(&f, "backend listed twice"));
+                        }
+                        m.push(idx as u16);
+                    }
+                    if m.is_empty() {
+                        return Err(field_err(format!("vip[{i}].backends"), "empty"));
+                    }
+                    m
+                }
+            };
+            if encap != Encap::L2Dsr {
+                for &b in &members {
+                    let fam = backends[usize::from(b)].family;
+                    if fam == IpFamily::V4 && self.egress.src_v4.is_none() {
+                        return Err(field_err(
+                            "egress.src_v4",
+                            format!("vip[{i}] tunnels to IPv4 backends and needs an outer source address"),
+                        ));
+                    }
+                    if fam == IpFamily::V6 && self.egress.src_v6.is_none() {
+                        return Err(field_err(
+                            "egress.src_v6",
+                            format!("vip[{i}] tunnels to IPv6 backends and needs an outer source address"),
+                        ));
+                    }
+                }
+            }
+            if !members
+                .iter()
+                .any(|&b| backends[usize::from(b)].base_weight > 0)
+            {
+                return Err(field_err(
+                    format!("vip[{i}].backends"),
+                    "every member has weight 0",
+                ));
+            }
+            vips.push(VipSpec {
+                vip,
+                method,
+                encap,
+                members,
+            });
+        }
+        let v = Validated {
+            raw: self,
+            backends,
+            names,
+            vips,
+            timeouts,
+            egress,
+            src_mac_set,
+        };
+        // Catch anything the core refuses now, with the field it belongs to.
+        v.build_service(None, None)?;
+        Ok(v)
+    }
+}
+
+impl Validated {
+    /// Flow-table buckets per worker.
+    pub fn buckets(&self) -> usize {
+        self.raw.service.flow_table_buckets
+    }
+
+    /// Builds the service, with the controller's `weights` / `admin` states
+    /// (by backend index) when given.
+    pub fn build_service(
+        &self,
+        weights: Option<&[Weight]>,
+        admin: Option<&[AdminState]>,
+    ) -> Result<Box<Service>, ConfigError> {
+        let mut svc = Service::new_box_zeroed()
+            .map_err(|_| field_err("service", "cannot allocate the service tables"))?;
+        svc.hash_seed = self.raw.service.hash_seed;
+        svc.verify_checksums = self.raw.service.verify_checksums;
+        svc.egress = self.egress;
+        svc.set_backends(&self.backends)
+            .map_err(|e| field_err("backend", format!("{e:?}")))?;
+        svc.set_timeouts(&self.timeouts)
+            .map_err(|e| field_err("timeouts", format!("{e:?}")))?;
+        for (i, v) in self.vips.iter().enumerate() {
+            svc.add_vip(v.vip, v.method, v.encap, &v.members)
+                .map_err(|e| field_err(format!("vip[{i}]"), format!("{e:?}")))?;
+        }
+        if let Some(adm) = admin {
+            for (b, &st) in adm.iter().enumerate().take(self.backends.len()) {
+                svc.set_admin(b as u16, st)
+                    .map_err(|e| field_err(format!("admin[{b}]"), format!("{e:?}")))?;
+            }
+        }
+        if let Some(w) = weights {
+            svc.set_weights(w);
+        }
+        Ok(svc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[service]
+method = "alias"
+encap = "ipip"
+flow_table_buckets = 4096
+
+[egress]
+src_v4 = "198.18.0.1"
+
+[[vip]]
+address = "198.18.255.1"
+protocol = "tcp"
+port = 80
+
+[[backend]]
+name = "a"
+address = "198.19.0.10"
+mac = "02:00:00:00:01:00"
+weight = 1.0
+
+[[backend]]
+address = "198.19.0.11"
+mac = "02:00:00:00:01:01"
+weight = 2.5
+"#;
+
+    fn err_of(text: &str) -> String {
+        match Config::parse(text) {
+            Ok(_) => String::from("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn good_config_loads() {
+        let v = Config::parse(GOOD).map_err(|e| e.to_string());
+        assert!(v.is_ok(), "{v:?}");
+        if let Ok(v) = v {
+            assert_eq!(v.backends.len(), 2);
+            assert_eq!(v.backends[1].weight, (2.5 * 65536.0) as u32);
+            assert_eq!(v.vips[0].members, vec![0, 1]);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                GOOD.replace("02:00:00:00:01:01", "02:00:zz"),
+                "backend[1].mac",
+            ),
+            (
+                GOOD.replace("weight = 2.5", "weight = -1"),
+                "backend[1].weight",
+            ),
+            (GOOD.replace("4096", "1000"), "service.flow_table_buckets"),
+            (
+                GOOD.replace("198.19.0.11", "198.19.0.999"),
+                "backend[1].address",
+            ),
+            (GOOD.replace("src_v4 = \"198.18.0.1\"", ""), "egress.src_v4"),
+            (
+                GOOD.replace("port = 80", "port = 80\nbackends = [\"zz\"]"),
+                "vip[0].backends[0]",
+            ),
+            (
+                GOOD.replace("[egress]", "[ports]\nmode = \"two-armed\"\n[egress]"),
+                "ports.backend",
+            ),
+            (
+                GOOD.replace("method = \"alias\"", "method = \"random\""),
+                "method",
+            ),
+            (
+                GOOD.replace("encap = \"ipip\"", "encap = \"ipip\"\nbogus = 1"),
+                "bogus",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = err_of(&text);
+            assert!(
+                e.contains(field),
+                "expected an error naming {field}, got: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn macs_and_weights() {
+        assert_eq!(parse_mac("02:00:00:00:01:0a"), Some([2, 0, 0, 0, 1, 10]));
+        assert_eq!(parse_mac("02:00:00:00:01"), None);
+        assert_eq!(parse_mac("02:00:00:00:01:0a:00"), None);
+        assert_eq!(weight_q16(1.0), Some(WEIGHT_ONE));
+        assert_eq!(weight_q16(f64::NAN), None);
+    }
+}

@@ -1,0 +1,424 @@
+//! `marllb-dpdk [EAL args] -- --config lb.toml [options]`: the MARLLB data plane
+//! on DPDK ports.
+//!
+//! The main lcore validates the configuration (before touching DPDK), brings up
+//! the EAL, the mbuf pool and the ports, launches one worker per worker lcore
+//! (each with its own queue pair on every port and its own flow table), then
+//! runs the control period: ask the workers for telemetry snapshots, publish
+//! them through the [`control::Control`] seam, apply new weights from it. SIGINT
+//! or SIGTERM stops the workers, flushes the last stats, closes the control
+//! connection and the ports, and prints a summary. SIGHUP re-reads
+//! `--weights-file`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use marllb_core::pipeline::Worker;
+use marllb_core::service::AdminState;
+use marllb_core::telemetry::Telemetry;
+use zerocopy::FromZeros;
+
+use marllb_dpdk::config::{Config, PortMode, Validated};
+use marllb_dpdk::control::{Control, LocalControl};
+use marllb_dpdk::dpdk::{Eal, Mempool, Port, PortSetup};
+use marllb_dpdk::stats::Totals;
+use marllb_dpdk::worker::{Shared, WorkerCtx, WorkerPort};
+
+/// Options after `--` (EAL options come before it).
+#[derive(Debug, Parser)]
+#[command(
+    name = "marllb-dpdk",
+    about = "MARLLB L4 load balancer on DPDK",
+    override_usage = "marllb-dpdk [EAL options] -- --config FILE [OPTIONS]"
+)]
+struct Args {
+    /// TOML configuration (VIPs, backends, method, encapsulation, ports ...).
+    #[arg(long)]
+    config: PathBuf,
+    /// Shared-memory region of the controller (not available in this build:
+    /// the marllb-shm control is wired in separately).
+    #[arg(long)]
+    shm: Option<String>,
+    /// Weights file (`weights = [..]`, optional `admin = [..]`), read at start
+    /// and re-read on SIGHUP (stand-alone control).
+    #[arg(long)]
+    weights_file: Option<PathBuf>,
+    /// Write the exit totals as JSON to this file.
+    #[arg(long)]
+    stats_json: Option<PathBuf>,
+    /// Control period: stats publication and weight polling (ms).
+    #[arg(long, default_value_t = 200)]
+    period_ms: u64,
+    /// Print a stats line this often (ms; 0 = never).
+    #[arg(long, default_value_t = 1000)]
+    print_every_ms: u64,
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    duration_s: Option<f64>,
+    /// Mbufs in the packet pool.
+    #[arg(long, default_value_t = 16383)]
+    mbufs: u32,
+    /// Workers sleep this long after 1024 empty polls (µs; 0 = pure busy poll).
+    #[arg(long, default_value_t = 0)]
+    idle_sleep_us: u64,
+    /// Validate the configuration and exit (no EAL needed).
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() {
+    match run() {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("marllb-dpdk: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    let prog = argv
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "marllb-dpdk".into());
+    let (eal_args, app_args) = match argv.iter().position(|a| a == "--") {
+        Some(i) => (argv[..i].to_vec(), argv[i + 1..].to_vec()),
+        None => (vec![prog.clone()], argv[1..].to_vec()),
+    };
+    let args = Args::parse_from(std::iter::once(prog).chain(app_args));
+
+    // Refuse a bad configuration before touching DPDK.
+    let cfg = Config::load(&args.config)
+        .with_context(|| format!("configuration {} refused", args.config.display()))?;
+    if args.check_config {
+        println!(
+            "configuration OK: {} VIP(s), {} backend(s), {} flow-table buckets per worker",
+            cfg.vips.len(),
+            cfg.backends.len(),
+            cfg.buckets()
+        );
+        return Ok(());
+    }
+    if let Some(name) = &args.shm {
+        bail!("--shm {name}: the shared-memory control (marllb-shm) is not built into this binary yet; use --weights-file");
+    }
+
+    let term = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&term)).context("installing signal handler")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .context("installing SIGHUP handler")?;
+
+    let (eal, _) = Eal::init(&eal_args).context("EAL initialisation")?;
+    println!("marllb-dpdk: {}", Eal::version());
+    let result = run_with_eal(&eal, &args, &cfg, &term, &reload);
+    eal.cleanup();
+    result
+}
+
+fn run_with_eal(
+    eal: &Eal,
+    args: &Args,
+    cfg: &Validated,
+    term: &Arc<AtomicBool>,
+    reload: &Arc<AtomicBool>,
+) -> Result<()> {
+    let lcores = eal.worker_lcores();
+    if lcores.is_empty() {
+        bail!("no worker lcore: give the EAL at least two lcores (e.g. -l 0,1); the main lcore runs control, workers forward");
+    }
+    let nports = Port::count(eal);
+    let p = &cfg.raw.ports;
+    let mut ids = vec![p.client];
+    if p.mode == PortMode::TwoArmed {
+        ids.extend(p.backend);
+    }
+    for &id in &ids {
+        if id >= nports {
+            bail!("ports: port {id} does not exist (DPDK found {nports} port(s); add --vdev or a NIC)");
+        }
+    }
+    let pool = Mempool::pktmbuf(
+        eal,
+        "marllb_pool",
+        args.mbufs,
+        256,
+        sys_default_buf_size(),
+        eal.socket_id(),
+    )
+    .context("creating the mbuf pool (lower --mbufs or raise -m)")?;
+    let setup = PortSetup {
+        queues: lcores.len() as u16,
+        rx_desc: p.rx_desc,
+        tx_desc: p.tx_desc,
+        mtu: Some(cfg.raw.service.mtu),
+        promiscuous: p.promiscuous,
+    };
+    let mut ports = Vec::new();
+    for &id in &ids {
+        let port =
+            Port::start(eal, id, &setup, &pool).with_context(|| format!("starting port {id}"))?;
+        println!(
+            "port {id}: driver {}, MAC {}, {} queue(s){}",
+            port.driver(),
+            fmt_mac(port.mac()),
+            setup.queues,
+            if port.rss() {
+                ", RSS"
+            } else if setup.queues > 1 {
+                ", no RSS (flows may split across workers)"
+            } else {
+                ""
+            }
+        );
+        ports.push(port);
+    }
+    let backend_pos = ports.len() - 1;
+    let mut cfg = cfg.clone();
+    if !cfg.src_mac_set {
+        cfg.egress.src_mac = ports[backend_pos].mac();
+    }
+    let svc = cfg.build_service(None, None)?;
+    let shared = Arc::new(Shared::new(svc, lcores.len())?);
+
+    // Queue pair q of every port goes to worker q.
+    let mut per_port: Vec<_> = ports
+        .iter_mut()
+        .map(|p| p.take_queues().into_iter())
+        .collect();
+    let mut worker_ports = Vec::new();
+    for _ in 0..lcores.len() {
+        let mut wp = Vec::new();
+        for (pos, it) in per_port.iter_mut().enumerate() {
+            let (rx, tx) = it.next().context("queue pair missing")?;
+            // In two-armed mode the backend side is TX only (DSR/tunnels send
+            // nothing back through us).
+            let rx = (pos == 0).then_some(rx);
+            wp.push(WorkerPort { rx, tx });
+        }
+        worker_ports.push(wp);
+    }
+
+    let idle = Duration::from_micros(args.idle_sleep_us);
+    let launched = match cfg.buckets() {
+        4096 => launch::<4096>(eal, &lcores, worker_ports, backend_pos, &shared, idle),
+        16384 => launch::<16384>(eal, &lcores, worker_ports, backend_pos, &shared, idle),
+        65536 => launch::<65536>(eal, &lcores, worker_ports, backend_pos, &shared, idle),
+        262144 => launch::<262144>(eal, &lcores, worker_ports, backend_pos, &shared, idle),
+        1048576 => launch::<1048576>(eal, &lcores, worker_ports, backend_pos, &shared, idle),
+        n => Err(anyhow::anyhow!(
+            "service.flow_table_buckets: {n} is not compiled in"
+        )),
+    };
+    println!(
+        "marllb-dpdk: {} worker(s) on lcores {:?}, {} VIP(s), {} backend(s), {} buckets per worker; forwarding",
+        lcores.len(),
+        lcores,
+        cfg.vips.len(),
+        cfg.backends.len(),
+        cfg.buckets()
+    );
+    let mut control = LocalControl::new(
+        args.weights_file.clone(),
+        cfg.backends.len(),
+        Arc::clone(reload),
+    );
+    let mut totals = Totals::default();
+    let run_res = match launched {
+        Ok(()) => main_loop(args, &cfg, &shared, &mut control, term, &mut totals),
+        Err(e) => Err(e),
+    };
+    shared.stop.store(true, Ordering::Release);
+    let mut worker_fail = 0;
+    for &l in &lcores {
+        if eal.wait_lcore(l) != 0 {
+            worker_fail += 1;
+        }
+    }
+    let elapsed = shared.start.elapsed().as_secs_f64();
+    // Flush: the workers' final snapshots.
+    let final_totals = {
+        let guards: Vec<_> = shared
+            .slots
+            .iter()
+            .map(|s| s.snapshot.lock().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        let tels: Vec<&Telemetry> = guards.iter().map(|g| &*g.telemetry).collect();
+        control.publish_stats(shared.now_ns(), &tels);
+        Totals::from_snapshots(guards.iter().map(|g| (&*g.telemetry, &g.host)), &cfg.names)
+    };
+    control.close();
+    let port_stats: Vec<_> = ports.iter().map(Port::stats).collect();
+    for p in ports {
+        p.close();
+    }
+    drop(pool);
+    let mut t = final_totals;
+    t.elapsed_s = elapsed;
+    t.ports = port_stats;
+    t.weight_updates = totals.weight_updates;
+    print!("{}", t.summary());
+    if let Some(path) = &args.stats_json {
+        let json = serde_json::to_string_pretty(&t).context("serialising stats")?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if worker_fail > 0 {
+        bail!("{worker_fail} worker lcore(s) failed");
+    }
+    run_res
+}
+
+fn sys_default_buf_size() -> u16 {
+    marllb_dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16
+}
+
+fn fmt_mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn launch<const B: usize>(
+    eal: &Eal,
+    lcores: &[u32],
+    ports: Vec<Vec<WorkerPort>>,
+    backend_port: usize,
+    shared: &Arc<Shared>,
+    idle_sleep: Duration,
+) -> Result<()> {
+    for (id, (&lcore, wp)) in lcores.iter().zip(ports).enumerate() {
+        let mut worker = Worker::<B>::new_box_zeroed()
+            .map_err(|_| anyhow::anyhow!("cannot allocate the flow table ({B} buckets)"))?;
+        worker.init(id as u64);
+        let ctx = WorkerCtx {
+            id,
+            worker,
+            ports: wp,
+            backend_port,
+            shared: Arc::clone(shared),
+            idle_sleep,
+        };
+        eal.launch(lcore, move || ctx.run())
+            .with_context(|| format!("launching worker {id} on lcore {lcore}"))?;
+    }
+    Ok(())
+}
+
+/// The control period until a signal (or `--duration-s`).
+fn main_loop(
+    args: &Args,
+    cfg: &Validated,
+    shared: &Shared,
+    control: &mut dyn Control,
+    term: &AtomicBool,
+    totals: &mut Totals,
+) -> Result<()> {
+    let period = Duration::from_millis(args.period_ms.max(1));
+    let print_every = Duration::from_millis(args.print_every_ms);
+    let deadline = args
+        .duration_s
+        .filter(|d| d.is_finite() && *d > 0.0)
+        .map(|d| Instant::now() + Duration::from_secs_f64(d));
+    let n = cfg.backends.len();
+    let mut weights: Vec<u32> = cfg.backends.iter().map(|b| b.weight).collect();
+    let mut admin: Vec<AdminState> = vec![AdminState::Active; n];
+    let mut pending_gen: Option<u64> = None;
+    let mut next_period = Instant::now() + period;
+    let mut next_print = Instant::now() + print_every;
+    let mut last_print: Option<(u64, u64)> = None; // (rx, at_ns)
+    loop {
+        if term.load(Ordering::Acquire) {
+            println!("marllb-dpdk: signal received, stopping");
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            println!("marllb-dpdk: duration reached, stopping");
+            return Ok(());
+        }
+        if let Some(g) = pending_gen {
+            if shared
+                .slots
+                .iter()
+                .all(|s| s.applied.load(Ordering::Acquire) >= g)
+            {
+                println!("control: weights generation {g} applied by all workers");
+                pending_gen = None;
+            }
+        }
+        let now = Instant::now();
+        if now < next_period {
+            std::thread::sleep((next_period - now).min(Duration::from_millis(5)));
+            continue;
+        }
+        next_period += period;
+        if next_period < now {
+            next_period = now + period;
+        }
+        // Snapshots published since the last bump; then ask for the next ones.
+        {
+            let guards: Vec<_> = shared
+                .slots
+                .iter()
+                .map(|s| s.snapshot.lock().unwrap_or_else(PoisonError::into_inner))
+                .collect();
+            let tels: Vec<&Telemetry> = guards.iter().map(|g| &*g.telemetry).collect();
+            control.publish_stats(shared.now_ns(), &tels);
+            if !print_every.is_zero() && now >= next_print {
+                next_print = now + print_every;
+                let t = Totals::from_snapshots(
+                    guards.iter().map(|g| (&*g.telemetry, &g.host)),
+                    &cfg.names,
+                );
+                let at = guards.iter().map(|g| g.at_ns).max().unwrap_or(0);
+                let mpps = match last_print {
+                    Some((rx0, t0)) if at > t0 => {
+                        (t.rx_packets.saturating_sub(rx0)) as f64 * 1e3 / (at - t0) as f64
+                    }
+                    _ => 0.0,
+                };
+                last_print = Some((t.rx_packets, at));
+                println!(
+                    "stats t={:.3} rx={} rx_mpps={:.3} fwd={} drop={} host={} tx_drop={} gen={}",
+                    at as f64 / 1e9,
+                    t.rx_packets,
+                    mpps,
+                    t.forwarded,
+                    t.dropped,
+                    t.to_host,
+                    t.host.tx_dropped,
+                    shared.service.generation()
+                );
+            }
+        }
+        shared.stats_epoch.fetch_add(1, Ordering::AcqRel);
+
+        if let Some(u) = control.poll_weights(shared.now_ns()) {
+            for (w, nw) in weights.iter_mut().zip(&u.weights) {
+                *w = *nw;
+            }
+            if let Some(a) = &u.admin {
+                for (s, ns) in admin.iter_mut().zip(a) {
+                    *s = *ns;
+                }
+            }
+            match cfg.build_service(Some(&weights), Some(&admin)) {
+                Ok(svc) => {
+                    let g = shared.service.store(svc);
+                    totals.weight_updates += 1;
+                    let wf: Vec<f64> = weights.iter().map(|&w| f64::from(w) / 65536.0).collect();
+                    println!("control: weights generation {g}: {wf:?} admin {admin:?}");
+                    pending_gen = Some(g);
+                }
+                Err(e) => eprintln!("control: update refused, weights unchanged: {e}"),
+            }
+        }
+    }
+}
