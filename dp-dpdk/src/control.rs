@@ -202,3 +202,71 @@ mod tests {
         assert!(parse_weights("weight = [1.0]", 3).is_err());
     }
 }
+
+/// Control through the controller's shared-memory region (`--shm NAME`): the
+/// data plane created the region; every period it publishes one stats frame
+/// per worker and polls the controller's weights, with marllb-shm's validation
+/// and watchdog (equal weights over the backends not down when the controller's
+/// heartbeat is stale; the controller's weights again when it returns).
+#[derive(Debug)]
+pub struct ShmControl<'r> {
+    view: marllb_shm::RegionView<'r>,
+    dp: marllb_shm::DataPlane<'r>,
+    publishers: Vec<marllb_shm::StatsPublisher<'r>>,
+    source: Option<marllb_shm::Source>,
+}
+
+impl<'r> ShmControl<'r> {
+    /// The data plane's end of `region`, for `workers` stats blocks.
+    pub fn new(region: &'r marllb_shm::ShmRegion, workers: u32, heartbeat_timeout_ns: u64) -> Self {
+        let view = region.view();
+        let dp = marllb_shm::DataPlane::new(
+            &view,
+            marllb_shm::DataPlaneConfig {
+                heartbeat_timeout_ns,
+                ..marllb_shm::DataPlaneConfig::default()
+            },
+        );
+        let publishers = (0..workers)
+            .filter_map(|w| marllb_shm::StatsPublisher::new(&view, w, 0))
+            .collect();
+        Self {
+            view,
+            dp,
+            publishers,
+            source: None,
+        }
+    }
+}
+
+impl Control for ShmControl<'_> {
+    fn publish_stats(&mut self, now_ns: u64, workers: &[&Telemetry]) {
+        let status = self.dp.status();
+        for (p, t) in self.publishers.iter_mut().zip(workers) {
+            p.publish(now_ns, t, &status);
+        }
+    }
+
+    fn poll_weights(&mut self, now_ns: u64) -> Option<WeightUpdate> {
+        let poll = self.dp.poll(now_ns);
+        if self.source != Some(poll.source) {
+            match poll.source {
+                marllb_shm::Source::Controller => {
+                    println!("control: following the controller's weights")
+                }
+                marllb_shm::Source::Fallback(why) => println!(
+                    "control: watchdog fallback ({why:?}): equal weights over the backends not down"
+                ),
+            }
+            self.source = Some(poll.source);
+        }
+        poll.changed.then(|| WeightUpdate {
+            weights: poll.vector.weights().to_vec(),
+            admin: Some(poll.vector.admin().to_vec()),
+        })
+    }
+
+    fn close(&mut self) {
+        self.view.close();
+    }
+}

@@ -23,7 +23,7 @@ use marllb_core::telemetry::Telemetry;
 use zerocopy::FromZeros;
 
 use marllb_dpdk::config::{Config, PortMode, Validated};
-use marllb_dpdk::control::{Control, LocalControl};
+use marllb_dpdk::control::{Control, LocalControl, ShmControl};
 use marllb_dpdk::dpdk::{Eal, Mempool, Port, PortSetup};
 use marllb_dpdk::stats::Totals;
 use marllb_dpdk::worker::{Shared, WorkerCtx, WorkerPort};
@@ -39,10 +39,14 @@ struct Args {
     /// TOML configuration (VIPs, backends, method, encapsulation, ports ...).
     #[arg(long)]
     config: PathBuf,
-    /// Shared-memory region of the controller (not available in this build:
-    /// the marllb-shm control is wired in separately).
+    /// Shared-memory region shared with the controller (`/dev/shm/NAME`,
+    /// created here, mode 0600); the controller attaches with the same name.
     #[arg(long)]
     shm: Option<String>,
+    /// Watchdog: fall back to equal weights over the backends not down when the
+    /// controller's heartbeat has not moved for this long (ms).
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_timeout_ms: u64,
     /// Weights file (`weights = [..]`, optional `admin = [..]`), read at start
     /// and re-read on SIGHUP (stand-alone control).
     #[arg(long)]
@@ -104,8 +108,8 @@ fn run() -> Result<()> {
         );
         return Ok(());
     }
-    if let Some(name) = &args.shm {
-        bail!("--shm {name}: the shared-memory control (marllb-shm) is not built into this binary yet; use --weights-file");
+    if args.shm.is_some() && args.weights_file.is_some() {
+        bail!("--shm and --weights-file exclude each other: the controller sets the weights");
     }
 
     let term = Arc::new(AtomicBool::new(false));
@@ -186,6 +190,14 @@ fn run_with_eal(
         cfg.egress.src_mac = ports[backend_pos].mac();
     }
     let svc = cfg.build_service(None, None)?;
+    // What the controller checks it manages (built before the service moves).
+    let image = match &args.shm {
+        Some(name) => Some(
+            marllb_shm::ConfigImage::from_service(&svc)
+                .map_err(|e| anyhow::anyhow!("--shm {name}: {e:?}"))?,
+        ),
+        None => None,
+    };
     let shared = Arc::new(Shared::new(svc, lcores.len())?);
 
     // Queue pair q of every port goes to worker q.
@@ -225,14 +237,46 @@ fn run_with_eal(
         cfg.backends.len(),
         cfg.buckets()
     );
-    let mut control = LocalControl::new(
-        args.weights_file.clone(),
-        cfg.backends.len(),
-        Arc::clone(reload),
-    );
+    let mut local;
+    let region;
+    let mut shm;
+    let control: &mut dyn Control = match &args.shm {
+        None => {
+            local = LocalControl::new(
+                args.weights_file.clone(),
+                cfg.backends.len(),
+                Arc::clone(reload),
+            );
+            &mut local
+        }
+        Some(name) => {
+            let image = image.as_ref().context("configuration image")?;
+            let opts = marllb_shm::CreateOptions {
+                workers: lcores.len() as u32,
+                replace: true,
+                stats_interval_ms: args.period_ms as u32,
+                ..marllb_shm::CreateOptions::new(name)
+            };
+            region = marllb_shm::ShmRegion::create(&opts, image)
+                .with_context(|| format!("--shm {name}: creating the region"))?;
+            println!(
+                "control: shared-memory region {} ({} bytes, {} worker block(s)); watchdog after {} ms",
+                region.path(),
+                region.len(),
+                lcores.len(),
+                args.heartbeat_timeout_ms
+            );
+            shm = ShmControl::new(
+                &region,
+                lcores.len() as u32,
+                args.heartbeat_timeout_ms * 1_000_000,
+            );
+            &mut shm
+        }
+    };
     let mut totals = Totals::default();
     let run_res = match launched {
-        Ok(()) => main_loop(args, &cfg, &shared, &mut control, term, &mut totals),
+        Ok(()) => main_loop(args, &cfg, &shared, control, term, &mut totals),
         Err(e) => Err(e),
     };
     shared.stop.store(true, Ordering::Release);
