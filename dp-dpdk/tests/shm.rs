@@ -202,7 +202,6 @@ fn controller_attaches_publishes_and_the_watchdog_follows_its_heartbeat() {
         region.view().closed(),
         "the region is marked closed at shutdown"
     );
-    drop(ctrl);
     drop(region);
     assert!(
         !std::path::Path::new(&format!("/dev/shm/{name}")).exists(),
