@@ -70,7 +70,21 @@ impl Topology {
         tb.ip_in(&client, &["addr", "add", "198.18.1.2/24", "dev", "c0"])?;
         tb.ip_in(&client, &["route", "add", "default", "via", "198.18.1.1"])?;
         tb.ip_in(&router, &["addr", "add", "198.18.1.1/24", "dev", "rc"])?;
-        tb.ip_in(&router, &["link", "add", "br0", "type", "bridge"])?;
+        // A fixed bridge address: otherwise it follows the lowest port MAC, and
+        // every change of it flushes the router's neighbour table, static
+        // entries included (the LB next hops).
+        tb.ip_in(
+            &router,
+            &[
+                "link",
+                "add",
+                "br0",
+                "address",
+                "02:00:c6:12:02:01",
+                "type",
+                "bridge",
+            ],
+        )?;
         tb.ip_in(&router, &["link", "set", "br0", "up"])?;
         tb.ip_in(&router, &["addr", "add", "198.18.2.1/24", "dev", "br0"])?;
         tb.sysctl(&router, "net.ipv4.ip_forward", "1")?;

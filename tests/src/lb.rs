@@ -1,0 +1,165 @@
+//! Starting the real data plane (`marllb-dpdk` on net_af_packet over the LB
+//! namespace's `data0`) and the controller (`marllb-ctrl`) inside an LB node's
+//! namespace.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::topology::{LbNode, Topology};
+use crate::VIP;
+
+/// Where the workspace's binaries are (next to the running test or tool).
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the running binary")?;
+    let mut dirs = Vec::new();
+    if let Some(d) = exe.parent() {
+        dirs.push(d.to_path_buf());
+        if let Some(up) = d.parent() {
+            dirs.push(up.to_path_buf());
+        }
+    }
+    for d in dirs {
+        let p = d.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "{name} is not built next to {}: run `cargo build --release --workspace` first",
+        exe.display()
+    )
+}
+
+/// Data-plane settings of one LB node.
+#[derive(Debug, Clone)]
+pub struct LbOptions {
+    /// alias | sed | maglev.
+    pub method: String,
+    /// Flow-table buckets per worker.
+    pub buckets: u32,
+    /// Shared-memory region name (a controller attaches), or none.
+    pub shm: Option<String>,
+    /// Weights file (stand-alone control), or none.
+    pub weights_file: Option<PathBuf>,
+    /// Watchdog timeout (ms).
+    pub heartbeat_timeout_ms: u64,
+}
+
+impl Default for LbOptions {
+    fn default() -> Self {
+        Self {
+            method: "sed".into(),
+            buckets: 16384,
+            shm: None,
+            weights_file: None,
+            heartbeat_timeout_ms: 1000,
+        }
+    }
+}
+
+/// Writes the data plane's configuration for `node` serving every backend of
+/// `topo` in L2 direct-server-return mode.
+pub fn write_config(topo: &Topology, node: &LbNode, opts: &LbOptions, path: &Path) -> Result<()> {
+    let mut s = format!(
+        r#"[service]
+method = "{method}"
+encap = "l2dsr"
+flow_table_buckets = {buckets}
+verify_checksums = true
+
+[egress]
+src_mac = "{mac}"
+
+[[vip]]
+address = "{VIP}"
+protocol = "tcp"
+port = 80
+"#,
+        method = opts.method,
+        buckets = opts.buckets,
+        mac = node.data_mac,
+    );
+    for b in &topo.backends {
+        s += &format!(
+            "\n[[backend]]\nname = \"{}\"\naddress = \"{}\"\nmac = \"{}\"\nweight = {:.3}\n",
+            b.spec.id,
+            b.spec.addr,
+            b.mac,
+            b.spec.cpus.max(0.001) * 4.0
+        );
+    }
+    std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Starts `marllb-dpdk` for LB node `i` (label `lb<i>`); waits until it forwards.
+pub fn start_dataplane(topo: &mut Topology, i: usize, opts: &LbOptions) -> Result<PathBuf> {
+    let node = topo.lbs.get(i).context("no such LB node")?.clone();
+    let dir = topo.dir.join(format!("lb{i}"));
+    std::fs::create_dir_all(&dir)?;
+    let cfg = dir.join("lb.toml");
+    write_config(topo, &node, opts, &cfg)?;
+    let exe = bin("marllb-dpdk")?;
+    let prefix = format!("{}lb{i}", topo.tb.prefix());
+    let mut args: Vec<String> = [
+        "--no-huge",
+        "--no-pci",
+        "--no-shconf",
+        "-m",
+        "256",
+        "-l",
+        "0,1",
+        "--log-level",
+        "lib.eal:warning",
+        "--file-prefix",
+        &prefix,
+        "--vdev",
+        "net_af_packet0,iface=data0",
+        "--",
+        "--config",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(cfg.to_string_lossy().into_owned());
+    args.extend([
+        "--idle-sleep-us".into(),
+        "50".into(),
+        "--print-every-ms".into(),
+        "0".into(),
+    ]);
+    args.extend([
+        "--heartbeat-timeout-ms".into(),
+        opts.heartbeat_timeout_ms.to_string(),
+    ]);
+    args.extend([
+        "--stats-json".into(),
+        dir.join("stats.json").to_string_lossy().into_owned(),
+    ]);
+    if let Some(shm) = &opts.shm {
+        args.extend(["--shm".into(), shm.clone()]);
+    }
+    if let Some(w) = &opts.weights_file {
+        args.extend(["--weights-file".into(), w.to_string_lossy().into_owned()]);
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = dir.join("dataplane.log");
+    let label = format!("lb{i}");
+    topo.tb
+        .spawn(&label, &node.ns, &exe.to_string_lossy(), &a, &log)?;
+    // Ready when it says it forwards (bounded).
+    for _ in 0..300 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("forwarding") {
+            return Ok(log);
+        }
+        if !topo.tb.running(&label) {
+            bail!("marllb-dpdk for lb{i} exited:\n{text}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    bail!(
+        "marllb-dpdk for lb{i} did not come up; see {}",
+        log.display()
+    )
+}

@@ -1,0 +1,109 @@
+//! Real TCP connections from the client namespace through the router and the
+//! DPDK data plane (net_af_packet, L2 direct server return) to real nginx +
+//! php-fpm backends, which answer the client directly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use marllb_testbed::backend::BackendSpec;
+use marllb_testbed::lb::{start_dataplane, LbOptions};
+use marllb_testbed::load::Summary;
+use marllb_testbed::topology::Topology;
+
+fn root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+#[test]
+fn requests_flow_through_the_dpdk_data_plane() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("marllb-fwd-{}", std::process::id()));
+    let specs: Vec<BackendSpec> = (0..3)
+        .map(|j| BackendSpec {
+            id: format!("be{j}"),
+            addr: format!("198.18.2.{}", 100 + j),
+            cpus: 0.25,
+            workers: 4,
+            backlog: 128,
+        })
+        .collect();
+    let prefix = format!("f{}", std::process::id() % 100_000);
+    let mut topo = Topology::build(&prefix, &specs, 1, &dir).expect("topology");
+    let log = start_dataplane(
+        &mut topo,
+        0,
+        &LbOptions {
+            method: "alias".into(),
+            ..LbOptions::default()
+        },
+    )
+    .expect("data plane");
+    let loadgen = std::path::Path::new(env!("CARGO_BIN_EXE_marllb-loadgen"));
+    let line = topo
+        .load(
+            loadgen,
+            &[
+                "--rate",
+                "60",
+                "--loops",
+                "20000",
+                "--duration",
+                "3",
+                "--capacities",
+                "be0=1,be1=1,be2=1",
+            ],
+        )
+        .expect("load");
+    eprintln!("{line}");
+    let s: Summary = serde_json::from_str(&line).expect("summary");
+    if s.ok != s.requests {
+        if std::env::var_os("MARLLB_TB_PAUSE").is_some() {
+            eprintln!("paused for 120 s: prefix {prefix}");
+            std::thread::sleep(std::time::Duration::from_secs(120));
+        }
+        for (ns, cmd) in [
+            (&topo.router, vec!["ip", "neigh"]),
+            (&topo.router, vec!["ip", "route"]),
+            (&topo.router, vec!["bridge", "fdb", "show", "br", "br0"]),
+            (&topo.router, vec!["ip", "-s", "link"]),
+            (&topo.lbs[0].ns, vec!["ip", "-s", "link", "show", "data0"]),
+        ] {
+            let out = marllb_testbed::netns::in_ns(ns, cmd[0])
+                .args(&cmd[1..])
+                .output()
+                .unwrap();
+            eprintln!(
+                "$ {cmd:?} in {ns}\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        topo.tb.signal("lb0", "TERM");
+        topo.tb.wait("lb0", std::time::Duration::from_secs(10));
+        eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
+    assert_eq!(s.ok, 180, "{s:?}");
+    for (b, n) in &s.per_backend {
+        assert!(*n > 20, "backend {b} got {n} of 180 with equal weights");
+    }
+    topo.tb.signal("lb0", "TERM");
+    assert!(topo
+        .tb
+        .wait("lb0", std::time::Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    let summary = std::fs::read_to_string(&log).unwrap();
+    eprintln!(
+        "{}",
+        summary
+            .lines()
+            .filter(|l| l.contains("summary") || l.contains("flows"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    drop(topo);
+    let _ = std::fs::remove_dir_all(&dir);
+}
