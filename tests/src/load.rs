@@ -171,16 +171,77 @@ fn one(vip: SocketAddr, loops: u64, timeout: Duration) -> (Outcome, Option<Strin
     }
 }
 
+/// One second of progress, as `--progress` prints it (a JSON line on stderr).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Progress {
+    /// Seconds since the start.
+    pub t: f64,
+    /// Requests completed ok in the last second.
+    pub ok: usize,
+    /// Requests failed in the last second.
+    pub failed: usize,
+    /// Latency p95 of the last second's ok requests (ms).
+    pub p95_ms: f64,
+    /// Requests in flight now.
+    pub inflight: usize,
+    /// Ok requests per backend in the last second.
+    pub per_backend: std::collections::BTreeMap<String, usize>,
+}
+
 /// Replays `requests` against `vip` open-loop; returns one record per request.
+/// With `progress`, prints a [`Progress`] JSON line to stderr every second.
 pub fn replay(
     requests: &[Request],
     vip: SocketAddr,
     max_inflight: usize,
     timeout: Duration,
+    progress: bool,
 ) -> Vec<Record> {
     let records = Arc::new(Mutex::new(Vec::with_capacity(requests.len())));
     let inflight = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let monitor = progress.then(|| {
+        let (records, inflight, done) = (
+            Arc::clone(&records),
+            Arc::clone(&inflight),
+            Arc::clone(&done),
+        );
+        std::thread::spawn(move || {
+            let mut seen = 0usize;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                let fresh: Vec<Record> = match records.lock() {
+                    Ok(v) => v[seen.min(v.len())..].to_vec(),
+                    Err(_) => break,
+                };
+                seen += fresh.len();
+                let mut lat: Vec<f64> = fresh
+                    .iter()
+                    .filter(|r| r.outcome == Outcome::Ok)
+                    .map(|r| r.latency_ms)
+                    .collect();
+                lat.sort_by(f64::total_cmp);
+                let mut per_backend = std::collections::BTreeMap::new();
+                for r in &fresh {
+                    if let Some(b) = &r.backend {
+                        *per_backend.entry(b.clone()).or_insert(0) += 1;
+                    }
+                }
+                let p = Progress {
+                    t: start.elapsed().as_secs_f64(),
+                    ok: lat.len(),
+                    failed: fresh.iter().filter(|r| r.outcome != Outcome::Ok).count(),
+                    p95_ms: pct(&lat, 0.95),
+                    inflight: inflight.load(Ordering::Relaxed),
+                    per_backend,
+                };
+                if let Ok(line) = serde_json::to_string(&p) {
+                    eprintln!("{line}");
+                }
+            }
+        })
+    });
     let mut handles = Vec::new();
     for r in requests {
         let due = start + Duration::from_secs_f64(r.at);
@@ -232,6 +293,10 @@ pub fn replay(
     }
     for h in handles {
         let _ = h.join();
+    }
+    done.store(true, Ordering::Relaxed);
+    if let Some(m) = monitor {
+        let _ = m.join();
     }
     let mut v = records.lock().map(|v| v.clone()).unwrap_or_default();
     v.sort_by(|a, b| a.at.total_cmp(&b.at));

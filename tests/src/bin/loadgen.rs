@@ -60,7 +60,13 @@ fn main() -> Result<()> {
             .parse()
             .context("--timeout seconds")?,
     );
-    let records = replay(&reqs, vip, max_inflight, timeout);
+    let records = replay(
+        &reqs,
+        vip,
+        max_inflight,
+        timeout,
+        args.iter().any(|a| a == "--progress"),
+    );
     let caps: Vec<(String, f64)> = arg(&args, "--capacities")
         .unwrap_or_default()
         .split(',')
