@@ -130,14 +130,18 @@ pub fn start(tb: &mut Testbed, ns: &str, spec: &BackendSpec, vip: &str, dir: &Pa
     std::fs::write(dir.join("nginx.conf"), nginx_conf(dir, spec, vip))?;
     std::fs::write(dir.join("php-fpm.conf"), fpm_conf(dir, spec))?;
     let fpm_conf = dir.join("php-fpm.conf");
-    let pid = tb.spawn(
+    // php-fpm enters its CPU cgroup before it starts (and forks its workers).
+    let procs = tb.cpu_cgroup(&spec.id, spec.cpus)?;
+    let script = format!(
+        "echo $$ > {procs} && exec ip netns exec {ns} php-fpm8.2 -F -R -y {}",
+        fpm_conf.display()
+    );
+    tb.spawn_root(
         &format!("{}-fpm", spec.id),
-        ns,
-        "php-fpm8.2",
-        &["-F", "-R", "-y", &fpm_conf.to_string_lossy()],
+        "sh",
+        &["-c", &script],
         &dir.join("php-fpm.out"),
     )?;
-    tb.cpu_limit(&spec.id, pid, spec.cpus)?;
     let nginx_conf = dir.join("nginx.conf");
     tb.spawn(
         &format!("{}-nginx", spec.id),

@@ -19,6 +19,7 @@ pub mod backend;
 pub mod lb;
 pub mod load;
 pub mod netns;
+pub mod scenario;
 pub mod topology;
 
 /// The VIP every scenario serves.

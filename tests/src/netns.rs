@@ -221,11 +221,26 @@ impl Testbed {
         args: &[&str],
         log: &std::path::Path,
     ) -> Result<u32> {
+        let mut a = vec!["netns", "exec", ns, program];
+        a.extend_from_slice(args);
+        self.spawn_root(label, "ip", &a, log)
+    }
+
+    /// Like [`Testbed::spawn`] but the program starts in the root namespace (it
+    /// enters a namespace itself, e.g. after joining a cgroup, which `ip netns
+    /// exec`'s private sysfs would hide).
+    pub fn spawn_root(
+        &mut self,
+        label: &str,
+        program: &str,
+        args: &[&str],
+        log: &std::path::Path,
+    ) -> Result<u32> {
         use std::os::unix::process::CommandExt;
         let f =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let f2 = f.try_clone()?;
-        let child = in_ns(ns, program)
+        let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(f)
@@ -300,9 +315,10 @@ impl Testbed {
         }
     }
 
-    /// A cgroup (v1 cpu controller) limiting `pid` and its future children to
-    /// `cpus` CPUs (e.g. 0.25).
-    pub fn cpu_limit(&mut self, name: &str, pid: u32, cpus: f64) -> Result<()> {
+    /// Creates a cgroup (v1 cpu controller) limited to `cpus` CPUs (e.g. 0.25)
+    /// and returns its `cgroup.procs` path: a process that writes its pid there
+    /// before it forks keeps all its children inside.
+    pub fn cpu_cgroup(&mut self, name: &str, cpus: f64) -> Result<String> {
         let dir = format!("/sys/fs/cgroup/cpu/{}-{name}", self.prefix);
         let _ = std::fs::remove_dir(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating cgroup {dir}"))?;
@@ -312,9 +328,7 @@ impl Testbed {
         let quota = ((cpus * period as f64).round() as u64).max(1000);
         std::fs::write(format!("{dir}/cpu.cfs_period_us"), period.to_string())?;
         std::fs::write(format!("{dir}/cpu.cfs_quota_us"), quota.to_string())?;
-        std::fs::write(format!("{dir}/cgroup.procs"), pid.to_string())
-            .with_context(|| format!("moving {pid} into {dir}"))?;
-        Ok(())
+        Ok(format!("{dir}/cgroup.procs"))
     }
 
     /// Tears everything down now (also done on drop).

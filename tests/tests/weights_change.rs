@@ -1,0 +1,32 @@
+//! Scenario 4: weights changed mid-run move no established connection.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+fn root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+#[test]
+fn weight_changes_reset_no_connection() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("marllb-s4-{}", std::process::id()));
+    let prefix = format!("w{}", std::process::id() % 100_000);
+    let r = marllb_testbed::scenario::weight_change(&prefix, &dir).expect("scenario");
+    assert_eq!(r.summary.resets, 0, "{r:?}");
+    assert_eq!(r.summary.failed, 0, "{r:?}");
+    assert!(
+        r.spanning >= 5,
+        "too few connections spanned a change to show anything: {r:?}"
+    );
+    assert_eq!(r.spanning_failed, 0);
+    // After the last change (weights 0:1:4) be0 gets no new connection.
+    assert_eq!(r.after.get("be0").copied().unwrap_or(0), 0, "{r:?}");
+    assert!(r.after.get("be2").copied().unwrap_or(0) > r.after.get("be1").copied().unwrap_or(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
