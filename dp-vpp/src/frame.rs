@@ -204,7 +204,7 @@ pub unsafe fn process_frame<const B: usize>(
             Some((off, hl)) => ((PRE_DATA as isize + off) as usize, hl),
             None => {
                 let s = ip - ETH_HLEN as isize;
-                if s >= 0 {
+                if s >= 0 && ip as usize <= span {
                     synth_ethernet(&mut view[s as usize..ip as usize], family);
                 }
                 (s.max(0) as usize, ETH_HLEN)
