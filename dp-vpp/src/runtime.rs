@@ -17,7 +17,7 @@
 //!   longer than one stats copy, and the workers never wait for the controller.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,10 @@ pub type FlowWorker = Worker<FLOW_BUCKETS>;
 
 /// Controller-link period.
 pub const POLL_PERIOD: Duration = Duration::from_millis(200);
+
+/// Most VPP threads the plugin serves (slots are cheap until a worker is
+/// allocated in one).
+pub const MAX_THREADS: usize = 256;
 
 /// Buckets of the flow table swept for idle entries after each frame.
 pub const SWEEP_PER_FRAME: usize = 16;
@@ -77,6 +81,7 @@ pub struct Runtime {
     current: Mutex<(u64, Option<Arc<Service>>)>,
     gen: AtomicU64,
     enabled: AtomicBool,
+    threads: AtomicUsize,
     slots: Box<[Mutex<Slot>]>,
     shm: Mutex<Option<ShmLink>>,
     status: Mutex<Option<(DpStatus, Source)>>,
@@ -109,16 +114,17 @@ impl Runtime {
             current: Mutex::new((0, None)),
             gen: AtomicU64::new(0),
             enabled: AtomicBool::new(false),
-            slots: (0..threads.max(1)).map(|_| Mutex::default()).collect(),
+            threads: AtomicUsize::new(threads.clamp(1, MAX_THREADS)),
+            slots: (0..MAX_THREADS).map(|_| Mutex::default()).collect(),
             shm: Mutex::new(None),
             status: Mutex::new(None),
             start: Instant::now(),
         }
     }
 
-    /// The plugin's instance, created on first use with `threads` slots.
-    pub fn global(threads: usize) -> &'static Runtime {
-        GLOBAL.get_or_init(|| Runtime::new(threads))
+    /// The plugin's instance, created on first use.
+    pub fn global() -> &'static Runtime {
+        GLOBAL.get_or_init(|| Runtime::new(1))
     }
 
     /// The plugin's instance if it exists.
@@ -138,9 +144,14 @@ impl Runtime {
         self.enabled.load(Ordering::Relaxed)
     }
 
-    /// Number of thread slots.
+    /// Number of VPP threads (main thread included).
     pub fn threads(&self) -> usize {
-        self.slots.len()
+        self.threads.load(Ordering::Relaxed)
+    }
+
+    /// Records the number of VPP threads (known once VPP has started them).
+    pub fn set_threads(&self, n: usize) {
+        self.threads.store(n.clamp(1, MAX_THREADS), Ordering::Relaxed);
     }
 
     /// Runs `f` with thread `thread`'s worker and the current service, after
@@ -195,7 +206,7 @@ impl Runtime {
     pub fn command(&'static self, cmd: Command) -> Result<String, String> {
         match cmd {
             Command::Enable { .. } => {
-                for (i, s) in self.slots.iter().enumerate() {
+                for (i, s) in self.slots.iter().enumerate().take(self.threads()) {
                     let mut s = lock(s);
                     if s.worker.is_none() {
                         s.worker = new_worker(i);
@@ -255,7 +266,7 @@ impl Runtime {
             .map_err(|e| format!("configure VIPs and servers first: {e}"))?;
         let image = ConfigImage::from_service(&svc).map_err(|e| format!("{e:?}"))?;
         let mut opts = CreateOptions::new(name);
-        opts.workers = self.slots.len() as u32;
+        opts.workers = self.threads() as u32;
         opts.replace = true;
         let region = ShmRegion::create(&opts, &image).map_err(|e| e.to_string())?;
         let path = region.path();
@@ -268,7 +279,7 @@ impl Runtime {
             .name("marllb-ctl".into())
             .spawn(move || self.poll_loop(region, &stop2))
             .map_err(|e| format!("cannot start the controller link: {e}"))?;
-        let out = format!("created {path} for {} threads", self.slots.len());
+        let out = format!("created {path} for {} threads", self.threads());
         *link = Some(ShmLink {
             name: name.into(),
             path,
@@ -287,7 +298,7 @@ impl Runtime {
     fn poll_loop(&self, region: &'static ShmRegion, stop: &AtomicBool) {
         let view = region.view();
         let mut dp = DataPlane::new(&view, DataPlaneConfig::default());
-        let mut pubs: Vec<Option<StatsPublisher<'static>>> = (0..self.slots.len())
+        let mut pubs: Vec<Option<StatsPublisher<'static>>> = (0..self.threads())
             .map(|i| StatsPublisher::new(&view, i as u32, 0))
             .collect();
         while !stop.load(Ordering::Relaxed) {
@@ -363,7 +374,7 @@ impl Runtime {
             o,
             "marllb: {}, {} threads, {} VIPs, {} servers",
             if self.enabled() { "enabled" } else { "disabled" },
-            self.slots.len(),
+            self.threads(),
             cfg.vips.len(),
             n
         );
