@@ -338,9 +338,7 @@ fn parse_set_vip(t: &mut Tokens<'_>) -> Result<Command, CliError> {
                     "gre6" => EncapSpec::Gre6,
                     "ipip" => EncapSpec::IpIp,
                     "l2dsr" => EncapSpec::L2Dsr,
-                    other => {
-                        return err(format!("unknown encap `{other}' (gre4|gre6|ipip|l2dsr)"))
-                    }
+                    other => return err(format!("unknown encap `{other}' (gre4|gre6|ipip|l2dsr)")),
                 };
             }
             "method" => {
@@ -445,9 +443,10 @@ fn parse_conf(t: &mut Tokens<'_>) -> Result<Command, CliError> {
             }
             "mac" => {
                 let v = t.value("MAC address")?;
-                c.mac = Some(parse_mac(v).ok_or_else(|| {
-                    CliError(format!("expected MAC address, got `{v}'"))
-                })?);
+                c.mac = Some(
+                    parse_mac(v)
+                        .ok_or_else(|| CliError(format!("expected MAC address, got `{v}'")))?,
+                );
             }
             "hash-seed" => c.hash_seed = Some(parse_num(t, "hash seed")?),
             _ => {
@@ -498,7 +497,10 @@ mod tests {
 
     #[test]
     fn enable_disable() {
-        assert_eq!(parse_lb("enable").unwrap(), Command::Enable { interface: None });
+        assert_eq!(
+            parse_lb("enable").unwrap(),
+            Command::Enable { interface: None }
+        );
         assert_eq!(
             parse_lb("  disable  GigabitEthernet0/8/0 ").unwrap(),
             Command::Disable {
@@ -540,10 +542,7 @@ mod tests {
     #[test]
     fn set_vip_errors() {
         assert_eq!(e(parse_lb("set-vip")), "expected IP address");
-        assert_eq!(
-            e(parse_lb("set-vip foo")),
-            "expected IP address, got `foo'"
-        );
+        assert_eq!(e(parse_lb("set-vip foo")), "expected IP address, got `foo'");
         assert_eq!(
             e(parse_lb("set-vip 10.0.0.1 foo bar")),
             "unknown input `foo bar'"
@@ -605,7 +604,10 @@ mod tests {
             e(parse_lb("set-servers 10.0.0.1 weight 257")),
             "expected weight 0..256, got `257'"
         );
-        assert_eq!(e(parse_lb("set-servers 10.0.0.1 weight")), "expected weight");
+        assert_eq!(
+            e(parse_lb("set-servers 10.0.0.1 weight")),
+            "expected weight"
+        );
         assert_eq!(
             e(parse_lb("set-servers 10.0.0.1 10.0.0.1")),
             "duplicate server 10.0.0.1"
@@ -633,10 +635,10 @@ mod tests {
         assert_eq!(e(parse_lb("foo")), "unknown input `foo'");
         assert_eq!(e(parse_lb("foo bar")), "unknown input `foo bar'");
         assert!(e(parse_lb("")).starts_with("expected one of"));
-        let Command::Conf(c) =
-            parse_lb("conf ip4-src-address 10.9.0.1 ip6-src-address 2001:db8::9 mtu 9000 hash-seed 7")
-                .unwrap()
-        else {
+        let Command::Conf(c) = parse_lb(
+            "conf ip4-src-address 10.9.0.1 ip6-src-address 2001:db8::9 mtu 9000 hash-seed 7",
+        )
+        .unwrap() else {
             panic!()
         };
         assert_eq!(c.src4, Some(Ipv4Addr::new(10, 9, 0, 1)));
@@ -646,7 +648,10 @@ mod tests {
             e(parse_lb("conf ip4-src-address 2001:db8::9")),
             "expected IPv4 address, got `2001:db8::9'"
         );
-        assert_eq!(e(parse_lb("conf mtu 100")), "mtu 100 too small (at least 576)");
+        assert_eq!(
+            e(parse_lb("conf mtu 100")),
+            "mtu 100 too small (at least 576)"
+        );
         assert_eq!(e(parse_lb("conf bogus 1")), "unknown input `bogus 1'");
     }
 
@@ -663,10 +668,19 @@ mod tests {
             parse_show("flows count 5").unwrap(),
             ShowCommand::Flows { count: 5 }
         );
-        assert_eq!(parse_show("flows count x").unwrap_err().0, "expected count, got `x'");
+        assert_eq!(
+            parse_show("flows count x").unwrap_err().0,
+            "expected count, got `x'"
+        );
         assert_eq!(parse_show("flows count").unwrap_err().0, "expected count");
-        assert_eq!(parse_show("stats now").unwrap_err().0, "unknown input `now'");
-        assert_eq!(parse_show("weights").unwrap_err().0, "unknown input `weights'");
+        assert_eq!(
+            parse_show("stats now").unwrap_err().0,
+            "unknown input `now'"
+        );
+        assert_eq!(
+            parse_show("weights").unwrap_err().0,
+            "unknown input `weights'"
+        );
         assert_eq!(parse_show("").unwrap_err().0, "expected stats or flows");
     }
 
@@ -681,7 +695,10 @@ mod tests {
         assert_eq!(parse_weight("-1"), None);
         assert_eq!(parse_weight("1.23456"), None);
         assert_eq!(parse_weight("."), None);
-        assert_eq!(parse_mac("aa-bb-cc-dd-ee-ff"), Some([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]));
+        assert_eq!(
+            parse_mac("aa-bb-cc-dd-ee-ff"),
+            Some([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff])
+        );
         assert_eq!(parse_mac("aa:bb:cc:dd:ee:ff:00"), None);
         assert_eq!(parse_mac("aa:bb:cc:dd:ee:fg"), None);
     }

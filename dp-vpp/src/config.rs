@@ -131,9 +131,9 @@ impl Config {
                     }
                     EncapSpec::L2Dsr if s.mac.is_none() => {
                         return Err(format!(
-                            "VIP {}: encap l2dsr needs a MAC for server {} (set-servers {} mac <mac>)",
-                            v.addr, s.addr, s.addr
-                        ))
+                        "VIP {}: encap l2dsr needs a MAC for server {} (set-servers {} mac <mac>)",
+                        v.addr, s.addr, s.addr
+                    ))
                     }
                     _ => {}
                 }
@@ -300,7 +300,10 @@ mod tests {
             admin: vec![AdminState::Active, AdminState::Active],
         };
         let svc = c.build(Some(&d)).unwrap();
-        assert_eq!(svc.vip(0).unwrap().weights(), &[0, 3 * marllb_core::WEIGHT_ONE]);
+        assert_eq!(
+            svc.vip(0).unwrap().weights(),
+            &[0, 3 * marllb_core::WEIGHT_ONE]
+        );
         let d = Dynamic {
             weights: vec![],
             admin: vec![AdminState::Down, AdminState::Active],

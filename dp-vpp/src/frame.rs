@@ -75,7 +75,8 @@ pub enum Next {
 }
 
 /// Next-node names, indexed by [`Next`].
-pub const NEXT_NODE_NAMES: [&str; 4] = ["error-drop", "ip4-lookup", "ip6-lookup", "interface-output"];
+pub const NEXT_NODE_NAMES: [&str; 4] =
+    ["error-drop", "ip4-lookup", "ip6-lookup", "interface-output"];
 
 /// Placeholder next index for `Host`: the node replaces it with the arc's next
 /// feature (`vnet_feature_next`).
@@ -149,6 +150,7 @@ fn l2_of(flags: u32, cd: i16, vnet: &vnet_buffer_opaque_t) -> Option<(isize, usi
 /// a `vlib_buffer_t` that the caller owns exclusively for the duration of the
 /// call, followed by `bufs.data_size` bytes of data (VPP's buffer pool
 /// guarantees both for the buffers of a frame); no index may repeat.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn process_frame<const B: usize>(
     worker: &mut Worker<B>,
     svc: &Service,
@@ -188,11 +190,19 @@ pub unsafe fn process_frame<const B: usize>(
         // is created.
         let (cd, len, l2) = unsafe {
             let b = BufferRef::<()>::from_ptr(bp);
-            let md = &(*bp).__bindgen_anon_1.as_ref().__bindgen_anon_1.__bindgen_anon_1;
+            let md = &(*bp)
+                .__bindgen_anon_1
+                .as_ref()
+                .__bindgen_anon_1
+                .__bindgen_anon_1;
             let md = md.as_ref();
             let vnet = &*(md.opaque.as_ptr().cast::<vnet_buffer_opaque_t>());
             let cd = md.current_data;
-            (cd, usize::from(b.current_length()), l2_of(md.flags, cd, vnet))
+            (
+                cd,
+                usize::from(b.current_length()),
+                l2_of(md.flags, cd, vnet),
+            )
         };
         // SAFETY: `pre_data` and `data` are contiguous (const-asserted layout);
         // the buffer has `data_size` bytes of data (contract) and is not
@@ -237,7 +247,10 @@ pub unsafe fn process_frame<const B: usize>(
             }
             Verdict::Forward { .. } => {
                 counts.forwarded += 1;
-                let et = p.frame().get(12..14).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                let et = p
+                    .frame()
+                    .get(12..14)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]));
                 let next = if et == Some(0x86dd) {
                     Next::Ip6Lookup
                 } else {
@@ -254,7 +267,10 @@ pub unsafe fn process_frame<const B: usize>(
                     NodeFamily::Ip4 => Next::Ip4Lookup,
                     NodeFamily::Ip6 => Next::Ip6Lookup,
                 };
-                (next as u16, Some((p.start + hl, p.len.saturating_sub(hl), false)))
+                (
+                    next as u16,
+                    Some((p.start + hl, p.len.saturating_sub(hl), false)),
+                )
             }
             Verdict::Host => {
                 counts.host += 1;
@@ -274,7 +290,12 @@ pub unsafe fn process_frame<const B: usize>(
             // buffer. `at` lies inside the view, so `at - PRE_DATA` fits `i16`
             // (>= -128, < data_size <= 65535 - 128) and `len` fits `u16`.
             unsafe {
-                let md = (*bp).__bindgen_anon_1.as_mut().__bindgen_anon_1.__bindgen_anon_1.as_mut();
+                let md = (*bp)
+                    .__bindgen_anon_1
+                    .as_mut()
+                    .__bindgen_anon_1
+                    .__bindgen_anon_1
+                    .as_mut();
                 md.current_data = (at as isize - PRE_DATA as isize) as i16;
                 md.current_length = len as u16;
                 let b = BufferRef::<()>::from_ptr_mut(bp);

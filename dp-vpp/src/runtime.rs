@@ -151,7 +151,8 @@ impl Runtime {
 
     /// Records the number of VPP threads (known once VPP has started them).
     pub fn set_threads(&self, n: usize) {
-        self.threads.store(n.clamp(1, MAX_THREADS), Ordering::Relaxed);
+        self.threads
+            .store(n.clamp(1, MAX_THREADS), Ordering::Relaxed);
     }
 
     /// Runs `f` with thread `thread`'s worker and the current service, after
@@ -261,6 +262,11 @@ impl Runtime {
             return Err(format!("already linked to `{}'", l.name));
         }
         let cfg = lock(&self.config).clone();
+        if !cfg.is_complete() {
+            return Err(
+                "configure VIPs and servers first (lb rl set-vip, lb rl set-servers)".into(),
+            );
+        }
         let svc = cfg
             .build(None)
             .map_err(|e| format!("configure VIPs and servers first: {e}"))?;
@@ -356,7 +362,9 @@ impl Runtime {
         let mut per = vec![(0u64, 0u64, 0u64, 0u32); n];
         for s in self.slots.iter() {
             let s = lock(s);
-            let Some(w) = s.worker.as_deref() else { continue };
+            let Some(w) = s.worker.as_deref() else {
+                continue;
+            };
             let t = &w.telemetry;
             add_global(&mut g, &t.global);
             for (d, x) in drops.iter_mut().zip(t.drops.iter()) {
@@ -373,7 +381,11 @@ impl Runtime {
         let _ = writeln!(
             o,
             "marllb: {}, {} threads, {} VIPs, {} servers",
-            if self.enabled() { "enabled" } else { "disabled" },
+            if self.enabled() {
+                "enabled"
+            } else {
+                "disabled"
+            },
             self.threads(),
             cfg.vips.len(),
             n
@@ -394,7 +406,11 @@ impl Runtime {
                 );
             }
             (Some(l), None) => {
-                let _ = writeln!(o, "controller link: {} ({}), not polled yet", l.name, l.path);
+                let _ = writeln!(
+                    o,
+                    "controller link: {} ({}), not polled yet",
+                    l.name, l.path
+                );
             }
             _ => {
                 let _ = writeln!(o, "controller link: none (lb rl shm <name>)");
@@ -408,7 +424,11 @@ impl Runtime {
         let _ = writeln!(
             o,
             "  flows inserted {}  untracked {}  expired {}  maglev-fallback {}  rescheduled {}",
-            g.flows_inserted, g.flows_untracked, g.flows_expired, g.maglev_fallback, g.flows_rescheduled
+            g.flows_inserted,
+            g.flows_untracked,
+            g.flows_expired,
+            g.maglev_fallback,
+            g.flows_rescheduled
         );
         for r in DropReason::ALL {
             let d = drops[r as usize];
@@ -458,7 +478,9 @@ impl Runtime {
                 break;
             }
             let s = lock(s);
-            let Some(w) = s.worker.as_deref() else { continue };
+            let Some(w) = s.worker.as_deref() else {
+                continue;
+            };
             w.flows.for_each(|l| {
                 if left == 0 {
                     return false;

@@ -16,8 +16,7 @@ use marllb_core::service::Service;
 use marllb_vpp::cli::{parse_lb, Command};
 use marllb_vpp::config::Config;
 use marllb_vpp::frame::{
-    process_frame, FrameBuffers, FrameCounts, Next, NodeFamily, HEADER_SIZE, NEXT_FEATURE,
-    PRE_DATA,
+    process_frame, FrameBuffers, FrameCounts, Next, NodeFamily, HEADER_SIZE, NEXT_FEATURE, PRE_DATA,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -74,7 +73,14 @@ const FIN: u8 = 0x01;
 const PSH: u8 = 0x08;
 const RST: u8 = 0x04;
 
-fn build(src: std::net::IpAddr, dst: std::net::IpAddr, sport: u16, dport: u16, l4: L4, ttl: u8) -> Vec<u8> {
+fn build(
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    sport: u16,
+    dport: u16,
+    l4: L4,
+    ttl: u8,
+) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(mac(0xaa), mac(0xbb));
     let ip = match (src, dst) {
         (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), ttl),
@@ -102,7 +108,10 @@ fn build(src: std::net::IpAddr, dst: std::net::IpAddr, sport: u16, dport: u16, l
             }
             b.write(&mut out, &vec![0x5a; len]).unwrap();
         }
-        L4::Udp { len } => ip.udp(sport, dport).write(&mut out, &vec![0x33; len]).unwrap(),
+        L4::Udp { len } => ip
+            .udp(sport, dport)
+            .write(&mut out, &vec![0x33; len])
+            .unwrap(),
     }
     out
 }
@@ -135,7 +144,11 @@ fn vlan(f: &[u8], tag: u16) -> Vec<u8> {
 /// A trace: many TCP flows (SYN, ACK, data, FIN, last ACK, some RST, some
 /// mid-flow without SYN), UDP flows, traffic to non-VIPs, TTL 1, too-big
 /// packets, VLAN-tagged frames, frames without a valid L2 header, and junk.
-fn trace(rng: &mut SmallRng, v4_vips: &[(&str, u16, bool)], v6_vips: &[(&str, u16, bool)]) -> Vec<Input> {
+fn trace(
+    rng: &mut SmallRng,
+    v4_vips: &[(&str, u16, bool)],
+    v6_vips: &[(&str, u16, bool)],
+) -> Vec<Input> {
     let mut flows: Vec<Vec<Input>> = Vec::new();
     let mut all: Vec<(std::net::IpAddr, u16, bool, NodeFamily)> = Vec::new();
     for &(a, p, tcp) in v4_vips {
@@ -147,7 +160,9 @@ fn trace(rng: &mut SmallRng, v4_vips: &[(&str, u16, bool)], v6_vips: &[(&str, u1
     for i in 0..700u32 {
         let (vip, port, tcp, family) = all[i as usize % all.len()];
         let src: std::net::IpAddr = match family {
-            NodeFamily::Ip4 => std::net::Ipv4Addr::new(192, 0, 2 + (i % 50) as u8, 1 + (i % 200) as u8).into(),
+            NodeFamily::Ip4 => {
+                std::net::Ipv4Addr::new(192, 0, 2 + (i % 50) as u8, 1 + (i % 200) as u8).into()
+            }
             NodeFamily::Ip6 => format!("2001:db8:c::{:x}", i + 1).parse().unwrap(),
         };
         let sport = 10_000 + i as u16;
@@ -155,7 +170,11 @@ fn trace(rng: &mut SmallRng, v4_vips: &[(&str, u16, bool)], v6_vips: &[(&str, u1
         let tag = (i % 7 == 5).then_some(100 + (i % 4) as u16);
         let mk = |l4: L4, ttl: u8| {
             let f = build(src, vip, sport, port, l4, ttl);
-            let f = if family == NodeFamily::Ip4 { with_df(f) } else { f };
+            let f = if family == NodeFamily::Ip4 {
+                with_df(f)
+            } else {
+                f
+            };
             Input {
                 frame: match tag {
                     Some(t) if l2_valid => vlan(&f, t),
@@ -176,17 +195,39 @@ fn trace(rng: &mut SmallRng, v4_vips: &[(&str, u16, bool)], v6_vips: &[(&str, u1
             }
             pk.push(mk(L4::Tcp { flags: ACK, len: 0 }, 64));
             for k in 0..rng.gen_range(1..4) {
-                let len = if i % 19 == 0 && k == 0 { 1460 } else { rng.gen_range(1..600) };
-                pk.push(mk(L4::Tcp { flags: ACK | PSH, len }, 64));
+                let len = if i % 19 == 0 && k == 0 {
+                    1460
+                } else {
+                    rng.gen_range(1..600)
+                };
+                pk.push(mk(
+                    L4::Tcp {
+                        flags: ACK | PSH,
+                        len,
+                    },
+                    64,
+                ));
             }
             if i % 23 == 0 {
                 pk.push(mk(L4::Tcp { flags: RST, len: 0 }, 64));
             } else {
-                pk.push(mk(L4::Tcp { flags: FIN | ACK, len: 0 }, 64));
+                pk.push(mk(
+                    L4::Tcp {
+                        flags: FIN | ACK,
+                        len: 0,
+                    },
+                    64,
+                ));
                 pk.push(mk(L4::Tcp { flags: ACK, len: 0 }, 64));
             }
             if i % 29 == 0 {
-                pk.push(mk(L4::Tcp { flags: ACK, len: 10 }, 1)); // TTL expires here
+                pk.push(mk(
+                    L4::Tcp {
+                        flags: ACK,
+                        len: 10,
+                    },
+                    1,
+                )); // TTL expires here
             }
         } else {
             for _ in 0..rng.gen_range(1..4) {
@@ -216,7 +257,11 @@ fn trace(rng: &mut SmallRng, v4_vips: &[(&str, u16, bool)], v6_vips: &[(&str, u1
         let mut f = vec![0u8; 14 + rng.gen_range(0..120)];
         f[..6].copy_from_slice(&mac(0xbb));
         f[6..12].copy_from_slice(&mac(0xaa));
-        let family = if i % 2 == 0 { NodeFamily::Ip4 } else { NodeFamily::Ip6 };
+        let family = if i % 2 == 0 {
+            NodeFamily::Ip4
+        } else {
+            NodeFamily::Ip6
+        };
         f[12..14].copy_from_slice(&(if i % 2 == 0 { 0x0800u16 } else { 0x86dd }).to_be_bytes());
         for b in &mut f[14..] {
             *b = rng.gen();
@@ -273,9 +318,21 @@ impl Arena {
     }
 
     /// `pre_data` + data of a buffer.
-    fn view(&self, slot: usize) -> &mut [u8] {
-        // SAFETY: inside the allocation; the test uses one view at a time.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(slot * STRIDE + 128), PRE_DATA + DATA_SIZE) }
+    fn view(&self, slot: usize) -> &[u8] {
+        assert!(slot < self.n);
+        // SAFETY: inside the allocation; no mutable view is live while it is read.
+        unsafe {
+            std::slice::from_raw_parts(self.ptr.add(slot * STRIDE + 128), PRE_DATA + DATA_SIZE)
+        }
+    }
+
+    /// `pre_data` + data of a buffer, to write.
+    fn view_mut(&mut self, slot: usize) -> &mut [u8] {
+        assert!(slot < self.n);
+        // SAFETY: inside the allocation; `&mut self` makes it the only view.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.add(slot * STRIDE + 128), PRE_DATA + DATA_SIZE)
+        }
     }
 }
 
@@ -287,13 +344,17 @@ impl Drop for Arena {
 }
 
 /// Metadata as `ethernet-input` leaves it on the IP arcs.
-fn fill(arena: &Arena, slot: usize, inp: &Input) {
+fn fill(arena: &mut Arena, slot: usize, inp: &Input) {
     let b = arena.buf(slot);
     // SAFETY: header of a buffer in the arena, not otherwise referenced.
     unsafe { std::ptr::write_bytes(b.cast::<u8>(), 0, HEADER_SIZE) };
-    let view = arena.view(slot);
+    let view = arena.view_mut(slot);
     view.fill(0xee);
-    let l2len = if inp.frame.get(12..14) == Some(&[0x81, 0x00]) { 18 } else { 14 };
+    let l2len = if inp.frame.get(12..14) == Some(&[0x81, 0x00]) {
+        18
+    } else {
+        14
+    };
     let (cd, len) = if inp.l2_valid {
         view[PRE_DATA..PRE_DATA + inp.frame.len()].copy_from_slice(&inp.frame);
         (l2len as i16, inp.frame.len() - l2len)
@@ -305,7 +366,12 @@ fn fill(arena: &Arena, slot: usize, inp: &Input) {
     };
     // SAFETY: as above.
     unsafe {
-        let md = (*b).__bindgen_anon_1.as_mut().__bindgen_anon_1.__bindgen_anon_1.as_mut();
+        let md = (*b)
+            .__bindgen_anon_1
+            .as_mut()
+            .__bindgen_anon_1
+            .__bindgen_anon_1
+            .as_mut();
         md.current_data = cd;
         md.current_length = len as u16;
         md.flags = if inp.l2_valid {
@@ -324,7 +390,12 @@ fn meta(arena: &Arena, slot: usize) -> (i16, u16, u32) {
     let b = arena.buf(slot);
     // SAFETY: header of a buffer in the arena.
     unsafe {
-        let md = (*b).__bindgen_anon_1.as_ref().__bindgen_anon_1.__bindgen_anon_1.as_ref();
+        let md = (*b)
+            .__bindgen_anon_1
+            .as_ref()
+            .__bindgen_anon_1
+            .__bindgen_anon_1
+            .as_ref();
         let vnet = &*(md.opaque.as_ptr().cast::<vnet_buffer_opaque_t>());
         (md.current_data, md.current_length, vnet.sw_if_index[1])
     }
@@ -359,7 +430,7 @@ fn run(svc: &Service, inputs: &[Input], seed: u64) -> Tally {
     vw.init(1);
     let mut rw = Worker::<B>::new_box_zeroed().unwrap();
     rw.init(1);
-    let arena = Arena::new(256);
+    let mut arena = Arena::new(256);
     let mut tally = Tally::default();
     let mut pos = 0;
     let mut now = 1_000_000_000u64;
@@ -397,7 +468,7 @@ fn run(svc: &Service, inputs: &[Input], seed: u64) -> Tally {
         }
         slots.truncate(batch.len());
         for (inp, &s) in batch.iter().zip(&slots) {
-            fill(&arena, s, inp);
+            fill(&mut arena, s, inp);
         }
         let before: Vec<Vec<u8>> = slots.iter().map(|&s| arena.view(s).to_vec()).collect();
         let indices: Vec<u32> = slots.iter().map(|&s| Arena::index(s)).collect();
@@ -445,12 +516,19 @@ fn run(svc: &Service, inputs: &[Input], seed: u64) -> Tally {
 
         let mut fc = FrameCounts::default();
         for i in 0..batch.len() {
-            assert_eq!(verdicts[i], rv[i], "verdict of packet {i} of frame {frame_no}");
+            assert_eq!(
+                verdicts[i], rv[i],
+                "verdict of packet {i} of frame {frame_no}"
+            );
             let (cd, len, tx) = meta(&arena, slots[i]);
             let view = arena.view(slots[i]);
             let at = (PRE_DATA as isize + isize::from(cd)) as usize;
             let rframe = rp[i].frame().to_vec();
-            let l2in = if batch[i].frame.get(12..14) == Some(&[0x81, 0x00]) && batch[i].l2_valid { 18 } else { 14 };
+            let l2in = if batch[i].frame.get(12..14) == Some(&[0x81, 0x00]) && batch[i].l2_valid {
+                18
+            } else {
+                14
+            };
             match rv[i] {
                 Verdict::Forward { .. } if rp[i].start == PRE_DATA => {
                     tally.forwarded += 1;
@@ -473,7 +551,11 @@ fn run(svc: &Service, inputs: &[Input], seed: u64) -> Tally {
                     assert_eq!(nexts[i], want as u16);
                     assert_eq!(tx, u32::MAX);
                     assert_eq!(usize::from(len), rframe.len() - 14);
-                    assert_eq!(&view[at - 14..at + usize::from(len)], &rframe[..], "encapsulated frame");
+                    assert_eq!(
+                        &view[at - 14..at + usize::from(len)],
+                        &rframe[..],
+                        "encapsulated frame"
+                    );
                 }
                 Verdict::Reply => {
                     tally.replies += 1;
@@ -484,7 +566,11 @@ fn run(svc: &Service, inputs: &[Input], seed: u64) -> Tally {
                     };
                     assert_eq!(nexts[i], want as u16);
                     assert_eq!(tx, u32::MAX);
-                    assert_eq!(&view[at - l2in..at + usize::from(len)], &rframe[..], "ICMP reply");
+                    assert_eq!(
+                        &view[at - l2in..at + usize::from(len)],
+                        &rframe[..],
+                        "ICMP reply"
+                    );
                 }
                 Verdict::Host => {
                     tally.host += 1;
@@ -493,7 +579,11 @@ fn run(svc: &Service, inputs: &[Input], seed: u64) -> Tally {
                     assert_eq!(tx, u32::MAX);
                     // Untouched, except the Ethernet header written in front of an
                     // L2-less packet.
-                    let skip = if batch[i].l2_valid { 0..0 } else { PRE_DATA - 14..PRE_DATA };
+                    let skip = if batch[i].l2_valid {
+                        0..0
+                    } else {
+                        PRE_DATA - 14..PRE_DATA
+                    };
                     for (k, (a, b)) in view.iter().zip(&before[i]).enumerate() {
                         if !skip.contains(&k) {
                             assert_eq!(a, b, "host packet modified at {k}");
@@ -511,7 +601,10 @@ fn run(svc: &Service, inputs: &[Input], seed: u64) -> Tally {
         }
         assert_eq!(counts, fc, "frame counts of frame {frame_no}");
     }
-    assert!(seen_sizes.iter().all(|&s| s), "frame sizes {FRAME_SIZES:?} all exercised: {seen_sizes:?}");
+    assert!(
+        seen_sizes.iter().all(|&s| s),
+        "frame sizes {FRAME_SIZES:?} all exercised: {seen_sizes:?}"
+    );
     assert_eq!(vw.telemetry.global, rw.telemetry.global);
     assert_eq!(vw.telemetry.drops, rw.telemetry.drops);
     assert_eq!(vw.flows.occupied(), rw.flows.occupied());
@@ -531,7 +624,11 @@ fn frames_match_the_core_byte_for_byte_v4_servers() {
     let mut rng = SmallRng::seed_from_u64(7);
     let t = trace(
         &mut rng,
-        &[("10.0.0.1", 80, true), ("10.0.0.2", 53, false), ("10.0.0.3", 8080, true)],
+        &[
+            ("10.0.0.1", 80, true),
+            ("10.0.0.2", 53, false),
+            ("10.0.0.3", 8080, true),
+        ],
         &[("2001:db8::1", 443, true)],
     );
     let tally = run(&svc, &t, 11);
@@ -569,7 +666,7 @@ fn frames_match_the_core_byte_for_byte_v6_servers() {
 fn empty_and_oversized_frames() {
     let svc = service(&["set-vip 10.0.0.1", "set-servers 10.1.0.1"]);
     let mut w = Worker::<B>::new_box_zeroed().unwrap();
-    let arena = Arena::new(300);
+    let mut arena = Arena::new(300);
     let inp = Input {
         frame: with_df(build(
             "192.0.2.1".parse().unwrap(),
@@ -583,7 +680,7 @@ fn empty_and_oversized_frames() {
         family: NodeFamily::Ip4,
     };
     for s in 0..300 {
-        fill(&arena, s, &inp);
+        fill(&mut arena, s, &inp);
     }
     let indices: Vec<u32> = (0..300).map(Arena::index).collect();
     let mut nexts = vec![0u16; 300];
@@ -595,11 +692,33 @@ fn empty_and_oversized_frames() {
         data_size: DATA_SIZE,
     };
     // SAFETY: distinct buffers of the arena.
-    let n = unsafe { process_frame(&mut w, &svc, 1, NodeFamily::Ip4, fb(0), &mut nexts, &mut verdicts, &mut counts) };
+    let n = unsafe {
+        process_frame(
+            &mut w,
+            &svc,
+            1,
+            NodeFamily::Ip4,
+            fb(0),
+            &mut nexts,
+            &mut verdicts,
+            &mut counts,
+        )
+    };
     assert_eq!(n, 0);
     // More than a VPP frame can hold: only the first 256 are touched.
     // SAFETY: as above.
-    let n = unsafe { process_frame(&mut w, &svc, 2, NodeFamily::Ip4, fb(300), &mut nexts, &mut verdicts, &mut counts) };
+    let n = unsafe {
+        process_frame(
+            &mut w,
+            &svc,
+            2,
+            NodeFamily::Ip4,
+            fb(300),
+            &mut nexts,
+            &mut verdicts,
+            &mut counts,
+        )
+    };
     assert_eq!(n, 256);
     assert_eq!(counts.forwarded, 256);
     assert_eq!(meta(&arena, 299).0, 14);
@@ -609,7 +728,7 @@ fn empty_and_oversized_frames() {
 fn inconsistent_metadata_is_dropped_not_read() {
     let svc = service(&["set-vip 10.0.0.1", "set-servers 10.1.0.1"]);
     let mut w = Worker::<B>::new_box_zeroed().unwrap();
-    let arena = Arena::new(3);
+    let mut arena = Arena::new(3);
     let inp = Input {
         frame: with_df(build(
             "192.0.2.1".parse().unwrap(),
@@ -623,11 +742,18 @@ fn inconsistent_metadata_is_dropped_not_read() {
         family: NodeFamily::Ip4,
     };
     for s in 0..3 {
-        fill(&arena, s, &inp);
+        fill(&mut arena, s, &inp);
     }
     // SAFETY: headers of arena buffers.
     unsafe {
-        let md = |s: usize| (*arena.buf(s)).__bindgen_anon_1.as_mut().__bindgen_anon_1.__bindgen_anon_1.as_mut();
+        let md = |s: usize| {
+            (*arena.buf(s))
+                .__bindgen_anon_1
+                .as_mut()
+                .__bindgen_anon_1
+                .__bindgen_anon_1
+                .as_mut()
+        };
         md(0).current_length = u16::MAX; // runs past the data area
         md(1).current_data = -128; // no room for an Ethernet header
         md(1).flags = 0;

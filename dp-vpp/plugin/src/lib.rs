@@ -28,8 +28,7 @@ use marllb_vpp::frame::{
 };
 use marllb_vpp::runtime::{Runtime, SWEEP_PER_FRAME};
 use vpp_plugin::bindings::{
-    unformat_input_t, unformat_user, uword, va_list, vlib_buffer_t, vlib_cli_output,
-    vnet_get_main,
+    unformat_input_t, unformat_user, uword, va_list, vlib_buffer_t, vlib_cli_output, vnet_get_main,
 };
 use vpp_plugin::vlib::node::{Node, VectorBufferIndex};
 use vpp_plugin::vlib::{self, BarrierHeldMainRef, BufferIndex, BufferRef};
@@ -236,7 +235,10 @@ where
     // SAFETY: VPP's vm has a valid buffer main for the life of the process.
     let (start, data_size) = unsafe {
         let bm = (*vm.as_ptr()).buffer_main;
-        ((*bm).buffer_mem_start as *mut u8, (*bm).default_data_size as usize)
+        (
+            (*bm).buffer_mem_start as *mut u8,
+            (*bm).default_data_size as usize,
+        )
     };
     let mut nexts = [NEXT_FEATURE; MAX_BATCH];
     let mut verdicts = [Verdict::Host; MAX_BATCH];
@@ -371,7 +373,13 @@ fn set_feature(vm: &BarrierHeldMainRef, name: &str, on: bool) -> Result<(), Erro
         } else {
             f.disable(vm, sw)
         };
-        r.map_err(|e| cli_error(format!("{name}: feature {}: error {}", if on { "enable" } else { "disable" }, i32::from(e))))?;
+        r.map_err(|e| {
+            cli_error(format!(
+                "{name}: feature {}: error {}",
+                if on { "enable" } else { "disable" },
+                i32::from(e)
+            ))
+        })?;
     }
     Ok(())
 }
@@ -385,12 +393,8 @@ fn lb_rl_command(vm: &mut BarrierHeldMainRef, input: &str) -> Result<(), ErrorSt
     let rt = Runtime::global();
     rt.set_threads(vpp_threads());
     match &cmd {
-        Command::Enable {
-            interface: Some(i),
-        } => set_feature(vm, i, true)?,
-        Command::Disable {
-            interface: Some(i),
-        } => set_feature(vm, i, false)?,
+        Command::Enable { interface: Some(i) } => set_feature(vm, i, true)?,
+        Command::Disable { interface: Some(i) } => set_feature(vm, i, false)?,
         _ => {}
     }
     let out = rt.command(cmd).map_err(cli_error)?;
@@ -398,7 +402,10 @@ fn lb_rl_command(vm: &mut BarrierHeldMainRef, input: &str) -> Result<(), ErrorSt
     Ok(())
 }
 
-#[vlib_cli_command(path = "show lb rl", short_help = "show lb rl stats | flows [count <n>]")]
+#[vlib_cli_command(
+    path = "show lb rl",
+    short_help = "show lb rl stats | flows [count <n>]"
+)]
 fn show_lb_rl_command(vm: &mut BarrierHeldMainRef, input: &str) -> Result<(), ErrorStack> {
     let cmd = parse_show(input).map_err(|e| cli_error(e.0))?;
     let out = Runtime::global().show(cmd);

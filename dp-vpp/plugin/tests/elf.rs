@@ -26,7 +26,12 @@ fn so_path() -> PathBuf {
 
 fn load() -> Vec<u8> {
     let p = so_path();
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (build it with cargo build -p marllb-vpp-plugin)", p.display()))
+    std::fs::read(&p).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (build it with cargo build -p marllb-vpp-plugin)",
+            p.display()
+        )
+    })
 }
 
 /// Symbols the plugin may leave for VPP's libraries (vppinfra, vlib, vnet) to
@@ -64,7 +69,10 @@ fn registration_section_carries_the_version() {
     let off = core::mem::offset_of!(vlib_plugin_registration_t, version);
     let v = &bytes[off..off + 64];
     let end = v.iter().position(|&b| b == 0).unwrap();
-    assert_eq!(std::str::from_utf8(&v[..end]).unwrap(), env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        std::str::from_utf8(&v[..end]).unwrap(),
+        env!("CARGO_PKG_VERSION")
+    );
     assert!(v[end..].iter().all(|&b| b == 0), "version zero-padded");
 
     // The registration symbol VPP looks up after dlopen, exported and in that section.
@@ -105,13 +113,16 @@ fn nodes_features_cli_and_init_are_registered() {
     }
     // Constructors: 2 nodes, their per-CPU node functions (default, scalar,
     // x86-64-v3, x86-64-v4), 2 features, 2 CLI commands, 1 init function.
+    const CTORS: u64 = 2 + 2 * 4 + 2 + 2 + 1;
     let init = f.section_by_name(".init_array").expect(".init_array");
-    assert!(init.size() / 8 >= 2 + 2 * 4 + 2 + 2 + 1, "{} constructors", init.size() / 8);
+    assert!(init.size() / 8 >= CTORS, "{} constructors", init.size() / 8);
 
     // The names VPP reads through the registrations.
     let ro: Vec<u8> = f
         .sections()
-        .filter(|s| s.kind() == SectionKind::ReadOnlyData || s.kind() == SectionKind::ReadOnlyString)
+        .filter(|s| {
+            s.kind() == SectionKind::ReadOnlyData || s.kind() == SectionKind::ReadOnlyString
+        })
         .flat_map(|s| s.data().unwrap_or(&[]).to_vec())
         .collect();
     let contains = |s: &str| {
@@ -149,7 +160,10 @@ fn only_vpp_and_libc_symbols_are_left_undefined() {
     let elf = ElfFile64::<object::Endianness>::parse(&*data).unwrap();
     let endian = elf.endian();
     let sections = elf.elf_header().sections(endian, &*data).unwrap();
-    let versions = sections.versions(endian, &*data).unwrap().expect("versioned dynsym");
+    let versions = sections
+        .versions(endian, &*data)
+        .unwrap()
+        .expect("versioned dynsym");
     let dynsyms = sections
         .symbols(endian, &*data, object::elf::SHT_DYNSYM)
         .unwrap();
@@ -171,5 +185,8 @@ fn only_vpp_and_libc_symbols_are_left_undefined() {
             missing.push(name);
         }
     }
-    assert!(missing.is_empty(), "undefined beyond VPP and libc: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "undefined beyond VPP and libc: {missing:?}"
+    );
 }
