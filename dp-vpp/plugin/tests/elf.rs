@@ -11,17 +11,20 @@ use marllb_core::classify::DropReason;
 use object::{Object, ObjectSection, ObjectSymbol, SectionKind};
 use vpp_plugin::bindings::vlib_plugin_registration_t;
 
-/// The shared object: `$MARLLB_PLUGIN_SO`, else next to this test's directory
-/// (`target/<profile>/libmarllb_plugin.so`).
+/// The shared object: `$MARLLB_PLUGIN_SO`, else the one cargo built for these
+/// tests (`target/<profile>/deps/libmarllb_plugin.so`, next to this test), else
+/// the one `cargo build` put in `target/<profile>/`.
 fn so_path() -> PathBuf {
     if let Some(p) = std::env::var_os("MARLLB_PLUGIN_SO") {
         return p.into();
     }
     let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("libmarllb_plugin.so")
+    let deps = exe.parent().unwrap();
+    let here = deps.join("libmarllb_plugin.so");
+    if here.exists() {
+        return here;
+    }
+    deps.parent().unwrap().join("libmarllb_plugin.so")
 }
 
 fn load() -> Vec<u8> {
