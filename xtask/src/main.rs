@@ -188,6 +188,8 @@ fn test(root: &Path) -> Result<()> {
     )?;
     step("building the core with its optional defmt feature");
     cargo(root, &["check", "-p", "marllb-core", "--features", "defmt"])?;
+    step("building the VPP plugin (target/release/libmarllb_plugin.so; dp-vpp/README.md)");
+    cargo(root, &["build", "--release", "-p", "marllb-vpp-plugin"])?;
     step("running every test (release build: the statistical tests are heavy)");
     cargo(root, &["test", "--workspace", "--release"])?;
     step("model-checking the shared-memory protocols with loom (cfg loom, own target dir)");

@@ -1,0 +1,325 @@
+//! The node's packet entry point: one VPP frame of buffer indices in, next-node
+//! indices and rewritten buffers out. Every per-packet decision is
+//! [`Worker::process`]'s; this module only maps `vlib_buffer_t`s onto
+//! [`Packet`] views and turns verdicts into next nodes.
+//!
+//! # Buffer contract (the `ip4-unicast` / `ip6-unicast` feature arcs)
+//!
+//! At these arcs `current_data` points at the IP header and, when
+//! `VNET_BUFFER_F_L2_HDR_OFFSET_VALID` is set, `vnet_buffer(b)->l2_hdr_offset`
+//! at the Ethernet header `ethernet-input` stepped over (14, 18 or 22 bytes
+//! before). The core parses Ethernet frames, so the packet view starts there.
+//! Without a valid L2 header (a packet from a tunnel or a non-Ethernet
+//! interface) a 14-byte Ethernet header with zero MACs is written into the
+//! headroom in front of the IP header. The view covers `pre_data` (128 bytes
+//! of headroom) and the data area, so encapsulation prepends in place.
+//!
+//! # What goes where
+//!
+//! | verdict | buffer | next |
+//! |---|---|---|
+//! | `Forward`, tunnel (GRE, IP-in-IP) | `current_data` at the outer IP header, TX index ~0 | `ip4-lookup` / `ip6-lookup` by outer family (FIB does the L2 rewrite) |
+//! | `Forward`, L2 DSR (frame rewritten in place) | `current_data` at the Ethernet header, TX = RX interface | `interface-output` |
+//! | `Reply` (ICMP too-big to the client) | `current_data` at the reply's IP header, TX ~0 | `ip4-lookup` / `ip6-lookup` |
+//! | `Host` | unchanged | next feature on the arc ([`NEXT_FEATURE`]) |
+//! | `Drop(reason)` | unchanged | `error-drop`, error = the reason's counter |
+//!
+//! Chained buffers: the core sees the first segment only; a packet whose IP
+//! length runs past it fails to parse and is dropped `malformed`.
+
+use core::mem::{offset_of, size_of};
+
+use marllb_core::classify::{DropReason, Verdict};
+use marllb_core::pipeline::{Packet, Worker, MAX_BATCH};
+use marllb_core::rewrite::ETH_HLEN;
+use marllb_core::service::Service;
+use vpp_plugin::bindings::{
+    vlib_buffer_t, vlib_buffer_t__bindgen_ty_1, vnet_buffer_opaque_t, VLIB_BUFFER_PRE_DATA_SIZE,
+    VNET_BUFFER_F_L2_HDR_OFFSET_VALID,
+};
+use vpp_plugin::vlib::BufferRef;
+
+/// Headroom in front of `data`: `vlib_buffer_t::pre_data`.
+pub const PRE_DATA: usize = VLIB_BUFFER_PRE_DATA_SIZE as usize;
+
+/// Offset of `pre_data` in `vlib_buffer_t` (two cache lines of metadata).
+pub const PRE_DATA_OFFSET: usize = 128;
+
+/// Size of `vlib_buffer_t` up to `data`.
+pub const HEADER_SIZE: usize = size_of::<vlib_buffer_t>();
+
+/// VPP's buffer indices are cache-line offsets from `buffer_mem_start`.
+pub const LOG2_CACHE_LINE: u32 = 6;
+
+// The layout this module relies on (VPP's `vlib_buffer_t`).
+const _: () = {
+    assert!(HEADER_SIZE == 256);
+    assert!(PRE_DATA_OFFSET + PRE_DATA == HEADER_SIZE);
+    assert!(offset_of!(vlib_buffer_t__bindgen_ty_1, data) == HEADER_SIZE);
+    assert!(offset_of!(vlib_buffer_t__bindgen_ty_1, pre_data) == PRE_DATA_OFFSET);
+    assert!(size_of::<vnet_buffer_opaque_t>() <= 40);
+};
+
+/// Next nodes of `marllb-ip4` / `marllb-ip6`, in registration order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Next {
+    /// `error-drop`.
+    Drop = 0,
+    /// `ip4-lookup`.
+    Ip4Lookup = 1,
+    /// `ip6-lookup`.
+    Ip6Lookup = 2,
+    /// `interface-output`.
+    InterfaceOutput = 3,
+}
+
+/// Next-node names, indexed by [`Next`].
+pub const NEXT_NODE_NAMES: [&str; 4] =
+    ["error-drop", "ip4-lookup", "ip6-lookup", "interface-output"];
+
+/// Placeholder next index for `Host`: the node replaces it with the arc's next
+/// feature (`vnet_feature_next`).
+pub const NEXT_FEATURE: u16 = u16::MAX;
+
+/// Which arc the node serves (for replies, which go back in the same family).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeFamily {
+    /// `marllb-ip4` on `ip4-unicast`.
+    Ip4,
+    /// `marllb-ip6` on `ip6-unicast`.
+    Ip6,
+}
+
+/// Per-frame counts for the node's counters (drops are counted by
+/// `error-drop` through `b->error`; these are for the others).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameCounts {
+    /// Forwarded to a backend.
+    pub forwarded: u32,
+    /// ICMP errors sent back to clients.
+    pub replies: u32,
+    /// Passed to the next feature.
+    pub host: u32,
+    /// Dropped, by reason.
+    pub drops: [u32; DropReason::COUNT],
+}
+
+/// Buffers of one frame, as the node received them.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameBuffers<'a> {
+    /// `vlib_buffer_main_t::buffer_mem_start`.
+    pub buffer_mem_start: *mut u8,
+    /// The frame's buffer indices.
+    pub indices: &'a [u32],
+    /// Bytes of `data` per buffer (`vlib_buffer_get_default_data_size`).
+    pub data_size: usize,
+}
+
+/// How far ahead buffer headers and data are prefetched while the views are
+/// built (the core then pipelines its own work over the batch).
+const PREFETCH_AHEAD: usize = 4;
+
+#[inline(always)]
+fn buffer_ptr(start: *mut u8, index: u32) -> *mut vlib_buffer_t {
+    start
+        .wrapping_add((index as usize) << LOG2_CACHE_LINE)
+        .cast::<vlib_buffer_t>()
+}
+
+/// Where the original Ethernet header starts relative to `data`, and its length.
+#[inline(always)]
+fn l2_of(flags: u32, cd: i16, vnet: &vnet_buffer_opaque_t) -> Option<(isize, usize)> {
+    if flags & (VNET_BUFFER_F_L2_HDR_OFFSET_VALID as u32) == 0 {
+        return None;
+    }
+    let l2 = vnet.l2_hdr_offset;
+    let len = i32::from(cd) - i32::from(l2);
+    (matches!(len, 14 | 18 | 22) && i32::from(l2) >= -(PRE_DATA as i32))
+        .then_some((isize::from(l2), len as usize))
+}
+
+/// Processes one frame: `nexts[i]` and `verdicts[i]` receive buffer `i`'s next
+/// node and verdict, and the buffers are rewritten for their next node.
+/// At most [`MAX_BATCH`] (`VLIB_FRAME_SIZE`) buffers are processed; the
+/// result is the number processed.
+///
+/// # Safety
+///
+/// For every index in `bufs.indices`, `buffer_mem_start + (index << 6)` must be
+/// a `vlib_buffer_t` that the caller owns exclusively for the duration of the
+/// call, followed by `bufs.data_size` bytes of data (VPP's buffer pool
+/// guarantees both for the buffers of a frame); no index may repeat.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn process_frame<const B: usize>(
+    worker: &mut Worker<B>,
+    svc: &Service,
+    now_ns: u64,
+    family: NodeFamily,
+    bufs: FrameBuffers<'_>,
+    nexts: &mut [u16],
+    verdicts: &mut [Verdict],
+    counts: &mut FrameCounts,
+) -> usize {
+    let n = bufs
+        .indices
+        .len()
+        .min(nexts.len())
+        .min(verdicts.len())
+        .min(MAX_BATCH);
+    let indices = &bufs.indices[..n];
+    let span = PRE_DATA + bufs.data_size;
+    // Per buffer: the L2 header length in front of `current_data`, and where
+    // the frame started in the view (to tell an in-place rewrite from an
+    // encapsulation).
+    let mut l2len = [0u8; MAX_BATCH];
+    let mut start0 = [0u16; MAX_BATCH];
+    let mut pkts: [Packet<'_>; MAX_BATCH] = core::array::from_fn(|_| Packet::new(&mut [], 0, 0));
+    for (i, &bi) in indices.iter().enumerate() {
+        if let Some(&ahead) = indices.get(i + PREFETCH_AHEAD) {
+            // SAFETY: `ahead` is one of the frame's buffers (function contract),
+            // so the pointer is a valid `vlib_buffer_t`; only its address is used
+            // to issue prefetch hints.
+            let b = unsafe { BufferRef::<()>::from_ptr(buffer_ptr(bufs.buffer_mem_start, ahead)) };
+            b.prefetch_header_load();
+            b.prefetch_data_store();
+        }
+        let bp = buffer_ptr(bufs.buffer_mem_start, bi);
+        // SAFETY: `bp` is a buffer of the frame, owned exclusively by the caller
+        // (contract); the shared reference ends before the mutable slice below
+        // is created.
+        let (cd, len, l2) = unsafe {
+            let b = BufferRef::<()>::from_ptr(bp);
+            let md = &(*bp)
+                .__bindgen_anon_1
+                .as_ref()
+                .__bindgen_anon_1
+                .__bindgen_anon_1;
+            let md = md.as_ref();
+            let vnet = &*(md.opaque.as_ptr().cast::<vnet_buffer_opaque_t>());
+            let cd = md.current_data;
+            (
+                cd,
+                usize::from(b.current_length()),
+                l2_of(md.flags, cd, vnet),
+            )
+        };
+        // SAFETY: `pre_data` and `data` are contiguous (const-asserted layout);
+        // the buffer has `data_size` bytes of data (contract) and is not
+        // otherwise referenced while `pkts` lives.
+        let view: &mut [u8] =
+            unsafe { core::slice::from_raw_parts_mut(bp.cast::<u8>().add(PRE_DATA_OFFSET), span) };
+        let ip = PRE_DATA as isize + isize::from(cd);
+        let (start, hl) = match l2 {
+            Some((off, hl)) => ((PRE_DATA as isize + off) as usize, hl),
+            None => {
+                let s = ip - ETH_HLEN as isize;
+                if s >= 0 && ip as usize <= span {
+                    synth_ethernet(&mut view[s as usize..ip as usize], family);
+                }
+                (s.max(0) as usize, ETH_HLEN)
+            }
+        };
+        let flen = hl + len;
+        // Inconsistent metadata becomes an empty frame: the core drops it as
+        // malformed instead of reading out of bounds.
+        let ok = ip >= ETH_HLEN as isize && start + flen <= span;
+        l2len[i] = hl as u8;
+        start0[i] = start as u16;
+        pkts[i] = if ok {
+            Packet::new(view, start, flen)
+        } else {
+            Packet::new(view, 0, 0)
+        };
+    }
+
+    worker.process(svc, now_ns, &mut pkts[..n], &mut verdicts[..n]);
+
+    for i in 0..n {
+        let p = &pkts[i];
+        let v = verdicts[i];
+        let bp = buffer_ptr(bufs.buffer_mem_start, indices[i]);
+        let hl = usize::from(l2len[i]);
+        let (next, cur) = match v {
+            Verdict::Forward { .. } if p.start == usize::from(start0[i]) => {
+                counts.forwarded += 1;
+                (Next::InterfaceOutput as u16, Some((p.start, p.len, true)))
+            }
+            Verdict::Forward { .. } => {
+                counts.forwarded += 1;
+                let et = p
+                    .frame()
+                    .get(12..14)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]));
+                let next = if et == Some(0x86dd) {
+                    Next::Ip6Lookup
+                } else {
+                    Next::Ip4Lookup
+                };
+                (
+                    next as u16,
+                    Some((p.start + ETH_HLEN, p.len.saturating_sub(ETH_HLEN), false)),
+                )
+            }
+            Verdict::Reply => {
+                counts.replies += 1;
+                let next = match family {
+                    NodeFamily::Ip4 => Next::Ip4Lookup,
+                    NodeFamily::Ip6 => Next::Ip6Lookup,
+                };
+                (
+                    next as u16,
+                    Some((p.start + hl, p.len.saturating_sub(hl), false)),
+                )
+            }
+            Verdict::Host => {
+                counts.host += 1;
+                (NEXT_FEATURE, None)
+            }
+            Verdict::Drop(r) => {
+                if let Some(c) = counts.drops.get_mut(r as usize) {
+                    *c += 1;
+                }
+                (Next::Drop as u16, None)
+            }
+        };
+        nexts[i] = next;
+        if let Some((at, len, l2_out)) = cur {
+            // SAFETY: `bp` is a buffer of the frame owned by the caller; `pkts`
+            // (the only other reference into it) is no longer used for this
+            // buffer. `at` lies inside the view, so `at - PRE_DATA` fits `i16`
+            // (>= -128, < data_size <= 65535 - 128) and `len` fits `u16`.
+            unsafe {
+                let md = (*bp)
+                    .__bindgen_anon_1
+                    .as_mut()
+                    .__bindgen_anon_1
+                    .__bindgen_anon_1
+                    .as_mut();
+                md.current_data = (at as isize - PRE_DATA as isize) as i16;
+                md.current_length = len as u16;
+                let b = BufferRef::<()>::from_ptr_mut(bp);
+                let vb = b.vnet_buffer_mut();
+                if l2_out {
+                    let rx = vb.rx_sw_if_index();
+                    vb.set_tx_sw_if_index(Some(rx));
+                } else {
+                    vb.set_tx_sw_if_index(None);
+                }
+            }
+        }
+    }
+    n
+}
+
+/// A 14-byte Ethernet header with zero MACs and the node's EtherType.
+fn synth_ethernet(h: &mut [u8], family: NodeFamily) {
+    if let Some(h) = h.get_mut(..ETH_HLEN) {
+        h[..12].fill(0);
+        let et: u16 = match family {
+            NodeFamily::Ip4 => 0x0800,
+            NodeFamily::Ip6 => 0x86dd,
+        };
+        h[12..14].copy_from_slice(&et.to_be_bytes());
+    }
+}

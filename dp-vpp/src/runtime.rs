@@ -1,0 +1,560 @@
+//! Plugin state shared by the nodes, the CLI and the controller link.
+//!
+//! * **Per-thread workers.** One marllb-core [`Worker`] (flow table, fragment
+//!   cache, telemetry) per VPP thread, each behind its own mutex. A thread
+//!   locks only its own slot, once per frame; the lock is uncontended except
+//!   for the few microseconds the controller link spends copying that
+//!   thread's telemetry into the shm region every 200 ms, and while a `show`
+//!   command (run by VPP under the worker barrier) reads it.
+//! * **Service swaps.** Every change (CLI, controller weights) builds a whole
+//!   new [`Service`] and publishes it as an `Arc` with a generation number. A
+//!   thread compares one atomic per frame and takes the new `Arc` at a frame
+//!   boundary, so no frame ever sees a half-applied change.
+//! * **Controller link** (`lb rl shm <name>`): creates the shm region and starts
+//!   one thread that, every 200 ms, runs [`DataPlane::poll`] (heartbeat,
+//!   weights, watchdog), rebuilds the service when the applied weights change,
+//!   and publishes each VPP thread's stats block. It never blocks a worker for
+//!   longer than one stats copy, and the workers never wait for the controller.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use marllb_core::classify::DropReason;
+use marllb_core::flow::FlowState;
+use marllb_core::pipeline::Worker;
+use marllb_core::service::Service;
+use marllb_core::telemetry::GlobalCounters;
+use marllb_shm::{
+    ConfigImage, CreateOptions, DataPlane, DataPlaneConfig, DpStatus, ShmRegion, Source,
+    StatsPublisher,
+};
+use zerocopy::FromZeros;
+
+use crate::cli::{Command, ShowCommand};
+use crate::config::{Config, Dynamic};
+
+/// Flow-table buckets per thread (4 flows each: 262 144 flows, about 16 MB).
+pub const FLOW_BUCKETS: usize = 1 << 16;
+
+/// The per-thread worker type.
+pub type FlowWorker = Worker<FLOW_BUCKETS>;
+
+/// Controller-link period.
+pub const POLL_PERIOD: Duration = Duration::from_millis(200);
+
+/// Most VPP threads the plugin serves (slots are cheap until a worker is
+/// allocated in one).
+pub const MAX_THREADS: usize = 256;
+
+/// Buckets of the flow table swept for idle entries after each frame.
+pub const SWEEP_PER_FRAME: usize = 16;
+
+/// One VPP thread's state.
+#[derive(Default)]
+pub struct Slot {
+    worker: Option<Box<FlowWorker>>,
+    svc: Option<Arc<Service>>,
+    gen: u64,
+}
+
+impl core::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Slot")
+            .field("allocated", &self.worker.is_some())
+            .field("gen", &self.gen)
+            .finish()
+    }
+}
+
+struct ShmLink {
+    name: String,
+    path: String,
+    stop: Arc<AtomicBool>,
+}
+
+/// The plugin's state.
+pub struct Runtime {
+    config: Mutex<Config>,
+    dynamic: Mutex<Option<Dynamic>>,
+    current: Mutex<(u64, Option<Arc<Service>>)>,
+    gen: AtomicU64,
+    enabled: AtomicBool,
+    threads: AtomicUsize,
+    slots: Box<[Mutex<Slot>]>,
+    shm: Mutex<Option<ShmLink>>,
+    status: Mutex<Option<(DpStatus, Source)>>,
+    start: Instant,
+}
+
+impl core::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("threads", &self.slots.len())
+            .field("enabled", &self.enabled())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic aborts the process (panic = "abort"), so poisoning cannot
+    // happen; take the data regardless.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+static GLOBAL: OnceLock<Runtime> = OnceLock::new();
+
+impl Runtime {
+    /// State for `threads` VPP threads (main thread included).
+    pub fn new(threads: usize) -> Self {
+        Runtime {
+            config: Mutex::new(Config::default()),
+            dynamic: Mutex::new(None),
+            current: Mutex::new((0, None)),
+            gen: AtomicU64::new(0),
+            enabled: AtomicBool::new(false),
+            threads: AtomicUsize::new(threads.clamp(1, MAX_THREADS)),
+            slots: (0..MAX_THREADS).map(|_| Mutex::default()).collect(),
+            shm: Mutex::new(None),
+            status: Mutex::new(None),
+            start: Instant::now(),
+        }
+    }
+
+    /// The plugin's instance, created on first use.
+    pub fn global() -> &'static Runtime {
+        GLOBAL.get_or_init(|| Runtime::new(1))
+    }
+
+    /// The plugin's instance if it exists.
+    pub fn try_global() -> Option<&'static Runtime> {
+        GLOBAL.get()
+    }
+
+    /// Monotonic nanoseconds since the plugin started.
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Whether the nodes load-balance (else they pass every packet on).
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Number of VPP threads (main thread included).
+    pub fn threads(&self) -> usize {
+        self.threads.load(Ordering::Relaxed)
+    }
+
+    /// Records the number of VPP threads (known once VPP has started them).
+    pub fn set_threads(&self, n: usize) {
+        self.threads
+            .store(n.clamp(1, MAX_THREADS), Ordering::Relaxed);
+    }
+
+    /// Runs `f` with thread `thread`'s worker and the current service, after
+    /// taking a newer service if one was published. `None` when the thread
+    /// index is out of range, nothing is configured, or memory for the worker
+    /// could not be had.
+    #[inline]
+    pub fn with_worker<R>(
+        &self,
+        thread: usize,
+        f: impl FnOnce(&mut FlowWorker, &Service) -> R,
+    ) -> Option<R> {
+        let mut slot = lock(self.slots.get(thread)?);
+        let slot = &mut *slot;
+        if self.gen.load(Ordering::Acquire) != slot.gen {
+            let cur = lock(&self.current);
+            slot.gen = cur.0;
+            slot.svc = cur.1.clone();
+        }
+        if slot.worker.is_none() {
+            slot.worker = new_worker(thread);
+        }
+        let (Some(w), Some(svc)) = (slot.worker.as_deref_mut(), slot.svc.as_deref()) else {
+            return None;
+        };
+        Some(f(w, svc))
+    }
+
+    /// Rebuilds the service from the configuration and the controller's last
+    /// decision, and publishes it. An incomplete configuration publishes
+    /// nothing (the nodes then pass packets on).
+    fn rebuild(&self) -> Result<(), String> {
+        let cfg = lock(&self.config).clone();
+        if !cfg.is_complete() {
+            let mut cur = lock(&self.current);
+            cur.0 += 1;
+            cur.1 = None;
+            self.gen.store(cur.0, Ordering::Release);
+            return Ok(());
+        }
+        let dynamic = lock(&self.dynamic).clone();
+        let svc = cfg.build(dynamic.as_ref())?;
+        let mut cur = lock(&self.current);
+        cur.0 += 1;
+        cur.1 = Some(Arc::from(svc));
+        self.gen.store(cur.0, Ordering::Release);
+        Ok(())
+    }
+
+    /// Applies a configuration command (the interface part of enable/disable is
+    /// the plugin's). Returns the text to print.
+    pub fn command(&'static self, cmd: Command) -> Result<String, String> {
+        match cmd {
+            Command::Enable { .. } => {
+                for (i, s) in self.slots.iter().enumerate().take(self.threads()) {
+                    let mut s = lock(s);
+                    if s.worker.is_none() {
+                        s.worker = new_worker(i);
+                    }
+                }
+                self.enabled.store(true, Ordering::Relaxed);
+                Ok(String::new())
+            }
+            Command::Disable { interface: None } => {
+                self.enabled.store(false, Ordering::Relaxed);
+                Ok(String::new())
+            }
+            Command::Disable { .. } => Ok(String::new()),
+            Command::SetVip(v) => self.edit(|c| c.set_vip(v)),
+            Command::DelVip(v) => self.edit(|c| c.del_vip(&v)),
+            Command::SetServers { servers, weight } => self.edit(|c| {
+                c.servers = servers;
+                c.weight = weight;
+                Ok(())
+            }),
+            Command::Conf(x) => self.edit(|c| {
+                c.apply_conf(&x);
+                Ok(())
+            }),
+            Command::Shm { name } => self.link_shm(&name),
+        }
+    }
+
+    /// Changes the configuration; refuses (and keeps the old one) when the new
+    /// one does not build.
+    fn edit(&self, f: impl FnOnce(&mut Config) -> Result<(), String>) -> Result<String, String> {
+        let old = lock(&self.config).clone();
+        let mut new = old.clone();
+        f(&mut new)?;
+        if new.is_complete() {
+            new.build(lock(&self.dynamic).as_ref())?;
+        }
+        if lock(&self.shm).is_some() && new.servers != old.servers {
+            return Err(
+                "the server set is fixed while the controller link is up (the region's backend list)"
+                    .into(),
+            );
+        }
+        *lock(&self.config) = new;
+        self.rebuild()?;
+        Ok(String::new())
+    }
+
+    fn link_shm(&'static self, name: &str) -> Result<String, String> {
+        let mut link = lock(&self.shm);
+        if let Some(l) = link.as_ref() {
+            return Err(format!("already linked to `{}'", l.name));
+        }
+        let cfg = lock(&self.config).clone();
+        if !cfg.is_complete() {
+            return Err(
+                "configure VIPs and servers first (lb rl set-vip, lb rl set-servers)".into(),
+            );
+        }
+        let svc = cfg
+            .build(None)
+            .map_err(|e| format!("configure VIPs and servers first: {e}"))?;
+        let image = ConfigImage::from_service(&svc).map_err(|e| format!("{e:?}"))?;
+        let mut opts = CreateOptions::new(name);
+        opts.workers = self.threads() as u32;
+        opts.replace = true;
+        let region = ShmRegion::create(&opts, &image).map_err(|e| e.to_string())?;
+        let path = region.path();
+        // The region lives as long as the process: the poller holds views of
+        // it and a link is never re-pointed.
+        let region: &'static ShmRegion = Box::leak(Box::new(region));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("marllb-ctl".into())
+            .spawn(move || self.poll_loop(region, &stop2))
+            .map_err(|e| format!("cannot start the controller link: {e}"))?;
+        let out = format!("created {path} for {} threads", self.threads());
+        *link = Some(ShmLink {
+            name: name.into(),
+            path,
+            stop,
+        });
+        Ok(out)
+    }
+
+    /// Stops the controller link's thread (the region stays until exit).
+    pub fn stop_link(&self) {
+        if let Some(l) = lock(&self.shm).as_ref() {
+            l.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn poll_loop(&self, region: &'static ShmRegion, stop: &AtomicBool) {
+        let view = region.view();
+        let mut dp = DataPlane::new(&view, DataPlaneConfig::default());
+        let mut pubs: Vec<Option<StatsPublisher<'static>>> = (0..self.threads())
+            .map(|i| StatsPublisher::new(&view, i as u32, 0))
+            .collect();
+        while !stop.load(Ordering::Relaxed) {
+            let now = self.now_ns();
+            self.poll_once(&mut dp, &mut pubs, now);
+            std::thread::sleep(POLL_PERIOD);
+        }
+    }
+
+    /// One controller-link step (also used by the tests).
+    pub fn poll_once(
+        &self,
+        dp: &mut DataPlane<'_>,
+        pubs: &mut [Option<StatsPublisher<'_>>],
+        now: u64,
+    ) {
+        let poll = dp.poll(now);
+        let source = poll.source;
+        if poll.changed {
+            let d = Dynamic {
+                weights: poll.vector.weights().to_vec(),
+                admin: poll.vector.admin().to_vec(),
+            };
+            *lock(&self.dynamic) = Some(d);
+            // A configuration that does not build keeps the previous service.
+            let _ = self.rebuild();
+        }
+        let status = dp.status();
+        *lock(&self.status) = Some((status, source));
+        for (slot, p) in self.slots.iter().zip(pubs.iter_mut()) {
+            let Some(p) = p else { continue };
+            // A thread in the middle of a frame is skipped this round.
+            let Ok(mut s) = slot.try_lock() else { continue };
+            if let Some(w) = s.worker.as_deref_mut() {
+                if p.maybe_publish(now, &w.telemetry, &status) {
+                    w.telemetry.reset_window();
+                }
+            }
+        }
+    }
+
+    /// Output of a `show lb rl` command.
+    pub fn show(&self, cmd: ShowCommand) -> String {
+        match cmd {
+            ShowCommand::Stats => self.show_stats(),
+            ShowCommand::Flows { count } => self.show_flows(count),
+        }
+    }
+
+    fn show_stats(&self) -> String {
+        let cfg = lock(&self.config).clone();
+        let mut g = GlobalCounters::default();
+        let mut drops = [0u64; DropReason::COUNT];
+        let n = cfg.servers.len();
+        let mut per = vec![(0u64, 0u64, 0u64, 0u32); n];
+        for s in self.slots.iter() {
+            let s = lock(s);
+            let Some(w) = s.worker.as_deref() else {
+                continue;
+            };
+            let t = &w.telemetry;
+            add_global(&mut g, &t.global);
+            for (d, x) in drops.iter_mut().zip(t.drops.iter()) {
+                *d += x;
+            }
+            for (p, b) in per.iter_mut().zip(t.backends.iter()) {
+                p.0 += b.packets;
+                p.1 += b.bytes;
+                p.2 += b.new_flows;
+                p.3 += b.active_flows;
+            }
+        }
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "marllb: {}, {} threads, {} VIPs, {} servers",
+            if self.enabled() {
+                "enabled"
+            } else {
+                "disabled"
+            },
+            self.threads(),
+            cfg.vips.len(),
+            n
+        );
+        match (lock(&self.shm).as_ref(), lock(&self.status).as_ref()) {
+            (Some(l), Some((st, src))) => {
+                let _ = writeln!(
+                    o,
+                    "controller link: {} ({}), weights from {}, epoch {}, fallback entries {}",
+                    l.name,
+                    l.path,
+                    match src {
+                        Source::Controller => "controller".to_string(),
+                        Source::Fallback(r) => format!("fallback ({r:?})"),
+                    },
+                    st.watchdog.applied_epoch,
+                    st.watchdog.fallback_entries
+                );
+            }
+            (Some(l), None) => {
+                let _ = writeln!(
+                    o,
+                    "controller link: {} ({}), not polled yet",
+                    l.name, l.path
+                );
+            }
+            _ => {
+                let _ = writeln!(o, "controller link: none (lb rl shm <name>)");
+            }
+        }
+        let _ = writeln!(
+            o,
+            "  rx {}  forwarded {}  to-host {}  icmp-replies {}  dropped {}",
+            g.rx_packets, g.forwarded, g.to_host, g.replies, g.dropped
+        );
+        let _ = writeln!(
+            o,
+            "  flows inserted {}  untracked {}  expired {}  maglev-fallback {}  rescheduled {}",
+            g.flows_inserted,
+            g.flows_untracked,
+            g.flows_expired,
+            g.maglev_fallback,
+            g.flows_rescheduled
+        );
+        for r in DropReason::ALL {
+            let d = drops[r as usize];
+            if d != 0 {
+                let _ = writeln!(o, "  drop {:<20} {}", r.name(), d);
+            }
+        }
+        let weights: Vec<u32> = {
+            let cur = lock(&self.current);
+            cur.1.as_ref().map_or_else(Vec::new, |s| {
+                s.backends().iter().map(|b| b.weight).collect()
+            })
+        };
+        let _ = writeln!(
+            o,
+            "  {:<40} {:>8} {:>12} {:>14} {:>10} {:>8}",
+            "server", "weight", "packets", "bytes", "new-flows", "active"
+        );
+        for (i, s) in cfg.servers.iter().enumerate() {
+            let w = weights.get(i).copied().unwrap_or(0);
+            let (pk, by, nf, act) = per[i];
+            let _ = writeln!(
+                o,
+                "  {:<40} {:>8.3} {:>12} {:>14} {:>10} {:>8}",
+                s.addr.to_string(),
+                f64::from(w) / f64::from(marllb_core::WEIGHT_ONE),
+                pk,
+                by,
+                nf,
+                act
+            );
+        }
+        o
+    }
+
+    fn show_flows(&self, count: usize) -> String {
+        let cfg = lock(&self.config).clone();
+        let mut o = String::new();
+        let mut left = count;
+        let _ = writeln!(
+            o,
+            "{:<7} {:<45} {:>5} {:<6} {:<16} {:<16}",
+            "thread", "client", "dport", "proto", "state", "server"
+        );
+        for (ti, s) in self.slots.iter().enumerate() {
+            if left == 0 {
+                break;
+            }
+            let s = lock(s);
+            let Some(w) = s.worker.as_deref() else {
+                continue;
+            };
+            w.flows.for_each(|l| {
+                if left == 0 {
+                    return false;
+                }
+                left -= 1;
+                let client = if l.v6 {
+                    let a = std::net::Ipv6Addr::from(l.src);
+                    format!("[{a}]:{}", l.sport)
+                } else {
+                    let a = std::net::Ipv4Addr::new(l.src[0], l.src[1], l.src[2], l.src[3]);
+                    format!("{a}:{}", l.sport)
+                };
+                let server = cfg
+                    .servers
+                    .get(usize::from(l.entry.backend))
+                    .map_or_else(|| format!("#{}", l.entry.backend), |s| s.addr.to_string());
+                let _ = writeln!(
+                    o,
+                    "{:<7} {:<45} {:>5} {:<6} {:<16} {:<16}",
+                    ti,
+                    client,
+                    l.dport,
+                    proto_name(l.proto),
+                    state_name(l.entry.state),
+                    server
+                );
+                true
+            });
+        }
+        if left == count {
+            let _ = writeln!(o, "(no flows)");
+        }
+        o
+    }
+}
+
+fn new_worker(thread: usize) -> Option<Box<FlowWorker>> {
+    let mut w = FlowWorker::new_box_zeroed().ok()?;
+    w.init(thread as u64);
+    Some(w)
+}
+
+fn add_global(a: &mut GlobalCounters, b: &GlobalCounters) {
+    a.rx_packets += b.rx_packets;
+    a.forwarded += b.forwarded;
+    a.replies += b.replies;
+    a.to_host += b.to_host;
+    a.dropped += b.dropped;
+    a.flows_inserted += b.flows_inserted;
+    a.flows_untracked += b.flows_untracked;
+    a.maglev_fallback += b.maglev_fallback;
+    a.flows_expired += b.flows_expired;
+    a.icmp_errors_forwarded += b.icmp_errors_forwarded;
+    a.fragments_forwarded += b.fragments_forwarded;
+    a.flows_rescheduled += b.flows_rescheduled;
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmp6".into(),
+        x => x.to_string(),
+    }
+}
+
+fn state_name(s: FlowState) -> &'static str {
+    match s {
+        FlowState::Free => "free",
+        FlowState::TcpSynSent => "syn-sent",
+        FlowState::TcpEstablished => "established",
+        FlowState::TcpClosing => "closing",
+        FlowState::Udp => "udp",
+        FlowState::Other => "other",
+    }
+}
