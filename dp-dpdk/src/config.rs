@@ -765,6 +765,22 @@ weight = 2.5
                 GOOD.replace("encap = \"ipip\"", "encap = \"ipip\"\nbogus = 1"),
                 "bogus",
             ),
+            // Duplicate backend: the second one names the first's address.
+            (
+                GOOD.replace("198.19.0.11", "198.19.0.10"),
+                "backend[1].address",
+            ),
+            // Zero backends.
+            (
+                GOOD.split("[[backend]]").next().unwrap_or("").to_string(),
+                "backend",
+            ),
+            // A truncated file (cut inside a table header): TOML's own error,
+            // with the line.
+            (
+                GOOD[..GOOD.find("[[vip]]").unwrap_or(0) + 4].to_string(),
+                "line",
+            ),
         ];
         for (text, field) in cases {
             let e = err_of(&text);
