@@ -104,6 +104,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "millions of operations: too slow under Miri")]
     fn low_and_high_bits_are_balanced() {
         // 64 K sequential clients: every one of 256 buckets and every top byte gets
         // close to its share (loose bounds, the point is to catch a broken mixer).

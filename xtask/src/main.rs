@@ -208,6 +208,7 @@ fn test(root: &Path) -> Result<()> {
     if !st.success() {
         bail!("loom tests failed ({st})");
     }
+    miri(root)?;
     step("fuzzing every target briefly (regressions only; `cargo xtask fuzz --seconds N` for a long run)");
     fuzz(root, 20)?;
     println!("\nall checks passed");
@@ -366,4 +367,35 @@ fn fuzz(root: &Path, secs: u64) -> Result<Vec<(String, u64, u64)>> {
         println!("| {t} | {s} | {runs} |");
     }
     Ok(results)
+}
+
+/// Runs the core's unit tests under Miri when the nightly toolchain has it
+/// (`rustup component add --toolchain nightly miri rust-src`); says so and skips
+/// otherwise. Tests that run millions of operations are ignored under Miri.
+fn miri(root: &Path) -> Result<()> {
+    let have = Command::new("cargo")
+        .args(["+nightly", "miri", "--version"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        step("Miri: not installed for the nightly toolchain here (rustup component add --toolchain nightly miri rust-src); skipped");
+        return Ok(());
+    }
+    step("Miri over marllb-core's unit tests (undefined behaviour, out-of-bounds, uninitialised reads)");
+    let target = target_dir(root).join("miri");
+    println!("    $ PROPTEST_CASES=4 MIRIFLAGS=-Zmiri-disable-isolation cargo +nightly miri test -p marllb-core --lib");
+    let st = Command::new("cargo")
+        .args(["+nightly", "miri", "test", "-p", "marllb-core", "--lib"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env("PROPTEST_CASES", "4")
+        .env("MIRIFLAGS", "-Zmiri-disable-isolation")
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(root)
+        .status()
+        .context("running cargo miri")?;
+    if !st.success() {
+        bail!("Miri found a problem ({st})");
+    }
+    Ok(())
 }

@@ -356,6 +356,7 @@ mod tests {
     /// 1e6 samples for weights 1..=16 (plus a zero weight) against the exact
     /// expectation; chi-square below the 0.999 critical value.
     #[test]
+    #[cfg_attr(miri, ignore = "a million samples: too slow under Miri")]
     fn chi_square_weights_1_to_16() {
         let mut weights: Vec<u32> = (1..=16).map(|w| w * crate::WEIGHT_ONE).collect();
         weights.push(0);

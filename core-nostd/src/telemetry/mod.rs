@@ -379,6 +379,7 @@ mod tests {
     use zerocopy::FromZeros;
 
     #[test]
+    #[cfg_attr(miri, ignore = "millions of operations: too slow under Miri")]
     fn reservoir_keeps_uniform_sample() {
         // Offer 0..100_000 many times; each sample's mean should be near 50_000.
         let mut g = crate::hash::SplitMix64::new(1);
