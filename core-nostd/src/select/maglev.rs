@@ -407,7 +407,8 @@ impl fmt::Debug for MaglevTable {
 }
 
 // 65 537-entry builds: too slow under Miri.
-#[cfg(all(test, not(miri)))]
+#[cfg(test)]
+#[cfg(not(miri))]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::test_util::{chi2, chi2_crit_999, splitmix64};
