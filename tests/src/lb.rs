@@ -163,3 +163,129 @@ pub fn start_dataplane(topo: &mut Topology, i: usize, opts: &LbOptions) -> Resul
         log.display()
     )
 }
+
+/// How the controller of an LB node runs.
+#[derive(Debug, Clone)]
+pub struct CtrlOptions {
+    /// Agent: qmix | sac-gru | sed | lsq | wcmp | ecmp | static.
+    pub agent: String,
+    /// ONNX model for qmix / sac-gru.
+    pub model: Option<PathBuf>,
+    /// Cycle period.
+    pub interval: String,
+    /// Active health check (`http:/static.html`, `tcp`, `none`).
+    pub health: String,
+    /// Prometheus port (inside the LB namespace, 127.0.0.1).
+    pub prometheus_port: u16,
+}
+
+impl Default for CtrlOptions {
+    fn default() -> Self {
+        Self {
+            agent: "sed".into(),
+            model: None,
+            interval: "250ms".into(),
+            health: "http:/static.html".into(),
+            prometheus_port: 9090,
+        }
+    }
+}
+
+/// Starts `marllb-ctrl` in LB node `i`'s namespace (label `ctrl<i>`), attached
+/// to the data plane's region `shm`, managing every backend of `topo`.
+pub fn start_controller(
+    topo: &mut Topology,
+    i: usize,
+    shm: &str,
+    opts: &CtrlOptions,
+) -> Result<PathBuf> {
+    let node = topo.lbs.get(i).context("no such LB node")?.clone();
+    let dir = topo.dir.join(format!("lb{i}"));
+    std::fs::create_dir_all(&dir)?;
+    let exe = bin("marllb-ctrl")?;
+    let servers = topo
+        .backends
+        .iter()
+        .map(|b| format!("{}:80", b.spec.addr))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut args: Vec<String> = vec![
+        "--shm".into(),
+        shm.into(),
+        "--agent".into(),
+        opts.agent.clone(),
+        "--servers".into(),
+        servers,
+        "--interval".into(),
+        opts.interval.clone(),
+        "--health".into(),
+        opts.health.clone(),
+        "--prometheus-port".into(),
+        opts.prometheus_port.to_string(),
+    ];
+    if let Some(m) = &opts.model {
+        args.extend(["--model".into(), m.to_string_lossy().into_owned()]);
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = dir.join("ctrl.log");
+    let label = format!("ctrl{i}");
+    topo.tb
+        .spawn(&label, &node.ns, &exe.to_string_lossy(), &a, &log)?;
+    // Ready when /metrics answers (bounded).
+    for _ in 0..200 {
+        if metrics(&node.ns, opts.prometheus_port).is_ok_and(|m| !m.is_empty()) {
+            return Ok(log);
+        }
+        if !topo.tb.running(&label) {
+            bail!(
+                "marllb-ctrl for lb{i} exited:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    bail!(
+        "marllb-ctrl for lb{i} did not come up; see {}",
+        log.display()
+    )
+}
+
+/// The controller's `/metrics` text, fetched inside `ns`.
+pub fn metrics(ns: &str, port: u16) -> Result<String> {
+    crate::netns::run(
+        crate::netns::in_ns(ns, "curl")
+            .args(["-s", "--max-time", "1"])
+            .arg(format!("http://127.0.0.1:{port}/metrics")),
+    )
+}
+
+/// Values of metric `name` by its `backend` label (e.g. `marllb_backend_weight`).
+pub fn per_backend(text: &str, name: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let Some(labels) = rest.strip_prefix('{') else {
+            continue;
+        };
+        let Some((labels, value)) = labels.split_once('}') else {
+            continue;
+        };
+        let backend = labels
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("backend=\""))
+            .map(|v| v.trim_end_matches('"').to_string());
+        if let (Some(b), Ok(v)) = (backend, value.trim().parse::<f64>()) {
+            out.insert(b, v);
+        }
+    }
+    out
+}
+
+/// Value of an unlabelled metric.
+pub fn scalar(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}

@@ -16,6 +16,7 @@
 //!   factors recorded) and a constant-rate mode, with per-request latency.
 
 pub mod backend;
+pub mod demo;
 pub mod lb;
 pub mod load;
 pub mod netns;

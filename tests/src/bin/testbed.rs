@@ -1,0 +1,84 @@
+//! `marllb-testbed`: the main job (`demo`) of `cargo xtask demo`.
+//!
+//! `marllb-testbed demo [--policy qmix] [--compare ecmp|none] [--duration 60]
+//! [--backends 7] [--trace FILE] [--work-scale 0.4] [--time-scale 1]`
+#![allow(clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use marllb_testbed::demo::{print_table, run_policy, DemoOptions};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("demo") {
+        bail!("usage: marllb-testbed demo [--policy P] [--compare P|none] [--duration S] [--backends N] [--trace FILE] [--work-scale X] [--time-scale X] [--root DIR]");
+    }
+    let root = arg(&args, "--root")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut o = DemoOptions::new(&root);
+    if let Some(p) = arg(&args, "--policy") {
+        o.policy = p;
+    }
+    if let Some(c) = arg(&args, "--compare") {
+        o.compare = (c != "none").then_some(c);
+    }
+    if let Some(d) = arg(&args, "--duration") {
+        o.duration = d.parse().context("--duration seconds")?;
+        if !(o.duration > 0.0 && o.duration <= 600.0) {
+            bail!("--duration must be in (0, 600]");
+        }
+    }
+    if let Some(n) = arg(&args, "--backends") {
+        o.backends = n.parse().context("--backends N")?;
+        if !(1..=50).contains(&o.backends) {
+            bail!("--backends must be in 1..=50");
+        }
+    }
+    if let Some(t) = arg(&args, "--trace") {
+        o.trace = PathBuf::from(t);
+    }
+    if let Some(w) = arg(&args, "--work-scale") {
+        o.work_scale = w.parse().context("--work-scale")?;
+    }
+    if let Some(t) = arg(&args, "--time-scale") {
+        o.time_scale = t.parse().context("--time-scale")?;
+    }
+    println!(
+        "MARLLB testbed: trace {} (time x{}, work x{}), {} s per policy; Ctrl-C tears everything down",
+        o.trace.display(),
+        o.time_scale,
+        o.work_scale,
+        o.duration
+    );
+    let dir = std::env::temp_dir().join(format!("marllb-demo-{}", std::process::id()));
+    let mut runs = Vec::new();
+    let mut policies = vec![o.policy.clone()];
+    policies.extend(o.compare.clone());
+    for (i, p) in policies.iter().enumerate() {
+        let prefix = format!("md{i}{}", std::process::id() % 10_000);
+        runs.push(run_policy(&prefix, &dir.join(p), &o, p)?);
+    }
+    print_table(&runs);
+    if runs.len() == 2 {
+        let (a, b) = (&runs[0].summary, &runs[1].summary);
+        println!(
+            "\n{} vs {}: p95 latency {:.2}x, p99 {:.2}x, Jain {:.3} vs {:.3}",
+            runs[0].policy,
+            runs[1].policy,
+            a.latency_p95_ms / b.latency_p95_ms.max(1e-9),
+            a.latency_p99_ms / b.latency_p99_ms.max(1e-9),
+            a.jain,
+            b.jain
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
