@@ -46,7 +46,6 @@ const BENCH_DPDK_PACKAGES: &[&str] = &[
     "clang",
     "libpcap-dev",
 ];
-const DEMO_PACKAGES: &[&str] = &[];
 
 fn main() -> ExitCode {
     match run() {
@@ -155,19 +154,37 @@ fn ensure_packages(pkgs: &[&str]) -> Result<()> {
 }
 
 fn demo(root: &Path, extra: &[String]) -> Result<()> {
-    ensure_packages(DEMO_PACKAGES)?;
-    step("building and running the core demo (release build)");
-    let mut args = vec![
-        "run",
-        "--release",
-        "-p",
-        "marllb-core",
-        "--example",
-        "demo",
-        "--",
-    ];
-    args.extend(extra.iter().map(String::as_str));
-    cargo(root, &args)
+    if extra.first().map(String::as_str) == Some("core") {
+        step("building and running the data-plane core demo (release build)");
+        let mut args = vec!["run", "--release", "-p", "marllb-core", "--example", "demo", "--"];
+        args.extend(extra[1..].iter().map(String::as_str));
+        return cargo(root, &args);
+    }
+    ensure_packages(TEST_PACKAGES)?;
+    step("building the data plane, the controller and the testbed (release)");
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "marllb-dpdk",
+            "-p",
+            "marllb-ctrl",
+            "-p",
+            "marllb-testbed",
+        ],
+    )?;
+    step("running the testbed: namespaces, backends, DPDK data plane, controller, trace replay");
+    let bin = target_dir(root).join("release/marllb-testbed");
+    let mut cmd = Command::new(&bin);
+    cmd.arg("demo").arg("--root").arg(root).args(extra);
+    println!("    $ {} demo --root {} {}", bin.display(), root.display(), extra.join(" "));
+    let st = cmd.status().context("running marllb-testbed")?;
+    if !st.success() {
+        bail!("the testbed demo failed ({st})");
+    }
+    Ok(())
 }
 
 fn test(root: &Path) -> Result<()> {
