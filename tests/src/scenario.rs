@@ -133,9 +133,9 @@ pub fn weight_change(prefix: &str, dir: &Path) -> Result<WeightChangeReport> {
         "load",
         &[
             "--rate",
-            "8",
+            "5",
             "--loops",
-            "15000000",
+            "25000000",
             "--duration",
             "9",
             "--capacities",

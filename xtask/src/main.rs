@@ -156,7 +156,15 @@ fn ensure_packages(pkgs: &[&str]) -> Result<()> {
 fn demo(root: &Path, extra: &[String]) -> Result<()> {
     if extra.first().map(String::as_str) == Some("core") {
         step("building and running the data-plane core demo (release build)");
-        let mut args = vec!["run", "--release", "-p", "marllb-core", "--example", "demo", "--"];
+        let mut args = vec![
+            "run",
+            "--release",
+            "-p",
+            "marllb-core",
+            "--example",
+            "demo",
+            "--",
+        ];
         args.extend(extra[1..].iter().map(String::as_str));
         return cargo(root, &args);
     }
@@ -179,7 +187,12 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
     let bin = target_dir(root).join("release/marllb-testbed");
     let mut cmd = Command::new(&bin);
     cmd.arg("demo").arg("--root").arg(root).args(extra);
-    println!("    $ {} demo --root {} {}", bin.display(), root.display(), extra.join(" "));
+    println!(
+        "    $ {} demo --root {} {}",
+        bin.display(),
+        root.display(),
+        extra.join(" ")
+    );
     let st = cmd.status().context("running marllb-testbed")?;
     if !st.success() {
         bail!("the testbed demo failed ({st})");
