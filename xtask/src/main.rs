@@ -7,6 +7,8 @@
 //! * `cargo xtask bench shm` — the shared-memory protocol against memcpy.
 //! * `cargo xtask bench core` — the core pipeline against a peer pipeline built
 //!   from well-known crates, in the same run.
+//! * `cargo xtask bench ctrl` — one controller cycle against the bare tract
+//!   inference of the same policy, in the same run.
 //!
 //! System packages are installed with apt-get only when missing, and every step
 //! says what it is doing.
@@ -31,7 +33,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <demo | test | bench core | bench shm>"
+    "usage: cargo xtask <demo | test | bench core | bench shm | bench ctrl>"
 }
 
 fn run() -> Result<()> {
@@ -43,6 +45,7 @@ fn run() -> Result<()> {
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("core") => bench_core(&root, &args[2..]),
             Some("shm") => bench_shm(&root, &args[2..]),
+            Some("ctrl") => bench_ctrl(&root, &args[2..]),
             _ => bail!("{}", usage()),
         },
         _ => bail!("{}", usage()),
@@ -183,6 +186,18 @@ fn bench_shm(root: &Path, extra: &[String]) -> Result<()> {
     ];
     args.extend(extra.iter().map(String::as_str));
     cargo(root, &args)
+}
+
+fn bench_ctrl(root: &Path, extra: &[String]) -> Result<()> {
+    step("building the controller benchmark (release)");
+    let example = ["--release", "-p", "marllb-ctrl", "--example", "bench_ctrl"];
+    cargo(root, &[&["build"][..], &example[..]].concat())?;
+    let bin = target_dir(root).join("release/examples/bench_ctrl");
+    run_pinned(
+        "benchmarking a controller cycle (16-backend GRU policy) against bare tract inference",
+        &bin,
+        extra,
+    )
 }
 
 fn bench_core(root: &Path, extra: &[String]) -> Result<()> {
