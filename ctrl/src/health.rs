@@ -136,11 +136,12 @@ pub fn check_once(target: SocketAddr, mode: &HealthMode, timeout: Duration, expe
         SocketAddr::V4(a) => a.ip().to_string(),
         SocketAddr::V6(a) => format!("[{}]", a.ip()),
     };
-    write!(
-        s,
+    // One write: a server may answer (and close) as soon as the request line arrives.
+    let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: marllb-ctrl\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("send: {e}"))?;
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
     let mut buf = [0u8; 256];
     let mut got = 0;
     while !buf[..got].contains(&b'\n') && got < buf.len() {

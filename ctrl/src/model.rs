@@ -332,8 +332,9 @@ pub fn describe(path: &Path) -> Result<String, ModelError> {
     let _ = writeln!(s, "metadata:");
     for (k, v) in props {
         let val = v
-            .to_scalar::<String>()
-            .map_or_else(|_| format!("{v:?}"), Clone::clone);
+            .try_as_plain_ram()
+            .and_then(|p| p.to_scalar::<String>().cloned())
+            .unwrap_or_else(|_| format!("{v:?}"));
         let _ = writeln!(s, "  {k} = {val}");
     }
     Ok(s)

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod in_process;
 
 use std::process::Command;
 use std::time::Duration;
@@ -112,8 +113,11 @@ fn health_failover_slow_start_and_all_down() {
         .collect();
     assert!(ramp.windows(2).all(|w| w[0] <= w[1]), "ramp {ramp:?}");
     let partial: std::collections::BTreeSet<u32> = ramp.iter().copied().filter(|&w| w > 0 && w < WEIGHT_ONE).collect();
-    assert!(partial.len() >= 3, "slow start steps {ramp:?}");
-    assert_eq!(ramp.first().copied(), Some(WEIGHT_ONE / 5));
+    // Steps of WEIGHT_ONE/5; the data plane polls every 10 ms against 50 ms
+    // cycles, so it sees nearly all of them (two is the bound under load).
+    assert!(partial.len() >= 2, "slow start steps {ramp:?}");
+    assert!(partial.iter().all(|w| w % (WEIGHT_ONE / 5) == 0), "{ramp:?}");
+    assert!(ramp[0] < WEIGHT_ONE, "{ramp:?}");
 
     // Every backend down: all marked down, said clearly.
     for b in backends.iter_mut() {
@@ -204,6 +208,11 @@ fn model_hot_reload_refuses_bad_models() {
         m.get("marllb_model_reloads_total", &[("result", "accepted")]).unwrap_or(0.0) >= 1.0
     });
     assert_eq!(m.get("marllb_cycle_failures_total", &[("result", "inference")]), None);
+    // Each refusal was logged with its reason.
+    let log = c.log_text();
+    for why in ["ONNX model", "probe run", "the model is for 4 backends", "the graph gives shape"] {
+        assert!(log.contains(why), "no refusal for {why:?} in\n{log}");
+    }
     assert!(c.stop().success());
 }
 

@@ -90,9 +90,10 @@ impl G {
     }
     fn node(&mut self, op: &str, inputs: &[&str], out: Option<&str>, attrs: Vec<pb::AttributeProto>) -> String {
         let o = out.map_or_else(|| self.name("t"), str::to_owned);
+        let name = self.name(op);
         self.nodes.push(pb::NodeProto {
             op_type: op.into(),
-            name: self.name(op),
+            name,
             input: inputs.iter().map(|s| (*s).to_owned()).collect(),
             output: vec![o.clone()],
             attribute: attrs,

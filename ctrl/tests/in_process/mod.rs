@@ -1,12 +1,9 @@
 //! One cycle at a time, in process, over a region in heap memory.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{onnxgen, TempDir};
+use crate::common::{onnxgen, TempDir};
 use marllb_core::service::AdminState;
 use marllb_core::telemetry::Telemetry;
 use marllb_core::WEIGHT_ONE;
