@@ -9,6 +9,8 @@
 //!   from well-known crates, in the same run.
 //! * `cargo xtask bench dpdk` — `marllb-dpdk` against `dpdk-testpmd` io-forward,
 //!   same generated trace (net_pcap, infinite_rx) to net_null, interleaved runs.
+//! * `cargo xtask bench ctrl` — one controller cycle against the bare tract
+//!   inference of the same policy, in the same run.
 //!
 //! System packages are installed with apt-get only when missing, and every step
 //! says what it is doing.
@@ -58,7 +60,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <demo | test | fuzz [--seconds N] | bench core | bench shm | bench dpdk [--secs N] [--runs N]>"
+    "usage: cargo xtask <demo [core] | test | fuzz [--seconds N] | bench core | bench shm | bench dpdk [--secs N] [--runs N] | bench ctrl>"
 }
 
 fn run() -> Result<()> {
@@ -82,6 +84,7 @@ fn run() -> Result<()> {
             Some("core") => bench_core(&root, &args[2..]),
             Some("shm") => bench_shm(&root, &args[2..]),
             Some("dpdk") => bench_dpdk::run(&root, &args[2..]),
+            Some("ctrl") => bench_ctrl(&root, &args[2..]),
             _ => bail!("{}", usage()),
         },
         _ => bail!("{}", usage()),
@@ -258,6 +261,18 @@ fn bench_shm(root: &Path, extra: &[String]) -> Result<()> {
     ];
     args.extend(extra.iter().map(String::as_str));
     cargo(root, &args)
+}
+
+fn bench_ctrl(root: &Path, extra: &[String]) -> Result<()> {
+    step("building the controller benchmark (release)");
+    let example = ["--release", "-p", "marllb-ctrl", "--example", "bench_ctrl"];
+    cargo(root, &[&["build"][..], &example[..]].concat())?;
+    let bin = target_dir(root).join("release/examples/bench_ctrl");
+    run_pinned(
+        "benchmarking a controller cycle (16-backend GRU policy) against bare tract inference",
+        &bin,
+        extra,
+    )
 }
 
 fn bench_core(root: &Path, extra: &[String]) -> Result<()> {

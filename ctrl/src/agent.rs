@@ -1,0 +1,85 @@
+//! The heuristic agents, used when no model is configured or usable.
+//!
+//! All produce Q16.16 weights normalized so the largest is 1.0
+//! ([`WEIGHT_ONE`]); a positive real weight never rounds down to 0.
+//!
+//! | agent | weight of backend i |
+//! |---|---|
+//! | `ecmp` | 1 |
+//! | `wcmp` | the configured weight (`wcmp_weights`, else the region's base weight) |
+//! | `static` | the region's base weight, set once and never recomputed |
+//! | `lsq` | 1 / (active_i + 1) |
+//! | `sed` | base_i / (active_i + 1) |
+//!
+//! `lsq` and `sed` are recomputed every cycle from the active-flow gauges summed
+//! over workers, so between two cycles new flows lean toward the backends that
+//! were least loaded (relative to their capacity for `sed`) at the last one. With
+//! the data plane's SED selection on top, the data plane also reacts within the
+//! cycle to the flows it places.
+
+use marllb_core::{Weight, WEIGHT_ONE};
+
+use crate::config::AgentKind;
+
+/// Scales positive reals so the largest is [`WEIGHT_ONE`]; zeros stay zero.
+pub fn normalize(real: impl Iterator<Item = f64> + Clone, out: &mut Vec<Weight>) {
+    out.clear();
+    let max = real.clone().fold(0.0f64, f64::max);
+    for v in real {
+        let w = if max > 0.0 && v > 0.0 {
+            ((v / max) * f64::from(WEIGHT_ONE)).round().max(1.0) as Weight
+        } else {
+            0
+        };
+        out.push(w);
+    }
+}
+
+/// Computes a heuristic's weights into `out`. `base` are the configured
+/// (Q16.16) weights, `active` the active-flow gauges; both by backend.
+pub fn heuristic(kind: AgentKind, base: &[Weight], active: &[u32], out: &mut Vec<Weight>) {
+    let n = base.len();
+    match kind {
+        AgentKind::Ecmp => {
+            out.clear();
+            out.resize(n, WEIGHT_ONE);
+        }
+        AgentKind::Wcmp | AgentKind::Static | AgentKind::Qmix | AgentKind::SacGru => {
+            normalize(base.iter().map(|&b| f64::from(b)), out);
+        }
+        AgentKind::Lsq => normalize(
+            (0..n).map(|i| 1.0 / (f64::from(active.get(i).copied().unwrap_or(0)) + 1.0)),
+            out,
+        ),
+        AgentKind::Sed => normalize(
+            base.iter()
+                .enumerate()
+                .map(|(i, &b)| f64::from(b) / (f64::from(active.get(i).copied().unwrap_or(0)) + 1.0)),
+            out,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heuristics() {
+        let base = [WEIGHT_ONE, 2 * WEIGHT_ONE, WEIGHT_ONE];
+        let active = [0, 3, 9];
+        let mut w = Vec::new();
+        heuristic(AgentKind::Ecmp, &base, &active, &mut w);
+        assert_eq!(w, vec![WEIGHT_ONE; 3]);
+        heuristic(AgentKind::Wcmp, &base, &active, &mut w);
+        assert_eq!(w, vec![WEIGHT_ONE / 2, WEIGHT_ONE, WEIGHT_ONE / 2]);
+        heuristic(AgentKind::Lsq, &base, &active, &mut w);
+        assert_eq!(w, vec![WEIGHT_ONE, WEIGHT_ONE / 4, WEIGHT_ONE / 10 + 1]);
+        heuristic(AgentKind::Sed, &base, &active, &mut w);
+        // 1/1, 2/4, 1/10.
+        assert_eq!(w[0], WEIGHT_ONE);
+        assert_eq!(w[1], WEIGHT_ONE / 2);
+        normalize([0.0, 1e-9, 1.0].into_iter(), &mut w);
+        assert_eq!(w, vec![0, 1, WEIGHT_ONE]);
+    }
+}

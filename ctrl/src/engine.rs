@@ -1,0 +1,484 @@
+//! One control cycle, and the state carried between cycles.
+//!
+//! ```text
+//! read every worker's stats ─► merge per backend ─► FeatureBuilder
+//!   ─► policy (tract) or heuristic ─► action_to_weights      (the policy step)
+//!   ─► health / admin overlay, slow start ─► publish (epoch+1) ─► heartbeat ─► metrics
+//! ```
+//!
+//! The policy step may fail (inference error, NaN action, all-zero action) or
+//! overrun its budget: then its result is dropped, the last good policy weights
+//! are kept, the recurrent state does not advance, and the failure is counted.
+//! The health overlay and the publication run every cycle regardless, so a
+//! failed backend is taken out even while the policy is failing, and the
+//! heartbeat never stops while the controller runs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use marllb_core::service::AdminState;
+use marllb_core::{Weight, WEIGHT_ONE};
+use marllb_policy::{action_to_weights, BackendObs, FeatureBuilder};
+use marllb_shm::layout::ConfigImage;
+use marllb_shm::Controller;
+use zerocopy::FromZeros;
+
+use crate::agent::heuristic;
+use crate::config::{AgentKind, PassiveSettings};
+use crate::health::{HealthBoard, Passive};
+use crate::metrics::{BackendLabels, Metrics};
+use crate::model::Policy;
+use crate::stats::{jain, mean_p95_s, ReadSummary, StatsReader};
+
+/// What the engine needs besides the region.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Agent asked for.
+    pub agent: AgentKind,
+    /// Heuristic while a learned agent has no model.
+    pub fallback_agent: AgentKind,
+    /// Policy-step budget: longer is an overrun.
+    pub budget: Duration,
+    /// Slow-start length in cycles (0: none).
+    pub slow_start_cycles: u32,
+    /// Passive signal.
+    pub passive: PassiveSettings,
+    /// WCMP weights (real), one per backend; `None`: the region's base weights.
+    pub wcmp_weights: Option<Vec<f32>>,
+    /// Backends held draining, by index.
+    pub drain: Vec<bool>,
+    /// Backend names for metrics and logs, by index.
+    pub names: Vec<String>,
+}
+
+/// Why an engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Out of memory for the stats frames.
+    #[error("cannot allocate the stats frames")]
+    Alloc,
+    /// The WCMP weights do not match the backends.
+    #[error("wcmp_weights: {got} weights for {backends} backends")]
+    WcmpLength {
+        /// Given.
+        got: usize,
+        /// Backends.
+        backends: usize,
+    },
+}
+
+/// What one cycle did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    /// Epoch published (0: nothing published).
+    pub epoch: u64,
+    /// The policy step produced new weights.
+    pub policy_ok: bool,
+    /// The policy step exceeded its budget.
+    pub overrun: bool,
+    /// Every backend is down.
+    pub all_down: bool,
+    /// Stats read summary.
+    pub stats: ReadSummary,
+}
+
+/// The controller's state between cycles.
+#[derive(Debug)]
+pub struct Engine<'r> {
+    ctrl: Controller<'r>,
+    cfg: EngineConfig,
+    n: usize,
+    stats: StatsReader,
+    fb: FeatureBuilder,
+    policy: Option<Policy>,
+    obs: Vec<f32>,
+    action: Vec<f32>,
+    real: Vec<f32>,
+    q16: Vec<Weight>,
+    base: Vec<Weight>,
+    wcmp: Vec<Weight>,
+    /// Last good weights of the agent.
+    policy_w: Vec<Weight>,
+    out_w: Vec<Weight>,
+    out_admin: Vec<AdminState>,
+    active_scratch: Vec<u32>,
+    health: Arc<HealthBoard>,
+    passive: Vec<Passive>,
+    down: Vec<bool>,
+    ramp: Vec<u32>,
+    all_down: bool,
+    metrics: Arc<Metrics>,
+    labels: Vec<BackendLabels>,
+    start: Instant,
+    last_cycle: Option<Instant>,
+    dp_hb: u64,
+    dp_hb_changed: Instant,
+    cycles: u64,
+}
+
+impl<'r> Engine<'r> {
+    /// An engine publishing through `ctrl`.
+    pub fn new(
+        ctrl: Controller<'r>,
+        cfg: EngineConfig,
+        health: Arc<HealthBoard>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, EngineError> {
+        let view = ctrl.view();
+        let n = view.geometry.backends();
+        let workers = view.geometry.worker_count;
+        let mut config = ConfigImage::new_zeroed();
+        ctrl.config_into(&mut config);
+        let mut base: Vec<Weight> = config.backends().iter().map(|b| b.base_weight).collect();
+        base.resize(n, WEIGHT_ONE);
+        if base.iter().all(|&b| b == 0) {
+            base.fill(WEIGHT_ONE);
+        }
+        let wcmp = match &cfg.wcmp_weights {
+            Some(w) if w.len() != n => {
+                return Err(EngineError::WcmpLength {
+                    got: w.len(),
+                    backends: n,
+                })
+            }
+            Some(w) => w.iter().map(|&x| marllb_policy::action::to_q16(x)).collect(),
+            None => base.clone(),
+        };
+        let labels = (0..n)
+            .map(|i| BackendLabels {
+                index: i.to_string(),
+                backend: cfg.names.get(i).cloned().unwrap_or_else(|| i.to_string()),
+            })
+            .collect();
+        let mut initial = Vec::new();
+        let first = if cfg.agent.is_learned() {
+            cfg.fallback_agent
+        } else {
+            cfg.agent
+        };
+        heuristic(first, if first == AgentKind::Wcmp { &wcmp } else { &base }, &[], &mut initial);
+        let now = Instant::now();
+        let e = Engine {
+            stats: StatsReader::new(workers, n).map_err(|_| EngineError::Alloc)?,
+            fb: FeatureBuilder::new(n),
+            policy: None,
+            obs: Vec::new(),
+            action: Vec::new(),
+            real: Vec::new(),
+            q16: Vec::new(),
+            base,
+            wcmp,
+            policy_w: initial,
+            out_w: vec![0; n],
+            out_admin: vec![AdminState::Active; n],
+            active_scratch: vec![0; n],
+            health,
+            passive: vec![Passive::default(); n],
+            down: vec![false; n],
+            ramp: vec![0; n],
+            all_down: false,
+            metrics,
+            labels,
+            start: now,
+            last_cycle: None,
+            dp_hb: 0,
+            dp_hb_changed: now,
+            cycles: 0,
+            ctrl,
+            cfg,
+            n,
+        };
+        e.metrics.set_policy(e.active_agent().name(), "");
+        Ok(e)
+    }
+
+    /// Backends in the region.
+    pub fn backends(&self) -> usize {
+        self.n
+    }
+
+    /// The agent computing the weights now.
+    pub fn active_agent(&self) -> AgentKind {
+        match (&self.policy, self.cfg.agent.is_learned()) {
+            (Some(_), _) => self.cfg.agent,
+            (None, true) => self.cfg.fallback_agent,
+            (None, false) => self.cfg.agent,
+        }
+    }
+
+    /// Installs a (new) policy; its recurrent state starts at zero.
+    pub fn install(&mut self, p: Policy) {
+        self.metrics
+            .set_policy(self.cfg.agent.name(), &p.path().display().to_string());
+        self.policy = Some(p);
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
+    }
+
+    /// The last weights and admin states published.
+    pub fn published(&self) -> (&[Weight], &[AdminState]) {
+        (&self.out_w, &self.out_admin)
+    }
+
+    /// The merged stats of the last cycle.
+    pub fn stats(&self) -> &StatsReader {
+        &self.stats
+    }
+
+    /// Runs one cycle at `now`.
+    pub fn step(&mut self, now: Instant) -> CycleReport {
+        let t0 = Instant::now();
+        let mut report = CycleReport {
+            stats: self.stats.read(&self.ctrl),
+            ..CycleReport::default()
+        };
+        if report.stats.workers_failed > 0 {
+            self.metrics
+                .stats_read_errors
+                .inc_by(u64::from(report.stats.workers_failed));
+        }
+        let obs: Vec<BackendObs<'_>> = self.stats.observations().collect();
+        self.fb.observe(&obs);
+        drop(obs);
+
+        match self.policy_step() {
+            Ok(()) if t0.elapsed() > self.cfg.budget => {
+                report.overrun = true;
+                self.metrics.overruns.inc();
+                tracing::warn!(
+                    took_us = t0.elapsed().as_micros() as u64,
+                    budget_us = self.cfg.budget.as_micros() as u64,
+                    "policy step overran its budget; keeping the last weights"
+                );
+            }
+            Ok(()) => {
+                report.policy_ok = true;
+                std::mem::swap(&mut self.policy_w, &mut self.q16);
+                if let Some(p) = &mut self.policy {
+                    self.fb.set_previous_action(&self.real);
+                    p.commit();
+                }
+            }
+            Err(reason) => {
+                self.metrics.failure(reason.label());
+                tracing::warn!(error = %reason, "policy step failed; keeping the last weights");
+            }
+        }
+
+        report.all_down = self.overlay(now);
+        match self.ctrl.publish(&self.out_w, &self.out_admin) {
+            Ok(epoch) => {
+                report.epoch = epoch;
+                self.metrics.epoch.set(epoch as i64);
+            }
+            Err(e) => {
+                self.metrics.failure("publish");
+                tracing::error!(error = %e, "publishing the weights failed");
+            }
+        }
+        self.ctrl
+            .heartbeat(self.start.elapsed().as_nanos() as u64 + 1);
+        self.cycles += 1;
+        self.metrics.cycles.inc();
+        self.metrics.cycle_latency.observe(t0.elapsed().as_secs_f64());
+        self.update_metrics(now, &report);
+        self.last_cycle = Some(now);
+        report
+    }
+
+    fn policy_step(&mut self) -> Result<(), StepError> {
+        let Some(p) = &mut self.policy else {
+            for (a, b) in self.active_scratch.iter_mut().zip(&self.stats.backends) {
+                *a = b.active_flows;
+            }
+            let kind = self.active_agent();
+            match kind {
+                // Static: the weights set at start, never recomputed.
+                AgentKind::Static => {
+                    self.q16.clone_from(&self.policy_w);
+                }
+                AgentKind::Wcmp => heuristic(kind, &self.wcmp, &self.active_scratch, &mut self.q16),
+                _ => heuristic(kind, &self.base, &self.active_scratch, &mut self.q16),
+            }
+            self.real.clear();
+            return Ok(());
+        };
+        self.fb.observation(p.meta(), &mut self.obs);
+        let t = Instant::now();
+        let r = p.infer(&self.obs, &mut self.action);
+        self.metrics
+            .inference_latency
+            .observe(t.elapsed().as_secs_f64());
+        r.map_err(|e| StepError::Inference(e.to_string()))?;
+        action_to_weights(p.meta(), &self.action, &mut self.real, &mut self.q16)
+            .map_err(|e| StepError::Action(e.to_string()))?;
+        if self.q16.iter().all(|&w| w == 0) {
+            return Err(StepError::AllZero);
+        }
+        Ok(())
+    }
+
+    /// Health and admin on top of the agent's weights; returns `true` when every
+    /// backend is down.
+    fn overlay(&mut self, now: Instant) -> bool {
+        let n_ramp = self.cfg.slow_start_cycles;
+        for i in 0..self.n {
+            let timeouts = self.stats.backends.get(i).map_or(0, |b| b.d_handshake_timeouts);
+            let passive_down = self
+                .passive
+                .get_mut(i)
+                .is_some_and(|p| p.update(&self.cfg.passive, timeouts, now));
+            let healthy = self.health.up(i) && !passive_down;
+            let name = self.labels.get(i).map_or("?", |l| l.backend.as_str());
+            let was_down = self.down[i];
+            if !healthy {
+                if !was_down {
+                    tracing::warn!(backend = name, index = i, passive = passive_down, "backend down: weight 0");
+                }
+                self.down[i] = true;
+                self.ramp[i] = 0;
+                self.out_w[i] = 0;
+                self.out_admin[i] = AdminState::Down;
+                continue;
+            }
+            if was_down {
+                self.down[i] = false;
+                self.ramp[i] = if n_ramp > 0 { 1 } else { 0 };
+                tracing::info!(backend = name, index = i, cycles = n_ramp, "backend recovered: slow start");
+            }
+            let full = self.policy_w.get(i).copied().unwrap_or(WEIGHT_ONE);
+            let w = if self.ramp[i] > 0 {
+                let k = self.ramp[i];
+                self.ramp[i] = if k >= n_ramp { 0 } else { k + 1 };
+                let scaled = (u64::from(full) * u64::from(k) / u64::from(n_ramp.max(1))) as Weight;
+                if full > 0 {
+                    scaled.max(1)
+                } else {
+                    0
+                }
+            } else {
+                full
+            };
+            self.out_w[i] = w;
+            self.out_admin[i] = if self.cfg.drain.get(i).copied().unwrap_or(false) {
+                AdminState::Draining
+            } else {
+                AdminState::Active
+            };
+        }
+        let all_down = self.out_admin.iter().all(|&a| a == AdminState::Down);
+        // Every live backend at weight 0 (the agent zeroed exactly the healthy
+        // ones): equal weights over them rather than a frame the data plane
+        // would reject.
+        let live = |(w, a): (&Weight, &AdminState)| *a != AdminState::Down && *w > 0;
+        if !all_down && !self.out_w.iter().zip(&self.out_admin).any(live) {
+            for (w, a) in self.out_w.iter_mut().zip(&self.out_admin) {
+                if *a != AdminState::Down {
+                    *w = WEIGHT_ONE;
+                }
+            }
+        }
+        if all_down != self.all_down {
+            if all_down {
+                tracing::error!(
+                    backends = self.n,
+                    "ALL BACKENDS DOWN: every backend is marked down; the data plane drops new and \
+                     existing flows of the service (no_live_backend) until one recovers"
+                );
+            } else {
+                tracing::info!("a backend is up again: service restored");
+            }
+            self.all_down = all_down;
+        }
+        all_down
+    }
+
+    fn update_metrics(&mut self, now: Instant, report: &CycleReport) {
+        let m = &self.metrics;
+        let dt = self
+            .last_cycle
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        let (mut pps, mut bps) = (0.0, 0.0);
+        for (i, b) in self.stats.backends.iter_mut().enumerate() {
+            let Some(l) = self.labels.get(i) else { continue };
+            m.weight
+                .get_or_create(l)
+                .set(f64::from(self.out_w[i]) / f64::from(WEIGHT_ONE));
+            m.health.get_or_create(l).set(i64::from(!self.down[i]));
+            m.admin.get_or_create(l).set(self.out_admin[i] as i64);
+            m.active_flows.get_or_create(l).set(i64::from(b.active_flows));
+            m.handshake_timeouts
+                .get_or_create(l)
+                .set(b.handshake_timeouts as i64);
+            if dt > 0.0 {
+                m.new_flows_rate
+                    .get_or_create(l)
+                    .set(b.d_new_flows as f64 / dt);
+                m.backend_pps.get_or_create(l).set(b.d_packets as f64 / dt);
+                pps += b.d_packets as f64 / dt;
+                bps += b.d_bytes as f64 * 8.0 / dt;
+            }
+            if let Some((avg, p95)) = mean_p95_s(&mut b.duration_us) {
+                m.flow_duration_avg.get_or_create(l).set(avg);
+                m.flow_duration_p95.get_or_create(l).set(p95);
+            }
+            if let Some((avg, p95)) = mean_p95_s(&mut b.fct_us) {
+                m.fct_avg.get_or_create(l).set(avg);
+                m.fct_p95.get_or_create(l).set(p95);
+            }
+        }
+        if dt > 0.0 {
+            m.throughput_pps.set(pps);
+            m.throughput_bps.set(bps);
+        }
+        let loads = self
+            .stats
+            .backends
+            .iter()
+            .zip(&self.out_admin)
+            .filter(|(_, a)| **a != AdminState::Down)
+            .map(|(b, _)| f64::from(b.active_flows));
+        m.jain.set(jain(loads));
+        m.all_down.set(i64::from(report.all_down));
+        m.dp_fallback.set(i64::from(report.stats.dp_fallback));
+        m.no_live_backend_drops
+            .set(report.stats.no_live_backend_drops as i64);
+        let hb = self.ctrl.dp_heartbeat();
+        if hb != self.dp_hb {
+            self.dp_hb = hb;
+            self.dp_hb_changed = now;
+        }
+        m.dp_heartbeat_age.set(
+            now.saturating_duration_since(self.dp_hb_changed)
+                .as_secs_f64(),
+        );
+    }
+}
+
+/// Why the policy step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// tract failed.
+    #[error("inference: {0}")]
+    Inference(String),
+    /// NaN, infinity or wrong length.
+    #[error("action refused: {0}")]
+    Action(String),
+    /// Every weight is 0.
+    #[error("the action gives every backend weight 0")]
+    AllZero,
+}
+
+impl StepError {
+    /// Metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Inference(_) => "inference",
+            Self::Action(_) => "action",
+            Self::AllZero => "all_zero",
+        }
+    }
+}

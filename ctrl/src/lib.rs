@@ -1,0 +1,28 @@
+//! # marllb-ctrl
+//!
+//! The MARLLB controller: every cycle (200 ms by default) it reads the data
+//! plane's per-worker statistics from the shared-memory region, builds the
+//! policy's observation ([`marllb_policy::FeatureBuilder`], the same code the
+//! simulator trains with), runs the ONNX policy with tract (or a heuristic),
+//! maps the action to Q16.16 weights, lays health and admin state over them,
+//! publishes them, heartbeats, and exports Prometheus metrics.
+//!
+//! * [`config`]: command line and `ctrl.toml`.
+//! * [`model`]: loading, checking and running an ONNX policy.
+//! * [`agent`]: the heuristics.
+//! * [`stats`]: reading and merging the workers' stats.
+//! * [`health`]: active checks and the passive signal.
+//! * [`engine`]: one cycle.
+//! * [`runner`]: the cycle loop and hot reload.
+//! * [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod config;
+pub mod engine;
+pub mod health;
+pub mod metrics;
+pub mod model;
+pub mod runner;
+pub mod stats;

@@ -1,0 +1,202 @@
+//! `marllb-ctrl`: the binary edge (flags, logging, signals, threads).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use marllb_ctrl::config::{Cli, Command, LogFormat, Settings};
+use marllb_ctrl::engine::{Engine, EngineConfig};
+use marllb_ctrl::health::{spawn_checkers, HealthBoard};
+use marllb_ctrl::metrics::{serve, Metrics};
+use marllb_ctrl::model::{describe, Loaded, Policy};
+use marllb_ctrl::runner::{run_loop, Flags, Reloader};
+use marllb_policy::{action_to_weights, FeatureBuilder, PolicyMeta};
+use marllb_shm::{ConfigImage, Controller, Expect, ShmRegion};
+use tracing_subscriber::EnvFilter;
+use zerocopy::FromZeros;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Some(Command::CheckModel { file, backends }) => check_model(&file, backends),
+        None => run(&cli.run),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("marllb-ctrl: {e:#}");
+            tracing::error!(error = %format!("{e:#}"), "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_model(file: &Path, backends: Option<usize>) -> Result<()> {
+    print!("{}", describe(file)?);
+    let sidecar = PolicyMeta::sidecar_of(file);
+    let meta = PolicyMeta::load(&sidecar)?;
+    println!("sidecar: {}", sidecar.display());
+    println!("{}", serde_json::to_string_pretty(&meta)?);
+    let loaded = Loaded::load(file, backends)?;
+    let mut p = Policy::new(loaded);
+    let fb = FeatureBuilder::new(meta.backends);
+    let (mut obs, mut action, mut real, mut q16) = (vec![], vec![], vec![], vec![]);
+    fb.observation(&meta, &mut obs);
+    p.infer(&obs, &mut action)?;
+    action_to_weights(&meta, &action, &mut real, &mut q16)?;
+    println!("probe: idle observation -> weights {real:?}");
+    println!("OK: {} backends, {} features, agent {}", meta.backends, meta.features.len(), meta.agent);
+    Ok(())
+}
+
+fn init_logging(s: &Settings) -> Result<()> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&s.log_level))
+        .context("log level")?;
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    let r = match (&s.log_file, s.log_format) {
+        (Some(p), fmt) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening the log file {}", p.display()))?;
+            let b = b.with_writer(Mutex::new(f)).with_ansi(false);
+            match fmt {
+                LogFormat::Json => b.json().try_init(),
+                LogFormat::Compact => b.compact().try_init(),
+            }
+        }
+        (None, LogFormat::Json) => b.json().with_writer(std::io::stderr).try_init(),
+        (None, LogFormat::Compact) => b.compact().with_writer(std::io::stderr).try_init(),
+    };
+    r.map_err(|e| anyhow::anyhow!("initialising logging: {e}"))
+}
+
+fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
+    let settings = Settings::resolve(args)?;
+    init_logging(&settings)?;
+    let region = ShmRegion::attach(&settings.shm, &Expect::default())
+        .with_context(|| format!("attaching the region {:?}", settings.shm))?;
+    let view = region.view();
+    let n = view.geometry.backends();
+    let mut config = ConfigImage::new_zeroed();
+    view.config_into(&mut config);
+
+    // The controller's backend list must be the data plane's, index by index.
+    let addrs: Vec<IpAddr> = if settings.servers.is_empty() {
+        config
+            .backends()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b.ip().with_context(|| format!("region backend {i} has an invalid address")))
+            .collect::<Result<_>>()?
+    } else {
+        settings.servers.iter().map(|s| s.addr).collect()
+    };
+    let mismatches: Vec<String> = config.diff_backends(&addrs).map(|m| m.to_string()).collect();
+    if !mismatches.is_empty() {
+        bail!("--servers does not match the data plane's backends: {}", mismatches.join("; "));
+    }
+    let vip_port = config.vips().iter().map(|v| v.port).find(|&p| p != 0);
+    let targets: Vec<SocketAddr> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let port = settings
+                .servers
+                .get(i)
+                .and_then(|s| s.port)
+                .or(settings.health.port)
+                .or(vip_port)
+                .unwrap_or(80);
+            SocketAddr::new(a, port)
+        })
+        .collect();
+    let drain: Vec<bool> = addrs.iter().map(|a| settings.drain.contains(a)).collect();
+
+    let flags = Flags::default();
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while stopping exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&flags.stop))?;
+        signal_hook::flag::register(sig, Arc::clone(&flags.stop))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&flags.hup))?;
+
+    let metrics = Arc::new(Metrics::new());
+    let http = match settings.prometheus {
+        Some(a) => {
+            let s = serve(a, Arc::clone(&metrics), Arc::clone(&flags.stop))
+                .with_context(|| format!("binding the metrics endpoint {a}"))?;
+            tracing::info!(addr = %s.addr, "metrics at http://{}/metrics", s.addr);
+            Some(s)
+        }
+        None => None,
+    };
+    let board = Arc::new(HealthBoard::new(n));
+    let checkers = spawn_checkers(&targets, &settings.health, &board, &flags.stop)?;
+
+    let cfg = EngineConfig {
+        agent: settings.agent,
+        fallback_agent: settings.fallback_agent,
+        budget: settings.cycle_budget,
+        slow_start_cycles: settings.slow_start_cycles,
+        passive: settings.passive,
+        wcmp_weights: settings.wcmp_weights.clone(),
+        drain,
+        names: addrs.iter().map(ToString::to_string).collect(),
+    };
+    let ctrl = Controller::new(view, std::process::id());
+    let mut engine = Engine::new(ctrl, cfg, board, Arc::clone(&metrics))?;
+    let mut reloader = None;
+    if let (true, Some(model)) = (settings.agent.is_learned(), &settings.model) {
+        match Loaded::load(model, Some(n)) {
+            Ok(l) => {
+                tracing::info!(model = %model.display(), agent = %l.meta().agent, backends = n, "model loaded");
+                if l.meta().agent != settings.agent.name() {
+                    tracing::warn!(sidecar = %l.meta().agent, flag = settings.agent.name(), "the sidecar's agent differs from --agent");
+                }
+                engine.install(Policy::new(l));
+            }
+            Err(e) => {
+                metrics.reload(false);
+                tracing::error!(model = %model.display(), error = %e, fallback = settings.fallback_agent.name(),
+                    "model refused; running the fallback heuristic until a valid model appears");
+            }
+        }
+        reloader = Some(Reloader::start(model, n)?);
+    }
+    tracing::info!(
+        shm = %settings.shm, backends = n, workers = view.geometry.worker_count,
+        agent = engine.active_agent().name(), interval_ms = settings.interval.as_millis() as u64,
+        health = ?settings.health.mode, "controller started"
+    );
+
+    std::thread::scope(|s| -> Result<()> {
+        let cycle = std::thread::Builder::new()
+            .name("ctrl-cycle".into())
+            .spawn_scoped(s, || {
+                run_loop(&mut engine, reloader.as_mut(), settings.interval, &metrics, &flags.stop, &flags.hup);
+            })?;
+        if cycle.join().is_err() {
+            bail!("the cycle thread panicked");
+        }
+        Ok(())
+    })?;
+
+    tracing::info!("stopping: the data plane's watchdog takes over after its heartbeat timeout");
+    flags.stop.store(true, Ordering::Relaxed);
+    drop(reloader);
+    for h in checkers {
+        let _ = h.join();
+    }
+    if let Some(s) = http {
+        let _ = s.handle.join();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! One cycle at a time, in process, over a region in heap memory.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::common::{onnxgen, TempDir};
+use marllb_core::service::AdminState;
+use marllb_core::telemetry::Telemetry;
+use marllb_core::WEIGHT_ONE;
+use marllb_ctrl::config::{AgentKind, PassiveSettings};
+use marllb_ctrl::engine::{Engine, EngineConfig};
+use marllb_ctrl::health::HealthBoard;
+use marllb_ctrl::metrics::Metrics;
+use marllb_ctrl::model::Policy;
+use marllb_shm::layout::{RegionFixed, StatsBlock};
+use marllb_shm::region::CreateParams;
+use marllb_shm::{ConfigImage, Controller, DataPlane, DataPlaneConfig, RegionView, StatsPublisher};
+use zerocopy::FromZeros;
+
+fn cfg(agent: AgentKind, budget: Duration) -> EngineConfig {
+    EngineConfig {
+        agent,
+        fallback_agent: AgentKind::Ecmp,
+        budget,
+        slow_start_cycles: 4,
+        passive: PassiveSettings {
+            enabled: false,
+            timeouts_per_cycle: 1,
+            fall: 1,
+            hold: Duration::from_secs(1),
+        },
+        wcmp_weights: None,
+        drain: vec![false, false, true],
+        names: vec![],
+    }
+}
+
+struct Heap {
+    fixed: Box<RegionFixed>,
+    workers: Box<[StatsBlock]>,
+}
+
+fn heap(n: u32) -> Heap {
+    let _ = n;
+    Heap {
+        fixed: RegionFixed::new_box_zeroed().unwrap(),
+        workers: <[StatsBlock]>::new_box_zeroed_with_elems(1).unwrap(),
+    }
+}
+
+fn view(h: &Heap, n: u32) -> RegionView<'_> {
+    let mut c = ConfigImage::new_zeroed();
+    c.n_backends = n;
+    for b in c.backends.iter_mut().take(n as usize) {
+        b.base_weight = WEIGHT_ONE;
+    }
+    RegionView::initialize(&h.fixed, &h.workers, &c, &CreateParams::default()).unwrap()
+}
+
+fn model(dir: &TempDir, m: (Vec<u8>, marllb_policy::PolicyMeta)) -> Policy {
+    let p = dir.0.join("m.onnx");
+    onnxgen::write(&p, &m.0, &m.1);
+    Policy::load(&p, Some(3)).unwrap()
+}
+
+#[test]
+fn runtime_nan_and_overrun_keep_the_last_weights() {
+    let h = heap(3);
+    let v = view(&h, 3);
+    let dir = TempDir::new("engine");
+    let metrics = Arc::new(Metrics::new());
+    let mut e = Engine::new(
+        Controller::new(v, 1),
+        cfg(AgentKind::SacGru, Duration::from_secs(10)),
+        Arc::new(HealthBoard::new(3)),
+        metrics.clone(),
+    )
+    .unwrap();
+    // sqrt(5 - Σobs): idle Σobs = 3 (previous actions), finite.
+    e.install(model(&dir, onnxgen::nan_when_busy(3, 5.0)));
+    let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
+    let mut tel = Telemetry::new_box_zeroed().unwrap();
+    let mut dp = DataPlane::new(&v, DataPlaneConfig::default());
+    publ.publish(1, &tel, &dp.status());
+    let r = e.step(Instant::now());
+    assert!(r.policy_ok);
+    let first = e.published().0.to_vec();
+    // Equal scores: the last level (2.0) wins; backend 2 is draining.
+    assert_eq!(first, vec![2 * WEIGHT_ONE; 3]);
+    assert_eq!(e.published().1, &[AdminState::Active, AdminState::Active, AdminState::Draining]);
+    let p = dp.poll(2);
+    assert_eq!(p.vector.weights(), &first[..]);
+
+    // Busy: NaN actions, refused; the last weights stay and it is counted.
+    tel.backends[0].active_flows = 500;
+    publ.publish(3, &tel, &dp.status());
+    let r = e.step(Instant::now());
+    assert!(!r.policy_ok);
+    assert!(r.epoch > 0);
+    assert_eq!(e.published().0, &first[..]);
+    assert!(metrics.encode().contains("marllb_cycle_failures_total{result=\"action\"} 1"));
+
+    // An overrunning step (budget 1 ns): its weights are dropped.
+    let mut e = Engine::new(
+        Controller::new(v, 1),
+        cfg(AgentKind::SacGru, Duration::from_nanos(1)),
+        Arc::new(HealthBoard::new(3)),
+        metrics.clone(),
+    )
+    .unwrap();
+    tel.backends[0].active_flows = 0;
+    publ.publish(4, &tel, &dp.status());
+    e.install(model(&dir, onnxgen::nan_when_busy(3, 5.0)));
+    let r = e.step(Instant::now());
+    assert!(r.overrun && !r.policy_ok);
+    // The fallback heuristic's start weights (ecmp) were kept.
+    assert_eq!(e.published().0, &[WEIGHT_ONE; 3]);
+    assert!(metrics.encode().contains("marllb_cycle_overruns_total 1"));
+}
+
+#[test]
+fn gru_hidden_state_is_carried_between_cycles() {
+    let dir = TempDir::new("gru");
+    let mut p = model(&dir, onnxgen::gru(3, 16, None, 3));
+    assert!(p.hidden().iter().all(|&x| x == 0.0));
+    let obs = vec![0.5f32; 21];
+    let mut a1 = Vec::new();
+    p.infer(&obs, &mut a1).unwrap();
+    // Not committed: the next run starts from the same state.
+    let mut a1b = Vec::new();
+    p.infer(&obs, &mut a1b).unwrap();
+    assert_eq!(a1, a1b);
+    p.commit();
+    let h1 = p.hidden().to_vec();
+    assert!(h1.iter().any(|&x| x != 0.0));
+    let mut a2 = Vec::new();
+    p.infer(&obs, &mut a2).unwrap();
+    p.commit();
+    assert_ne!(p.hidden(), &h1[..], "the state moves from cycle to cycle");
+    assert_ne!(a1, a2, "same observation, different state, different action");
+    p.reset_hidden();
+    let mut a3 = Vec::new();
+    p.infer(&obs, &mut a3).unwrap();
+    assert_eq!(a1, a3);
+}
+
+#[test]
+fn health_board_down_means_weight_zero_and_slow_start_after() {
+    let h = heap(3);
+    let v = view(&h, 3);
+    let board = Arc::new(HealthBoard::new(3));
+    let mut c = cfg(AgentKind::Ecmp, Duration::from_secs(10));
+    c.drain = vec![false; 3];
+    let mut e = Engine::new(Controller::new(v, 1), c, board.clone(), Arc::new(Metrics::new())).unwrap();
+    e.step(Instant::now());
+    assert_eq!(e.published().0, &[WEIGHT_ONE; 3]);
+    // The failure injection the checkers would do, through the test hook.
+    marllb_ctrl::health::testing::set(&board, 1, false);
+    e.step(Instant::now());
+    assert_eq!(e.published().0, &[WEIGHT_ONE, 0, WEIGHT_ONE]);
+    assert_eq!(e.published().1[1], AdminState::Down);
+    marllb_ctrl::health::testing::set(&board, 1, true);
+    let mut ramp = vec![];
+    for _ in 0..6 {
+        e.step(Instant::now());
+        ramp.push(e.published().0[1]);
+    }
+    assert_eq!(ramp, vec![WEIGHT_ONE / 4, WEIGHT_ONE / 2, 3 * WEIGHT_ONE / 4, WEIGHT_ONE, WEIGHT_ONE, WEIGHT_ONE]);
+    for i in 0..3 {
+        marllb_ctrl::health::testing::set(&board, i, false);
+    }
+    let r = e.step(Instant::now());
+    assert!(r.all_down);
+    assert_eq!(e.published().1, &[AdminState::Down; 3]);
+    let mut dp = DataPlane::new(&v, DataPlaneConfig::default());
+    let p = dp.poll(1);
+    assert_eq!(p.vector.admin(), &[AdminState::Down; 3]);
+}
