@@ -7,6 +7,7 @@
 //! * `cargo xtask bench shm` — the shared-memory protocol against memcpy.
 //! * `cargo xtask bench core` — the core pipeline against a peer pipeline built
 //!   from well-known crates, in the same run.
+//! * `cargo xtask bench sim` — simulator flow events per second on one core.
 //!
 //! System packages are installed with apt-get only when missing, and every step
 //! says what it is doing.
@@ -31,7 +32,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <demo | test | bench core | bench shm>"
+    "usage: cargo xtask <demo | test | bench core | bench shm | bench sim>"
 }
 
 fn run() -> Result<()> {
@@ -43,6 +44,7 @@ fn run() -> Result<()> {
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("core") => bench_core(&root, &args[2..]),
             Some("shm") => bench_shm(&root, &args[2..]),
+            Some("sim") => bench_sim(&root, &args[2..]),
             _ => bail!("{}", usage()),
         },
         _ => bail!("{}", usage()),
@@ -204,6 +206,15 @@ fn bench_core(root: &Path, extra: &[String]) -> Result<()> {
         &bin,
         extra,
     )
+}
+
+fn bench_sim(root: &Path, extra: &[String]) -> Result<()> {
+    step("building the simulator (release)");
+    cargo(root, &["build", "--release", "-p", "marllb-sim"])?;
+    let bin = target_dir(root).join("release/marllb-sim");
+    let mut args = vec!["bench".to_string()];
+    args.extend(extra.iter().cloned());
+    run_pinned("simulator flow events per second (one core)", &bin, &args)
 }
 
 /// The cargo target directory (honours CARGO_TARGET_DIR).
