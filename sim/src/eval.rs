@@ -85,6 +85,8 @@ pub struct Summary {
     pub events: u64,
     /// Wall-clock seconds of the run.
     pub wall_s: f64,
+    /// Agent policies: mean weight each backend got over steps and nodes.
+    pub mean_weights: Vec<f64>,
     /// Sorted JCTs, ms (not serialized).
     #[serde(skip)]
     pub jct_sorted_ms: Vec<f64>,
@@ -121,6 +123,7 @@ fn summarize(policy: String, stats: Stats, wall_s: f64) -> Summary {
         utilization: stats.utilization.clone(),
         events: stats.events,
         wall_s,
+        mean_weights: Vec::new(),
         jct_sorted_ms: v,
         fairness: stats.fairness,
     }
@@ -148,6 +151,8 @@ pub fn evaluate(mut cfg: SimConfig, workload: &Workload, policy: &Policy) -> Res
             let mut sim = Sim::new(cfg, workload, Method::Agent);
             let mut h = vec![vec![0f32; hsize]; lbs];
             let (mut obs, mut real, mut q16) = (Vec::new(), Vec::new(), Vec::new());
+            let mut wsum = vec![0f64; meta.backends];
+            let mut wn = 0f64;
             while sim.run_step() {
                 for (lb, hl) in h.iter_mut().enumerate() {
                     let Some(node) = sim.lbs.get(lb) else { continue };
@@ -157,11 +162,17 @@ pub fn evaluate(mut cfg: SimConfig, workload: &Workload, policy: &Policy) -> Res
                     // Refused outputs keep the previous weights, as in the controller.
                     if action_to_weights(meta, &scores, &mut real, &mut q16).is_ok() {
                         sim.set_agent_weights(lb, &real);
+                        for (s, w) in wsum.iter_mut().zip(&real) {
+                            *s += f64::from(*w);
+                        }
+                        wn += 1.0;
                     }
                 }
             }
             let stats = sim.into_stats();
-            Ok(summarize(policy.name(), stats, t0.elapsed().as_secs_f64()))
+            let mut s = summarize(policy.name(), stats, t0.elapsed().as_secs_f64());
+            s.mean_weights = wsum.iter().map(|x| x / wn.max(1.0)).collect();
+            Ok(s)
         }
     }
 }

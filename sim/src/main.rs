@@ -113,7 +113,7 @@ enum Cmd {
         #[arg(long, default_value_t = 0.95)]
         load_max: f64,
         /// Learning rate.
-        #[arg(long, default_value_t = 5e-4)]
+        #[arg(long, default_value_t = 3e-4)]
         lr: f64,
         /// Environment steps between gradient updates.
         #[arg(long, default_value_t = 4)]

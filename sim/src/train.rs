@@ -118,8 +118,8 @@ impl TrainConfig {
             batch: 32,
             seq: 8,
             update_every: 4,
-            lr: 5e-4,
-            gamma: 0.9,
+            lr: 3e-4,
+            gamma: 0.6,
             progress: true,
         }
     }
@@ -177,6 +177,36 @@ fn adam(vars: Vec<candle_core::Var>, lr: f64) -> Result<AdamW> {
             ..ParamsAdamW::default()
         },
     )?)
+}
+
+/// Backprop `loss`, clip the global gradient norm of `vars` to `max_norm`, step.
+fn clipped_step(opt: &mut AdamW, vars: &[candle_core::Var], loss: &Tensor, max_norm: f64) -> Result<()> {
+    let mut grads = loss.backward()?;
+    let mut sq = 0f64;
+    for v in vars {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+        }
+    }
+    let norm = sq.sqrt();
+    if norm.is_finite() && norm > max_norm {
+        let k = max_norm / norm;
+        for v in vars {
+            if let Some(g) = grads.remove(v.as_tensor()) {
+                grads.insert(v.as_tensor(), (g * k)?);
+            }
+        }
+    }
+    opt.step(&grads)?;
+    Ok(())
+}
+
+/// Huber loss (delta 1) of `d`, averaged.
+fn huber(d: &Tensor) -> Result<Tensor> {
+    let a = d.abs()?;
+    let quad = a.clamp(0f32, 1f32)?;
+    let lin = (a - &quad)?;
+    Ok(((quad.sqr()? * 0.5)? + lin)?.mean_all()?)
 }
 
 impl Learner {
@@ -292,8 +322,17 @@ impl Learner {
                 let qtot = mixer.forward(&chosen.reshape((seq * bsz, n))?, &s_now)?;
                 let ttot = tmixer.forward(&tnext.reshape((seq * bsz, n))?, &s_next)?.detach();
                 let y = (b.rew.reshape(seq * bsz)? + (ttot * gamma)?)?;
-                let loss = (qtot - y)?.sqr()?.mean_all()?;
-                self.opt.backward_step(&loss)?;
+                if std::env::var_os("MARLLB_DEBUG").is_some() {
+                    eprintln!(
+                        "qtot {:.3} y {:.3} r {:.3} chosen {:.3}",
+                        qtot.mean_all()?.to_scalar::<f32>()?,
+                        y.mean_all()?.to_scalar::<f32>()?,
+                        b.rew.mean_all()?.to_scalar::<f32>()?,
+                        chosen.mean_all()?.to_scalar::<f32>()?
+                    );
+                }
+                let loss = huber(&(qtot - y)?)?;
+                clipped_step(&mut self.opt, &self.net_vm.all_vars(), &loss, 10.0)?;
                 self.sync_target(0.01)?;
                 Ok(Some(f64::from(loss.to_scalar::<f32>()?)))
             }
@@ -332,8 +371,8 @@ impl Learner {
                     .broadcast_as((seq, bsz, n))?
                     .reshape((seq, rows))?;
                 let y = (rew + (v_next * gamma)?)?;
-                let closs = (q_a - y)?.sqr()?.mean_all()?;
-                copt.backward_step(&closs)?;
+                let closs = huber(&(q_a - y)?)?;
+                clipped_step(copt, &self.critic_vm.all_vars(), &closs, 10.0)?;
                 // Actor.
                 let pa = p.narrow(0, 0, seq)?;
                 let lpa = logp.narrow(0, 0, seq)?;
@@ -341,11 +380,11 @@ impl Learner {
                 let aloss = (pa.clone() * (lpa.broadcast_mul(&alpha)? - qd)?)?
                     .sum(3)?
                     .mean_all()?;
-                self.opt.backward_step(&aloss)?;
+                clipped_step(&mut self.opt, &self.net_vm.all_vars(), &aloss, 10.0)?;
                 // Temperature: keep the per-backend entropy near 0.5 · ln 3.
                 let ent = (pa * lpa)?.sum(3)?.neg()?.mean_all()?.detach();
                 let target_ent = 0.5 * (LEVELS.len() as f64).ln();
-                let alpha_loss = (la.as_tensor() * (ent - target_ent)?)?.mean_all()?;
+                let alpha_loss = (la.as_tensor() * (ent - target_ent)?.reshape(1)?)?.mean_all()?;
                 aopt.backward_step(&alpha_loss)?;
                 self.sync_target(0.01)?;
                 Ok(Some(f64::from(closs.to_scalar::<f32>()?)))
