@@ -213,7 +213,11 @@ impl<'w> Sim<'w> {
         let cap_q16: Vec<u32> = cfg
             .servers
             .iter()
-            .map(|s| ((s.cpus / max_cpu) * f64::from(WEIGHT_ONE)).round().max(1.0) as u32)
+            .map(|s| {
+                ((s.cpus / max_cpu) * f64::from(WEIGHT_ONE))
+                    .round()
+                    .max(1.0) as u32
+            })
             .collect();
         let lbs = (0..cfg.lbs)
             .map(|_| {
@@ -290,7 +294,10 @@ impl<'w> Sim<'w> {
     /// Sets an agent's real-valued weights: Q16.16 for selection and the
     /// previous-action feature.
     pub fn set_agent_weights(&mut self, lb: usize, real: &[f32]) {
-        let q: Vec<u32> = real.iter().map(|w| marllb_policy::action::to_q16(*w)).collect();
+        let q: Vec<u32> = real
+            .iter()
+            .map(|w| marllb_policy::action::to_q16(*w))
+            .collect();
         self.set_weights(lb, &q);
         if let Some(node) = self.lbs.get_mut(lb) {
             node.features.set_previous_action(real);
@@ -359,7 +366,8 @@ impl<'w> Sim<'w> {
         if let Some(node) = self.lbs.get_mut(lb) {
             node.placed += 1;
             if ok {
-                node.telemetry.flow_opened(b as u16, FlowState::TcpEstablished);
+                node.telemetry
+                    .flow_opened(b as u16, FlowState::TcpEstablished);
             } else {
                 node.rejected += 1;
             }
@@ -427,7 +435,10 @@ impl<'w> Sim<'w> {
             let tc = loop {
                 match self.heap.peek() {
                     Some(Reverse((bits, s, v))) => {
-                        let cur = self.servers.get(*s as usize).map_or(u64::MAX, |x| x.version);
+                        let cur = self
+                            .servers
+                            .get(*s as usize)
+                            .map_or(u64::MAX, |x| x.version);
                         if cur != *v {
                             self.heap.pop();
                             continue;
@@ -471,7 +482,8 @@ impl<'w> Sim<'w> {
             for (b, s) in self.servers.iter().enumerate() {
                 for job in s.jobs() {
                     if let Some(node) = self.lbs.get_mut(usize::from(job.lb)) {
-                        node.telemetry.packet(b as u16, 1500, tick, || job.created_tick);
+                        node.telemetry
+                            .packet(b as u16, 1500, tick, || job.created_tick);
                     }
                 }
             }

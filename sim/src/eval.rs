@@ -33,8 +33,9 @@ impl Policy {
             return Ok(Policy::Baseline(m));
         }
         let path = PathBuf::from(s);
-        let meta = PolicyMeta::load(&PolicyMeta::sidecar_of(&path))
-            .map_err(|e| anyhow!("policy {s:?} is not a baseline and its sidecar is unusable: {e}"))?;
+        let meta = PolicyMeta::load(&PolicyMeta::sidecar_of(&path)).map_err(|e| {
+            anyhow!("policy {s:?} is not a baseline and its sidecar is unusable: {e}")
+        })?;
         let hidden = meta.hidden.as_ref().map_or(0, |h| h.size);
         let model = OnnxPolicy::load(&path, meta.obs_len(), hidden)?;
         let name = path
@@ -107,7 +108,11 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn summarize(policy: String, stats: Stats, wall_s: f64) -> Summary {
     let mut v: Vec<f64> = stats.jct.iter().map(|x| x * 1e3).collect();
     v.sort_by(f64::total_cmp);
-    let mean = if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+    let mean = if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    };
     let steps = stats.fairness.len().max(1) as f64;
     Summary {
         policy,
@@ -155,7 +160,9 @@ pub fn evaluate(mut cfg: SimConfig, workload: &Workload, policy: &Policy) -> Res
             let mut wn = 0f64;
             while sim.run_step() {
                 for (lb, hl) in h.iter_mut().enumerate() {
-                    let Some(node) = sim.lbs.get(lb) else { continue };
+                    let Some(node) = sim.lbs.get(lb) else {
+                        continue;
+                    };
                     node.features.observation(meta, &mut obs);
                     let (scores, h2) = model.step(&obs, hl)?;
                     *hl = h2;
@@ -186,7 +193,14 @@ pub fn table(rows: &[Summary]) -> String {
     for r in rows {
         s += &format!(
             "{:<14} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7.4} {:>9} {:>9}\n",
-            r.policy, r.jct_mean_ms, r.jct_p50_ms, r.jct_p90_ms, r.jct_p99_ms, r.jain, r.rejected, r.arrived
+            r.policy,
+            r.jct_mean_ms,
+            r.jct_p50_ms,
+            r.jct_p90_ms,
+            r.jct_p99_ms,
+            r.jain,
+            r.rejected,
+            r.arrived
         );
     }
     s
@@ -222,7 +236,17 @@ pub fn plot(rows: &[Summary], dir: &Path) -> Result<Vec<PathBuf>> {
     use plotters::prelude::*;
     register_font()?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let colors = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK, RGBColor(255, 140, 0), RGBColor(128, 0, 128), RGBColor(0, 128, 128)];
+    let colors = [
+        RED,
+        BLUE,
+        GREEN,
+        MAGENTA,
+        CYAN,
+        BLACK,
+        RGBColor(255, 140, 0),
+        RGBColor(128, 0, 128),
+        RGBColor(0, 128, 128),
+    ];
     let cdf = dir.join("jct_cdf.png");
     {
         let xmax = rows
@@ -258,7 +282,9 @@ pub fn plot(rows: &[Summary], dir: &Path) -> Result<Vec<PathBuf>> {
                 .draw_series(LineSeries::new(pts, c.stroke_width(2)))
                 .map_err(|e| anyhow!("{e}"))?
                 .label(r.policy.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()
@@ -278,7 +304,10 @@ pub fn plot(rows: &[Summary], dir: &Path) -> Result<Vec<PathBuf>> {
         let root = BitMapBackend::new(&fair, (900, 600)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
         let mut chart = ChartBuilder::on(&root)
-            .caption("Jain fairness of utilization over time (4 s moving average)", ("sans-serif", 22))
+            .caption(
+                "Jain fairness of utilization over time (4 s moving average)",
+                ("sans-serif", 22),
+            )
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(50)
@@ -299,14 +328,19 @@ pub fn plot(rows: &[Summary], dir: &Path) -> Result<Vec<PathBuf>> {
                 .step_by(2)
                 .map(|win| {
                     let t = win.last().map_or(0.0, |x| x.0);
-                    (t, (win.iter().map(|x| x.1).sum::<f64>() / w as f64).max(0.5))
+                    (
+                        t,
+                        (win.iter().map(|x| x.1).sum::<f64>() / w as f64).max(0.5),
+                    )
                 })
                 .collect();
             chart
                 .draw_series(LineSeries::new(pts, c.stroke_width(2)))
                 .map_err(|e| anyhow!("{e}"))?
                 .label(r.policy.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()

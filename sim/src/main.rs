@@ -10,7 +10,10 @@ use marllb_sim::workload::DEFAULT_LOOPS_PER_CPU_SECOND;
 use marllb_sim::{parse_servers, Method, ServerSpec, Sim, SimConfig, Workload};
 
 #[derive(Parser, Debug)]
-#[command(name = "marllb-sim", about = "MARLLB simulator, baselines, training and evaluation")]
+#[command(
+    name = "marllb-sim",
+    about = "MARLLB simulator, baselines, training and evaluation"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -232,7 +235,10 @@ fn main() -> Result<()> {
             out,
         } => {
             let (cfg, w) = setting.build()?;
-            let mut policies: Vec<Policy> = Method::BASELINES.iter().map(|m| Policy::Baseline(*m)).collect();
+            let mut policies: Vec<Policy> = Method::BASELINES
+                .iter()
+                .map(|m| Policy::Baseline(*m))
+                .collect();
             for p in &policy {
                 policies.push(Policy::parse(p)?);
             }
@@ -250,7 +256,10 @@ fn main() -> Result<()> {
                 Err(e) => eprintln!("plots skipped: {e}"),
             }
             if let Some(sed) = rows.iter().find(|r| r.policy == "sed") {
-                for r in rows.iter().filter(|r| !Method::BASELINES.iter().any(|m| m.name() == r.policy)) {
+                for r in rows
+                    .iter()
+                    .filter(|r| !Method::BASELINES.iter().any(|m| m.name() == r.policy))
+                {
                     println!(
                         "{}: p90 JCT {:.3}x SED's, jain {:.4}",
                         r.policy,
@@ -285,7 +294,13 @@ fn main() -> Result<()> {
                 let stats = Sim::new(cfg, &w, m).run();
                 let dt = t0.elapsed().as_secs_f64();
                 last = stats.events as f64 / dt;
-                println!("{:<8} {:>10} events in {:.3} s: {:.0} events/s", m.name(), stats.events, dt, last);
+                println!(
+                    "{:<8} {:>10} events in {:.3} s: {:.0} events/s",
+                    m.name(),
+                    stats.events,
+                    dt,
+                    last
+                );
             }
             println!("RESULT events_per_s={last:.0}");
         }

@@ -105,11 +105,22 @@ impl Mixer {
     /// `q` [B, agents], `s` [B, state] → Q_tot [B].
     pub fn forward(&self, q: &Tensor, s: &Tensor) -> Result<Tensor> {
         let b = q.dim(0)?;
-        let w1 = self.w1.forward(s)?.abs()?.reshape((b, self.agents, self.embed))?;
+        let w1 = self
+            .w1
+            .forward(s)?
+            .abs()?
+            .reshape((b, self.agents, self.embed))?;
         let b1 = self.b1.forward(s)?.reshape((b, 1, self.embed))?;
-        let hidden = q.reshape((b, 1, self.agents))?.matmul(&w1)?.broadcast_add(&b1)?.elu(1.0)?;
+        let hidden = q
+            .reshape((b, 1, self.agents))?
+            .matmul(&w1)?
+            .broadcast_add(&b1)?
+            .elu(1.0)?;
         let w2 = self.w2.forward(s)?.abs()?.reshape((b, self.embed, 1))?;
-        let b2 = self.b2b.forward(&self.b2a.forward(s)?.relu()?)?.reshape((b, 1, 1))?;
+        let b2 = self
+            .b2b
+            .forward(&self.b2a.forward(s)?.relu()?)?
+            .reshape((b, 1, 1))?;
         hidden.matmul(&w2)?.broadcast_add(&b2)?.reshape(b)
     }
 }

@@ -85,7 +85,9 @@ fn gemm(x: &str, w: &str, b: &str, out: &str) -> pb::NodeProto {
 /// Reads a variable as (dims, values).
 fn var(vm: &VarMap, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
     let data = vm.data().lock().map_err(|_| anyhow!("poisoned var map"))?;
-    let v = data.get(name).ok_or_else(|| anyhow!("no variable {name}"))?;
+    let v = data
+        .get(name)
+        .ok_or_else(|| anyhow!("no variable {name}"))?;
     let t = v.as_tensor();
     Ok((t.dims().to_vec(), t.flatten_all()?.to_vec1::<f32>()?))
 }
@@ -116,10 +118,26 @@ pub fn recnet_model(vm: &VarMap, prefix: &str, obs: usize, out: usize) -> Result
     anyhow::ensure!(wd == [3 * h, h], "GRU weight shape {wd:?}");
     for (g, gate) in ["r", "z", "n"].iter().enumerate() {
         let rows = g * h..(g + 1) * h;
-        init.push(tensor_proto(&format!("w_i{gate}"), &[h, h], w_ih[rows.start * h..rows.end * h].to_vec()));
-        init.push(tensor_proto(&format!("w_h{gate}"), &[h, h], w_hh[rows.start * h..rows.end * h].to_vec()));
-        init.push(tensor_proto(&format!("b_i{gate}"), &[h], b_ih[rows.clone()].to_vec()));
-        init.push(tensor_proto(&format!("b_h{gate}"), &[h], b_hh[rows].to_vec()));
+        init.push(tensor_proto(
+            &format!("w_i{gate}"),
+            &[h, h],
+            w_ih[rows.start * h..rows.end * h].to_vec(),
+        ));
+        init.push(tensor_proto(
+            &format!("w_h{gate}"),
+            &[h, h],
+            w_hh[rows.start * h..rows.end * h].to_vec(),
+        ));
+        init.push(tensor_proto(
+            &format!("b_i{gate}"),
+            &[h],
+            b_ih[rows.clone()].to_vec(),
+        ));
+        init.push(tensor_proto(
+            &format!("b_h{gate}"),
+            &[h],
+            b_hh[rows].to_vec(),
+        ));
     }
     let nodes = vec![
         gemm("obs", "fc1_w", "fc1_b", "fc1"),
@@ -151,7 +169,10 @@ pub fn recnet_model(vm: &VarMap, prefix: &str, obs: usize, out: usize) -> Result
         node: nodes,
         initializer: init,
         input: vec![value_info("obs", &[1, obs]), value_info("h_in", &[1, h])],
-        output: vec![value_info("action", &[1, out]), value_info("h_out", &[1, h])],
+        output: vec![
+            value_info("action", &[1, out]),
+            value_info("h_out", &[1, h]),
+        ],
         ..Default::default()
     };
     Ok(pb::ModelProto {
@@ -170,7 +191,8 @@ pub fn recnet_model(vm: &VarMap, prefix: &str, obs: usize, out: usize) -> Result
 /// Writes the ONNX file of the network under `prefix` in `vm`.
 pub fn export_recnet(vm: &VarMap, prefix: &str, obs: usize, out: usize, path: &Path) -> Result<()> {
     let model = recnet_model(vm, prefix, obs, out)?;
-    std::fs::write(path, model.encode_to_vec()).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(path, model.encode_to_vec())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -201,7 +223,10 @@ impl OnnxPolicy {
         let hv = tract_ndarray::Array2::from_shape_vec((1, self.hidden), h.to_vec())?;
         let out = self
             .plan
-            .run(tvec!(Tensor::from(o).into_tvalue(), Tensor::from(hv).into_tvalue()))
+            .run(tvec!(
+                Tensor::from(o).into_tvalue(),
+                Tensor::from(hv).into_tvalue()
+            ))
             .map_err(|e| anyhow!("running the policy: {e}"))?;
         let a: Vec<f32> = out
             .first()

@@ -127,7 +127,8 @@ impl Server {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.running.push(Reverse((finish.max(0.0).to_bits(), slot)));
+        self.running
+            .push(Reverse((finish.max(0.0).to_bits(), slot)));
     }
 
     /// Admits a job at time `t` (call [`Self::advance`] first); false if rejected.

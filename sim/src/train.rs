@@ -180,7 +180,12 @@ fn adam(vars: Vec<candle_core::Var>, lr: f64) -> Result<AdamW> {
 }
 
 /// Backprop `loss`, clip the global gradient norm of `vars` to `max_norm`, step.
-fn clipped_step(opt: &mut AdamW, vars: &[candle_core::Var], loss: &Tensor, max_norm: f64) -> Result<()> {
+fn clipped_step(
+    opt: &mut AdamW,
+    vars: &[candle_core::Var],
+    loss: &Tensor,
+    max_norm: f64,
+) -> Result<()> {
     let mut grads = loss.backward()?;
     let mut sq = 0f64;
     for v in vars {
@@ -291,7 +296,8 @@ impl Learner {
     }
 
     fn update(&mut self, replay: &mut Replay, cfg: &TrainConfig) -> Result<Option<f64>> {
-        let Some(b) = replay.sample(cfg.batch, cfg.seq, self.agents, self.obs, self.backends)? else {
+        let Some(b) = replay.sample(cfg.batch, cfg.seq, self.agents, self.obs, self.backends)?
+        else {
             return Ok(None);
         };
         let (seq, bsz, n, nb, nl) = (cfg.seq, cfg.batch, self.agents, self.backends, LEVELS.len());
@@ -303,7 +309,8 @@ impl Learner {
                     return Ok(None);
                 };
                 let q = Self::unroll(&self.net, &b.obs, &b.h0)?.reshape((seq + 1, rows, nb, nl))?;
-                let tq = Self::unroll(&self.target, &b.obs, &b.h0)?.reshape((seq + 1, rows, nb, nl))?;
+                let tq =
+                    Self::unroll(&self.target, &b.obs, &b.h0)?.reshape((seq + 1, rows, nb, nl))?;
                 let q_now = q.narrow(0, 0, seq)?;
                 let chosen = q_now
                     .gather(&b.act.unsqueeze(3)?.contiguous()?, 3)?
@@ -317,10 +324,16 @@ impl Learner {
                     .mean(2)?
                     .detach();
                 let state = b.obs.reshape((seq + 1, bsz, n * self.obs))?;
-                let s_now = state.narrow(0, 0, seq)?.reshape((seq * bsz, n * self.obs))?;
-                let s_next = state.narrow(0, 1, seq)?.reshape((seq * bsz, n * self.obs))?;
+                let s_now = state
+                    .narrow(0, 0, seq)?
+                    .reshape((seq * bsz, n * self.obs))?;
+                let s_next = state
+                    .narrow(0, 1, seq)?
+                    .reshape((seq * bsz, n * self.obs))?;
                 let qtot = mixer.forward(&chosen.reshape((seq * bsz, n))?, &s_now)?;
-                let ttot = tmixer.forward(&tnext.reshape((seq * bsz, n))?, &s_next)?.detach();
+                let ttot = tmixer
+                    .forward(&tnext.reshape((seq * bsz, n))?, &s_next)?
+                    .detach();
                 let y = (b.rew.reshape(seq * bsz)? + (ttot * gamma)?)?;
                 if std::env::var_os("MARLLB_DEBUG").is_some() {
                     eprintln!(
@@ -352,7 +365,8 @@ impl Learner {
                 let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
                 let p = logp.exp()?;
                 let q = Self::unroll(critic, &b.obs, &zero)?.reshape((seq + 1, rows, nb, nl))?;
-                let tq = Self::unroll(&self.target, &b.obs, &zero)?.reshape((seq + 1, rows, nb, nl))?;
+                let tq =
+                    Self::unroll(&self.target, &b.obs, &zero)?.reshape((seq + 1, rows, nb, nl))?;
                 // Critic.
                 let q_a = q
                     .narrow(0, 0, seq)?
@@ -394,18 +408,22 @@ impl Learner {
 
     fn save(&self, base: &Path) -> Result<()> {
         self.net_vm.save(with_suffix(base, ".net.safetensors"))?;
-        self.target_vm.save(with_suffix(base, ".target.safetensors"))?;
+        self.target_vm
+            .save(with_suffix(base, ".target.safetensors"))?;
         if self.kind == AgentKind::SacGru {
-            self.critic_vm.save(with_suffix(base, ".critic.safetensors"))?;
+            self.critic_vm
+                .save(with_suffix(base, ".critic.safetensors"))?;
         }
         Ok(())
     }
 
     fn load(&mut self, base: &Path) -> Result<()> {
         self.net_vm.load(with_suffix(base, ".net.safetensors"))?;
-        self.target_vm.load(with_suffix(base, ".target.safetensors"))?;
+        self.target_vm
+            .load(with_suffix(base, ".target.safetensors"))?;
         if self.kind == AgentKind::SacGru {
-            self.critic_vm.load(with_suffix(base, ".critic.safetensors"))?;
+            self.critic_vm
+                .load(with_suffix(base, ".critic.safetensors"))?;
         }
         Ok(())
     }
@@ -543,9 +561,14 @@ pub fn train(cfg: &TrainConfig) -> Result<Vec<EpisodeLog>> {
     let ckpt_base = with_suffix(&cfg.save_path, ".ckpt");
     let (mut start, mut updates, norm, mut log) = if cfg.resume && ckpt_json.exists() {
         let st: CkptState = serde_json::from_str(
-            &std::fs::read_to_string(&ckpt_json).with_context(|| format!("reading {}", ckpt_json.display()))?,
+            &std::fs::read_to_string(&ckpt_json)
+                .with_context(|| format!("reading {}", ckpt_json.display()))?,
         )?;
-        anyhow::ensure!(st.agent == cfg.agent.name(), "checkpoint is for {}", st.agent);
+        anyhow::ensure!(
+            st.agent == cfg.agent.name(),
+            "checkpoint is for {}",
+            st.agent
+        );
         learner.load(&ckpt_base)?;
         (st.episode, st.updates, st.norm, st.log)
     } else {
@@ -581,7 +604,11 @@ pub fn train(cfg: &TrainConfig) -> Result<Vec<EpisodeLog>> {
         let ep = start;
         let eps = (1.0 - ep as f64 / (0.5 * cfg.episodes as f64)).max(0.05);
         let (w, _load) = episode_workload(cfg, &mut rng);
-        let mut sim = Sim::new(sim_config(cfg, cfg.seed.wrapping_mul(1000).wrapping_add(ep as u64)), &w, Method::Agent);
+        let mut sim = Sim::new(
+            sim_config(cfg, cfg.seed.wrapping_mul(1000).wrapping_add(ep as u64)),
+            &w,
+            Method::Agent,
+        );
         let mut h = Tensor::zeros((n, HIDDEN), DType::F32, &dev)?;
         let mut e = Episode::default();
         sim.run_step();
@@ -597,7 +624,9 @@ pub fn train(cfg: &TrainConfig) -> Result<Vec<EpisodeLog>> {
             let scores: Vec<f32> = scores.flatten_all()?.to_vec1()?;
             e.obs.extend_from_slice(&obs_all);
             e.h.extend(h.flatten_all()?.to_vec1::<f32>()?);
-            act(cfg.agent, &scores, backends, eps, false, &mut rng, &mut acts);
+            act(
+                cfg.agent, &scores, backends, eps, false, &mut rng, &mut acts,
+            );
             for lb in 0..n {
                 let real: Vec<f32> = acts[lb * backends..(lb + 1) * backends]
                     .iter()
@@ -636,9 +665,16 @@ pub fn train(cfg: &TrainConfig) -> Result<Vec<EpisodeLog>> {
         let entry = EpisodeLog {
             episode: ep + 1,
             reward: rsum / steps_ep as f64,
-            loss: if lcount > 0 { lsum / lcount as f64 } else { 0.0 },
+            loss: if lcount > 0 {
+                lsum / lcount as f64
+            } else {
+                0.0
+            },
         };
-        pb.set_message(format!("reward {:.4} loss {:.4} eps {:.2}", entry.reward, entry.loss, eps));
+        pb.set_message(format!(
+            "reward {:.4} loss {:.4} eps {:.2}",
+            entry.reward, entry.loss, eps
+        ));
         pb.inc(1);
         log.push(entry);
         start += 1;
@@ -683,6 +719,8 @@ pub fn load_recnet(path: &Path, meta: &PolicyMeta) -> Result<(VarMap, RecNet)> {
 
 /// Greedy per-backend levels from scores (for evaluation with candle).
 pub fn greedy_levels(scores: &Tensor, backends: usize) -> Result<Vec<f32>> {
-    let a: Vec<u32> = argmax_levels(scores, backends, LEVELS.len())?.flatten_all()?.to_vec1()?;
+    let a: Vec<u32> = argmax_levels(scores, backends, LEVELS.len())?
+        .flatten_all()?
+        .to_vec1()?;
     Ok(a.iter().map(|i| LEVELS[*i as usize]).collect())
 }

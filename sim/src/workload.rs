@@ -106,10 +106,17 @@ pub enum Workload {
 impl Workload {
     /// Parses `poisson:RATE[:exp|:pareto[:ALPHA]][:mean=S]` or `trace:FILE`;
     /// `default_mean` is the job size used when `mean=` is absent.
-    pub fn parse(spec: &str, default_mean: f64, loops_per_cpu_s: f64) -> Result<Self, WorkloadError> {
+    pub fn parse(
+        spec: &str,
+        default_mean: f64,
+        loops_per_cpu_s: f64,
+    ) -> Result<Self, WorkloadError> {
         let bad = || WorkloadError::Spec(spec.to_string());
         if let Some(path) = spec.strip_prefix("trace:") {
-            return Ok(Workload::Trace(read_trace(Path::new(path), loops_per_cpu_s)?));
+            return Ok(Workload::Trace(read_trace(
+                Path::new(path),
+                loops_per_cpu_s,
+            )?));
         }
         let rest = spec.strip_prefix("poisson:").ok_or_else(bad)?;
         let mut parts = rest.split(':');
@@ -148,7 +155,11 @@ impl Workload {
         match self {
             Workload::Poisson { rate, size } => rate * size.mean(),
             Workload::Trace(v) => {
-                let work: f64 = v.iter().take_while(|(t, _)| *t < horizon).map(|(_, s)| s).sum();
+                let work: f64 = v
+                    .iter()
+                    .take_while(|(t, _)| *t < horizon)
+                    .map(|(_, s)| s)
+                    .sum();
                 let end = v.last().map_or(horizon, |(t, _)| t.min(horizon));
                 if end > 0.0 {
                     work / end
@@ -207,7 +218,11 @@ pub fn read_trace(path: &Path, loops_per_cpu_s: f64) -> Result<Vec<(f64, f64)>, 
 }
 
 /// Parses trace text (see [`read_trace`]).
-pub fn parse_trace(text: &str, p: &str, loops_per_cpu_s: f64) -> Result<Vec<(f64, f64)>, WorkloadError> {
+pub fn parse_trace(
+    text: &str,
+    p: &str,
+    loops_per_cpu_s: f64,
+) -> Result<Vec<(f64, f64)>, WorkloadError> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -233,7 +248,10 @@ pub fn parse_trace(text: &str, p: &str, loops_per_cpu_s: f64) -> Result<Vec<(f64
             return Err(err("time is not a number"));
         };
         let size = if let Some(pos) = b.find("n=") {
-            let digits: String = b[pos + 2..].chars().take_while(|c| c.is_ascii_digit()).collect();
+            let digits: String = b[pos + 2..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
             let loops: f64 = digits.parse().map_err(|_| err("LOOPS is not a number"))?;
             loops / loops_per_cpu_s
         } else {
@@ -258,7 +276,10 @@ mod tests {
         let v = parse_trace(t, "x", 42.0e6).expect("trace");
         assert_eq!(v, vec![(0.25, 0.5), (0.5, 1.0)]);
         let c = "time,size\n1.0,0.1\n2.0,0.2\n";
-        assert_eq!(parse_trace(c, "x", 1.0).expect("csv"), vec![(1.0, 0.1), (2.0, 0.2)]);
+        assert_eq!(
+            parse_trace(c, "x", 1.0).expect("csv"),
+            vec![(1.0, 0.1), (2.0, 0.2)]
+        );
     }
 
     #[test]

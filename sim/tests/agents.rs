@@ -38,9 +38,17 @@ fn training_smoke_qmix_and_sac_losses_are_finite_and_resume_works() {
         let cfg = small_cfg(kind, &dir);
         let log = train(&cfg).expect("train");
         assert_eq!(log.len(), 3);
-        assert!(log.iter().all(|e| e.loss.is_finite() && e.reward.is_finite()), "{log:?}");
-        assert!(log.iter().skip(1).any(|e| e.loss > 0.0), "no update ran: {log:?}");
-        let meta = PolicyMeta::load(&PolicyMeta::sidecar_of(&cfg.save_path)).expect("sidecar accepted");
+        assert!(
+            log.iter()
+                .all(|e| e.loss.is_finite() && e.reward.is_finite()),
+            "{log:?}"
+        );
+        assert!(
+            log.iter().skip(1).any(|e| e.loss > 0.0),
+            "no update ran: {log:?}"
+        );
+        let meta =
+            PolicyMeta::load(&PolicyMeta::sidecar_of(&cfg.save_path)).expect("sidecar accepted");
         assert_eq!(meta.backends, 3);
         assert_eq!(meta.agent, kind.name());
         // Resume: two more episodes on top of the checkpoint.
@@ -49,7 +57,10 @@ fn training_smoke_qmix_and_sac_losses_are_finite_and_resume_works() {
         more.resume = true;
         let log2 = train(&more).expect("resume");
         assert_eq!(log2.len(), 5);
-        assert_eq!(log2[..3].iter().map(|e| e.episode).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            log2[..3].iter().map(|e| e.episode).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
     }
 }
 
@@ -116,10 +127,28 @@ fn onnx_export_matches_candle_within_1e5() {
 fn eval_cli_prints_result_line() {
     let exe = env!("CARGO_BIN_EXE_marllb-sim");
     let out = std::process::Command::new(exe)
-        .args(["eval", "--policy", "sed", "--workload", "poisson:150", "--servers", "4x2,3x4", "--lbs", "2", "--duration", "10", "--seed", "3"])
+        .args([
+            "eval",
+            "--policy",
+            "sed",
+            "--workload",
+            "poisson:150",
+            "--servers",
+            "4x2,3x4",
+            "--lbs",
+            "2",
+            "--duration",
+            "10",
+            "--seed",
+            "3",
+        ])
         .output()
         .expect("run marllb-sim");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let last = text.lines().last().unwrap_or_default();
     assert!(last.starts_with("RESULT jct_mean_ms="), "{text}");
@@ -138,7 +167,17 @@ fn eval_cli_prints_result_line() {
         .args(["--workload", "poisson:150", "--duration", "10"])
         .output()
         .expect("run marllb-sim");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().last().unwrap_or_default().starts_with("RESULT "), "{text}");
+    assert!(
+        text.lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("RESULT "),
+        "{text}"
+    );
 }

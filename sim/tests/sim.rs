@@ -69,7 +69,10 @@ fn ps_with_two_cpus_and_slowdown_is_size_proportional() {
     let s = Sim::new(cfg(vec![spec], 1, 10_000.0, 4), &w, Method::Ecmp).run();
     let mean = s.jct.iter().sum::<f64>() / s.jct.len() as f64;
     let expect = 0.1 / (1.0 - 0.36);
-    assert!((mean - expect).abs() / expect < 0.05, "mean {mean} expected {expect}");
+    assert!(
+        (mean - expect).abs() / expect < 0.05,
+        "mean {mean} expected {expect}"
+    );
 }
 
 #[test]
@@ -77,7 +80,12 @@ fn full_backlog_rejects() {
     // Offered load 3x capacity on one 1-CPU server with 32 workers and backlog 128:
     // the system fills up to 160 and refuses about two thirds of the flows.
     let w = poisson(30.0, 0.1);
-    let s = Sim::new(cfg(vec![ServerSpec::apache(1.0)], 1, 300.0, 5), &w, Method::Ecmp).run();
+    let s = Sim::new(
+        cfg(vec![ServerSpec::apache(1.0)], 1, 300.0, 5),
+        &w,
+        Method::Ecmp,
+    )
+    .run();
     let frac = s.rejected as f64 / s.arrived as f64;
     assert!((0.6..0.72).contains(&frac), "rejected fraction {frac}");
     // Nobody waits longer than the full system drains: <= 160 jobs of work.
@@ -99,10 +107,20 @@ fn sed_beats_ecmp_and_oracle_is_best_on_heterogeneous_servers() {
     let sed = run(Method::Sed);
     let lsq = run(Method::Lsq);
     let oracle = run(Method::Oracle);
-    assert!(sed.jct_p90_ms < 0.7 * ecmp.jct_p90_ms, "sed {} ecmp {}", sed.jct_p90_ms, ecmp.jct_p90_ms);
+    assert!(
+        sed.jct_p90_ms < 0.7 * ecmp.jct_p90_ms,
+        "sed {} ecmp {}",
+        sed.jct_p90_ms,
+        ecmp.jct_p90_ms
+    );
     assert!(wcmp.jct_p90_ms < ecmp.jct_p90_ms);
     assert!(sed.jct_p90_ms <= lsq.jct_p90_ms * 1.05);
-    assert!(oracle.jct_p90_ms <= sed.jct_p90_ms * 1.02, "oracle {} sed {}", oracle.jct_p90_ms, sed.jct_p90_ms);
+    assert!(
+        oracle.jct_p90_ms <= sed.jct_p90_ms * 1.02,
+        "oracle {} sed {}",
+        oracle.jct_p90_ms,
+        sed.jct_p90_ms
+    );
     assert!(sed.jain > ecmp.jain);
 }
 
@@ -134,7 +152,9 @@ fn features_come_from_core_telemetry() {
         let gauge: u32 = sim.lbs.iter().map(|l| l.telemetry.active(b as u16)).sum();
         assert_eq!(gauge as usize, sim.servers[b].in_system());
     }
-    let f = sim.lbs[0].features.raw(0, marllb_policy::Feature::FlowDurationMean);
+    let f = sim.lbs[0]
+        .features
+        .raw(0, marllb_policy::Feature::FlowDurationMean);
     assert!(f > 0.0 && f < 5.0, "{f}");
     assert!(sim.last_reward > 0.0 && sim.last_reward <= 1.0);
 }
