@@ -121,7 +121,7 @@ pub fn parse_servers(spec: &str) -> Option<Vec<ServerSpec>> {
         let (n, c) = g.trim().split_once('x')?;
         let n: usize = n.parse().ok()?;
         let c: f64 = c.parse().ok()?;
-        if n == 0 || !(c > 0.0) {
+        if n == 0 || c.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return None;
         }
         v.extend(std::iter::repeat_n(ServerSpec::apache(c), n));

@@ -249,10 +249,18 @@ pub fn plot(rows: &[Summary], dir: &Path) -> Result<Vec<PathBuf>> {
     ];
     let cdf = dir.join("jct_cdf.png");
     {
-        let xmax = rows
+        // Up to the p99 of the policies, but no further than 5x the best p99, so
+        // that one very bad policy does not squash the others.
+        let p99s: Vec<f64> = rows
             .iter()
             .map(|r| percentile(&r.jct_sorted_ms, 0.99))
-            .fold(1.0f64, f64::max);
+            .collect();
+        let best = p99s.iter().copied().fold(f64::INFINITY, f64::min);
+        let xmax = p99s
+            .iter()
+            .copied()
+            .fold(1.0f64, f64::max)
+            .min(5.0 * best.max(1e-3));
         let root = BitMapBackend::new(&cdf, (900, 600)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
         let mut chart = ChartBuilder::on(&root)

@@ -123,6 +123,9 @@ enum Cmd {
         update_every: usize,
         #[arg(long)]
         no_progress: bool,
+        /// QMIX: agent Q = sum (not mean) of the backends' chosen Q-values.
+        #[arg(long)]
+        q_sum: bool,
     },
     /// Evaluate one policy: table, JSON summary, RESULT line.
     Eval {
@@ -177,6 +180,7 @@ fn main() -> Result<()> {
             lr,
             update_every,
             no_progress,
+            q_sum,
         } => {
             let kind = match agent {
                 AgentArg::Qmix => AgentKind::Qmix,
@@ -202,6 +206,7 @@ fn main() -> Result<()> {
             cfg.lr = lr;
             cfg.update_every = update_every.max(1);
             cfg.progress = !no_progress;
+            cfg.q_sum = q_sum;
             let log = train(&cfg)?;
             let tail: Vec<f64> = log.iter().rev().take(10).map(|e| e.reward).collect();
             let mean = tail.iter().sum::<f64>() / tail.len().max(1) as f64;

@@ -97,6 +97,9 @@ pub struct TrainConfig {
     pub gamma: f64,
     /// Show a progress bar.
     pub progress: bool,
+    /// QMIX: an agent's Q is the sum (not the mean) of its backends' chosen
+    /// Q-values.
+    pub q_sum: bool,
 }
 
 impl TrainConfig {
@@ -121,6 +124,7 @@ impl TrainConfig {
             lr: 3e-4,
             gamma: 0.6,
             progress: true,
+            q_sum: false,
         }
     }
 }
@@ -312,17 +316,19 @@ impl Learner {
                 let tq =
                     Self::unroll(&self.target, &b.obs, &b.h0)?.reshape((seq + 1, rows, nb, nl))?;
                 let q_now = q.narrow(0, 0, seq)?;
-                let chosen = q_now
-                    .gather(&b.act.unsqueeze(3)?.contiguous()?, 3)?
-                    .squeeze(3)?
-                    .mean(2)?; // [seq, rows]
+                let reduce = |t: Tensor| if cfg.q_sum { t.sum(2) } else { t.mean(2) };
+                let chosen = reduce(
+                    q_now
+                        .gather(&b.act.unsqueeze(3)?.contiguous()?, 3)?
+                        .squeeze(3)?,
+                )?; // [seq, rows]
                 let next_a = q.narrow(0, 1, seq)?.detach().argmax_keepdim(3)?;
-                let tnext = tq
-                    .narrow(0, 1, seq)?
-                    .gather(&next_a.contiguous()?, 3)?
-                    .squeeze(3)?
-                    .mean(2)?
-                    .detach();
+                let tnext = reduce(
+                    tq.narrow(0, 1, seq)?
+                        .gather(&next_a.contiguous()?, 3)?
+                        .squeeze(3)?,
+                )?
+                .detach();
                 let state = b.obs.reshape((seq + 1, bsz, n * self.obs))?;
                 let s_now = state
                     .narrow(0, 0, seq)?

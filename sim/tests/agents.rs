@@ -1,6 +1,8 @@
 //! Training smoke tests, ONNX export parity with tract-onnx, sidecar, eval CLI.
 //! Run in release (`cargo test --release -p marllb-sim`): debug candle is ~30x slower.
 
+#![allow(clippy::expect_used)] // test helpers outside #[test] functions
+
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
