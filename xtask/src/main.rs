@@ -11,6 +11,7 @@
 //!   same generated trace (net_pcap, infinite_rx) to net_null, interleaved runs.
 //! * `cargo xtask bench ctrl` — one controller cycle against the bare tract
 //!   inference of the same policy, in the same run.
+//! * `cargo xtask bench sim` — simulator flow events per second on one core.
 //!
 //! System packages are installed with apt-get only when missing, and every step
 //! says what it is doing.
@@ -60,7 +61,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <demo [core] | test | fuzz [--seconds N] | bench core | bench shm | bench dpdk [--secs N] [--runs N] | bench ctrl>"
+    "usage: cargo xtask <demo [core] | test | fuzz [--seconds N] | bench core | bench shm | bench dpdk [--secs N] [--runs N] | bench ctrl | bench sim>"
 }
 
 fn run() -> Result<()> {
@@ -85,6 +86,7 @@ fn run() -> Result<()> {
             Some("shm") => bench_shm(&root, &args[2..]),
             Some("dpdk") => bench_dpdk::run(&root, &args[2..]),
             Some("ctrl") => bench_ctrl(&root, &args[2..]),
+            Some("sim") => bench_sim(&root, &args[2..]),
             _ => bail!("{}", usage()),
         },
         _ => bail!("{}", usage()),
@@ -294,6 +296,15 @@ fn bench_core(root: &Path, extra: &[String]) -> Result<()> {
         &bin,
         extra,
     )
+}
+
+fn bench_sim(root: &Path, extra: &[String]) -> Result<()> {
+    step("building the simulator (release)");
+    cargo(root, &["build", "--release", "-p", "marllb-sim"])?;
+    let bin = target_dir(root).join("release/marllb-sim");
+    let mut args = vec!["bench".to_string()];
+    args.extend(extra.iter().cloned());
+    run_pinned("simulator flow events per second (one core)", &bin, &args)
 }
 
 /// The cargo target directory (honours CARGO_TARGET_DIR).

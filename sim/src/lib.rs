@@ -1,0 +1,19 @@
+//! # marllb-sim
+//!
+//! The MARLLB simulator: clients, LB nodes that use marllb-core's selection and
+//! telemetry, and Apache-like processor-sharing servers; the baselines, the
+//! SAC-GRU and QMIX agents (candle), their training, ONNX export (tract-onnx's
+//! protobuf types) and evaluation with tract-onnx, the controller's runtime.
+
+pub mod agent;
+pub mod engine;
+pub mod eval;
+pub mod nets;
+pub mod onnx;
+pub mod server;
+pub mod train;
+pub mod workload;
+
+pub use engine::{jain, parse_servers, Method, Sim, SimConfig, Stats};
+pub use server::ServerSpec;
+pub use workload::Workload;

@@ -1,0 +1,314 @@
+//! `marllb-sim`: train, evaluate and compare load-balancing policies.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use marllb_sim::eval::{evaluate, plot, result_line, table, Policy};
+use marllb_sim::train::{train, AgentKind, TrainConfig};
+use marllb_sim::workload::DEFAULT_LOOPS_PER_CPU_SECOND;
+use marllb_sim::{parse_servers, Method, ServerSpec, Sim, SimConfig, Workload};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "marllb-sim",
+    about = "MARLLB simulator, baselines, training and evaluation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum AgentArg {
+    Qmix,
+    SacGru,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct Setting {
+    /// Workload: poisson:RATE[:exp|:pareto[:ALPHA]][:mean=SECONDS] or trace:FILE
+    /// (the MARLLB trace format or a CSV of time,size_cpu_seconds).
+    #[arg(long, default_value = "poisson:195")]
+    workload: String,
+    /// Server groups COUNTxCPUS, e.g. 4x2,3x4 (MARLLB's moderate setting).
+    #[arg(long, default_value = "4x2,3x4")]
+    servers: String,
+    /// LB nodes.
+    #[arg(long, default_value_t = 2)]
+    lbs: usize,
+    /// Simulated seconds of arrivals (then the system drains).
+    #[arg(long, default_value_t = 120.0)]
+    duration: f64,
+    /// Seconds at the start not counted in the statistics.
+    #[arg(long, default_value_t = 5.0)]
+    warmup: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Trace LOOPS per CPU second (see sim/README.md for the calibration).
+    #[arg(long, default_value_t = DEFAULT_LOOPS_PER_CPU_SECOND)]
+    loops_per_cpu_second: f64,
+    /// Mean job size of Poisson workloads, CPU seconds (default: the traces'
+    /// mean, 3.67 M loops at the default calibration).
+    #[arg(long)]
+    mean_job: Option<f64>,
+}
+
+impl Setting {
+    fn build(&self) -> Result<(SimConfig, Workload)> {
+        let servers = parse_servers(&self.servers)
+            .ok_or_else(|| anyhow!("bad --servers {:?}: expected COUNTxCPUS[,..]", self.servers))?;
+        let mean = self.mean_job.unwrap_or(3.67e6 / self.loops_per_cpu_second);
+        let w = Workload::parse(&self.workload, mean, self.loops_per_cpu_second)?;
+        let mut duration = self.duration;
+        if let Workload::Trace(v) = &w {
+            duration = duration.min(v.last().map_or(0.0, |x| x.0) + 1e-9);
+        }
+        anyhow::ensure!(self.lbs >= 1, "--lbs must be at least 1");
+        Ok((
+            SimConfig {
+                servers,
+                lbs: self.lbs,
+                step_s: 0.25,
+                duration,
+                drain: true,
+                warmup: self.warmup.min(duration * 0.5),
+                features: false,
+                seed: self.seed,
+            },
+            w,
+        ))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Train a QMIX or SAC-GRU policy and export it as ONNX plus sidecar.
+    Train {
+        #[arg(long, value_enum)]
+        agent: AgentArg,
+        /// Servers, half with 2 CPUs and half with 4 (7 gives 4x2,3x4).
+        #[arg(long, default_value_t = 7)]
+        num_servers: usize,
+        /// Explicit server groups (overrides --num-servers), e.g. 4x2,3x4.
+        #[arg(long)]
+        servers: Option<String>,
+        /// LB nodes (default: 2 for qmix, 1 for sac-gru).
+        #[arg(long)]
+        lbs: Option<usize>,
+        #[arg(long, default_value_t = 100)]
+        episodes: usize,
+        /// Simulated seconds per episode.
+        #[arg(long, default_value_t = 30.0)]
+        episode_secs: f64,
+        #[arg(long, default_value = "models/policy.onnx")]
+        save_path: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Continue from the checkpoint next to --save-path.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, default_value_t = 10)]
+        checkpoint_every: usize,
+        #[arg(long, default_value_t = 0.6)]
+        load_min: f64,
+        #[arg(long, default_value_t = 0.95)]
+        load_max: f64,
+        /// Learning rate.
+        #[arg(long, default_value_t = 3e-4)]
+        lr: f64,
+        /// Environment steps between gradient updates.
+        #[arg(long, default_value_t = 4)]
+        update_every: usize,
+        #[arg(long)]
+        no_progress: bool,
+        /// QMIX: agent Q = sum (not mean) of the backends' chosen Q-values.
+        #[arg(long)]
+        q_sum: bool,
+    },
+    /// Evaluate one policy: table, JSON summary, RESULT line.
+    Eval {
+        /// ecmp|wcmp|lsq|sed|maglev|oracle or FILE.onnx (with FILE.onnx.json).
+        #[arg(long)]
+        policy: String,
+        #[command(flatten)]
+        setting: Setting,
+    },
+    /// Run every baseline and the given models on one workload; table and PNGs.
+    Compare {
+        /// Extra ONNX policies (repeatable).
+        #[arg(long)]
+        policy: Vec<String>,
+        #[command(flatten)]
+        setting: Setting,
+        /// Where the PNGs go.
+        #[arg(long, default_value = "results/compare")]
+        out: PathBuf,
+    },
+    /// Simulator speed: flow events per second on one core.
+    Bench {
+        /// Simulated seconds.
+        #[arg(long, default_value_t = 2000.0)]
+        duration: f64,
+    },
+}
+
+fn servers_for(n: usize) -> Vec<ServerSpec> {
+    let small = n.div_ceil(2);
+    (0..n)
+        .map(|i| ServerSpec::apache(if i < small { 2.0 } else { 4.0 }))
+        .collect()
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Train {
+            agent,
+            num_servers,
+            servers,
+            lbs,
+            episodes,
+            episode_secs,
+            save_path,
+            seed,
+            resume,
+            checkpoint_every,
+            load_min,
+            load_max,
+            lr,
+            update_every,
+            no_progress,
+            q_sum,
+        } => {
+            let kind = match agent {
+                AgentArg::Qmix => AgentKind::Qmix,
+                AgentArg::SacGru => AgentKind::SacGru,
+            };
+            let servers = match servers {
+                Some(s) => parse_servers(&s).ok_or_else(|| anyhow!("bad --servers {s:?}"))?,
+                None => servers_for(num_servers),
+            };
+            let lbs = lbs.unwrap_or(match kind {
+                AgentKind::Qmix => 2,
+                AgentKind::SacGru => 1,
+            });
+            let mut cfg = TrainConfig::new(kind, servers, lbs);
+            cfg.episodes = episodes;
+            cfg.episode_s = episode_secs;
+            cfg.save_path = save_path;
+            cfg.seed = seed;
+            cfg.resume = resume;
+            cfg.checkpoint_every = checkpoint_every.max(1);
+            cfg.load_min = load_min;
+            cfg.load_max = load_max.max(load_min);
+            cfg.lr = lr;
+            cfg.update_every = update_every.max(1);
+            cfg.progress = !no_progress;
+            cfg.q_sum = q_sum;
+            let log = train(&cfg)?;
+            let tail: Vec<f64> = log.iter().rev().take(10).map(|e| e.reward).collect();
+            let mean = tail.iter().sum::<f64>() / tail.len().max(1) as f64;
+            println!(
+                "wrote {} (+ .json sidecar, .safetensors); last-10-episode reward {mean:.4}",
+                cfg.save_path.display()
+            );
+            println!("RESULT episodes={} reward_last10={mean:.4}", log.len());
+        }
+        Cmd::Eval { policy, setting } => {
+            let (cfg, w) = setting.build()?;
+            let p = Policy::parse(&policy)?;
+            let cap: f64 = cfg.servers.iter().map(|s| s.cpus).sum();
+            println!(
+                "setting: {} servers ({} CPUs), {} LB nodes, offered load {:.0}% of capacity, {} s, seed {}",
+                cfg.servers.len(),
+                cap,
+                cfg.lbs,
+                100.0 * w.offered_load(cfg.duration) / cap,
+                cfg.duration,
+                cfg.seed
+            );
+            let s = evaluate(cfg, &w, &p)?;
+            print!("{}", table(std::slice::from_ref(&s)));
+            println!("{}", serde_json::to_string(&s)?);
+            println!("{}", result_line(&s));
+        }
+        Cmd::Compare {
+            policy,
+            setting,
+            out,
+        } => {
+            let (cfg, w) = setting.build()?;
+            let mut policies: Vec<Policy> = Method::BASELINES
+                .iter()
+                .map(|m| Policy::Baseline(*m))
+                .collect();
+            for p in &policy {
+                policies.push(Policy::parse(p)?);
+            }
+            let mut rows = Vec::new();
+            for p in &policies {
+                rows.push(evaluate(cfg.clone(), &w, p)?);
+            }
+            print!("{}", table(&rows));
+            match plot(&rows, &out) {
+                Ok(files) => {
+                    for f in files {
+                        println!("wrote {}", f.display());
+                    }
+                }
+                Err(e) => eprintln!("plots skipped: {e}"),
+            }
+            if let Some(sed) = rows.iter().find(|r| r.policy == "sed") {
+                for r in rows
+                    .iter()
+                    .filter(|r| !Method::BASELINES.iter().any(|m| m.name() == r.policy))
+                {
+                    println!(
+                        "{}: p90 JCT {:.3}x SED's, jain {:.4}",
+                        r.policy,
+                        r.jct_p90_ms / sed.jct_p90_ms.max(1e-9),
+                        r.jain
+                    );
+                }
+            }
+        }
+        Cmd::Bench { duration } => {
+            // 16 servers (8x2, 8x4 CPUs), 2 LB nodes, Poisson at 85 % of capacity.
+            let servers = servers_for(16);
+            let cap: f64 = servers.iter().map(|s| s.cpus).sum();
+            let mean = 3.67e6 / DEFAULT_LOOPS_PER_CPU_SECOND;
+            let w = Workload::Poisson {
+                rate: 0.85 * cap / mean,
+                size: marllb_sim::workload::SizeDist::Exp { mean },
+            };
+            let mut last = 0.0;
+            for m in [Method::Ecmp, Method::Maglev, Method::Oracle, Method::Sed] {
+                let cfg = SimConfig {
+                    servers: servers.clone(),
+                    lbs: 2,
+                    step_s: 0.25,
+                    duration,
+                    drain: false,
+                    warmup: 0.0,
+                    features: false,
+                    seed: 1,
+                };
+                let t0 = std::time::Instant::now();
+                let stats = Sim::new(cfg, &w, m).run();
+                let dt = t0.elapsed().as_secs_f64();
+                last = stats.events as f64 / dt;
+                println!(
+                    "{:<8} {:>10} events in {:.3} s: {:.0} events/s",
+                    m.name(),
+                    stats.events,
+                    dt,
+                    last
+                );
+            }
+            println!("RESULT events_per_s={last:.0}");
+        }
+    }
+    Ok(())
+}

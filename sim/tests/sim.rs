@@ -1,0 +1,162 @@
+//! Simulator checks: determinism, closed forms, rejections, baselines.
+
+#![allow(clippy::expect_used)] // test helpers outside #[test] functions
+
+use marllb_sim::eval::{evaluate, Policy};
+use marllb_sim::workload::SizeDist;
+use marllb_sim::{parse_servers, Method, ServerSpec, Sim, SimConfig, Workload};
+
+fn cfg(servers: Vec<ServerSpec>, lbs: usize, duration: f64, seed: u64) -> SimConfig {
+    SimConfig {
+        servers,
+        lbs,
+        step_s: 0.25,
+        duration,
+        drain: true,
+        warmup: 0.0,
+        features: true,
+        seed,
+    }
+}
+
+fn poisson(rate: f64, mean: f64) -> Workload {
+    Workload::Poisson {
+        rate,
+        size: SizeDist::Exp { mean },
+    }
+}
+
+#[test]
+fn same_seed_same_results_other_seed_differs() {
+    let servers = parse_servers("4x2,3x4").expect("servers");
+    let w = poisson(190.0, 0.0874);
+    for m in Method::BASELINES {
+        let a = Sim::new(cfg(servers.clone(), 2, 20.0, 7), &w, m).run();
+        let b = Sim::new(cfg(servers.clone(), 2, 20.0, 7), &w, m).run();
+        assert_eq!(a.jct, b.jct, "{m:?}");
+        assert_eq!(a.per_server, b.per_server);
+        let c = Sim::new(cfg(servers.clone(), 2, 20.0, 8), &w, m).run();
+        assert_ne!(a.jct, c.jct);
+    }
+}
+
+#[test]
+fn mm1_processor_sharing_mean_response_time() {
+    // M/M/1-PS with rho = 0.5: E[T] = E[S] / (1 - rho) = 0.2 s. Workers and
+    // backlog large enough never to bind.
+    let spec = ServerSpec {
+        cpus: 1.0,
+        workers: 10_000,
+        backlog: 0,
+    };
+    let w = poisson(5.0, 0.1);
+    let s = Sim::new(cfg(vec![spec], 1, 20_000.0, 3), &w, Method::Ecmp).run();
+    let mean = s.jct.iter().sum::<f64>() / s.jct.len() as f64;
+    assert!((mean - 0.2).abs() < 0.01, "mean response time {mean}");
+    // Utilization = rho.
+    assert!((s.utilization[0] - 0.5).abs() < 0.02, "{:?}", s.utilization);
+    assert_eq!(s.rejected, 0);
+}
+
+#[test]
+fn ps_with_two_cpus_and_slowdown_is_size_proportional() {
+    // M/M/2 processor sharing (rate min(1, 2/n) per job): E[T] = E[S] / (1 - rho^2)
+    // (the M/M/2 mean number in system divided by lambda). rho = 0.6.
+    let spec = ServerSpec {
+        cpus: 2.0,
+        workers: 10_000,
+        backlog: 0,
+    };
+    let w = poisson(12.0, 0.1);
+    let s = Sim::new(cfg(vec![spec], 1, 10_000.0, 4), &w, Method::Ecmp).run();
+    let mean = s.jct.iter().sum::<f64>() / s.jct.len() as f64;
+    let expect = 0.1 / (1.0 - 0.36);
+    assert!(
+        (mean - expect).abs() / expect < 0.05,
+        "mean {mean} expected {expect}"
+    );
+}
+
+#[test]
+fn full_backlog_rejects() {
+    // Offered load 3x capacity on one 1-CPU server with 32 workers and backlog 128:
+    // the system fills up to 160 and refuses about two thirds of the flows.
+    let w = poisson(30.0, 0.1);
+    let s = Sim::new(
+        cfg(vec![ServerSpec::apache(1.0)], 1, 300.0, 5),
+        &w,
+        Method::Ecmp,
+    )
+    .run();
+    let frac = s.rejected as f64 / s.arrived as f64;
+    assert!((0.6..0.72).contains(&frac), "rejected fraction {frac}");
+    // Nobody waits longer than the full system drains: <= 160 jobs of work.
+    assert!(s.utilization[0] > 0.9);
+}
+
+#[test]
+fn sed_beats_ecmp_and_oracle_is_best_on_heterogeneous_servers() {
+    let servers = parse_servers("4x2,3x4").expect("servers");
+    let w = poisson(195.0, 0.0874);
+    let c = SimConfig {
+        features: false,
+        warmup: 5.0,
+        ..cfg(servers, 2, 120.0, 11)
+    };
+    let run = |m| evaluate(c.clone(), &w, &Policy::Baseline(m)).expect("eval");
+    let ecmp = run(Method::Ecmp);
+    let wcmp = run(Method::Wcmp);
+    let sed = run(Method::Sed);
+    let lsq = run(Method::Lsq);
+    let oracle = run(Method::Oracle);
+    assert!(
+        sed.jct_p90_ms < 0.7 * ecmp.jct_p90_ms,
+        "sed {} ecmp {}",
+        sed.jct_p90_ms,
+        ecmp.jct_p90_ms
+    );
+    assert!(wcmp.jct_p90_ms < ecmp.jct_p90_ms);
+    assert!(sed.jct_p90_ms <= lsq.jct_p90_ms * 1.05);
+    assert!(
+        oracle.jct_p90_ms <= sed.jct_p90_ms * 1.02,
+        "oracle {} sed {}",
+        oracle.jct_p90_ms,
+        sed.jct_p90_ms
+    );
+    assert!(sed.jain > ecmp.jain);
+}
+
+#[test]
+fn ecmp_splits_flows_evenly_over_nodes() {
+    let servers = parse_servers("2x2").expect("servers");
+    let w = poisson(20.0, 0.05);
+    let mut sim = Sim::new(cfg(servers, 4, 200.0, 2), &w, Method::Ecmp);
+    while sim.run_step() {}
+    let placed: Vec<u64> = sim.lbs.iter().map(|n| n.placed).collect();
+    let total: u64 = placed.iter().sum();
+    for p in &placed {
+        let share = *p as f64 / total as f64;
+        assert!((share - 0.25).abs() < 0.02, "{placed:?}");
+    }
+}
+
+#[test]
+fn features_come_from_core_telemetry() {
+    let servers = parse_servers("4x2,3x4").expect("servers");
+    let w = poisson(195.0, 0.0874);
+    let mut sim = Sim::new(cfg(servers, 2, 10.0, 9), &w, Method::Agent);
+    for _ in 0..20 {
+        sim.run_step();
+    }
+    // Active-flow gauges of both nodes add up to the jobs at the servers.
+    let n = sim.servers.len();
+    for b in 0..n {
+        let gauge: u32 = sim.lbs.iter().map(|l| l.telemetry.active(b as u16)).sum();
+        assert_eq!(gauge as usize, sim.servers[b].in_system());
+    }
+    let f = sim.lbs[0]
+        .features
+        .raw(0, marllb_policy::Feature::FlowDurationMean);
+    assert!(f > 0.0 && f < 5.0, "{f}");
+    assert!(sim.last_reward > 0.0 && sim.last_reward <= 1.0);
+}
