@@ -349,6 +349,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "select",
     "flow_table",
     "policy_meta",
+    "vpp_cli",
 ];
 
 /// Runs every fuzz target for `secs` seconds each (seed corpora from
