@@ -341,15 +341,6 @@ impl Learner {
                     .forward(&tnext.reshape((seq * bsz, n))?, &s_next)?
                     .detach();
                 let y = (b.rew.reshape(seq * bsz)? + (ttot * gamma)?)?;
-                if std::env::var_os("MARLLB_DEBUG").is_some() {
-                    eprintln!(
-                        "qtot {:.3} y {:.3} r {:.3} chosen {:.3}",
-                        qtot.mean_all()?.to_scalar::<f32>()?,
-                        y.mean_all()?.to_scalar::<f32>()?,
-                        b.rew.mean_all()?.to_scalar::<f32>()?,
-                        chosen.mean_all()?.to_scalar::<f32>()?
-                    );
-                }
                 let loss = huber(&(qtot - y)?)?;
                 clipped_step(&mut self.opt, &self.net_vm.all_vars(), &loss, 10.0)?;
                 self.sync_target(0.01)?;
