@@ -174,12 +174,13 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
         return cargo(root, &args);
     }
     ensure_packages(TEST_PACKAGES)?;
-    step("building the data plane, the controller and the testbed (release)");
+    step("building the data plane, the controller and the testbed (optimized, profile ci)");
     cargo(
         root,
         &[
             "build",
-            "--release",
+            "--profile",
+            "ci",
             "-p",
             "marllb-dpdk",
             "-p",
@@ -189,7 +190,7 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
         ],
     )?;
     step("running the testbed: namespaces, backends, DPDK data plane, controller, trace replay");
-    let bin = target_dir(root).join("release/marllb-testbed");
+    let bin = target_dir(root).join("ci/marllb-testbed");
     let mut cmd = Command::new(&bin);
     cmd.arg("demo").arg("--root").arg(root).args(extra);
     println!(
@@ -223,18 +224,18 @@ fn test(root: &Path) -> Result<()> {
     )?;
     step("building the core with its optional defmt feature");
     cargo(root, &["check", "-p", "marllb-core", "--features", "defmt"])?;
-    step("building the VPP plugin (target/release/libmarllb_plugin.so; dp-vpp/README.md)");
-    cargo(root, &["build", "--release", "-p", "marllb-vpp-plugin"])?;
-    step("running every test (release build: the statistical tests are heavy)");
-    cargo(root, &["test", "--workspace", "--release"])?;
+    step("building the VPP plugin (target/ci/libmarllb_plugin.so; dp-vpp/README.md)");
+    cargo(root, &["build", "--profile", "ci", "-p", "marllb-vpp-plugin"])?;
+    step("running every test (profile ci: optimized, no fat LTO; the statistical tests are heavy)");
+    cargo(root, &["test", "--workspace", "--profile", "ci", "--no-fail-fast"])?;
     step("model-checking the shared-memory protocols with loom (cfg loom, own target dir)");
     let loom_target = target_dir(root).join("loom");
     println!(
-        "    $ RUSTFLAGS=\"--cfg loom\" CARGO_TARGET_DIR={} cargo test -p marllb-shm --release --test loom",
+        "    $ RUSTFLAGS=\"--cfg loom\" CARGO_TARGET_DIR={} cargo test -p marllb-shm --profile ci --test loom",
         loom_target.display()
     );
     let st = Command::new(env!("CARGO"))
-        .args(["test", "-p", "marllb-shm", "--release", "--test", "loom"])
+        .args(["test", "-p", "marllb-shm", "--profile", "ci", "--test", "loom"])
         .env("RUSTFLAGS", "--cfg loom")
         .env("CARGO_TARGET_DIR", &loom_target)
         .current_dir(root)
