@@ -38,7 +38,10 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let cycles: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let cycles: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000);
     let dir = std::env::temp_dir().join(format!("marllb-bench-ctrl-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("gru16.onnx");
@@ -64,12 +67,18 @@ fn main() {
         tel.backends[i].active_flows = 100 + 10 * i as u32;
         tel.backends[i].packets = 1_000_000;
         for j in 0..512u32 {
-            tel.samples[i].flow_duration.offer(1000 + j * 37 * (i as u32 + 1), j.wrapping_mul(2654435761));
-            tel.samples[i].fct.offer(20_000 + j * 91, j.wrapping_mul(40503));
+            tel.samples[i]
+                .flow_duration
+                .offer(1000 + j * 37 * (i as u32 + 1), j.wrapping_mul(2654435761));
+            tel.samples[i]
+                .fct
+                .offer(20_000 + j * 91, j.wrapping_mul(40503));
         }
     }
     let dp = DataPlane::new(&view, DataPlaneConfig::default());
-    let mut pubs: Vec<_> = (0..WORKERS).map(|w| StatsPublisher::new(&view, w, 10).unwrap()).collect();
+    let mut pubs: Vec<_> = (0..WORKERS)
+        .map(|w| StatsPublisher::new(&view, w, 10).unwrap())
+        .collect();
     for p in &mut pubs {
         p.publish(1, &tel, &dp.status());
     }
@@ -117,7 +126,9 @@ fn main() {
         let r = engine.step(Instant::now());
         let dc = t.elapsed();
         let t = Instant::now();
-        let out = state.run(tvec![obs.clone().into_tvalue(), h.clone().into_tvalue()]).unwrap();
+        let out = state
+            .run(tvec![obs.clone().into_tvalue(), h.clone().into_tvalue()])
+            .unwrap();
         let di = t.elapsed();
         std::hint::black_box(out);
         if !r.policy_ok {
@@ -131,9 +142,15 @@ fn main() {
     let (c50, c99) = (pct(&mut cyc, 0.50), pct(&mut cyc, 0.99));
     let (i50, i99) = (pct(&mut inf, 0.50), pct(&mut inf, 0.99));
     println!("model: {BACKENDS} backends, 7 features, 2 FC({HIDDEN}) + GRU({HIDDEN}) + 2 FC, {WORKERS} workers, {cycles} cycles (+{warm} warm-up)");
-    println!("full cycle:      p50 {c50:8.1} us   p99 {c99:8.1} us   max {:8.1} us", cyc.last().copied().unwrap_or(0.0));
+    println!(
+        "full cycle:      p50 {c50:8.1} us   p99 {c99:8.1} us   max {:8.1} us",
+        cyc.last().copied().unwrap_or(0.0)
+    );
     println!("bare inference:  p50 {i50:8.1} us   p99 {i99:8.1} us");
-    println!("policy steps refused: {failed}; target p99 <= 1000 us: {}", if c99 <= 1000.0 { "met" } else { "NOT met" });
+    println!(
+        "policy steps refused: {failed}; target p99 <= 1000 us: {}",
+        if c99 <= 1000.0 { "met" } else { "NOT met" }
+    );
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "RESULT cycle_p50_us={c50:.1} cycle_p99_us={c99:.1} infer_p50_us={i50:.1} overhead_ratio={:.2}",

@@ -52,9 +52,9 @@ pub fn heuristic(kind: AgentKind, base: &[Weight], active: &[u32], out: &mut Vec
             out,
         ),
         AgentKind::Sed => normalize(
-            base.iter()
-                .enumerate()
-                .map(|(i, &b)| f64::from(b) / (f64::from(active.get(i).copied().unwrap_or(0)) + 1.0)),
+            base.iter().enumerate().map(|(i, &b)| {
+                f64::from(b) / (f64::from(active.get(i).copied().unwrap_or(0)) + 1.0)
+            }),
             out,
         ),
     }

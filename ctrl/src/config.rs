@@ -78,7 +78,9 @@ impl FromStr for HealthMode {
                 Some(p) if p.starts_with('/') && !p.contains(char::is_whitespace) => {
                     Ok(Self::Http { path: p.into() })
                 }
-                Some(_) => Err(format!("{s:?}: the HTTP path must start with '/' and have no spaces")),
+                Some(_) => Err(format!(
+                    "{s:?}: the HTTP path must start with '/' and have no spaces"
+                )),
                 None => Err(format!("{s:?}: expected tcp, http:/PATH or none")),
             },
         }
@@ -422,7 +424,10 @@ impl Settings {
         }
         let fallback_agent = file.fallback_agent.unwrap_or(AgentKind::Sed);
         if fallback_agent.is_learned() {
-            return Err(bad("fallback_agent", "must be a heuristic (sed, lsq, wcmp, ecmp, static)"));
+            return Err(bad(
+                "fallback_agent",
+                "must be a heuristic (sed, lsq, wcmp, ecmp, static)",
+            ));
         }
         let servers = match (&args.servers, file.servers) {
             (Some(s), _) => s
@@ -451,7 +456,9 @@ impl Settings {
         }
         let slow_start_cycles = file.slow_start_cycles.unwrap_or(10);
         if let Some(w) = &file.wcmp_weights {
-            if w.iter().any(|x| !(x.is_finite() && *x >= 0.0 && *x <= 256.0)) {
+            if w.iter()
+                .any(|x| !(x.is_finite() && *x >= 0.0 && *x <= 256.0))
+            {
                 return Err(bad("wcmp_weights", "each weight must be in 0..=256"));
             }
             if w.iter().all(|x| *x == 0.0) {
@@ -488,7 +495,10 @@ impl Settings {
             return Err(bad("health.timeout", "must be > 0"));
         }
         if !(100..=599).contains(&health.expect_status) {
-            return Err(bad("health.expect_status", "must be an HTTP status (100..=599)"));
+            return Err(bad(
+                "health.expect_status",
+                "must be an HTTP status (100..=599)",
+            ));
         }
         let p = file.passive.unwrap_or_default();
         let passive = PassiveSettings {

@@ -141,7 +141,10 @@ impl<'r> Engine<'r> {
                     backends: n,
                 })
             }
-            Some(w) => w.iter().map(|&x| marllb_policy::action::to_q16(x)).collect(),
+            Some(w) => w
+                .iter()
+                .map(|&x| marllb_policy::action::to_q16(x))
+                .collect(),
             None => base.clone(),
         };
         let labels = (0..n)
@@ -156,7 +159,16 @@ impl<'r> Engine<'r> {
         } else {
             cfg.agent
         };
-        heuristic(first, if first == AgentKind::Wcmp { &wcmp } else { &base }, &[], &mut initial);
+        heuristic(
+            first,
+            if first == AgentKind::Wcmp {
+                &wcmp
+            } else {
+                &base
+            },
+            &[],
+            &mut initial,
+        );
         let now = Instant::now();
         let e = Engine {
             stats: StatsReader::new(workers, n).map_err(|_| EngineError::Alloc)?,
@@ -283,7 +295,9 @@ impl<'r> Engine<'r> {
             .heartbeat(self.start.elapsed().as_nanos() as u64 + 1);
         self.cycles += 1;
         self.metrics.cycles.inc();
-        self.metrics.cycle_latency.observe(t0.elapsed().as_secs_f64());
+        self.metrics
+            .cycle_latency
+            .observe(t0.elapsed().as_secs_f64());
         self.update_metrics(now, &report);
         self.last_cycle = Some(now);
         report
@@ -326,7 +340,11 @@ impl<'r> Engine<'r> {
     fn overlay(&mut self, now: Instant) -> bool {
         let n_ramp = self.cfg.slow_start_cycles;
         for i in 0..self.n {
-            let timeouts = self.stats.backends.get(i).map_or(0, |b| b.d_handshake_timeouts);
+            let timeouts = self
+                .stats
+                .backends
+                .get(i)
+                .map_or(0, |b| b.d_handshake_timeouts);
             let passive_down = self
                 .passive
                 .get_mut(i)
@@ -336,7 +354,12 @@ impl<'r> Engine<'r> {
             let was_down = self.down[i];
             if !healthy {
                 if !was_down {
-                    tracing::warn!(backend = name, index = i, passive = passive_down, "backend down: weight 0");
+                    tracing::warn!(
+                        backend = name,
+                        index = i,
+                        passive = passive_down,
+                        "backend down: weight 0"
+                    );
                 }
                 self.down[i] = true;
                 self.ramp[i] = 0;
@@ -347,7 +370,12 @@ impl<'r> Engine<'r> {
             if was_down {
                 self.down[i] = false;
                 self.ramp[i] = if n_ramp > 0 { 1 } else { 0 };
-                tracing::info!(backend = name, index = i, cycles = n_ramp, "backend recovered: slow start");
+                tracing::info!(
+                    backend = name,
+                    index = i,
+                    cycles = n_ramp,
+                    "backend recovered: slow start"
+                );
             }
             let full = self.policy_w.get(i).copied().unwrap_or(WEIGHT_ONE);
             let w = if self.ramp[i] > 0 {
@@ -403,13 +431,17 @@ impl<'r> Engine<'r> {
             .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
         let (mut pps, mut bps) = (0.0, 0.0);
         for (i, b) in self.stats.backends.iter_mut().enumerate() {
-            let Some(l) = self.labels.get(i) else { continue };
+            let Some(l) = self.labels.get(i) else {
+                continue;
+            };
             m.weight
                 .get_or_create(l)
                 .set(f64::from(self.out_w[i]) / f64::from(WEIGHT_ONE));
             m.health.get_or_create(l).set(i64::from(!self.down[i]));
             m.admin.get_or_create(l).set(self.out_admin[i] as i64);
-            m.active_flows.get_or_create(l).set(i64::from(b.active_flows));
+            m.active_flows
+                .get_or_create(l)
+                .set(i64::from(b.active_flows));
             m.handshake_timeouts
                 .get_or_create(l)
                 .set(b.handshake_timeouts as i64);

@@ -123,15 +123,26 @@ impl HealthBoard {
 }
 
 /// One check of `target`: `Ok` if healthy, else why not.
-pub fn check_once(target: SocketAddr, mode: &HealthMode, timeout: Duration, expect: u16) -> Result<(), String> {
+pub fn check_once(
+    target: SocketAddr,
+    mode: &HealthMode,
+    timeout: Duration,
+    expect: u16,
+) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
-    let mut s = TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
+    let mut s =
+        TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
     let path = match mode {
         HealthMode::Http { path } => path,
         HealthMode::Tcp | HealthMode::None => return Ok(()),
     };
-    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    s.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    s.set_write_timeout(Some(left()))
+        .map_err(|e| e.to_string())?;
     let host = match target {
         SocketAddr::V4(a) => a.ip().to_string(),
         SocketAddr::V6(a) => format!("[{}]", a.ip()),
@@ -145,7 +156,8 @@ pub fn check_once(target: SocketAddr, mode: &HealthMode, timeout: Duration, expe
     let mut buf = [0u8; 256];
     let mut got = 0;
     while !buf[..got].contains(&b'\n') && got < buf.len() {
-        s.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(left()))
+            .map_err(|e| e.to_string())?;
         if Instant::now() >= deadline {
             return Err("timeout".into());
         }

@@ -49,7 +49,12 @@ fn check_model(file: &Path, backends: Option<usize>) -> Result<()> {
     p.infer(&obs, &mut action)?;
     action_to_weights(&meta, &action, &mut real, &mut q16)?;
     println!("probe: idle observation -> weights {real:?}");
-    println!("OK: {} backends, {} features, agent {}", meta.backends, meta.features.len(), meta.agent);
+    println!(
+        "OK: {} backends, {} features, agent {}",
+        meta.backends,
+        meta.features.len(),
+        meta.agent
+    );
     Ok(())
 }
 
@@ -93,14 +98,23 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
             .backends()
             .iter()
             .enumerate()
-            .map(|(i, b)| b.ip().with_context(|| format!("region backend {i} has an invalid address")))
+            .map(|(i, b)| {
+                b.ip()
+                    .with_context(|| format!("region backend {i} has an invalid address"))
+            })
             .collect::<Result<_>>()?
     } else {
         settings.servers.iter().map(|s| s.addr).collect()
     };
-    let mismatches: Vec<String> = config.diff_backends(&addrs).map(|m| m.to_string()).collect();
+    let mismatches: Vec<String> = config
+        .diff_backends(&addrs)
+        .map(|m| m.to_string())
+        .collect();
     if !mismatches.is_empty() {
-        bail!("--servers does not match the data plane's backends: {}", mismatches.join("; "));
+        bail!(
+            "--servers does not match the data plane's backends: {}",
+            mismatches.join("; ")
+        );
     }
     let vip_port = config.vips().iter().map(|v| v.port).find(|&p| p != 0);
     let targets: Vec<SocketAddr> = addrs
@@ -180,7 +194,14 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
         let cycle = std::thread::Builder::new()
             .name("ctrl-cycle".into())
             .spawn_scoped(s, || {
-                run_loop(&mut engine, reloader.as_mut(), settings.interval, &metrics, &flags.stop, &flags.hup);
+                run_loop(
+                    &mut engine,
+                    reloader.as_mut(),
+                    settings.interval,
+                    &metrics,
+                    &flags.stop,
+                    &flags.hup,
+                );
             })?;
         if cycle.join().is_err() {
             bail!("the cycle thread panicked");

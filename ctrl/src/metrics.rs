@@ -151,34 +151,142 @@ impl Metrics {
             all_down: Gauge::default(),
             no_live_backend_drops: Gauge::default(),
         };
-        r.register("backend_weight", "Weight published for the backend (1.0 = weight one)", m.weight.clone());
-        r.register("backend_up", "1 if the backend is healthy (active checks and passive signal)", m.health.clone());
-        r.register("backend_admin_state", "Admin state published: 0 active, 1 draining, 2 down", m.admin.clone());
-        r.register("backend_active_flows", "Active flows on the backend, summed over workers", m.active_flows.clone());
-        r.register("backend_new_flows_per_second", "New flows per second placed on the backend", m.new_flows_rate.clone());
-        r.register("backend_flow_duration_avg_seconds", "Average flow age at packets in the last window", m.flow_duration_avg.clone());
-        r.register("backend_flow_duration_p95_seconds", "95th percentile of flow age at packets in the last window", m.flow_duration_p95.clone());
-        r.register("backend_fct_avg_seconds", "Average flow completion time in the last window", m.fct_avg.clone());
-        r.register("backend_fct_p95_seconds", "95th percentile of flow completion time in the last window", m.fct_p95.clone());
-        r.register("backend_packets_per_second", "Packets per second forwarded to the backend", m.backend_pps.clone());
-        r.register("backend_handshake_timeouts", "Handshakes that never completed (monotonic, summed over workers)", m.handshake_timeouts.clone());
-        r.register("jain_fairness", "Jain fairness index of active flows over backends not down", m.jain.clone());
-        r.register("throughput_packets_per_second", "Packets per second forwarded to all backends", m.throughput_pps.clone());
-        r.register("throughput_bits_per_second", "Bits per second forwarded to all backends", m.throughput_bps.clone());
-        r.register("inference_latency_seconds", "Policy inference latency", m.inference_latency.clone());
-        r.register("cycle_latency_seconds", "Cycle latency from stats read to weights published", m.cycle_latency.clone());
+        r.register(
+            "backend_weight",
+            "Weight published for the backend (1.0 = weight one)",
+            m.weight.clone(),
+        );
+        r.register(
+            "backend_up",
+            "1 if the backend is healthy (active checks and passive signal)",
+            m.health.clone(),
+        );
+        r.register(
+            "backend_admin_state",
+            "Admin state published: 0 active, 1 draining, 2 down",
+            m.admin.clone(),
+        );
+        r.register(
+            "backend_active_flows",
+            "Active flows on the backend, summed over workers",
+            m.active_flows.clone(),
+        );
+        r.register(
+            "backend_new_flows_per_second",
+            "New flows per second placed on the backend",
+            m.new_flows_rate.clone(),
+        );
+        r.register(
+            "backend_flow_duration_avg_seconds",
+            "Average flow age at packets in the last window",
+            m.flow_duration_avg.clone(),
+        );
+        r.register(
+            "backend_flow_duration_p95_seconds",
+            "95th percentile of flow age at packets in the last window",
+            m.flow_duration_p95.clone(),
+        );
+        r.register(
+            "backend_fct_avg_seconds",
+            "Average flow completion time in the last window",
+            m.fct_avg.clone(),
+        );
+        r.register(
+            "backend_fct_p95_seconds",
+            "95th percentile of flow completion time in the last window",
+            m.fct_p95.clone(),
+        );
+        r.register(
+            "backend_packets_per_second",
+            "Packets per second forwarded to the backend",
+            m.backend_pps.clone(),
+        );
+        r.register(
+            "backend_handshake_timeouts",
+            "Handshakes that never completed (monotonic, summed over workers)",
+            m.handshake_timeouts.clone(),
+        );
+        r.register(
+            "jain_fairness",
+            "Jain fairness index of active flows over backends not down",
+            m.jain.clone(),
+        );
+        r.register(
+            "throughput_packets_per_second",
+            "Packets per second forwarded to all backends",
+            m.throughput_pps.clone(),
+        );
+        r.register(
+            "throughput_bits_per_second",
+            "Bits per second forwarded to all backends",
+            m.throughput_bps.clone(),
+        );
+        r.register(
+            "inference_latency_seconds",
+            "Policy inference latency",
+            m.inference_latency.clone(),
+        );
+        r.register(
+            "cycle_latency_seconds",
+            "Cycle latency from stats read to weights published",
+            m.cycle_latency.clone(),
+        );
         r.register("cycles", "Control cycles run", m.cycles.clone());
-        r.register("cycle_overruns", "Cycles whose policy step exceeded the budget (last weights kept)", m.overruns.clone());
-        r.register("cycle_missed_ticks", "Ticks skipped because a cycle ran past the next tick", m.missed_ticks.clone());
-        r.register("cycle_failures", "Cycles whose policy step failed, by reason (last weights kept)", m.failures.clone());
-        r.register("stats_read_errors", "Worker stats blocks that could not be read", m.stats_read_errors.clone());
-        r.register("dataplane_heartbeat_age_seconds", "Seconds since the data-plane heartbeat last changed", m.dp_heartbeat_age.clone());
-        r.register("dataplane_fallback_active", "1 while a worker reports the data-plane watchdog fallback", m.dp_fallback.clone());
-        r.register("weights_epoch", "Epoch of the last weights published", m.epoch.clone());
-        r.register("policy_active", "1 for the policy computing the weights", m.policy.clone());
-        r.register("model_reloads", "Model reloads by result", m.reloads.clone());
-        r.register("all_backends_down", "1 while every backend is down", m.all_down.clone());
-        r.register("dataplane_no_live_backend_drops", "Packets dropped for lack of a live backend (monotonic, summed over workers)", m.no_live_backend_drops.clone());
+        r.register(
+            "cycle_overruns",
+            "Cycles whose policy step exceeded the budget (last weights kept)",
+            m.overruns.clone(),
+        );
+        r.register(
+            "cycle_missed_ticks",
+            "Ticks skipped because a cycle ran past the next tick",
+            m.missed_ticks.clone(),
+        );
+        r.register(
+            "cycle_failures",
+            "Cycles whose policy step failed, by reason (last weights kept)",
+            m.failures.clone(),
+        );
+        r.register(
+            "stats_read_errors",
+            "Worker stats blocks that could not be read",
+            m.stats_read_errors.clone(),
+        );
+        r.register(
+            "dataplane_heartbeat_age_seconds",
+            "Seconds since the data-plane heartbeat last changed",
+            m.dp_heartbeat_age.clone(),
+        );
+        r.register(
+            "dataplane_fallback_active",
+            "1 while a worker reports the data-plane watchdog fallback",
+            m.dp_fallback.clone(),
+        );
+        r.register(
+            "weights_epoch",
+            "Epoch of the last weights published",
+            m.epoch.clone(),
+        );
+        r.register(
+            "policy_active",
+            "1 for the policy computing the weights",
+            m.policy.clone(),
+        );
+        r.register(
+            "model_reloads",
+            "Model reloads by result",
+            m.reloads.clone(),
+        );
+        r.register(
+            "all_backends_down",
+            "1 while every backend is down",
+            m.all_down.clone(),
+        );
+        r.register(
+            "dataplane_no_live_backend_drops",
+            "Packets dropped for lack of a live backend (monotonic, summed over workers)",
+            m.no_live_backend_drops.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -233,7 +341,11 @@ pub struct Server {
 
 /// Binds `addr` and serves `/metrics` until `stop` is set. One connection at a
 /// time (scrapes are rare and the answer is small); each with a 2 s timeout.
-pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) -> std::io::Result<Server> {
+pub fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<Server> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -288,7 +400,11 @@ fn handle(mut s: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         ),
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-        _ => ("405 Method Not Allowed", "text/plain", "method not allowed\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "method not allowed\n".to_string(),
+        ),
     };
     write!(
         s,

@@ -99,7 +99,10 @@ impl Loaded {
             .as_ref()
             .and_then(|h| meta.inputs.iter().find(|t| t.name == h.input))
             .map_or_else(Vec::new, |t| t.shape.clone());
-        let obs_shape = meta.inputs.first().map_or_else(Vec::new, |t| t.shape.clone());
+        let obs_shape = meta
+            .inputs
+            .first()
+            .map_or_else(Vec::new, |t| t.shape.clone());
         let loaded = Loaded {
             meta,
             path: path.into(),
@@ -314,13 +317,23 @@ pub fn describe(path: &Path) -> Result<String, ModelError> {
     let mut s = String::new();
     let _ = writeln!(s, "model: {}", path.display());
     let _ = writeln!(s, "inputs:");
-    for (i, o) in model.input_outlets().map_err(|e| onnx_err(path, &e))?.iter().enumerate() {
+    for (i, o) in model
+        .input_outlets()
+        .map_err(|e| onnx_err(path, &e))?
+        .iter()
+        .enumerate()
+    {
         let name = model.node(o.node).name.clone();
         let fact = model.input_fact(i).map_err(|e| onnx_err(path, &e))?;
         let _ = writeln!(s, "  {i}: {name} {fact:?}");
     }
     let _ = writeln!(s, "outputs:");
-    for (i, o) in model.output_outlets().map_err(|e| onnx_err(path, &e))?.iter().enumerate() {
+    for (i, o) in model
+        .output_outlets()
+        .map_err(|e| onnx_err(path, &e))?
+        .iter()
+        .enumerate()
+    {
         let name = model
             .outlet_label(*o)
             .map_or_else(|| model.node(o.node).name.clone(), str::to_owned);

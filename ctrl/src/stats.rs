@@ -116,7 +116,12 @@ impl StatsReader {
                 .no_live_backend_drops
                 .saturating_add(frame.head.drops.get(no_live).copied().unwrap_or(0));
             let n = (frame.head.n_backends as usize).min(self.backends.len());
-            for ((agg, st), p) in self.backends.iter_mut().zip(&frame.backends[..n]).zip(prev.iter_mut()) {
+            for ((agg, st), p) in self
+                .backends
+                .iter_mut()
+                .zip(&frame.backends[..n])
+                .zip(prev.iter_mut())
+            {
                 let c = &st.counters;
                 agg.active_flows = agg.active_flows.saturating_add(c.active_flows);
                 agg.half_open = agg.half_open.saturating_add(c.half_open);
@@ -131,7 +136,8 @@ impl StatsReader {
                 agg.d_bytes += d[1];
                 agg.d_new_flows += d[2];
                 agg.d_handshake_timeouts += d[3];
-                agg.duration_us.extend_from_slice(st.samples.flow_duration.values());
+                agg.duration_us
+                    .extend_from_slice(st.samples.flow_duration.values());
                 agg.fct_us.extend_from_slice(st.samples.fct.values());
             }
         }

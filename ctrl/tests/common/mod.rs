@@ -18,7 +18,9 @@ use marllb_core::service::AdminState;
 use marllb_core::telemetry::Telemetry;
 use marllb_core::WEIGHT_ONE;
 use marllb_shm::layout::BackendEntry;
-use marllb_shm::{ConfigImage, CreateOptions, DataPlane, DataPlaneConfig, ShmRegion, Source, StatsPublisher};
+use marllb_shm::{
+    ConfigImage, CreateOptions, DataPlane, DataPlaneConfig, ShmRegion, Source, StatsPublisher,
+};
 use zerocopy::FromZeros;
 
 /// What the data plane applied at one poll.
@@ -48,7 +50,11 @@ pub struct Dp {
 
 fn unique(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("marllb-ctrl-test-{}-{tag}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "marllb-ctrl-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl Dp {
@@ -73,18 +79,24 @@ impl Dp {
         o.replace = true;
         o.stats_interval_ms = 10;
         let region = ShmRegion::create(&o, &cfg).expect("create region");
-        let active: Arc<Vec<AtomicU32>> = Arc::new((0..backends).map(|_| AtomicU32::new(0)).collect());
-        let timeouts: Arc<Vec<AtomicU32>> = Arc::new((0..backends).map(|_| AtomicU32::new(0)).collect());
+        let active: Arc<Vec<AtomicU32>> =
+            Arc::new((0..backends).map(|_| AtomicU32::new(0)).collect());
+        let timeouts: Arc<Vec<AtomicU32>> =
+            Arc::new((0..backends).map(|_| AtomicU32::new(0)).collect());
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let handle = {
-            let (active, timeouts, log, stop) = (active.clone(), timeouts.clone(), log.clone(), stop.clone());
+            let (active, timeouts, log, stop) =
+                (active.clone(), timeouts.clone(), log.clone(), stop.clone());
             std::thread::spawn(move || {
                 let view = region.view();
                 let mut dp = DataPlane::new(&view, DataPlaneConfig::default());
-                let mut pubs: Vec<StatsPublisher> =
-                    (0..workers).map(|w| StatsPublisher::new(&view, w, 10).unwrap()).collect();
-                let mut tel: Vec<Box<Telemetry>> = (0..workers).map(|_| Telemetry::new_box_zeroed().unwrap()).collect();
+                let mut pubs: Vec<StatsPublisher> = (0..workers)
+                    .map(|w| StatsPublisher::new(&view, w, 10).unwrap())
+                    .collect();
+                let mut tel: Vec<Box<Telemetry>> = (0..workers)
+                    .map(|_| Telemetry::new_box_zeroed().unwrap())
+                    .collect();
                 let t0 = Instant::now();
                 let mut k: u32 = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -116,7 +128,8 @@ impl Dp {
                             s.flow_duration.clear();
                             s.fct.clear();
                             for j in 0..16u32 {
-                                s.flow_duration.offer(1000 * (j + 1) * (i as u32 + 1), k ^ j);
+                                s.flow_duration
+                                    .offer(1000 * (j + 1) * (i as u32 + 1), k ^ j);
                                 s.fct.offer(5000 * (j + 1), k ^ j);
                             }
                         }
@@ -152,7 +165,11 @@ impl Dp {
                     return a;
                 }
             }
-            assert!(t.elapsed() < limit, "timed out waiting for: {what}; last {:?}", self.last());
+            assert!(
+                t.elapsed() < limit,
+                "timed out waiting for: {what}; last {:?}",
+                self.last()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -169,7 +186,11 @@ impl Drop for Dp {
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The controller process.
@@ -228,7 +249,11 @@ impl Ctrl {
         // Up when /metrics answers.
         let t = Instant::now();
         while c.try_scrape().is_none() {
-            assert!(t.elapsed() < Duration::from_secs(60), "controller did not come up: {}", c.log_text());
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "controller did not come up: {}",
+                c.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         c
@@ -239,7 +264,10 @@ impl Ctrl {
     }
 
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(st.success());
     }
 
@@ -262,7 +290,11 @@ impl Ctrl {
     pub fn try_scrape(&self) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
         let (head, body) = out.split_once("\r\n\r\n")?;
@@ -274,14 +306,24 @@ impl Ctrl {
     }
 
     /// Waits until a scrape satisfies `f`.
-    pub fn wait_metrics(&self, limit: Duration, what: &str, f: impl Fn(&Metrics) -> bool) -> Metrics {
+    pub fn wait_metrics(
+        &self,
+        limit: Duration,
+        what: &str,
+        f: impl Fn(&Metrics) -> bool,
+    ) -> Metrics {
         let t = Instant::now();
         loop {
             let m = self.scrape();
             if f(&m) {
                 return m;
             }
-            assert!(t.elapsed() < limit, "timed out waiting for metrics: {what}\n{}\nlog:\n{}", m.text, self.log_text());
+            assert!(
+                t.elapsed() < limit,
+                "timed out waiting for metrics: {what}\n{}\nlog:\n{}",
+                m.text,
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -307,11 +349,15 @@ impl Metrics {
             if line.starts_with('#') || line.trim().is_empty() {
                 continue;
             }
-            let (k, v) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
+            let (k, v) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line {line:?}"));
             let v: f64 = match v {
                 "+Inf" => f64::INFINITY,
                 "NaN" => f64::NAN,
-                _ => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+                _ => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
             };
             samples.insert(k.to_string(), v);
         }
@@ -327,13 +373,17 @@ impl Metrics {
             .iter()
             .find(|(k, _)| {
                 let (n, l) = k.split_once('{').unwrap_or((k.as_str(), ""));
-                n == name && labels.iter().all(|(a, b)| l.contains(&format!("{a}=\"{b}\"")))
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(a, b)| l.contains(&format!("{a}=\"{b}\"")))
             })
             .map(|(_, v)| *v)
     }
 
     pub fn val(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.get(name, labels).unwrap_or_else(|| panic!("no metric {name} {labels:?} in\n{}", self.text))
+        self.get(name, labels)
+            .unwrap_or_else(|| panic!("no metric {name} {labels:?} in\n{}", self.text))
     }
 }
 
@@ -361,8 +411,15 @@ impl Backend {
                         let mut b = [0u8; 1024];
                         let n = c.read(&mut b).unwrap_or(0);
                         let req = String::from_utf8_lossy(&b[..n]);
-                        let code = if req.starts_with("GET /health ") { "200 OK" } else { "404 Not Found" };
-                        let _ = write!(c, "HTTP/1.1 {code}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                        let code = if req.starts_with("GET /health ") {
+                            "200 OK"
+                        } else {
+                            "404 Not Found"
+                        };
+                        let _ = write!(
+                            c,
+                            "HTTP/1.1 {code}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                        );
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }

@@ -27,7 +27,10 @@ pub const LEVELS: [f32; 3] = [1.0, 1.5, 2.0];
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     }
 }
@@ -49,7 +52,9 @@ fn vi(name: &str, shape: &[usize]) -> pb::ValueInfoProto {
                     dim: shape
                         .iter()
                         .map(|&d| pb::tensor_shape_proto::Dimension {
-                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d as i64)),
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(
+                                d as i64,
+                            )),
                             ..Default::default()
                         })
                         .collect(),
@@ -88,7 +93,13 @@ impl G {
         });
         name
     }
-    fn node(&mut self, op: &str, inputs: &[&str], out: Option<&str>, attrs: Vec<pb::AttributeProto>) -> String {
+    fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        out: Option<&str>,
+        attrs: Vec<pb::AttributeProto>,
+    ) -> String {
         let o = out.map_or_else(|| self.name("t"), str::to_owned);
         let name = self.name(op);
         self.nodes.push(pb::NodeProto {
@@ -102,13 +113,31 @@ impl G {
         o
     }
     /// Gemm x[1,i] · W[i,o] + b.
-    fn fc(&mut self, x: &str, i: usize, o: usize, rng: &mut Rng, scale: f32, bias: Option<Vec<f32>>, out: Option<&str>) -> String {
+    #[allow(clippy::too_many_arguments)]
+    fn fc(
+        &mut self,
+        x: &str,
+        i: usize,
+        o: usize,
+        rng: &mut Rng,
+        scale: f32,
+        bias: Option<Vec<f32>>,
+        out: Option<&str>,
+    ) -> String {
         let s = scale / (i as f32).sqrt();
         let w = self.init(&[i, o], (0..i * o).map(|_| rng.next() * s).collect());
-        let b = self.init(&[o], bias.unwrap_or_else(|| (0..o).map(|_| rng.next() * 0.1).collect()));
+        let b = self.init(
+            &[o],
+            bias.unwrap_or_else(|| (0..o).map(|_| rng.next() * 0.1).collect()),
+        );
         self.node("Gemm", &[x, &w, &b], out, vec![])
     }
-    fn model(self, inputs: Vec<pb::ValueInfoProto>, outputs: Vec<pb::ValueInfoProto>, agent: &str) -> Vec<u8> {
+    fn model(
+        self,
+        inputs: Vec<pb::ValueInfoProto>,
+        outputs: Vec<pb::ValueInfoProto>,
+        agent: &str,
+    ) -> Vec<u8> {
         pb::ModelProto {
             ir_version: 8,
             opset_import: vec![pb::OperatorSetIdProto {
@@ -191,7 +220,12 @@ pub fn meta(backends: usize, hidden: Option<usize>, agent: &str) -> PolicyMeta {
 }
 
 /// Gemm+Relu+Gemm; `prefer` forces a level.
-pub fn mlp(backends: usize, width: usize, prefer: Option<usize>, seed: u64) -> (Vec<u8>, PolicyMeta) {
+pub fn mlp(
+    backends: usize,
+    width: usize,
+    prefer: Option<usize>,
+    seed: u64,
+) -> (Vec<u8>, PolicyMeta) {
     let mut rng = Rng(seed);
     let mut g = G::default();
     let i = backends * FEATURES.len();
@@ -201,12 +235,21 @@ pub fn mlp(backends: usize, width: usize, prefer: Option<usize>, seed: u64) -> (
     let scale = if prefer.is_some() { 0.01 } else { 1.0 };
     let bias = level_bias(backends, prefer, &mut rng);
     g.fc(&h, width, o, &mut rng, scale, Some(bias), Some("action"));
-    let bytes = g.model(vec![vi("obs", &[1, i])], vec![vi("action", &[1, o])], "sac-gru");
+    let bytes = g.model(
+        vec![vi("obs", &[1, i])],
+        vec![vi("action", &[1, o])],
+        "sac-gru",
+    );
     (bytes, meta(backends, None, "sac-gru"))
 }
 
 /// 2 FC + GRU (one step, hidden in and out) + 2 FC.
-pub fn gru(backends: usize, hidden: usize, prefer: Option<usize>, seed: u64) -> (Vec<u8>, PolicyMeta) {
+pub fn gru(
+    backends: usize,
+    hidden: usize,
+    prefer: Option<usize>,
+    seed: u64,
+) -> (Vec<u8>, PolicyMeta) {
     let mut rng = Rng(seed);
     let mut g = G::default();
     let i = backends * FEATURES.len();
@@ -218,9 +261,18 @@ pub fn gru(backends: usize, hidden: usize, prefer: Option<usize>, seed: u64) -> 
     let shape3 = g.init_i64(vec![1, 1, hidden as i64]);
     let x = g.node("Reshape", &[&x, &shape3], None, vec![]);
     let s = 1.0 / (hidden as f32).sqrt();
-    let w = g.init(&[1, 3 * hidden, hidden], (0..3 * hidden * hidden).map(|_| rng.next() * s).collect());
-    let r = g.init(&[1, 3 * hidden, hidden], (0..3 * hidden * hidden).map(|_| rng.next() * s).collect());
-    let b = g.init(&[1, 6 * hidden], (0..6 * hidden).map(|_| rng.next() * 0.1).collect());
+    let w = g.init(
+        &[1, 3 * hidden, hidden],
+        (0..3 * hidden * hidden).map(|_| rng.next() * s).collect(),
+    );
+    let r = g.init(
+        &[1, 3 * hidden, hidden],
+        (0..3 * hidden * hidden).map(|_| rng.next() * s).collect(),
+    );
+    let b = g.init(
+        &[1, 6 * hidden],
+        (0..6 * hidden).map(|_| rng.next() * 0.1).collect(),
+    );
     let hs = pb::AttributeProto {
         name: "hidden_size".into(),
         r#type: pb::attribute_proto::AttributeType::Int as i32,
@@ -262,7 +314,11 @@ pub fn nan_when_busy(backends: usize, limit: f32) -> (Vec<u8>, PolicyMeta) {
     let c = g.init(&[1], vec![limit]);
     let d = g.node("Sub", &[&c, &s], None, vec![]);
     g.node("Sqrt", &[&d], Some("action"), vec![]);
-    let bytes = g.model(vec![vi("obs", &[1, i])], vec![vi("action", &[1, o])], "sac-gru");
+    let bytes = g.model(
+        vec![vi("obs", &[1, i])],
+        vec![vi("action", &[1, o])],
+        "sac-gru",
+    );
     (bytes, meta(backends, None, "sac-gru"))
 }
 

@@ -87,7 +87,10 @@ fn runtime_nan_and_overrun_keep_the_last_weights() {
     let first = e.published().0.to_vec();
     // Equal scores: the last level (2.0) wins; backend 2 is draining.
     assert_eq!(first, vec![2 * WEIGHT_ONE; 3]);
-    assert_eq!(e.published().1, &[AdminState::Active, AdminState::Active, AdminState::Draining]);
+    assert_eq!(
+        e.published().1,
+        &[AdminState::Active, AdminState::Active, AdminState::Draining]
+    );
     let p = dp.poll(2);
     assert_eq!(p.vector.weights(), &first[..]);
 
@@ -98,7 +101,9 @@ fn runtime_nan_and_overrun_keep_the_last_weights() {
     assert!(!r.policy_ok);
     assert!(r.epoch > 0);
     assert_eq!(e.published().0, &first[..]);
-    assert!(metrics.encode().contains("marllb_cycle_failures_total{result=\"action\"} 1"));
+    assert!(metrics
+        .encode()
+        .contains("marllb_cycle_failures_total{result=\"action\"} 1"));
 
     // An overrunning step (budget 1 ns): its weights are dropped.
     let mut e = Engine::new(
@@ -137,7 +142,10 @@ fn gru_hidden_state_is_carried_between_cycles() {
     p.infer(&obs, &mut a2).unwrap();
     p.commit();
     assert_ne!(p.hidden(), &h1[..], "the state moves from cycle to cycle");
-    assert_ne!(a1, a2, "same observation, different state, different action");
+    assert_ne!(
+        a1, a2,
+        "same observation, different state, different action"
+    );
     p.reset_hidden();
     let mut a3 = Vec::new();
     p.infer(&obs, &mut a3).unwrap();
@@ -151,7 +159,13 @@ fn health_board_down_means_weight_zero_and_slow_start_after() {
     let board = Arc::new(HealthBoard::new(3));
     let mut c = cfg(AgentKind::Ecmp, Duration::from_secs(10));
     c.drain = vec![false; 3];
-    let mut e = Engine::new(Controller::new(v, 1), c, board.clone(), Arc::new(Metrics::new())).unwrap();
+    let mut e = Engine::new(
+        Controller::new(v, 1),
+        c,
+        board.clone(),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
     e.step(Instant::now());
     assert_eq!(e.published().0, &[WEIGHT_ONE; 3]);
     // The failure injection the checkers would do, through the test hook.
@@ -165,7 +179,17 @@ fn health_board_down_means_weight_zero_and_slow_start_after() {
         e.step(Instant::now());
         ramp.push(e.published().0[1]);
     }
-    assert_eq!(ramp, vec![WEIGHT_ONE / 4, WEIGHT_ONE / 2, 3 * WEIGHT_ONE / 4, WEIGHT_ONE, WEIGHT_ONE, WEIGHT_ONE]);
+    assert_eq!(
+        ramp,
+        vec![
+            WEIGHT_ONE / 4,
+            WEIGHT_ONE / 2,
+            3 * WEIGHT_ONE / 4,
+            WEIGHT_ONE,
+            WEIGHT_ONE,
+            WEIGHT_ONE
+        ]
+    );
     for i in 0..3 {
         marllb_ctrl::health::testing::set(&board, i, false);
     }
