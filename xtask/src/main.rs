@@ -225,9 +225,15 @@ fn test(root: &Path) -> Result<()> {
     step("building the core with its optional defmt feature");
     cargo(root, &["check", "-p", "marllb-core", "--features", "defmt"])?;
     step("building the VPP plugin (target/ci/libmarllb_plugin.so; dp-vpp/README.md)");
-    cargo(root, &["build", "--profile", "ci", "-p", "marllb-vpp-plugin"])?;
+    cargo(
+        root,
+        &["build", "--profile", "ci", "-p", "marllb-vpp-plugin"],
+    )?;
     step("running every test (profile ci: optimized, no fat LTO; the statistical tests are heavy)");
-    cargo(root, &["test", "--workspace", "--profile", "ci", "--no-fail-fast"])?;
+    cargo(
+        root,
+        &["test", "--workspace", "--profile", "ci", "--no-fail-fast"],
+    )?;
     step("model-checking the shared-memory protocols with loom (cfg loom, own target dir)");
     let loom_target = target_dir(root).join("loom");
     println!(
@@ -235,7 +241,15 @@ fn test(root: &Path) -> Result<()> {
         loom_target.display()
     );
     let st = Command::new(env!("CARGO"))
-        .args(["test", "-p", "marllb-shm", "--profile", "ci", "--test", "loom"])
+        .args([
+            "test",
+            "-p",
+            "marllb-shm",
+            "--profile",
+            "ci",
+            "--test",
+            "loom",
+        ])
         .env("RUSTFLAGS", "--cfg loom")
         .env("CARGO_TARGET_DIR", &loom_target)
         .current_dir(root)
