@@ -34,6 +34,7 @@ const TEST_PACKAGES: &[&str] = &[
     "clang",
     "libpcap-dev",
     "iproute2",
+    "procps",
     "ethtool",
     "curl",
     "nginx-light",
