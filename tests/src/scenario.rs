@@ -198,3 +198,242 @@ pub fn weight_change(prefix: &str, dir: &Path) -> Result<WeightChangeReport> {
         after,
     })
 }
+
+/// What the failure scenario measured.
+#[derive(Debug, Clone)]
+pub struct FailureReport {
+    /// The whole run.
+    pub summary: Summary,
+    /// Failed requests that started outside the backend's outage window.
+    pub failed_outside_outage: usize,
+    /// Failed requests that started while the controller was dead.
+    pub failed_while_ctrl_dead: usize,
+    /// Seconds from killing the backend to the controller publishing weight 0.
+    pub weight_zero_after_s: Option<f64>,
+    /// Requests the backend answered after it came back.
+    pub served_after_return: usize,
+    /// The data plane fell back when the controller died, and followed the new one.
+    pub watchdog_fell_back: bool,
+    /// It followed the restarted controller.
+    pub followed_new_controller: bool,
+    /// `promtool check metrics` passed.
+    pub promtool_ok: bool,
+    /// Samples of `marllb_backend_weight` a real Prometheus server scraped.
+    pub prometheus_samples: usize,
+}
+
+fn wait_for(mut f: impl FnMut() -> bool, limit: Duration) -> Option<f64> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return Some(t.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// Scenarios 2, 3 and 6 on one testbed: a backend killed mid-run and brought
+/// back; the controller killed with SIGKILL and restarted; the controller's
+/// metrics checked by promtool and scraped by a real Prometheus server.
+pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
+    use crate::lb::{metrics, per_backend, start_controller, CtrlOptions};
+    let specs: Vec<BackendSpec> = (0..3)
+        .map(|j| BackendSpec {
+            id: format!("be{j}"),
+            addr: format!("198.18.2.{}", 100 + j),
+            cpus: 0.2,
+            workers: 8,
+            backlog: 128,
+        })
+        .collect();
+    let mut topo = Topology::build(prefix, &specs, 1, dir)?;
+    let shm = format!("marllb-{prefix}");
+    let log = start_dataplane(
+        &mut topo,
+        0,
+        &LbOptions {
+            method: "sed".into(),
+            shm: Some(shm.clone()),
+            ..LbOptions::default()
+        },
+    )?;
+    let copts = CtrlOptions {
+        agent: "sed".into(),
+        interval: "200ms".into(),
+        ..CtrlOptions::default()
+    };
+    start_controller(&mut topo, 0, &shm, &copts)?;
+    let ns = topo.lbs[0].ns.clone();
+    let caps = capacities(&specs);
+    let run = start_load(
+        &mut topo,
+        "load",
+        &[
+            "--rate",
+            "30",
+            "--loops",
+            "2000000",
+            "--duration",
+            "30",
+            "--capacities",
+            &caps,
+        ],
+    )?;
+    let t0 = Instant::now();
+    let at = |s: f64| {
+        if let Some(d) = Duration::from_secs_f64(s).checked_sub(t0.elapsed()) {
+            std::thread::sleep(d);
+        }
+    };
+
+    // Scenario 6: promtool, then a real Prometheus scraping every second.
+    at(2.0);
+    let text = metrics(&ns, copts.prometheus_port)?;
+    let mfile = dir.join("metrics.txt");
+    std::fs::write(&mfile, &text)?;
+    let promtool_ok = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", mfile.display()))
+        .status()
+        .is_ok_and(|s| s.success());
+    let pdir = dir.join("prometheus");
+    std::fs::create_dir_all(&pdir)?;
+    let pconf = pdir.join("prometheus.yml");
+    std::fs::write(
+        &pconf,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: marllb\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            copts.prometheus_port
+        ),
+    )?;
+    let (pc, pd) = (
+        pconf.to_string_lossy().into_owned(),
+        pdir.join("data").to_string_lossy().into_owned(),
+    );
+    topo.tb.spawn(
+        "prometheus",
+        &ns,
+        "prometheus",
+        &[
+            &format!("--config.file={pc}"),
+            &format!("--storage.tsdb.path={pd}"),
+            "--web.listen-address=127.0.0.1:9091",
+        ],
+        &pdir.join("prometheus.log"),
+    )?;
+
+    // Scenario 2: be1 dies at 5 s, comes back at 13 s.
+    at(5.0);
+    let killed_at = t0.elapsed().as_secs_f64();
+    topo.tb.kill("be1-nginx");
+    let be1 = "198.18.2.101".to_string();
+    let weight_zero_after_s = wait_for(
+        || {
+            metrics(&ns, copts.prometheus_port)
+                .map(|m| per_backend(&m, "marllb_backend_weight").get(&be1).copied() == Some(0.0))
+                .unwrap_or(false)
+        },
+        Duration::from_secs(8),
+    );
+    at(13.0);
+    let back_at = t0.elapsed().as_secs_f64();
+    let b = topo.backends[1].clone();
+    let nconf = b.dir.join("nginx.conf");
+    topo.tb.spawn(
+        "be1-nginx",
+        &b.ns,
+        "nginx",
+        &[
+            "-c",
+            &nconf.to_string_lossy(),
+            "-p",
+            &b.dir.to_string_lossy(),
+        ],
+        &b.dir.join("nginx2.out"),
+    )?;
+
+    // Scenario 3: the controller dies at 19 s, a new one starts at 23 s.
+    at(19.0);
+    let ctrl_dead = t0.elapsed().as_secs_f64();
+    topo.tb.kill("ctrl0");
+    let dp_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let before = dp_log().matches("watchdog fallback (Stale)").count();
+    let watchdog_fell_back = wait_for(
+        || dp_log().matches("watchdog fallback (Stale)").count() > before,
+        Duration::from_secs(4),
+    )
+    .is_some();
+    at(23.0);
+    let ctrl_back = t0.elapsed().as_secs_f64();
+    let following = dp_log().matches("following the controller").count();
+    start_controller(&mut topo, 0, &shm, &copts)?;
+    let followed_new_controller = wait_for(
+        || dp_log().matches("following the controller").count() > following,
+        Duration::from_secs(5),
+    )
+    .is_some();
+
+    let (summary, records) = run.finish(&mut topo, Duration::from_secs(90))?;
+    let q = crate::netns::run(crate::netns::in_ns(&ns, "curl").args([
+        "-s",
+        "--max-time",
+        "3",
+        "http://127.0.0.1:9091/api/v1/query?query=count_over_time(marllb_backend_weight[1m])",
+    ]))
+    .unwrap_or_default();
+    let prometheus_samples = q
+        .split("\"value\":[")
+        .skip(1)
+        .filter_map(|v| v.split(',').nth(1))
+        .filter_map(|v| {
+            v.trim_matches(|c| c == '"' || c == ']' || c == '}')
+                .parse::<f64>()
+                .ok()
+        })
+        .map(|v| v as usize)
+        .sum();
+    let outage = |t: f64| t >= killed_at - 1.0 && t <= back_at + 2.0;
+    let failed = |r: &&Record| r.outcome != crate::load::Outcome::Ok;
+    let failed_outside_outage = records
+        .iter()
+        .filter(failed)
+        .filter(|r| !outage(r.at))
+        .count();
+    let failed_while_ctrl_dead = records
+        .iter()
+        .filter(failed)
+        .filter(|r| r.at >= ctrl_dead && r.at <= ctrl_back + 2.0)
+        .count();
+    let served_after_return = records
+        .iter()
+        .filter(|r| r.at > back_at + 3.0 && r.backend.as_deref() == Some("be1"))
+        .count();
+    let report = FailureReport {
+        summary,
+        failed_outside_outage,
+        failed_while_ctrl_dead,
+        weight_zero_after_s,
+        served_after_return,
+        watchdog_fell_back,
+        followed_new_controller,
+        promtool_ok,
+        prometheus_samples,
+    };
+    println!(
+        "failures: {} requests, {} ok, {} failed ({} resets); backend be1 killed at {killed_at:.1}s: weight 0 after {:?} s, {} failures outside its outage; back at {back_at:.1}s: served {} requests after; controller SIGKILL at {ctrl_dead:.1}s: watchdog fell back {}, {} failures while it was dead, new controller followed {}; promtool {}; Prometheus samples of the weights {}",
+        report.summary.requests,
+        report.summary.ok,
+        report.summary.failed,
+        report.summary.resets,
+        report.weight_zero_after_s,
+        report.failed_outside_outage,
+        report.served_after_return,
+        report.watchdog_fell_back,
+        report.failed_while_ctrl_dead,
+        report.followed_new_controller,
+        report.promtool_ok,
+        report.prometheus_samples
+    );
+    Ok(report)
+}

@@ -1,0 +1,34 @@
+//! Scenarios 2, 3 and 6: a backend killed and returned, the controller killed
+//! with SIGKILL and restarted, Prometheus on the controller's metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+fn root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+#[test]
+fn backend_and_controller_failures() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("marllb-s236-{}", std::process::id()));
+    let prefix = format!("x{}", std::process::id() % 100_000);
+    let r = marllb_testbed::scenario::failures(&prefix, &dir).expect("scenario");
+    // Scenario 2.
+    assert!(r.weight_zero_after_s.is_some_and(|s| s < 8.0), "{r:?}");
+    assert_eq!(r.failed_outside_outage, 0, "{r:?}");
+    assert!(r.served_after_return > 0, "{r:?}");
+    // Scenario 3.
+    assert!(r.watchdog_fell_back, "{r:?}");
+    assert!(r.followed_new_controller, "{r:?}");
+    assert_eq!(r.failed_while_ctrl_dead, 0, "{r:?}");
+    // Scenario 6.
+    assert!(r.promtool_ok, "{r:?}");
+    assert!(r.prometheus_samples > 0, "{r:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
