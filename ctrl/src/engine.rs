@@ -464,7 +464,7 @@ impl<'r> Engine<'r> {
         }
         if dt > 0.0 {
             m.throughput_pps.set(pps);
-            m.throughput_bps.set(bps);
+            m.throughput_bps.set(bps / 8.0);
         }
         let loads = self
             .stats

@@ -217,8 +217,8 @@ impl Metrics {
             m.throughput_pps.clone(),
         );
         r.register(
-            "throughput_bits_per_second",
-            "Bits per second forwarded to all backends",
+            "throughput_bytes_per_second",
+            "Bytes per second forwarded to all backends (IP length)",
             m.throughput_bps.clone(),
         );
         r.register(
@@ -290,13 +290,37 @@ impl Metrics {
         Metrics { registry: r, ..m }
     }
 
-    /// The text exposition.
+    /// The text exposition, in Prometheus' text format 0.0.4 (what `promtool
+    /// check metrics` and every Prometheus version read): the OpenMetrics text
+    /// of prometheus-client with counter families named after their `_total`
+    /// samples and without the OpenMetrics-only `# UNIT` and `# EOF` lines.
     pub fn encode(&self) -> String {
-        let mut s = String::new();
-        if prometheus_client::encoding::text::encode(&mut s, &self.registry).is_err() {
-            s.clear();
+        let mut om = String::new();
+        if prometheus_client::encoding::text::encode(&mut om, &self.registry).is_err() {
+            return String::new();
         }
-        s
+        let counters: std::collections::HashSet<String> = om
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.strip_suffix(" counter"))
+            .map(str::to_string)
+            .collect();
+        let mut out = String::with_capacity(om.len() + 256);
+        for line in om.lines() {
+            if line == "# EOF" || line.starts_with("# UNIT ") {
+                continue;
+            }
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+                let rest = line.strip_prefix(p)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters
+                    .contains(name)
+                    .then(|| format!("{p}{name}_total {tail}"))
+            });
+            out.push_str(renamed.as_deref().unwrap_or(line));
+            out.push('\n');
+        }
+        out
     }
 
     /// Sets the active policy (one series at 1).
@@ -395,7 +419,7 @@ fn handle(mut s: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     let (status, ctype, body) = match (method, path) {
         ("GET", "/metrics") => (
             "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
             metrics.encode(),
         ),
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
