@@ -93,6 +93,15 @@ fn delete_netns(name: &str) {
         .status();
 }
 
+/// True when running as root (namespaces, veth pairs and cgroups need it).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
 /// Runs a command to completion; fails with its stderr when it fails.
 pub fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;

@@ -2,18 +2,10 @@
 //! with SIGKILL and restarted, Prometheus on the controller's metrics.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-fn root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 #[test]
 #[ignore = "heavy (Prometheus, 3 backends, controller restarts on 2 cores): run by hand with cargo test -p marllb-testbed --test failures -- --ignored; not yet seen to complete on our loaded session machine"]
 fn backend_and_controller_failures() {
-    if !root() {
+    if !marllb_testbed::netns::is_root() {
         eprintln!("skipped: needs root");
         return;
     }

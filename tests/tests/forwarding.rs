@@ -8,17 +8,9 @@ use marllb_testbed::lb::{start_dataplane, LbOptions};
 use marllb_testbed::load::Summary;
 use marllb_testbed::topology::Topology;
 
-fn root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 #[test]
 fn requests_flow_through_the_dpdk_data_plane() {
-    if !root() {
+    if !marllb_testbed::netns::is_root() {
         eprintln!("skipped: needs root");
         return;
     }

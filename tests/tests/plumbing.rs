@@ -6,17 +6,9 @@ use marllb_testbed::backend::BackendSpec;
 use marllb_testbed::load::Summary;
 use marllb_testbed::topology::Topology;
 
-fn root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 #[test]
 fn client_reaches_a_real_backend_through_the_router() {
-    if !root() {
+    if !marllb_testbed::netns::is_root() {
         eprintln!("skipped: network namespaces need root");
         return;
     }

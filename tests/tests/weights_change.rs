@@ -1,17 +1,9 @@
 //! Scenario 4: weights changed mid-run move no established connection.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-fn root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 #[test]
 fn weight_changes_reset_no_connection() {
-    if !root() {
+    if !marllb_testbed::netns::is_root() {
         eprintln!("skipped: needs root");
         return;
     }
