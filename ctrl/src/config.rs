@@ -443,6 +443,24 @@ impl Settings {
                 .map_err(|e| bad("servers", e))?,
             (None, None) => Vec::new(),
         };
+        let field = if args.servers.is_some() {
+            "--servers"
+        } else {
+            "servers"
+        };
+        for (i, a) in servers.iter().enumerate() {
+            if servers[..i].iter().any(|b| b.addr == a.addr) {
+                return Err(bad(field, format!("backend {} is listed twice", a.addr)));
+            }
+        }
+        if let Some(d) = file
+            .drain
+            .iter()
+            .flatten()
+            .find(|d| !servers.is_empty() && !servers.iter().any(|s| s.addr == **d))
+        {
+            return Err(bad("drain", format!("{d} is not one of the servers")));
+        }
         let interval = args
             .interval
             .or(file.interval)
@@ -642,5 +660,28 @@ mod tests {
         a.agent = Some(AgentKind::Qmix);
         let e = Settings::merge(&a, FileConfig::default()).expect_err("model");
         assert!(e.to_string().starts_with("model"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_and_unknown_backends_are_refused() {
+        let f = parse_file("servers = [\"10.0.0.1:80\", \"10.0.0.2\", \"10.0.0.1:81\"]\n")
+            .expect("parses");
+        let e = Settings::merge(&args(), f).expect_err("duplicate");
+        assert!(e.to_string().starts_with("servers"), "{e}");
+        assert!(e.to_string().contains("10.0.0.1 is listed twice"), "{e}");
+        let mut a = args();
+        a.servers = Some("10.0.0.1, 10.0.0.1".into());
+        let e = Settings::merge(&a, FileConfig::default()).expect_err("duplicate flag");
+        assert!(e.to_string().starts_with("--servers"), "{e}");
+        let f = parse_file("servers = [\"10.0.0.1\"]\ndrain = [\"10.0.0.9\"]\n").expect("parses");
+        let e = Settings::merge(&args(), f).expect_err("unknown drain");
+        assert!(e.to_string().starts_with("drain"), "{e}");
+        assert!(e.to_string().contains("10.0.0.9"), "{e}");
+        // Zero servers: the region's backends are used (checked at attach).
+        let f = parse_file("servers = []\n").expect("parses");
+        assert!(Settings::merge(&args(), f)
+            .expect("valid")
+            .servers
+            .is_empty());
     }
 }

@@ -15,14 +15,22 @@
 //! * [`engine`]: one cycle.
 //! * [`runner`]: the cycle loop and hot reload.
 //! * [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//!
+//! Feature `inference` (default) builds the ONNX runtime and the modules that
+//! use it (`model`, `engine`, `runner`) and the binary; without it the crate
+//! is the configuration, agents, health and metrics code alone (the fuzz
+//! targets of the configuration parser build it that way).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod agent;
 pub mod config;
+#[cfg(feature = "inference")]
 pub mod engine;
 pub mod health;
 pub mod metrics;
+#[cfg(feature = "inference")]
 pub mod model;
+#[cfg(feature = "inference")]
 pub mod runner;
 pub mod stats;

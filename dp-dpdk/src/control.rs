@@ -181,28 +181,6 @@ impl Control for LocalControl {
     fn close(&mut self) {}
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use marllb_core::WEIGHT_ONE;
-
-    #[test]
-    fn weights_file() {
-        let u = parse_weights("weights = [1.0, 0.5]\nadmin = [\"active\", \"down\"]", 3);
-        assert_eq!(
-            u.ok(),
-            Some(WeightUpdate {
-                weights: vec![WEIGHT_ONE, WEIGHT_ONE / 2],
-                admin: Some(vec![AdminState::Active, AdminState::Down]),
-            })
-        );
-        assert!(parse_weights("weights = [1, 2, 3, 4]", 3).is_err());
-        assert!(parse_weights("weights = [-1.0]", 3).is_err());
-        assert!(parse_weights("weights = [1.0]\nadmin = [\"gone\"]", 3).is_err());
-        assert!(parse_weights("weight = [1.0]", 3).is_err());
-    }
-}
-
 /// Control through the controller's shared-memory region (`--shm NAME`): the
 /// data plane created the region; every period it publishes one stats frame
 /// per worker and polls the controller's weights, with marllb-shm's validation
@@ -268,5 +246,27 @@ impl Control for ShmControl<'_> {
 
     fn close(&mut self) {
         self.view.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use marllb_core::WEIGHT_ONE;
+
+    #[test]
+    fn weights_file() {
+        let u = parse_weights("weights = [1.0, 0.5]\nadmin = [\"active\", \"down\"]", 3);
+        assert_eq!(
+            u.ok(),
+            Some(WeightUpdate {
+                weights: vec![WEIGHT_ONE, WEIGHT_ONE / 2],
+                admin: Some(vec![AdminState::Active, AdminState::Down]),
+            })
+        );
+        assert!(parse_weights("weights = [1, 2, 3, 4]", 3).is_err());
+        assert!(parse_weights("weights = [-1.0]", 3).is_err());
+        assert!(parse_weights("weights = [1.0]\nadmin = [\"gone\"]", 3).is_err());
+        assert!(parse_weights("weight = [1.0]", 3).is_err());
     }
 }

@@ -72,6 +72,12 @@ struct Args {
     /// Validate the configuration and exit (no EAL needed).
     #[arg(long)]
     check_config: bool,
+    /// Print, for each flow in FILE (lines `SRC SPORT DST DPORT [tcp|udp]`,
+    /// `-` = stdin), the backend the consistent table gives it: where its
+    /// packets go on this node if another LB node placed it and this one takes
+    /// over. Exits without starting DPDK.
+    #[arg(long, value_name = "FILE")]
+    explain_flows: Option<PathBuf>,
 }
 
 fn main() {
@@ -108,6 +114,9 @@ fn run() -> Result<()> {
         );
         return Ok(());
     }
+    if let Some(f) = &args.explain_flows {
+        return explain_flows(&cfg, f);
+    }
     if args.shm.is_some() && args.weights_file.is_some() {
         bail!("--shm and --weights-file exclude each other: the controller sets the weights");
     }
@@ -125,6 +134,54 @@ fn run() -> Result<()> {
     let result = run_with_eal(&eal, &args, &cfg, &term, &reload);
     eal.cleanup();
     result
+}
+
+/// `--explain-flows`: one output line per input flow, `SRC SPORT DST DPORT
+/// PROTO BACKEND` (`-` when no VIP matches or no backend is live).
+fn explain_flows(cfg: &marllb_dpdk::config::Validated, file: &std::path::Path) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let input: Box<dyn BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+        ))
+    };
+    let mut out = std::io::stdout().lock();
+    for (n, line) in input.lines().enumerate() {
+        let line = line.context("reading the flow list")?;
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.is_empty() || f[0].starts_with('#') {
+            continue;
+        }
+        let bad = || {
+            format!(
+                "line {}: expected `SRC SPORT DST DPORT [tcp|udp]`, got {line:?}",
+                n + 1
+            )
+        };
+        if f.len() < 4 || f.len() > 5 {
+            bail!(bad());
+        }
+        let src: std::net::Ipv4Addr = f[0].parse().with_context(bad)?;
+        let sport: u16 = f[1].parse().with_context(bad)?;
+        let dst: std::net::Ipv4Addr = f[2].parse().with_context(bad)?;
+        let dport: u16 = f[3].parse().with_context(bad)?;
+        let (proto, pname) = match f.get(4).copied().unwrap_or("tcp") {
+            "tcp" => (6u8, "tcp"),
+            "udp" => (17u8, "udp"),
+            _ => bail!(bad()),
+        };
+        let b = cfg
+            .consistent_backend(src, sport, dst, dport, proto)
+            .context("building the service")?;
+        writeln!(
+            out,
+            "{src} {sport} {dst} {dport} {pname} {}",
+            b.as_deref().unwrap_or("-")
+        )?;
+    }
+    Ok(())
 }
 
 fn run_with_eal(

@@ -133,6 +133,22 @@ fn with_df(mut f: Vec<u8>) -> Vec<u8> {
     f
 }
 
+/// A TCP SYN from `src`:`sport` to `dst`:`dport` (DF set), as a valid IPv4 input.
+fn syn_input(src: &str, dst: &str, sport: u16, dport: u16) -> Input {
+    Input {
+        frame: with_df(build(
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            sport,
+            dport,
+            L4::Tcp { flags: SYN, len: 0 },
+            64,
+        )),
+        l2_valid: true,
+        family: NodeFamily::Ip4,
+    }
+}
+
 fn vlan(f: &[u8], tag: u16) -> Vec<u8> {
     let mut v = f[..12].to_vec();
     v.extend_from_slice(&0x8100u16.to_be_bytes());
@@ -239,18 +255,12 @@ fn trace(
     }
     // Not for a VIP: to the host.
     for i in 0..40u8 {
-        flows.push(vec![Input {
-            frame: with_df(build(
-                "192.0.2.9".parse().unwrap(),
-                format!("198.51.100.{}", i + 1).parse().unwrap(),
-                5000,
-                80,
-                L4::Tcp { flags: SYN, len: 0 },
-                64,
-            )),
-            l2_valid: true,
-            family: NodeFamily::Ip4,
-        }]);
+        flows.push(vec![syn_input(
+            "192.0.2.9",
+            &format!("198.51.100.{}", i + 1),
+            5000,
+            80,
+        )]);
     }
     // Junk behind a valid Ethernet header, and truncated packets.
     for i in 0..60usize {
@@ -667,18 +677,7 @@ fn empty_and_oversized_frames() {
     let svc = service(&["set-vip 10.0.0.1", "set-servers 10.1.0.1"]);
     let mut w = Worker::<B>::new_box_zeroed().unwrap();
     let mut arena = Arena::new(300);
-    let inp = Input {
-        frame: with_df(build(
-            "192.0.2.1".parse().unwrap(),
-            "10.0.0.1".parse().unwrap(),
-            1,
-            2,
-            L4::Tcp { flags: SYN, len: 0 },
-            64,
-        )),
-        l2_valid: true,
-        family: NodeFamily::Ip4,
-    };
+    let inp = syn_input("192.0.2.1", "10.0.0.1", 1, 2);
     for s in 0..300 {
         fill(&mut arena, s, &inp);
     }
@@ -729,18 +728,7 @@ fn inconsistent_metadata_is_dropped_not_read() {
     let svc = service(&["set-vip 10.0.0.1", "set-servers 10.1.0.1"]);
     let mut w = Worker::<B>::new_box_zeroed().unwrap();
     let mut arena = Arena::new(3);
-    let inp = Input {
-        frame: with_df(build(
-            "192.0.2.1".parse().unwrap(),
-            "10.0.0.1".parse().unwrap(),
-            1,
-            2,
-            L4::Tcp { flags: SYN, len: 0 },
-            64,
-        )),
-        l2_valid: true,
-        family: NodeFamily::Ip4,
-    };
+    let inp = syn_input("192.0.2.1", "10.0.0.1", 1, 2);
     for s in 0..3 {
         fill(&mut arena, s, &inp);
     }

@@ -231,65 +231,52 @@ fn register_font() -> Result<()> {
     Ok(())
 }
 
-/// Writes `jct_cdf.png` and `fairness.png` into `dir`.
-pub fn plot(rows: &[Summary], dir: &Path) -> Result<Vec<PathBuf>> {
-    use plotters::prelude::*;
-    register_font()?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let colors = [
-        RED,
-        BLUE,
-        GREEN,
-        MAGENTA,
-        CYAN,
-        BLACK,
-        RGBColor(255, 140, 0),
-        RGBColor(128, 0, 128),
-        RGBColor(0, 128, 128),
-    ];
-    let cdf = dir.join("jct_cdf.png");
-    {
-        // Up to the p99 of the policies, but no further than 5x the best p99, so
-        // that one very bad policy does not squash the others.
-        let p99s: Vec<f64> = rows
-            .iter()
-            .map(|r| percentile(&r.jct_sorted_ms, 0.99))
-            .collect();
-        let best = p99s.iter().copied().fold(f64::INFINITY, f64::min);
-        let xmax = p99s
-            .iter()
-            .copied()
-            .fold(1.0f64, f64::max)
-            .min(5.0 * best.max(1e-3));
-        let root = BitMapBackend::new(&cdf, (900, 600)).into_drawing_area();
+/// One chart: a line per series (policy), with a legend.
+struct Chart<'a> {
+    path: &'a Path,
+    caption: &'a str,
+    caption_size: u32,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+}
+
+impl Chart<'_> {
+    fn draw(&self, series: Vec<(String, Vec<(f64, f64)>)>) -> Result<()> {
+        use plotters::prelude::*;
+        let colors = [
+            RED,
+            BLUE,
+            GREEN,
+            MAGENTA,
+            CYAN,
+            BLACK,
+            RGBColor(255, 140, 0),
+            RGBColor(128, 0, 128),
+            RGBColor(0, 128, 128),
+        ];
+        let root = BitMapBackend::new(self.path, (900, 600)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
         let mut chart = ChartBuilder::on(&root)
-            .caption("JCT CDF", ("sans-serif", 24))
+            .caption(self.caption, ("sans-serif", self.caption_size))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d(0f64..xmax, 0f64..1f64)
+            .build_cartesian_2d(self.x.clone(), self.y.clone())
             .map_err(|e| anyhow!("{e}"))?;
         chart
             .configure_mesh()
-            .x_desc("job completion time (ms)")
-            .y_desc("fraction of flows")
+            .x_desc(self.x_desc)
+            .y_desc(self.y_desc)
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
-        for (i, r) in rows.iter().enumerate() {
+        for (i, (label, pts)) in series.into_iter().enumerate() {
             let c = colors[i % colors.len()];
-            let n = r.jct_sorted_ms.len().max(1);
-            let stride = (n / 2000).max(1);
-            let pts = r
-                .jct_sorted_ms
-                .iter()
-                .enumerate()
-                .step_by(stride)
-                .map(|(k, v)| (v.min(xmax), (k + 1) as f64 / n as f64));
             chart
                 .draw_series(LineSeries::new(pts, c.stroke_width(2)))
                 .map_err(|e| anyhow!("{e}"))?
-                .label(r.policy.clone())
+                .label(label)
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
                 });
@@ -302,35 +289,65 @@ pub fn plot(rows: &[Summary], dir: &Path) -> Result<Vec<PathBuf>> {
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
         root.present().map_err(|e| anyhow!("{e}"))?;
+        Ok(())
     }
+}
+
+/// Writes `jct_cdf.png` and `fairness.png` into `dir`.
+pub fn plot(rows: &[Summary], dir: &Path) -> Result<Vec<PathBuf>> {
+    register_font()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+
+    // JCT CDF up to the p99 of the policies, but no further than 5x the best
+    // p99, so that one very bad policy does not squash the others.
+    let p99s: Vec<f64> = rows
+        .iter()
+        .map(|r| percentile(&r.jct_sorted_ms, 0.99))
+        .collect();
+    let best = p99s.iter().copied().fold(f64::INFINITY, f64::min);
+    let xmax = p99s
+        .iter()
+        .copied()
+        .fold(1.0f64, f64::max)
+        .min(5.0 * best.max(1e-3));
+    let cdf = dir.join("jct_cdf.png");
+    let series = rows
+        .iter()
+        .map(|r| {
+            let n = r.jct_sorted_ms.len().max(1);
+            let stride = (n / 2000).max(1);
+            let pts = r
+                .jct_sorted_ms
+                .iter()
+                .enumerate()
+                .step_by(stride)
+                .map(|(k, v)| (v.min(xmax), (k + 1) as f64 / n as f64))
+                .collect();
+            (r.policy.clone(), pts)
+        })
+        .collect();
+    Chart {
+        path: &cdf,
+        caption: "JCT CDF",
+        caption_size: 24,
+        x_desc: "job completion time (ms)",
+        y_desc: "fraction of flows",
+        x: 0.0..xmax,
+        y: 0.0..1.0,
+    }
+    .draw(series)?;
+
+    // Jain index over time, 4 s moving average (16 samples of 250 ms).
     let fair = dir.join("fairness.png");
-    {
-        let tmax = rows
-            .iter()
-            .filter_map(|r| r.fairness.last().map(|x| x.0))
-            .fold(1.0f64, f64::max);
-        let root = BitMapBackend::new(&fair, (900, 600)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "Jain fairness of utilization over time (4 s moving average)",
-                ("sans-serif", 22),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0f64..tmax, 0.5f64..1.0f64)
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .x_desc("time (s)")
-            .y_desc("Jain index")
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        for (i, r) in rows.iter().enumerate() {
-            let c = colors[i % colors.len()];
-            let w = 16usize;
-            let pts: Vec<(f64, f64)> = r
+    let tmax = rows
+        .iter()
+        .filter_map(|r| r.fairness.last().map(|x| x.0))
+        .fold(1.0f64, f64::max);
+    let w = 16usize;
+    let series = rows
+        .iter()
+        .map(|r| {
+            let pts = r
                 .fairness
                 .windows(w)
                 .step_by(2)
@@ -342,22 +359,18 @@ pub fn plot(rows: &[Summary], dir: &Path) -> Result<Vec<PathBuf>> {
                     )
                 })
                 .collect();
-            chart
-                .draw_series(LineSeries::new(pts, c.stroke_width(2)))
-                .map_err(|e| anyhow!("{e}"))?
-                .label(r.policy.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        root.present().map_err(|e| anyhow!("{e}"))?;
+            (r.policy.clone(), pts)
+        })
+        .collect();
+    Chart {
+        path: &fair,
+        caption: "Jain fairness of utilization over time (4 s moving average)",
+        caption_size: 22,
+        x_desc: "time (s)",
+        y_desc: "Jain index",
+        x: 0.0..tmax,
+        y: 0.5..1.0,
     }
+    .draw(series)?;
     Ok(vec![cdf, fair])
 }

@@ -21,8 +21,8 @@ use crate::topology::Topology;
 pub struct DemoOptions {
     /// Policy: qmix | sac-gru | sed | lsq | wcmp | ecmp.
     pub policy: String,
-    /// Baseline to compare with on the same replay (none: no comparison).
-    pub compare: Option<String>,
+    /// Baselines to compare with on the same replay (empty: no comparison).
+    pub compare: Vec<String>,
     /// Seconds of replay per policy.
     pub duration: f64,
     /// Backends (the first 4/7 small, the rest twice as large).
@@ -48,7 +48,7 @@ impl DemoOptions {
     pub fn new(root: &Path) -> Self {
         Self {
             policy: "qmix".into(),
-            compare: Some("ecmp".into()),
+            compare: vec!["ecmp".into()],
             duration: 60.0,
             backends: 7,
             small_cpus: 0.1,

@@ -134,7 +134,15 @@ fn classify(e: &std::io::Error) -> Outcome {
     }
 }
 
-fn one(vip: SocketAddr, loops: u64, timeout: Duration) -> (Outcome, Option<String>, u16) {
+/// One request on its own connection. With a non-zero `hold`, the request is
+/// sent in two parts `hold` apart (the connection is established and idle in
+/// between), so that its later packets cross whatever happens meanwhile.
+fn one(
+    vip: SocketAddr,
+    loops: u64,
+    timeout: Duration,
+    hold: Duration,
+) -> (Outcome, Option<String>, u16) {
     let mut s = match TcpStream::connect_timeout(&vip, Duration::from_secs(3)) {
         Ok(s) => s,
         Err(e) => {
@@ -152,8 +160,15 @@ fn one(vip: SocketAddr, loops: u64, timeout: Duration) -> (Outcome, Option<Strin
         "GET /dummy.php/?n={loops} HTTP/1.0\r\nHost: {}\r\n\r\n",
         vip.ip()
     );
-    if let Err(e) = s.write_all(req.as_bytes()) {
+    let (first, rest) = req.split_at(if hold.is_zero() { req.len() } else { 4 });
+    if let Err(e) = s.write_all(first.as_bytes()) {
         return (classify(&e), None, sport);
+    }
+    if !hold.is_zero() {
+        std::thread::sleep(hold);
+        if let Err(e) = s.write_all(rest.as_bytes()) {
+            return (classify(&e), None, sport);
+        }
     }
     let mut buf = Vec::with_capacity(512);
     if let Err(e) = s.read_to_end(&mut buf) {
@@ -189,12 +204,14 @@ pub struct Progress {
 }
 
 /// Replays `requests` against `vip` open-loop; returns one record per request.
-/// With `progress`, prints a [`Progress`] JSON line to stderr every second.
+/// Each request is held open `hold` before its second part is sent (see
+/// [`one`]). With `progress`, prints a [`Progress`] JSON line to stderr every second.
 pub fn replay(
     requests: &[Request],
     vip: SocketAddr,
     max_inflight: usize,
     timeout: Duration,
+    hold: Duration,
     progress: bool,
 ) -> Vec<Record> {
     let records = Arc::new(Mutex::new(Vec::with_capacity(requests.len())));
@@ -267,7 +284,7 @@ pub fn replay(
             .stack_size(64 * 1024)
             .spawn(move || {
                 let t = Instant::now();
-                let (outcome, backend, sport) = one(vip, r.loops, timeout);
+                let (outcome, backend, sport) = one(vip, r.loops, timeout, hold);
                 let latency_ms = t.elapsed().as_secs_f64() * 1e3;
                 if let Ok(mut v) = records2.lock() {
                     v.push(Record {

@@ -281,14 +281,15 @@ impl Testbed {
         found
     }
 
-    /// Sends `signal` (e.g. "TERM", "HUP") to the process started as `label`.
+    /// Sends `signal` (e.g. "TERM", "HUP", "STOP") to the process started as
+    /// `label` and everything in its process group (nginx's workers too).
     pub fn signal(&self, label: &str, signal: &str) -> bool {
         self.children
             .iter()
             .filter(|(l, _)| l == label)
             .any(|(_, c)| {
                 Command::new("kill")
-                    .args([&format!("-{signal}"), &c.id().to_string()])
+                    .args([&format!("-{signal}"), "--", &format!("-{}", c.id())])
                     .status()
                     .is_ok_and(|s| s.success())
             })

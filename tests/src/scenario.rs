@@ -26,6 +26,19 @@ pub fn moderate_backends(scale: f64, workers: u32) -> Vec<BackendSpec> {
         .collect()
 }
 
+/// `n` backends of equal capacity (`cpus` each).
+pub fn equal_backends(n: usize, cpus: f64, workers: u32, backlog: u32) -> Vec<BackendSpec> {
+    (0..n)
+        .map(|j| BackendSpec {
+            id: format!("be{j}"),
+            addr: format!("198.18.2.{}", 100 + j),
+            cpus,
+            workers,
+            backlog,
+        })
+        .collect()
+}
+
 /// `id=cpus,...` for the load generator's fairness computation.
 pub fn capacities(specs: &[BackendSpec]) -> String {
     specs
@@ -109,15 +122,7 @@ pub struct WeightChangeReport {
 
 /// Scenario 4: weights change twice mid-run; no established connection moves.
 pub fn weight_change(prefix: &str, dir: &Path) -> Result<WeightChangeReport> {
-    let specs: Vec<BackendSpec> = (0..3)
-        .map(|j| BackendSpec {
-            id: format!("be{j}"),
-            addr: format!("198.18.2.{}", 100 + j),
-            cpus: 0.2,
-            workers: 8,
-            backlog: 128,
-        })
-        .collect();
+    let specs = equal_backends(3, 0.2, 8, 128);
     let mut topo = Topology::build(prefix, &specs, 1, dir)?;
     let wfile = dir.join("weights.toml");
     std::fs::write(&wfile, "weights = [1.0, 1.0, 1.0]\n")?;
@@ -222,6 +227,27 @@ pub struct FailureReport {
     pub prometheus_samples: usize,
 }
 
+/// Sleeps until `s` seconds after `t0` (returns at once if that has passed).
+fn sleep_until(t0: Instant, s: f64) {
+    if let Some(d) = Duration::from_secs_f64(s).checked_sub(t0.elapsed()) {
+        std::thread::sleep(d);
+    }
+}
+
+/// Seconds until the controller in `ns` publishes weight 0 for backend `addr`
+/// (polled every 100 ms, at most `limit`).
+fn weight_zero_within(ns: &str, port: u16, addr: &str, limit: Duration) -> Option<f64> {
+    use crate::lb::{metrics, per_backend};
+    wait_for(
+        || {
+            metrics(ns, port)
+                .map(|m| per_backend(&m, "marllb_backend_weight").get(addr).copied() == Some(0.0))
+                .unwrap_or(false)
+        },
+        limit,
+    )
+}
+
 fn wait_for(mut f: impl FnMut() -> bool, limit: Duration) -> Option<f64> {
     let t = Instant::now();
     while t.elapsed() < limit {
@@ -237,16 +263,8 @@ fn wait_for(mut f: impl FnMut() -> bool, limit: Duration) -> Option<f64> {
 /// back; the controller killed with SIGKILL and restarted; the controller's
 /// metrics checked by promtool and scraped by a real Prometheus server.
 pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
-    use crate::lb::{metrics, per_backend, start_controller, CtrlOptions};
-    let specs: Vec<BackendSpec> = (0..3)
-        .map(|j| BackendSpec {
-            id: format!("be{j}"),
-            addr: format!("198.18.2.{}", 100 + j),
-            cpus: 0.2,
-            workers: 8,
-            backlog: 128,
-        })
-        .collect();
+    use crate::lb::{metrics, start_controller, CtrlOptions};
+    let specs = equal_backends(3, 0.2, 8, 128);
     let mut topo = Topology::build(prefix, &specs, 1, dir)?;
     let shm = format!("marllb-{prefix}");
     let log = start_dataplane(
@@ -281,11 +299,7 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
         ],
     )?;
     let t0 = Instant::now();
-    let at = |s: f64| {
-        if let Some(d) = Duration::from_secs_f64(s).checked_sub(t0.elapsed()) {
-            std::thread::sleep(d);
-        }
-    };
+    let at = |s: f64| sleep_until(t0, s);
 
     // Scenario 6: promtool, then a real Prometheus scraping every second.
     at(2.0);
@@ -327,13 +341,10 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
     at(5.0);
     let killed_at = t0.elapsed().as_secs_f64();
     topo.tb.kill("be1-nginx");
-    let be1 = "198.18.2.101".to_string();
-    let weight_zero_after_s = wait_for(
-        || {
-            metrics(&ns, copts.prometheus_port)
-                .map(|m| per_backend(&m, "marllb_backend_weight").get(&be1).copied() == Some(0.0))
-                .unwrap_or(false)
-        },
+    let weight_zero_after_s = weight_zero_within(
+        &ns,
+        copts.prometheus_port,
+        "198.18.2.101",
         Duration::from_secs(8),
     );
     at(13.0);
@@ -434,6 +445,492 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
         report.followed_new_controller,
         report.promtool_ok,
         report.prometheus_samples
+    );
+    Ok(report)
+}
+
+/// One connection of the LB-failover scenario, as classified.
+#[derive(Debug, Clone)]
+pub struct HeldConnection {
+    /// Client source port.
+    pub sport: u16,
+    /// Backend that held it (from the backends' socket tables) before the removal.
+    pub backend: String,
+    /// LB node the router's multipath hash sent it to (`ip route get`).
+    pub lb: usize,
+    /// Backend the consistent (Maglev) table gives it (`marllb-dpdk --explain-flows`).
+    pub consistent: String,
+    /// Predicted to survive: it was on the remaining node, or the remaining
+    /// node's consistent table sends it where it already is.
+    pub predicted_survives: bool,
+    /// It completed with a 200 from the backend.
+    pub survived: bool,
+}
+
+/// What scenario 5 measured.
+#[derive(Debug, Clone)]
+pub struct FailoverReport {
+    /// Data-plane method of both nodes.
+    pub method: String,
+    /// The whole run.
+    pub summary: Summary,
+    /// Connections established and idle (mid-request) when the node was removed.
+    pub held: Vec<HeldConnection>,
+    /// Failed requests that were not among the held connections.
+    pub other_failures: usize,
+}
+
+impl FailoverReport {
+    /// Held connections on node `lb`: (count, survived).
+    pub fn on(&self, lb: usize) -> (usize, usize) {
+        let on: Vec<&HeldConnection> = self.held.iter().filter(|c| c.lb == lb).collect();
+        (on.len(), on.iter().filter(|c| c.survived).count())
+    }
+
+    /// Held connections whose outcome differs from the prediction.
+    pub fn mispredicted(&self) -> usize {
+        self.held
+            .iter()
+            .filter(|c| c.predicted_survives != c.survived)
+            .count()
+    }
+}
+
+/// Client port → backend id for every established connection to port 80 the
+/// backends hold now (read from their kernels' socket tables).
+fn backend_sockets(topo: &Topology) -> std::collections::BTreeMap<u16, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for b in &topo.backends {
+        let text = crate::netns::run(crate::netns::in_ns(&b.ns, "ss").args([
+            "-Htn",
+            "state",
+            "established",
+            "( sport = :80 )",
+        ]))
+        .unwrap_or_default();
+        for line in text.lines() {
+            // Recv-Q Send-Q Local:Port Peer:Port
+            if let Some(port) = line
+                .split_whitespace()
+                .nth(3)
+                .and_then(|peer| peer.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+            {
+                out.insert(port, b.spec.id.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The LB node index the router's multipath route picks for each client port
+/// (asks the router's kernel with the full 5-tuple, as it hashes forwarded
+/// packets).
+fn router_choice(topo: &Topology, ports: &[u16]) -> Result<Vec<Option<usize>>> {
+    let batch = topo.dir.join("route-get.batch");
+    let mut s = String::new();
+    for p in ports {
+        s += &format!(
+            "route get {} from {CLIENT_ADDR} iif rc ipproto tcp sport {p} dport 80\n",
+            crate::VIP
+        );
+    }
+    std::fs::write(&batch, s)?;
+    let out = crate::netns::run(
+        crate::netns::in_ns(&topo.router, "ip")
+            .arg("-batch")
+            .arg(&batch),
+    )?;
+    let hops: Vec<Option<usize>> = out
+        .lines()
+        .filter(|l| l.starts_with(crate::VIP))
+        .map(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != "via")
+                .nth(1)
+                .and_then(|nh| topo.lbs.iter().position(|lb| lb.next_hop == nh))
+        })
+        .collect();
+    if hops.len() != ports.len() {
+        bail!(
+            "ip route get answered {} of {} flows:\n{out}",
+            hops.len(),
+            ports.len()
+        );
+    }
+    Ok(hops)
+}
+
+/// The backend each client port gets from LB node `i`'s consistent table.
+fn consistent_choice(topo: &Topology, i: usize, ports: &[u16]) -> Result<Vec<String>> {
+    let flows = topo.dir.join("flows.txt");
+    let mut s = String::new();
+    for p in ports {
+        s += &format!("{CLIENT_ADDR} {p} {} 80 tcp\n", crate::VIP);
+    }
+    std::fs::write(&flows, s)?;
+    let cfg = topo.dir.join(format!("lb{i}")).join("lb.toml");
+    let out = crate::netns::run(
+        std::process::Command::new(crate::lb::bin("marllb-dpdk")?)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--explain-flows")
+            .arg(&flows),
+    )?;
+    let v: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5).map(str::to_string))
+        .collect();
+    if v.len() != ports.len() {
+        bail!(
+            "--explain-flows answered {} of {} flows",
+            v.len(),
+            ports.len()
+        );
+    }
+    Ok(v)
+}
+
+/// The client's address (see the topology).
+const CLIENT_ADDR: &str = "198.18.1.2";
+
+/// Scenario 5: two LB nodes behind the router's multipath route (L4 hash),
+/// each with its own data plane (`method`), controller and agent; mid-run LB
+/// node 1 is removed from the route and stopped. Every connection that is
+/// established and mid-request at that moment is classified by the node that
+/// carried it and the backend the surviving node's consistent table gives it,
+/// and its outcome is compared with the prediction.
+pub fn lb_failover(prefix: &str, dir: &Path, method: &str) -> Result<FailoverReport> {
+    use crate::lb::{start_controller, CtrlOptions};
+    let specs = equal_backends(3, 0.3, 16, 512);
+    let mut topo = Topology::build(prefix, &specs, 2, dir)?;
+    for i in 0..2 {
+        let shm = format!("marllb-{prefix}-{i}");
+        start_dataplane(
+            &mut topo,
+            i,
+            &LbOptions {
+                method: method.into(),
+                shm: Some(shm.clone()),
+                ..LbOptions::default()
+            },
+        )?;
+        start_controller(&mut topo, i, &shm, &CtrlOptions::default())?;
+    }
+    let caps = capacities(&specs);
+    // Every connection sends half its request, waits 4 s, sends the rest: the
+    // ones opened in the 4 s before the removal cross it established and idle.
+    let run = start_load(
+        &mut topo,
+        "load",
+        &[
+            "--rate",
+            "40",
+            "--loops",
+            "20000",
+            "--hold",
+            "4",
+            "--duration",
+            "12",
+            "--timeout",
+            "10",
+            "--capacities",
+            &caps,
+        ],
+    )?;
+    let t0 = Instant::now();
+    sleep_until(t0, 7.0);
+    // The placement of every held connection, read just before the removal.
+    let placed = backend_sockets(&topo);
+    let all_lbs = topo.lbs.clone();
+    topo.remove_lb(1)?;
+    let removed_at = t0.elapsed().as_secs_f64();
+    topo.tb.kill("ctrl1");
+    topo.tb.kill("lb1");
+    println!(
+        "t={removed_at:.1}s LB node 1 removed from the route and stopped; {} connections held open",
+        placed.len()
+    );
+    let (summary, records) = run.finish(&mut topo, Duration::from_secs(60))?;
+
+    // Classify with the route as it was (same kernel, same hash seed).
+    topo.lbs = all_lbs;
+    topo.route_vip()?;
+    let ports: Vec<u16> = placed.keys().copied().collect();
+    let lbs = router_choice(&topo, &ports)?;
+    let consistent = consistent_choice(&topo, 0, &ports)?;
+    let by_port: std::collections::HashMap<u16, &Record> =
+        records.iter().map(|r| (r.sport, r)).collect();
+    let mut held = Vec::new();
+    for ((p, lb), c) in ports.iter().zip(lbs).zip(consistent) {
+        let (Some(lb), Some(r)) = (lb, by_port.get(p)) else {
+            continue;
+        };
+        let backend = placed.get(p).cloned().unwrap_or_default();
+        held.push(HeldConnection {
+            sport: *p,
+            predicted_survives: lb == 0 || c == backend,
+            backend,
+            lb,
+            consistent: c,
+            survived: r.outcome == crate::load::Outcome::Ok,
+        });
+    }
+    let held_ports: std::collections::HashSet<u16> = held.iter().map(|c| c.sport).collect();
+    let other_failures = records
+        .iter()
+        .filter(|r| r.outcome != crate::load::Outcome::Ok && !held_ports.contains(&r.sport))
+        .count();
+    let report = FailoverReport {
+        method: method.into(),
+        summary,
+        held,
+        other_failures,
+    };
+    let (n0, s0) = report.on(0);
+    let (n1, s1) = report.on(1);
+    let agree = report
+        .held
+        .iter()
+        .filter(|c| c.lb == 1 && c.consistent == c.backend)
+        .count();
+    println!(
+        "LB failover ({method}): {} requests, {} ok, {} failed ({} resets); held across the removal: \
+         {n0} on node 0 ({s0} survived), {n1} on node 1 ({s1} survived; for {agree} of them node 0's \
+         consistent table names the backend they were on); outcome differs from the prediction for {}; \
+         {} other failures",
+        report.summary.requests,
+        report.summary.ok,
+        report.summary.failed,
+        report.summary.resets,
+        report.mispredicted(),
+        report.other_failures
+    );
+    for c in report.held.iter().filter(|c| c.lb == 1) {
+        println!(
+            "  sport {:>5}: node 1 → {} ; node 0's consistent table → {} ; predicted {} ; {}",
+            c.sport,
+            c.backend,
+            c.consistent,
+            if c.predicted_survives {
+                "survives"
+            } else {
+                "breaks"
+            },
+            if c.survived { "survived" } else { "broke" }
+        );
+    }
+    Ok(report)
+}
+
+/// What the hostile-input scenario measured.
+#[derive(Debug, Clone)]
+pub struct HostileReport {
+    /// The whole run.
+    pub summary: Summary,
+    /// SYNs the flood sent (hping3's count).
+    pub flood_sent: u64,
+    /// Connections established before the flood and still open after it.
+    pub held_through_flood: usize,
+    /// Of those, how many failed.
+    pub held_failed: usize,
+    /// Failed requests that started during the flood.
+    pub failed_during_flood: usize,
+    /// The data plane's totals at exit: flows tracked, flows placed by the
+    /// consistent table because their bucket was full, flow-table capacity.
+    pub flows_inserted: u64,
+    /// See `flows_inserted`.
+    pub flows_untracked: u64,
+    /// Flow entries per worker (buckets x ways).
+    pub table_capacity: u64,
+    /// Seconds from stopping the backend to its weight 0.
+    pub silent_weight_zero_after_s: Option<f64>,
+    /// Requests that started after it was taken out and before it resumed,
+    /// and how many of them it was given.
+    pub while_out: (usize, usize),
+    /// Failed requests that started while it was out of service.
+    pub failed_while_out: usize,
+    /// Requests it answered after it resumed.
+    pub served_after_resume: usize,
+}
+
+/// Bad input from outside on a running testbed: a SYN flood from spoofed
+/// sources big enough to fill the flow table, then a backend that accepts
+/// connections and never answers (its nginx stopped with SIGSTOP: the kernel
+/// still completes handshakes into its listen queue).
+pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
+    use crate::lb::{start_controller, CtrlOptions};
+    let specs = equal_backends(3, 0.3, 16, 512);
+    let mut topo = Topology::build(prefix, &specs, 1, dir)?;
+    let shm = format!("marllb-{prefix}");
+    let buckets = 4096u32;
+    let log = start_dataplane(
+        &mut topo,
+        0,
+        &LbOptions {
+            method: "sed".into(),
+            shm: Some(shm.clone()),
+            buckets,
+            ..LbOptions::default()
+        },
+    )?;
+    let copts = CtrlOptions::default();
+    start_controller(&mut topo, 0, &shm, &copts)?;
+    let ns = topo.lbs[0].ns.clone();
+    let caps = capacities(&specs);
+    // Every request holds its connection open 3 s before finishing it.
+    let run = start_load(
+        &mut topo,
+        "load",
+        &[
+            "--rate",
+            "20",
+            "--loops",
+            "20000",
+            "--hold",
+            "3",
+            "--duration",
+            "30",
+            "--timeout",
+            "20",
+            "--capacities",
+            &caps,
+        ],
+    )?;
+    let t0 = Instant::now();
+    let at = |s: f64| sleep_until(t0, s);
+
+    // The flood: 60 000 SYNs to the VIP from a spoofed neighbour address (its
+    // SYN-ACKs die unanswered at the router), about 25 000 per second.
+    at(5.0);
+    let flood_start = t0.elapsed().as_secs_f64();
+    let client = topo.client.clone();
+    let flood = crate::netns::in_ns(&client, "hping3")
+        .args([
+            "-q",
+            "-S",
+            "-p",
+            "80",
+            "-a",
+            "198.18.1.77",
+            "-c",
+            "60000",
+            "-i",
+            "u40",
+            crate::VIP,
+        ])
+        .output()
+        .context("running hping3 (apt-get install hping3)")?;
+    let flood_end = t0.elapsed().as_secs_f64();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&flood.stdout),
+        String::from_utf8_lossy(&flood.stderr)
+    );
+    let flood_sent = text
+        .lines()
+        .find_map(|l| {
+            l.split(" packets transmitted")
+                .next()
+                .filter(|_| l.contains("packets transmitted"))
+        })
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    println!(
+        "t={flood_end:.1}s SYN flood done: {flood_sent} SYNs in {:.1} s",
+        flood_end - flood_start
+    );
+
+    // The silent backend: be2's nginx stopped.
+    at(14.0);
+    let stopped_at = t0.elapsed().as_secs_f64();
+    topo.tb.signal("be2-nginx", "STOP");
+    let silent_weight_zero_after_s = weight_zero_within(
+        &ns,
+        copts.prometheus_port,
+        "198.18.2.102",
+        Duration::from_secs(8),
+    );
+    let out_at = t0.elapsed().as_secs_f64();
+    at(22.0);
+    let resumed_at = t0.elapsed().as_secs_f64();
+    topo.tb.signal("be2-nginx", "CONT");
+    let (summary, records) = run.finish(&mut topo, Duration::from_secs(90))?;
+    // A clean stop writes the data plane's totals.
+    topo.tb.signal("lb0", "TERM");
+    let _ = topo.tb.wait("lb0", Duration::from_secs(10));
+    let stats: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("lb0").join("stats.json")).with_context(|| {
+            format!(
+                "no stats.json; data plane log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })?,
+    )?;
+    let get = |k: &str| {
+        stats
+            .get(k)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+
+    let failed = |r: &&Record| r.outcome != crate::load::Outcome::Ok;
+    let held: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.at < flood_start && r.at + 3.0 > flood_end)
+        .collect();
+    let held_failed = held.iter().filter(|r| failed(r)).count();
+    let failed_during_flood = records
+        .iter()
+        .filter(failed)
+        .filter(|r| r.at >= flood_start && r.at <= flood_end)
+        .count();
+    let out: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.at > out_at + 0.5 && r.at < resumed_at)
+        .collect();
+    let while_out = (
+        out.len(),
+        out.iter()
+            .filter(|r| r.backend.as_deref() == Some("be2"))
+            .count(),
+    );
+    let failed_while_out = out.iter().filter(|r| failed(r)).count();
+    let served_after_resume = records
+        .iter()
+        .filter(|r| r.at > resumed_at + 3.0 && r.backend.as_deref() == Some("be2"))
+        .count();
+    let report = HostileReport {
+        summary,
+        flood_sent,
+        held_through_flood: held.len(),
+        held_failed,
+        failed_during_flood,
+        flows_inserted: get("flows_inserted"),
+        flows_untracked: get("flows_untracked"),
+        table_capacity: u64::from(buckets) * 4,
+        silent_weight_zero_after_s,
+        while_out,
+        failed_while_out,
+        served_after_resume,
+    };
+    println!(
+        "hostile: {} requests, {} ok, {} failed; SYN flood of {} at t={flood_start:.1}s: {} connections held through it, {} failed; {} failures among requests started during it; flows tracked {} (table {} per worker), placed untracked {}; be2 silent at t={stopped_at:.1}s: weight 0 after {:?} s; {} requests while it was out, {} sent to it, {} failed; resumed at t={resumed_at:.1}s, served {} after",
+        report.summary.requests,
+        report.summary.ok,
+        report.summary.failed,
+        report.flood_sent,
+        report.held_through_flood,
+        report.held_failed,
+        report.failed_during_flood,
+        report.flows_inserted,
+        report.table_capacity,
+        report.flows_untracked,
+        report.silent_weight_zero_after_s,
+        report.while_out.0,
+        report.while_out.1,
+        report.failed_while_out,
+        report.served_after_resume
     );
     Ok(report)
 }

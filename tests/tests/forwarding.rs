@@ -3,7 +3,6 @@
 //! php-fpm backends, which answer the client directly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use marllb_testbed::backend::BackendSpec;
 use marllb_testbed::lb::{start_dataplane, LbOptions};
 use marllb_testbed::load::Summary;
 use marllb_testbed::topology::Topology;
@@ -15,15 +14,7 @@ fn requests_flow_through_the_dpdk_data_plane() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("marllb-fwd-{}", std::process::id()));
-    let specs: Vec<BackendSpec> = (0..3)
-        .map(|j| BackendSpec {
-            id: format!("be{j}"),
-            addr: format!("198.18.2.{}", 100 + j),
-            cpus: 0.25,
-            workers: 4,
-            backlog: 128,
-        })
-        .collect();
+    let specs = marllb_testbed::scenario::equal_backends(3, 0.25, 4, 128);
     let prefix = format!("f{}", std::process::id() % 100_000);
     let mut topo = Topology::build(&prefix, &specs, 1, &dir).expect("topology");
     let log = start_dataplane(

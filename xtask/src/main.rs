@@ -41,6 +41,8 @@ const TEST_PACKAGES: &[&str] = &[
     "php-fpm",
     "php-cli",
     "prometheus",
+    // The testbed's SYN flood (a bounded count of spoofed SYNs inside its namespaces).
+    "hping3",
 ];
 const BENCH_DPDK_PACKAGES: &[&str] = &[
     "libdpdk-dev",
@@ -366,6 +368,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "flow_table",
     "policy_meta",
     "vpp_cli",
+    "ctrl_config",
 ];
 
 /// Runs every fuzz target for `secs` seconds each (seed corpora from

@@ -60,11 +60,20 @@ fn main() -> Result<()> {
             .parse()
             .context("--timeout seconds")?,
     );
+    let hold = Duration::from_secs_f64(
+        arg(&args, "--hold")
+            .unwrap_or_else(|| "0".into())
+            .parse::<f64>()
+            .ok()
+            .filter(|h| (0.0..=60.0).contains(h))
+            .context("--hold seconds in [0, 60]")?,
+    );
     let records = replay(
         &reqs,
         vip,
         max_inflight,
         timeout,
+        hold,
         args.iter().any(|a| a == "--progress"),
     );
     let caps: Vec<(String, f64)> = arg(&args, "--capacities")

@@ -1,6 +1,6 @@
 //! `marllb-testbed`: the main job (`demo`) of `cargo xtask demo`.
 //!
-//! `marllb-testbed demo [--policy qmix] [--compare ecmp|none] [--duration 60]
+//! `marllb-testbed demo [--policy qmix] [--compare ecmp|P1,P2,..|none] [--duration 60]
 //! [--backends 7] [--trace FILE] [--work-scale 0.4] [--time-scale 1]`
 #![allow(clippy::expect_used)]
 
@@ -18,7 +18,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) != Some("demo") {
-        bail!("usage: marllb-testbed demo [--policy P] [--compare P|none] [--duration S] [--backends N] [--trace FILE] [--work-scale X] [--time-scale X] [--root DIR]");
+        bail!("usage: marllb-testbed demo [--policy P] [--compare P1,P2,..|none] [--duration S] [--backends N] [--trace FILE] [--work-scale X] [--time-scale X] [--root DIR]");
     }
     let root = arg(&args, "--root")
         .map(PathBuf::from)
@@ -28,7 +28,11 @@ fn main() -> Result<()> {
         o.policy = p;
     }
     if let Some(c) = arg(&args, "--compare") {
-        o.compare = (c != "none").then_some(c);
+        o.compare = if c == "none" {
+            Vec::new()
+        } else {
+            c.split(',').map(str::to_string).collect()
+        };
     }
     if let Some(d) = arg(&args, "--duration") {
         o.duration = d.parse().context("--duration seconds")?;
@@ -61,7 +65,7 @@ fn main() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("marllb-demo-{}", std::process::id()));
     let mut runs = Vec::new();
     let mut policies = vec![o.policy.clone()];
-    policies.extend(o.compare.clone());
+    policies.extend(o.compare.iter().cloned());
     for (i, p) in policies.iter().enumerate() {
         let prefix = format!("md{i}{}", std::process::id() % 10_000);
         runs.push(run_policy(&prefix, &dir.join(p), &o, p)?);

@@ -1,0 +1,33 @@
+//! Bad input on the whole system: a SYN flood that fills the flow table, and a
+//! backend that accepts connections and never answers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[test]
+fn syn_flood_and_silent_backend() {
+    if !marllb_testbed::netns::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("marllb-hostile-{}", std::process::id()));
+    let prefix = format!("h{}", std::process::id() % 100_000);
+    let r = marllb_testbed::scenario::hostile(&prefix, &dir).expect("scenario");
+    // The flood overflowed the table: placements beyond it were counted, and
+    // what was tracked stayed within the table.
+    assert!(r.flood_sent >= 50_000, "{r:?}");
+    assert!(r.flows_untracked > 0, "{r:?}");
+    // Connections established before the flood kept working through it.
+    assert!(r.held_through_flood >= 20, "{r:?}");
+    assert_eq!(r.held_failed, 0, "{r:?}");
+    assert_eq!(r.failed_during_flood, 0, "{r:?}");
+    // The silent backend was taken out within the health-check bound
+    // (fall 3 x interval 1 s + timeout 0.5 s, plus a cycle), given nothing
+    // while out, and served again after it resumed.
+    assert!(
+        r.silent_weight_zero_after_s.is_some_and(|s| s < 6.0),
+        "{r:?}"
+    );
+    assert!(r.while_out.0 > 0 && r.while_out.1 == 0, "{r:?}");
+    assert_eq!(r.failed_while_out, 0, "{r:?}");
+    assert!(r.served_after_resume > 0, "{r:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

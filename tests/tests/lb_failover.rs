@@ -1,0 +1,40 @@
+//! Scenario 5: two LB nodes behind the router's kernel ECMP, one removed
+//! mid-run; which held connections survive, predicted per connection and
+//! checked against what happened.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+fn run(method: &str) -> marllb_testbed::scenario::FailoverReport {
+    let dir = std::env::temp_dir().join(format!("marllb-s5-{method}-{}", std::process::id()));
+    let prefix = format!("f{}{}", &method[..1], std::process::id() % 10_000);
+    let r = marllb_testbed::scenario::lb_failover(&prefix, &dir, method).expect("scenario");
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+#[test]
+fn lb_node_removed() {
+    if !marllb_testbed::netns::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    // The policy method (SED over the controller's weights): node 0's own
+    // connections all survive; node 1's survive exactly when the consistent
+    // table agrees with where SED put them.
+    let sed = run("sed");
+    let (n0, s0) = sed.on(0);
+    let (n1, _) = sed.on(1);
+    assert!(n0 >= 20 && n1 >= 20, "too few held connections: {sed:?}");
+    assert_eq!(n0, s0, "a connection on the surviving node broke");
+    assert_eq!(sed.mispredicted(), 0, "{:?}", sed.held);
+    assert_eq!(sed.other_failures, 0);
+    // Stateless consistent placement on both nodes: every connection survives.
+    let maglev = run("maglev");
+    let (m1, t1) = maglev.on(1);
+    assert!(m1 >= 20, "{maglev:?}");
+    assert_eq!(
+        m1, t1,
+        "a connection of the removed node broke under Maglev"
+    );
+    assert_eq!(maglev.mispredicted(), 0);
+    assert_eq!(maglev.summary.failed, 0);
+}
