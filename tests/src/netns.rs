@@ -67,24 +67,52 @@ fn cleanup_all() {
     }
 }
 
+/// Sends `sig` to process `pid` and, with `group`, to its process group, by
+/// the system call itself. Never through the `kill` program: procps-ng 4.0.2
+/// (Debian 12) reads `kill -KILL -13252` as `kill(-1, SIGKILL)` — every process
+/// on the machine. Pids 0 and 1 are refused (0 or -1 would mean "everyone").
+fn send(pid: u32, sig: rustix::process::Signal, group: bool) -> bool {
+    use rustix::process::{kill_process, kill_process_group, Pid};
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .filter(|p| *p > 1)
+        .and_then(Pid::from_raw)
+    else {
+        return false;
+    };
+    let g = group && kill_process_group(p, sig).is_ok();
+    // The leader itself may have left the group (e.g. a daemon's setsid).
+    kill_process(p, sig).is_ok() || g
+}
+
 /// Kills a process and its process group (children were started in their own
 /// group).
 pub fn kill_tree(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", &format!("-{pid}")])
-        .stderr(Stdio::null())
-        .status();
-    let _ = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
+    send(pid, rustix::process::Signal::KILL, true);
+}
+
+/// A signal by name (`TERM`, `HUP`, `INT`, `STOP`, `CONT`, `KILL`).
+fn signal_by_name(name: &str) -> Option<rustix::process::Signal> {
+    use rustix::process::Signal;
+    Some(match name.trim_start_matches("SIG") {
+        "TERM" => Signal::TERM,
+        "HUP" => Signal::HUP,
+        "INT" => Signal::INT,
+        "STOP" => Signal::STOP,
+        "CONT" => Signal::CONT,
+        "KILL" => Signal::KILL,
+        "USR1" => Signal::USR1,
+        _ => return None,
+    })
 }
 
 fn delete_netns(name: &str) {
     // Kill anything still running inside, then delete.
     if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
         for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = Command::new("kill").args(["-KILL", pid]).status();
+            if let Ok(p) = pid.parse::<u32>() {
+                send(p, rustix::process::Signal::KILL, false);
+            }
         }
     }
     let _ = Command::new("ip")
@@ -284,15 +312,13 @@ impl Testbed {
     /// Sends `signal` (e.g. "TERM", "HUP", "STOP") to the process started as
     /// `label` and everything in its process group (nginx's workers too).
     pub fn signal(&self, label: &str, signal: &str) -> bool {
+        let Some(sig) = signal_by_name(signal) else {
+            return false;
+        };
         self.children
             .iter()
             .filter(|(l, _)| l == label)
-            .any(|(_, c)| {
-                Command::new("kill")
-                    .args([&format!("-{signal}"), "--", &format!("-{}", c.id())])
-                    .status()
-                    .is_ok_and(|s| s.success())
-            })
+            .any(|(_, c)| send(c.id(), sig, true))
     }
 
     /// Whether the process started as `label` is still running.
