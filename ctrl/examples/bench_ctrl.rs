@@ -94,6 +94,7 @@ fn main() {
             timeouts_per_cycle: 5,
             fall: 3,
             hold: Duration::from_secs(10),
+            max_ejection_percent: 50,
         },
         wcmp_weights: None,
         drain: vec![false; BACKENDS],

@@ -262,6 +262,9 @@ pub struct PassiveFile {
     /// How long a passively failed backend stays down before it is tried again.
     #[serde(default, with = "humantime_serde")]
     pub hold: Option<Duration>,
+    /// Most backends (percent, at least one, never the last) the passive
+    /// signal holds down at once.
+    pub max_ejection_percent: Option<u32>,
 }
 
 /// Why the settings are unusable; each names the field or the file.
@@ -355,6 +358,8 @@ pub struct PassiveSettings {
     pub fall: u32,
     /// Hold time down.
     pub hold: Duration,
+    /// Ejection cap, percent of the backends.
+    pub max_ejection_percent: u32,
 }
 
 /// Everything the controller runs with.
@@ -524,7 +529,11 @@ impl Settings {
             timeouts_per_cycle: p.timeouts_per_cycle.unwrap_or(5),
             fall: p.fall.unwrap_or(3),
             hold: p.hold.unwrap_or(Duration::from_secs(10)),
+            max_ejection_percent: p.max_ejection_percent.unwrap_or(50),
         };
+        if !(1..=100).contains(&passive.max_ejection_percent) {
+            return Err(bad("passive.max_ejection_percent", "must be in 1..=100"));
+        }
         if passive.timeouts_per_cycle == 0 {
             return Err(bad("passive.timeouts_per_cycle", "must be at least 1"));
         }

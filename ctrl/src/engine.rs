@@ -25,7 +25,7 @@ use zerocopy::FromZeros;
 
 use crate::agent::heuristic;
 use crate::config::{AgentKind, PassiveSettings};
-use crate::health::{HealthBoard, Passive};
+use crate::health::{HealthBoard, PassivePool};
 use crate::metrics::{BackendLabels, Metrics};
 use crate::model::Policy;
 use crate::stats::{jain, mean_p95_s, ReadSummary, StatsReader};
@@ -103,7 +103,7 @@ pub struct Engine<'r> {
     out_admin: Vec<AdminState>,
     active_scratch: Vec<u32>,
     health: Arc<HealthBoard>,
-    passive: Vec<Passive>,
+    passive: PassivePool,
     down: Vec<bool>,
     ramp: Vec<u32>,
     all_down: bool,
@@ -185,7 +185,7 @@ impl<'r> Engine<'r> {
             out_admin: vec![AdminState::Active; n],
             active_scratch: vec![0; n],
             health,
-            passive: vec![Passive::default(); n],
+            passive: PassivePool::new(n),
             down: vec![false; n],
             ramp: vec![0; n],
             all_down: false,
@@ -339,17 +339,21 @@ impl<'r> Engine<'r> {
     /// backend is down.
     fn overlay(&mut self, now: Instant) -> bool {
         let n_ramp = self.cfg.slow_start_cycles;
+        let delta = |f: fn(&crate::stats::BackendAgg) -> u64| -> Vec<u64> {
+            (0..self.n)
+                .map(|i| self.stats.backends.get(i).map_or(0, f))
+                .collect()
+        };
+        let timeouts = delta(|b| b.d_handshake_timeouts);
+        let new_flows = delta(|b| b.d_new_flows);
+        let active_up: Vec<bool> = (0..self.n).map(|i| self.health.up(i)).collect();
+        let passive = self
+            .passive
+            .update(&self.cfg.passive, &timeouts, &new_flows, &active_up, now)
+            .to_vec();
         for i in 0..self.n {
-            let timeouts = self
-                .stats
-                .backends
-                .get(i)
-                .map_or(0, |b| b.d_handshake_timeouts);
-            let passive_down = self
-                .passive
-                .get_mut(i)
-                .is_some_and(|p| p.update(&self.cfg.passive, timeouts, now));
-            let healthy = self.health.up(i) && !passive_down;
+            let passive_down = passive.get(i).copied().unwrap_or(false);
+            let healthy = active_up[i] && !passive_down;
             let name = self.labels.get(i).map_or("?", |l| l.backend.as_str());
             let was_down = self.down[i];
             if !healthy {

@@ -13,10 +13,25 @@
 //!
 //! # Passive signal
 //!
-//! Every cycle, a backend whose handshake timeouts (SYNs the data plane sent it
-//! that never completed, summed over workers) grew by at least
-//! `timeouts_per_cycle` had a failing cycle; `fall` failing cycles in a row take
-//! it down for `hold`, after which it is tried again with a slow start.
+//! The data plane counts, per backend, handshake timeouts: SYNs it sent that
+//! never completed. With direct server return it never sees the backend's
+//! SYN-ACK, so a SYN flood from spoofed sources looks exactly like backends
+//! that stopped answering. The signal is therefore an *outlier* test over the
+//! pool (as Envoy's outlier detection), not a threshold per backend:
+//!
+//! * timeouts and new flows per backend are averaged over about 20 cycles
+//!   (timeouts lag their SYNs by the half-open timeout, and the flow table
+//!   finds expired entries lazily, so single cycles are bursty);
+//! * a backend has a failing cycle when its average timeouts per cycle are at
+//!   least `timeouts_per_cycle`, its timeout rate (timeouts per new flow) is at
+//!   least [`MIN_RATE`], and that rate is at least [`OUTLIER_FACTOR`] times the
+//!   rate of the other live backends together and [`OUTLIER_MARGIN`] above it;
+//!   a flood spreads over every backend alike and makes no outlier;
+//! * `fall` failing cycles in a row take it down for `hold`, after which it is
+//!   tried again with a slow start;
+//! * at most `max_ejection_percent` of the backends (at least one, never the
+//!   last live one) are down by the passive signal at once; further failing
+//!   backends are counted as suppressed ejections and left to the active checks.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -254,29 +269,141 @@ pub struct Passive {
 }
 
 impl Passive {
-    /// Takes one cycle's handshake-timeout delta; returns `true` while the
-    /// backend is passively down.
-    pub fn update(&mut self, cfg: &PassiveSettings, timeouts: u64, now: Instant) -> bool {
-        if !cfg.enabled {
+    /// Whether the backend is held down now (clears an expired hold).
+    fn held(&mut self, now: Instant) -> bool {
+        match self.down_until {
+            Some(t) if now < t => true,
+            Some(_) => {
+                self.down_until = None;
+                self.failing = 0;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Takes whether this cycle was a failing one and whether one more
+    /// ejection is allowed; returns `true` while the backend is passively down.
+    pub fn update(
+        &mut self,
+        cfg: &PassiveSettings,
+        failing: bool,
+        may_eject: bool,
+        now: Instant,
+    ) -> bool {
+        if self.held(now) {
+            return true;
+        }
+        if !failing {
+            self.failing = 0;
             return false;
         }
-        if let Some(t) = self.down_until {
-            if now < t {
-                return true;
-            }
-            self.down_until = None;
-            self.failing = 0;
-        }
-        if timeouts >= cfg.timeouts_per_cycle {
-            self.failing += 1;
-            if self.failing >= cfg.fall {
-                self.down_until = Some(now + cfg.hold);
-                return true;
-            }
-        } else {
-            self.failing = 0;
+        self.failing = self.failing.saturating_add(1);
+        if self.failing >= cfg.fall && may_eject {
+            self.down_until = Some(now + cfg.hold);
+            return true;
         }
         false
+    }
+}
+
+/// A failing backend's timeouts per new flow are at least this (a backend
+/// that stopped answering has close to 1).
+pub const MIN_RATE: f64 = 0.5;
+/// A backend's timeout rate must be at least this many times the rest's.
+pub const OUTLIER_FACTOR: f64 = 2.0;
+/// ... and at least this much above it (timeouts per new flow).
+pub const OUTLIER_MARGIN: f64 = 0.2;
+/// Weight of the newest cycle in the averages.
+const EWMA: f64 = 0.05;
+
+/// The passive signal over the whole pool (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct PassivePool {
+    states: Vec<Passive>,
+    flows: Vec<f64>,
+    timeouts: Vec<f64>,
+    down: Vec<bool>,
+    /// Failing backends left up because the ejection cap was reached.
+    pub suppressed: u64,
+}
+
+impl PassivePool {
+    /// For `n` backends.
+    pub fn new(n: usize) -> Self {
+        Self {
+            states: vec![Passive::default(); n],
+            flows: vec![0.0; n],
+            timeouts: vec![0.0; n],
+            down: vec![false; n],
+            suppressed: 0,
+        }
+    }
+
+    /// Most backends the signal may hold down at once.
+    pub fn cap(cfg: &PassiveSettings, n: usize) -> usize {
+        let pct = (n * cfg.max_ejection_percent as usize) / 100;
+        pct.max(1).min(n.saturating_sub(1))
+    }
+
+    /// One cycle: per-backend deltas of handshake timeouts and new flows, and
+    /// whether the active check has the backend up. Returns, per backend,
+    /// whether the passive signal holds it down.
+    pub fn update(
+        &mut self,
+        cfg: &PassiveSettings,
+        timeouts: &[u64],
+        new_flows: &[u64],
+        active_up: &[bool],
+        now: Instant,
+    ) -> &[bool] {
+        let n = self.states.len();
+        if !cfg.enabled {
+            self.down.iter_mut().for_each(|d| *d = false);
+            return &self.down;
+        }
+        for (f, &x) in self.flows.iter_mut().zip(new_flows) {
+            *f = (1.0 - EWMA) * *f + EWMA * x as f64;
+        }
+        for (f, &x) in self.timeouts.iter_mut().zip(timeouts) {
+            *f = (1.0 - EWMA) * *f + EWMA * x as f64;
+        }
+        let avg = &self.timeouts;
+        let t = |i: usize| avg.get(i).copied().unwrap_or(0.0);
+        let live = |i: usize| active_up.get(i).copied().unwrap_or(true);
+        let rate = |tt: f64, ff: f64| tt / ff.max(1.0);
+        let (t_all, f_all) = (0..n)
+            .filter(|&i| live(i))
+            .fold((0.0, 0.0), |(a, b), i| (a + t(i), b + self.flows[i]));
+        let cap = Self::cap(cfg, n);
+        for i in 0..n {
+            let held = self.states[i].held(now);
+            let mine = rate(t(i), self.flows[i]);
+            let (to, fo) = if live(i) {
+                (t_all - t(i), f_all - self.flows[i])
+            } else {
+                (t_all, f_all)
+            };
+            let rest = rate(to, fo);
+            let failing = t(i) >= cfg.timeouts_per_cycle as f64
+                && mine >= MIN_RATE
+                && mine >= OUTLIER_FACTOR * rest
+                && mine - rest >= OUTLIER_MARGIN;
+            let others_down = self
+                .down
+                .iter()
+                .enumerate()
+                .filter(|&(j, &d)| j != i && d)
+                .count();
+            let may_eject = others_down < cap;
+            let was = held;
+            let down = self.states[i].update(cfg, failing, may_eject, now);
+            if failing && !down && !was && !may_eject && self.states[i].failing >= cfg.fall {
+                self.suppressed += 1;
+            }
+            self.down[i] = down;
+        }
+        &self.down
     }
 }
 
@@ -306,15 +433,82 @@ mod tests {
             timeouts_per_cycle: 5,
             fall: 2,
             hold: Duration::from_secs(10),
+            max_ejection_percent: 50,
         };
         let t0 = Instant::now();
         let mut p = Passive::default();
-        assert!(!p.update(&cfg, 5, t0));
-        assert!(!p.update(&cfg, 4, t0));
-        assert!(!p.update(&cfg, 9, t0));
-        assert!(p.update(&cfg, 9, t0));
-        assert!(p.update(&cfg, 0, t0 + Duration::from_secs(5)));
-        assert!(!p.update(&cfg, 0, t0 + Duration::from_secs(11)));
+        assert!(!p.update(&cfg, true, true, t0));
+        assert!(!p.update(&cfg, false, true, t0));
+        assert!(!p.update(&cfg, true, true, t0));
+        // The cap: the fall count is reached but no ejection is allowed.
+        assert!(!p.update(&cfg, true, false, t0));
+        assert!(p.update(&cfg, true, true, t0));
+        assert!(p.update(&cfg, false, true, t0 + Duration::from_secs(5)));
+        assert!(!p.update(&cfg, false, true, t0 + Duration::from_secs(11)));
+    }
+
+    fn pool_cfg() -> PassiveSettings {
+        PassiveSettings {
+            enabled: true,
+            timeouts_per_cycle: 5,
+            fall: 3,
+            hold: Duration::from_secs(10),
+            max_ejection_percent: 50,
+        }
+    }
+
+    /// Runs `cycles` cycles with these per-cycle deltas; returns the down flags.
+    fn run_pool(p: &mut PassivePool, t: &[u64], f: &[u64], cycles: usize) -> Vec<bool> {
+        let cfg = pool_cfg();
+        let up = vec![true; t.len()];
+        let now = Instant::now();
+        let mut d = Vec::new();
+        for _ in 0..cycles {
+            d = p.update(&cfg, t, f, &up, now).to_vec();
+        }
+        d
+    }
+
+    #[test]
+    fn passive_pool_takes_down_an_outlier() {
+        let mut p = PassivePool::new(4);
+        // Warm the new-flow averages: 20 flows per cycle each, no timeouts.
+        run_pool(&mut p, &[0; 4], &[20; 4], 100);
+        // Backend 3 stops answering: all its handshakes time out.
+        let d = run_pool(&mut p, &[0, 1, 0, 20], &[20; 4], 40);
+        assert_eq!(d, vec![false, false, false, true]);
+    }
+
+    #[test]
+    fn passive_pool_ignores_a_flood_on_every_backend() {
+        let mut p = PassivePool::new(3);
+        run_pool(&mut p, &[0; 3], &[20; 3], 100);
+        // A spoofed SYN flood: thousands of new flows and timeouts everywhere.
+        let d = run_pool(&mut p, &[3000, 3300, 2800], &[3000, 3100, 2900], 200);
+        assert_eq!(d, vec![false; 3]);
+        assert_eq!(p.suppressed, 0);
+    }
+
+    #[test]
+    fn passive_pool_ejects_at_most_its_cap_and_never_the_last() {
+        let cfg = pool_cfg();
+        assert_eq!(PassivePool::cap(&cfg, 1), 0);
+        assert_eq!(PassivePool::cap(&cfg, 2), 1);
+        assert_eq!(PassivePool::cap(&cfg, 3), 1);
+        assert_eq!(PassivePool::cap(&cfg, 10), 5);
+        let mut p = PassivePool::new(4);
+        run_pool(&mut p, &[0; 4], &[20; 4], 100);
+        // Two outliers out of four with a cap of two: both go; then a third
+        // outlier is suppressed.
+        let d = run_pool(&mut p, &[20, 20, 0, 0], &[20; 4], 40);
+        assert_eq!(d, vec![true, true, false, false]);
+        let d = run_pool(&mut p, &[0, 0, 20, 0], &[20; 4], 40);
+        assert_eq!(d, vec![true, true, false, false]);
+        assert!(p.suppressed > 0);
+        // One backend alone is never taken down by the passive signal.
+        let mut p = PassivePool::new(1);
+        run_pool(&mut p, &[0], &[20], 100);
+        assert_eq!(run_pool(&mut p, &[20], &[20], 10), vec![false]);
     }
 
     #[test]

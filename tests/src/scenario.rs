@@ -225,6 +225,8 @@ pub struct FailureReport {
     pub promtool_ok: bool,
     /// Samples of `marllb_backend_weight` a real Prometheus server scraped.
     pub prometheus_samples: usize,
+    /// Points of the fairness index's time series Prometheus returned.
+    pub prometheus_fairness_points: usize,
 }
 
 /// Sleeps until `s` seconds after `t0` (returns at once if that has passed).
@@ -386,24 +388,67 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
     .is_some();
 
     let (summary, records) = run.finish(&mut topo, Duration::from_secs(90))?;
-    let q = crate::netns::run(crate::netns::in_ns(&ns, "curl").args([
-        "-s",
-        "--max-time",
-        "3",
-        "http://127.0.0.1:9091/api/v1/query?query=count_over_time(marllb_backend_weight[1m])",
-    ]))
-    .unwrap_or_default();
-    let prometheus_samples = q
-        .split("\"value\":[")
-        .skip(1)
-        .filter_map(|v| v.split(',').nth(1))
-        .filter_map(|v| {
-            v.trim_matches(|c| c == '"' || c == ']' || c == '}')
-                .parse::<f64>()
-                .ok()
+    // Ask Prometheus's HTTP API: samples of every backend's weight over the
+    // run, and the fairness index as a time series (one point per second).
+    let prom = |path: &str, params: &[String]| -> serde_json::Value {
+        let mut c = crate::netns::in_ns(&ns, "curl");
+        c.args(["-s", "-G", "--max-time", "3"]);
+        for p in params {
+            c.args(["--data-urlencode", p]);
+        }
+        c.arg(format!("http://127.0.0.1:9091/api/v1/{path}"));
+        crate::netns::run(&mut c)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    };
+    let num = |v: &serde_json::Value| v.as_str().and_then(|x| x.parse::<f64>().ok());
+    let q = prom(
+        "query",
+        &["query=count_over_time(marllb_backend_weight[2m])".to_string()],
+    );
+    let weight_samples: Vec<(String, usize)> = q["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["metric"]["backend"].as_str().unwrap_or("?").to_string(),
+                num(&r["value"][1]).unwrap_or(0.0) as usize,
+            )
         })
-        .map(|v| v as usize)
-        .sum();
+        .collect();
+    let prometheus_samples = weight_samples.iter().map(|x| x.1).sum();
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let q = prom(
+        "query_range",
+        &[
+            "query=marllb_jain_fairness".to_string(),
+            format!("start={:.0}", now_s - t0.elapsed().as_secs_f64()),
+            format!("end={now_s:.0}"),
+            "step=1".to_string(),
+        ],
+    );
+    let fairness_series: Vec<(f64, f64)> = q["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["values"].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| Some((v[0].as_f64()?, num(&v[1])?)))
+        .collect();
+    println!(
+        "Prometheus: weight samples per backend {weight_samples:?}; fairness index over time ({} points): {}",
+        fairness_series.len(),
+        fairness_series
+            .iter()
+            .step_by(5)
+            .map(|(t, v)| format!("{:.0}s={v:.3}", t - (now_s - t0.elapsed().as_secs_f64())))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let prometheus_fairness_points = fairness_series.len();
     let outage = |t: f64| t >= killed_at - 1.0 && t <= back_at + 2.0;
     let failed = |r: &&Record| r.outcome != crate::load::Outcome::Ok;
     let failed_outside_outage = records
@@ -430,6 +475,7 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
         followed_new_controller,
         promtool_ok,
         prometheus_samples,
+        prometheus_fairness_points,
     };
     println!(
         "failures: {} requests, {} ok, {} failed ({} resets); backend be1 killed at {killed_at:.1}s: weight 0 after {:?} s, {} failures outside its outage; back at {back_at:.1}s: served {} requests after; controller SIGKILL at {ctrl_dead:.1}s: watchdog fell back {}, {} failures while it was dead, new controller followed {}; promtool {}; Prometheus samples of the weights {}",
@@ -456,7 +502,8 @@ pub struct HeldConnection {
     pub sport: u16,
     /// Backend that held it (from the backends' socket tables) before the removal.
     pub backend: String,
-    /// LB node the router's multipath hash sent it to (`ip route get`).
+    /// LB node the router's multipath hash sent it to (the source MAC of its
+    /// SYN at the backend).
     pub lb: usize,
     /// Backend the consistent (Maglev) table gives it (`marllb-dpdk --explain-flows`).
     pub consistent: String,
@@ -476,7 +523,10 @@ pub struct FailoverReport {
     pub summary: Summary,
     /// Connections established and idle (mid-request) when the node was removed.
     pub held: Vec<HeldConnection>,
-    /// Failed requests that were not among the held connections.
+    /// Failed requests that started within a second before the removal and
+    /// were not established at it (mid-handshake when their path changed).
+    pub handshake_failures: usize,
+    /// Any other failed request.
     pub other_failures: usize,
 }
 
@@ -523,42 +573,62 @@ fn backend_sockets(topo: &Topology) -> std::collections::BTreeMap<u16, String> {
     out
 }
 
-/// The LB node index the router's multipath route picks for each client port
-/// (asks the router's kernel with the full 5-tuple, as it hashes forwarded
-/// packets).
-fn router_choice(topo: &Topology, ports: &[u16]) -> Result<Vec<Option<usize>>> {
-    let batch = topo.dir.join("route-get.batch");
-    let mut s = String::new();
-    for p in ports {
-        s += &format!(
-            "route get {} from {CLIENT_ADDR} iif rc ipproto tcp sport {p} dport 80\n",
-            crate::VIP
-        );
+/// Makes every backend remember, per LB node, the client ports of the SYNs
+/// that node forwarded (an nftables set per node, matched on the frame's
+/// source MAC: the node's data interface). The router's multipath hash cannot
+/// be recomputed from outside: for locally originated TCP the kernel hashes
+/// the socket's random `txhash`, which survives the veth hop (as a NIC's RSS
+/// hash would), not the 5-tuple `ip route get` hashes.
+fn record_lb_of_syns(topo: &Topology) -> Result<()> {
+    for b in &topo.backends {
+        let mut rules = String::from("table inet marllb {\n");
+        for i in 0..topo.lbs.len() {
+            rules += &format!("  set via{i} {{ type inet_service; size 65535; }}\n");
+        }
+        rules += "  chain pre {\n    type filter hook prerouting priority -300; policy accept;\n";
+        for (i, lb) in topo.lbs.iter().enumerate() {
+            rules += &format!(
+                "    tcp dport 80 tcp flags & (syn | ack) == syn ether saddr {} add @via{i} {{ tcp sport }}\n",
+                lb.data_mac
+            );
+        }
+        rules += "  }\n}\n";
+        let f = topo.dir.join(format!("{}-nft.conf", b.spec.id));
+        std::fs::write(&f, rules)?;
+        crate::netns::run(crate::netns::in_ns(&b.ns, "nft").arg("-f").arg(&f))
+            .context("nft (Debian package nftables) records which LB node carried each SYN")?;
     }
-    std::fs::write(&batch, s)?;
-    let out = crate::netns::run(
-        crate::netns::in_ns(&topo.router, "ip")
-            .arg("-batch")
-            .arg(&batch),
-    )?;
-    let hops: Vec<Option<usize>> = out
-        .lines()
-        .filter(|l| l.starts_with(crate::VIP))
-        .map(|l| {
-            l.split_whitespace()
-                .skip_while(|w| *w != "via")
-                .nth(1)
-                .and_then(|nh| topo.lbs.iter().position(|lb| lb.next_hop == nh))
-        })
-        .collect();
-    if hops.len() != ports.len() {
-        bail!(
-            "ip route get answered {} of {} flows:\n{out}",
-            hops.len(),
-            ports.len()
-        );
+    Ok(())
+}
+
+/// Client port → LB node index, from the backends' nftables sets.
+fn lb_of_syns(topo: &Topology, nodes: usize) -> Result<std::collections::BTreeMap<u16, usize>> {
+    let mut out = std::collections::BTreeMap::new();
+    for b in &topo.backends {
+        for i in 0..nodes {
+            let text = crate::netns::run(crate::netns::in_ns(&b.ns, "nft").args([
+                "-j",
+                "list",
+                "set",
+                "inet",
+                "marllb",
+                &format!("via{i}"),
+            ]))?;
+            let v: serde_json::Value = serde_json::from_str(&text)?;
+            let elems = v["nftables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x["set"]["elem"].as_array())
+                .flatten()
+                .filter_map(serde_json::Value::as_u64)
+                .filter_map(|p| u16::try_from(p).ok());
+            for p in elems {
+                out.insert(p, i);
+            }
+        }
     }
-    Ok(hops)
+    Ok(out)
 }
 
 /// The backend each client port gets from LB node `i`'s consistent table.
@@ -617,6 +687,7 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str) -> Result<FailoverRep
         )?;
         start_controller(&mut topo, i, &shm, &CtrlOptions::default())?;
     }
+    record_lb_of_syns(&topo)?;
     let caps = capacities(&specs);
     // Every connection sends half its request, waits 4 s, sends the rest: the
     // ones opened in the 4 s before the removal cross it established and idle.
@@ -640,24 +711,28 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str) -> Result<FailoverRep
     )?;
     let t0 = Instant::now();
     sleep_until(t0, 7.0);
-    // The placement of every held connection, read just before the removal.
-    let placed = backend_sockets(&topo);
-    let all_lbs = topo.lbs.clone();
+    let nodes = topo.lbs.len();
+    let mut placed = backend_sockets(&topo);
     topo.remove_lb(1)?;
     let removed_at = t0.elapsed().as_secs_f64();
     topo.tb.kill("ctrl1");
     topo.tb.kill("lb1");
+    // The placement of every held connection, read from the backends' socket
+    // tables just before the removal and again once handshakes in flight at it
+    // have settled (the held connections send nothing for 4 s).
+    std::thread::sleep(Duration::from_millis(300));
+    for (p, b) in backend_sockets(&topo) {
+        placed.entry(p).or_insert(b);
+    }
     println!(
         "t={removed_at:.1}s LB node 1 removed from the route and stopped; {} connections held open",
         placed.len()
     );
     let (summary, records) = run.finish(&mut topo, Duration::from_secs(60))?;
 
-    // Classify with the route as it was (same kernel, same hash seed).
-    topo.lbs = all_lbs;
-    topo.route_vip()?;
+    let via = lb_of_syns(&topo, nodes)?;
     let ports: Vec<u16> = placed.keys().copied().collect();
-    let lbs = router_choice(&topo, &ports)?;
+    let lbs: Vec<Option<usize>> = ports.iter().map(|p| via.get(p).copied()).collect();
     let consistent = consistent_choice(&topo, 0, &ports)?;
     let by_port: std::collections::HashMap<u16, &Record> =
         records.iter().map(|r| (r.sport, r)).collect();
@@ -677,14 +752,26 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str) -> Result<FailoverRep
         });
     }
     let held_ports: std::collections::HashSet<u16> = held.iter().map(|c| c.sport).collect();
+    // Connections that were mid-handshake at the removal (SYN through node 1,
+    // handshake ACK to node 0) are neither held nor "other".
+    let in_handshake = |r: &Record| r.at > removed_at - 1.0 && r.at < removed_at + 0.5;
+    let failed =
+        |r: &&Record| r.outcome != crate::load::Outcome::Ok && !held_ports.contains(&r.sport);
+    let handshake_failures = records
+        .iter()
+        .filter(failed)
+        .filter(|r| in_handshake(r))
+        .count();
     let other_failures = records
         .iter()
-        .filter(|r| r.outcome != crate::load::Outcome::Ok && !held_ports.contains(&r.sport))
+        .filter(failed)
+        .filter(|r| !in_handshake(r))
         .count();
     let report = FailoverReport {
         method: method.into(),
         summary,
         held,
+        handshake_failures,
         other_failures,
     };
     let (n0, s0) = report.on(0);
@@ -698,12 +785,13 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str) -> Result<FailoverRep
         "LB failover ({method}): {} requests, {} ok, {} failed ({} resets); held across the removal: \
          {n0} on node 0 ({s0} survived), {n1} on node 1 ({s1} survived; for {agree} of them node 0's \
          consistent table names the backend they were on); outcome differs from the prediction for {}; \
-         {} other failures",
+         {} failed mid-handshake at the removal; {} other failures",
         report.summary.requests,
         report.summary.ok,
         report.summary.failed,
         report.summary.resets,
         report.mispredicted(),
+        report.handshake_failures,
         report.other_failures
     );
     for c in report.held.iter().filter(|c| c.lb == 1) {
@@ -730,7 +818,8 @@ pub struct HostileReport {
     pub summary: Summary,
     /// SYNs the flood sent (hping3's count).
     pub flood_sent: u64,
-    /// Connections established before the flood and still open after it.
+    /// Connections established before the flood that sent the rest of their
+    /// request during it.
     pub held_through_flood: usize,
     /// Of those, how many failed.
     pub held_failed: usize,
@@ -750,6 +839,9 @@ pub struct HostileReport {
     pub while_out: (usize, usize),
     /// Failed requests that started while it was out of service.
     pub failed_while_out: usize,
+    /// Failed requests outside the window in which they could have been on
+    /// the silent backend (the whole run, the flood included).
+    pub failed_elsewhere: usize,
     /// Requests it answered after it resumed.
     pub served_after_resume: usize,
 }
@@ -790,7 +882,7 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
             "--hold",
             "3",
             "--duration",
-            "30",
+            "36",
             "--timeout",
             "20",
             "--capacities",
@@ -802,7 +894,7 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
 
     // The flood: 60 000 SYNs to the VIP from a spoofed neighbour address (its
     // SYN-ACKs die unanswered at the router), about 25 000 per second.
-    at(5.0);
+    at(3.0);
     let flood_start = t0.elapsed().as_secs_f64();
     let client = topo.client.clone();
     let flood = crate::netns::in_ns(&client, "hping3")
@@ -841,8 +933,9 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
         flood_end - flood_start
     );
 
-    // The silent backend: be2's nginx stopped.
-    at(14.0);
+    // The silent backend: be2's nginx stopped (after the flood's connections
+    // have finished, so that the two phases do not mix).
+    at(20.0);
     let stopped_at = t0.elapsed().as_secs_f64();
     topo.tb.signal("be2-nginx", "STOP");
     let silent_weight_zero_after_s = weight_zero_within(
@@ -852,7 +945,7 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
         Duration::from_secs(8),
     );
     let out_at = t0.elapsed().as_secs_f64();
-    at(22.0);
+    at(28.0);
     let resumed_at = t0.elapsed().as_secs_f64();
     topo.tb.signal("be2-nginx", "CONT");
     let (summary, records) = run.finish(&mut topo, Duration::from_secs(90))?;
@@ -877,7 +970,7 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
     let failed = |r: &&Record| r.outcome != crate::load::Outcome::Ok;
     let held: Vec<&Record> = records
         .iter()
-        .filter(|r| r.at < flood_start && r.at + 3.0 > flood_end)
+        .filter(|r| r.at < flood_start && r.at + 3.0 > flood_start + 0.5)
         .collect();
     let held_failed = held.iter().filter(|r| failed(r)).count();
     let failed_during_flood = records
@@ -896,6 +989,14 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
             .count(),
     );
     let failed_while_out = out.iter().filter(|r| failed(r)).count();
+    // Requests that may fail: those on the silent backend before it was
+    // taken out (in flight when it stopped, or sent to it until the health
+    // check caught it; held 3 s, so started up to 3.5 s before the stop).
+    let silent_window = |t: f64| t > stopped_at - 3.5 && t <= out_at + 0.5;
+    let failed_elsewhere = records
+        .iter()
+        .filter(|r| failed(r) && !silent_window(r.at))
+        .count();
     let served_after_resume = records
         .iter()
         .filter(|r| r.at > resumed_at + 3.0 && r.backend.as_deref() == Some("be2"))
@@ -912,10 +1013,11 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
         silent_weight_zero_after_s,
         while_out,
         failed_while_out,
+        failed_elsewhere,
         served_after_resume,
     };
     println!(
-        "hostile: {} requests, {} ok, {} failed; SYN flood of {} at t={flood_start:.1}s: {} connections held through it, {} failed; {} failures among requests started during it; flows tracked {} (table {} per worker), placed untracked {}; be2 silent at t={stopped_at:.1}s: weight 0 after {:?} s; {} requests while it was out, {} sent to it, {} failed; resumed at t={resumed_at:.1}s, served {} after",
+        "hostile: {} requests, {} ok, {} failed; SYN flood of {} at t={flood_start:.1}s: {} connections held through it, {} failed; {} failures among requests started during it; flows tracked {} (table {} per worker), placed untracked {}; be2 silent at t={stopped_at:.1}s: weight 0 after {:?} s; {} requests while it was out, {} sent to it, {} failed; resumed at t={resumed_at:.1}s, served {} after; {} failures outside the silent backend's window",
         report.summary.requests,
         report.summary.ok,
         report.summary.failed,
@@ -930,7 +1032,8 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
         report.while_out.0,
         report.while_out.1,
         report.failed_while_out,
-        report.served_after_resume
+        report.served_after_resume,
+        report.failed_elsewhere
     );
     Ok(report)
 }

@@ -21,7 +21,9 @@ fn syn_flood_and_silent_backend() {
     assert_eq!(r.failed_during_flood, 0, "{r:?}");
     // The silent backend was taken out within the health-check bound
     // (fall 3 x interval 1 s + timeout 0.5 s, plus a cycle), given nothing
-    // while out, and served again after it resumed.
+    // while out, and served again after it resumed. Connections it held when
+    // it was taken out are re-placed on their next packet (a fast reset, by
+    // design: see core-nostd/src/service.rs); they are the only failures.
     assert!(
         r.silent_weight_zero_after_s.is_some_and(|s| s < 6.0),
         "{r:?}"
@@ -29,5 +31,7 @@ fn syn_flood_and_silent_backend() {
     assert!(r.while_out.0 > 0 && r.while_out.1 == 0, "{r:?}");
     assert_eq!(r.failed_while_out, 0, "{r:?}");
     assert!(r.served_after_resume > 0, "{r:?}");
+    // No failure anywhere else: not from the flood, not on healthy backends.
+    assert_eq!(r.failed_elsewhere, 0, "{r:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

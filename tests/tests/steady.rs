@@ -28,14 +28,21 @@ fn every_policy_on_the_same_replay() {
     for r in &runs {
         let s = &r.summary;
         assert!(s.requests > 100, "{}: {s:?}", r.policy);
-        // Every backend took part, and most requests were answered.
-        assert_eq!(s.per_backend.len(), o.backends, "{}: {s:?}", r.policy);
-        assert!(
-            s.per_backend.values().all(|&n| n > 0),
-            "{}: {s:?}",
-            r.policy
-        );
+        // Most requests were answered.
         assert!(s.ok * 10 >= s.requests * 9, "{}: {s:?}", r.policy);
+        assert_eq!(s.per_backend.len(), o.backends, "{}: {s:?}", r.policy);
+        let n = |j: usize| s.per_backend.get(&format!("be{j}")).copied().unwrap_or(0);
+        if ["ecmp", "wcmp", "lsq"].contains(&r.policy.as_str()) {
+            // Placement by weight or by active flows alone: every backend works.
+            assert!((0..o.backends).all(|j| n(j) > 0), "{}: {s:?}", r.policy);
+        } else {
+            // SED (and QMIX through SED) prefers the large backends, and at
+            // light load may leave the small ones idle: that is its design
+            // (shortest expected delay), not a failure.
+            let small: usize = (0..4).map(n).sum();
+            let large: usize = (4..o.backends).map(n).sum();
+            assert!(large > small, "{}: {s:?}", r.policy);
+        }
     }
     // Capacity-weighted placement spreads load by capacity; equal placement
     // over unequal backends cannot (Jain of requests per unit of capacity).

@@ -43,6 +43,8 @@ const TEST_PACKAGES: &[&str] = &[
     "prometheus",
     // The testbed's SYN flood (a bounded count of spoofed SYNs inside its namespaces).
     "hping3",
+    // The LB-failover scenario records which LB node carried each SYN (nft sets).
+    "nftables",
 ];
 const BENCH_DPDK_PACKAGES: &[&str] = &[
     "libdpdk-dev",

@@ -28,6 +28,7 @@ fn cfg(agent: AgentKind, budget: Duration) -> EngineConfig {
             timeouts_per_cycle: 1,
             fall: 1,
             hold: Duration::from_secs(1),
+            max_ejection_percent: 50,
         },
         wcmp_weights: None,
         drain: vec![false, false, true],
