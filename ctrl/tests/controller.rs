@@ -246,7 +246,11 @@ fn model_hot_reload_refuses_bad_models() {
     // A truncated model (the first half of a valid file): refused.
     let before = refused(&c.scrape());
     let (bytes, meta) = onnxgen::gru(3, 16, Some(1), 9);
-    write_model(&dir, "policy.onnx", (bytes[..bytes.len() / 2].to_vec(), meta));
+    write_model(
+        &dir,
+        "policy.onnx",
+        (bytes[..bytes.len() / 2].to_vec(), meta),
+    );
     c.wait_metrics(LONG, "truncated model refused", |m| refused(m) > before);
     // NaN outputs on the probe: refused.
     let before = refused(&c.scrape());
