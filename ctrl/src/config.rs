@@ -453,9 +453,16 @@ impl Settings {
         } else {
             "servers"
         };
+        // The same address with another health-check port is allowed (test
+        // set-ups on one host); the data plane refuses duplicate addresses in
+        // its own configuration, and attaching checks the two agree.
         for (i, a) in servers.iter().enumerate() {
-            if servers[..i].iter().any(|b| b.addr == a.addr) {
-                return Err(bad(field, format!("backend {} is listed twice", a.addr)));
+            if servers[..i].contains(a) {
+                let what = match a.port {
+                    Some(p) => SocketAddr::new(a.addr, p).to_string(),
+                    None => a.addr.to_string(),
+                };
+                return Err(bad(field, format!("backend {what} is listed twice")));
             }
         }
         if let Some(d) = file
@@ -673,11 +680,14 @@ mod tests {
 
     #[test]
     fn duplicate_and_unknown_backends_are_refused() {
-        let f = parse_file("servers = [\"10.0.0.1:80\", \"10.0.0.2\", \"10.0.0.1:81\"]\n")
+        let f = parse_file("servers = [\"10.0.0.1:80\", \"10.0.0.2\", \"10.0.0.1:80\"]\n")
             .expect("parses");
         let e = Settings::merge(&args(), f).expect_err("duplicate");
         assert!(e.to_string().starts_with("servers"), "{e}");
-        assert!(e.to_string().contains("10.0.0.1 is listed twice"), "{e}");
+        assert!(e.to_string().contains("10.0.0.1:80 is listed twice"), "{e}");
+        // One host, two health-check ports: two backends.
+        let f = parse_file("servers = [\"127.0.0.1:8001\", \"127.0.0.1:8002\"]\n").expect("parses");
+        assert_eq!(Settings::merge(&args(), f).expect("valid").servers.len(), 2);
         let mut a = args();
         a.servers = Some("10.0.0.1, 10.0.0.1".into());
         let e = Settings::merge(&a, FileConfig::default()).expect_err("duplicate flag");

@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(s.passive.timeouts_per_cycle >= 1 && s.passive.fall >= 1);
             assert!(!s.fallback_agent.is_learned());
             for (i, a) in s.servers.iter().enumerate() {
-                assert!(s.servers[..i].iter().all(|b| b.addr != a.addr));
+                assert!(!s.servers[..i].contains(a));
             }
             if !s.servers.is_empty() {
                 assert!(s.drain.iter().all(|d| s.servers.iter().any(|x| x.addr == *d)));

@@ -239,6 +239,8 @@ impl Ctrl {
             std::fs::write(&p, toml).unwrap();
             cmd.arg("--config").arg(p);
         }
+        let err = dir.0.join("stderr.txt");
+        cmd.stderr(std::fs::File::create(&err).expect("stderr file"));
         let child = cmd.spawn().expect("spawn marllb-ctrl");
         let c = Ctrl {
             child,
@@ -251,8 +253,9 @@ impl Ctrl {
         while c.try_scrape().is_none() {
             assert!(
                 t.elapsed() < Duration::from_secs(60),
-                "controller did not come up: {}",
-                c.log_text()
+                "controller did not come up: {}\nstderr: {}",
+                c.log_text(),
+                std::fs::read_to_string(&err).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
