@@ -353,7 +353,8 @@ impl<'r> Engine<'r> {
             .to_vec();
         for i in 0..self.n {
             let passive_down = passive.get(i).copied().unwrap_or(false);
-            let healthy = self.health.up(i) && !passive_down;
+            // The same reading the passive signal was given.
+            let healthy = active_up.get(i).copied().unwrap_or(false) && !passive_down;
             let name = self.labels.get(i).map_or("?", |l| l.backend.as_str());
             let was_down = self.down[i];
             if !healthy {

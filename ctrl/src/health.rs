@@ -377,7 +377,6 @@ impl PassivePool {
             .fold((0.0, 0.0), |(a, b), i| (a + t(i), b + self.flows[i]));
         let cap = Self::cap(cfg, n);
         for i in 0..n {
-            let held = self.states[i].held(now);
             let mine = rate(t(i), self.flows[i]);
             let (to, fo) = if live(i) {
                 (t_all - t(i), f_all - self.flows[i])
@@ -396,9 +395,8 @@ impl PassivePool {
                 .filter(|&(j, &d)| j != i && d)
                 .count();
             let may_eject = others_down < cap;
-            let was = held;
             let down = self.states[i].update(cfg, failing, may_eject, now);
-            if failing && !down && !was && !may_eject && self.states[i].failing >= cfg.fall {
+            if failing && !down && !may_eject && self.states[i].failing >= cfg.fall {
                 self.suppressed += 1;
             }
             self.down[i] = down;
