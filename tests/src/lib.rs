@@ -23,5 +23,13 @@ pub mod netns;
 pub mod scenario;
 pub mod topology;
 
+/// The value after flag `name` in `args` (`--duration 60` → `"60"`), for the
+/// testbed's two small command lines.
+pub fn flag_value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
 /// The VIP every scenario serves.
 pub const VIP: &str = "198.18.255.1";

@@ -10,11 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use marllb_testbed::load::{constant_rate, load_trace, replay, summarize};
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
+use marllb_testbed::flag_value as arg;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
