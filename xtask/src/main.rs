@@ -2,8 +2,9 @@
 //!
 //! * `cargo xtask demo` — the main job: runs the data-plane core over a generated
 //!   traffic trace and prints what it did.
-//! * `cargo xtask test` — installs what the tests need, then runs every check:
-//!   formatting, clippy with `-D warnings`, and all tests.
+//! * `cargo xtask test` — installs what the tests need, then runs every check
+//!   (formatting, clippy with `-D warnings`, all tests, loom, Miri, fuzzing),
+//!   each even when an earlier one failed, and ends with a table of the results.
 //! * `cargo xtask bench shm` — the shared-memory protocol against memcpy.
 //! * `cargo xtask bench core` — the core pipeline against a peer pipeline built
 //!   from well-known crates, in the same run.
@@ -18,6 +19,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -211,63 +213,179 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// How a step of `cargo xtask test` that did not fail ended.
+enum Ran {
+    Passed,
+    /// Could not run here, with the reason.
+    Skipped(String),
+}
+
+/// Runs the steps of `cargo xtask test` one after another, recording each one's
+/// name, outcome and wall time so that a failure does not stop the later steps.
+struct Steps {
+    done: Vec<(&'static str, Result<Ran>, Duration)>,
+}
+
+impl Steps {
+    fn new() -> Self {
+        Steps { done: Vec::new() }
+    }
+
+    /// Announces `what`, runs `f` and records its outcome under `name`.
+    fn run(&mut self, name: &'static str, what: &str, f: impl FnOnce() -> Result<()>) {
+        self.run_or_skip(name, what, || f().map(|()| Ran::Passed));
+    }
+
+    /// As [`Steps::run`], for a step that may find it cannot run here.
+    fn run_or_skip(&mut self, name: &'static str, what: &str, f: impl FnOnce() -> Result<Ran>) {
+        step(what);
+        let start = Instant::now();
+        let outcome = f();
+        let took = start.elapsed();
+        match &outcome {
+            Ok(Ran::Passed) => println!("    {name}: passed ({})", secs(took)),
+            Ok(Ran::Skipped(why)) => println!("    {name}: SKIPPED: {why}"),
+            Err(e) => eprintln!("    {name}: FAILED ({}): {e:#}", secs(took)),
+        }
+        self.done.push((name, outcome, took));
+    }
+
+    /// Prints a table of every step and its result; fails if any step failed.
+    fn finish(self) -> Result<()> {
+        println!("\n| step | result | time |\n|---|---|---|");
+        for (name, outcome, took) in &self.done {
+            let result = match outcome {
+                Ok(Ran::Passed) => "passed".to_string(),
+                Ok(Ran::Skipped(why)) => format!("**SKIPPED**: {why}"),
+                Err(e) => format!("**FAILED**: {e:#}"),
+            };
+            println!(
+                "| {name} | {} | {} |",
+                result.replace('\n', " "),
+                secs(*took)
+            );
+        }
+        let failed: Vec<&str> = self
+            .done
+            .iter()
+            .filter(|(_, o, _)| o.is_err())
+            .map(|(n, _, _)| *n)
+            .collect();
+        let skipped: Vec<&str> = self
+            .done
+            .iter()
+            .filter(|(_, o, _)| matches!(o, Ok(Ran::Skipped(_))))
+            .map(|(n, _, _)| *n)
+            .collect();
+        if !skipped.is_empty() {
+            println!("\nwarning: skipped: {}", skipped.join(", "));
+        }
+        if !failed.is_empty() {
+            bail!(
+                "{} of {} steps failed: {}",
+                failed.len(),
+                self.done.len(),
+                failed.join(", ")
+            );
+        }
+        println!("\nall checks passed");
+        Ok(())
+    }
+}
+
+/// A wall time as seconds with one decimal.
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Runs `cmd`, shown as `shown`, and fails unless it exits successfully.
+fn run_shown(cmd: &mut Command, shown: &str) -> Result<()> {
+    println!("    $ {shown}");
+    let st = cmd.status().with_context(|| format!("running `{shown}`"))?;
+    if !st.success() {
+        bail!("`{shown}` failed ({st})");
+    }
+    Ok(())
+}
+
+/// Installs the system packages (fatal on failure), then runs every check even
+/// when an earlier one failed (none needs another to have passed), prints a table
+/// of the results and fails if any check failed.
 fn test(root: &Path) -> Result<()> {
     ensure_packages(TEST_PACKAGES)?;
-    step("checking formatting (cargo fmt --check)");
-    cargo(root, &["fmt", "--all", "--", "--check"])?;
-    step("linting (cargo clippy -D warnings)");
-    cargo(
-        root,
-        &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
-    )?;
-    step("building the core with its optional defmt feature");
-    cargo(root, &["check", "-p", "marllb-core", "--features", "defmt"])?;
-    step("building the VPP plugin (target/ci/libmarllb_plugin.so; dp-vpp/README.md)");
-    cargo(
-        root,
-        &["build", "--profile", "ci", "-p", "marllb-vpp-plugin"],
-    )?;
-    step("running every test (profile ci: optimized, no fat LTO; the statistical tests are heavy)");
-    cargo(
-        root,
-        &["test", "--workspace", "--profile", "ci", "--no-fail-fast"],
-    )?;
-    step("model-checking the shared-memory protocols with loom (cfg loom, own target dir)");
-    let loom_target = target_dir(root).join("loom");
-    println!(
-        "    $ RUSTFLAGS=\"--cfg loom\" CARGO_TARGET_DIR={} cargo test -p marllb-shm --profile ci --test loom",
-        loom_target.display()
+    let mut steps = Steps::new();
+    steps.run(
+        "fmt check",
+        "checking formatting (cargo fmt --check)",
+        || cargo(root, &["fmt", "--all", "--", "--check"]),
     );
-    let st = Command::new(env!("CARGO"))
-        .args([
-            "test",
-            "-p",
-            "marllb-shm",
-            "--profile",
-            "ci",
-            "--test",
-            "loom",
-        ])
-        .env("RUSTFLAGS", "--cfg loom")
-        .env("CARGO_TARGET_DIR", &loom_target)
-        .current_dir(root)
-        .status()
-        .context("running cargo")?;
-    if !st.success() {
-        bail!("loom tests failed ({st})");
-    }
-    miri(root)?;
-    step("fuzzing every target briefly (regressions only; `cargo xtask fuzz --seconds N` for a long run)");
-    fuzz(root, 20)?;
-    println!("\nall checks passed");
-    Ok(())
+    steps.run("clippy", "linting (cargo clippy -D warnings)", || {
+        cargo(
+            root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )
+    });
+    steps.run(
+        "defmt check",
+        "building the core with its optional defmt feature",
+        || cargo(root, &["check", "-p", "marllb-core", "--features", "defmt"]),
+    );
+    steps.run(
+        "VPP plugin build",
+        "building the VPP plugin (target/ci/libmarllb_plugin.so; dp-vpp/README.md)",
+        || {
+            cargo(
+                root,
+                &["build", "--profile", "ci", "-p", "marllb-vpp-plugin"],
+            )
+        },
+    );
+    steps.run(
+        "workspace tests",
+        "running every test (profile ci: optimized, no fat LTO; the statistical tests are heavy)",
+        || {
+            cargo(
+                root,
+                &["test", "--workspace", "--profile", "ci", "--no-fail-fast"],
+            )
+        },
+    );
+    steps.run(
+        "loom",
+        "model-checking the shared-memory protocols with loom (cfg loom, own target dir)",
+        || {
+            let loom_target = target_dir(root).join("loom");
+            run_shown(
+                Command::new(env!("CARGO"))
+                    .args(["test", "-p", "marllb-shm", "--profile", "ci", "--test", "loom"])
+                    .env("RUSTFLAGS", "--cfg loom")
+                    .env("CARGO_TARGET_DIR", &loom_target)
+                    .current_dir(root),
+                &format!(
+                    "RUSTFLAGS=\"--cfg loom\" CARGO_TARGET_DIR={} cargo test -p marllb-shm --profile ci --test loom",
+                    loom_target.display()
+                ),
+            )
+        },
+    );
+    steps.run_or_skip(
+        "Miri",
+        "Miri over marllb-core's unit tests (undefined behaviour, out-of-bounds, uninitialised reads)",
+        || miri(root),
+    );
+    steps.run(
+        "fuzz",
+        "fuzzing every target briefly (regressions only; `cargo xtask fuzz --seconds N` for a long run)",
+        || fuzz(root, 20).map(|_| ()),
+    );
+    steps.finish()
 }
 
 fn bench_shm(root: &Path, extra: &[String]) -> Result<()> {
@@ -376,8 +494,9 @@ const FUZZ_TARGETS: &[&str] = &[
 /// Runs every fuzz target for `secs` seconds each (seed corpora from
 /// `fuzz/seeds/<target>`, growing corpora in `fuzz/corpus/<target>`), with
 /// nightly and AddressSanitizer when a nightly toolchain is installed, else on
-/// stable without a sanitizer. Installs cargo-fuzz when missing. Prints a table of
-/// executions per target and fails on the first crash.
+/// stable without a sanitizer. Installs cargo-fuzz when missing. Runs every target
+/// even when one crashes, prints a table of executions per target and fails at the
+/// end, naming every target that crashed.
 fn fuzz(root: &Path, secs: u64) -> Result<Vec<(String, u64, u64)>> {
     let have = Command::new(env!("CARGO"))
         .args(["fuzz", "--version"])
@@ -387,93 +506,170 @@ fn fuzz(root: &Path, secs: u64) -> Result<Vec<(String, u64, u64)>> {
         step("installing cargo-fuzz (cargo install cargo-fuzz --locked)");
         cargo(root, &["install", "cargo-fuzz", "--locked"])?;
     }
-    let nightly = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let nightly = have_nightly();
     let mut results = Vec::new();
+    let mut failed = Vec::new();
     for t in FUZZ_TARGETS {
-        let corpus = root.join("fuzz/corpus").join(t);
-        std::fs::create_dir_all(&corpus).context("creating the fuzz corpus directory")?;
-        let seeds = root.join("fuzz/seeds").join(t);
-        let mut cmd = Command::new("cargo");
-        if nightly {
-            cmd.arg("+nightly");
+        match fuzz_target(root, t, secs, nightly) {
+            Ok(runs) => {
+                println!("    {t:<12} {runs:>12} executions in {secs} s, no crash");
+                results.push(((*t).to_string(), runs, secs));
+            }
+            Err(e) => {
+                eprintln!("    {t:<12} FAILED: {e:#}");
+                failed.push(*t);
+            }
         }
-        cmd.args(["fuzz", "run", "-O"]);
-        if !nightly {
-            cmd.args(["-s", "none"]);
-        }
-        cmd.arg(t).arg(&corpus);
-        if seeds.is_dir() {
-            cmd.arg(&seeds);
-        }
-        cmd.args([
-            "--",
-            &format!("-max_total_time={secs}"),
-            "-print_final_stats=1",
-        ]);
-        cmd.current_dir(root);
-        // rustup's proxies pick the toolchain from `+nightly`; make sure the
-        // workspace's stable toolchain variable does not override it.
-        cmd.env_remove("RUSTUP_TOOLCHAIN");
-        println!(
-            "    $ cargo {}fuzz run -O{} {t} -- -max_total_time={secs}",
-            if nightly { "+nightly " } else { "" },
-            if nightly { "" } else { " -s none" }
-        );
-        let out = cmd.output().context("running cargo fuzz")?;
-        let text = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() {
-            eprintln!("{text}");
-            bail!("fuzz target {t} failed (a crash input is in fuzz/artifacts/{t}/)");
-        }
-        let runs = text
-            .lines()
-            .rev()
-            .find_map(|l| {
-                l.strip_prefix("Done ")
-                    .and_then(|r| r.split_whitespace().next())
-            })
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
-        println!("    {t:<12} {runs:>12} executions in {secs} s, no crash");
-        results.push(((*t).to_string(), runs, secs));
     }
     println!("\n| target | seconds | executions |\n|---|---|---|");
     for (t, runs, s) in &results {
         println!("| {t} | {s} | {runs} |");
     }
+    for t in &failed {
+        println!("| {t} | {secs} | FAILED |");
+    }
+    if !failed.is_empty() {
+        bail!(
+            "fuzz targets failed: {} (crash inputs in fuzz/artifacts/<target>/)",
+            failed.join(", ")
+        );
+    }
     Ok(results)
 }
 
-/// Runs the core's unit tests under Miri when the nightly toolchain has it
-/// (`rustup component add --toolchain nightly miri rust-src`); says so and skips
-/// otherwise. Tests that run millions of operations are ignored under Miri.
-fn miri(root: &Path) -> Result<()> {
-    let have = Command::new("cargo")
+/// Runs one fuzz target for `secs` seconds; returns its number of executions.
+fn fuzz_target(root: &Path, t: &str, secs: u64, nightly: bool) -> Result<u64> {
+    let corpus = root.join("fuzz/corpus").join(t);
+    std::fs::create_dir_all(&corpus).context("creating the fuzz corpus directory")?;
+    let seeds = root.join("fuzz/seeds").join(t);
+    let mut cmd = Command::new("cargo");
+    if nightly {
+        cmd.arg("+nightly");
+    }
+    cmd.args(["fuzz", "run", "-O"]);
+    if !nightly {
+        cmd.args(["-s", "none"]);
+    }
+    cmd.arg(t).arg(&corpus);
+    if seeds.is_dir() {
+        cmd.arg(&seeds);
+    }
+    cmd.args([
+        "--",
+        &format!("-max_total_time={secs}"),
+        "-print_final_stats=1",
+    ]);
+    cmd.current_dir(root);
+    // rustup's proxies pick the toolchain from `+nightly`; make sure the
+    // workspace's stable toolchain variable does not override it.
+    cmd.env_remove("RUSTUP_TOOLCHAIN");
+    println!(
+        "    $ cargo {}fuzz run -O{} {t} -- -max_total_time={secs}",
+        if nightly { "+nightly " } else { "" },
+        if nightly { "" } else { " -s none" }
+    );
+    let out = cmd.output().context("running cargo fuzz")?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        eprintln!("{text}");
+        bail!(
+            "fuzz target {t} failed ({}; a crash input is in fuzz/artifacts/{t}/)",
+            out.status
+        );
+    }
+    Ok(text
+        .lines()
+        .rev()
+        .find_map(|l| {
+            l.strip_prefix("Done ")
+                .and_then(|r| r.split_whitespace().next())
+        })
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0))
+}
+
+/// A command for the nightly toolchain's `program` (`rustup` or `cargo`), without
+/// the workspace's RUSTUP_TOOLCHAIN, which would override `+nightly`.
+fn nightly_cmd(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_remove("RUSTUP_TOOLCHAIN");
+    cmd
+}
+
+/// Whether a nightly toolchain is installed.
+fn have_nightly() -> bool {
+    nightly_cmd("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs the core's unit tests under Miri on the nightly toolchain, installing the
+/// component first when it is missing (`rustup component add --toolchain nightly
+/// miri rust-src`) and building its sysroot (`cargo +nightly miri setup`). Skips,
+/// with the reason, when there is no nightly toolchain or the component cannot be
+/// installed (rustup's dist server may be out of reach). Tests that run millions
+/// of operations are ignored under Miri.
+fn miri(root: &Path) -> Result<Ran> {
+    if !have_nightly() {
+        return Ok(Ran::Skipped(
+            "no nightly toolchain (rustup toolchain install nightly)".to_string(),
+        ));
+    }
+    let have = nightly_cmd("cargo")
         .args(["+nightly", "miri", "--version"])
-        .env_remove("RUSTUP_TOOLCHAIN")
         .output()
         .is_ok_and(|o| o.status.success());
     if !have {
-        step("Miri: not installed for the nightly toolchain here (rustup component add --toolchain nightly miri rust-src); skipped");
-        return Ok(());
+        step("installing Miri for the nightly toolchain (rustup component add --toolchain nightly miri rust-src)");
+        let args = [
+            "component",
+            "add",
+            "--toolchain",
+            "nightly",
+            "miri",
+            "rust-src",
+        ];
+        println!("    $ rustup {}", args.join(" "));
+        let out = nightly_cmd("rustup").args(args).output();
+        let why = match out {
+            Ok(o) if o.status.success() => {
+                eprint!("{}", String::from_utf8_lossy(&o.stderr));
+                None
+            }
+            Ok(o) => {
+                let err = String::from_utf8_lossy(&o.stderr);
+                eprint!("{err}");
+                Some(
+                    err.lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .map_or_else(|| o.status.to_string(), |l| l.trim().to_string()),
+                )
+            }
+            Err(e) => Some(format!("running rustup: {e}")),
+        };
+        if let Some(why) = why {
+            return Ok(Ran::Skipped(format!("could not install miri ({why})")));
+        }
     }
-    step("Miri over marllb-core's unit tests (undefined behaviour, out-of-bounds, uninitialised reads)");
     let target = target_dir(root).join("miri");
-    println!("    $ PROPTEST_CASES=4 MIRIFLAGS=-Zmiri-disable-isolation cargo +nightly miri test -p marllb-core --lib");
-    let st = Command::new("cargo")
-        .args(["+nightly", "miri", "test", "-p", "marllb-core", "--lib"])
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env("PROPTEST_CASES", "4")
-        .env("MIRIFLAGS", "-Zmiri-disable-isolation")
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(root)
-        .status()
-        .context("running cargo miri")?;
-    if !st.success() {
-        bail!("Miri found a problem ({st})");
-    }
-    Ok(())
+    step("building Miri's sysroot (cargo +nightly miri setup)");
+    run_shown(
+        nightly_cmd("cargo")
+            .args(["+nightly", "miri", "setup"])
+            .current_dir(root),
+        "cargo +nightly miri setup",
+    )?;
+    step("running marllb-core's unit tests under Miri");
+    run_shown(
+        nightly_cmd("cargo")
+            .args(["+nightly", "miri", "test", "-p", "marllb-core", "--lib"])
+            .env("PROPTEST_CASES", "4")
+            .env("MIRIFLAGS", "-Zmiri-disable-isolation")
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(root),
+        "PROPTEST_CASES=4 MIRIFLAGS=-Zmiri-disable-isolation cargo +nightly miri test -p marllb-core --lib",
+    )?;
+    Ok(Ran::Passed)
 }
