@@ -10,12 +10,25 @@
 //! | `static` | the region's base weight, set once and never recomputed |
 //! | `lsq` | 1 / (active_i + 1) |
 //! | `sed` | base_i / (active_i + 1) |
+//! | `adaptive-sed` | base_i · e^(c_i), c_i re-estimated every cycle from flow completion times |
 //!
 //! `lsq` and `sed` are recomputed every cycle from the active-flow gauges summed
 //! over workers, so between two cycles new flows lean toward the backends that
 //! were least loaded (relative to their capacity for `sed`) at the last one. With
 //! the data plane's SED selection on top, the data plane also reacts within the
 //! cycle to the flows it places.
+//!
+//! `adaptive-sed` ([`marllb_policy::AdaptiveSed`], run by the engine rather than
+//! by [`heuristic`]) corrects the configured weights by what the data plane
+//! measures: each cycle backend i's log correction c_i moves a fraction `RATE`
+//! (0.5) of the way toward −`GAIN`·ln(fct_i / pool) (`GAIN` 1), fct_i its
+//! filtered flow completion time and pool the geometric mean over the backends;
+//! the step is clamped to ±`MAX_STEP` (0.5) per cycle, c_i to ±`CLAMP` (3), and
+//! the corrections are centred (constants in `marllb_policy::adaptive`). A backend whose flows complete later than the pool's loses weight in
+//! proportion, and regains it when they no longer do; the corrections start at 0
+//! (the configured weights) whenever it becomes the active agent. Its weights are
+//! meant for the data plane's SED selection, which adds the active-flow term. It
+//! is a heuristic: no model, no learning.
 
 use marllb_core::{Weight, WEIGHT_ONE};
 
@@ -44,7 +57,13 @@ pub fn heuristic(kind: AgentKind, base: &[Weight], active: &[u32], out: &mut Vec
             out.clear();
             out.resize(n, WEIGHT_ONE);
         }
-        AgentKind::Wcmp | AgentKind::Static | AgentKind::Qmix | AgentKind::SacGru => {
+        // Adaptive SED and the learned agents start at the configured weights;
+        // their per-cycle weights are computed by the engine.
+        AgentKind::Wcmp
+        | AgentKind::Static
+        | AgentKind::AdaptiveSed
+        | AgentKind::Qmix
+        | AgentKind::SacGru => {
             normalize(base.iter().map(|&b| f64::from(b)), out);
         }
         AgentKind::Lsq => normalize(

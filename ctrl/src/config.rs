@@ -23,6 +23,9 @@ pub enum AgentKind {
     SacGru,
     /// Shortest expected delay: base weight / (active flows + 1).
     Sed,
+    /// SED whose weights are re-estimated every cycle from the filtered
+    /// per-backend flow completion times (no model, no learning).
+    AdaptiveSed,
     /// Least queue: 1 / (active flows + 1).
     Lsq,
     /// Configured base weights.
@@ -45,6 +48,7 @@ impl AgentKind {
             Self::Qmix => "qmix",
             Self::SacGru => "sac-gru",
             Self::Sed => "sed",
+            Self::AdaptiveSed => "adaptive-sed",
             Self::Lsq => "lsq",
             Self::Wcmp => "wcmp",
             Self::Ecmp => "ecmp",
@@ -431,7 +435,7 @@ impl Settings {
         if fallback_agent.is_learned() {
             return Err(bad(
                 "fallback_agent",
-                "must be a heuristic (sed, lsq, wcmp, ecmp, static)",
+                "must be a heuristic (sed, adaptive-sed, lsq, wcmp, ecmp, static)",
             ));
         }
         let servers = match (&args.servers, file.servers) {
@@ -676,6 +680,42 @@ mod tests {
         a.agent = Some(AgentKind::Qmix);
         let e = Settings::merge(&a, FileConfig::default()).expect_err("model");
         assert!(e.to_string().starts_with("model"), "{e}");
+    }
+
+    #[test]
+    fn adaptive_sed_is_a_heuristic_on_the_command_line_and_in_the_file() {
+        let cli = Cli::try_parse_from(["marllb-ctrl", "--shm", "lb0", "--agent", "adaptive-sed"])
+            .expect("parses");
+        let s = Settings::resolve(&cli.run).expect("valid without a model");
+        assert_eq!(s.agent, AgentKind::AdaptiveSed);
+        assert!(!s.agent.is_learned());
+        let f = parse_file("agent = \"adaptive-sed\"\nfallback_agent = \"adaptive-sed\"\n")
+            .expect("parses");
+        assert_eq!(f.agent, Some(AgentKind::AdaptiveSed));
+        let mut a = args();
+        a.agent = None;
+        let s = Settings::merge(&a, f).expect("valid");
+        assert_eq!(s.agent, AgentKind::AdaptiveSed);
+        assert_eq!(s.fallback_agent, AgentKind::AdaptiveSed);
+        // A learned agent may fall back to it.
+        let f =
+            parse_file("agent = \"qmix\"\nmodel = \"m.onnx\"\nfallback_agent = \"adaptive-sed\"\n")
+                .expect("parses");
+        let mut a = args();
+        a.agent = None;
+        assert_eq!(
+            Settings::merge(&a, f).expect("valid").fallback_agent,
+            AgentKind::AdaptiveSed
+        );
+        let e = parse_file("agent = \"adaptive_sed\"\n").expect_err("snake case");
+        assert!(e.to_string().contains("adaptive-sed"), "{e}");
+        // The metrics name is the flag's and the file's, for every agent.
+        for k in AgentKind::value_variants() {
+            let pv = k.to_possible_value().expect("visible");
+            assert_eq!(pv.get_name(), k.name());
+            let f = parse_file(&format!("agent = \"{}\"\n", k.name())).expect("parses");
+            assert_eq!(f.agent, Some(*k));
+        }
     }
 
     #[test]

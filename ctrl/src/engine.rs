@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use marllb_core::service::AdminState;
 use marllb_core::{Weight, WEIGHT_ONE};
-use marllb_policy::{action_to_weights, BackendObs, FeatureBuilder};
+use marllb_policy::{action_to_weights, AdaptiveSed, BackendObs, FeatureBuilder};
 use marllb_shm::layout::ConfigImage;
 use marllb_shm::Controller;
 use zerocopy::FromZeros;
@@ -114,6 +114,9 @@ pub struct Engine<'r> {
     dp_hb: u64,
     dp_hb_changed: Instant,
     cycles: u64,
+    /// The agent of the last policy step (`None` before the first): adaptive
+    /// SED's corrections restart at 0 when it becomes the active agent.
+    last_agent: Option<AgentKind>,
 }
 
 impl<'r> Engine<'r> {
@@ -172,7 +175,15 @@ impl<'r> Engine<'r> {
         let now = Instant::now();
         let e = Engine {
             stats: StatsReader::new(workers, n).map_err(|_| EngineError::Alloc)?,
-            fb: FeatureBuilder::new(n),
+            fb: {
+                let mut fb = FeatureBuilder::new(n);
+                let real: Vec<f32> = base
+                    .iter()
+                    .map(|w| *w as f32 / marllb_core::WEIGHT_ONE as f32)
+                    .collect();
+                fb.set_base(&real);
+                fb
+            },
             policy: None,
             obs: Vec::new(),
             action: Vec::new(),
@@ -196,6 +207,7 @@ impl<'r> Engine<'r> {
             dp_hb: 0,
             dp_hb_changed: now,
             cycles: 0,
+            last_agent: None,
             ctrl,
             cfg,
             n,
@@ -218,10 +230,14 @@ impl<'r> Engine<'r> {
         }
     }
 
-    /// Installs a (new) policy; its recurrent state starts at zero.
+    /// Installs a (new) policy; its recurrent state starts at zero, and so do
+    /// the corrections of a `log_step` policy (its previous action).
     pub fn install(&mut self, p: Policy) {
         self.metrics
             .set_policy(self.cfg.agent.name(), &p.path().display().to_string());
+        if matches!(p.meta().action, marllb_policy::ActionSpec::LogStep { .. }) {
+            self.fb.set_previous_action(&vec![0.0; self.base.len()]);
+        }
         self.policy = Some(p);
     }
 
@@ -272,6 +288,9 @@ impl<'r> Engine<'r> {
                 if let Some(p) = &mut self.policy {
                     self.fb.set_previous_action(&self.real);
                     p.commit();
+                } else if self.active_agent() == AgentKind::AdaptiveSed {
+                    // The accepted corrections are the next step's previous ones.
+                    self.fb.set_previous_action(&self.real);
                 }
             }
             Err(reason) => {
@@ -309,17 +328,31 @@ impl<'r> Engine<'r> {
                 *a = b.active_flows;
             }
             let kind = self.active_agent();
+            let became_active = self.last_agent != Some(kind);
+            self.last_agent = Some(kind);
             match kind {
                 // Static: the weights set at start, never recomputed.
                 AgentKind::Static => {
                     self.q16.clone_from(&self.policy_w);
                 }
                 AgentKind::Wcmp => heuristic(kind, &self.wcmp, &self.active_scratch, &mut self.q16),
+                AgentKind::AdaptiveSed => {
+                    if became_active {
+                        // From the configured weights: no correction yet.
+                        self.fb.set_previous_action(&vec![0.0; self.n]);
+                    }
+                    AdaptiveSed::default().step(&self.fb, &mut self.real, &mut self.q16);
+                    if self.q16.iter().all(|&w| w == 0) {
+                        return Err(StepError::AllZero);
+                    }
+                    return Ok(());
+                }
                 _ => heuristic(kind, &self.base, &self.active_scratch, &mut self.q16),
             }
             self.real.clear();
             return Ok(());
         };
+        self.last_agent = Some(self.cfg.agent);
         self.fb.observation(p.meta(), &mut self.obs);
         let t = Instant::now();
         let r = p.infer(&self.obs, &mut self.action);
@@ -327,8 +360,14 @@ impl<'r> Engine<'r> {
             .inference_latency
             .observe(t.elapsed().as_secs_f64());
         r.map_err(|e| StepError::Inference(e.to_string()))?;
-        action_to_weights(p.meta(), &self.action, &mut self.real, &mut self.q16)
-            .map_err(|e| StepError::Action(e.to_string()))?;
+        action_to_weights(
+            p.meta(),
+            &self.action,
+            &self.fb,
+            &mut self.real,
+            &mut self.q16,
+        )
+        .map_err(|e| StepError::Action(e.to_string()))?;
         if self.q16.iter().all(|&w| w == 0) {
             return Err(StepError::AllZero);
         }

@@ -47,7 +47,7 @@ fn check_model(file: &Path, backends: Option<usize>) -> Result<()> {
     let (mut obs, mut action, mut real, mut q16) = (vec![], vec![], vec![], vec![]);
     fb.observation(&meta, &mut obs);
     p.infer(&obs, &mut action)?;
-    action_to_weights(&meta, &action, &mut real, &mut q16)?;
+    action_to_weights(&meta, &action, &fb, &mut real, &mut q16)?;
     println!("probe: idle observation -> weights {real:?}");
     println!(
         "OK: {} backends, {} features, agent {}",

@@ -201,3 +201,125 @@ fn health_board_down_means_weight_zero_and_slow_start_after() {
     let p = dp.poll(1);
     assert_eq!(p.vector.admin(), &[AdminState::Down; 3]);
 }
+
+/// Fills backend `b`'s completion-time reservoir with `fct_us` (8 samples)
+/// and its active-flow gauge, as a worker's window would.
+fn window(tel: &mut Telemetry, b: usize, fct_us: u32, active: u32) {
+    let r = &mut tel.samples[b].fct;
+    r.clear();
+    for _ in 0..8 {
+        r.offer(fct_us, 0);
+    }
+    tel.backends[b].active_flows = active;
+}
+
+#[test]
+fn adaptive_sed_lowers_the_weight_of_the_backend_whose_flows_complete_later() {
+    let h = heap(3);
+    let v = view(&h, 3);
+    let mut c = cfg(AgentKind::AdaptiveSed, Duration::from_secs(10));
+    c.drain = vec![false; 3];
+    let mut e = Engine::new(
+        Controller::new(v, 1),
+        c,
+        Arc::new(HealthBoard::new(3)),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    assert_eq!(e.active_agent(), AgentKind::AdaptiveSed);
+    let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
+    let mut tel = Telemetry::new_box_zeroed().unwrap();
+    let dp = DataPlane::new(&v, DataPlaneConfig::default());
+    let mut seq = 1;
+    let mut cycle = |tel: &Telemetry, e: &mut Engine<'_>| {
+        publ.publish(seq, tel, &dp.status());
+        seq += 1;
+        let r = e.step(Instant::now());
+        assert!(r.policy_ok, "{r:?}");
+        e.published().0.to_vec()
+    };
+    let w = cycle(&tel, &mut e);
+    assert_eq!(w, vec![WEIGHT_ONE; 3], "no completion yet: no correction");
+    // Backend 1's flows take 3x as long as the others'.
+    let mut history = Vec::new();
+    for _ in 0..12 {
+        window(&mut tel, 0, 100_000, 2);
+        window(&mut tel, 1, 300_000, 2);
+        window(&mut tel, 2, 100_000, 2);
+        history.push(cycle(&tel, &mut e));
+    }
+    let w = history.last().unwrap().clone();
+    assert_eq!(w[0], WEIGHT_ONE, "{history:?}");
+    assert_eq!(w[2], WEIGHT_ONE, "{history:?}");
+    assert!(w[1] < WEIGHT_ONE / 2, "slow backend keeps {w:?}");
+    assert!(w[1] > 0, "never starved: {w:?}");
+    // Monotone descent while the slowdown lasts.
+    assert!(
+        history.windows(2).all(|p| p[1][1] <= p[0][1]),
+        "{history:?}"
+    );
+    // The slowdown ends: its weight comes back.
+    for _ in 0..40 {
+        window(&mut tel, 0, 100_000, 2);
+        window(&mut tel, 1, 100_000, 2);
+        window(&mut tel, 2, 100_000, 2);
+        cycle(&tel, &mut e);
+    }
+    let back = e.published().0.to_vec();
+    assert!(back[1] > 9 * WEIGHT_ONE / 10, "{back:?}");
+}
+
+#[test]
+fn a_learned_agent_without_a_model_falls_back_to_adaptive_sed_from_zero_corrections() {
+    let h = heap(3);
+    let v = view(&h, 3);
+    let mut c = cfg(AgentKind::Qmix, Duration::from_secs(10));
+    c.fallback_agent = AgentKind::AdaptiveSed;
+    c.drain = vec![false; 3];
+    let mut e = Engine::new(
+        Controller::new(v, 1),
+        c,
+        Arc::new(HealthBoard::new(3)),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    assert_eq!(e.active_agent(), AgentKind::AdaptiveSed);
+    let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
+    let mut tel = Telemetry::new_box_zeroed().unwrap();
+    let dp = DataPlane::new(&v, DataPlaneConfig::default());
+    // The same cycles by hand, from corrections 0.
+    let mut fb = marllb_policy::FeatureBuilder::new(3);
+    fb.set_base(&[1.0; 3]);
+    fb.set_previous_action(&[0.0; 3]);
+    let (mut real, mut q16) = (vec![], vec![]);
+    for (k, slow) in [400_000u32, 400_000, 400_000, 100_000].iter().enumerate() {
+        window(&mut tel, 0, 100_000, 1);
+        window(&mut tel, 1, 100_000, 1);
+        window(&mut tel, 2, *slow, 1);
+        publ.publish(k as u64 + 1, &tel, &dp.status());
+        assert!(e.step(Instant::now()).policy_ok);
+        let fast = [100_000u32; 8];
+        let s = [*slow; 8];
+        fb.observe(&[
+            marllb_policy::BackendObs {
+                duration_us: &[],
+                fct_us: &fast,
+                active_flows: 1,
+            },
+            marllb_policy::BackendObs {
+                duration_us: &[],
+                fct_us: &fast,
+                active_flows: 1,
+            },
+            marllb_policy::BackendObs {
+                duration_us: &[],
+                fct_us: &s,
+                active_flows: 1,
+            },
+        ]);
+        marllb_policy::AdaptiveSed::default().step(&fb, &mut real, &mut q16);
+        fb.set_previous_action(&real);
+        assert_eq!(e.published().0, &q16[..], "cycle {k}");
+    }
+    assert!(e.published().0[2] < WEIGHT_ONE);
+}
