@@ -6,8 +6,19 @@
 //! reservoirs marllb-core fills, merged over workers) and the current active-flow
 //! gauge. The builder keeps what the features need across steps: the last
 //! [`HISTORY`] active-flow readings (mean and p90 are taken over them), the
-//! exponentially decayed averages (factor [`DECAY`] per step), and the previous
-//! action.
+//! exponentially decayed averages (factor [`DECAY`] per step), the previous
+//! action, the configured weights, and a filtered completion-time estimate per
+//! backend.
+//!
+//! # The completion-time estimate
+//!
+//! Each completion of the window moves the estimate toward the window's mean by
+//! [`FCT_GAIN`] (k completions: `1 − (1 − FCT_GAIN)^k`). A backend whose flows
+//! are older than its estimate while none completes (a stalled server) is pulled
+//! up toward their mean age by the same gain. A backend with no flow at all
+//! relaxes toward the pool's geometric mean by [`IDLE_RELAX`] per step, so one
+//! that was avoided is tried again. The pool reference is the geometric mean of
+//! the estimates of every backend that has one.
 
 use std::collections::VecDeque;
 
@@ -18,6 +29,12 @@ pub const HISTORY: usize = 8;
 
 /// Weight of the old value in the decayed averages, per step.
 pub const DECAY: f32 = 0.9;
+
+/// Gain of one completion in the filtered completion-time estimate.
+pub const FCT_GAIN: f32 = 0.1;
+
+/// Per-step relaxation of an idle backend's estimate toward the pool's.
+pub const IDLE_RELAX: f32 = 0.05;
 
 /// What one backend looked like in one step.
 #[derive(Debug, Clone, Copy, Default)]
@@ -41,6 +58,15 @@ struct State {
     fct_p90: f32,
     previous_action: f32,
     seen: bool,
+    /// Configured weight (real, e.g. CPUs).
+    base: f32,
+    /// Filtered completion time, s (meaningful once `estimated`).
+    fct_est: f32,
+    estimated: bool,
+    /// This window's completions and their mean (s); flow-age mean (s).
+    window_fct: Option<f32>,
+    window_age: Option<f32>,
+    active_now: f32,
 }
 
 /// Mean and 90th percentile (nearest rank) of `v`, in the unit of `scale`.
@@ -66,6 +92,16 @@ fn p90_f32(v: &VecDeque<f32>) -> f32 {
 #[derive(Debug, Clone)]
 pub struct FeatureBuilder {
     backends: Vec<State>,
+    pool: f32,
+}
+
+/// ln(x / reference), 0 when either is not positive.
+fn log_ratio(x: f32, reference: f32) -> f32 {
+    if x > 0.0 && reference > 0.0 {
+        (x / reference).ln()
+    } else {
+        0.0
+    }
 }
 
 impl FeatureBuilder {
@@ -75,10 +111,35 @@ impl FeatureBuilder {
             backends: (0..backends)
                 .map(|_| State {
                     previous_action: 1.0,
+                    base: 1.0,
                     ..State::default()
                 })
                 .collect(),
+            pool: 0.0,
         }
+    }
+
+    /// Sets the configured weights (real values; missing ones stay 1).
+    pub fn set_base(&mut self, base: &[f32]) {
+        for (st, b) in self.backends.iter_mut().zip(base) {
+            st.base = if b.is_finite() && *b > 0.0 { *b } else { 0.0 };
+        }
+    }
+
+    /// Configured weight of `backend` (0 if unknown).
+    pub fn base(&self, backend: usize) -> f32 {
+        self.backends.get(backend).map_or(0.0, |s| s.base)
+    }
+
+    /// The previous action of every backend (see [`Self::set_previous_action`]).
+    pub fn previous_actions(&self) -> impl Iterator<Item = f32> + '_ {
+        self.backends.iter().map(|s| s.previous_action)
+    }
+
+    /// Geometric mean of the backends' filtered completion times, s (0 before
+    /// the first completion).
+    pub fn pool_fct(&self) -> f32 {
+        self.pool
     }
 
     /// Number of backends.
@@ -99,9 +160,25 @@ impl FeatureBuilder {
             let (dm, dp) = mean_p90(o.duration_us, 1e-6).unwrap_or((0.0, 0.0));
             st.duration_mean = dm;
             st.duration_p90 = dp;
+            st.window_fct = None;
             if let Some((fm, fp)) = mean_p90(o.fct_us, 1e-6) {
                 st.fct_mean = fm;
                 st.fct_p90 = fp;
+                st.window_fct = Some(fm);
+                let k = o.fct_us.len().min(1 << 16) as i32;
+                let g = 1.0 - (1.0 - FCT_GAIN).powi(k);
+                if st.estimated {
+                    st.fct_est += g * (fm - st.fct_est);
+                } else {
+                    st.fct_est = fm;
+                    st.estimated = true;
+                }
+            }
+            st.window_age = (!o.duration_us.is_empty()).then_some(dm);
+            st.active_now = active;
+            if st.window_fct.is_none() && st.estimated && active > 0.0 && dm > st.fct_est {
+                // Flows outlive the estimate and none completes: a stalled backend.
+                st.fct_est += FCT_GAIN * (dm - st.fct_est);
             }
             if st.seen {
                 st.active_decayed = DECAY * st.active_decayed + (1.0 - DECAY) * active;
@@ -110,6 +187,29 @@ impl FeatureBuilder {
                 st.active_decayed = active;
                 st.duration_decayed = dm;
                 st.seen = true;
+            }
+        }
+        self.update_pool();
+    }
+
+    fn update_pool(&mut self) {
+        let (mut sum, mut n) = (0.0f64, 0u32);
+        for st in self
+            .backends
+            .iter()
+            .filter(|s| s.estimated && s.fct_est > 0.0)
+        {
+            sum += f64::from(st.fct_est).ln();
+            n += 1;
+        }
+        if n == 0 {
+            return;
+        }
+        self.pool = (sum / f64::from(n)).exp() as f32;
+        let pool = self.pool;
+        for st in self.backends.iter_mut() {
+            if st.estimated && st.active_now == 0.0 && st.window_fct.is_none() {
+                st.fct_est = (st.fct_est.ln() * (1.0 - IDLE_RELAX) + pool.ln() * IDLE_RELAX).exp();
             }
         }
     }
@@ -142,6 +242,31 @@ impl FeatureBuilder {
             Feature::FctMean => st.fct_mean,
             Feature::FctP90 => st.fct_p90,
             Feature::PreviousAction => st.previous_action,
+            Feature::FctEstimateRatio if st.estimated => log_ratio(st.fct_est, self.pool),
+            Feature::FctEstimateRatio => 0.0,
+            Feature::FctWindowRatio => st.window_fct.map_or(0.0, |f| log_ratio(f, self.pool)),
+            Feature::AgeRatio => st.window_age.map_or(0.0, |a| log_ratio(a, self.pool)),
+            Feature::LoadPerWeight => {
+                let lpw = |s: &State| {
+                    if s.base > 0.0 {
+                        ((s.active_now + 1.0) / s.base).ln()
+                    } else {
+                        0.0
+                    }
+                };
+                let live: Vec<f32> = self
+                    .backends
+                    .iter()
+                    .filter(|s| s.base > 0.0)
+                    .map(lpw)
+                    .collect();
+                let mean = live.iter().sum::<f32>() / live.len().max(1) as f32;
+                if st.base > 0.0 {
+                    lpw(st) - mean
+                } else {
+                    0.0
+                }
+            }
         }
     }
 
@@ -196,6 +321,52 @@ mod tests {
         assert_eq!(fb.raw(0, Feature::PreviousAction), 1.0);
         fb.set_previous_action(&[1.5, 2.0]);
         assert_eq!(fb.raw(1, Feature::PreviousAction), 2.0);
+    }
+
+    #[test]
+    fn completion_estimate_follows_the_slow_backend() {
+        let mut fb = FeatureBuilder::new(2);
+        fb.set_base(&[1.0, 2.0]);
+        let fast = [100_000u32; 10]; // 0.1 s
+        let slow = [400_000u32; 10]; // 0.4 s
+        for _ in 0..50 {
+            fb.observe(&[
+                BackendObs {
+                    duration_us: &fast,
+                    fct_us: &fast,
+                    active_flows: 3,
+                },
+                BackendObs {
+                    duration_us: &slow,
+                    fct_us: &slow,
+                    active_flows: 1,
+                },
+            ]);
+        }
+        // Pool: geometric mean 0.2 s; ratios ±ln 2.
+        assert!((fb.pool_fct() - 0.2).abs() < 1e-3, "{}", fb.pool_fct());
+        assert!((fb.raw(0, Feature::FctEstimateRatio) + 2f32.ln()).abs() < 1e-3);
+        assert!((fb.raw(1, Feature::FctEstimateRatio) - 2f32.ln()).abs() < 1e-3);
+        assert!((fb.raw(1, Feature::FctWindowRatio) - 2f32.ln()).abs() < 1e-3);
+        // (3+1)/1 against (1+1)/2: ln 4 and 0, centred: ±ln 2.
+        assert!((fb.raw(0, Feature::LoadPerWeight) - 2f32.ln()).abs() < 1e-5);
+        // A stall: old flows, no completion, the estimate rises.
+        let before = fb.raw(1, Feature::FctEstimateRatio);
+        let old = [5_000_000u32; 4];
+        fb.observe(&[
+            BackendObs {
+                duration_us: &fast,
+                fct_us: &fast,
+                active_flows: 3,
+            },
+            BackendObs {
+                duration_us: &old,
+                fct_us: &[],
+                active_flows: 4,
+            },
+        ]);
+        assert!(fb.raw(1, Feature::FctEstimateRatio) > before);
+        assert_eq!(fb.raw(1, Feature::FctWindowRatio), 0.0);
     }
 
     #[test]

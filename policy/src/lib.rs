@@ -12,11 +12,15 @@
 //!   collects in the data plane and in the simulator).
 //! * [`action`]: the policy's output turned into Q16.16 backend weights, rejecting
 //!   NaN and infinities before anything reaches shared memory.
+//! * [`adaptive`]: adaptive SED, the strongest heuristic a learned policy is
+//!   compared with; it acts through the same `log_step` action.
 
 pub mod action;
+pub mod adaptive;
 pub mod features;
 pub mod meta;
 
-pub use action::{action_to_weights, ActionError};
+pub use action::{action_to_weights, log_step, ActionError};
+pub use adaptive::AdaptiveSed;
 pub use features::{BackendObs, FeatureBuilder};
 pub use meta::{ActionSpec, Feature, MetaError, PolicyMeta, TensorSpec};

@@ -50,8 +50,20 @@ pub enum Feature {
     FctMean,
     /// Flow completion time 90th percentile in the last window (s).
     FctP90,
-    /// The weight the policy gave this backend in the previous step.
+    /// The weight the policy gave this backend in the previous step (for a
+    /// `log_step` action: the log correction of the configured weight).
     PreviousAction,
+    /// ln(filtered completion time / the pool's geometric mean of the same);
+    /// 0 until the backend has completed a flow. See `features` for the filter.
+    FctEstimateRatio,
+    /// ln(this window's mean completion time / the pool's filtered mean); 0 in a
+    /// window without completions.
+    FctWindowRatio,
+    /// ln(this window's mean flow age / the pool's filtered mean completion
+    /// time); 0 in a window without packets.
+    AgeRatio,
+    /// ln((active flows + 1) / configured weight), minus its mean over backends.
+    LoadPerWeight,
 }
 
 /// Name and shape of a model input or output.
@@ -101,6 +113,15 @@ pub enum ActionSpec {
         min: f32,
         /// Largest weight.
         max: f32,
+    },
+    /// One value per backend: a step of the log correction of the configured
+    /// weight. The step is clamped to `±max_step`, the correction to `±clamp`
+    /// and centred over the backends; the weight is `base · exp(correction)`.
+    LogStep {
+        /// Largest step per cycle.
+        max_step: f32,
+        /// Largest correction.
+        clamp: f32,
     },
 }
 
@@ -224,7 +245,7 @@ impl PolicyMeta {
     pub fn action_len(&self) -> usize {
         match &self.action {
             ActionSpec::Discrete { levels } => self.backends * levels.len(),
-            ActionSpec::Continuous { .. } => self.backends,
+            ActionSpec::Continuous { .. } | ActionSpec::LogStep { .. } => self.backends,
         }
     }
 
@@ -308,6 +329,14 @@ impl PolicyMeta {
                         "action",
                         "continuous range must satisfy 0 <= min <= max <= 256",
                     ));
+                }
+            }
+            ActionSpec::LogStep { max_step, clamp } => {
+                if !(max_step.is_finite() && *max_step > 0.0 && *max_step <= 4.0) {
+                    return Err(bad("action.max_step", "must be in (0, 4]"));
+                }
+                if !(clamp.is_finite() && *clamp > 0.0 && *clamp <= 8.0) {
+                    return Err(bad("action.clamp", "must be in (0, 8]"));
                 }
             }
         }

@@ -27,7 +27,7 @@ use marllb_core::select::{sed_choose, AliasTable, MaglevTable};
 use marllb_core::telemetry::Telemetry;
 use marllb_core::wire::IpFamily;
 use marllb_core::WEIGHT_ONE;
-use marllb_policy::{BackendObs, FeatureBuilder};
+use marllb_policy::{AdaptiveSed, BackendObs, FeatureBuilder};
 use zerocopy::FromZeros;
 
 use crate::server::{Job, Server, ServerSpec};
@@ -46,8 +46,16 @@ pub enum Method {
     Sed,
     /// Maglev consistent hashing, equal weights.
     Maglev,
-    /// SED over the true number of jobs at each server (all nodes' flows).
+    /// The least expected slowdown with every node's flows and the true
+    /// current speeds: argmin `max(1, (jobs + 1) / cpus) / speed` (simulator only).
     Oracle,
+    /// SED whose weights are re-estimated every step from each node's own
+    /// observations ([`marllb_policy::AdaptiveSed`]).
+    AdaptiveSed,
+    /// Power of two choices: two candidates drawn by configured weight, the one
+    /// with the lower peak-EWMA completion time × (active flows + 1) wins; each
+    /// node's own completions and gauges.
+    P2cEwma,
     /// SED with weights set by an agent each step (MARLLB's data plane).
     Agent,
     /// Alias draw with weights set by an agent each step.
@@ -64,17 +72,21 @@ impl Method {
             "sed" => Method::Sed,
             "maglev" => Method::Maglev,
             "oracle" => Method::Oracle,
+            "adaptive-sed" => Method::AdaptiveSed,
+            "p2c-ewma" => Method::P2cEwma,
             _ => return None,
         })
     }
 
     /// Every baseline, in report order.
-    pub const BASELINES: [Method; 6] = [
+    pub const BASELINES: [Method; 8] = [
         Method::Ecmp,
         Method::Wcmp,
         Method::Lsq,
         Method::Sed,
         Method::Maglev,
+        Method::AdaptiveSed,
+        Method::P2cEwma,
         Method::Oracle,
     ];
 
@@ -87,6 +99,8 @@ impl Method {
             Method::Sed => "sed",
             Method::Maglev => "maglev",
             Method::Oracle => "oracle",
+            Method::AdaptiveSed => "adaptive-sed",
+            Method::P2cEwma => "p2c-ewma",
             Method::Agent => "agent",
             Method::AgentAlias => "agent-alias",
         }
@@ -112,21 +126,149 @@ pub struct SimConfig {
     pub features: bool,
     /// Seed of everything random.
     pub seed: u64,
+    /// Where the deployment differs from the configuration (none by default).
+    pub conditions: Conditions,
 }
 
-/// Parses `COUNTxCPUS[,COUNTxCPUS..]` (e.g. `4x2,3x4`) into Apache-like servers.
+/// From `time` on, server `server`'s speed is multiplied by `factor`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CapacityEvent {
+    /// Simulated time, s.
+    pub time: f64,
+    /// Server index.
+    pub server: usize,
+    /// Multiplier of the server's nominal speed (1 restores it).
+    pub factor: f64,
+    /// A noisy-neighbour burst (multiplies with the drift factor) rather than drift.
+    pub noisy: bool,
+}
+
+/// Conditions of a real deployment the configuration does not know about.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Conditions {
+    /// Capacity changes, sorted by time.
+    pub capacity: Vec<CapacityEvent>,
+    /// Share of the flows each LB node receives (empty: equal), and later
+    /// changes of it `(time, shares)`, sorted by time.
+    pub lb_split: Vec<f64>,
+    /// See `lb_split`.
+    pub lb_split_changes: Vec<(f64, Vec<f64>)>,
+}
+
+/// Parses `COUNTxCPUS[@SPEED][,..]` (e.g. `4x2@0.6,3x4`) into Apache-like
+/// servers: CPUS is the configured weight, CPUS × SPEED the real capacity.
 pub fn parse_servers(spec: &str) -> Option<Vec<ServerSpec>> {
+    let positive = |x: f64| x.is_finite() && x > 0.0;
     let mut v = Vec::new();
     for g in spec.split(',') {
-        let (n, c) = g.trim().split_once('x')?;
+        let (n, rest) = g.trim().split_once('x')?;
+        let (c, speed) = match rest.split_once('@') {
+            Some((c, sp)) => (c, sp.parse::<f64>().ok()?),
+            None => (rest, 1.0),
+        };
         let n: usize = n.parse().ok()?;
         let c: f64 = c.parse().ok()?;
-        if n == 0 || c.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        if n == 0 || !positive(c) || !positive(speed) || speed > 100.0 {
             return None;
         }
-        v.extend(std::iter::repeat_n(ServerSpec::apache(c), n));
+        let s = ServerSpec {
+            speed,
+            ..ServerSpec::apache(c)
+        };
+        v.extend(std::iter::repeat_n(s, n));
     }
     (!v.is_empty() && v.len() <= marllb_core::MAX_BACKENDS).then_some(v)
+}
+
+/// Multiplies each server's speed by a lognormal factor exp(σ·Z) drawn from `seed`.
+pub fn apply_speed_noise(servers: &mut [ServerSpec], sigma: f64, seed: u64) {
+    let mut rng = SplitMix64::new(seed ^ 0x5eed_5bee);
+    for s in servers {
+        let u = crate::workload::open01(&mut rng);
+        let v = crate::workload::open01(&mut rng);
+        let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+        s.speed *= (sigma * z).exp();
+    }
+}
+
+/// Parses capacity events, one `TIME_S SERVER_INDEX FACTOR` per line (`#`
+/// comments, blank lines skipped); errors name the line.
+pub fn parse_capacity_events(text: &str, servers: usize) -> Result<Vec<CapacityEvent>, String> {
+    let mut v = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let bad = |what: &str| {
+            format!(
+                "line {}: {what} (expected TIME_S SERVER_INDEX FACTOR)",
+                n + 1
+            )
+        };
+        let [t, s, x] = f[..] else {
+            return Err(bad("three fields needed"));
+        };
+        let time: f64 = t.parse().map_err(|_| bad("TIME_S is not a number"))?;
+        let server: usize = s.parse().map_err(|_| bad("SERVER_INDEX is not an index"))?;
+        let factor: f64 = x.parse().map_err(|_| bad("FACTOR is not a number"))?;
+        if !(time.is_finite() && time >= 0.0) {
+            return Err(bad("TIME_S must be finite and >= 0"));
+        }
+        if server >= servers {
+            return Err(bad(&format!("SERVER_INDEX {server} >= {servers} servers")));
+        }
+        if !(factor.is_finite() && factor > 0.0 && factor <= 100.0) {
+            return Err(bad("FACTOR must be in (0, 100]"));
+        }
+        v.push(CapacityEvent {
+            time,
+            server,
+            factor,
+            noisy: false,
+        });
+    }
+    v.sort_by(|a, b| a.time.total_cmp(&b.time));
+    Ok(v)
+}
+
+/// A noisy-neighbour schedule: in every window of `period` seconds up to
+/// `horizon`, `k` distinct servers drawn from `seed` each run at `factor` for
+/// `burst` seconds starting at a random offset in the window.
+pub fn noisy_schedule(
+    k: usize,
+    burst: f64,
+    period: f64,
+    factor: f64,
+    servers: usize,
+    horizon: f64,
+    seed: u64,
+) -> Vec<CapacityEvent> {
+    let mut rng = SplitMix64::new(seed ^ 0x0015e_u64.wrapping_mul(0x9e37));
+    let mut v = Vec::new();
+    let k = k.min(servers);
+    let mut start = 0.0;
+    while start < horizon && period > 0.0 {
+        let mut pool: Vec<usize> = (0..servers).collect();
+        for _ in 0..k {
+            let i = (rng.next_u64() % pool.len() as u64) as usize;
+            let server = pool.swap_remove(i);
+            let off = crate::workload::open01(&mut rng) * (period - burst).max(0.0);
+            let t = start + off;
+            for (time, f) in [(t, factor), (t + burst, 1.0)] {
+                v.push(CapacityEvent {
+                    time,
+                    server,
+                    factor: f,
+                    noisy: true,
+                });
+            }
+        }
+        start += period;
+    }
+    v.sort_by(|a, b| a.time.total_cmp(&b.time));
+    v
 }
 
 /// One LB node.
@@ -145,7 +287,13 @@ pub struct LbNode {
     pub placed: u64,
     /// Flows this node placed that were refused.
     pub rejected: u64,
+    /// p2c-ewma: peak-EWMA completion time per backend (s) and when it was updated.
+    ewma: Vec<(f64, f64)>,
 }
+
+/// Decay time of the peak-EWMA completion time of `p2c-ewma`, s (Finagle's
+/// default `decayTime`).
+pub const P2C_DECAY_S: f64 = 10.0;
 
 /// Run statistics.
 #[derive(Debug, Clone, Default)]
@@ -202,6 +350,29 @@ pub struct Sim<'w> {
     /// Reward of the last step (Jain over decayed mean flow durations).
     pub last_reward: f64,
     scratch_active: Vec<u32>,
+    next_capacity: usize,
+    /// Per server: drift factor and noisy-neighbour factor.
+    factors: Vec<(f64, f64)>,
+    /// Cumulative LB shares (empty: equal) and the next change to apply.
+    split_cum: Vec<f64>,
+    next_split: usize,
+    adaptive: AdaptiveSed,
+}
+
+/// Cumulative shares, normalized; empty when `shares` is empty or unusable.
+fn cumulative(shares: &[f64], lbs: usize) -> Vec<f64> {
+    let total: f64 = shares.iter().take(lbs).filter(|x| **x > 0.0).sum();
+    if shares.len() != lbs || total.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        return Vec::new();
+    }
+    let mut acc = 0.0;
+    shares
+        .iter()
+        .map(|x| {
+            acc += x.max(0.0) / total;
+            acc
+        })
+        .collect()
 }
 
 impl<'w> Sim<'w> {
@@ -235,7 +406,10 @@ impl<'w> Sim<'w> {
                     hash_seed: 0x4d41_524c_4c42, // all nodes share the VIP's hash seed
                     placed: 0,
                     rejected: 0,
+                    ewma: vec![(0.0, 0.0); n],
                 };
+                let base: Vec<f32> = cfg.servers.iter().map(|s| s.cpus as f32).collect();
+                node.features.set_base(&base);
                 let ids: Vec<(u64, u32)> = (0..n as u64)
                     .map(|i| (SplitMix64::new(i ^ 0xbac4).next_u64(), WEIGHT_ONE))
                     .collect();
@@ -244,6 +418,11 @@ impl<'w> Sim<'w> {
             })
             .collect();
         let arrivals = workload.stream(seeder.next_u64());
+        let mut cfg = cfg;
+        if method == Method::AdaptiveSed {
+            cfg.features = true;
+        }
+        let split_cum = cumulative(&cfg.conditions.lb_split, cfg.lbs);
         let mut sim = Self {
             servers: cfg.servers.iter().map(|s| Server::new(*s)).collect(),
             lbs,
@@ -263,13 +442,25 @@ impl<'w> Sim<'w> {
             },
             last_reward: 1.0,
             scratch_active: vec![0; n],
+            next_capacity: 0,
+            factors: vec![(1.0, 1.0); n],
+            split_cum,
+            next_split: 0,
+            adaptive: AdaptiveSed::default(),
             cfg,
         };
         sim.next_arrival = sim.arrivals.next();
         let init: Vec<u32> = match method {
-            Method::Wcmp | Method::Sed | Method::Oracle => sim.cap_q16.clone(),
+            Method::Wcmp | Method::Sed | Method::Oracle | Method::AdaptiveSed | Method::P2cEwma => {
+                sim.cap_q16.clone()
+            }
             _ => vec![WEIGHT_ONE; n],
         };
+        if method == Method::AdaptiveSed {
+            for node in &mut sim.lbs {
+                node.features.set_previous_action(&vec![0.0; n]);
+            }
+        }
         for i in 0..sim.lbs.len() {
             sim.set_weights(i, &init);
         }
@@ -279,6 +470,29 @@ impl<'w> Sim<'w> {
     /// The method every node uses.
     pub fn method(&self) -> Method {
         self.method
+    }
+
+    /// Replaces the adaptive-SED constants (tuning on training scenarios).
+    pub fn set_adaptive(&mut self, a: AdaptiveSed) {
+        self.adaptive = a;
+    }
+
+    /// Starts every node's previous actions at `value` (0 for `log_step`
+    /// policies, whose previous action is a log correction).
+    pub fn set_initial_action(&mut self, value: f32) {
+        let n = self.servers.len();
+        for node in &mut self.lbs {
+            node.features.set_previous_action(&vec![value; n]);
+        }
+    }
+
+    /// Applies an agent's action mapped by `marllb_policy::action_to_weights`:
+    /// `q16` are the weights, `real` the next previous action.
+    pub fn apply_action(&mut self, lb: usize, real: &[f32], q16: &[u32]) {
+        self.set_weights(lb, q16);
+        if let Some(node) = self.lbs.get_mut(lb) {
+            node.features.set_previous_action(real);
+        }
     }
 
     /// Sets node `lb`'s Q16.16 weights (rebuilds its alias table).
@@ -320,17 +534,56 @@ impl<'w> Sim<'w> {
         let pick = match method {
             Method::Ecmp | Method::Wcmp | Method::AgentAlias => node.alias.sample(choice_hash(h)),
             Method::Maglev => node.maglev.lookup(h),
-            Method::Lsq | Method::Sed | Method::Agent => {
+            Method::Lsq | Method::Sed | Method::Agent | Method::AdaptiveSed => {
                 for (b, a) in self.scratch_active.iter_mut().enumerate() {
                     *a = node.telemetry.active(b as u16);
                 }
                 sed_choose(&node.weights, &self.scratch_active, choice_hash(h))
             }
-            Method::Oracle => {
-                for (a, s) in self.scratch_active.iter_mut().zip(&self.servers) {
-                    *a = s.in_system() as u32;
+            Method::P2cEwma => {
+                let first = node.alias.sample(choice_hash(h));
+                let mut second = first;
+                for salt in 1..8u64 {
+                    second = node
+                        .alias
+                        .sample(choice_hash(h ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+                    if second != first {
+                        break;
+                    }
                 }
-                sed_choose(&node.weights, &self.scratch_active, choice_hash(h))
+                match (first, second) {
+                    (Some(a), Some(b)) => {
+                        let cost = |x: u16| {
+                            let active = f64::from(node.telemetry.active(x)) + 1.0;
+                            let e = node.ewma.get(usize::from(x)).map_or(0.0, |e| e.0);
+                            let w =
+                                f64::from(node.weights.get(usize::from(x)).copied().unwrap_or(1));
+                            // No completion seen yet: cost by load per weight only.
+                            (e, active / w.max(1.0))
+                        };
+                        let (ca, cb) = (cost(a), cost(b));
+                        let pick_a = if ca.0 > 0.0 && cb.0 > 0.0 {
+                            ca.0 * ca.1 <= cb.0 * cb.1
+                        } else {
+                            (ca.0 == 0.0 && cb.0 > 0.0) || (ca.0 == cb.0 && ca.1 <= cb.1)
+                        };
+                        Some(if pick_a { a } else { b })
+                    }
+                    (a, b) => a.or(b),
+                }
+            }
+            Method::Oracle => {
+                // The job's expected slowdown at each server from every node's
+                // flows and the true current speed: max(1, (n + 1) / cpus) / speed.
+                let mut best: Option<(f64, u16)> = None;
+                for (b, s) in self.servers.iter().enumerate() {
+                    let n = s.in_system() as f64 + 1.0;
+                    let delay = (n / s.spec.cpus).max(1.0) / (s.spec.speed * s.factor);
+                    if best.is_none_or(|(d, _)| delay < d) {
+                        best = Some((delay, b as u16));
+                    }
+                }
+                best.map(|x| x.1)
             }
         };
         pick.map(usize::from)
@@ -346,8 +599,23 @@ impl<'w> Sim<'w> {
         let mut dst = [0u8; 16];
         dst[..4].copy_from_slice(&[10, 0, 0, 1]);
         let key = FlowKey::new(IpFamily::V4, &src, &dst, (r >> 32) as u16 | 1024, 80, 6);
-        let lb = (((flow_hash(&key, self.router_seed) & 0xFFFF_FFFF) * self.lbs.len() as u64) >> 32)
-            as usize;
+        while let Some((at, shares)) = self.cfg.conditions.lb_split_changes.get(self.next_split) {
+            if *at > t {
+                break;
+            }
+            self.split_cum = cumulative(shares, self.lbs.len());
+            self.next_split += 1;
+        }
+        let r32 = flow_hash(&key, self.router_seed) & 0xFFFF_FFFF;
+        let lb = if self.split_cum.is_empty() {
+            ((r32 * self.lbs.len() as u64) >> 32) as usize
+        } else {
+            let u = r32 as f64 / 4_294_967_296.0;
+            self.split_cum
+                .iter()
+                .position(|c| u < *c)
+                .unwrap_or(self.lbs.len() - 1)
+        };
         let Some(b) = self.choose(lb, &key) else {
             return;
         };
@@ -404,6 +672,17 @@ impl<'w> Sim<'w> {
                 node.telemetry.packet(b, 1500, tick, || job.created_tick);
                 node.telemetry
                     .flow_closed(b, FlowState::TcpEstablished, job.created_tick, tick);
+                if let Some((e, at)) = node.ewma.get_mut(s) {
+                    // Peak EWMA: jumps up to a slower completion, decays down.
+                    let l = t - job.arrival;
+                    if l > *e {
+                        *e = l;
+                    } else {
+                        let w = (-(t - *at) / P2C_DECAY_S).exp();
+                        *e = *e * w + l * (1.0 - w);
+                    }
+                    *at = t;
+                }
             }
         });
         self.schedule(s);
@@ -448,10 +727,19 @@ impl<'w> Sim<'w> {
                     None => break f64::INFINITY,
                 }
             };
-            if ta.min(tc) > t_end {
+            let tk = self
+                .cfg
+                .conditions
+                .capacity
+                .get(self.next_capacity)
+                .map_or(f64::INFINITY, |e| e.time);
+            if ta.min(tc).min(tk) > t_end {
                 break;
             }
-            if ta <= tc {
+            if tk <= ta && tk <= tc {
+                self.now = tk;
+                self.capacity_event();
+            } else if ta <= tc {
                 if let Some((t, size)) = self.next_arrival.take() {
                     self.now = t;
                     self.arrive(t, size);
@@ -466,6 +754,32 @@ impl<'w> Sim<'w> {
         self.next_step += self.cfg.step_s;
         self.end_of_step();
         !self.finished()
+    }
+
+    fn capacity_event(&mut self) {
+        let Some(e) = self
+            .cfg
+            .conditions
+            .capacity
+            .get(self.next_capacity)
+            .copied()
+        else {
+            return;
+        };
+        self.next_capacity += 1;
+        let Some(f) = self.factors.get_mut(e.server) else {
+            return;
+        };
+        if e.noisy {
+            f.1 = e.factor;
+        } else {
+            f.0 = e.factor;
+        }
+        let factor = f.0 * f.1;
+        if let Some(server) = self.servers.get_mut(e.server) {
+            server.set_factor(e.time, factor);
+        }
+        self.schedule(e.server);
     }
 
     fn end_of_step(&mut self) {
@@ -509,6 +823,15 @@ impl<'w> Sim<'w> {
                 }
             }
             self.last_reward = jain(&dur);
+        }
+        if self.method == Method::AdaptiveSed {
+            let (mut real, mut q16) = (Vec::new(), Vec::new());
+            for i in 0..self.lbs.len() {
+                if let Some(node) = self.lbs.get(i) {
+                    self.adaptive.step(&node.features, &mut real, &mut q16);
+                }
+                self.apply_action(i, &real, &q16);
+            }
         }
         for node in self.lbs.iter_mut() {
             node.telemetry.reset_window();

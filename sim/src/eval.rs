@@ -154,6 +154,9 @@ pub fn evaluate(mut cfg: SimConfig, workload: &Workload, policy: &Policy) -> Res
             let lbs = cfg.lbs;
             let hsize = meta.hidden.as_ref().map_or(0, |h| h.size);
             let mut sim = Sim::new(cfg, workload, Method::Agent);
+            if matches!(meta.action, marllb_policy::ActionSpec::LogStep { .. }) {
+                sim.set_initial_action(0.0);
+            }
             let mut h = vec![vec![0f32; hsize]; lbs];
             let (mut obs, mut real, mut q16) = (Vec::new(), Vec::new(), Vec::new());
             let mut wsum = vec![0f64; meta.backends];
@@ -167,8 +170,9 @@ pub fn evaluate(mut cfg: SimConfig, workload: &Workload, policy: &Policy) -> Res
                     let (scores, h2) = model.step(&obs, hl)?;
                     *hl = h2;
                     // Refused outputs keep the previous weights, as in the controller.
-                    if action_to_weights(meta, &scores, &mut real, &mut q16).is_ok() {
-                        sim.set_agent_weights(lb, &real);
+                    if action_to_weights(meta, &scores, &node.features, &mut real, &mut q16).is_ok()
+                    {
+                        sim.apply_action(lb, &real, &q16);
                         for (s, w) in wsum.iter_mut().zip(&real) {
                             *s += f64::from(*w);
                         }

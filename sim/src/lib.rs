@@ -7,10 +7,13 @@
 
 pub mod agent;
 pub mod engine;
+pub mod es;
 pub mod eval;
 pub mod nets;
 pub mod onnx;
+pub mod scenario;
 pub mod server;
+pub mod suite;
 pub mod train;
 pub mod workload;
 

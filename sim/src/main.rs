@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use marllb_sim::eval::{evaluate, plot, result_line, table, Policy};
+use marllb_sim::scenario::{Scenario, SplitChange};
 use marllb_sim::train::{train, AgentKind, TrainConfig};
 use marllb_sim::workload::DEFAULT_LOOPS_PER_CPU_SECOND;
 use marllb_sim::{parse_servers, Method, ServerSpec, Sim, SimConfig, Workload};
@@ -27,16 +28,41 @@ enum AgentArg {
 
 #[derive(clap::Args, Debug, Clone)]
 struct Setting {
-    /// Workload: poisson:RATE[:exp|:pareto[:ALPHA]][:mean=SECONDS] or trace:FILE
-    /// (the MARLLB trace format or a CSV of time,size_cpu_seconds).
+    /// Workload: poisson:RATE[:exp|:pareto[:ALPHA]|:lognormal[:SIGMA]|:bimodal[:P:RATIO]][:mean=SECONDS]
+    /// or trace:FILE (the MARLLB trace format or a CSV of time,size_cpu_seconds).
+    /// Ignored with --load.
     #[arg(long, default_value = "poisson:195")]
     workload: String,
-    /// Server groups COUNTxCPUS, e.g. 4x2,3x4 (MARLLB's moderate setting).
+    /// Poisson load as a fraction of the servers' true capacity (sizes from --sizes).
+    #[arg(long)]
+    load: Option<f64>,
+    /// Job sizes with --load: exp, pareto[:ALPHA], lognormal[:SIGMA], bimodal[:P:RATIO].
+    #[arg(long, default_value = "exp")]
+    sizes: String,
+    /// Server groups COUNTxCPUS[@SPEED], e.g. 4x2@0.6,3x4: CPUS is the configured
+    /// weight, CPUS x SPEED the real capacity (MARLLB's moderate setting: 4x2,3x4).
     #[arg(long, default_value = "4x2,3x4")]
     servers: String,
-    /// LB nodes.
+    /// Lognormal sigma of a per-server speed factor drawn from the seed.
+    #[arg(long, default_value_t = 0.0)]
+    speed_noise: f64,
+    /// Capacity events: lines `TIME_S SERVER_INDEX FACTOR` (FACTOR multiplies the
+    /// server's nominal speed from TIME_S on).
+    #[arg(long)]
+    capacity_events: Option<PathBuf>,
+    /// Noisy neighbours K:BURST_S:PERIOD_S:FACTOR: every period, K servers drawn
+    /// from the seed run at FACTOR for BURST_S seconds.
+    #[arg(long)]
+    noisy: Option<String>,
+    /// LB nodes (1..=6).
     #[arg(long, default_value_t = 2)]
     lbs: usize,
+    /// Traffic share of each LB node, e.g. 0.7,0.3 (default: equal).
+    #[arg(long, value_delimiter = ',')]
+    lb_split: Vec<f64>,
+    /// A later change of the shares, TIME_S:S1,S2.. (repeatable).
+    #[arg(long)]
+    lb_split_change: Vec<String>,
     /// Simulated seconds of arrivals (then the system drains).
     #[arg(long, default_value_t = 120.0)]
     duration: f64,
@@ -56,29 +82,50 @@ struct Setting {
 }
 
 impl Setting {
-    fn build(&self) -> Result<(SimConfig, Workload)> {
-        let servers = parse_servers(&self.servers)
-            .ok_or_else(|| anyhow!("bad --servers {:?}: expected COUNTxCPUS[,..]", self.servers))?;
-        let mean = self.mean_job.unwrap_or(3.67e6 / self.loops_per_cpu_second);
-        let w = Workload::parse(&self.workload, mean, self.loops_per_cpu_second)?;
-        let mut duration = self.duration;
-        if let Workload::Trace(v) = &w {
-            duration = duration.min(v.last().map_or(0.0, |x| x.0) + 1e-9);
+    fn scenario(&self) -> Result<Scenario> {
+        let mut sc = Scenario::new(&self.servers);
+        sc.lbs = self.lbs;
+        sc.load = self.load;
+        sc.sizes = self.sizes.clone();
+        sc.workload = self.load.is_none().then(|| self.workload.clone());
+        sc.speed_noise = self.speed_noise;
+        sc.noisy = self.noisy.clone();
+        sc.lb_split = self.lb_split.clone();
+        for c in &self.lb_split_change {
+            let (t, shares) = c
+                .split_once(':')
+                .ok_or_else(|| anyhow!("bad --lb-split-change {c:?}: expected TIME_S:S1,S2.."))?;
+            sc.split_change.push(SplitChange {
+                time: t
+                    .parse()
+                    .map_err(|_| anyhow!("bad --lb-split-change time {t:?}"))?,
+                shares: shares
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| anyhow!("bad --lb-split-change shares {shares:?}"))?,
+            });
         }
-        anyhow::ensure!(self.lbs >= 1, "--lbs must be at least 1");
-        Ok((
-            SimConfig {
-                servers,
-                lbs: self.lbs,
-                step_s: 0.25,
-                duration,
-                drain: true,
-                warmup: self.warmup.min(duration * 0.5),
-                features: false,
-                seed: self.seed,
-            },
-            w,
-        ))
+        sc.duration = self.duration;
+        sc.warmup = self.warmup;
+        if let Some(f) = &self.capacity_events {
+            sc.read_capacity_events(f)
+                .map_err(|e| anyhow!("--capacity-events {e}"))?;
+        }
+        Ok(sc)
+    }
+
+    fn build(&self) -> Result<(SimConfig, Workload)> {
+        let (cfg, mut w) = self
+            .scenario()?
+            .build(self.seed)
+            .map_err(|e| anyhow!("{e}"))?;
+        if self.load.is_none() {
+            // The workload spec with this command line's calibration.
+            let mean = self.mean_job.unwrap_or(3.67e6 / self.loops_per_cpu_second);
+            w = Workload::parse(&self.workload, mean, self.loops_per_cpu_second)?;
+        }
+        Ok((cfg, w))
     }
 }
 
@@ -127,6 +174,38 @@ enum Cmd {
         #[arg(long)]
         q_sum: bool,
     },
+    /// Train the `es` policy (log-step corrections of the configured weights,
+    /// one small network shared by backends and LB nodes) by evolution
+    /// strategies on random training scenarios; export ONNX + sidecar.
+    TrainEs {
+        #[arg(long, default_value = "models/es.onnx")]
+        save_path: PathBuf,
+        /// Backends of the exported graph (the network itself is per backend).
+        #[arg(long, default_value_t = 7)]
+        backends: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 120)]
+        generations: usize,
+        /// Antithetic pairs per generation.
+        #[arg(long, default_value_t = 6)]
+        pairs: usize,
+        /// Training scenarios per generation.
+        #[arg(long, default_value_t = 6)]
+        batch: usize,
+        #[arg(long, default_value_t = 0.08)]
+        sigma: f32,
+        #[arg(long, default_value_t = 0.03)]
+        lr: f32,
+        /// Simulated seconds per scenario.
+        #[arg(long, default_value_t = 60.0)]
+        episode_secs: f64,
+        /// Validation scenarios (training-range seeds) for picking the best generation.
+        #[arg(long, default_value_t = 12)]
+        validation: usize,
+        #[arg(long, default_value_t = 10)]
+        validate_every: usize,
+    },
     /// Evaluate one policy: table, JSON summary, RESULT line.
     Eval {
         /// ecmp|wcmp|lsq|sed|maglev|oracle or FILE.onnx (with FILE.onnx.json).
@@ -145,6 +224,21 @@ enum Cmd {
         /// Where the PNGs go.
         #[arg(long, default_value = "results/compare")]
         out: PathBuf,
+    },
+    /// Every policy on every scenario of a suite file (paired seeds); tables and
+    /// RESULT lines with 95 % bootstrap intervals against SED and adaptive SED.
+    Suite {
+        /// The suite (e.g. sim/suites/main.toml).
+        file: PathBuf,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Also write the report (markdown tables + RESULT lines) here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Run only the first N seeds (a quick look; the report says so).
+        #[arg(long)]
+        seeds: Option<usize>,
     },
     /// Simulator speed: flow events per second on one core.
     Bench {
@@ -274,6 +368,87 @@ fn main() -> Result<()> {
                 }
             }
         }
+        Cmd::TrainEs {
+            save_path,
+            backends,
+            seed,
+            generations,
+            pairs,
+            batch,
+            sigma,
+            lr,
+            episode_secs,
+            validation,
+            validate_every,
+        } => {
+            let cfg = marllb_sim::es::EsConfig {
+                generations,
+                pairs: pairs.max(1),
+                batch: batch.max(1),
+                sigma,
+                lr,
+                duration: episode_secs,
+                reject_penalty: 10.0,
+                seed,
+                validate_every,
+                validation: validation.max(1),
+            };
+            let t0 = std::time::Instant::now();
+            let (net, log) = marllb_sim::es::train(&cfg, |g| {
+                println!(
+                    "gen {:>4} loss {:+.4}{} ({:.0} s)",
+                    g.generation,
+                    g.loss,
+                    g.validation
+                        .map_or(String::new(), |v| format!(" validation {v:+.4}")),
+                    t0.elapsed().as_secs_f64()
+                );
+            })?;
+            net.save(&save_path, backends)?;
+            let mut lp = save_path.as_os_str().to_owned();
+            lp.push(".log.json");
+            std::fs::write(&lp, serde_json::to_string(&log)?)?;
+            let best = log
+                .iter()
+                .filter_map(|g| g.validation)
+                .fold(f64::INFINITY, f64::min);
+            println!(
+                "wrote {} (+ .json sidecar, .params.json, .log.json)",
+                save_path.display()
+            );
+            println!(
+                "RESULT generations={} validation_best={best:.4} wall_s={:.0}",
+                log.len(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        Cmd::Suite {
+            file,
+            threads,
+            out,
+            seeds,
+        } => {
+            let mut suite = marllb_sim::suite::Suite::load(&file)?;
+            if let Some(n) = seeds {
+                suite.seeds.truncate(n.max(1));
+                println!("(only the first {} seeds)", suite.seeds.len());
+            }
+            let t0 = std::time::Instant::now();
+            let res = marllb_sim::suite::run(&suite, threads)?;
+            let text = marllb_sim::suite::report(&suite, &res, &suite.candidate())?;
+            print!("{text}");
+            println!(
+                "{} scenarios x {} seeds x {} policies in {:.0} s",
+                suite.scenario.len(),
+                suite.seeds.len(),
+                res.policies.len(),
+                t0.elapsed().as_secs_f64()
+            );
+            if let Some(o) = out {
+                std::fs::write(&o, &text)?;
+                println!("wrote {}", o.display());
+            }
+        }
         Cmd::Bench { duration } => {
             // 16 servers (8x2, 8x4 CPUs), 2 LB nodes, Poisson at 85 % of capacity.
             let servers = servers_for(16);
@@ -294,6 +469,7 @@ fn main() -> Result<()> {
                     warmup: 0.0,
                     features: false,
                     seed: 1,
+                    conditions: Default::default(),
                 };
                 let t0 = std::time::Instant::now();
                 let stats = Sim::new(cfg, &w, m).run();

@@ -28,7 +28,7 @@ use tract_onnx::prelude::*;
 
 use crate::nets::{param_names, HIDDEN};
 
-fn tensor_proto(name: &str, dims: &[usize], data: Vec<f32>) -> pb::TensorProto {
+pub(crate) fn tensor_proto(name: &str, dims: &[usize], data: Vec<f32>) -> pb::TensorProto {
     pb::TensorProto {
         name: name.to_string(),
         dims: dims.iter().map(|d| *d as i64).collect(),
@@ -38,7 +38,7 @@ fn tensor_proto(name: &str, dims: &[usize], data: Vec<f32>) -> pb::TensorProto {
     }
 }
 
-fn value_info(name: &str, dims: &[usize]) -> pb::ValueInfoProto {
+pub(crate) fn value_info(name: &str, dims: &[usize]) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{dimension, Dimension};
     pb::ValueInfoProto {
         name: name.to_string(),
@@ -61,7 +61,7 @@ fn value_info(name: &str, dims: &[usize]) -> pb::ValueInfoProto {
     }
 }
 
-fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+pub(crate) fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
     pb::NodeProto {
         op_type: op.to_string(),
         name: format!("{op}_{output}"),
@@ -71,7 +71,7 @@ fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
     }
 }
 
-fn gemm(x: &str, w: &str, b: &str, out: &str) -> pb::NodeProto {
+pub(crate) fn gemm(x: &str, w: &str, b: &str, out: &str) -> pb::NodeProto {
     let mut n = node("Gemm", &[x, w, b], out);
     n.attribute.push(pb::AttributeProto {
         name: "transB".into(),
@@ -175,7 +175,12 @@ pub fn recnet_model(vm: &VarMap, prefix: &str, obs: usize, out: usize) -> Result
         ],
         ..Default::default()
     };
-    Ok(pb::ModelProto {
+    Ok(model(graph))
+}
+
+/// An opset-13 model around `graph`.
+pub(crate) fn model(graph: pb::GraphProto) -> pb::ModelProto {
+    pb::ModelProto {
         ir_version: 8,
         opset_import: vec![pb::OperatorSetIdProto {
             domain: String::new(),
@@ -185,7 +190,7 @@ pub fn recnet_model(vm: &VarMap, prefix: &str, obs: usize, out: usize) -> Result
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(graph),
         ..Default::default()
-    })
+    }
 }
 
 /// Writes the ONNX file of the network under `prefix` in `vm`.
@@ -217,16 +222,21 @@ impl OnnxPolicy {
         Ok(Self { plan, obs, hidden })
     }
 
-    /// One step: (action scores, next hidden state).
+    /// One step: (action scores, next hidden state; empty for a feed-forward model).
     pub fn step(&self, obs: &[f32], h: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
         let o = tract_ndarray::Array2::from_shape_vec((1, self.obs), obs.to_vec())?;
-        let hv = tract_ndarray::Array2::from_shape_vec((1, self.hidden), h.to_vec())?;
-        let out = self
-            .plan
-            .run(tvec!(
+        let inputs = if self.hidden == 0 {
+            tvec!(Tensor::from(o).into_tvalue())
+        } else {
+            let hv = tract_ndarray::Array2::from_shape_vec((1, self.hidden), h.to_vec())?;
+            tvec!(
                 Tensor::from(o).into_tvalue(),
                 Tensor::from(hv).into_tvalue()
-            ))
+            )
+        };
+        let out = self
+            .plan
+            .run(inputs)
             .map_err(|e| anyhow!("running the policy: {e}"))?;
         let a: Vec<f32> = out
             .first()
@@ -236,6 +246,9 @@ impl OnnxPolicy {
             .iter()
             .copied()
             .collect();
+        if self.hidden == 0 {
+            return Ok((a, Vec::new()));
+        }
         let h2: Vec<f32> = out
             .get(1)
             .ok_or_else(|| anyhow!("no hidden output"))?

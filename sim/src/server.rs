@@ -2,7 +2,10 @@
 //! processor-sharing CPUs.
 //!
 //! Up to `workers` jobs run at once and share `cpus` CPUs equally (each runs at
-//! rate `min(1, cpus / running)` CPU seconds per second); up to `backlog` more
+//! rate `speed · factor · min(1, cpus / running)` nominal CPU seconds per
+//! second, where `cpus` is what the operator configured, `speed` how fast the
+//! machine really is relative to that, and `factor` a time-varying multiplier
+//! such as a noisy neighbour); up to `backlog` more
 //! wait in FIFO order for a worker; a job that finds both full is rejected (the
 //! client sees a refused connection).
 //!
@@ -17,8 +20,11 @@ use std::collections::{BinaryHeap, VecDeque};
 /// Static description of a server.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ServerSpec {
-    /// CPUs (capacity in CPU seconds per second).
+    /// CPUs as configured by the operator (SED's and WCMP's weight).
     pub cpus: f64,
+    /// True speed of each CPU relative to nominal: the real capacity is
+    /// `cpus · speed` nominal CPU seconds per second.
+    pub speed: f64,
     /// Worker pool size (Apache `MaxRequestWorkers`).
     pub workers: usize,
     /// Backlog (listen queue) size.
@@ -30,6 +36,7 @@ impl ServerSpec {
     pub fn apache(cpus: f64) -> Self {
         Self {
             cpus,
+            speed: 1.0,
             workers: 32,
             backlog: 128,
         }
@@ -54,6 +61,8 @@ pub struct Job {
 pub struct Server {
     /// Its description.
     pub spec: ServerSpec,
+    /// Current capacity multiplier (capacity events, noisy neighbours), 1 at start.
+    pub factor: f64,
     vclock: f64,
     last_t: f64,
     /// Running jobs by finishing virtual time (bits of a non-negative f64) and slot.
@@ -72,6 +81,7 @@ impl Server {
     pub fn new(spec: ServerSpec) -> Self {
         Self {
             spec,
+            factor: 1.0,
             vclock: 0.0,
             last_t: 0.0,
             running: BinaryHeap::with_capacity(spec.workers),
@@ -93,7 +103,8 @@ impl Server {
         self.running.len() + self.waiting.len()
     }
 
-    fn rate(&self) -> f64 {
+    /// Share of a CPU each running job holds.
+    fn share(&self) -> f64 {
         let n = self.running.len() as f64;
         if n <= self.spec.cpus {
             1.0
@@ -102,15 +113,33 @@ impl Server {
         }
     }
 
+    /// Nominal CPU seconds per second each running job receives.
+    fn rate(&self) -> f64 {
+        self.share() * self.spec.speed * self.factor
+    }
+
+    /// True capacity now, nominal CPU seconds per second.
+    pub fn capacity(&self) -> f64 {
+        self.spec.cpus * self.spec.speed * self.factor
+    }
+
     /// Advances the virtual clock to time `t`.
     pub fn advance(&mut self, t: f64) {
         let dt = t - self.last_t;
         if dt > 0.0 && !self.running.is_empty() {
-            let r = self.rate();
-            self.vclock += dt * r;
-            self.busy += dt * r * self.running.len() as f64;
+            let share = self.share();
+            self.vclock += dt * share * self.spec.speed * self.factor;
+            self.busy += dt * share * self.running.len() as f64;
         }
         self.last_t = self.last_t.max(t);
+    }
+
+    /// Changes the capacity multiplier at time `t` (jobs keep the service they
+    /// received; the next completion moves).
+    pub fn set_factor(&mut self, t: f64, factor: f64) {
+        self.advance(t);
+        self.factor = factor.max(1e-6);
+        self.version += 1;
     }
 
     fn start(&mut self, job: Job) {
@@ -211,9 +240,29 @@ mod tests {
     }
 
     #[test]
+    fn speed_and_factor_scale_the_service() {
+        let mut s = Server::new(ServerSpec {
+            speed: 0.5,
+            ..ServerSpec::apache(1.0)
+        });
+        s.advance(0.0);
+        assert!(s.arrive(job(1.0)));
+        // Half speed: one nominal CPU second takes two seconds.
+        assert!((s.next_completion().expect("running") - 2.0).abs() < 1e-12);
+        // At t = 1 half the work is done; the factor halves the speed again.
+        s.set_factor(1.0, 0.5);
+        assert!((s.next_completion().expect("running") - 3.0).abs() < 1e-12);
+        assert!((s.capacity() - 0.25).abs() < 1e-12);
+        s.advance(3.0);
+        // The CPU was occupied for the whole 3 s.
+        assert!((s.busy - 3.0).abs() < 1e-12);
+    }
+
+    #[test]
     fn backlog_then_rejection() {
         let spec = ServerSpec {
             cpus: 2.0,
+            speed: 1.0,
             workers: 2,
             backlog: 1,
         };

@@ -507,6 +507,7 @@ fn sim_config(cfg: &TrainConfig, seed: u64) -> SimConfig {
         warmup: 0.0,
         features: true,
         seed,
+        conditions: Default::default(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Flow arrivals: Poisson with exponential or Pareto job sizes, or a replayed trace.
+//! Flow arrivals: Poisson with exponential, Pareto, lognormal or bimodal job
+//! sizes, or a replayed trace.
 //!
 //! A workload yields `(arrival time s, job size in CPU seconds)` in arrival order.
 //! Traces come in two formats: the MARLLB authors' (`time<TAB>/dummy.php/?n=LOOPS`,
@@ -36,13 +37,33 @@ pub enum SizeDist {
         /// Shape.
         alpha: f64,
     },
+    /// Lognormal with log-space standard deviation `sigma` and the given mean.
+    Lognormal {
+        /// Mean job size.
+        mean: f64,
+        /// Standard deviation of the size's logarithm.
+        sigma: f64,
+    },
+    /// Two sizes: a fraction `p_large` of the jobs is `ratio` times larger than
+    /// the rest; the mean is `mean`.
+    Bimodal {
+        /// Mean job size.
+        mean: f64,
+        /// Fraction of large jobs, in (0, 1).
+        p_large: f64,
+        /// Large size / small size, > 1.
+        ratio: f64,
+    },
 }
 
 impl SizeDist {
     /// Mean job size in CPU seconds.
     pub fn mean(&self) -> f64 {
         match *self {
-            SizeDist::Exp { mean } | SizeDist::Pareto { mean, .. } => mean,
+            SizeDist::Exp { mean }
+            | SizeDist::Pareto { mean, .. }
+            | SizeDist::Lognormal { mean, .. }
+            | SizeDist::Bimodal { mean, .. } => mean,
         }
     }
 
@@ -53,6 +74,25 @@ impl SizeDist {
             SizeDist::Pareto { mean, alpha } => {
                 let xm = mean * (alpha - 1.0) / alpha;
                 xm / u.powf(1.0 / alpha)
+            }
+            SizeDist::Lognormal { mean, sigma } => {
+                // Box-Muller from two uniforms; E[exp(mu + sigma Z)] = mean.
+                let v = open01(rng);
+                let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+                let mu = mean.ln() - sigma * sigma / 2.0;
+                (mu + sigma * z).exp()
+            }
+            SizeDist::Bimodal {
+                mean,
+                p_large,
+                ratio,
+            } => {
+                let small = mean / (1.0 - p_large + p_large * ratio);
+                if u <= p_large {
+                    small * ratio
+                } else {
+                    small
+                }
             }
         }
     }
@@ -85,7 +125,7 @@ pub enum WorkloadError {
         problem: String,
     },
     /// A workload spec string is malformed.
-    #[error("bad workload spec {0:?}: expected poisson:RATE[:exp|:pareto[:ALPHA]][:mean=S] or trace:FILE")]
+    #[error("bad workload spec {0:?}: expected poisson:RATE[:exp|:pareto[:ALPHA]|:lognormal[:SIGMA]|:bimodal[:P:RATIO]][:mean=S] or trace:FILE")]
     Spec(String),
 }
 
@@ -104,8 +144,10 @@ pub enum Workload {
 }
 
 impl Workload {
-    /// Parses `poisson:RATE[:exp|:pareto[:ALPHA]][:mean=S]` or `trace:FILE`;
-    /// `default_mean` is the job size used when `mean=` is absent.
+    /// Parses `poisson:RATE[:exp|:pareto[:ALPHA]|:lognormal[:SIGMA]|:bimodal[:P:RATIO]][:mean=S]`
+    /// or `trace:FILE`; `default_mean` is the job size used when `mean=` is
+    /// absent. Defaults: Pareto α 2.5, lognormal σ 1.0, bimodal 10 % of jobs 10×
+    /// larger.
     pub fn parse(
         spec: &str,
         default_mean: f64,
@@ -119,34 +161,55 @@ impl Workload {
             )?));
         }
         let rest = spec.strip_prefix("poisson:").ok_or_else(bad)?;
-        let mut parts = rest.split(':');
+        let mut parts = rest.split(':').peekable();
         let rate: f64 = parts.next().and_then(|r| r.parse().ok()).ok_or_else(bad)?;
         let mut mean = default_mean;
-        let mut pareto: Option<f64> = None;
-        let mut expect_alpha = false;
-        for p in parts {
+        // The distribution's name and its numeric parameters, as given.
+        let mut kind = "exp";
+        let mut params: Vec<f64> = Vec::new();
+        while let Some(p) = parts.next() {
             if let Some(m) = p.strip_prefix("mean=") {
                 mean = m.parse().map_err(|_| bad())?;
-            } else if p == "exp" {
-                pareto = None;
-            } else if p == "pareto" {
-                pareto = Some(2.5);
-                expect_alpha = true;
-                continue;
-            } else if expect_alpha {
-                pareto = Some(p.parse().map_err(|_| bad())?);
+            } else if matches!(p, "exp" | "pareto" | "lognormal" | "bimodal") {
+                kind = p;
+                params.clear();
+                while let Some(x) = parts.peek().and_then(|x| x.parse::<f64>().ok()) {
+                    params.push(x);
+                    parts.next();
+                }
             } else {
                 return Err(bad());
             }
-            expect_alpha = false;
         }
-        if !(rate > 0.0 && mean > 0.0) || pareto.is_some_and(|a| a <= 1.0) {
+        let param = |i: usize, default: f64| params.get(i).copied().unwrap_or(default);
+        let size = match (kind, params.len()) {
+            ("exp", 0) => SizeDist::Exp { mean },
+            ("pareto", 0 | 1) => SizeDist::Pareto {
+                mean,
+                alpha: param(0, 2.5),
+            },
+            ("lognormal", 0 | 1) => SizeDist::Lognormal {
+                mean,
+                sigma: param(0, 1.0),
+            },
+            ("bimodal", 0 | 2) => SizeDist::Bimodal {
+                mean,
+                p_large: param(0, 0.1),
+                ratio: param(1, 10.0),
+            },
+            _ => return Err(bad()),
+        };
+        let valid = match size {
+            SizeDist::Exp { .. } => true,
+            SizeDist::Pareto { alpha, .. } => alpha > 1.0,
+            SizeDist::Lognormal { sigma, .. } => sigma > 0.0 && sigma <= 4.0,
+            SizeDist::Bimodal { p_large, ratio, .. } => {
+                p_large > 0.0 && p_large < 1.0 && ratio > 1.0
+            }
+        };
+        if !(rate > 0.0 && rate.is_finite() && mean > 0.0 && mean.is_finite() && valid) {
             return Err(bad());
         }
-        let size = match pareto {
-            Some(alpha) => SizeDist::Pareto { mean, alpha },
-            None => SizeDist::Exp { mean },
-        };
         Ok(Workload::Poisson { rate, size })
     }
 
@@ -293,5 +356,29 @@ mod tests {
         let p = Workload::parse("poisson:100:pareto:2.5:mean=0.05", 1.0, 1.0).expect("spec");
         let m = p.stream(3).take(400_000).map(|x| x.1).sum::<f64>() / 400_000.0;
         assert!((m - 0.05).abs() < 0.003, "{m}");
+        for spec in [
+            "poisson:100:lognormal:1.5:mean=0.05",
+            "poisson:100:bimodal:0.1:20:mean=0.05",
+            "poisson:100:mean=0.05:bimodal",
+        ] {
+            let w = Workload::parse(spec, 1.0, 1.0).expect(spec);
+            let m = w.stream(5).take(400_000).map(|x| x.1).sum::<f64>() / 400_000.0;
+            assert!((m - 0.05).abs() < 0.003, "{spec}: {m}");
+        }
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        for spec in [
+            "poisson:100:pareto:1.0",
+            "poisson:100:lognormal:0",
+            "poisson:100:bimodal:1.5:10",
+            "poisson:100:bimodal:0.1",
+            "poisson:100:exp:3",
+            "poisson:-1",
+            "poisson:100:weird",
+        ] {
+            assert!(Workload::parse(spec, 1.0, 1.0).is_err(), "{spec}");
+        }
     }
 }

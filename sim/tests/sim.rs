@@ -16,6 +16,7 @@ fn cfg(servers: Vec<ServerSpec>, lbs: usize, duration: f64, seed: u64) -> SimCon
         warmup: 0.0,
         features: true,
         seed,
+        conditions: Default::default(),
     }
 }
 
@@ -45,6 +46,7 @@ fn mm1_processor_sharing_mean_response_time() {
     // M/M/1-PS with rho = 0.5: E[T] = E[S] / (1 - rho) = 0.2 s. Workers and
     // backlog large enough never to bind.
     let spec = ServerSpec {
+        speed: 1.0,
         cpus: 1.0,
         workers: 10_000,
         backlog: 0,
@@ -63,6 +65,7 @@ fn ps_with_two_cpus_and_slowdown_is_size_proportional() {
     // M/M/2 processor sharing (rate min(1, 2/n) per job): E[T] = E[S] / (1 - rho^2)
     // (the M/M/2 mean number in system divided by lambda). rho = 0.6.
     let spec = ServerSpec {
+        speed: 1.0,
         cpus: 2.0,
         workers: 10_000,
         backlog: 0,
