@@ -63,7 +63,8 @@ pub fn heuristic(kind: AgentKind, base: &[Weight], active: &[u32], out: &mut Vec
         | AgentKind::Static
         | AgentKind::AdaptiveSed
         | AgentKind::Qmix
-        | AgentKind::SacGru => {
+        | AgentKind::SacGru
+        | AgentKind::Es => {
             normalize(base.iter().map(|&b| f64::from(b)), out);
         }
         AgentKind::Lsq => normalize(

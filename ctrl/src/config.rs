@@ -21,6 +21,10 @@ pub enum AgentKind {
     Qmix,
     /// SAC with a GRU (one LB). Needs `--model`.
     SacGru,
+    /// The `es` policy: log-step corrections of the configured weights from
+    /// completion-time features, one network shared by backends and LB nodes
+    /// (`marllb-sim train-es`). Needs `--model`.
+    Es,
     /// Shortest expected delay: base weight / (active flows + 1).
     Sed,
     /// SED whose weights are re-estimated every cycle from the filtered
@@ -39,7 +43,7 @@ pub enum AgentKind {
 impl AgentKind {
     /// `true` for the learned agents, which run an ONNX model.
     pub fn is_learned(self) -> bool {
-        matches!(self, Self::Qmix | Self::SacGru)
+        matches!(self, Self::Qmix | Self::SacGru | Self::Es)
     }
 
     /// The name used on the command line and in metrics.
@@ -47,6 +51,7 @@ impl AgentKind {
         match self {
             Self::Qmix => "qmix",
             Self::SacGru => "sac-gru",
+            Self::Es => "es",
             Self::Sed => "sed",
             Self::AdaptiveSed => "adaptive-sed",
             Self::Lsq => "lsq",

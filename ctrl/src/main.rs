@@ -48,7 +48,7 @@ fn check_model(file: &Path, backends: Option<usize>) -> Result<()> {
     fb.observation(&meta, &mut obs);
     p.infer(&obs, &mut action)?;
     action_to_weights(&meta, &action, &fb, &mut real, &mut q16)?;
-    println!("probe: idle observation -> weights {real:?}");
+    println!("probe: idle observation -> action {real:?}, weights (Q16.16) {q16:?}");
     println!(
         "OK: {} backends, {} features, agent {}",
         meta.backends,

@@ -20,9 +20,9 @@ use crate::features::FeatureBuilder;
 use crate::meta::Feature;
 
 /// Target correction per unit of log completion-time ratio.
-pub const GAIN: f32 = 1.0;
+pub const GAIN: f32 = 0.5;
 /// Fraction of the way to the target per cycle.
-pub const RATE: f32 = 0.5;
+pub const RATE: f32 = 0.1;
 /// Largest step per cycle.
 pub const MAX_STEP: f32 = 0.5;
 /// Largest correction (e^±3 ≈ ×20).

@@ -216,12 +216,28 @@ pub struct Outcome {
     pub rejected: f64,
 }
 
-/// Runs `net` (or `method` when `net` is None) on a scenario and seed.
-pub fn run(net: Option<&EsNet>, method: Method, sc: &Scenario, seed: u64) -> Result<Outcome> {
+/// What decides the weights in a training or tuning run.
+#[derive(Debug, Clone, Copy)]
+pub enum Runner<'a> {
+    /// A fixed method.
+    Method(Method),
+    /// Adaptive SED with these constants.
+    Adaptive(AdaptiveSed),
+    /// The `es` network.
+    Net(&'a EsNet),
+}
+
+/// Runs `runner` on a scenario and seed.
+pub fn run(runner: Runner<'_>, sc: &Scenario, seed: u64) -> Result<Outcome> {
     let (mut cfg, w) = sc.build(seed).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let stats = match net {
-        None => Sim::new(cfg, &w, method).run(),
-        Some(net) => {
+    let stats = match runner {
+        Runner::Method(m) => Sim::new(cfg, &w, m).run(),
+        Runner::Adaptive(a) => {
+            let mut sim = Sim::new(cfg, &w, Method::AdaptiveSed);
+            sim.set_adaptive(a);
+            sim.run()
+        }
+        Runner::Net(net) => {
             cfg.features = true;
             let lbs = cfg.lbs;
             let mut sim = Sim::new(cfg, &w, Method::Agent);
@@ -356,11 +372,29 @@ fn loss(o: Outcome, sed: Outcome, penalty: f64) -> f64 {
     (o.p90.max(1e-6) / sed.p90.max(1e-6)).ln() + penalty * (o.rejected - sed.rejected).max(0.0)
 }
 
-/// Mean loss of `net` over `set` (scenario, seed, SED's outcome).
-fn mean_loss(net: &EsNet, set: &[(Scenario, u64, Outcome)], penalty: f64) -> Result<f64> {
+/// A set of training scenarios with SED's outcome on each.
+pub type TrainingSet = Vec<(Scenario, u64, Outcome)>;
+
+/// `n` training scenarios drawn from `rng`, with SED run on each.
+pub fn training_set(rng: &mut SplitMix64, n: usize, duration: f64) -> Result<TrainingSet> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (sc, seed) = training_scenario(rng, duration);
+        let sed = run(Runner::Method(Method::Sed), &sc, seed)?;
+        v.push((sc, seed, sed));
+    }
+    Ok(v)
+}
+
+/// Mean loss (log p90 ratio to SED + rejection penalty) of `runner` over `set`.
+pub fn mean_loss(
+    runner: Runner<'_>,
+    set: &[(Scenario, u64, Outcome)],
+    penalty: f64,
+) -> Result<f64> {
     let mut s = 0.0;
     for (sc, seed, sed) in set {
-        s += loss(run(Some(net), Method::Agent, sc, *seed)?, *sed, penalty);
+        s += loss(run(runner, sc, *seed)?, *sed, penalty);
     }
     Ok(s / set.len().max(1) as f64)
 }
@@ -371,26 +405,16 @@ pub fn train(cfg: &EsConfig, mut progress: impl FnMut(&GenLog)) -> Result<(EsNet
     let mut rng = SplitMix64::new(cfg.seed);
     let mut net = EsNet::initial(rng.next_u64());
     let mut vrng = SplitMix64::new(cfg.seed ^ 0x7a11_da7e);
-    let mut validation = Vec::new();
-    for _ in 0..cfg.validation {
-        let (sc, seed) = training_scenario(&mut vrng, cfg.duration);
-        let sed = run(None, Method::Sed, &sc, seed)?;
-        validation.push((sc, seed, sed));
-    }
+    let validation = training_set(&mut vrng, cfg.validation, cfg.duration)?;
     let mut best = (
-        mean_loss(&net, &validation, cfg.reject_penalty)?,
+        mean_loss(Runner::Net(&net), &validation, cfg.reject_penalty)?,
         net.clone(),
     );
     let (mut m, mut v) = (vec![0f32; PARAMS], vec![0f32; PARAMS]);
     let (b1, b2) = (0.9f32, 0.999f32);
     let mut log = Vec::new();
     for g in 0..cfg.generations {
-        let mut batch = Vec::new();
-        for _ in 0..cfg.batch {
-            let (sc, seed) = training_scenario(&mut rng, cfg.duration);
-            let sed = run(None, Method::Sed, &sc, seed)?;
-            batch.push((sc, seed, sed));
-        }
+        let batch = training_set(&mut rng, cfg.batch, cfg.duration)?;
         let mut grad = vec![0f32; PARAMS];
         let mut diffs = Vec::new();
         let mut noises = Vec::new();
@@ -419,8 +443,8 @@ pub fn train(cfg: &EsConfig, mut progress: impl FnMut(&GenLog)) -> Result<(EsNet
                     .map(|(p, e)| p - cfg.sigma * e)
                     .collect(),
             };
-            let lp = mean_loss(&plus, &batch, cfg.reject_penalty)?;
-            let lm = mean_loss(&minus, &batch, cfg.reject_penalty)?;
+            let lp = mean_loss(Runner::Net(&plus), &batch, cfg.reject_penalty)?;
+            let lm = mean_loss(Runner::Net(&minus), &batch, cfg.reject_penalty)?;
             total += lp + lm;
             diffs.push(lp - lm);
             noises.push(eps);
@@ -449,7 +473,7 @@ pub fn train(cfg: &EsConfig, mut progress: impl FnMut(&GenLog)) -> Result<(EsNet
             validation: None,
         };
         if (g + 1) % cfg.validate_every.max(1) == 0 || g + 1 == cfg.generations {
-            let l = mean_loss(&net, &validation, cfg.reject_penalty)?;
+            let l = mean_loss(Runner::Net(&net), &validation, cfg.reject_penalty)?;
             entry.validation = Some(l);
             if l < best.0 {
                 best = (l, net.clone());

@@ -206,6 +206,17 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         validate_every: usize,
     },
+    /// Tune adaptive SED's constants on training scenarios only (a grid; the
+    /// same objective and scenario generator as train-es).
+    TuneAdaptive {
+        /// Training scenarios (training-range seeds).
+        #[arg(long, default_value_t = 60)]
+        scenarios: usize,
+        #[arg(long, default_value_t = 60.0)]
+        episode_secs: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Evaluate one policy: table, JSON summary, RESULT line.
     Eval {
         /// ecmp|wcmp|lsq|sed|maglev|oracle or FILE.onnx (with FILE.onnx.json).
@@ -421,6 +432,37 @@ fn main() -> Result<()> {
                 log.len(),
                 t0.elapsed().as_secs_f64()
             );
+        }
+        Cmd::TuneAdaptive {
+            scenarios,
+            episode_secs,
+            seed,
+        } => {
+            use marllb_sim::es::{mean_loss, training_set, Runner};
+            let mut rng = marllb_core::hash::SplitMix64::new(seed ^ 0x7075_6e65);
+            let set = training_set(&mut rng, scenarios.max(1), episode_secs)?;
+            let mut best: Option<(f64, marllb_policy::AdaptiveSed)> = None;
+            println!("{:>6} {:>6} {:>10}", "gain", "rate", "loss");
+            for gain in [0.25f32, 0.5, 0.75, 1.0, 1.5] {
+                for rate in [0.05f32, 0.1, 0.25, 0.5] {
+                    let a = marllb_policy::AdaptiveSed {
+                        gain,
+                        rate,
+                        ..Default::default()
+                    };
+                    let l = mean_loss(Runner::Adaptive(a), &set, 10.0)?;
+                    println!("{gain:>6} {rate:>6} {l:>+10.4}");
+                    if best.is_none_or(|(b, _)| l < b) {
+                        best = Some((l, a));
+                    }
+                }
+            }
+            if let Some((l, a)) = best {
+                println!(
+                    "RESULT best_gain={} best_rate={} loss={l:.4} (mean log p90 ratio to SED + rejection penalty, {} training scenarios)",
+                    a.gain, a.rate, set.len()
+                );
+            }
         }
         Cmd::Suite {
             file,
