@@ -251,7 +251,15 @@ fn adaptive_sed_lowers_the_weight_of_the_backend_whose_flows_complete_later() {
     let w = history.last().unwrap().clone();
     assert_eq!(w[0], WEIGHT_ONE, "{history:?}");
     assert_eq!(w[2], WEIGHT_ONE, "{history:?}");
-    assert!(w[1] < WEIGHT_ONE / 2, "slow backend keeps {w:?}");
+    // Settles at (1/3)^GAIN of the others; after 12 cycles it has gone the
+    // fraction 1 − (1 − RATE)^12 of the way (in log terms).
+    let done = 1.0 - (1.0 - f64::from(marllb_policy::adaptive::RATE)).powi(12);
+    let expect = 3f64.powf(-f64::from(marllb_policy::adaptive::GAIN) * done);
+    let got = f64::from(w[1]) / f64::from(WEIGHT_ONE);
+    assert!(
+        (got - expect).abs() < 0.02,
+        "slow backend at {got}, expected {expect}: {w:?}"
+    );
     assert!(w[1] > 0, "never starved: {w:?}");
     // Monotone descent while the slowdown lasts.
     assert!(
@@ -322,4 +330,41 @@ fn a_learned_agent_without_a_model_falls_back_to_adaptive_sed_from_zero_correcti
         assert_eq!(e.published().0, &q16[..], "cycle {k}");
     }
     assert!(e.published().0[2] < WEIGHT_ONE);
+}
+
+#[test]
+fn the_shipped_es_model_lowers_the_weight_of_a_slow_backend() {
+    // models/es.onnx: a log-step policy for 7 backends (marllb-sim train-es).
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/es.onnx");
+    let policy = Policy::load(&path, Some(7)).unwrap();
+    let h = heap(7);
+    let v = view(&h, 7);
+    let mut c = cfg(AgentKind::Es, Duration::from_secs(10));
+    c.drain = vec![false; 7];
+    let mut e = Engine::new(
+        Controller::new(v, 1),
+        c,
+        Arc::new(HealthBoard::new(7)),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    e.install(policy);
+    assert_eq!(e.active_agent(), AgentKind::Es);
+    let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
+    let mut tel = Telemetry::new_box_zeroed().unwrap();
+    let dp = DataPlane::new(&v, DataPlaneConfig::default());
+    for k in 0..40u64 {
+        for b in 0..7 {
+            // Backend 3's flows take 3x as long as the others'.
+            window(&mut tel, b, if b == 3 { 300_000 } else { 100_000 }, 2);
+        }
+        publ.publish(k + 1, &tel, &dp.status());
+        let r = e.step(Instant::now());
+        assert!(r.policy_ok, "{r:?}");
+    }
+    let w = e.published().0.to_vec();
+    assert!(w.iter().all(|&x| x > 0), "{w:?}");
+    let others = w.iter().enumerate().filter(|(b, _)| *b != 3);
+    assert!(others.clone().all(|(_, &x)| x == w[0]), "{w:?}");
+    assert!(w[3] < 9 * w[0] / 10, "the slow backend keeps {w:?}");
 }
