@@ -64,6 +64,20 @@ fn model(dir: &TempDir, m: (Vec<u8>, marllb_policy::PolicyMeta)) -> Policy {
     Policy::load(&p, Some(3)).unwrap()
 }
 
+/// An engine over `v` with `n` backends, none drained, `agent` and `fallback`.
+fn engine(v: RegionView<'_>, agent: AgentKind, fallback: AgentKind, n: usize) -> Engine<'_> {
+    let mut c = cfg(agent, Duration::from_secs(10));
+    c.fallback_agent = fallback;
+    c.drain = vec![false; n];
+    Engine::new(
+        Controller::new(v, 1),
+        c,
+        Arc::new(HealthBoard::new(n)),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap()
+}
+
 #[test]
 fn runtime_nan_and_overrun_keep_the_last_weights() {
     let h = heap(3);
@@ -217,15 +231,7 @@ fn window(tel: &mut Telemetry, b: usize, fct_us: u32, active: u32) {
 fn adaptive_sed_lowers_the_weight_of_the_backend_whose_flows_complete_later() {
     let h = heap(3);
     let v = view(&h, 3);
-    let mut c = cfg(AgentKind::AdaptiveSed, Duration::from_secs(10));
-    c.drain = vec![false; 3];
-    let mut e = Engine::new(
-        Controller::new(v, 1),
-        c,
-        Arc::new(HealthBoard::new(3)),
-        Arc::new(Metrics::new()),
-    )
-    .unwrap();
+    let mut e = engine(v, AgentKind::AdaptiveSed, AgentKind::Ecmp, 3);
     assert_eq!(e.active_agent(), AgentKind::AdaptiveSed);
     let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
     let mut tel = Telemetry::new_box_zeroed().unwrap();
@@ -281,16 +287,7 @@ fn adaptive_sed_lowers_the_weight_of_the_backend_whose_flows_complete_later() {
 fn a_learned_agent_without_a_model_falls_back_to_adaptive_sed_from_zero_corrections() {
     let h = heap(3);
     let v = view(&h, 3);
-    let mut c = cfg(AgentKind::Qmix, Duration::from_secs(10));
-    c.fallback_agent = AgentKind::AdaptiveSed;
-    c.drain = vec![false; 3];
-    let mut e = Engine::new(
-        Controller::new(v, 1),
-        c,
-        Arc::new(HealthBoard::new(3)),
-        Arc::new(Metrics::new()),
-    )
-    .unwrap();
+    let mut e = engine(v, AgentKind::Qmix, AgentKind::AdaptiveSed, 3);
     assert_eq!(e.active_agent(), AgentKind::AdaptiveSed);
     let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
     let mut tel = Telemetry::new_box_zeroed().unwrap();
@@ -339,15 +336,7 @@ fn the_shipped_es_model_lowers_the_weight_of_a_slow_backend() {
     let policy = Policy::load(&path, Some(7)).unwrap();
     let h = heap(7);
     let v = view(&h, 7);
-    let mut c = cfg(AgentKind::Es, Duration::from_secs(10));
-    c.drain = vec![false; 7];
-    let mut e = Engine::new(
-        Controller::new(v, 1),
-        c,
-        Arc::new(HealthBoard::new(7)),
-        Arc::new(Metrics::new()),
-    )
-    .unwrap();
+    let mut e = engine(v, AgentKind::Es, AgentKind::Ecmp, 7);
     e.install(policy);
     assert_eq!(e.active_agent(), AgentKind::Es);
     let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
