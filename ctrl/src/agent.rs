@@ -21,14 +21,15 @@
 //! `adaptive-sed` ([`marllb_policy::AdaptiveSed`], run by the engine rather than
 //! by [`heuristic`]) corrects the configured weights by what the data plane
 //! measures: each cycle backend i's log correction c_i moves a fraction `RATE`
-//! (0.5) of the way toward −`GAIN`·ln(fct_i / pool) (`GAIN` 1), fct_i its
-//! filtered flow completion time and pool the geometric mean over the backends;
-//! the step is clamped to ±`MAX_STEP` (0.5) per cycle, c_i to ±`CLAMP` (3), and
-//! the corrections are centred (constants in `marllb_policy::adaptive`). A backend whose flows complete later than the pool's loses weight in
-//! proportion, and regains it when they no longer do; the corrections start at 0
-//! (the configured weights) whenever it becomes the active agent. Its weights are
-//! meant for the data plane's SED selection, which adds the active-flow term. It
-//! is a heuristic: no model, no learning.
+//! of the way toward −`GAIN`·ln(fct_i / pool), fct_i its filtered flow
+//! completion time and pool the geometric mean over the backends; the step is
+//! clamped to ±`MAX_STEP` per cycle, c_i to ±`CLAMP`, and the corrections are
+//! centred (the constants, tuned in the simulator, are in
+//! `marllb_policy::adaptive`). A backend whose flows complete later than the
+//! pool's loses weight in proportion, and regains it when they no longer do;
+//! the corrections start at 0 (the configured weights) whenever it becomes the
+//! active agent. Its weights are meant for the data plane's SED selection,
+//! which adds the active-flow term. It is a heuristic: no model, no learning.
 
 use marllb_core::{Weight, WEIGHT_ONE};
 
