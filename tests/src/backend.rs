@@ -118,6 +118,23 @@ pub struct Backend {
     pub dir: PathBuf,
 }
 
+impl Backend {
+    /// Sets its PHP workers' CPU limit to `factor` × its configured CPUs
+    /// (`spec.cpus`) from now on (1.0 restores it); the cgroup's quota changes,
+    /// running requests included. Returns the CPUs now allowed.
+    pub fn set_cpu_factor(&self, tb: &Testbed, factor: f64) -> Result<f64> {
+        if !(factor.is_finite() && factor > 0.0) {
+            anyhow::bail!(
+                "CPU factor {factor} for {}: must be a positive number",
+                self.spec.id
+            );
+        }
+        let cpus = self.spec.cpus * factor;
+        let quota = tb.set_cpu_limit(&self.spec.id, cpus)?;
+        Ok(quota as f64 / crate::netns::CFS_PERIOD_US as f64)
+    }
+}
+
 /// Writes the configs and starts php-fpm (in its CPU cgroup) and nginx for a
 /// backend whose namespace `ns` already exists with its address configured.
 pub fn start(tb: &mut Testbed, ns: &str, spec: &BackendSpec, vip: &str, dir: &Path) -> Result<()> {

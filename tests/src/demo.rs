@@ -1,25 +1,97 @@
 //! The main job: the whole system on one machine with real backends of unequal
 //! capacity, the DPDK data plane, the controller with the shipped model, a
-//! replay of the shared trace with a live view, then the same replay under a
-//! baseline for comparison.
+//! replay of the shared trace with a live view, then the same replay under
+//! baselines (SED with the configured weights, adaptive SED) for comparison.
+//! Capacity events change a backend's CPU quota mid-run (the configuration,
+//! and so SED's weights, stay as they were), and the comparison is then also
+//! made phase by phase.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::backend::BackendSpec;
 use crate::lb::{
     metrics, per_backend, scalar, start_controller, start_dataplane, CtrlOptions, LbOptions,
 };
-use crate::load::{Progress, Summary};
+use crate::load::{summarize, Progress, Record, Summary};
 use crate::scenario::{capacities, start_load};
 use crate::topology::Topology;
+
+/// One backend's CPU capacity changed during a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CapacityEvent {
+    /// Seconds from the start of the replay.
+    pub at: f64,
+    /// Backend index.
+    pub backend: usize,
+    /// Factor on the backend's configured CPU quota from then on (1 restores it).
+    pub factor: f64,
+}
+
+impl CapacityEvent {
+    /// Parses `SECONDS:BACKEND:FACTOR` (`--capacity-event 20:be4:0.25`); BACKEND
+    /// is the index (`4`) or the id (`be4`) of one of `backends` backends.
+    pub fn parse(s: &str, backends: usize) -> Result<Self> {
+        let form = "expected SECONDS:BACKEND:FACTOR, e.g. 20:be4:0.25 (BACKEND an index or an id)";
+        let parts: Vec<&str> = s.split(':').collect();
+        let [at, backend, factor] = parts[..] else {
+            bail!("--capacity-event {s:?}: {form}");
+        };
+        let at: f64 = at
+            .trim()
+            .parse()
+            .with_context(|| format!("--capacity-event {s:?}: SECONDS {at:?} is not a number"))?;
+        if !(at.is_finite() && at >= 0.0) {
+            bail!("--capacity-event {s:?}: SECONDS must be >= 0");
+        }
+        let b = backend.trim();
+        let index = b
+            .strip_prefix("be")
+            .unwrap_or(b)
+            .parse::<usize>()
+            .ok()
+            .filter(|i| *i < backends)
+            .with_context(|| {
+                format!(
+                    "--capacity-event {s:?}: no backend {b:?} (indices 0..={}, ids be0..=be{})",
+                    backends.saturating_sub(1),
+                    backends.saturating_sub(1)
+                )
+            })?;
+        let f: f64 = factor.trim().parse().with_context(|| {
+            format!("--capacity-event {s:?}: FACTOR {factor:?} is not a number")
+        })?;
+        if !(f.is_finite() && f > 0.0 && f <= 100.0) {
+            bail!("--capacity-event {s:?}: FACTOR must be in (0, 100] (1 restores the configured quota)");
+        }
+        Ok(Self {
+            at,
+            backend: index,
+            factor: f,
+        })
+    }
+}
+
+/// A capacity event as it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedEvent {
+    /// Seconds from the start of the replay when the quota was changed.
+    pub at: f64,
+    /// Backend id.
+    pub backend: String,
+    /// Factor on its configured quota.
+    pub factor: f64,
+    /// CPUs it may use now.
+    pub cpus: f64,
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    /// Policy: qmix | sac-gru | sed | lsq | wcmp | ecmp.
+    /// Policy: qmix | sac-gru | sed | adaptive-sed | lsq | wcmp | ecmp.
     pub policy: String,
     /// Baselines to compare with on the same replay (empty: no comparison).
     pub compare: Vec<String>,
@@ -41,6 +113,8 @@ pub struct DemoOptions {
     pub models: PathBuf,
     /// Print a line per second.
     pub live: bool,
+    /// Backend capacity changes during each run, by time.
+    pub capacity_events: Vec<CapacityEvent>,
 }
 
 impl DemoOptions {
@@ -48,7 +122,7 @@ impl DemoOptions {
     pub fn new(root: &Path) -> Self {
         Self {
             policy: "qmix".into(),
-            compare: vec!["ecmp".into()],
+            compare: vec!["sed".into(), "adaptive-sed".into()],
             duration: 60.0,
             backends: 7,
             small_cpus: 0.1,
@@ -58,6 +132,7 @@ impl DemoOptions {
             work_scale: 0.4,
             models: root.join("models"),
             live: true,
+            capacity_events: Vec::new(),
         }
     }
 }
@@ -92,11 +167,15 @@ pub fn policy_setup(policy: &str, models: &Path) -> Result<(String, String, Opti
         ),
         // Weighted SED with capacity weights.
         "sed" => ("sed".into(), "wcmp".into(), None),
+        // SED over weights re-estimated from completion times every cycle.
+        "adaptive-sed" => ("sed".into(), "adaptive-sed".into(), None),
         // Least active flows: SED with equal weights.
         "lsq" => ("sed".into(), "ecmp".into(), None),
         "wcmp" => ("alias".into(), "wcmp".into(), None),
         "ecmp" => ("alias".into(), "ecmp".into(), None),
-        other => bail!("unknown policy {other:?} (qmix, sac-gru, sed, lsq, wcmp, ecmp)"),
+        other => {
+            bail!("unknown policy {other:?} (qmix, sac-gru, sed, adaptive-sed, lsq, wcmp, ecmp)")
+        }
     })
 }
 
@@ -105,16 +184,40 @@ pub fn policy_setup(policy: &str, models: &Path) -> Result<(String, String, Opti
 pub struct PolicyRun {
     /// Policy name.
     pub policy: String,
+    /// Controller agent it ran as.
+    pub agent: String,
     /// Load summary.
     pub summary: Summary,
+    /// Every request, by start time.
+    pub records: Vec<Record>,
     /// Mean of the controller's Jain index over the run.
     pub ctrl_jain: f64,
+    /// The agents `marllb_policy_active` said were computing the weights
+    /// (normally one: the fallback shows up here if the model was refused).
+    pub active_agents: Vec<String>,
+    /// The capacity events, when they were applied.
+    pub events: Vec<AppliedEvent>,
+    /// The controller's weights about once a second: (seconds from the start
+    /// of the replay, weight by backend id).
+    pub weights: Vec<(f64, BTreeMap<String, f64>)>,
+    /// Seconds of replay.
+    pub duration: f64,
+    /// Configured CPUs by backend id.
+    pub capacities: Vec<(String, f64)>,
 }
 
-/// Runs one policy on a fresh testbed; prints a line per second when `live`.
+/// Runs one policy on a fresh testbed, applying `o.capacity_events` on time;
+/// prints a line per second when `o.live`.
 pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Result<PolicyRun> {
     let (method, agent, model) = policy_setup(policy, &o.models)?;
     let specs = backends(o.backends, o.small_cpus, o.workers);
+    if let Some(e) = o.capacity_events.iter().find(|e| e.backend >= specs.len()) {
+        bail!(
+            "capacity event for backend {}: only {} backends",
+            e.backend,
+            specs.len()
+        );
+    }
     println!(
         "\n== {policy}: {} backends ({}), data plane method {method}, controller agent {agent}{}",
         specs.len(),
@@ -140,7 +243,7 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
         },
     )?;
     let copts = CtrlOptions {
-        agent,
+        agent: agent.clone(),
         model,
         ..CtrlOptions::default()
     };
@@ -170,19 +273,72 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
     )?;
     let ns = topo.lbs[0].ns.clone();
     let start = Instant::now();
+    let id_of: BTreeMap<String, String> = topo
+        .backends
+        .iter()
+        .map(|b| (b.spec.addr.clone(), b.spec.id.clone()))
+        .collect();
+    let mut pending = o.capacity_events.clone();
+    pending.sort_by(|a, b| a.at.total_cmp(&b.at));
+    let mut pending = std::collections::VecDeque::from(pending);
+    let mut events = Vec::new();
     let mut jains = Vec::new();
+    let mut weights = Vec::new();
+    let mut active_agents: Vec<String> = Vec::new();
     let mut shown = 0;
-    while topo.tb.running("load") && start.elapsed() < Duration::from_secs_f64(o.duration + 60.0) {
-        std::thread::sleep(Duration::from_secs(1));
-        let prog: Vec<Progress> = run.progress();
+    let mut tick = 1.0;
+    let limit = o.duration + 60.0;
+    // Bounded: the load generator's own duration, and `limit` seconds.
+    while topo.tb.running("load") && start.elapsed().as_secs_f64() < limit {
+        let wake = pending.front().map_or(tick, |e| e.at.min(tick));
+        if let Some(left) = Duration::from_secs_f64(wake).checked_sub(start.elapsed()) {
+            std::thread::sleep(left);
+        }
+        while let Some(e) = pending.front().copied() {
+            if start.elapsed().as_secs_f64() < e.at {
+                break;
+            }
+            pending.pop_front();
+            let b = &topo.backends[e.backend];
+            let cpus = b.set_cpu_factor(&topo.tb, e.factor)?;
+            let at = start.elapsed().as_secs_f64();
+            println!(
+                "t={at:>5.1}s capacity: {} CPU quota x{} of its configured {} = {cpus:.3} CPUs",
+                b.spec.id, e.factor, b.spec.cpus
+            );
+            events.push(AppliedEvent {
+                at,
+                backend: b.spec.id.clone(),
+                factor: e.factor,
+                cpus,
+            });
+        }
+        if start.elapsed().as_secs_f64() < tick {
+            continue;
+        }
+        tick += 1.0;
         let m = metrics(&ns, copts.prometheus_port).unwrap_or_default();
         if let Some(j) = scalar(&m, "marllb_jain_fairness") {
             jains.push(j);
         }
+        for a in active_policy(&m) {
+            if !active_agents.contains(&a) {
+                active_agents.push(a);
+            }
+        }
+        let w = per_backend(&m, "marllb_backend_weight");
+        if !w.is_empty() {
+            weights.push((
+                start.elapsed().as_secs_f64(),
+                w.iter()
+                    .filter_map(|(a, v)| Some((id_of.get(a)?.clone(), *v)))
+                    .collect(),
+            ));
+        }
+        let prog: Vec<Progress> = run.progress();
         if o.live && prog.len() > shown {
             shown = prog.len();
             let p = &prog[prog.len() - 1];
-            let w = per_backend(&m, "marllb_backend_weight");
             let up = per_backend(&m, "marllb_backend_up");
             let act = per_backend(&m, "marllb_backend_active_flows");
             let cols: Vec<String> = topo
@@ -215,7 +371,13 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
             );
         }
     }
-    let (summary, _) = run.finish(&mut topo, Duration::from_secs(60))?;
+    for e in &pending {
+        println!(
+            "capacity event at {} s for be{} not applied: the replay ended first",
+            e.at, e.backend
+        );
+    }
+    let (summary, records) = run.finish(&mut topo, Duration::from_secs(60))?;
     let ctrl_jain = if jains.is_empty() {
         f64::NAN
     } else {
@@ -224,9 +386,159 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
     drop(topo);
     Ok(PolicyRun {
         policy: policy.into(),
+        agent,
         summary,
+        records,
         ctrl_jain,
+        active_agents,
+        events,
+        weights,
+        duration: o.duration,
+        capacities: specs.iter().map(|s| (s.id.clone(), s.cpus)).collect(),
     })
+}
+
+/// The `agent` labels of `marllb_policy_active` samples at 1.
+fn active_policy(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("marllb_policy_active{"))
+        .filter_map(|l| l.split_once('}'))
+        .filter(|(_, v)| v.trim().parse::<f64>().is_ok_and(|v| v > 0.5))
+        .filter_map(|(labels, _)| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("agent=\""))
+                .map(|v| v.trim_end_matches('"').to_string())
+        })
+        .collect()
+}
+
+/// What one phase of a run (between two capacity events) measured, over the
+/// requests that started in it.
+#[derive(Debug, Clone)]
+pub struct PhaseStats {
+    /// Name (`before`, `during`, `after` for one drop and its restoration;
+    /// otherwise by time).
+    pub name: String,
+    /// Start, seconds from the start of the replay.
+    pub from: f64,
+    /// End (the next event, or the end of the replay).
+    pub to: f64,
+    /// The phase's requests, summarized as a whole run is.
+    pub summary: Summary,
+    /// Mean share of each backend in the controller's weights (w / Σw).
+    pub weight_share: BTreeMap<String, f64>,
+}
+
+impl PhaseStats {
+    /// Share of the answered requests backend `id` answered.
+    pub fn share(&self, id: &str) -> f64 {
+        let n = self.summary.per_backend.get(id).copied().unwrap_or(0);
+        if self.summary.ok == 0 {
+            0.0
+        } else {
+            n as f64 / self.summary.ok as f64
+        }
+    }
+}
+
+/// Splits a run at its capacity events into phases.
+pub fn phases(run: &PolicyRun) -> Vec<PhaseStats> {
+    let duration = run.duration;
+    let mut cuts: Vec<f64> = vec![0.0];
+    cuts.extend(run.events.iter().map(|e| e.at));
+    cuts.push(duration.max(cuts.last().copied().unwrap_or(0.0)));
+    let names: Vec<String> = match run.events.as_slice() {
+        [a, b] if a.backend == b.backend && a.factor != 1.0 && b.factor == 1.0 => {
+            vec!["before".into(), "during".into(), "after".into()]
+        }
+        _ => cuts
+            .windows(2)
+            .map(|w| format!("{:.0}-{:.0}s", w[0], w[1]))
+            .collect(),
+    };
+    cuts.windows(2)
+        .zip(names)
+        .map(|(w, name)| {
+            let (from, to) = (w[0], w[1]);
+            let rs: Vec<Record> = run
+                .records
+                .iter()
+                .filter(|r| r.at >= from && r.at < to)
+                .cloned()
+                .collect();
+            let samples: Vec<&BTreeMap<String, f64>> = run
+                .weights
+                .iter()
+                .filter(|(t, _)| *t >= from && *t < to)
+                .map(|(_, w)| w)
+                .collect();
+            let mut weight_share: BTreeMap<String, f64> = BTreeMap::new();
+            for w in &samples {
+                let sum: f64 = w.values().sum();
+                for (b, v) in w.iter() {
+                    let share = if sum > 0.0 { v / sum } else { 0.0 };
+                    *weight_share.entry(b.clone()).or_insert(0.0) += share / samples.len() as f64;
+                }
+            }
+            PhaseStats {
+                name,
+                from,
+                to,
+                summary: summarize(&rs, &run.capacities),
+                weight_share,
+            }
+        })
+        .collect()
+}
+
+/// Prints, for every run and phase, latency and what the backends named in
+/// the capacity events got (share of the requests, share of the weights).
+pub fn print_phase_table(runs: &[PolicyRun]) {
+    let mut watched: Vec<String> = Vec::new();
+    for e in runs.iter().flat_map(|r| &r.events) {
+        if !watched.contains(&e.backend) {
+            watched.push(e.backend.clone());
+        }
+    }
+    let cols: String = watched
+        .iter()
+        .map(|b| format!(" {b} requests (share) | {b} weight share |"))
+        .collect();
+    println!("\n| policy | phase | s | requests | ok | failed | mean ms | p95 ms | p99 ms |{cols}");
+    println!(
+        "|---|---|---|---|---|---|---|---|---|{}",
+        "---|---|".repeat(watched.len())
+    );
+    for r in runs {
+        for p in phases(r) {
+            let cols: String = watched
+                .iter()
+                .map(|b| {
+                    format!(
+                        " {} ({:.1} %) | {:.3} |",
+                        p.summary.per_backend.get(b).copied().unwrap_or(0),
+                        100.0 * p.share(b),
+                        p.weight_share.get(b).copied().unwrap_or(f64::NAN)
+                    )
+                })
+                .collect();
+            let s = &p.summary;
+            println!(
+                "| {} | {} | {:.1}-{:.1} | {} | {} | {} | {:.1} | {:.1} | {:.1} |{cols}",
+                r.policy,
+                p.name,
+                p.from,
+                p.to,
+                s.requests,
+                s.ok,
+                s.failed,
+                s.latency_mean_ms,
+                s.latency_p95_ms,
+                s.latency_p99_ms
+            );
+        }
+    }
 }
 
 /// Prints the comparison table of several runs.
@@ -251,5 +563,112 @@ pub fn print_table(runs: &[PolicyRun]) {
                 .collect::<Vec<_>>()
                 .join("/")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_events_parse_with_clear_errors() {
+        let e = CapacityEvent::parse("20:be4:0.25", 7).expect("valid");
+        assert_eq!(
+            e,
+            CapacityEvent {
+                at: 20.0,
+                backend: 4,
+                factor: 0.25
+            }
+        );
+        assert_eq!(
+            CapacityEvent::parse("7.5:6:1", 7).expect("index").backend,
+            6
+        );
+        for (bad, says) in [
+            ("20:be4", "SECONDS:BACKEND:FACTOR"),
+            ("20:be4:0.5:1", "SECONDS:BACKEND:FACTOR"),
+            ("x:be4:0.5", "SECONDS \"x\" is not a number"),
+            ("-1:be4:0.5", "SECONDS must be >= 0"),
+            (
+                "20:be7:0.5",
+                "no backend \"be7\" (indices 0..=6, ids be0..=be6)",
+            ),
+            ("20:web1:0.5", "no backend \"web1\""),
+            ("20:be4:0", "FACTOR must be in (0, 100]"),
+            ("20:be4:NaN", "FACTOR must be in (0, 100]"),
+            ("20:be4:half", "FACTOR \"half\" is not a number"),
+        ] {
+            let e = CapacityEvent::parse(bad, 7).expect_err(bad).to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(e.starts_with("--capacity-event"), "{bad}: {e}");
+        }
+    }
+
+    fn run_with(events: Vec<AppliedEvent>, records: Vec<Record>) -> PolicyRun {
+        let summary = summarize(&records, &[]);
+        PolicyRun {
+            policy: "sed".into(),
+            agent: "wcmp".into(),
+            summary,
+            records,
+            ctrl_jain: 1.0,
+            active_agents: vec!["wcmp".into()],
+            events,
+            weights: vec![
+                (
+                    1.0,
+                    BTreeMap::from([("be0".into(), 1.0), ("be1".into(), 1.0)]),
+                ),
+                (
+                    5.0,
+                    BTreeMap::from([("be0".into(), 1.0), ("be1".into(), 0.25)]),
+                ),
+            ],
+            duration: 9.0,
+            capacities: vec![("be0".into(), 0.1), ("be1".into(), 0.1)],
+        }
+    }
+
+    #[test]
+    fn a_drop_and_its_restoration_make_three_phases() {
+        // Through serde: what the load generator writes.
+        let rec = |at: f64, b: &str, ms: f64| -> Record {
+            serde_json::from_str(&format!(
+                r#"{{"at":{at},"latency_ms":{ms},"outcome":"ok","backend":"{b}","sport":1}}"#
+            ))
+            .expect("record")
+        };
+        let ev = |at: f64, factor: f64| AppliedEvent {
+            at,
+            backend: "be1".into(),
+            factor,
+            cpus: 0.1 * factor,
+        };
+        let run = run_with(
+            vec![ev(3.0, 0.25), ev(6.0, 1.0)],
+            vec![
+                rec(1.0, "be0", 10.0),
+                rec(2.0, "be1", 10.0),
+                rec(4.0, "be0", 10.0),
+                rec(4.5, "be0", 10.0),
+                rec(5.0, "be0", 10.0),
+                rec(5.5, "be1", 90.0),
+                rec(7.0, "be1", 10.0),
+            ],
+        );
+        let p = phases(&run);
+        let names: Vec<&str> = p.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(names, ["before", "during", "after"]);
+        assert_eq!(p[1].summary.requests, 4);
+        assert!((p[1].share("be1") - 0.25).abs() < 1e-12);
+        assert_eq!(p[1].summary.latency_p99_ms, 90.0);
+        assert!((p[1].weight_share["be1"] - 0.2).abs() < 1e-12);
+        assert!((p[0].weight_share["be1"] - 0.5).abs() < 1e-12);
+        assert!(p[2].weight_share.is_empty());
+        // Other events: phases by time.
+        let run = run_with(vec![ev(3.0, 0.5)], vec![]);
+        let names: Vec<String> = phases(&run).into_iter().map(|x| x.name).collect();
+        assert_eq!(names, ["0-3s", "3-9s"]);
     }
 }

@@ -121,6 +121,15 @@ fn delete_netns(name: &str) {
         .status();
 }
 
+/// CFS period of the testbed's CPU cgroups, microseconds.
+pub const CFS_PERIOD_US: u64 = 100_000;
+
+/// CFS quota for `cpus` CPUs per [`CFS_PERIOD_US`] (at least the kernel's
+/// minimum, 1 ms).
+fn cfs_quota_us(cpus: f64) -> u64 {
+    ((cpus * CFS_PERIOD_US as f64).round() as u64).max(1000)
+}
+
 /// True when running as root (namespaces, veth pairs and cgroups need it).
 pub fn is_root() -> bool {
     Command::new("id")
@@ -360,11 +369,41 @@ impl Testbed {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating cgroup {dir}"))?;
         register(Owned::Cgroup(dir.clone()));
         self.cgroups.push(dir.clone());
-        let period = 100_000u64;
-        let quota = ((cpus * period as f64).round() as u64).max(1000);
-        std::fs::write(format!("{dir}/cpu.cfs_period_us"), period.to_string())?;
-        std::fs::write(format!("{dir}/cpu.cfs_quota_us"), quota.to_string())?;
+        std::fs::write(
+            format!("{dir}/cpu.cfs_period_us"),
+            CFS_PERIOD_US.to_string(),
+        )?;
+        std::fs::write(
+            format!("{dir}/cpu.cfs_quota_us"),
+            cfs_quota_us(cpus).to_string(),
+        )?;
         Ok(format!("{dir}/cgroup.procs"))
+    }
+
+    /// Changes the CPU limit of the cgroup [`Self::cpu_cgroup`] made for
+    /// `name`, effective at once for the processes in it (the CFS quota per
+    /// period, read back to check it took). Returns the quota set, in
+    /// microseconds per [`CFS_PERIOD_US`].
+    pub fn set_cpu_limit(&self, name: &str, cpus: f64) -> Result<u64> {
+        if !(cpus.is_finite() && cpus > 0.0 && cpus <= 64.0) {
+            bail!("CPU limit {cpus} of {name}: must be in (0, 64]");
+        }
+        let dir = format!("/sys/fs/cgroup/cpu/{}-{name}", self.prefix);
+        if !self.cgroups.contains(&dir) {
+            bail!("{name} has no CPU cgroup of this testbed ({dir})");
+        }
+        let file = format!("{dir}/cpu.cfs_quota_us");
+        let quota = cfs_quota_us(cpus);
+        std::fs::write(&file, quota.to_string()).with_context(|| format!("writing {file}"))?;
+        let back: u64 = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {file}"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("{file}: not a number"))?;
+        if back != quota {
+            bail!("{file} reads {back} after writing {quota}");
+        }
+        Ok(quota)
     }
 
     /// Tears everything down now (also done on drop).

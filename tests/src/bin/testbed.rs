@@ -1,20 +1,28 @@
 //! `marllb-testbed`: the main job (`demo`) of `cargo xtask demo`.
 //!
-//! `marllb-testbed demo [--policy qmix] [--compare ecmp|P1,P2,..|none] [--duration 60]
-//! [--backends 7] [--trace FILE] [--work-scale 0.4] [--time-scale 1]`
+//! `marllb-testbed demo [--policy qmix] [--compare sed,adaptive-sed|P1,P2,..|none]
+//! [--duration 60] [--backends 7] [--trace FILE] [--work-scale 0.4] [--time-scale 1]
+//! [--capacity-event SECONDS:BACKEND:FACTOR ...]`
+//!
+//! `--capacity-event 20:be4:0.25` multiplies backend be4's configured CPU quota
+//! by 0.25 from 20 s into each run on (`20:4:0.25` names it by index; FACTOR 1
+//! restores it); the flag repeats, and the runs are then also compared phase
+//! by phase.
 #![allow(clippy::expect_used)]
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use marllb_testbed::demo::{print_table, run_policy, DemoOptions};
+use marllb_testbed::demo::{
+    print_phase_table, print_table, run_policy, CapacityEvent, DemoOptions,
+};
 
-use marllb_testbed::flag_value as arg;
+use marllb_testbed::{flag_value as arg, flag_values};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) != Some("demo") {
-        bail!("usage: marllb-testbed demo [--policy P] [--compare P1,P2,..|none] [--duration S] [--backends N] [--trace FILE] [--work-scale X] [--time-scale X] [--root DIR]");
+        bail!("usage: marllb-testbed demo [--policy P] [--compare P1,P2,..|none] [--duration S] [--backends N] [--trace FILE] [--work-scale X] [--time-scale X] [--capacity-event SECONDS:BACKEND:FACTOR ...] [--root DIR]");
     }
     let root = arg(&args, "--root")
         .map(PathBuf::from)
@@ -51,6 +59,17 @@ fn main() -> Result<()> {
     if let Some(t) = arg(&args, "--time-scale") {
         o.time_scale = t.parse().context("--time-scale")?;
     }
+    for e in flag_values(&args, "--capacity-event") {
+        let ev = CapacityEvent::parse(&e, o.backends)?;
+        if ev.at >= o.duration {
+            bail!(
+                "--capacity-event {e:?}: at {} s, not before the end of the {} s run",
+                ev.at,
+                o.duration
+            );
+        }
+        o.capacity_events.push(ev);
+    }
     println!(
         "MARLLB testbed: trace {} (time x{}, work x{}), {} s per policy; Ctrl-C tears everything down",
         o.trace.display(),
@@ -67,17 +86,26 @@ fn main() -> Result<()> {
         runs.push(run_policy(&prefix, &dir.join(p), &o, p)?);
     }
     print_table(&runs);
-    if runs.len() == 2 {
-        let (a, b) = (&runs[0].summary, &runs[1].summary);
-        println!(
-            "\n{} vs {}: p95 latency {:.2}x, p99 {:.2}x, Jain {:.3} vs {:.3}",
-            runs[0].policy,
-            runs[1].policy,
-            a.latency_p95_ms / b.latency_p95_ms.max(1e-9),
-            a.latency_p99_ms / b.latency_p99_ms.max(1e-9),
-            a.jain,
-            b.jain
-        );
+    if !o.capacity_events.is_empty() {
+        print_phase_table(&runs);
+    }
+    if let Some((first, rest)) = runs.split_first() {
+        if !rest.is_empty() {
+            println!();
+        }
+        let a = &first.summary;
+        for r in rest {
+            let b = &r.summary;
+            println!(
+                "{} vs {}: p95 latency {:.2}x, p99 {:.2}x, Jain {:.3} vs {:.3}",
+                first.policy,
+                r.policy,
+                a.latency_p95_ms / b.latency_p95_ms.max(1e-9),
+                a.latency_p99_ms / b.latency_p99_ms.max(1e-9),
+                a.jain,
+                b.jain
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
