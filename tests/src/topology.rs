@@ -172,23 +172,21 @@ impl Topology {
     }
 
     /// Points the router's VIP route at the LB nodes (multipath when several),
-    /// or at the first backend when there is none.
+    /// or at the first backend when there is none. One `ip route replace`: the
+    /// route changes atomically, as a routing daemon's update does (a delete
+    /// then an add left the router without a route to the VIP for a few
+    /// milliseconds, and a SYN in that gap got an ICMP network unreachable,
+    /// which aborts a connect()).
     pub fn route_vip(&self) -> Result<()> {
-        let _ = self
-            .tb
-            .ip_in(&self.router, &["route", "del", &format!("{VIP}/32")]);
         let dst = format!("{VIP}/32");
+        let mut args: Vec<String> = vec!["route".into(), "replace".into(), dst];
         if self.lbs.is_empty() {
             let first = self
                 .backends
                 .first()
                 .map_or("198.18.2.100", |b| b.spec.addr.as_str());
-            self.tb
-                .ip_in(&self.router, &["route", "add", &dst, "via", first])?;
-            return Ok(());
-        }
-        let mut args: Vec<String> = vec!["route".into(), "add".into(), dst];
-        if self.lbs.len() == 1 {
+            args.extend(["via".into(), first.into()]);
+        } else if self.lbs.len() == 1 {
             args.extend(["via".into(), self.lbs[0].next_hop.clone()]);
         } else {
             for lb in &self.lbs {
