@@ -97,6 +97,9 @@ pub enum Outcome {
     Ok,
     /// Connection refused.
     Refused,
+    /// No route: an ICMP destination unreachable (host or network) answered
+    /// the SYN, or the client itself had no route.
+    Unreachable,
     /// Connection reset.
     Reset,
     /// No connection within the connect timeout.
@@ -122,38 +125,80 @@ pub struct Record {
     pub backend: Option<String>,
     /// Client source port of the connection (identifies it in captures).
     pub sport: u16,
+    /// For a failure, the step and the error the client saw (`connect:
+    /// Network is unreachable (os error 101)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When `connect` returned (UNIX seconds, see [`unix_now`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_unix: Option<f64>,
+    /// With a hold, when the rest of the request was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest_sent_unix: Option<f64>,
+    /// When the outcome was known (the answer read, or the error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_unix: Option<f64>,
 }
 
 fn classify(e: &std::io::Error) -> Outcome {
     use std::io::ErrorKind::*;
     match e.kind() {
         ConnectionRefused => Outcome::Refused,
+        HostUnreachable | NetworkUnreachable => Outcome::Unreachable,
         ConnectionReset | ConnectionAborted | BrokenPipe => Outcome::Reset,
         TimedOut | WouldBlock => Outcome::Timeout,
         _ => Outcome::BadResponse,
     }
 }
 
+/// Wall-clock time, UNIX seconds: comparable with what another process (the
+/// scenario that changes the network) reads from the same clock.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// How long a request waits for its connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A record of a request that has not ended yet (the caller sets the times).
+fn pending() -> Record {
+    Record {
+        at: 0.0,
+        latency_ms: 0.0,
+        outcome: Outcome::BadResponse,
+        backend: None,
+        sport: 0,
+        error: None,
+        connected_unix: None,
+        rest_sent_unix: None,
+        done_unix: None,
+    }
+}
+
 /// One request on its own connection. With a non-zero `hold`, the request is
 /// sent in two parts `hold` apart (the connection is established and idle in
 /// between), so that its later packets cross whatever happens meanwhile.
-fn one(
-    vip: SocketAddr,
-    loops: u64,
-    timeout: Duration,
-    hold: Duration,
-) -> (Outcome, Option<String>, u16) {
-    let mut s = match TcpStream::connect_timeout(&vip, Duration::from_secs(3)) {
+fn one(vip: SocketAddr, loops: u64, timeout: Duration, hold: Duration) -> Record {
+    let mut r = pending();
+    let fail = |mut r: Record, step: &str, e: &std::io::Error| {
+        r.outcome = classify(e);
+        r.error = Some(format!("{step}: {e}"));
+        r
+    };
+    let mut s = match TcpStream::connect_timeout(&vip, CONNECT_TIMEOUT) {
         Ok(s) => s,
         Err(e) => {
-            let o = match classify(&e) {
-                Outcome::Timeout => Outcome::ConnectTimeout,
-                o => o,
-            };
-            return (o, None, 0);
+            let mut r = fail(r, "connect", &e);
+            if r.outcome == Outcome::Timeout {
+                r.outcome = Outcome::ConnectTimeout;
+            }
+            return r;
         }
     };
-    let sport = s.local_addr().map_or(0, |a| a.port());
+    r.connected_unix = Some(unix_now());
+    r.sport = s.local_addr().map_or(0, |a| a.port());
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout));
     let req = format!(
@@ -162,28 +207,34 @@ fn one(
     );
     let (first, rest) = req.split_at(if hold.is_zero() { req.len() } else { 4 });
     if let Err(e) = s.write_all(first.as_bytes()) {
-        return (classify(&e), None, sport);
+        return fail(r, "write", &e);
     }
     if !hold.is_zero() {
         std::thread::sleep(hold);
+        r.rest_sent_unix = Some(unix_now());
         if let Err(e) = s.write_all(rest.as_bytes()) {
-            return (classify(&e), None, sport);
+            return fail(r, "write after hold", &e);
         }
     }
     let mut buf = Vec::with_capacity(512);
     if let Err(e) = s.read_to_end(&mut buf) {
-        return (classify(&e), None, sport);
+        return fail(r, "read", &e);
     }
     let _ = s.shutdown(Shutdown::Both);
     let text = String::from_utf8_lossy(&buf);
-    if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/1.0 200") {
-        return (Outcome::BadResponse, None, sport);
-    }
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let ok = text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200");
     match body.split_whitespace().next() {
-        Some(id) if id.starts_with("be") => (Outcome::Ok, Some(id.to_string()), sport),
-        _ => (Outcome::BadResponse, None, sport),
+        Some(id) if ok && id.starts_with("be") => {
+            r.outcome = Outcome::Ok;
+            r.backend = Some(id.to_string());
+        }
+        _ => {
+            let head: String = text.chars().take(60).collect();
+            r.error = Some(format!("not a 200 from a backend: {head:?}"));
+        }
     }
+    r
 }
 
 /// One second of progress, as `--progress` prints it (a JSON line on stderr).
@@ -270,10 +321,8 @@ pub fn replay(
             if let Ok(mut v) = records.lock() {
                 v.push(Record {
                     at: r.at,
-                    latency_ms: 0.0,
                     outcome: Outcome::Overload,
-                    backend: None,
-                    sport: 0,
+                    ..pending()
                 });
             }
             continue;
@@ -284,16 +333,12 @@ pub fn replay(
             .stack_size(64 * 1024)
             .spawn(move || {
                 let t = Instant::now();
-                let (outcome, backend, sport) = one(vip, r.loops, timeout, hold);
-                let latency_ms = t.elapsed().as_secs_f64() * 1e3;
+                let mut rec = one(vip, r.loops, timeout, hold);
+                rec.done_unix = Some(unix_now());
+                rec.at = r.at;
+                rec.latency_ms = t.elapsed().as_secs_f64() * 1e3;
                 if let Ok(mut v) = records2.lock() {
-                    v.push(Record {
-                        at: r.at,
-                        latency_ms,
-                        outcome,
-                        backend,
-                        sport,
-                    });
+                    v.push(rec);
                 }
                 inflight2.fetch_sub(1, Ordering::Relaxed);
             });
@@ -475,6 +520,7 @@ mod tests {
             outcome: Outcome::Ok,
             backend: Some(b.into()),
             sport: 1,
+            ..pending()
         };
         let mut v = vec![
             rec("be0", 10.0),
