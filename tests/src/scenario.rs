@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::backend::BackendSpec;
 use crate::lb::{start_dataplane, LbOptions};
-use crate::load::{Progress, Record, Summary};
+use crate::load::{unix_now, Progress, Record, Summary};
 use crate::topology::Topology;
 
 /// Backends of unequal capacity: the MARLLB moderate setting (4 small, 3 large
@@ -502,16 +502,30 @@ pub struct HeldConnection {
     pub sport: u16,
     /// Backend that held it (from the backends' socket tables) before the removal.
     pub backend: String,
-    /// LB node the router's multipath hash sent it to (the source MAC of its
-    /// SYN at the backend).
+    /// LB node that carried it: 0 when node 0 sent a SYN of it to the backend
+    /// that holds it (node 0 has a flow entry to that backend), else 1 (the
+    /// source MAC of its SYN at the backend).
     pub lb: usize,
+    /// Its SYNs (one, unless a retransmission took another path), as the
+    /// backends recorded them.
+    pub syns: Vec<SynSeen>,
+    /// The backend of node 0's flow entry for its 5-tuple left by an earlier
+    /// connection on the same client port (node 0 carried that one's SYN), if
+    /// that entry still lingers (closing, for 10 s after its end) when this
+    /// connection's segments reach node 0.
+    pub stale_on_0: Option<String>,
     /// Backend the consistent (Maglev) table gives it (`marllb-dpdk --explain-flows`).
     pub consistent: String,
-    /// Predicted to survive: it was on the remaining node, or the remaining
-    /// node's consistent table sends it where it already is.
+    /// Predicted to survive: node 0's flow entry for its 5-tuple (from its own
+    /// SYN, else a lingering one of an earlier connection on the port) sends
+    /// it where it is, or, without one, node 0's consistent table does.
     pub predicted_survives: bool,
     /// It completed with a 200 from the backend.
     pub survived: bool,
+    /// Seconds from `connect` returning to the start of the route change
+    /// (negative: before it), and from the end of the change to the rest of
+    /// the request being written (positive: after it).
+    pub margins: (f64, f64),
 }
 
 /// What scenario 5 measured.
@@ -521,11 +535,20 @@ pub struct FailoverReport {
     pub method: String,
     /// The whole run.
     pub summary: Summary,
-    /// Connections established and idle (mid-request) when the node was removed.
+    /// Connections established and idle (mid-request) when the node was
+    /// removed: `connect` returned before the route change began and the rest
+    /// of the request was written after it ended (the load generator's clock
+    /// readings against the scenario's, both wall clock).
     pub held: Vec<HeldConnection>,
     /// Failed requests that started within a second before the removal and
     /// were not established at it (mid-handshake when their path changed).
     pub handshake_failures: usize,
+    /// Failed requests that were established before the route change and
+    /// whose request was in flight while it changed (the rest written before
+    /// its end, the answer not yet read at its start): their last segments
+    /// took the new path, so they may break like a held connection of node 1,
+    /// or the answer may have been read first.
+    pub in_flight_failures: usize,
     /// Any other failed request.
     pub other_failures: usize,
 }
@@ -573,8 +596,10 @@ fn backend_sockets(topo: &Topology) -> std::collections::BTreeMap<u16, String> {
     out
 }
 
-/// Makes every backend remember, per LB node, the client ports of the SYNs
-/// that node forwarded (an nftables set per node, matched on the frame's
+/// Makes every backend remember, per LB node, the SYNs that node forwarded:
+/// client port and initial sequence number (one element per connection, its
+/// retransmitted SYNs included), added with a one-hour timeout so that the
+/// time left tells when (an nftables set per node, matched on the frame's
 /// source MAC: the node's data interface). The router's multipath hash cannot
 /// be recomputed from outside: for locally originated TCP the kernel hashes
 /// the socket's random `txhash`, which survives the veth hop (as a NIC's RSS
@@ -583,12 +608,14 @@ fn record_lb_of_syns(topo: &Topology) -> Result<()> {
     for b in &topo.backends {
         let mut rules = String::from("table inet marllb {\n");
         for i in 0..topo.lbs.len() {
-            rules += &format!("  set via{i} {{ type inet_service; size 65535; }}\n");
+            rules += &format!(
+                "  set via{i} {{ typeof tcp sport . tcp sequence; size 65535; flags timeout; timeout {SYN_RECORD_S}s; }}\n"
+            );
         }
         rules += "  chain pre {\n    type filter hook prerouting priority -300; policy accept;\n";
         for (i, lb) in topo.lbs.iter().enumerate() {
             rules += &format!(
-                "    tcp dport 80 tcp flags & (syn | ack) == syn ether saddr {} add @via{i} {{ tcp sport }}\n",
+                "    tcp dport 80 tcp flags & (syn | ack) == syn ether saddr {} add @via{i} {{ tcp sport . tcp sequence }}\n",
                 lb.data_mac
             );
         }
@@ -601,32 +628,98 @@ fn record_lb_of_syns(topo: &Topology) -> Result<()> {
     Ok(())
 }
 
-/// Client port → LB node index, from the backends' nftables sets.
-fn lb_of_syns(topo: &Topology, nodes: usize) -> Result<std::collections::BTreeMap<u16, usize>> {
-    let mut out = std::collections::BTreeMap::new();
+/// Lifetime of a recorded SYN (longer than any scenario).
+const SYN_RECORD_S: u64 = 3600;
+
+/// How long a data plane keeps a flow entry after its FIN or RST (core-nostd's
+/// `Timeouts::default().tcp_closing_ns`; the testbed's configs keep it).
+const TCP_CLOSING_S: f64 = 10.0;
+
+/// One connection's SYN as a backend saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynSeen {
+    /// LB node that forwarded it.
+    pub node: usize,
+    /// Backend it went to.
+    pub backend: String,
+    /// When (UNIX seconds, to about 10 ms: the listing's own duration).
+    pub at_unix: f64,
+}
+
+/// `59m58s752ms` → seconds.
+fn nft_duration(s: &str) -> Option<f64> {
+    let mut total = 0.0;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: f64 = num.parse().ok()?;
+        num.clear();
+        total += match c {
+            'd' => n * 86_400.0,
+            'h' => n * 3600.0,
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                n / 1000.0
+            }
+            'm' => n * 60.0,
+            's' => n,
+            _ => return None,
+        };
+    }
+    num.is_empty().then_some(total)
+}
+
+/// Client port → every SYN the backends recorded on it (of every connection
+/// that used the port in the run: the client reuses ports), oldest first.
+fn syns_seen(
+    topo: &Topology,
+    nodes: usize,
+) -> Result<std::collections::BTreeMap<u16, Vec<SynSeen>>> {
+    let mut out: std::collections::BTreeMap<u16, Vec<SynSeen>> = Default::default();
     for b in &topo.backends {
         for i in 0..nodes {
+            let listed_at = unix_now();
+            // The text listing: JSON rounds the time left to seconds.
             let text = crate::netns::run(crate::netns::in_ns(&b.ns, "nft").args([
-                "-j",
                 "list",
                 "set",
                 "inet",
                 "marllb",
                 &format!("via{i}"),
             ]))?;
-            let v: serde_json::Value = serde_json::from_str(&text)?;
-            let elems = v["nftables"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x["set"]["elem"].as_array())
-                .flatten()
-                .filter_map(serde_json::Value::as_u64)
-                .filter_map(|p| u16::try_from(p).ok());
-            for p in elems {
-                out.insert(p, i);
+            let Some(elems) = text
+                .split_once("elements = {")
+                .and_then(|(_, rest)| rest.split_once('}'))
+                .map(|(e, _)| e)
+            else {
+                continue;
+            };
+            for e in elems.split(',') {
+                // `36170 . 3565843007 expires 59m50s123ms`
+                let w: Vec<&str> = e.split_whitespace().collect();
+                let (Some(port), Some(left)) = (
+                    w.first().and_then(|p| p.parse::<u16>().ok()),
+                    w.iter()
+                        .position(|x| *x == "expires")
+                        .and_then(|k| w.get(k + 1))
+                        .and_then(|d| nft_duration(d)),
+                ) else {
+                    bail!("unexpected nft set element {e:?}");
+                };
+                out.entry(port).or_default().push(SynSeen {
+                    node: i,
+                    backend: b.spec.id.clone(),
+                    at_unix: listed_at - (SYN_RECORD_S as f64 - left),
+                });
             }
         }
+    }
+    for v in out.values_mut() {
+        v.sort_by(|x, y| x.at_unix.total_cmp(&y.at_unix));
     }
     Ok(out)
 }
@@ -688,6 +781,11 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str) -> Result<FailoverRep
         start_controller(&mut topo, i, &shm, &CtrlOptions::default())?;
     }
     record_lb_of_syns(&topo)?;
+    // MARLLB_CAPTURE=DIR: packet captures of the run on the router's ports.
+    let capture = std::env::var_os("MARLLB_CAPTURE").map(|d| PathBuf::from(d).join(method));
+    if let Some(d) = &capture {
+        topo.capture(d, "tcp port 80 or icmp")?;
+    }
     let caps = capacities(&specs);
     // Every connection sends half its request, waits 4 s, sends the rest: the
     // ones opened in the 4 s before the removal cross it established and idle.
@@ -713,66 +811,142 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str) -> Result<FailoverRep
     sleep_until(t0, 7.0);
     let nodes = topo.lbs.len();
     let mut placed = backend_sockets(&topo);
+    // The route change, bracketed by the clock the load generator stamps its
+    // records with: a connection is held across it when it was established
+    // before `changing` and sent the rest of its request after `changed`.
+    let changing = unix_now();
     topo.remove_lb(1)?;
+    let changed = unix_now();
     let removed_at = t0.elapsed().as_secs_f64();
     topo.tb.kill("ctrl1");
     topo.tb.kill("lb1");
-    // The placement of every held connection, read from the backends' socket
-    // tables just before the removal and again once handshakes in flight at it
-    // have settled (the held connections send nothing for 4 s).
+    // The backend of every held connection, read from the backends' socket
+    // tables just before the removal and again after it, for the connections
+    // established between the first reading and the change (the held
+    // connections send nothing for 4 s).
     std::thread::sleep(Duration::from_millis(300));
     for (p, b) in backend_sockets(&topo) {
         placed.entry(p).or_insert(b);
     }
     println!(
-        "t={removed_at:.1}s LB node 1 removed from the route and stopped; {} connections held open",
-        placed.len()
+        "t={removed_at:.1}s LB node 1 removed from the route ({:.1} ms) and stopped",
+        (changed - changing) * 1e3
     );
     let (summary, records) = run.finish(&mut topo, Duration::from_secs(60))?;
+    if let Some(d) = &capture {
+        std::fs::write(d.join("records.json"), serde_json::to_string(&records)?)?;
+    }
 
-    let via = lb_of_syns(&topo, nodes)?;
-    let ports: Vec<u16> = placed.keys().copied().collect();
-    let lbs: Vec<Option<usize>> = ports.iter().map(|p| via.get(p).copied()).collect();
+    let established_before = |r: &Record| r.connected_unix.is_some_and(|t| t < changing);
+    let is_held =
+        |r: &Record| established_before(r) && r.rest_sent_unix.is_some_and(|t| t > changed);
+    let in_flight = |r: &Record| {
+        established_before(r)
+            && r.rest_sent_unix.is_some_and(|t| t <= changed)
+            && r.done_unix.is_some_and(|t| t > changing)
+    };
+    let syns = syns_seen(&topo, nodes)?;
+    // Its own SYNs: those sent while it connected (at most the connect
+    // timeout before `connect` returned). An earlier connection on the same
+    // port ended before this one began; a later one began after it ended.
+    let connect_s = crate::load::CONNECT_TIMEOUT.as_secs_f64();
+    let own = |r: &Record, v: &[SynSeen]| -> Vec<SynSeen> {
+        let c = r.connected_unix.unwrap_or(0.0);
+        v.iter()
+            .filter(|x| x.at_unix > c - connect_s - 0.5 && x.at_unix < c + 0.5)
+            .cloned()
+            .collect()
+    };
+    // The flow entry node 0 may still hold for the port from the latest
+    // earlier connection on it whose SYN went through node 0.
+    let stale_on_0 = |r: &Record, v: &[SynSeen]| -> Option<String> {
+        let c = r.connected_unix?;
+        let mut earlier: Vec<&Record> = records
+            .iter()
+            .filter(|e| e.sport == r.sport && e.done_unix.is_some_and(|d| d < c))
+            .collect();
+        earlier.sort_by(|a, b| {
+            b.done_unix
+                .unwrap_or(0.0)
+                .total_cmp(&a.done_unix.unwrap_or(0.0))
+        });
+        earlier.iter().find_map(|e| {
+            let ec = e.connected_unix?;
+            let x = v.iter().find(|x| {
+                x.node == 0 && x.at_unix > ec - connect_s - 0.5 && x.at_unix < ec + 0.5
+            })?;
+            (r.rest_sent_unix? - e.done_unix? < TCP_CLOSING_S).then(|| x.backend.clone())
+        })
+    };
+    let candidates: Vec<(&Record, String, Vec<SynSeen>, Option<String>)> = records
+        .iter()
+        .filter(|r| is_held(r))
+        .filter_map(|r| {
+            let backend = placed.get(&r.sport)?.clone();
+            let v = syns.get(&r.sport)?;
+            let mine = own(r, v);
+            mine.iter()
+                .any(|x| x.backend == backend)
+                .then(|| (r, backend, mine, stale_on_0(r, v)))
+        })
+        .collect();
+    let ports: Vec<u16> = candidates.iter().map(|(r, ..)| r.sport).collect();
     let consistent = consistent_choice(&topo, 0, &ports)?;
-    let by_port: std::collections::HashMap<u16, &Record> =
-        records.iter().map(|r| (r.sport, r)).collect();
+    let held_records: Vec<&Record> = candidates.iter().map(|(r, ..)| *r).collect();
     let mut held = Vec::new();
-    for ((p, lb), c) in ports.iter().zip(lbs).zip(consistent) {
-        let (Some(lb), Some(r)) = (lb, by_port.get(p)) else {
-            continue;
-        };
-        let backend = placed.get(p).cloned().unwrap_or_default();
+    for ((r, backend, mine, stale), c) in candidates.into_iter().zip(consistent) {
+        // Node 0's entry: its own SYN's (all of them hit the first's entry).
+        let entry0 = mine
+            .iter()
+            .find(|x| x.node == 0)
+            .map(|x| x.backend.clone())
+            .or_else(|| stale.clone());
         held.push(HeldConnection {
-            sport: *p,
-            predicted_survives: lb == 0 || c == backend,
+            sport: r.sport,
+            lb: if mine.iter().any(|x| x.node == 0 && x.backend == backend) {
+                0
+            } else {
+                1
+            },
+            predicted_survives: entry0.map_or(c == backend, |b| b == backend),
             backend,
-            lb,
+            syns: mine,
+            stale_on_0: stale,
             consistent: c,
             survived: r.outcome == crate::load::Outcome::Ok,
+            margins: (
+                r.connected_unix.unwrap_or(0.0) - changing,
+                r.rest_sent_unix.unwrap_or(0.0) - changed,
+            ),
         });
     }
-    let held_ports: std::collections::HashSet<u16> = held.iter().map(|c| c.sport).collect();
+    // A held connection is one record: its port may have served others.
+    let key = |r: &Record| (r.sport, r.connected_unix.map(f64::to_bits));
+    let held_keys: std::collections::HashSet<(u16, Option<u64>)> =
+        held_records.iter().map(|r| key(r)).collect();
     // Connections that were mid-handshake at the removal (SYN through node 1,
-    // handshake ACK to node 0) are neither held nor "other".
+    // handshake ACK to node 0), or mid-request, are neither held nor "other".
     let in_handshake = |r: &Record| r.at > removed_at - 1.0 && r.at < removed_at + 0.5;
-    let failed =
-        |r: &&Record| r.outcome != crate::load::Outcome::Ok && !held_ports.contains(&r.sport);
-    let handshake_failures = records
+    let failed: Vec<&Record> = records
         .iter()
-        .filter(failed)
-        .filter(|r| in_handshake(r))
-        .count();
-    let other_failures = records
+        .filter(|r| r.outcome != crate::load::Outcome::Ok && !held_keys.contains(&key(r)))
+        .collect();
+    let handshake_failures = failed.iter().filter(|r| in_handshake(r)).count();
+    let in_flight_failures = failed
         .iter()
-        .filter(failed)
-        .filter(|r| !in_handshake(r))
+        .filter(|r| !in_handshake(r) && in_flight(r))
         .count();
+    let other: Vec<&&Record> = failed
+        .iter()
+        .filter(|r| !in_handshake(r) && !in_flight(r))
+        .collect();
     let report = FailoverReport {
         method: method.into(),
         summary,
         held,
         handshake_failures,
-        other_failures,
+        in_flight_failures,
+        other_failures: other.len(),
     };
     let (n0, s0) = report.on(0);
     let (n1, s1) = report.on(1);
@@ -785,14 +959,17 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str) -> Result<FailoverRep
         "LB failover ({method}): {} requests, {} ok, {} failed ({} resets); held across the removal: \
          {n0} on node 0 ({s0} survived), {n1} on node 1 ({s1} survived; for {agree} of them node 0's \
          consistent table names the backend they were on); outcome differs from the prediction for {}; \
-         {} failed mid-handshake at the removal; {} other failures",
+         {} failed mid-handshake at the removal; {} failed mid-request at it; {} other failures; \
+         {} held connections on a client port an earlier one had used through node 0 (its flow entry lingering)",
         report.summary.requests,
         report.summary.ok,
         report.summary.failed,
         report.summary.resets,
         report.mispredicted(),
         report.handshake_failures,
-        report.other_failures
+        report.in_flight_failures,
+        report.other_failures,
+        report.held.iter().filter(|c| c.stale_on_0.is_some()).count()
     );
     for c in report.held.iter().filter(|c| c.lb == 1) {
         println!(
@@ -807,6 +984,26 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str) -> Result<FailoverRep
             },
             if c.survived { "survived" } else { "broke" }
         );
+    }
+    for c in report
+        .held
+        .iter()
+        .filter(|c| c.predicted_survives != c.survived)
+    {
+        let others: Vec<&SynSeen> = syns
+            .get(&c.sport)
+            .into_iter()
+            .flatten()
+            .filter(|x| !c.syns.contains(x))
+            .collect();
+        println!(
+            "  MISPREDICTED {c:?}; other connections' SYNs on the port: {others:?}; established \
+             {:+.3} s from the route change, rest sent {:+.3} s after it",
+            c.margins.0, c.margins.1
+        );
+    }
+    for r in &other {
+        println!("  OTHER FAILURE {r:?}");
     }
     Ok(report)
 }
@@ -1153,4 +1350,19 @@ pub fn capacity_drop(prefix: &str, dir: &Path, root: &Path) -> Result<CapacityDr
         schedule: (cut, restore),
         runs: out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nft_duration;
+
+    #[test]
+    fn nft_times_left_parse() {
+        assert_eq!(nft_duration("59m58s752ms"), Some(3598.752));
+        assert_eq!(nft_duration("1h"), Some(3600.0));
+        assert_eq!(nft_duration("2s"), Some(2.0));
+        assert_eq!(nft_duration("59m"), Some(3540.0));
+        assert_eq!(nft_duration("12"), None);
+        assert_eq!(nft_duration("3x"), None);
+    }
 }

@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::backend::{self, Backend, BackendSpec};
 use crate::netns::Testbed;
@@ -201,6 +201,35 @@ impl Topology {
         }
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         self.tb.ip_in(&self.router, &a)?;
+        Ok(())
+    }
+
+    /// Captures packets matching `filter` (pcap syntax) on every port of the
+    /// router (`rc`, `l<i>d`, `b<j>`) into `dir/<port>.pcap` with tcpdump
+    /// until the testbed is torn down: what a scenario saw, for reading back
+    /// with `tcpdump -r` or tshark. A port's capture shows a frame the LB
+    /// forwards twice, into and out of the LB node.
+    pub fn capture(&mut self, dir: &Path, filter: &str) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let ports: Vec<String> = std::iter::once("rc".to_string())
+            .chain((0..self.lbs.len()).map(|i| format!("l{i}d")))
+            .chain((0..self.backends.len()).map(|j| format!("b{j}")))
+            .collect();
+        let router = self.router.clone();
+        for p in ports {
+            let pcap = dir.join(format!("{p}.pcap")).to_string_lossy().into_owned();
+            self.tb
+                .spawn(
+                    &format!("capture-{p}"),
+                    &router,
+                    "tcpdump",
+                    &["-i", &p, "-n", "-U", "-s", "160", "-w", &pcap, filter],
+                    &dir.join(format!("{p}.log")),
+                )
+                .context("tcpdump (Debian package tcpdump)")?;
+        }
+        // tcpdump needs a moment to attach.
+        std::thread::sleep(std::time::Duration::from_millis(500));
         Ok(())
     }
 
