@@ -481,19 +481,19 @@ fn main_loop(
                 let at = guards.iter().map(|g| g.at_ns).max().unwrap_or(0);
                 let mpps = match last_print {
                     Some((rx0, t0)) if at > t0 => {
-                        (t.rx_packets.saturating_sub(rx0)) as f64 * 1e3 / (at - t0) as f64
+                        (t.global.rx_packets.saturating_sub(rx0)) as f64 * 1e3 / (at - t0) as f64
                     }
                     _ => 0.0,
                 };
-                last_print = Some((t.rx_packets, at));
+                last_print = Some((t.global.rx_packets, at));
                 println!(
                     "stats t={:.3} rx={} rx_mpps={:.3} fwd={} drop={} host={} tx_drop={} gen={}",
                     at as f64 / 1e9,
-                    t.rx_packets,
+                    t.global.rx_packets,
                     mpps,
-                    t.forwarded,
-                    t.dropped,
-                    t.to_host,
+                    t.global.forwarded,
+                    t.global.dropped,
+                    t.global.to_host,
                     t.host.tx_dropped,
                     shared.service.generation()
                 );

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use marllb_core::classify::DropReason;
-use marllb_core::telemetry::Telemetry;
+use marllb_core::telemetry::{GlobalCounters, Telemetry};
 use serde::Serialize;
 
 use crate::dpdk::PortStats;
@@ -38,24 +38,13 @@ pub struct Totals {
     pub elapsed_s: f64,
     /// Worker count.
     pub workers: usize,
-    /// Frames through the pipeline.
-    pub rx_packets: u64,
-    /// Forwarded to a backend.
-    pub forwarded: u64,
-    /// ICMP errors sent back.
-    pub replies: u64,
-    /// Host verdicts (freed: no TAP/KNI).
-    pub to_host: u64,
-    /// Dropped by the pipeline (sum of `drops`).
-    pub dropped: u64,
+    /// The core's node-wide counters, summed over the workers (in the JSON as
+    /// top-level keys: `rx_packets`, `forwarded`, ...; `to_host` frames are
+    /// freed, there is no TAP/KNI).
+    #[serde(flatten)]
+    pub global: GlobalCounters,
     /// Drops by reason name.
     pub drops: BTreeMap<String, u64>,
-    /// Flows inserted.
-    pub flows_inserted: u64,
-    /// Flows placed by Maglev without tracking.
-    pub flows_untracked: u64,
-    /// Non-SYN packets without state placed by Maglev.
-    pub maglev_fallback: u64,
     /// Host-side counters.
     pub host: HostCounters,
     /// Per backend.
@@ -87,15 +76,7 @@ impl Totals {
         let mut drops = [0u64; DropReason::COUNT];
         for (tel, h) in snaps {
             t.workers += 1;
-            let g = &tel.global;
-            t.rx_packets += g.rx_packets;
-            t.forwarded += g.forwarded;
-            t.replies += g.replies;
-            t.to_host += g.to_host;
-            t.dropped += g.dropped;
-            t.flows_inserted += g.flows_inserted;
-            t.flows_untracked += g.flows_untracked;
-            t.maglev_fallback += g.maglev_fallback;
+            t.global += &tel.global;
             for (d, s) in drops.iter_mut().zip(tel.drops.iter()) {
                 *d += s;
             }
@@ -122,24 +103,32 @@ impl Totals {
     /// The human-readable exit summary.
     pub fn summary(&self) -> String {
         use std::fmt::Write;
+        let g = &self.global;
         let mut s = String::new();
         let _ = writeln!(
             s,
             "marllb-dpdk summary: {:.3} s, {} worker(s), rx {} ({:.3} Mpps), forwarded {}, replies {}, to_host {} (dropped: no TAP), dropped {}, tx_dropped {}",
             self.elapsed_s,
             self.workers,
-            self.rx_packets,
-            if self.elapsed_s > 0.0 { self.rx_packets as f64 / self.elapsed_s / 1e6 } else { 0.0 },
-            self.forwarded,
-            self.replies,
-            self.to_host,
-            self.dropped,
+            g.rx_packets,
+            if self.elapsed_s > 0.0 { g.rx_packets as f64 / self.elapsed_s / 1e6 } else { 0.0 },
+            g.forwarded,
+            g.replies,
+            g.to_host,
+            g.dropped,
             self.host.tx_dropped,
         );
         let _ = writeln!(
             s,
-            "  flows: inserted {}, untracked {}, maglev_fallback {}; weight updates {}",
-            self.flows_inserted, self.flows_untracked, self.maglev_fallback, self.weight_updates
+            "  flows: inserted {}, untracked {}, maglev_fallback {}, expired {}, rescheduled {}; icmp_errors_forwarded {}, fragments_forwarded {}; weight updates {}",
+            g.flows_inserted,
+            g.flows_untracked,
+            g.maglev_fallback,
+            g.flows_expired,
+            g.flows_rescheduled,
+            g.icmp_errors_forwarded,
+            g.fragments_forwarded,
+            self.weight_updates
         );
         let _ = writeln!(s, "  per backend (packets / new flows / active):");
         for b in &self.backends {
@@ -172,5 +161,65 @@ impl Totals {
             );
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::FromZeros;
+
+    #[test]
+    fn totals_sum_every_global_counter() {
+        let mut a = Telemetry::new_box_zeroed().expect("alloc");
+        let mut b = Telemetry::new_box_zeroed().expect("alloc");
+        a.global = GlobalCounters {
+            rx_packets: 1,
+            forwarded: 2,
+            replies: 3,
+            to_host: 4,
+            dropped: 5,
+            flows_inserted: 6,
+            flows_untracked: 7,
+            maglev_fallback: 8,
+            flows_expired: 9,
+            icmp_errors_forwarded: 10,
+            fragments_forwarded: 11,
+            flows_rescheduled: 12,
+            _reserved: [0; 4],
+        };
+        b.global = a.global;
+        let h = HostCounters::default();
+        let t = Totals::from_snapshots([(&*a, &h), (&*b, &h)], &[]);
+        assert_eq!(t.workers, 2);
+        let mut want = a.global;
+        want += &b.global;
+        assert_eq!(t.global, want);
+        // These four were dropped by an earlier copy of the sum.
+        assert_eq!(
+            (
+                t.global.flows_expired,
+                t.global.icmp_errors_forwarded,
+                t.global.fragments_forwarded,
+                t.global.flows_rescheduled
+            ),
+            (18, 20, 22, 24)
+        );
+        // `--stats-json` keeps the counters as top-level keys.
+        let json = serde_json::to_value(&t).expect("json");
+        for (k, v) in [
+            ("rx_packets", 2),
+            ("flows_untracked", 14),
+            ("flows_expired", 18),
+            ("flows_rescheduled", 24),
+        ] {
+            assert_eq!(
+                json.get(k).and_then(serde_json::Value::as_u64),
+                Some(v),
+                "{k}"
+            );
+        }
+        assert!(json.get("_reserved").is_none() && json.get("global").is_none());
+        assert!(t.summary().contains("expired 18, rescheduled 24"));
     }
 }

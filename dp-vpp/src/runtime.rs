@@ -366,7 +366,7 @@ impl Runtime {
                 continue;
             };
             let t = &w.telemetry;
-            add_global(&mut g, &t.global);
+            g += &t.global;
             for (d, x) in drops.iter_mut().zip(t.drops.iter()) {
                 *d += x;
             }
@@ -521,21 +521,6 @@ fn new_worker(thread: usize) -> Option<Box<FlowWorker>> {
     let mut w = FlowWorker::new_box_zeroed().ok()?;
     w.init(thread as u64);
     Some(w)
-}
-
-fn add_global(a: &mut GlobalCounters, b: &GlobalCounters) {
-    a.rx_packets += b.rx_packets;
-    a.forwarded += b.forwarded;
-    a.replies += b.replies;
-    a.to_host += b.to_host;
-    a.dropped += b.dropped;
-    a.flows_inserted += b.flows_inserted;
-    a.flows_untracked += b.flows_untracked;
-    a.maglev_fallback += b.maglev_fallback;
-    a.flows_expired += b.flows_expired;
-    a.icmp_errors_forwarded += b.icmp_errors_forwarded;
-    a.fragments_forwarded += b.fragments_forwarded;
-    a.flows_rescheduled += b.flows_rescheduled;
 }
 
 fn proto_name(p: u8) -> String {

@@ -146,10 +146,13 @@ pub struct BackendSamples {
     pub interarrival: Reservoir,
 }
 
-/// Node-wide counters of one worker.
+/// Node-wide counters of one worker. Hosts total their workers with `+=`
+/// ([`AddAssign`](core::ops::AddAssign)), which sums every counter; with the
+/// `serde` feature the counters serialize by name (`_reserved` skipped).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
 )]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[repr(C)]
 pub struct GlobalCounters {
     /// Frames received by the pipeline.
@@ -177,10 +180,51 @@ pub struct GlobalCounters {
     /// Flows re-placed because their backend went down.
     pub flows_rescheduled: u64,
     /// Reserved, zero.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub _reserved: [u64; 4],
 }
 
 static_assertions::const_assert_eq!(core::mem::size_of::<GlobalCounters>(), 128);
+
+impl core::ops::AddAssign<&GlobalCounters> for GlobalCounters {
+    /// Adds every counter of `other` (saturating: a total never wraps or panics).
+    fn add_assign(&mut self, other: &GlobalCounters) {
+        // Destructured without `..`: a counter added to the struct does not
+        // compile here until it is summed too.
+        let GlobalCounters {
+            rx_packets,
+            forwarded,
+            replies,
+            to_host,
+            dropped,
+            flows_inserted,
+            flows_untracked,
+            maglev_fallback,
+            flows_expired,
+            icmp_errors_forwarded,
+            fragments_forwarded,
+            flows_rescheduled,
+            _reserved,
+        } = other;
+        let add = |a: &mut u64, b: &u64| *a = a.saturating_add(*b);
+        add(&mut self.rx_packets, rx_packets);
+        add(&mut self.forwarded, forwarded);
+        add(&mut self.replies, replies);
+        add(&mut self.to_host, to_host);
+        add(&mut self.dropped, dropped);
+        add(&mut self.flows_inserted, flows_inserted);
+        add(&mut self.flows_untracked, flows_untracked);
+        add(&mut self.maglev_fallback, maglev_fallback);
+        add(&mut self.flows_expired, flows_expired);
+        add(&mut self.icmp_errors_forwarded, icmp_errors_forwarded);
+        add(&mut self.fragments_forwarded, fragments_forwarded);
+        add(&mut self.flows_rescheduled, flows_rescheduled);
+        // Summed too, so a counter carved out of them is never silently dropped.
+        for (a, b) in self._reserved.iter_mut().zip(_reserved) {
+            add(a, b);
+        }
+    }
+}
 
 /// All telemetry of one worker.
 #[derive(Clone, FromBytes, IntoBytes, KnownLayout, Immutable)]
@@ -440,6 +484,45 @@ mod tests {
         // Out-of-range backends are ignored, not a panic.
         t.flow_opened(9999, FlowState::Udp);
         t.packet(9999, 60, 1, || 0);
+    }
+
+    #[test]
+    fn global_counters_add_every_field() {
+        // Every 64-bit word of the struct gets a distinct value, so a counter
+        // that is not summed, or summed into another one, shows as a wrong word.
+        const WORDS: usize = core::mem::size_of::<GlobalCounters>() / 8;
+        let image = |scale: u64| {
+            let mut g = GlobalCounters::default();
+            for (i, w) in g.as_mut_bytes().chunks_exact_mut(8).enumerate() {
+                w.copy_from_slice(&((i as u64 + 1) * scale).to_ne_bytes());
+            }
+            g
+        };
+        let words = |g: &GlobalCounters| {
+            let mut out = [0u64; WORDS];
+            for (o, w) in out.iter_mut().zip(g.as_bytes().chunks_exact(8)) {
+                *o = u64::from_ne_bytes(w.try_into().expect("8 bytes"));
+            }
+            out
+        };
+        let mut a = image(1);
+        a += &image(1000);
+        for (i, w) in words(&a).iter().enumerate() {
+            assert_eq!(*w, (i as u64 + 1) * 1001, "word {i} of {a:?}");
+        }
+        // Field by field, for the reader.
+        assert_eq!((a.rx_packets, a.forwarded), (1001, 2002));
+        assert_eq!(a.flows_expired, 9009);
+        assert_eq!(a.icmp_errors_forwarded, 10010);
+        assert_eq!(a.fragments_forwarded, 11011);
+        assert_eq!(a.flows_rescheduled, 12012);
+        // Totals saturate instead of wrapping.
+        let mut m = GlobalCounters {
+            rx_packets: u64::MAX,
+            ..GlobalCounters::default()
+        };
+        m += &image(1);
+        assert_eq!(m.rx_packets, u64::MAX);
     }
 
     #[test]
