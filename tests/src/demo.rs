@@ -91,7 +91,7 @@ pub struct AppliedEvent {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    /// Policy: qmix | sac-gru | sed | adaptive-sed | lsq | wcmp | ecmp.
+    /// Policy: es | qmix | sac-gru | sed | adaptive-sed | lsq | wcmp | ecmp.
     pub policy: String,
     /// Baselines to compare with on the same replay (empty: no comparison).
     pub compare: Vec<String>,
@@ -121,7 +121,7 @@ impl DemoOptions {
     /// Defaults relative to the repository root `root`.
     pub fn new(root: &Path) -> Self {
         Self {
-            policy: "qmix".into(),
+            policy: "es".into(),
             compare: vec!["sed".into(), "adaptive-sed".into()],
             duration: 60.0,
             backends: 7,
@@ -159,6 +159,7 @@ pub fn backends(n: usize, small_cpus: f64, workers: u32) -> Vec<BackendSpec> {
 pub fn policy_setup(policy: &str, models: &Path) -> Result<(String, String, Option<PathBuf>)> {
     Ok(match policy {
         // MARLLB's data plane applies SED to the agent's weights.
+        "es" => ("sed".into(), "es".into(), Some(models.join("es.onnx"))),
         "qmix" => ("sed".into(), "qmix".into(), Some(models.join("qmix.onnx"))),
         "sac-gru" => (
             "sed".into(),
@@ -174,7 +175,9 @@ pub fn policy_setup(policy: &str, models: &Path) -> Result<(String, String, Opti
         "wcmp" => ("alias".into(), "wcmp".into(), None),
         "ecmp" => ("alias".into(), "ecmp".into(), None),
         other => {
-            bail!("unknown policy {other:?} (qmix, sac-gru, sed, adaptive-sed, lsq, wcmp, ecmp)")
+            bail!(
+                "unknown policy {other:?} (es, qmix, sac-gru, sed, adaptive-sed, lsq, wcmp, ecmp)"
+            )
         }
     })
 }

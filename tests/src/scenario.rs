@@ -1274,9 +1274,9 @@ impl CapacityDropReport {
 
 /// The policies the capacity-drop scenario compares, as [`crate::demo`] names
 /// them: SED over the configured weights (controller agent `wcmp`, the data
-/// plane's SED), adaptive SED, and the shipped QMIX model (through the data
-/// plane's SED).
-pub const CAPACITY_DROP_POLICIES: [&str; 3] = ["sed", "adaptive-sed", "qmix"];
+/// plane's SED), adaptive SED, and the shipped learned policy `es` (through
+/// the data plane's SED).
+pub const CAPACITY_DROP_POLICIES: [&str; 3] = ["sed", "adaptive-sed", "es"];
 
 /// Scenario 7 (issue 13, part 6): the same 36 s replay of `rate_150` over the
 /// seven moderate backends (4 × 0.1 CPU, 3 × 0.2) under each of

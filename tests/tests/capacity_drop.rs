@@ -1,6 +1,6 @@
 //! Scenario 7: a backend loses three quarters of its CPU mid-run and gets it
 //! back, under SED with the configured weights, adaptive SED and the shipped
-//! QMIX model, on the same replay. Prints the per-phase table and a `RESULT`
+//! `es` model, on the same replay. Prints the per-phase table and a `RESULT`
 //! line per agent; asserts only correctness (every run completes with the
 //! agent it was meant to run, the capacity changes happen, no failure the
 //! drop does not explain), never that one agent beats another.

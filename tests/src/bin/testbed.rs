@@ -1,6 +1,6 @@
 //! `marllb-testbed`: the main job (`demo`) of `cargo xtask demo`.
 //!
-//! `marllb-testbed demo [--policy qmix] [--compare sed,adaptive-sed|P1,P2,..|none]
+//! `marllb-testbed demo [--policy es] [--compare sed,adaptive-sed|P1,P2,..|none]
 //! [--duration 60] [--backends 7] [--trace FILE] [--work-scale 0.4] [--time-scale 1]
 //! [--capacity-event SECONDS:BACKEND:FACTOR ...]`
 //!
