@@ -5,12 +5,14 @@
 //!
 //! [`Config::load`] / [`Config::parse`] refuse anything unknown or inconsistent
 //! with an error that names the field (`backend[2].mac: ...`); a config that
-//! loads builds a [`Service`] without further errors ([`Config::build_service`]).
+//! loads builds a [`Service`] without further errors
+//! ([`Validated::build_service`]). The TOML is a front end: it fills the
+//! [`ServiceSpec`] both hosts build their service from (`marllb-host`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use marllb_core::classify::{Vip, VipProto};
+use marllb_core::classify::VipProto;
 use marllb_core::flow::{FlowKey, Timeouts};
 use marllb_core::hash::flow_hash;
 use marllb_core::rewrite::{Egress, Encap};
@@ -18,8 +20,8 @@ use marllb_core::select::Method;
 use marllb_core::service::{AdminState, Backend, Service, MAX_VIPS};
 use marllb_core::wire::IpFamily;
 use marllb_core::{Weight, MAX_BACKENDS, WEIGHT_ONE};
+use marllb_host::{addr, parse_mac, BuildError, ServiceSpec, ServiceVip};
 use serde::Deserialize;
-use zerocopy::FromZeros;
 
 /// Flow-table sizes (buckets of 4 entries) compiled into the binary.
 pub const FLOW_TABLE_SIZES: [usize; 5] = [1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20];
@@ -303,20 +305,6 @@ fn t_udp() -> f64 {
     30.0
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in out.iter_mut() {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
 /// A weight in Q16.16 from a non-negative number below 65536.
 pub fn weight_q16(w: f64) -> Option<Weight> {
     (w.is_finite() && (0.0..65536.0).contains(&w))
@@ -333,45 +321,17 @@ pub fn parse_admin(s: &str) -> Option<AdminState> {
     }
 }
 
-fn to_family_addr(ip: IpAddr) -> (IpFamily, [u8; 16]) {
-    let mut a = [0u8; 16];
-    match ip {
-        IpAddr::V4(v4) => {
-            a[..4].copy_from_slice(&v4.octets());
-            (IpFamily::V4, a)
-        }
-        IpAddr::V6(v6) => (IpFamily::V6, v6.octets()),
-    }
-}
-
-/// A validated VIP.
-#[derive(Clone, Debug)]
-pub struct VipSpec {
-    /// The VIP.
-    pub vip: Vip,
-    /// Method.
-    pub method: Method,
-    /// Encapsulation.
-    pub encap: Encap,
-    /// Member backend indices.
-    pub members: Vec<u16>,
-}
-
 /// A validated configuration, ready to build services from.
 #[derive(Clone, Debug)]
 pub struct Validated {
     /// The source.
     pub raw: Config,
-    /// Backends (admin Active, weight = base weight).
-    pub backends: Vec<Backend>,
+    /// What the service is built from: backends (admin Active, weight = base
+    /// weight), VIPs, timeouts, seed, and the egress, whose `src_mac` may
+    /// still be unset (filled from the port when `src_mac_set` is false).
+    pub spec: ServiceSpec,
     /// Backend names (for logs).
     pub names: Vec<String>,
-    /// VIPs.
-    pub vips: Vec<VipSpec>,
-    /// Timeouts.
-    pub timeouts: Timeouts,
-    /// Egress, with `src_mac` possibly still unset (filled from the port).
-    pub egress: Egress,
     /// `egress.src_mac` was configured.
     pub src_mac_set: bool,
 }
@@ -500,10 +460,10 @@ impl Config {
                     format!("{} is not in [0, 65536)", b.weight),
                 )
             })?;
-            let (family, addr) = to_family_addr(ip);
+            let be = marllb_host::backend(ip, mac, w);
             if backends
                 .iter()
-                .any(|x: &Backend| x.addr == addr && x.family == family)
+                .any(|x: &Backend| x.addr == be.addr && x.family == be.family)
             {
                 return Err(field_err(
                     format!("backend[{i}].address"),
@@ -518,14 +478,7 @@ impl Config {
                 ));
             }
             names.push(name);
-            backends.push(Backend {
-                family,
-                admin: AdminState::Active,
-                mac,
-                addr,
-                weight: w,
-                base_weight: w,
-            });
+            backends.push(be);
         }
 
         if self.vip.is_empty() {
@@ -534,7 +487,7 @@ impl Config {
         if self.vip.len() > MAX_VIPS {
             return Err(field_err("vip", format!("at most {MAX_VIPS} VIPs")));
         }
-        let mut vips: Vec<VipSpec> = Vec::new();
+        let mut vips: Vec<ServiceVip> = Vec::new();
         for (i, v) in self.vip.iter().enumerate() {
             let ip: IpAddr = v.address.parse().map_err(|_| {
                 field_err(
@@ -547,10 +500,7 @@ impl Config {
                 ProtoName::Udp => VipProto::Udp,
                 ProtoName::Any => VipProto::Any,
             };
-            let vip = match ip {
-                IpAddr::V4(a) => Vip::v4(a.octets(), proto, v.port),
-                IpAddr::V6(a) => Vip::v6(a.octets(), proto, v.port),
-            };
+            let vip = addr::vip(ip, proto, v.port);
             if vips.iter().any(|x| x.vip == vip) {
                 return Err(field_err(
                     format!("vip[{i}]"),
@@ -624,20 +574,25 @@ impl Config {
                     "every member has weight 0",
                 ));
             }
-            vips.push(VipSpec {
+            vips.push(ServiceVip {
                 vip,
                 method,
                 encap,
                 members,
             });
         }
+        let spec = ServiceSpec {
+            hash_seed: s.hash_seed,
+            verify_checksums: s.verify_checksums,
+            egress,
+            timeouts,
+            backends,
+            vips,
+        };
         let v = Validated {
             raw: self,
-            backends,
+            spec,
             names,
-            vips,
-            timeouts,
-            egress,
             src_mac_set,
         };
         // Catch anything the core refuses now, with the field it belongs to.
@@ -659,29 +614,17 @@ impl Validated {
         weights: Option<&[Weight]>,
         admin: Option<&[AdminState]>,
     ) -> Result<Box<Service>, ConfigError> {
-        let mut svc = Service::new_box_zeroed()
-            .map_err(|_| field_err("service", "cannot allocate the service tables"))?;
-        svc.hash_seed = self.raw.service.hash_seed;
-        svc.verify_checksums = self.raw.service.verify_checksums;
-        svc.egress = self.egress;
-        svc.set_backends(&self.backends)
-            .map_err(|e| field_err("backend", format!("{e:?}")))?;
-        svc.set_timeouts(&self.timeouts)
-            .map_err(|e| field_err("timeouts", format!("{e:?}")))?;
-        for (i, v) in self.vips.iter().enumerate() {
-            svc.add_vip(v.vip, v.method, v.encap, &v.members)
-                .map_err(|e| field_err(format!("vip[{i}]"), format!("{e:?}")))?;
-        }
-        if let Some(adm) = admin {
-            for (b, &st) in adm.iter().enumerate().take(self.backends.len()) {
-                svc.set_admin(b as u16, st)
-                    .map_err(|e| field_err(format!("admin[{b}]"), format!("{e:?}")))?;
+        self.spec.build(weights, admin).map_err(|e| match e {
+            BuildError::Alloc => field_err("service", "cannot allocate the service tables"),
+            BuildError::Backends(e) => field_err("backend", format!("{e:?}")),
+            BuildError::Timeouts(e) => field_err("timeouts", format!("{e:?}")),
+            BuildError::Vip { index, error } => {
+                field_err(format!("vip[{index}]"), format!("{error:?}"))
             }
-        }
-        if let Some(w) = weights {
-            svc.set_weights(w);
-        }
-        Ok(svc)
+            BuildError::Admin { backend, error } => {
+                field_err(format!("admin[{backend}]"), format!("{error:?}"))
+            }
+        })
     }
 
     /// The backend the consistent (Maglev) table gives an IPv4 flow: where a
@@ -762,9 +705,9 @@ weight = 2.5
         let v = Config::parse(GOOD).map_err(|e| e.to_string());
         assert!(v.is_ok(), "{v:?}");
         if let Ok(v) = v {
-            assert_eq!(v.backends.len(), 2);
-            assert_eq!(v.backends[1].weight, (2.5 * 65536.0) as u32);
-            assert_eq!(v.vips[0].members, vec![0, 1]);
+            assert_eq!(v.spec.backends.len(), 2);
+            assert_eq!(v.spec.backends[1].weight, (2.5 * 65536.0) as u32);
+            assert_eq!(v.spec.vips[0].members, vec![0, 1]);
         }
     }
 
@@ -868,6 +811,7 @@ weight = 2.5
 
     #[test]
     fn macs_and_weights() {
+        // The grammar is marllb-host's, shared with dp-vpp.
         assert_eq!(parse_mac("02:00:00:00:01:0a"), Some([2, 0, 0, 0, 1, 10]));
         assert_eq!(parse_mac("02:00:00:00:01"), None);
         assert_eq!(parse_mac("02:00:00:00:01:0a:00"), None);

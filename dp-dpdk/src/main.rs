@@ -108,8 +108,8 @@ fn run() -> Result<()> {
     if args.check_config {
         println!(
             "configuration OK: {} VIP(s), {} backend(s), {} flow-table buckets per worker",
-            cfg.vips.len(),
-            cfg.backends.len(),
+            cfg.spec.vips.len(),
+            cfg.spec.backends.len(),
             cfg.buckets()
         );
         return Ok(());
@@ -244,7 +244,7 @@ fn run_with_eal(
     let backend_pos = ports.len() - 1;
     let mut cfg = cfg.clone();
     if !cfg.src_mac_set {
-        cfg.egress.src_mac = ports[backend_pos].mac();
+        cfg.spec.egress.src_mac = ports[backend_pos].mac();
     }
     let svc = cfg.build_service(None, None)?;
     // What the controller checks it manages (built before the service moves).
@@ -290,8 +290,8 @@ fn run_with_eal(
         "marllb-dpdk: {} worker(s) on lcores {:?}, {} VIP(s), {} backend(s), {} buckets per worker; forwarding",
         lcores.len(),
         lcores,
-        cfg.vips.len(),
-        cfg.backends.len(),
+        cfg.spec.vips.len(),
+        cfg.spec.backends.len(),
         cfg.buckets()
     );
     let mut local;
@@ -301,7 +301,7 @@ fn run_with_eal(
         None => {
             local = LocalControl::new(
                 args.weights_file.clone(),
-                cfg.backends.len(),
+                cfg.spec.backends.len(),
                 Arc::clone(reload),
             );
             &mut local
@@ -428,8 +428,8 @@ fn main_loop(
         .duration_s
         .filter(|d| d.is_finite() && *d > 0.0)
         .map(|d| Instant::now() + Duration::from_secs_f64(d));
-    let n = cfg.backends.len();
-    let mut weights: Vec<u32> = cfg.backends.iter().map(|b| b.weight).collect();
+    let n = cfg.spec.backends.len();
+    let mut weights: Vec<u32> = cfg.spec.backends.iter().map(|b| b.weight).collect();
     let mut admin: Vec<AdminState> = vec![AdminState::Active; n];
     let mut pending_gen: Option<u64> = None;
     let mut next_period = Instant::now() + period;

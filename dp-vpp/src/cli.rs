@@ -22,6 +22,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use marllb_core::select::Method;
 use marllb_core::{Weight, WEIGHT_ONE};
+/// MAC addresses as both hosts parse them (`aa:bb:cc:dd:ee:ff`, also with `-`).
+pub use marllb_host::parse_mac;
 
 /// Largest weight an operator may give (the controller's clamp too).
 pub const MAX_WEIGHT: u32 = 256;
@@ -219,20 +221,6 @@ fn parse_ip(t: Option<&str>) -> Result<IpAddr, CliError> {
             .parse::<IpAddr>()
             .or_else(|_| err(format!("expected IP address, got `{s}'"))),
     }
-}
-
-/// `aa:bb:cc:dd:ee:ff` (also with `-`).
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut n = 0;
-    for part in s.split([':', '-']) {
-        if n == 6 || part.is_empty() || part.len() > 2 {
-            return None;
-        }
-        out[n] = u8::from_str_radix(part, 16).ok()?;
-        n += 1;
-    }
-    (n == 6).then_some(out)
 }
 
 /// A decimal weight with up to four fractional digits, 0..=256, as Q16.16.

@@ -4,16 +4,15 @@
 //! Every server serves every VIP; backend index = position in `set-servers`.
 //! A `Service` is rebuilt from scratch on every change (CLI or controller
 //! weights) and handed to the workers whole, so a worker never sees a
-//! half-applied change.
-
-use std::net::IpAddr;
+//! half-applied change. The CLI is a front end: it fills the [`ServiceSpec`]
+//! both hosts build their service from (`marllb-host`).
 
 use marllb_core::classify::{Vip, VipProto};
+use marllb_core::flow::Timeouts;
 use marllb_core::rewrite::{Egress, Encap};
 use marllb_core::service::{AdminState, Backend, Service};
-use marllb_core::wire::IpFamily;
 use marllb_core::Weight;
-use zerocopy::FromZeros;
+use marllb_host::{BuildError, ServiceSpec, ServiceVip};
 
 use crate::cli::{ConfSpec, EncapSpec, Proto, ServerSpec, VipSpec};
 
@@ -147,53 +146,62 @@ impl Config {
         !self.vips.is_empty() && !self.servers.is_empty()
     }
 
-    /// Builds the service: backends, then VIPs, then the controller's decision.
-    pub fn build(&self, dynamic: Option<&Dynamic>) -> Result<Box<Service>, String> {
-        self.validate()?;
-        let mut svc = Service::new_box_zeroed().map_err(|_| "out of memory".to_string())?;
-        svc.hash_seed = self.hash_seed;
-        svc.egress = self.egress;
-        // ip4-input has verified the header checksum already.
-        svc.verify_checksums = false;
+    /// What the service is built from: every server serves every VIP.
+    pub fn service_spec(&self) -> ServiceSpec {
         let backends: Vec<Backend> = self
             .servers
             .iter()
             .map(|s| backend_of(s, self.weight))
             .collect();
-        svc.set_backends(&backends)
-            .map_err(|e| format!("servers: {e:?}"))?;
         let members: Vec<u16> = (0..backends.len() as u16).collect();
-        for v in &self.vips {
-            svc.add_vip(vip_of(v), v.method, encap_of(v.encap), &members)
-                .map_err(|e| format!("VIP {}: {e:?}", v.addr))?;
+        ServiceSpec {
+            hash_seed: self.hash_seed,
+            // ip4-input has verified the header checksum already.
+            verify_checksums: false,
+            egress: self.egress,
+            timeouts: Timeouts::default(),
+            backends,
+            vips: self
+                .vips
+                .iter()
+                .map(|v| ServiceVip {
+                    vip: vip_of(v),
+                    method: v.method,
+                    encap: encap_of(v.encap),
+                    members: members.clone(),
+                })
+                .collect(),
         }
-        if let Some(d) = dynamic {
-            for (i, &a) in d.admin.iter().enumerate().take(backends.len()) {
-                if a != AdminState::Active {
-                    let _ = svc.set_admin(i as u16, a);
+    }
+
+    /// Builds the service: backends, then VIPs, then the controller's decision.
+    pub fn build(&self, dynamic: Option<&Dynamic>) -> Result<Box<Service>, String> {
+        self.validate()?;
+        let weights = dynamic.map(|d| &d.weights[..]);
+        let admin = dynamic.map(|d| &d.admin[..]);
+        self.service_spec()
+            .build(weights, admin)
+            .map_err(|e| match e {
+                BuildError::Alloc => "out of memory".to_string(),
+                BuildError::Backends(e) => format!("servers: {e:?}"),
+                BuildError::Vip { index, error } => match self.vips.get(index) {
+                    Some(v) => format!("VIP {}: {error:?}", v.addr),
+                    None => format!("VIP {index}: {error:?}"),
+                },
+                BuildError::Timeouts(e) => format!("timeouts: {e:?}"),
+                BuildError::Admin { backend, error } => {
+                    match self.servers.get(usize::from(backend)) {
+                        Some(s) => format!("server {}: {error:?}", s.addr),
+                        None => format!("server {backend}: {error:?}"),
+                    }
                 }
-            }
-            let mut w: Vec<Weight> = backends.iter().map(|b| b.weight).collect();
-            for (dst, src) in w.iter_mut().zip(&d.weights) {
-                *dst = *src;
-            }
-            svc.set_weights(&w);
-        }
-        Ok(svc)
+            })
     }
 }
 
 /// The core's backend for a server.
 pub fn backend_of(s: &ServerSpec, weight: Weight) -> Backend {
-    let (family, addr) = addr16(s.addr);
-    Backend {
-        family,
-        admin: AdminState::Active,
-        mac: s.mac.unwrap_or_default(),
-        addr,
-        weight,
-        base_weight: weight,
-    }
+    marllb_host::backend(s.addr, s.mac.unwrap_or_default(), weight)
 }
 
 /// The core's VIP for a `set-vip`.
@@ -203,10 +211,7 @@ pub fn vip_of(v: &VipSpec) -> Vip {
         Some(Proto::Tcp) => VipProto::Tcp,
         Some(Proto::Udp) => VipProto::Udp,
     };
-    match v.addr {
-        IpAddr::V4(a) => Vip::v4(a.octets(), proto, v.port),
-        IpAddr::V6(a) => Vip::v6(a.octets(), proto, v.port),
-    }
+    marllb_host::addr::vip(v.addr, proto, v.port)
 }
 
 /// The core's encapsulation (the outer family is each server's own).
@@ -218,22 +223,12 @@ pub const fn encap_of(e: EncapSpec) -> Encap {
     }
 }
 
-fn addr16(a: IpAddr) -> (IpFamily, [u8; 16]) {
-    let mut out = [0u8; 16];
-    match a {
-        IpAddr::V4(v) => {
-            out[..4].copy_from_slice(&v.octets());
-            (IpFamily::V4, out)
-        }
-        IpAddr::V6(v) => (IpFamily::V6, v.octets()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::cli::{parse_lb, Command};
+    use std::net::IpAddr;
 
     fn apply(c: &mut Config, line: &str) -> Result<(), String> {
         match parse_lb(line).map_err(|e| e.0)? {

@@ -1,0 +1,21 @@
+//! # marllb-host
+//!
+//! What both MARLLB hosts (dp-dpdk's TOML, dp-vpp's CLI) share off the packet
+//! path, so that it is written once:
+//!
+//! * [`addr`]: MAC parsing, and `std::net` addresses as the core stores them;
+//! * [`service`]: [`ServiceSpec`], the host-neutral description of a service
+//!   (backends, VIPs with their members, egress, timeouts, seed), and the one
+//!   way to build the core's [`Service`](marllb_core::service::Service) from it.
+//!
+//! Each host is a front end that produces a [`ServiceSpec`] and words the
+//! errors its own way (dp-dpdk names the TOML field, dp-vpp writes like VPP).
+//! The counters' total is the core's (`GlobalCounters += ...`).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod addr;
+pub mod service;
+
+pub use addr::{family_addr, parse_mac};
+pub use service::{backend, BuildError, ServiceSpec, ServiceVip};
