@@ -13,14 +13,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use marllb_core::classify::VipProto;
-use marllb_core::flow::{FlowKey, Timeouts};
-use marllb_core::hash::flow_hash;
+use marllb_core::flow::Timeouts;
 use marllb_core::rewrite::{Egress, Encap};
 use marllb_core::select::Method;
 use marllb_core::service::{AdminState, Backend, Service, MAX_VIPS};
 use marllb_core::wire::IpFamily;
 use marllb_core::{Weight, MAX_BACKENDS, WEIGHT_ONE};
-use marllb_host::{addr, parse_mac, BuildError, ServiceSpec, ServiceVip};
+use marllb_host::{addr, parse_mac, BuildError, Flow, ServiceSpec, ServiceVip};
 use serde::Deserialize;
 
 /// Flow-table sizes (buckets of 4 entries) compiled into the binary.
@@ -627,39 +626,15 @@ impl Validated {
         })
     }
 
-    /// The backend the consistent (Maglev) table gives an IPv4 flow: where a
-    /// packet of an established flow goes on an LB node that has no entry for
-    /// it (another node placed it; this node took over). `None` when the flow
-    /// matches no VIP or the VIP has no live backend. Built from the
-    /// configured weights with every backend active, as at start.
-    pub fn consistent_backend(
-        &self,
-        src: Ipv4Addr,
-        sport: u16,
-        dst: Ipv4Addr,
-        dport: u16,
-        proto: u8,
-    ) -> Result<Option<String>, ConfigError> {
-        let svc = self.build_service(None, None)?;
-        let d = dst.octets();
-        let Some(i) = svc.vip_list().iter().position(|v| {
-            v.family == IpFamily::V4
-                && v.addr[..4] == d
-                && (v.port == 0 || v.port == dport)
-                && (v.proto == VipProto::Any || v.proto as u8 == proto)
-        }) else {
-            return Ok(None);
-        };
-        let mut s16 = [0u8; 16];
-        s16[..4].copy_from_slice(&src.octets());
-        let mut d16 = [0u8; 16];
-        d16[..4].copy_from_slice(&d);
-        let key = FlowKey::new(IpFamily::V4, &s16, &d16, sport, dport, proto);
-        let hash = flow_hash(&key, svc.hash_seed);
-        Ok(svc
-            .vip(i as u8)
-            .and_then(|vs| vs.consistent(hash))
-            .and_then(|b| self.names.get(usize::from(b)).cloned()))
+    /// The name of the backend the consistent (Maglev) table of `svc` (built
+    /// by [`Self::build_service`]) gives `flow`: where a packet of an
+    /// established flow goes on an LB node that has no entry for it (another
+    /// node placed it; this node took over). `None` when the data plane would
+    /// not forward it (no VIP matches) or the VIP has no live backend. The VIP
+    /// is matched as the data plane matches it ([`marllb_host::explain`]).
+    pub fn consistent_backend(&self, svc: &Service, flow: &Flow) -> Option<&str> {
+        let b = marllb_host::consistent_backend(svc, flow)?;
+        self.names.get(usize::from(b)).map(String::as_str)
     }
 }
 
@@ -711,25 +686,38 @@ weight = 2.5
         }
     }
 
+    /// A TCP flow from `client:sport` to `vip:dport`.
+    fn tcp(client: Ipv4Addr, sport: u16, vip: Ipv4Addr, dport: u16) -> Flow {
+        Flow {
+            src: client.into(),
+            sport,
+            dst: vip.into(),
+            dport,
+            proto: 6,
+        }
+    }
+
     #[test]
     fn consistent_backend_follows_the_configured_weights() {
         let v = Config::parse(GOOD).map_err(|e| e.to_string());
         assert!(v.is_ok(), "{v:?}");
         let Ok(v) = v else { return };
+        let svc = v.build_service(None, None).expect("service");
         let (client, vip) = (Ipv4Addr::new(198, 18, 1, 2), Ipv4Addr::new(198, 18, 255, 1));
         let mut counts = std::collections::BTreeMap::new();
         for sport in 10_000..30_000u16 {
-            let b = v
-                .consistent_backend(client, sport, vip, 80, 6)
-                .map_err(|e| e.to_string());
-            assert!(matches!(b, Ok(Some(_))), "{b:?}");
-            // The same flow always gets the same answer.
-            assert_eq!(
-                b,
-                v.consistent_backend(client, sport, vip, 80, 6)
-                    .map_err(|e| e.to_string())
-            );
-            if let Ok(Some(name)) = b {
+            let b = v.consistent_backend(&svc, &tcp(client, sport, vip, 80));
+            assert!(b.is_some(), "{sport}");
+            // The same flow always gets the same answer, from any build.
+            assert_eq!(b, v.consistent_backend(&svc, &tcp(client, sport, vip, 80)));
+            if sport % 1000 == 0 {
+                let again = v.build_service(None, None).expect("service");
+                assert_eq!(
+                    b,
+                    v.consistent_backend(&again, &tcp(client, sport, vip, 80))
+                );
+            }
+            if let Some(name) = b {
                 *counts.entry(name).or_insert(0u32) += 1;
             }
         }
@@ -738,15 +726,37 @@ weight = 2.5
         // Weights 1 : 2.5 -> shares 0.286 : 0.714 (Maglev's table is within 1%).
         assert!((a / 20_000.0 - 1.0 / 3.5).abs() < 0.02, "{counts:?}");
         // No VIP on that address, port or protocol: no answer.
-        for (d, p, proto) in [
-            (Ipv4Addr::new(198, 18, 255, 2), 80, 6),
-            (vip, 81, 6),
-            (vip, 80, 17),
+        for f in [
+            tcp(client, 1234, Ipv4Addr::new(198, 18, 255, 2), 80),
+            tcp(client, 1234, vip, 81),
+            Flow {
+                proto: 17,
+                ..tcp(client, 1234, vip, 80)
+            },
         ] {
-            let b = v
-                .consistent_backend(client, 1234, d, p, proto)
-                .map_err(|e| e.to_string());
-            assert_eq!(b, Ok(None));
+            assert_eq!(v.consistent_backend(&svc, &f), None, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn consistent_backend_takes_the_most_specific_vip() {
+        // An any-port VIP listed before a port-80 VIP on the same address: a
+        // first hit would explain port 80 by the any-port VIP, the data plane
+        // places it by the port-80 one.
+        let text = GOOD.replace(
+            "port = 80\n",
+            "backends = [\"a\"]\n\n[[vip]]\naddress = \"198.18.255.1\"\nprotocol = \"tcp\"\nport = 80\nbackends = [1]\n",
+        );
+        let v = Config::parse(&text).map_err(|e| e.to_string());
+        assert!(v.is_ok(), "{v:?}");
+        let Ok(v) = v else { return };
+        assert_eq!(v.spec.vips.len(), 2);
+        let svc = v.build_service(None, None).expect("service");
+        let (client, vip) = (Ipv4Addr::new(198, 18, 1, 2), Ipv4Addr::new(198, 18, 255, 1));
+        for sport in 10_000..10_050u16 {
+            let on = |port| v.consistent_backend(&svc, &tcp(client, sport, vip, port));
+            assert_eq!(on(80), Some("198.19.0.11"), "port 80");
+            assert_eq!(on(81), Some("a"), "port 81");
         }
     }
 

@@ -147,6 +147,9 @@ fn explain_flows(cfg: &marllb_dpdk::config::Validated, file: &std::path::Path) -
             std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
         ))
     };
+    let svc = cfg
+        .build_service(None, None)
+        .context("building the service")?;
     let mut out = std::io::stdout().lock();
     for (n, line) in input.lines().enumerate() {
         let line = line.context("reading the flow list")?;
@@ -172,13 +175,18 @@ fn explain_flows(cfg: &marllb_dpdk::config::Validated, file: &std::path::Path) -
             "udp" => (17u8, "udp"),
             _ => bail!(bad()),
         };
-        let b = cfg
-            .consistent_backend(src, sport, dst, dport, proto)
-            .context("building the service")?;
+        let flow = marllb_host::Flow {
+            src: src.into(),
+            sport,
+            dst: dst.into(),
+            dport,
+            proto,
+        };
+        let b = cfg.consistent_backend(&svc, &flow);
         writeln!(
             out,
             "{src} {sport} {dst} {dport} {pname} {}",
-            b.as_deref().unwrap_or("-")
+            b.unwrap_or("-")
         )?;
     }
     Ok(())

@@ -6,7 +6,10 @@
 //! * [`addr`]: MAC parsing, and `std::net` addresses as the core stores them;
 //! * [`service`]: [`ServiceSpec`], the host-neutral description of a service
 //!   (backends, VIPs with their members, egress, timeouts, seed), and the one
-//!   way to build the core's [`Service`](marllb_core::service::Service) from it.
+//!   way to build the core's [`Service`](marllb_core::service::Service) from it;
+//! * [`explain`]: which backend the consistent table gives a flow, through the
+//!   core's own VIP match, exactly as the data plane places a packet it has no
+//!   state for.
 //!
 //! Each host is a front end that produces a [`ServiceSpec`] and words the
 //! errors its own way (dp-dpdk names the TOML field, dp-vpp writes like VPP).
@@ -15,7 +18,9 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod explain;
 pub mod service;
 
 pub use addr::{family_addr, parse_mac};
+pub use explain::{consistent_backend, Flow};
 pub use service::{backend, BuildError, ServiceSpec, ServiceVip};
