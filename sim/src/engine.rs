@@ -53,8 +53,8 @@ pub enum Method {
     /// observations ([`marllb_policy::AdaptiveSed`]).
     AdaptiveSed,
     /// Power of two choices: two candidates drawn by configured weight, the one
-    /// with the lower peak-EWMA completion time × (active flows + 1) wins; each
-    /// node's own completions and gauges.
+    /// with the lower peak-EWMA completion time × (active flows + 1) / configured
+    /// weight wins; each node's own completions and gauges.
     P2cEwma,
     /// SED with weights set by an agent each step (MARLLB's data plane).
     Agent,
@@ -185,8 +185,7 @@ pub fn apply_speed_noise(servers: &mut [ServerSpec], sigma: f64, seed: u64) {
     let mut rng = SplitMix64::new(seed ^ 0x5eed_5bee);
     for s in servers {
         let u = crate::workload::open01(&mut rng);
-        let v = crate::workload::open01(&mut rng);
-        let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+        let z = crate::workload::normal(u, crate::workload::open01(&mut rng));
         s.speed *= (sigma * z).exp();
     }
 }
@@ -457,9 +456,7 @@ impl<'w> Sim<'w> {
             _ => vec![WEIGHT_ONE; n],
         };
         if method == Method::AdaptiveSed {
-            for node in &mut sim.lbs {
-                node.features.set_previous_action(&vec![0.0; n]);
-            }
+            sim.set_initial_action(0.0);
         }
         for i in 0..sim.lbs.len() {
             sim.set_weights(i, &init);

@@ -423,8 +423,7 @@ pub fn train(cfg: &EsConfig, mut progress: impl FnMut(&GenLog)) -> Result<(EsNet
             let eps: Vec<f32> = (0..PARAMS)
                 .map(|_| {
                     let u = open01(&mut rng);
-                    let w = open01(&mut rng);
-                    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * w).cos()) as f32
+                    crate::workload::normal(u, open01(&mut rng)) as f32
                 })
                 .collect();
             let plus = EsNet {

@@ -76,9 +76,8 @@ impl SizeDist {
                 xm / u.powf(1.0 / alpha)
             }
             SizeDist::Lognormal { mean, sigma } => {
-                // Box-Muller from two uniforms; E[exp(mu + sigma Z)] = mean.
-                let v = open01(rng);
-                let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+                // E[exp(mu + sigma Z)] = mean.
+                let z = normal(u, open01(rng));
                 let mu = mean.ln() - sigma * sigma / 2.0;
                 (mu + sigma * z).exp()
             }
@@ -96,6 +95,11 @@ impl SizeDist {
             }
         }
     }
+}
+
+/// A standard normal value from two uniforms in (0, 1] (Box-Muller).
+pub fn normal(u: f64, v: f64) -> f64 {
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
 /// A uniform draw in (0, 1].
