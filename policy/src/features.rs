@@ -69,6 +69,13 @@ struct State {
     active_now: f32,
 }
 
+impl State {
+    /// ln((active + 1) / configured weight); call only with a positive weight.
+    fn load_per_weight(&self) -> f32 {
+        ((self.active_now + 1.0) / self.base).ln()
+    }
+}
+
 /// Mean and 90th percentile (nearest rank) of `v`, in the unit of `scale`.
 fn mean_p90(v: &[u32], scale: f32) -> Option<(f32, f32)> {
     if v.is_empty() {
@@ -93,6 +100,8 @@ fn p90_f32(v: &VecDeque<f32>) -> f32 {
 pub struct FeatureBuilder {
     backends: Vec<State>,
     pool: f32,
+    /// See [`Self::update_load_mean`].
+    load_mean: f32,
 }
 
 /// ln(x / reference), 0 when either is not positive.
@@ -116,6 +125,7 @@ impl FeatureBuilder {
                 })
                 .collect(),
             pool: 0.0,
+            load_mean: 0.0,
         }
     }
 
@@ -124,6 +134,7 @@ impl FeatureBuilder {
         for (st, b) in self.backends.iter_mut().zip(base) {
             st.base = if b.is_finite() && *b > 0.0 { *b } else { 0.0 };
         }
+        self.update_load_mean();
     }
 
     /// Configured weight of `backend` (0 if unknown).
@@ -190,6 +201,14 @@ impl FeatureBuilder {
             }
         }
         self.update_pool();
+        self.update_load_mean();
+    }
+
+    /// Mean of ln((active + 1) / base) over backends with a configured weight.
+    fn update_load_mean(&mut self) {
+        let live = self.backends.iter().filter(|s| s.base > 0.0);
+        let n = live.clone().count().max(1) as f32;
+        self.load_mean = live.map(State::load_per_weight).sum::<f32>() / n;
     }
 
     fn update_pool(&mut self) {
@@ -246,27 +265,8 @@ impl FeatureBuilder {
             Feature::FctEstimateRatio => 0.0,
             Feature::FctWindowRatio => st.window_fct.map_or(0.0, |f| log_ratio(f, self.pool)),
             Feature::AgeRatio => st.window_age.map_or(0.0, |a| log_ratio(a, self.pool)),
-            Feature::LoadPerWeight => {
-                let lpw = |s: &State| {
-                    if s.base > 0.0 {
-                        ((s.active_now + 1.0) / s.base).ln()
-                    } else {
-                        0.0
-                    }
-                };
-                let live: Vec<f32> = self
-                    .backends
-                    .iter()
-                    .filter(|s| s.base > 0.0)
-                    .map(lpw)
-                    .collect();
-                let mean = live.iter().sum::<f32>() / live.len().max(1) as f32;
-                if st.base > 0.0 {
-                    lpw(st) - mean
-                } else {
-                    0.0
-                }
-            }
+            Feature::LoadPerWeight if st.base > 0.0 => st.load_per_weight() - self.load_mean,
+            Feature::LoadPerWeight => 0.0,
         }
     }
 
