@@ -176,6 +176,14 @@ pub struct RunArgs {
     /// Configuration file (TOML).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Unix socket of the runtime API (`marllb-ctl`); `none` disables it.
+    /// Default: /run/marllb/REGION.sock.
+    #[arg(long)]
+    pub control_socket: Option<PathBuf>,
+    /// File keeping the operator's changes across restarts (written
+    /// atomically). Default: not persisted.
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
 }
 
 /// `ctrl.toml`. Every key is optional; see the README for the reference.
@@ -212,6 +220,10 @@ pub struct FileConfig {
     pub health: Option<HealthFile>,
     /// Passive health signal.
     pub passive: Option<PassiveFile>,
+    /// Unix socket of the runtime API; `"none"` disables it.
+    pub control_socket: Option<PathBuf>,
+    /// Operator state file.
+    pub state_file: Option<PathBuf>,
 }
 
 /// `[prometheus]`.
@@ -406,6 +418,23 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Passive signal.
     pub passive: PassiveSettings,
+    /// Runtime API socket (`None`: disabled).
+    pub control_socket: Option<PathBuf>,
+    /// The socket was asked for explicitly (failing to bind it is fatal;
+    /// the default one is only warned about).
+    pub control_socket_explicit: bool,
+    /// Operator state file (`None`: not persisted).
+    pub state_file: Option<PathBuf>,
+}
+
+/// The runtime API's default socket for region `shm`.
+pub fn default_control_socket(shm: &str) -> PathBuf {
+    let name: String = shm
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| if c == '/' { '_' } else { c })
+        .collect();
+    PathBuf::from(format!("/run/marllb/{name}.sock"))
 }
 
 impl Settings {
@@ -556,7 +585,30 @@ impl Settings {
         if passive.fall == 0 {
             return Err(bad("passive.fall", "must be at least 1"));
         }
+        let explicit = args.control_socket.clone().or(file.control_socket);
+        let control_socket_explicit = explicit.is_some();
+        let control_socket = match explicit {
+            Some(p) if p.as_os_str() == "none" => None,
+            Some(p) if p.as_os_str().is_empty() => {
+                return Err(bad(
+                    "control_socket",
+                    "empty path (use \"none\" to disable)",
+                ))
+            }
+            Some(p) => Some(p),
+            None => Some(default_control_socket(&shm)),
+        };
+        let state_file = args.state_file.clone().or(file.state_file);
+        if state_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(bad("state_file", "empty path"));
+        }
         Ok(Settings {
+            control_socket,
+            control_socket_explicit,
+            state_file,
             shm,
             agent,
             model,

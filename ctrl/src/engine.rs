@@ -28,6 +28,7 @@ use crate::config::{AgentKind, PassiveSettings};
 use crate::health::{HealthBoard, PassivePool};
 use crate::metrics::{BackendLabels, Metrics};
 use crate::model::Policy;
+use crate::operator::OpAdmin;
 use crate::stats::{jain, mean_p95_s, ReadSummary, StatsReader};
 
 /// What the engine needs besides the region.
@@ -45,7 +46,8 @@ pub struct EngineConfig {
     pub passive: PassiveSettings,
     /// WCMP weights (real), one per backend; `None`: the region's base weights.
     pub wcmp_weights: Option<Vec<f32>>,
-    /// Backends held draining, by index.
+    /// Backends held draining by the configuration, by index (the starting
+    /// point of the operator's overrides).
     pub drain: Vec<bool>,
     /// Backend names for metrics and logs, by index.
     pub names: Vec<String>,
@@ -117,6 +119,11 @@ pub struct Engine<'r> {
     /// The agent of the last policy step (`None` before the first): adaptive
     /// SED's corrections restart at 0 when it becomes the active agent.
     last_agent: Option<AgentKind>,
+    /// Operator's admin overrides, by index.
+    op: Vec<OpAdmin>,
+    /// Operator's weight caps (Q16.16), by index.
+    cap: Vec<Option<Weight>>,
+    epoch: u64,
 }
 
 impl<'r> Engine<'r> {
@@ -208,6 +215,17 @@ impl<'r> Engine<'r> {
             dp_hb_changed: now,
             cycles: 0,
             last_agent: None,
+            op: (0..n)
+                .map(|i| {
+                    if cfg.drain.get(i).copied().unwrap_or(false) {
+                        OpAdmin::Drain
+                    } else {
+                        OpAdmin::None
+                    }
+                })
+                .collect(),
+            cap: vec![None; n],
+            epoch: 0,
             ctrl,
             cfg,
             n,
@@ -239,6 +257,86 @@ impl<'r> Engine<'r> {
             self.fb.set_previous_action(&vec![0.0; self.base.len()]);
         }
         self.policy = Some(p);
+    }
+
+    /// Switches the agent. A heuristic drops the installed model; a learned
+    /// agent runs its fallback heuristic until a model is installed.
+    pub fn set_agent(&mut self, agent: AgentKind) {
+        if agent != self.cfg.agent || !agent.is_learned() {
+            self.policy = None;
+        }
+        self.cfg.agent = agent;
+        let model = self
+            .policy
+            .as_ref()
+            .map(|p| p.path().display().to_string())
+            .unwrap_or_default();
+        self.metrics.set_policy(self.active_agent().name(), &model);
+    }
+
+    /// The agent asked for (the active one may be its fallback).
+    pub fn agent(&self) -> AgentKind {
+        self.cfg.agent
+    }
+
+    /// The operator's override and weight cap (Q16.16) of backend `i`.
+    pub fn operator(&self, i: usize) -> Option<(OpAdmin, Option<Weight>)> {
+        Some((*self.op.get(i)?, *self.cap.get(i)?))
+    }
+
+    /// The configuration's admin state of backend `i` (its drain list).
+    pub fn configured(&self, i: usize) -> OpAdmin {
+        if self.cfg.drain.get(i).copied().unwrap_or(false) {
+            OpAdmin::Drain
+        } else {
+            OpAdmin::None
+        }
+    }
+
+    /// Sets the operator's override and weight cap of backend `i`; applied
+    /// from the next cycle. `false` for an unknown index.
+    pub fn set_operator(&mut self, i: usize, admin: OpAdmin, cap: Option<Weight>) -> bool {
+        match (self.op.get_mut(i), self.cap.get_mut(i)) {
+            (Some(o), Some(c)) => {
+                *o = admin;
+                *c = cap;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Backends that would take new flows if backend `except` stopped taking
+    /// them: healthy and without an admin override.
+    pub fn others_taking_flows(&self, except: usize) -> usize {
+        (0..self.n)
+            .filter(|&i| i != except && !self.down[i] && !self.op[i].blocks_new_flows())
+            .count()
+    }
+
+    /// Backend names (addresses), by index.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.labels.iter().map(|l| l.backend.as_str())
+    }
+
+    /// Configured (base) weights, Q16.16.
+    pub fn base(&self) -> &[Weight] {
+        &self.base
+    }
+
+    /// Health as the last cycle used it: `true` when up.
+    pub fn healthy(&self, i: usize) -> bool {
+        !self.down.get(i).copied().unwrap_or(true)
+    }
+
+    /// The health board (active checks).
+    pub fn health_board(&self) -> &HealthBoard {
+        &self.health
+    }
+
+    /// Epoch of the last publication and cycles run.
+    pub fn progress(&self) -> (u64, u64) {
+        (self.epoch, self.cycles)
     }
 
     /// The current policy.
@@ -303,6 +401,7 @@ impl<'r> Engine<'r> {
         match self.ctrl.publish(&self.out_w, &self.out_admin) {
             Ok(epoch) => {
                 report.epoch = epoch;
+                self.epoch = epoch;
                 self.metrics.epoch.set(epoch as i64);
             }
             Err(e) => {
@@ -434,12 +533,15 @@ impl<'r> Engine<'r> {
             } else {
                 full
             };
-            self.out_w[i] = w;
-            self.out_admin[i] = if self.cfg.drain.get(i).copied().unwrap_or(false) {
-                AdminState::Draining
-            } else {
-                AdminState::Active
+            // The operator's overrides: down and drain take the backend out of
+            // new-flow placement; a cap bounds what the agent may give it.
+            let (w, admin) = match self.op[i] {
+                OpAdmin::Down => (0, AdminState::Down),
+                OpAdmin::Drain => (w, AdminState::Draining),
+                OpAdmin::None => (w, AdminState::Active),
             };
+            self.out_w[i] = self.cap[i].map_or(w, |c| w.min(c));
+            self.out_admin[i] = admin;
         }
         let all_down = self.out_admin.iter().all(|&a| a == AdminState::Down);
         // Every live backend at weight 0 (the agent zeroed exactly the healthy

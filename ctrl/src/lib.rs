@@ -15,6 +15,9 @@
 //! * [`engine`]: one cycle.
 //! * [`runner`]: the cycle loop and hot reload.
 //! * [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//! * [`api`]: the runtime API's protocol (`marllb-ctl`).
+//! * [`operator`]: operator state and its state file.
+//! * [`server`]: the runtime API's socket thread and its cycle-side handler.
 //!
 //! Feature `inference` (default) builds the ONNX runtime and the modules that
 //! use it (`model`, `engine`, `runner`) and the binary; without it the crate
@@ -24,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod api;
 pub mod config;
 #[cfg(feature = "inference")]
 pub mod engine;
@@ -31,6 +35,9 @@ pub mod health;
 pub mod metrics;
 #[cfg(feature = "inference")]
 pub mod model;
+pub mod operator;
 #[cfg(feature = "inference")]
 pub mod runner;
+#[cfg(feature = "inference")]
+pub mod server;
 pub mod stats;

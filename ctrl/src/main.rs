@@ -11,9 +11,11 @@ use clap::Parser;
 use marllb_ctrl::config::{Cli, Command, LogFormat, Settings};
 use marllb_ctrl::engine::{Engine, EngineConfig};
 use marllb_ctrl::health::{spawn_checkers, HealthBoard};
-use marllb_ctrl::metrics::{serve, Metrics};
+use marllb_ctrl::metrics::{serve as serve_metrics, Metrics};
 use marllb_ctrl::model::{describe, Loaded, Policy};
+use marllb_ctrl::operator::OperatorState;
 use marllb_ctrl::runner::{run_loop, Flags, Reloader};
+use marllb_ctrl::server::{serve, Operator};
 use marllb_policy::{action_to_weights, FeatureBuilder, PolicyMeta};
 use marllb_shm::{ConfigImage, Controller, Expect, ShmRegion};
 use tracing_subscriber::EnvFilter;
@@ -83,8 +85,28 @@ fn init_logging(s: &Settings) -> Result<()> {
 }
 
 fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
-    let settings = Settings::resolve(args)?;
+    let mut settings = Settings::resolve(args)?;
     init_logging(&settings)?;
+    // The operator's changes of an earlier run, laid over the configuration.
+    let state = match &settings.state_file {
+        Some(p) => OperatorState::load(p).context("reading the operator state")?,
+        None => OperatorState::new(),
+    };
+    let restored = Operator::restored(&state).map_err(anyhow::Error::msg)?;
+    if let Some(a) = restored.agent {
+        tracing::info!(agent = a.name(), "operator state: agent");
+        settings.agent = a;
+    }
+    if let Some(m) = restored.model {
+        tracing::info!(model = %m.display(), "operator state: model");
+        settings.model = Some(m);
+    }
+    if settings.agent.is_learned() && settings.model.is_none() {
+        bail!(
+            "the operator state asks for agent {} but names no model",
+            settings.agent.name()
+        );
+    }
     let region = ShmRegion::attach(&settings.shm, &Expect::default())
         .with_context(|| format!("attaching the region {:?}", settings.shm))?;
     let view = region.view();
@@ -144,7 +166,7 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let http = match settings.prometheus {
         Some(a) => {
-            let s = serve(a, Arc::clone(&metrics), Arc::clone(&flags.stop))
+            let s = serve_metrics(a, Arc::clone(&metrics), Arc::clone(&flags.stop))
                 .with_context(|| format!("binding the metrics endpoint {a}"))?;
             tracing::info!(addr = %s.addr, "metrics at http://{}/metrics", s.addr);
             Some(s)
@@ -166,6 +188,41 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
     };
     let ctrl = Controller::new(view, std::process::id());
     let mut engine = Engine::new(ctrl, cfg, board, Arc::clone(&metrics))?;
+    let (api_tx, api_rx) = std::sync::mpsc::channel();
+    let current_model = Arc::new(Mutex::new(
+        settings
+            .model
+            .clone()
+            .filter(|_| settings.agent.is_learned()),
+    ));
+    let mut operator = Operator::new(
+        api_rx,
+        settings.state_file.clone(),
+        state,
+        addrs.clone(),
+        &config,
+        settings.interval,
+        Arc::clone(&current_model),
+        Arc::clone(&metrics),
+    );
+    operator.restore(&mut engine);
+    let api = match &settings.control_socket {
+        Some(p) => match serve(p, api_tx, current_model, n, Arc::clone(&flags.stop)) {
+            Ok(s) => {
+                tracing::info!(socket = %s.path.display(), "runtime API (marllb-ctl --socket {})", s.path.display());
+                Some(s)
+            }
+            Err(e) if settings.control_socket_explicit => {
+                return Err(e)
+                    .with_context(|| format!("binding the control socket {}", p.display()))
+            }
+            Err(e) => {
+                tracing::warn!(socket = %p.display(), error = %e, "no runtime API: cannot bind the default control socket");
+                None
+            }
+        },
+        None => None,
+    };
     let mut reloader = None;
     if let (true, Some(model)) = (settings.agent.is_learned(), &settings.model) {
         match Loaded::load(model, Some(n)) {
@@ -196,7 +253,8 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
             .spawn_scoped(s, || {
                 run_loop(
                     &mut engine,
-                    reloader.as_mut(),
+                    &mut reloader,
+                    Some(&mut operator),
                     settings.interval,
                     &metrics,
                     &flags.stop,
@@ -216,6 +274,9 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
         let _ = h.join();
     }
     if let Some(s) = http {
+        let _ = s.handle.join();
+    }
+    if let Some(s) = api {
         let _ = s.handle.join();
     }
     tracing::info!("stopped");

@@ -47,6 +47,15 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Labels of an operator change.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChangeLabels {
+    /// Command (`drain`, `undrain`, `down`, `up`, `weight`, `policy`, `model-reload`).
+    pub command: String,
+    /// `accepted` or `refused`.
+    pub result: String,
+}
+
 /// Every metric the controller exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -108,6 +117,8 @@ pub struct Metrics {
     pub all_down: Gauge,
     /// Drops for lack of a live backend, summed over workers (monotonic).
     pub no_live_backend_drops: Gauge,
+    /// Operator changes through the runtime API, by command and result.
+    pub operator_changes: Family<ChangeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -150,6 +161,7 @@ impl Metrics {
             reloads: Family::default(),
             all_down: Gauge::default(),
             no_live_backend_drops: Gauge::default(),
+            operator_changes: Family::default(),
         };
         r.register(
             "backend_weight",
@@ -287,6 +299,11 @@ impl Metrics {
             "Packets dropped for lack of a live backend (monotonic, summed over workers)",
             m.no_live_backend_drops.clone(),
         );
+        r.register(
+            "operator_changes",
+            "Operator changes through the runtime API, by command and result",
+            m.operator_changes.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -340,6 +357,16 @@ impl Metrics {
         self.reloads
             .get_or_create(&ResultLabels {
                 result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Counts an operator change.
+    pub fn operator_change(&self, command: &str, accepted: bool) {
+        self.operator_changes
+            .get_or_create(&ChangeLabels {
+                command: command.into(),
+                result: if accepted { "accepted" } else { "refused" }.into(),
             })
             .inc();
     }

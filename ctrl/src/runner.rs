@@ -155,9 +155,12 @@ impl Drop for Reloader {
 }
 
 /// Runs cycles every `interval` until `stop` is set. SIGHUP sets `hup`.
+/// Operator requests (the runtime API) are applied before a cycle and
+/// answered once it has published them; `policy set` may replace `reloader`.
 pub fn run_loop(
     engine: &mut Engine<'_>,
-    mut reloader: Option<&mut Reloader>,
+    reloader: &mut Option<Reloader>,
+    mut operator: Option<&mut crate::server::Operator>,
     interval: Duration,
     metrics: &Metrics,
     stop: &AtomicBool,
@@ -166,13 +169,20 @@ pub fn run_loop(
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let h = hup.swap(false, Ordering::Relaxed);
-        match reloader.as_deref_mut() {
+        match reloader.as_mut() {
             Some(r) => r.tick(engine, metrics, h),
             None if h => tracing::info!("SIGHUP: no model configured, nothing to reload"),
             None => {}
         }
+        let taken = match operator.as_deref_mut() {
+            Some(op) => op.take(engine, reloader),
+            None => Vec::new(),
+        };
         let now = Instant::now();
         engine.step(now);
+        if let Some(op) = operator.as_deref() {
+            op.answer(engine, taken);
+        }
         next += interval;
         let after = Instant::now();
         if after > next {

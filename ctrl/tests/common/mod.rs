@@ -59,12 +59,18 @@ fn unique(tag: &str) -> String {
 
 impl Dp {
     pub fn start(tag: &str, backends: usize, workers: u32) -> Dp {
+        Self::start_with(tag, &vec![Ipv4Addr::LOCALHOST; backends], workers)
+    }
+
+    /// A data plane whose backends have these addresses.
+    pub fn start_with(tag: &str, addrs: &[Ipv4Addr], workers: u32) -> Dp {
+        let backends = addrs.len();
         let name = unique(tag);
         let mut cfg = ConfigImage::new_zeroed();
         cfg.n_backends = backends as u32;
-        for b in cfg.backends.iter_mut().take(backends) {
+        for (b, a) in cfg.backends.iter_mut().zip(addrs) {
             let mut addr = [0u8; 16];
-            addr[..4].copy_from_slice(&Ipv4Addr::LOCALHOST.octets());
+            addr[..4].copy_from_slice(&a.octets());
             *b = BackendEntry {
                 addr,
                 mac: [0; 6],

@@ -1,0 +1,287 @@
+//! `marllb-ctl`: the operator's client of a running controller's runtime API
+//! (its Unix socket; protocol in `marllb_ctrl::api`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use marllb_ctrl::api::{
+    call, AdminOp, BackendRow, HealthRow, PolicyView, Request, Response, ShowWhat, VipRow,
+};
+use marllb_ctrl::config::default_control_socket;
+
+/// Changes and inspects a running MARLLB controller.
+#[derive(Debug, Parser)]
+#[command(name = "marllb-ctl", version, about)]
+struct Cli {
+    /// The controller's socket (default: /run/marllb/REGION.sock).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// Region name, to find the default socket.
+    #[arg(long, global = true, default_value = "marllb")]
+    shm: String,
+    /// Print the controller's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Shows backends (default), VIPs, the policy or health.
+    Show {
+        /// What.
+        #[arg(value_enum, default_value = "backends")]
+        what: ShowWhat,
+    },
+    /// Changes one backend.
+    Backend {
+        #[command(subcommand)]
+        op: BackendCmd,
+    },
+    /// Switches the policy.
+    Policy {
+        #[command(subcommand)]
+        op: PolicyCmd,
+    },
+    /// Reloads the model.
+    Model {
+        #[command(subcommand)]
+        op: ModelCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BackendCmd {
+    /// No new flows; established flows finish on it.
+    Drain {
+        /// Address or index.
+        name: String,
+        /// Even if no other backend would take new flows.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Takes new flows again after a drain.
+    Undrain {
+        /// Address or index.
+        name: String,
+    },
+    /// No new flows; established flows are re-placed.
+    Down {
+        /// Address or index.
+        name: String,
+        /// Even if no other backend would take new flows.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Takes new flows again after a down.
+    Up {
+        /// Address or index.
+        name: String,
+    },
+    /// Caps the backend's weight (the policy cannot exceed it); `none` clears.
+    Weight {
+        /// Address or index.
+        name: String,
+        /// Cap (1.0 = a configured weight of one), or `none`.
+        weight: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCmd {
+    /// Sets the agent (a learned one takes --model, default its current model).
+    Set {
+        /// Agent (sed, adaptive-sed, es, qmix, ...).
+        agent: String,
+        /// ONNX model for a learned agent.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCmd {
+    /// Reloads the current model from its file.
+    Reload,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let req = match request(&cli.cmd) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("marllb-ctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(|| default_control_socket(&cli.shm));
+    let r = match call(&socket, &req, Duration::from_secs(15)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("marllb-ctl: {e} (is the controller running with this control_socket?)");
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.json {
+        match serde_json::to_string_pretty(&r) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("marllb-ctl: {e}"),
+        }
+    } else if let Err(e) = print_human(&req, &r) {
+        eprintln!("marllb-ctl: cannot read the answer: {e}");
+        return ExitCode::FAILURE;
+    }
+    if r.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn request(cmd: &Cmd) -> Result<Request, String> {
+    Ok(match cmd {
+        Cmd::Show { what } => Request::Show { what: *what },
+        Cmd::Backend { op } => match op {
+            BackendCmd::Drain { name, force } => backend(AdminOp::Drain, name, *force),
+            BackendCmd::Undrain { name } => backend(AdminOp::Undrain, name, false),
+            BackendCmd::Down { name, force } => backend(AdminOp::Down, name, *force),
+            BackendCmd::Up { name } => backend(AdminOp::Up, name, false),
+            BackendCmd::Weight { name, weight } => Request::Weight {
+                name: name.clone(),
+                weight: match weight.as_str() {
+                    "none" => None,
+                    w => Some(
+                        w.parse::<f32>()
+                            .map_err(|_| format!("weight {w:?}: a number or `none`"))?,
+                    ),
+                },
+            },
+        },
+        Cmd::Policy {
+            op: PolicyCmd::Set { agent, model },
+        } => Request::Policy {
+            agent: agent.clone(),
+            model: model
+                .as_ref()
+                .map(|m| std::path::absolute(m).unwrap_or(m.clone())),
+        },
+        Cmd::Model {
+            op: ModelCmd::Reload,
+        } => Request::ModelReload,
+    })
+}
+
+fn backend(op: AdminOp, name: &str, force: bool) -> Request {
+    Request::Backend {
+        op,
+        name: name.into(),
+        force,
+    }
+}
+
+fn print_human(req: &Request, r: &Response) -> Result<(), serde_json::Error> {
+    if !r.ok {
+        eprintln!(
+            "refused: {}",
+            r.error.as_deref().unwrap_or("(no reason given)")
+        );
+        return Ok(());
+    }
+    let data = r.data.clone().unwrap_or(serde_json::Value::Null);
+    match req {
+        Request::Show {
+            what: ShowWhat::Backends,
+        } => {
+            let rows: Vec<BackendRow> = serde_json::from_value(data)?;
+            println!(
+                "{:>3} {:<40} {:<9} {:<8} {:<7} {:>8} {:>8} {:>6} {:>8} {:>8}",
+                "IDX",
+                "BACKEND",
+                "ADMIN",
+                "OPER",
+                "HEALTH",
+                "WEIGHT",
+                "CAP",
+                "BASE",
+                "ACTIVE",
+                "NEW"
+            );
+            for b in rows {
+                println!(
+                    "{:>3} {:<40} {:<9} {:<8} {:<7} {:>8.3} {:>8} {:>6.2} {:>8} {:>8}",
+                    b.index,
+                    b.address,
+                    b.admin,
+                    format!("{:?}", b.operator).to_lowercase(),
+                    if b.healthy { "up" } else { "down" },
+                    b.weight,
+                    b.weight_cap.map_or("-".into(), |c| format!("{c:.3}")),
+                    b.base_weight,
+                    b.active_flows,
+                    b.new_flows
+                );
+            }
+        }
+        Request::Show {
+            what: ShowWhat::Vips,
+        } => {
+            let rows: Vec<VipRow> = serde_json::from_value(data)?;
+            println!(
+                "{:<40} {:>5} {:<5} {:>6} {:>5}",
+                "VIP", "PORT", "PROTO", "METHOD", "ENCAP"
+            );
+            for v in rows {
+                println!(
+                    "{:<40} {:>5} {:<5} {:>6} {:>5}",
+                    v.address, v.port, v.proto, v.method, v.encap
+                );
+            }
+        }
+        Request::Show {
+            what: ShowWhat::Policy,
+        } => {
+            let p: PolicyView = serde_json::from_value(data)?;
+            println!("agent:        {}", p.agent);
+            println!("active:       {}", p.active);
+            println!("model:        {}", p.model.as_deref().unwrap_or("-"));
+            if let Some(n) = p.model_backends {
+                println!("model serves: {n} backends");
+            }
+            println!("epoch:        {}", p.epoch);
+            println!("cycles:       {}", p.cycles);
+            println!("interval:     {} ms", p.interval_ms);
+            println!(
+                "state file:   {}",
+                p.state_file.as_deref().unwrap_or("- (not persisted)")
+            );
+        }
+        Request::Show {
+            what: ShowWhat::Health,
+        } => {
+            let rows: Vec<HealthRow> = serde_json::from_value(data)?;
+            println!(
+                "{:>3} {:<40} {:<6} {:<7} {:>10} {:>10}",
+                "IDX", "BACKEND", "CHECK", "HEALTH", "CHECKS", "FAILED"
+            );
+            for h in rows {
+                println!(
+                    "{:>3} {:<40} {:<6} {:<7} {:>10} {:>10}",
+                    h.index,
+                    h.address,
+                    if h.active_up { "up" } else { "down" },
+                    if h.healthy { "up" } else { "down" },
+                    h.checks_run,
+                    h.checks_failed
+                );
+            }
+        }
+        _ => println!("{}", r.message.as_deref().unwrap_or("done")),
+    }
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! The runtime API end to end: `marllb-ctl` against the controller binary, a
+//! real region and a test data plane. Every command, every refusal, the
+//! one-cycle bound, the counters and the state kept across a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{onnxgen, Ctrl, Dp, TempDir};
+use marllb_core::service::AdminState;
+use marllb_core::WEIGHT_ONE;
+use marllb_shm::Source;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn ctl(socket: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_marllb-ctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(socket: &Path, args: &[&str]) -> String {
+    let (ok, out, err) = ctl(socket, args);
+    assert!(ok, "marllb-ctl {args:?} failed: {out}{err}");
+    out
+}
+
+/// A refusal: exit status 1 and a message containing `needle`.
+fn refused(socket: &Path, args: &[&str], needle: &str) {
+    let (ok, out, err) = ctl(socket, args);
+    assert!(!ok, "marllb-ctl {args:?} was accepted: {out}");
+    assert!(
+        err.contains("refused:") && err.contains(needle),
+        "marllb-ctl {args:?}: expected {needle:?} in {err:?}"
+    );
+}
+
+fn json(socket: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    serde_json::from_str(&ok(socket, &a)).unwrap()
+}
+
+fn addrs() -> Vec<Ipv4Addr> {
+    (1..=3).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect()
+}
+
+fn start(dp: &Dp, dir: &Path, extra: &[&str]) -> (Ctrl, PathBuf) {
+    let socket = dir.join("ctl.sock");
+    let state = dir.join("state.json");
+    let mut args = vec![
+        "--interval",
+        "50ms",
+        "--control-socket",
+        socket.to_str().unwrap(),
+        "--state-file",
+        state.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let c = Ctrl::start(&dp.name, &args, "");
+    (c, socket)
+}
+
+/// The epoch of the first decision whose admin/weights satisfy `f`.
+fn first_epoch(dp: &Dp, f: impl Fn(&common::Applied) -> bool) -> Option<u64> {
+    dp.log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|a| a.source == Source::Controller && f(a))
+        .map(|a| a.epoch)
+}
+
+#[test]
+fn every_command_and_refusal_and_state_across_restart() {
+    let dp = Dp::start_with("api", &addrs(), 1);
+    let dir = TempDir::new("api");
+    let (c, socket) = start(&dp, &dir.0, &["--agent", "sed"]);
+    dp.wait_for(LONG, "controller weights", |a| {
+        a.source == Source::Controller && a.epoch > 0
+    });
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+
+    // show, human and JSON.
+    let table = ok(&socket, &["show", "backends"]);
+    assert!(
+        table.contains("BACKEND") && table.contains("127.0.0.3"),
+        "{table}"
+    );
+    let rows = json(&socket, &["show", "backends"]);
+    let rows = rows["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[1]["address"], "127.0.0.2");
+    assert_eq!(rows[1]["admin"], "active");
+    let p = json(&socket, &["show", "policy"]);
+    assert_eq!(p["data"]["agent"], "sed");
+    assert!(ok(&socket, &["show", "health"]).contains("127.0.0.1"));
+    let v = json(&socket, &["show", "vips"]);
+    assert!(v["data"].is_array());
+
+    // drain: published in the answer's epoch, the next cycle after the request.
+    let t = Instant::now();
+    let r = json(&socket, &["backend", "drain", "127.0.0.2"]);
+    let took = t.elapsed();
+    assert_eq!(r["ok"], true, "{r}");
+    let epoch = r["epoch"].as_u64().unwrap();
+    let a = dp.wait_for(LONG, "drained", |a| a.admin[1] == AdminState::Draining);
+    assert!(
+        a.epoch <= epoch + 1,
+        "applied in {} for answer {epoch}",
+        a.epoch
+    );
+    assert_eq!(
+        first_epoch(&dp, |a| a.admin[1] == AdminState::Draining),
+        Some(epoch),
+        "the answer's epoch carries the change"
+    );
+    // One 50 ms cycle plus process start-up of the client; generous for a
+    // loaded machine, and not a timing assertion of the product: the epoch
+    // check above is the one-cycle bound.
+    eprintln!(
+        "drain: answered in {:.1} ms, epoch {epoch}",
+        took.as_secs_f64() * 1e3
+    );
+
+    // Refusals name what was wrong and change nothing.
+    refused(
+        &socket,
+        &["backend", "drain", "198.18.9.9"],
+        "unknown backend \"198.18.9.9\"",
+    );
+    refused(&socket, &["backend", "up", "7"], "unknown backend \"7\"");
+    refused(
+        &socket,
+        &["backend", "up", "127.0.0.2"],
+        "is draining, not down",
+    );
+    refused(
+        &socket,
+        &["backend", "weight", "127.0.0.1", "0"],
+        "must be above 0",
+    );
+    refused(
+        &socket,
+        &["backend", "weight", "127.0.0.1", "300"],
+        "at most 256",
+    );
+    refused(
+        &socket,
+        &["policy", "set", "bogus"],
+        "unknown agent \"bogus\"",
+    );
+    refused(&socket, &["policy", "set", "es"], "needs a model");
+    refused(
+        &socket,
+        &["policy", "set", "sed", "--model", "/x.onnx"],
+        "takes no model",
+    );
+    refused(&socket, &["model", "reload"], "no model to reload");
+    ok(&socket, &["backend", "down", "127.0.0.3"]);
+    dp.wait_for(LONG, "down", |a| {
+        a.admin[2] == AdminState::Down && a.weights[2] == 0
+    });
+    refused(
+        &socket,
+        &["backend", "undrain", "127.0.0.3"],
+        "use `backend up",
+    );
+    refused(
+        &socket,
+        &["backend", "drain", "127.0.0.1"],
+        "no other backend would take new flows",
+    );
+    refused(
+        &socket,
+        &["backend", "down", "0"],
+        "no other backend would take new flows",
+    );
+    let last = dp.last().unwrap();
+    assert_eq!(
+        last.admin,
+        vec![AdminState::Active, AdminState::Draining, AdminState::Down]
+    );
+    // A malformed request on the socket itself.
+    let mut s = UnixStream::connect(&socket).unwrap();
+    s.write_all(b"{\"cmd\":\"explode\"}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    assert!(
+        line.contains("\"ok\":false") && line.contains("bad request"),
+        "{line}"
+    );
+
+    // A weight cap the policy cannot exceed.
+    ok(&socket, &["backend", "weight", "127.0.0.1", "0.25"]);
+    dp.wait_for(LONG, "capped", |a| a.weights[0] == WEIGHT_ONE / 4);
+    ok(&socket, &["backend", "up", "127.0.0.3"]);
+    dp.wait_for(LONG, "up again", |a| a.admin[2] == AdminState::Active);
+
+    // The agent, switched while running.
+    ok(&socket, &["policy", "set", "lsq"]);
+    c.wait_metrics(LONG, "lsq active", |m| {
+        m.get("marllb_policy_active", &[("agent", "lsq")]) == Some(1.0)
+    });
+    let m = c.scrape();
+    let count = |cmd: &str, result: &str| {
+        m.get(
+            "marllb_operator_changes_total",
+            &[("command", cmd), ("result", result)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(count("drain", "accepted"), 1.0);
+    assert_eq!(count("drain", "refused"), 2.0);
+    assert_eq!(count("weight", "accepted"), 1.0);
+    assert_eq!(count("weight", "refused"), 2.0);
+    assert_eq!(count("policy", "refused"), 3.0);
+    assert_eq!(count("policy", "accepted"), 1.0);
+    assert_eq!(count("model-reload", "refused"), 1.0);
+    let log = c.log_text();
+    assert!(
+        log.contains("operator: 127.0.0.2: active -> draining"),
+        "{log}"
+    );
+    assert!(log.contains("operator change refused"), "{log}");
+
+    // Restart: the drain, the cap and the agent come back from the state file.
+    assert!(c.stop().success());
+    let state = std::fs::read_to_string(dir.0.join("state.json")).unwrap();
+    assert!(
+        state.contains("127.0.0.2") && state.contains("lsq"),
+        "{state}"
+    );
+    // The watchdog takes over, so the next controller decision is the new
+    // controller's.
+    dp.wait_for(LONG, "watchdog fallback", |a| {
+        a.source != Source::Controller
+    });
+    let (c, socket) = start(&dp, &dir.0, &["--agent", "sed"]);
+    let a = dp.wait_for(LONG, "restarted controller", |a| {
+        a.source == Source::Controller
+    });
+    assert_eq!(a.admin[1], AdminState::Draining, "{a:?}");
+    assert!(a.weights[0] <= WEIGHT_ONE / 4, "{a:?}");
+    assert_eq!(a.admin[2], AdminState::Active);
+    let p = json(&socket, &["show", "policy"]);
+    assert_eq!(p["data"]["agent"], "lsq");
+    // Undo it all; the state file follows.
+    ok(&socket, &["backend", "undrain", "127.0.0.2"]);
+    ok(&socket, &["backend", "weight", "127.0.0.1", "none"]);
+    dp.wait_for(LONG, "undrained", |a| {
+        a.admin[1] == AdminState::Active && a.weights[0] > WEIGHT_ONE / 4
+    });
+    let state = std::fs::read_to_string(dir.0.join("state.json")).unwrap();
+    assert!(!state.contains("127.0.0.2"), "{state}");
+    assert!(c.stop().success());
+    assert!(!socket.exists(), "the socket is removed at stop");
+}
+
+#[test]
+fn policy_set_and_model_reload_with_a_learned_agent() {
+    let dp = Dp::start_with("api-model", &addrs(), 1);
+    let dir = TempDir::new("api-model");
+    let lvl = |k: usize| (onnxgen::LEVELS[k] * WEIGHT_ONE as f32) as u32;
+    let good = dir.0.join("policy.onnx");
+    let (bytes, meta) = onnxgen::gru(3, 16, Some(2), 7);
+    onnxgen::write(&good, &bytes, &meta);
+    let (c, socket) = start(&dp, &dir.0, &["--agent", "sed"]);
+    dp.wait_for(LONG, "controller weights", |a| {
+        a.source == Source::Controller
+    });
+
+    // A model for the wrong number of backends is refused; SED stays.
+    let wrong = dir.0.join("wrong.onnx");
+    let (bytes, meta) = onnxgen::gru(4, 16, Some(2), 7);
+    onnxgen::write(&wrong, &bytes, &meta);
+    refused(
+        &socket,
+        &[
+            "policy",
+            "set",
+            "sac-gru",
+            "--model",
+            wrong.to_str().unwrap(),
+        ],
+        "model refused, the current policy stays",
+    );
+    // The sidecar's agent must be the one asked for.
+    refused(
+        &socket,
+        &["policy", "set", "qmix", "--model", good.to_str().unwrap()],
+        "its sidecar says agent",
+    );
+    assert_eq!(json(&socket, &["show", "policy"])["data"]["agent"], "sed");
+
+    ok(
+        &socket,
+        &[
+            "policy",
+            "set",
+            "sac-gru",
+            "--model",
+            good.to_str().unwrap(),
+        ],
+    );
+    dp.wait_for(LONG, "policy weights 2.0", |a| a.weights == vec![lvl(2); 3]);
+    let p = json(&socket, &["show", "policy"]);
+    assert_eq!(p["data"]["active"], "sac-gru");
+    assert_eq!(p["data"]["model_backends"], 3);
+
+    // Reload after the file changed: the new model's weights.
+    let (bytes, meta) = onnxgen::gru(3, 16, Some(0), 7);
+    onnxgen::write(&good, &bytes, &meta);
+    ok(&socket, &["model", "reload"]);
+    dp.wait_for(LONG, "policy weights level 0", |a| {
+        a.weights == vec![lvl(0); 3]
+    });
+    // A broken file: refused, the loaded policy stays.
+    std::fs::write(&good, b"not onnx").unwrap();
+    refused(
+        &socket,
+        &["model", "reload"],
+        "model refused, the current policy stays",
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(dp.last().unwrap().weights, vec![lvl(0); 3]);
+    assert!(c.stop().success());
+}
