@@ -177,6 +177,8 @@ pub struct CtrlOptions {
     pub health: String,
     /// Prometheus port (inside the LB namespace, 127.0.0.1).
     pub prometheus_port: u16,
+    /// Further flags (`--control-socket`, `--state-file`, ...).
+    pub extra: Vec<String>,
 }
 
 impl Default for CtrlOptions {
@@ -187,6 +189,7 @@ impl Default for CtrlOptions {
             interval: "250ms".into(),
             health: "http:/static.html".into(),
             prometheus_port: 9090,
+            extra: Vec::new(),
         }
     }
 }
@@ -226,6 +229,7 @@ pub fn start_controller(
     if let Some(m) = &opts.model {
         args.extend(["--model".into(), m.to_string_lossy().into_owned()]);
     }
+    args.extend(opts.extra.iter().cloned());
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let log = dir.join("ctrl.log");
     let label = format!("ctrl{i}");

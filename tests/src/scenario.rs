@@ -204,6 +204,172 @@ pub fn weight_change(prefix: &str, dir: &Path) -> Result<WeightChangeReport> {
     })
 }
 
+/// What the operator scenario measured.
+#[derive(Debug, Clone)]
+pub struct OperatorReport {
+    /// The whole run.
+    pub summary: Summary,
+    /// Requests that failed, with their start times.
+    pub failed_at: Vec<f64>,
+    /// When the drain, the controller restart and the undrain were done (s).
+    pub drained_at: f64,
+    /// Restart (controller started again).
+    pub restarted_at: f64,
+    /// Undrain.
+    pub undrained_at: f64,
+    /// Seconds from the request to `marllb-ctl`'s answer, per change.
+    pub answer_s: Vec<f64>,
+    /// New connections the drained backend got while drained (after one cycle).
+    pub new_while_drained: usize,
+    /// Connections to it that were open at the drain and then completed.
+    pub spanning_drain_ok: usize,
+    /// ... and failed.
+    pub spanning_drain_failed: usize,
+    /// Its admin state (metrics) right after the controller restart.
+    pub admin_after_restart: Option<f64>,
+    /// New connections it got after the undrain.
+    pub new_after_undrain: usize,
+}
+
+/// Issue 16's scenario: under load, an operator drains a backend with
+/// `marllb-ctl` (no new flows to it, its connections complete), restarts the
+/// controller (the drain is kept from the state file), and undrains it (it
+/// takes new flows again within a cycle).
+pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
+    use crate::lb::{metrics, per_backend, start_controller, CtrlOptions};
+    let specs = equal_backends(3, 0.2, 8, 128);
+    let mut topo = Topology::build(prefix, &specs, 1, dir)?;
+    let shm = format!("marllb-{prefix}");
+    start_dataplane(
+        &mut topo,
+        0,
+        &LbOptions {
+            method: "sed".into(),
+            shm: Some(shm.clone()),
+            ..LbOptions::default()
+        },
+    )?;
+    let socket = dir.join("ctl.sock");
+    let state = dir.join("ctrl-state.json");
+    let copts = CtrlOptions {
+        agent: "sed".into(),
+        interval: "200ms".into(),
+        extra: vec![
+            "--control-socket".into(),
+            socket.to_string_lossy().into_owned(),
+            "--state-file".into(),
+            state.to_string_lossy().into_owned(),
+        ],
+        ..CtrlOptions::default()
+    };
+    start_controller(&mut topo, 0, &shm, &copts)?;
+    let ns = topo.lbs[0].ns.clone();
+    let ctl_bin = crate::lb::bin("marllb-ctl")?;
+    let ctl = |args: &[&str]| -> Result<f64> {
+        let t = Instant::now();
+        let mut c = crate::netns::in_ns(&ns, &ctl_bin.to_string_lossy());
+        c.arg("--socket").arg(&socket).args(args);
+        let out = crate::netns::run(&mut c)?;
+        let took = t.elapsed().as_secs_f64();
+        println!("marllb-ctl {}: {}", args.join(" "), out.trim());
+        Ok(took)
+    };
+    let caps = capacities(&specs);
+    let run = start_load(
+        &mut topo,
+        "load",
+        &[
+            "--rate",
+            "30",
+            "--loops",
+            "2000000",
+            // Each connection is held open 1.5 s before it finishes its
+            // request: the ones opened before the drain (and the restart)
+            // cross it established.
+            "--hold",
+            "1.5",
+            "--timeout",
+            "10",
+            "--duration",
+            "16",
+            "--capacities",
+            &caps,
+        ],
+    )?;
+    let t0 = Instant::now();
+    let at = |s: f64| sleep_until(t0, s);
+    let be1 = topo.backends[1].spec.addr.to_string();
+    let mut answer_s = Vec::new();
+
+    at(4.0);
+    let drained_at = t0.elapsed().as_secs_f64();
+    answer_s.push(ctl(&["backend", "drain", &be1])?);
+    at(8.0);
+    topo.tb.kill("ctrl0");
+    start_controller(&mut topo, 0, &shm, &copts)?;
+    let restarted_at = t0.elapsed().as_secs_f64();
+    // The first cycle's admin state of be1 (bounded wait for that cycle).
+    let admin_of = || {
+        metrics(&ns, copts.prometheus_port).ok().and_then(|m| {
+            per_backend(&m, "marllb_backend_admin_state")
+                .get(&be1)
+                .copied()
+        })
+    };
+    wait_for(|| admin_of().is_some(), Duration::from_secs(3));
+    let admin_after_restart = admin_of();
+    ctl(&["show", "backends"])?;
+    at(12.0);
+    let undrained_at = t0.elapsed().as_secs_f64();
+    answer_s.push(ctl(&["backend", "undrain", &be1])?);
+
+    let (summary, records) = run.finish(&mut topo, Duration::from_secs(90))?;
+    // One cycle (200 ms) plus the client's start-up after the drain.
+    let settle = 0.5;
+    let on_be1 = |r: &&Record| r.backend.as_deref() == Some("be1");
+    let new_while_drained = records
+        .iter()
+        .filter(on_be1)
+        .filter(|r| r.at > drained_at + settle && r.at < undrained_at)
+        .count();
+    // Open on be1 at the drain or at the controller restart.
+    let spans = |r: &&Record, t: f64| r.at < t && r.at + r.latency_ms / 1e3 > t;
+    let spanning: Vec<&Record> = records
+        .iter()
+        .filter(on_be1)
+        .filter(|r| spans(r, drained_at) || spans(r, restarted_at))
+        .collect();
+    let spanning_drain_failed = spanning
+        .iter()
+        .filter(|r| r.outcome != crate::load::Outcome::Ok)
+        .count();
+    let new_after_undrain = records
+        .iter()
+        .filter(on_be1)
+        .filter(|r| r.at > undrained_at + settle)
+        .count();
+    let failed_at: Vec<f64> = records
+        .iter()
+        .filter(|r| r.outcome != crate::load::Outcome::Ok)
+        .map(|r| r.at)
+        .collect();
+    let report = OperatorReport {
+        summary,
+        failed_at,
+        drained_at,
+        restarted_at,
+        undrained_at,
+        answer_s,
+        new_while_drained,
+        spanning_drain_ok: spanning.len() - spanning_drain_failed,
+        spanning_drain_failed,
+        admin_after_restart,
+        new_after_undrain,
+    };
+    println!("operator scenario: {report:?}");
+    Ok(report)
+}
+
 /// What the failure scenario measured.
 #[derive(Debug, Clone)]
 pub struct FailureReport {
