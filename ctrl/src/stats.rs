@@ -167,18 +167,7 @@ pub fn mean_p95_s(v: &mut [u32]) -> Option<(f64, f64)> {
     Some((mean * 1e-6, f64::from(p95) * 1e-6))
 }
 
-/// Jain's fairness index of `x`: (Σx)² / (n·Σx²), 1 when all equal (and for an
-/// all-zero or empty input: nothing is unfair).
-pub fn jain(x: impl Iterator<Item = f64> + Clone) -> f64 {
-    let n = x.clone().count() as f64;
-    let s: f64 = x.clone().sum();
-    let s2: f64 = x.map(|v| v * v).sum();
-    if n == 0.0 || s2 == 0.0 {
-        1.0
-    } else {
-        s * s / (n * s2)
-    }
-}
+pub use marllb_policy::jain;
 
 #[cfg(test)]
 mod tests {
@@ -186,9 +175,6 @@ mod tests {
 
     #[test]
     fn jain_and_percentiles() {
-        assert_eq!(jain([1.0, 1.0, 1.0].into_iter()), 1.0);
-        assert!((jain([1.0, 0.0, 0.0, 0.0].into_iter()) - 0.25).abs() < 1e-12);
-        assert_eq!(jain(std::iter::empty()), 1.0);
         let mut v: Vec<u32> = (1..=100).map(|x| x * 1000).collect();
         let (m, p) = mean_p95_s(&mut v).expect("samples");
         assert!((m - 0.0505).abs() < 1e-9);

@@ -24,3 +24,41 @@ pub use action::{action_to_weights, log_step, ActionError};
 pub use adaptive::AdaptiveSed;
 pub use features::{BackendObs, FeatureBuilder};
 pub use meta::{ActionSpec, Feature, MetaError, PolicyMeta, TensorSpec};
+
+/// Jain's fairness index of `x`: (Σx)² / (n·Σx²); 1 when all are equal, and 1
+/// for an empty or all-zero input (nothing is unfair). The one definition the
+/// simulator (reward, fairness), the controller (`marllb_jain_fairness`) and
+/// the testbed (summaries) use.
+pub fn jain<I>(x: I) -> f64
+where
+    I: IntoIterator,
+    I::Item: core::borrow::Borrow<f64>,
+{
+    let (mut n, mut s, mut q) = (0usize, 0.0f64, 0.0f64);
+    for v in x {
+        let v = *core::borrow::Borrow::<f64>::borrow(&v);
+        n += 1;
+        s += v;
+        q += v * v;
+    }
+    if n == 0 || q <= 0.0 {
+        1.0
+    } else {
+        s * s / (n as f64 * q)
+    }
+}
+
+#[cfg(test)]
+mod jain_tests {
+    use super::jain;
+
+    #[test]
+    fn jain_values() {
+        assert_eq!(jain([1.0, 1.0, 1.0]), 1.0);
+        let v = vec![1.0, 0.0, 0.0, 0.0];
+        assert!((jain(&v) - 0.25).abs() < 1e-12);
+        assert!((jain(vec![1.0, 0.0]) - 0.5).abs() < 1e-12);
+        assert_eq!(jain(core::iter::empty::<f64>()), 1.0);
+        assert_eq!(jain([0.0, 0.0]), 1.0);
+    }
+}

@@ -313,16 +313,7 @@ pub struct Stats {
     pub per_server: Vec<u64>,
 }
 
-/// Jain's fairness index of `x` (1 when all equal; 1 for all-zero).
-pub fn jain(x: &[f64]) -> f64 {
-    let s: f64 = x.iter().sum();
-    let q: f64 = x.iter().map(|v| v * v).sum();
-    if q <= 0.0 {
-        1.0
-    } else {
-        s * s / (x.len() as f64 * q)
-    }
-}
+pub use marllb_policy::jain;
 
 /// The simulator.
 #[derive(Debug)]

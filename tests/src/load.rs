@@ -398,15 +398,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[rank]
 }
 
-/// Jain's index of `x`: (Σx)² / (n Σx²); 1 = perfectly even.
-pub fn jain(x: &[f64]) -> f64 {
-    let s: f64 = x.iter().sum();
-    let q: f64 = x.iter().map(|v| v * v).sum();
-    if q == 0.0 {
-        return 1.0;
-    }
-    s * s / (x.len() as f64 * q)
-}
+pub use marllb_policy::jain;
 
 /// Summarizes records; `capacities` maps backend id to its CPU share, so the
 /// fairness is of load relative to capacity (all backends listed count, also
@@ -512,8 +504,8 @@ mod tests {
 
     #[test]
     fn summary_and_jain() {
-        assert!((jain(&[1.0, 1.0, 1.0]) - 1.0).abs() < 1e-12);
-        assert!((jain(&[1.0, 0.0]) - 0.5).abs() < 1e-12);
+        assert!((jain([1.0, 1.0, 1.0]) - 1.0).abs() < 1e-12);
+        assert!((jain([1.0, 0.0]) - 0.5).abs() < 1e-12);
         let rec = |b: &str, l: f64| Record {
             at: 0.0,
             latency_ms: l,
