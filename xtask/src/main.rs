@@ -333,6 +333,25 @@ fn test(root: &Path) -> Result<()> {
         )
     });
     steps.run(
+        "alert rules",
+        "checking and unit-testing the Prometheus alerting rules (promtool)",
+        || {
+            let dir = root.join("packaging/prometheus");
+            run_shown(
+                Command::new("promtool")
+                    .args(["check", "rules", "marllb-alerts.yml"])
+                    .current_dir(&dir),
+                "promtool check rules packaging/prometheus/marllb-alerts.yml",
+            )?;
+            run_shown(
+                Command::new("promtool")
+                    .args(["test", "rules", "marllb-alerts.test.yml"])
+                    .current_dir(&dir),
+                "promtool test rules packaging/prometheus/marllb-alerts.test.yml",
+            )
+        },
+    );
+    steps.run(
         "defmt check",
         "building the core with its optional defmt feature",
         || cargo(root, &["check", "-p", "marllb-core", "--features", "defmt"]),
