@@ -432,7 +432,88 @@ fn workload<const B: usize>(n: usize, rounds: usize, per_round: usize) -> (f64, 
     (median(&mut rc), median(&mut rp))
 }
 
+/// The process call that `cargo xtask bench core --callgrind` counts: callgrind
+/// runs with `--collect-atstart=no --toggle-collect=*callgrind_measured*`, so
+/// only instructions executed inside this function (and what it calls) are
+/// counted. Setup, table zeroing, warm-up (which calls `Worker::process`
+/// directly, not through here) and frame generation run outside it.
+#[inline(never)]
+fn callgrind_measured<const B: usize>(
+    core: &mut Core<B>,
+    now: u64,
+    pkts: &mut [Packet<'_>],
+    v: &mut [Verdict],
+) {
+    core.w.process(&core.svc, now, pkts, v);
+}
+
+/// `--callgrind-run <mix64k|mix1m|fast64k> [--packets P]`: warms the table like
+/// the timed benchmark, then runs `P` packets (default 200 000) of the mix (or,
+/// for `fast64k`, ACKs on live flows only: the fast path) through
+/// [`callgrind_measured`]; prints `packets=P forwarded=F`. Meant to run under
+/// callgrind; it is also a plain run without it.
+fn callgrind_run(which: &str, packets: usize) {
+    match which {
+        "mix64k" => callgrind_workload::<{ 1 << 15 }>(1 << 16, packets, false),
+        "mix1m" => callgrind_workload::<{ 1 << 19 }>(1 << 20, packets, false),
+        "fast64k" => callgrind_workload::<{ 1 << 15 }>(1 << 16, packets, true),
+        other => panic!("--callgrind-run: unknown workload {other}"),
+    }
+}
+
+fn callgrind_workload<const B: usize>(n: usize, packets: usize, acks_only: bool) {
+    let weights: Vec<u32> = (0..BACKENDS)
+        .map(|i| (1 + (i as u32 % 4)) * WEIGHT_ONE)
+        .collect();
+    let established_ns = n as u64 * 10 * NS_PER_PKT;
+    let mut core = Core::<B>::new(&weights, established_ns);
+    let mut bufs = vec![[0u8; BUF]; MAX_BATCH];
+    let mut trace = Trace::new(n, 42);
+    let mut clock = 1_000_000_000u64;
+    warm(&mut core, n, &mut clock, &mut bufs);
+    let mut lens = [0usize; MAX_BATCH];
+    let (mut done, mut fwd) = (0, 0);
+    while done < packets {
+        let m = (packets - done).min(MAX_BATCH);
+        for (k, len) in lens.iter_mut().enumerate().take(m) {
+            let (id, flags) = if acks_only {
+                // A live flow, sent an ACK: a flow-table hit forwarded with encap.
+                let k = trace.rng.gen_range(0..trace.live.len());
+                (trace.live[k], ACK)
+            } else {
+                trace.next()
+            };
+            *len = tcp_frame(&mut bufs[k], id, 80, flags, 64);
+        }
+        let mut it = bufs.iter_mut().zip(&lens[..m]);
+        let mut arr: [Packet<'_>; MAX_BATCH] = std::array::from_fn(|_| match it.next() {
+            Some((b, &l)) => Packet::new(b, HEADROOM, l),
+            None => Packet::new(&mut [], 0, 0),
+        });
+        let mut v = [Verdict::Host; MAX_BATCH];
+        callgrind_measured(&mut core, clock, &mut arr[..m], &mut v[..m]);
+        fwd += v[..m]
+            .iter()
+            .filter(|v| matches!(v, Verdict::Forward { .. }))
+            .count();
+        clock += m as u64 * NS_PER_PKT;
+        done += m;
+    }
+    println!("packets={packets} forwarded={fwd}");
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--callgrind-run") {
+        let which = args.get(i + 1).expect("--callgrind-run needs a workload");
+        let packets = args
+            .iter()
+            .position(|a| a == "--packets")
+            .and_then(|j| args.get(j + 1))
+            .map_or(200_000, |p| p.parse().expect("--packets N"));
+        callgrind_run(which, packets);
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, per_round) = if quick { (3, 200_000) } else { (7, 2_000_000) };
     println!(

@@ -6,7 +6,7 @@
 //!   (formatting, clippy with `-D warnings`, all tests, loom, Miri, fuzzing),
 //!   each even when an earlier one failed, and ends with a table of the results.
 //! * `cargo xtask bench shm` — the shared-memory protocol against memcpy.
-//! * `cargo xtask bench core` — the core pipeline against a peer pipeline built
+//! * `cargo xtask bench core [--callgrind]` — the core pipeline against a peer pipeline built
 //!   from well-known crates, in the same run.
 //! * `cargo xtask bench dpdk` — `marllb-dpdk` against `dpdk-testpmd` io-forward,
 //!   same generated trace (net_pcap, infinite_rx) to net_null, interleaved runs.
@@ -57,6 +57,9 @@ const BENCH_DPDK_PACKAGES: &[&str] = &[
     "libpcap-dev",
 ];
 
+/// `cargo xtask bench core --callgrind` runs the benchmark under Debian's valgrind.
+const BENCH_CALLGRIND_PACKAGES: &[&str] = &["valgrind"];
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,7 +71,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <demo [core] | test | fuzz [--seconds N] | bench core | bench shm | bench dpdk [--secs N] [--runs N] | bench ctrl | bench sim>"
+    "usage: cargo xtask <demo [core] | test | fuzz [--seconds N] | bench core [--callgrind [--packets N]] | bench shm | bench dpdk [--secs N] [--runs N] | bench ctrl | bench sim>"
 }
 
 fn run() -> Result<()> {
@@ -435,6 +438,9 @@ fn bench_ctrl(root: &Path, extra: &[String]) -> Result<()> {
 }
 
 fn bench_core(root: &Path, extra: &[String]) -> Result<()> {
+    if extra.iter().any(|a| a == "--callgrind") {
+        return bench_core_callgrind(root, extra);
+    }
     step("building the core benchmark (release)");
     cargo(
         root,
@@ -453,6 +459,101 @@ fn bench_core(root: &Path, extra: &[String]) -> Result<()> {
         &bin,
         extra,
     )
+}
+
+/// `cargo xtask bench core --callgrind [--packets P]`: instructions per packet,
+/// a figure that does not move with machine noise.
+///
+/// How the per-packet count is isolated: `bench_core --callgrind-run W` warms
+/// the flow table exactly as the timed benchmark does (through
+/// `Worker::process` directly), then sends P packets (default 200 000) through
+/// one `#[inline(never)]` function, `callgrind_measured`, that only calls
+/// `Worker::process`. Callgrind runs with `--collect-atstart=no
+/// --toggle-collect=*callgrind_measured*`, so it counts exactly the
+/// instructions executed inside that function and its callees: setup, the
+/// table's allocation and zeroing, warm-up and frame generation are never
+/// counted, and no difference of two runs is needed. `Collected / P` is the
+/// figure. Workloads: `mix64k` and `mix1m` are the timed benchmark's mix (10 %
+/// SYN, their FINs, the rest ACKs on live flows, IP-in-IP, telemetry on);
+/// `fast64k` is ACKs on live flows only (the fast path: IPv4 TCP, table hit,
+/// forwarded with encap). Profiles are kept in `target/bench-callgrind/` for
+/// `callgrind_annotate`.
+fn bench_core_callgrind(root: &Path, extra: &[String]) -> Result<()> {
+    ensure_packages(BENCH_CALLGRIND_PACKAGES)?;
+    let mut packets = "200000".to_string();
+    let mut it = extra.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--callgrind" => {}
+            "--packets" => packets = it.next().context("--packets needs a number")?.clone(),
+            other => bail!("bench core --callgrind: unknown argument {other}"),
+        }
+    }
+    let p: u64 = packets.parse().context("--packets")?;
+    if p == 0 {
+        bail!("--packets must be positive");
+    }
+    step("building the core benchmark (release)");
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "marllb-core",
+            "--example",
+            "bench_core",
+        ],
+    )?;
+    let bin = target_dir(root).join("release/examples/bench_core");
+    let dir = target_dir(root).join("bench-callgrind");
+    std::fs::create_dir_all(&dir).context("creating target/bench-callgrind")?;
+    let mut figures = vec![];
+    for w in ["mix64k", "mix1m", "fast64k"] {
+        step(&format!("callgrind: {w}, {p} packets"));
+        let out_file = dir.join(format!("callgrind.out.{w}"));
+        let mut cmd = Command::new("valgrind");
+        cmd.args([
+            "--tool=callgrind",
+            "--collect-atstart=no",
+            "--toggle-collect=*callgrind_measured*",
+        ])
+        .arg(format!("--callgrind-out-file={}", out_file.display()))
+        .arg(&bin)
+        .args(["--callgrind-run", w, "--packets", &packets]);
+        println!("    $ {cmd:?}");
+        let out = cmd
+            .output()
+            .context("running valgrind (is it installed?)")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        print!("{stdout}");
+        if !out.status.success() {
+            eprint!("{stderr}");
+            bail!("callgrind run {w} failed ({})", out.status);
+        }
+        let collected = callgrind_collected(&stderr)
+            .with_context(|| format!("no `Collected :` line in callgrind's output for {w}"))?;
+        if collected == 0 {
+            bail!("callgrind counted nothing for {w}: was callgrind_measured inlined away?");
+        }
+        let per = collected as f64 / p as f64;
+        println!("    {w}: {collected} instructions / {p} packets = {per:.1} per packet");
+        figures.push(per);
+    }
+    println!(
+        "RESULT instr_per_pkt_64k={:.1} instr_per_pkt_1m={:.1} instr_fast_path={:.1}",
+        figures[0], figures[1], figures[2]
+    );
+    Ok(())
+}
+
+/// The instruction count from callgrind's `==pid== Collected : N` summary line.
+fn callgrind_collected(stderr: &str) -> Option<u64> {
+    stderr.lines().find_map(|l| {
+        let (_, rest) = l.split_once("Collected :")?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
 }
 
 fn bench_sim(root: &Path, extra: &[String]) -> Result<()> {
