@@ -437,10 +437,8 @@ fn bench_ctrl(root: &Path, extra: &[String]) -> Result<()> {
     )
 }
 
-fn bench_core(root: &Path, extra: &[String]) -> Result<()> {
-    if extra.iter().any(|a| a == "--callgrind") {
-        return bench_core_callgrind(root, extra);
-    }
+/// Builds the core benchmark (release) and returns its path.
+fn build_bench_core(root: &Path) -> Result<PathBuf> {
     step("building the core benchmark (release)");
     cargo(
         root,
@@ -453,7 +451,14 @@ fn bench_core(root: &Path, extra: &[String]) -> Result<()> {
             "bench_core",
         ],
     )?;
-    let bin = target_dir(root).join("release/examples/bench_core");
+    Ok(target_dir(root).join("release/examples/bench_core"))
+}
+
+fn bench_core(root: &Path, extra: &[String]) -> Result<()> {
+    if extra.iter().any(|a| a == "--callgrind") {
+        return bench_core_callgrind(root, extra);
+    }
+    let bin = build_bench_core(root)?;
     run_pinned(
         "benchmarking the core pipeline against the etherparse/HashMap/rand_distr peer",
         &bin,
@@ -493,19 +498,7 @@ fn bench_core_callgrind(root: &Path, extra: &[String]) -> Result<()> {
     if p == 0 {
         bail!("--packets must be positive");
     }
-    step("building the core benchmark (release)");
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "-p",
-            "marllb-core",
-            "--example",
-            "bench_core",
-        ],
-    )?;
-    let bin = target_dir(root).join("release/examples/bench_core");
+    let bin = build_bench_core(root)?;
     let dir = target_dir(root).join("bench-callgrind");
     std::fs::create_dir_all(&dir).context("creating target/bench-callgrind")?;
     let mut figures = vec![];
