@@ -178,10 +178,17 @@ fn current(model: &Mutex<Option<PathBuf>>) -> Option<PathBuf> {
 #[derive(Debug)]
 pub struct Taken {
     reply: Sender<Response>,
-    /// `None` for a `show` (answered after the cycle, with fresh data).
-    answer: Option<Response>,
-    show: Option<ShowWhat>,
+    answer: Answer,
     received: Instant,
+}
+
+/// What a taken request is answered with.
+#[derive(Debug)]
+enum Answer {
+    /// A change, already applied or refused.
+    Change(Response),
+    /// A `show`, computed after the cycle (fresh data).
+    Show(ShowWhat),
 }
 
 /// The cycle thread's side of the API.
@@ -284,8 +291,8 @@ impl Operator {
     pub fn take(&mut self, engine: &mut Engine<'_>, reloader: &mut Option<Reloader>) -> Vec<Taken> {
         let mut out = Vec::new();
         while let Ok(p) = self.rx.try_recv() {
-            let (answer, show) = match p.req {
-                Request::Show { what } => (None, Some(what)),
+            let answer = match p.req {
+                Request::Show { what } => Answer::Show(what),
                 req => {
                     let command = command_name(&req);
                     let r = self.apply(engine, reloader, req, p.loaded);
@@ -297,13 +304,12 @@ impl Operator {
                         }
                         _ => {}
                     }
-                    (Some(r), None)
+                    Answer::Change(r)
                 }
             };
             out.push(Taken {
                 reply: p.reply,
                 answer,
-                show,
                 received: p.received,
             });
         }
@@ -314,10 +320,9 @@ impl Operator {
     pub fn answer(&self, engine: &Engine<'_>, taken: Vec<Taken>) {
         let (epoch, _) = engine.progress();
         for t in taken {
-            let mut r = match (t.answer, t.show) {
-                (Some(r), _) => r,
-                (None, Some(what)) => self.show(engine, what),
-                (None, None) => Response::refused("internal: nothing to answer"),
+            let mut r = match t.answer {
+                Answer::Change(r) => r,
+                Answer::Show(what) => self.show(engine, what),
             };
             if r.ok {
                 r.epoch = Some(epoch);
@@ -444,10 +449,7 @@ impl Operator {
                             kind.name()
                         ));
                     }
-                    let before = (self.state.agent.clone(), self.state.model.clone());
-                    self.state.agent = Some(kind.name().into());
-                    if let Err(e) = self.persist(engine) {
-                        (self.state.agent, self.state.model) = before;
+                    if let Err(e) = self.persist_policy(engine, kind, None) {
                         return Response::refused(e);
                     }
                     engine.set_agent(kind);
@@ -457,36 +459,19 @@ impl Operator {
                     }
                     return Response::done(format!("agent {}", kind.name()));
                 }
-                let loaded = match loaded {
-                    None => {
-                        return Response::refused(format!(
-                            "agent {} needs a model: policy set {} --model FILE.onnx",
-                            kind.name(),
-                            kind.name()
-                        ))
-                    }
-                    Some(Err(e)) => {
-                        self.metrics.reload(false);
-                        return Response::refused(format!(
-                            "model refused, the current policy stays: {e}"
-                        ));
-                    }
-                    Some(Ok(l)) => l,
-                };
-                if loaded.meta().agent != kind.name() {
+                let Some(loaded) = loaded else {
                     return Response::refused(format!(
-                        "{}: its sidecar says agent {:?}, not {}; the current policy stays",
-                        loaded.path().display(),
-                        loaded.meta().agent,
+                        "agent {} needs a model: policy set {} --model FILE.onnx",
+                        kind.name(),
                         kind.name()
                     ));
-                }
+                };
+                let loaded = match self.checked(loaded, kind) {
+                    Ok(l) => l,
+                    Err(r) => return r,
+                };
                 let path = loaded.path().to_path_buf();
-                let before = (self.state.agent.clone(), self.state.model.clone());
-                self.state.agent = Some(kind.name().into());
-                self.state.model = Some(path.clone());
-                if let Err(e) = self.persist(engine) {
-                    (self.state.agent, self.state.model) = before;
+                if let Err(e) = self.persist_policy(engine, kind, Some(path.clone())) {
                     return Response::refused(e);
                 }
                 engine.set_agent(kind);
@@ -513,26 +498,59 @@ impl Operator {
                     "no model to reload: agent {} runs without one",
                     engine.agent().name()
                 )),
-                Some(Err(e)) => {
-                    self.metrics.reload(false);
-                    Response::refused(format!("model refused, the current policy stays: {e}"))
-                }
-                Some(Ok(l)) if l.meta().agent != engine.agent().name() => {
-                    Response::refused(format!(
-                        "{}: its sidecar says agent {:?}, not {}; the current policy stays",
-                        l.path().display(),
-                        l.meta().agent,
-                        engine.agent().name()
-                    ))
-                }
-                Some(Ok(l)) => {
-                    let p = l.path().display().to_string();
-                    engine.install(Policy::new(l));
-                    self.metrics.reload(true);
-                    Response::done(format!("model {p} reloaded"))
-                }
+                Some(loaded) => match self.checked(loaded, engine.agent()) {
+                    Err(r) => r,
+                    Ok(l) => {
+                        let p = l.path().display().to_string();
+                        engine.install(Policy::new(l));
+                        self.metrics.reload(true);
+                        Response::done(format!("model {p} reloaded"))
+                    }
+                },
             },
         }
+    }
+
+    /// A model loaded for `agent`, or the refusal (counted as a refused
+    /// reload when the file itself was refused).
+    fn checked(
+        &self,
+        loaded: Result<Loaded, String>,
+        agent: AgentKind,
+    ) -> Result<Loaded, Response> {
+        match loaded {
+            Err(e) => {
+                self.metrics.reload(false);
+                Err(Response::refused(format!(
+                    "model refused, the current policy stays: {e}"
+                )))
+            }
+            Ok(l) if l.meta().agent != agent.name() => Err(Response::refused(format!(
+                "{}: its sidecar says agent {:?}, not {}; the current policy stays",
+                l.path().display(),
+                l.meta().agent,
+                agent.name()
+            ))),
+            Ok(l) => Ok(l),
+        }
+    }
+
+    /// Records the agent (and model) in the state file; on failure the state
+    /// is as before.
+    fn persist_policy(
+        &mut self,
+        engine: &Engine<'_>,
+        agent: AgentKind,
+        model: Option<PathBuf>,
+    ) -> Result<(), String> {
+        let before = (self.state.agent.clone(), self.state.model.clone());
+        self.state.agent = Some(agent.name().into());
+        self.state.model = model;
+        let r = self.persist(engine);
+        if r.is_err() {
+            (self.state.agent, self.state.model) = before;
+        }
+        r
     }
 
     /// Sets backend `i`'s override, persists, and rolls back if that fails.
