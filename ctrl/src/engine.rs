@@ -215,15 +215,7 @@ impl<'r> Engine<'r> {
             dp_hb_changed: now,
             cycles: 0,
             last_agent: None,
-            op: (0..n)
-                .map(|i| {
-                    if cfg.drain.get(i).copied().unwrap_or(false) {
-                        OpAdmin::Drain
-                    } else {
-                        OpAdmin::None
-                    }
-                })
-                .collect(),
+            op: (0..n).map(|i| configured_admin(&cfg.drain, i)).collect(),
             cap: vec![None; n],
             epoch: 0,
             ctrl,
@@ -286,11 +278,7 @@ impl<'r> Engine<'r> {
 
     /// The configuration's admin state of backend `i` (its drain list).
     pub fn configured(&self, i: usize) -> OpAdmin {
-        if self.cfg.drain.get(i).copied().unwrap_or(false) {
-            OpAdmin::Drain
-        } else {
-            OpAdmin::None
-        }
+        configured_admin(&self.cfg.drain, i)
     }
 
     /// Sets the operator's override and weight cap of backend `i`; applied
@@ -633,6 +621,16 @@ impl<'r> Engine<'r> {
             now.saturating_duration_since(self.dp_hb_changed)
                 .as_secs_f64(),
         );
+    }
+}
+
+/// The configuration's admin state of backend `i`: drained if the drain list
+/// holds it (the operator's overrides start from it).
+fn configured_admin(drain: &[bool], i: usize) -> OpAdmin {
+    if drain.get(i).copied().unwrap_or(false) {
+        OpAdmin::Drain
+    } else {
+        OpAdmin::None
     }
 }
 
