@@ -416,6 +416,23 @@ fn weight_zero_within(ns: &str, port: u16, addr: &str, limit: Duration) -> Optio
     )
 }
 
+/// Seconds until backend `addr`'s published weight is above 0, if within `limit`.
+fn weight_positive_within(ns: &str, port: u16, addr: &str, limit: Duration) -> Option<f64> {
+    use crate::lb::{metrics, per_backend};
+    wait_for(
+        || {
+            metrics(ns, port)
+                .map(|m| {
+                    per_backend(&m, "marllb_backend_weight")
+                        .get(addr)
+                        .is_some_and(|w| *w > 0.0)
+                })
+                .unwrap_or(false)
+        },
+        limit,
+    )
+}
+
 fn wait_for(mut f: impl FnMut() -> bool, limit: Duration) -> Option<f64> {
     let t = Instant::now();
     while t.elapsed() < limit {
@@ -1205,7 +1222,10 @@ pub struct HostileReport {
     /// Failed requests outside the window in which they could have been on
     /// the silent backend (the whole run, the flood included).
     pub failed_elsewhere: usize,
-    /// Requests it answered after it resumed.
+    /// Seconds from resuming the backend to a weight above 0 again (its
+    /// active checks' rise count, then the first slow-start cycle).
+    pub back_after_s: Option<f64>,
+    /// Requests it answered that started after its weight was above 0 again.
     pub served_after_resume: usize,
 }
 
@@ -1245,7 +1265,7 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
             "--hold",
             "3",
             "--duration",
-            "36",
+            "42",
             "--timeout",
             "20",
             "--capacities",
@@ -1312,6 +1332,16 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
     at(28.0);
     let resumed_at = t0.elapsed().as_secs_f64();
     topo.tb.signal("be2-nginx", "CONT");
+    // Back in service once the rise count of active checks passed and the
+    // first slow-start cycle published a weight above 0. The load runs to
+    // t=42 s, so that it has several seconds of new flows to take after.
+    let back_after_s = weight_positive_within(
+        &ns,
+        copts.prometheus_port,
+        "198.18.2.102",
+        Duration::from_secs(10),
+    );
+    let back_at = resumed_at + back_after_s.unwrap_or(f64::INFINITY);
     let (summary, records) = run.finish(&mut topo, Duration::from_secs(90))?;
     // A clean stop writes the data plane's totals.
     topo.tb.signal("lb0", "TERM");
@@ -1363,7 +1393,7 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
         .count();
     let served_after_resume = records
         .iter()
-        .filter(|r| r.at > resumed_at + 3.0 && r.backend.as_deref() == Some("be2"))
+        .filter(|r| r.at > back_at && r.backend.as_deref() == Some("be2"))
         .count();
     let report = HostileReport {
         summary,
@@ -1378,10 +1408,11 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
         while_out,
         failed_while_out,
         failed_elsewhere,
+        back_after_s,
         served_after_resume,
     };
     println!(
-        "hostile: {} requests, {} ok, {} failed; SYN flood of {} at t={flood_start:.1}s: {} connections held through it, {} failed; {} failures among requests started during it; flows tracked {} (table {} per worker), placed untracked {}; be2 silent at t={stopped_at:.1}s: weight 0 after {:?} s; {} requests while it was out, {} sent to it, {} failed; resumed at t={resumed_at:.1}s, served {} after; {} failures outside the silent backend's window",
+        "hostile: {} requests, {} ok, {} failed; SYN flood of {} at t={flood_start:.1}s: {} connections held through it, {} failed; {} failures among requests started during it; flows tracked {} (table {} per worker), placed untracked {}; be2 silent at t={stopped_at:.1}s: weight 0 after {:?} s; {} requests while it was out, {} sent to it, {} failed; resumed at t={resumed_at:.1}s, weight above 0 after {:?} s, served {} after; {} failures outside the silent backend's window",
         report.summary.requests,
         report.summary.ok,
         report.summary.failed,
@@ -1396,6 +1427,7 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
         report.while_out.0,
         report.while_out.1,
         report.failed_while_out,
+        report.back_after_s,
         report.served_after_resume,
         report.failed_elsewhere
     );
