@@ -18,7 +18,7 @@ use crate::lb::{
 };
 use crate::load::{summarize, Progress, Record, Summary};
 use crate::scenario::{capacities, start_load};
-use crate::topology::Topology;
+use crate::topology::{backend_addr, Topology};
 
 /// One backend's CPU capacity changed during a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -143,7 +143,7 @@ pub fn backends(n: usize, small_cpus: f64, workers: u32) -> Vec<BackendSpec> {
     (0..n)
         .map(|j| BackendSpec {
             id: format!("be{j}"),
-            addr: format!("198.18.2.{}", 100 + j),
+            addr: backend_addr(j),
             cpus: if j % 7 < 4 {
                 small_cpus
             } else {

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use crate::backend::BackendSpec;
 use crate::lb::{start_dataplane, LbOptions};
 use crate::load::{unix_now, Progress, Record, Summary};
-use crate::topology::Topology;
+use crate::topology::{backend_addr, Topology};
 
 /// Backends of unequal capacity: the MARLLB moderate setting (4 small, 3 large
 /// with twice the CPU), scaled to our two cores: `scale` CPUs per small backend.
@@ -18,7 +18,7 @@ pub fn moderate_backends(scale: f64, workers: u32) -> Vec<BackendSpec> {
     (0..7)
         .map(|j| BackendSpec {
             id: format!("be{j}"),
-            addr: format!("198.18.2.{}", 100 + j),
+            addr: backend_addr(j),
             cpus: if j < 4 { scale } else { 2.0 * scale },
             workers,
             backlog: 128,
@@ -31,7 +31,7 @@ pub fn equal_backends(n: usize, cpus: f64, workers: u32, backlog: u32) -> Vec<Ba
     (0..n)
         .map(|j| BackendSpec {
             id: format!("be{j}"),
-            addr: format!("198.18.2.{}", 100 + j),
+            addr: backend_addr(j),
             cpus,
             workers,
             backlog,

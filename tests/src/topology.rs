@@ -16,9 +16,10 @@
 //! multipath route hashed on the L4 5-tuple. Backends answer the client
 //! directly (L2 direct server return): the LB only rewrites MAC addresses.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::backend::{self, Backend, BackendSpec};
 use crate::netns::Testbed;
@@ -54,8 +55,14 @@ pub struct Topology {
     pub dir: PathBuf,
 }
 
-/// The router's MAC toward the server segment, as backends see it.
+/// The router's address on the server segment, the backends' default route.
 pub const ROUTER_ADDR: &str = "198.18.2.1";
+
+/// Address of backend `j` on the server segment: 198.18.2.100+j (room for
+/// 155 backends below the broadcast address).
+pub fn backend_addr(j: usize) -> String {
+    format!("198.18.2.{}", 100 + j)
+}
 
 impl Topology {
     /// Builds client, router, `lbs` LB namespaces and the backends (started).
@@ -128,47 +135,115 @@ impl Topology {
             });
         }
 
-        let mut backends = Vec::new();
-        for (j, spec) in specs.iter().enumerate() {
-            let ns = tb.add_ns(&spec.id)?;
-            tb.veth(&ns, "eth0", &router, &format!("b{j}"))?;
-            tb.ip_in(&router, &["link", "set", &format!("b{j}"), "master", "br0"])?;
-            tb.ip_in(
-                &ns,
-                &["addr", "add", &format!("{}/24", spec.addr), "dev", "eth0"],
-            )?;
-            tb.ip_in(&ns, &["route", "add", "default", "via", ROUTER_ADDR])?;
-            tb.ip_in(&ns, &["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-            for (k, v) in [
-                ("net.ipv4.conf.all.arp_ignore", "1"),
-                ("net.ipv4.conf.all.arp_announce", "2"),
-                ("net.ipv4.conf.all.rp_filter", "0"),
-                ("net.ipv4.conf.eth0.rp_filter", "0"),
-                ("net.core.somaxconn", "4096"),
-            ] {
-                tb.sysctl(&ns, k, v)?;
-            }
-            let mac = tb.mac(&ns, "eth0")?;
-            let bdir = dir.join(&spec.id);
-            backend::start(&mut tb, &ns, spec, VIP, &bdir)?;
-            backends.push(Backend {
-                spec: spec.clone(),
-                ns,
-                mac,
-                dir: bdir,
-            });
-        }
-
-        let topo = Self {
+        let mut topo = Self {
             tb,
             client,
             router,
             lbs: nodes,
-            backends,
+            backends: Vec::new(),
             dir: dir.to_path_buf(),
         };
+        for spec in specs {
+            topo.start_backend(spec.clone())?;
+        }
         topo.route_vip()?;
         Ok(topo)
+    }
+
+    /// Adds one more backend to a running topology, wired and started exactly
+    /// as [`Topology::build`] wires and starts each of its backends (router
+    /// port `b<j>`, the VIP on its loopback, its own nginx, php-fpm and CPU
+    /// cgroup), and returns its index in [`Topology::backends`]. It is torn
+    /// down with the rest of the testbed. The balancer does not learn of it
+    /// here: an operator adds `backends[j].spec.addr` with MAC
+    /// `backends[j].mac`, the values [`crate::lb::write_config`] gives the
+    /// data plane. A backend that fails to come up leaves its namespace to the
+    /// testbed's teardown and is not listed.
+    pub fn add_backend(&mut self, spec: BackendSpec) -> Result<usize> {
+        self.start_backend(spec)
+    }
+
+    /// The next backend's spec in the numbering [`Topology::build`]'s callers
+    /// use: id `be<j>` and address [`backend_addr`]`(j)`, `j` the number of
+    /// backends so far.
+    pub fn next_backend_spec(&self, cpus: f64, workers: u32, backlog: u32) -> BackendSpec {
+        let j = self.backends.len();
+        BackendSpec {
+            id: format!("be{j}"),
+            addr: backend_addr(j),
+            cpus,
+            workers,
+            backlog,
+        }
+    }
+
+    /// Creates, wires and starts backend number `backends.len()`: the one
+    /// place both [`Topology::build`] and [`Topology::add_backend`] make a
+    /// backend.
+    fn start_backend(&mut self, spec: BackendSpec) -> Result<usize> {
+        self.check_new_backend(&spec)?;
+        let j = self.backends.len();
+        let (tb, router) = (&mut self.tb, self.router.as_str());
+        let port = format!("b{j}");
+        let ns = tb.add_ns(&spec.id)?;
+        tb.veth(&ns, "eth0", router, &port)?;
+        tb.ip_in(router, &["link", "set", &port, "master", "br0"])?;
+        tb.ip_in(
+            &ns,
+            &["addr", "add", &format!("{}/24", spec.addr), "dev", "eth0"],
+        )?;
+        tb.ip_in(&ns, &["route", "add", "default", "via", ROUTER_ADDR])?;
+        tb.ip_in(&ns, &["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+        for (k, v) in [
+            ("net.ipv4.conf.all.arp_ignore", "1"),
+            ("net.ipv4.conf.all.arp_announce", "2"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.eth0.rp_filter", "0"),
+            ("net.core.somaxconn", "4096"),
+        ] {
+            tb.sysctl(&ns, k, v)?;
+        }
+        // The data plane rewrites a packet's destination to this MAC (L2 DSR).
+        let mac = tb.mac(&ns, "eth0")?;
+        let bdir = self.dir.join(&spec.id);
+        backend::start(tb, &ns, &spec, VIP, &bdir)?;
+        self.backends.push(Backend {
+            spec,
+            ns,
+            mac,
+            dir: bdir,
+        });
+        Ok(j)
+    }
+
+    /// Refuses a backend whose id or address another node already has: a
+    /// repeated id would replace that backend's namespace and cgroup (they
+    /// are named after it), a repeated address would split its traffic.
+    fn check_new_backend(&self, spec: &BackendSpec) -> Result<()> {
+        let addr: Ipv4Addr = spec
+            .addr
+            .parse()
+            .with_context(|| format!("backend {}: address {:?}", spec.id, spec.addr))?;
+        let [a, b, c, _] = addr.octets();
+        if [a, b, c] != [198, 18, 2] {
+            bail!(
+                "backend {}: address {addr} is outside the server segment 198.18.2.0/24",
+                spec.id
+            );
+        }
+        if let Some(other) = self.backends.iter().find(|o| o.spec.id == spec.id) {
+            bail!("backend id {} is taken ({})", spec.id, other.spec.addr);
+        }
+        let taken = std::iter::once(ROUTER_ADDR)
+            .chain(self.lbs.iter().map(|l| l.mgmt_addr.as_str()))
+            .chain(self.lbs.iter().map(|l| l.next_hop.as_str()))
+            .chain(self.backends.iter().map(|o| o.spec.addr.as_str()));
+        for t in taken {
+            if t.parse::<Ipv4Addr>().ok() == Some(addr) {
+                bail!("backend {}: address {addr} is taken", spec.id);
+            }
+        }
+        Ok(())
     }
 
     /// Points the router's VIP route at the LB nodes (multipath when several),
@@ -184,8 +259,8 @@ impl Topology {
             let first = self
                 .backends
                 .first()
-                .map_or("198.18.2.100", |b| b.spec.addr.as_str());
-            args.extend(["via".into(), first.into()]);
+                .map_or_else(|| backend_addr(0), |b| b.spec.addr.clone());
+            args.extend(["via".into(), first]);
         } else if self.lbs.len() == 1 {
             args.extend(["via".into(), self.lbs[0].next_hop.clone()]);
         } else {
