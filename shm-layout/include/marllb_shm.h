@@ -19,8 +19,8 @@
 #include <stdint.h>
 
 #define MARLLB_SHM_MAGIC 0x4853424c4c52414dULL
-#define MARLLB_SHM_LAYOUT_VERSION 1u
-#define MARLLB_SHM_LAYOUT_HASH 0x421bcd8129300014ULL
+#define MARLLB_SHM_LAYOUT_VERSION 2u
+#define MARLLB_SHM_LAYOUT_HASH 0xfab3eec343e506eaULL
 #define MARLLB_SHM_MAX_BACKENDS 256u
 #define MARLLB_SHM_MAX_VIPS 16u
 #define MARLLB_SHM_MAX_WORKERS 64u
@@ -32,10 +32,10 @@
 #define MARLLB_SHM_ADMIN_ACTIVE 0u
 #define MARLLB_SHM_ADMIN_DRAINING 1u
 #define MARLLB_SHM_ADMIN_DOWN 2u
-#define MARLLB_SHM_WORKERS_OFFSET 10368u
+#define MARLLB_SHM_WORKERS_OFFSET 18752u
 #define MARLLB_SHM_STATS_BLOCK_SIZE 557568u
 #define MARLLB_SHM_REGION_SIZE(workers) ((uint64_t)MARLLB_SHM_WORKERS_OFFSET + (uint64_t)(workers) * MARLLB_SHM_STATS_BLOCK_SIZE)
-/* Example: a one-worker region is 567936 bytes. */
+/* Example: a one-worker region is 576320 bytes. */
 
 struct __attribute__((aligned(64))) marllb_backend_counters {
     uint64_t packets;
@@ -182,7 +182,7 @@ struct __attribute__((aligned(4))) marllb_backend_entry {
     uint8_t family;
     uint8_t admin;
     uint32_t base_weight;
-    uint32_t _reserved;
+    uint32_t vip_mask;
 };
 _Static_assert(sizeof(struct marllb_backend_entry) == 32, "marllb_backend_entry size");
 _Static_assert(_Alignof(struct marllb_backend_entry) == 4, "marllb_backend_entry align");
@@ -191,7 +191,7 @@ _Static_assert(offsetof(struct marllb_backend_entry, mac) == 16, "marllb_backend
 _Static_assert(offsetof(struct marllb_backend_entry, family) == 22, "marllb_backend_entry.family offset");
 _Static_assert(offsetof(struct marllb_backend_entry, admin) == 23, "marllb_backend_entry.admin offset");
 _Static_assert(offsetof(struct marllb_backend_entry, base_weight) == 24, "marllb_backend_entry.base_weight offset");
-_Static_assert(offsetof(struct marllb_backend_entry, _reserved) == 28, "marllb_backend_entry._reserved offset");
+_Static_assert(offsetof(struct marllb_backend_entry, vip_mask) == 28, "marllb_backend_entry.vip_mask offset");
 
 struct __attribute__((aligned(4))) marllb_config_image {
     uint32_t n_vips;
@@ -253,6 +253,44 @@ _Static_assert(offsetof(struct marllb_control_block, seq) == 64, "marllb_control
 _Static_assert(offsetof(struct marllb_control_block, _reserved1) == 72, "marllb_control_block._reserved1 offset");
 _Static_assert(offsetof(struct marllb_control_block, words) == 128, "marllb_control_block.words offset");
 
+struct __attribute__((aligned(8))) marllb_backend_set_frame {
+    uint64_t version;
+    uint32_t count;
+    uint32_t flags;
+    uint64_t checksum;
+    uint64_t _reserved0;
+    struct marllb_backend_entry backends[256];
+};
+_Static_assert(sizeof(struct marllb_backend_set_frame) == 8224, "marllb_backend_set_frame size");
+_Static_assert(_Alignof(struct marllb_backend_set_frame) == 8, "marllb_backend_set_frame align");
+_Static_assert(offsetof(struct marllb_backend_set_frame, version) == 0, "marllb_backend_set_frame.version offset");
+_Static_assert(offsetof(struct marllb_backend_set_frame, count) == 8, "marllb_backend_set_frame.count offset");
+_Static_assert(offsetof(struct marllb_backend_set_frame, flags) == 12, "marllb_backend_set_frame.flags offset");
+_Static_assert(offsetof(struct marllb_backend_set_frame, checksum) == 16, "marllb_backend_set_frame.checksum offset");
+_Static_assert(offsetof(struct marllb_backend_set_frame, _reserved0) == 24, "marllb_backend_set_frame._reserved0 offset");
+_Static_assert(offsetof(struct marllb_backend_set_frame, backends) == 32, "marllb_backend_set_frame.backends offset");
+
+struct __attribute__((aligned(64))) marllb_backend_set_block {
+    uint64_t seq;
+    uint64_t _reserved0[7];
+    uint64_t applied_version;
+    uint64_t refused_version;
+    uint64_t refused_reason;
+    uint64_t _reserved1[5];
+    uint64_t words[1028];
+    uint64_t _reserved2[4];
+};
+_Static_assert(sizeof(struct marllb_backend_set_block) == 8384, "marllb_backend_set_block size");
+_Static_assert(_Alignof(struct marllb_backend_set_block) == 64, "marllb_backend_set_block align");
+_Static_assert(offsetof(struct marllb_backend_set_block, seq) == 0, "marllb_backend_set_block.seq offset");
+_Static_assert(offsetof(struct marllb_backend_set_block, _reserved0) == 8, "marllb_backend_set_block._reserved0 offset");
+_Static_assert(offsetof(struct marllb_backend_set_block, applied_version) == 64, "marllb_backend_set_block.applied_version offset");
+_Static_assert(offsetof(struct marllb_backend_set_block, refused_version) == 72, "marllb_backend_set_block.refused_version offset");
+_Static_assert(offsetof(struct marllb_backend_set_block, refused_reason) == 80, "marllb_backend_set_block.refused_reason offset");
+_Static_assert(offsetof(struct marllb_backend_set_block, _reserved1) == 88, "marllb_backend_set_block._reserved1 offset");
+_Static_assert(offsetof(struct marllb_backend_set_block, words) == 128, "marllb_backend_set_block.words offset");
+_Static_assert(offsetof(struct marllb_backend_set_block, _reserved2) == 8352, "marllb_backend_set_block._reserved2 offset");
+
 struct __attribute__((aligned(8))) marllb_watchdog_stats {
     uint32_t fallback_active;
     uint32_t fallback_reason;
@@ -278,7 +316,9 @@ struct __attribute__((aligned(8))) marllb_validation_stats {
     uint64_t bad_admin;
     uint64_t weights_clamped;
     uint64_t all_zero;
-    uint64_t _reserved[3];
+    uint64_t sets_applied;
+    uint64_t sets_refused;
+    uint64_t _reserved;
 };
 _Static_assert(sizeof(struct marllb_validation_stats) == 96, "marllb_validation_stats size");
 _Static_assert(_Alignof(struct marllb_validation_stats) == 8, "marllb_validation_stats align");
@@ -291,7 +331,9 @@ _Static_assert(offsetof(struct marllb_validation_stats, count_clamped) == 40, "m
 _Static_assert(offsetof(struct marllb_validation_stats, bad_admin) == 48, "marllb_validation_stats.bad_admin offset");
 _Static_assert(offsetof(struct marllb_validation_stats, weights_clamped) == 56, "marllb_validation_stats.weights_clamped offset");
 _Static_assert(offsetof(struct marllb_validation_stats, all_zero) == 64, "marllb_validation_stats.all_zero offset");
-_Static_assert(offsetof(struct marllb_validation_stats, _reserved) == 72, "marllb_validation_stats._reserved offset");
+_Static_assert(offsetof(struct marllb_validation_stats, sets_applied) == 72, "marllb_validation_stats.sets_applied offset");
+_Static_assert(offsetof(struct marllb_validation_stats, sets_refused) == 80, "marllb_validation_stats.sets_refused offset");
+_Static_assert(offsetof(struct marllb_validation_stats, _reserved) == 88, "marllb_validation_stats._reserved offset");
 
 struct __attribute__((aligned(64))) marllb_stats_head {
     uint64_t window_seq;
@@ -353,11 +395,13 @@ struct __attribute__((aligned(64))) marllb_region_fixed {
     struct marllb_header_block header;
     struct marllb_config_block config;
     struct marllb_control_block control;
+    struct marllb_backend_set_block backend_set;
 };
-_Static_assert(sizeof(struct marllb_region_fixed) == 10368, "marllb_region_fixed size");
+_Static_assert(sizeof(struct marllb_region_fixed) == 18752, "marllb_region_fixed size");
 _Static_assert(_Alignof(struct marllb_region_fixed) == 64, "marllb_region_fixed align");
 _Static_assert(offsetof(struct marllb_region_fixed, header) == 0, "marllb_region_fixed.header offset");
 _Static_assert(offsetof(struct marllb_region_fixed, config) == 128, "marllb_region_fixed.config offset");
 _Static_assert(offsetof(struct marllb_region_fixed, control) == 8896, "marllb_region_fixed.control offset");
+_Static_assert(offsetof(struct marllb_region_fixed, backend_set) == 10368, "marllb_region_fixed.backend_set offset");
 
 #endif /* MARLLB_SHM_H */

@@ -159,18 +159,24 @@ impl ConfigImage {
         if backends.is_empty() {
             return Err(ConfigImageError::NoBackends);
         }
-        for (e, b) in c.backends.iter_mut().zip(backends) {
+        let vips = svc.vip_services();
+        for (i, (e, b)) in c.backends.iter_mut().zip(backends).enumerate() {
+            let vip_mask = vips
+                .iter()
+                .take(MAX_VIPS)
+                .enumerate()
+                .filter(|(_, v)| v.members().contains(&(i as u16)))
+                .fold(0u32, |m, (k, _)| m | 1 << k);
             *e = BackendEntry {
                 addr: b.addr,
                 mac: b.mac,
                 family: b.family as u8,
                 admin: b.admin as u8,
                 base_weight: b.base_weight,
-                _reserved: 0,
+                vip_mask,
             };
         }
         c.n_backends = backends.len().min(MAX_BACKENDS) as u32;
-        let vips = svc.vip_services();
         for (e, v) in c.vips.iter_mut().zip(vips) {
             *e = VipEntry {
                 addr: v.vip.addr,

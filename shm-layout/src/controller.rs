@@ -2,10 +2,13 @@
 
 use marllb_core::service::AdminState;
 use marllb_core::{Weight, MAX_BACKENDS};
-use zerocopy::IntoBytes;
+use zerocopy::{FromZeros, IntoBytes};
 
 use crate::dataplane::backend_offset;
-use crate::layout::{ConfigImage, ControlBlock, StatsFrame, StatsHead, WeightsFrame, MAX_WEIGHT};
+use crate::layout::{
+    BackendEntry, BackendSetFrame, ConfigImage, ControlBlock, StatsFrame, StatsHead, WeightsFrame,
+    MAX_WEIGHT,
+};
 use crate::region::RegionView;
 use crate::seqlock::{self, ReadError};
 use crate::sync::Ordering;
@@ -72,6 +75,21 @@ pub struct Controller<'r> {
     view: RegionView<'r>,
     frame: WeightsFrame,
     epoch: u64,
+    /// Backend indices the weights frames and stats reads cover.
+    n: usize,
+    set: BackendSetFrame,
+}
+
+/// The data plane's answer to the backend sets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetAnswer {
+    /// Version of the last set it serves (0: its configuration).
+    pub applied: u64,
+    /// Version of the last set it refused (0: none), and why
+    /// ([`crate::backend_set::SetRefusal::describe`]).
+    pub refused: u64,
+    /// Refusal code.
+    pub reason: u64,
 }
 
 impl<'r> Controller<'r> {
@@ -81,10 +99,77 @@ impl<'r> Controller<'r> {
             .control
             .controller_pid
             .store(u64::from(pid), Ordering::Relaxed);
-        Controller {
+        let mut c = Controller {
             view,
             frame: WeightsFrame::zeroed(),
             epoch: 0,
+            n: view.geometry.backends(),
+            set: BackendSetFrame::new_zeroed(),
+        };
+        // A data plane that applied a set (from a previous controller) serves
+        // its count of indices.
+        if let Some(f) = c.served_set() {
+            c.n = f.entries().len().max(c.n);
+            c.set = f;
+        }
+        c
+    }
+
+    /// Backend indices the weights cover (the configuration's, or those of
+    /// the last backend set the data plane applied).
+    pub fn backends(&self) -> usize {
+        self.n
+    }
+
+    /// Weights, admin states and stats reads cover `n` backends from now on
+    /// (clamped to the capacity): after a set that adds one was written.
+    pub fn set_backends(&mut self, n: usize) {
+        self.n = n.min(MAX_BACKENDS);
+    }
+
+    /// The backend set the data plane serves, if it applied one: the frame in
+    /// the block when its version is the applied one.
+    pub fn served_set(&self) -> Option<BackendSetFrame> {
+        let b = &self.view.fixed.backend_set;
+        let applied = b.applied_version.load(Ordering::Acquire);
+        if applied == 0 {
+            return None;
+        }
+        let mut f = BackendSetFrame::new_zeroed();
+        seqlock::read_bounded(&b.seq, &b.words, f.as_mut_bytes(), 64).ok()?;
+        (f.version == applied && f.checksum == f.compute_checksum()).then_some(f)
+    }
+
+    /// Writes a backend set (`entries` by global index; see
+    /// [`crate::backend_set`]) with a version above any the data plane saw;
+    /// returns it. The data plane answers in [`Controller::set_answer`].
+    pub fn publish_set(&mut self, entries: &[BackendEntry]) -> Result<u64, PublishError> {
+        if entries.is_empty() || entries.len() > MAX_BACKENDS {
+            return Err(PublishError::Length {
+                got: entries.len(),
+                expected: MAX_BACKENDS,
+            });
+        }
+        let a = self.set_answer();
+        let version = self.set.version.max(a.applied).max(a.refused) + 1;
+        let f = &mut self.set;
+        f.version = version;
+        f.count = entries.len() as u32;
+        f.backends[..entries.len()].copy_from_slice(entries);
+        f.backends[entries.len()..].fill(BackendEntry::default());
+        f.seal();
+        let b = &self.view.fixed.backend_set;
+        seqlock::write(&b.seq, &b.words, self.set.as_bytes());
+        Ok(version)
+    }
+
+    /// What the data plane answered to the sets written.
+    pub fn set_answer(&self) -> SetAnswer {
+        let b = &self.view.fixed.backend_set;
+        SetAnswer {
+            applied: b.applied_version.load(Ordering::Acquire),
+            refused: b.refused_version.load(Ordering::Acquire),
+            reason: b.refused_reason.load(Ordering::Relaxed),
         }
     }
 
@@ -104,7 +189,7 @@ impl<'r> Controller<'r> {
         weights: &[Weight],
         admin: &[AdminState],
     ) -> Result<u64, PublishError> {
-        let n = self.view.geometry.backends();
+        let n = self.n;
         if weights.len() != n || admin.len() != n {
             return Err(PublishError::Length {
                 got: weights.len().min(admin.len()),
@@ -157,7 +242,7 @@ impl<'r> Controller<'r> {
     /// Returns the lock sequence.
     pub fn read_stats(&self, w: u32, out: &mut StatsFrame, tries: u32) -> Result<u64, StatsError> {
         let block = self.view.worker(w).ok_or(StatsError::NoWorker(w))?;
-        let n = self.view.geometry.backends();
+        let n = self.n;
         let end = backend_offset(n);
         let bytes = out.as_mut_bytes();
         let dst = bytes.get_mut(..end).unwrap_or_default();

@@ -30,9 +30,11 @@ use marllb_core::telemetry::Telemetry;
 use marllb_core::MAX_BACKENDS;
 use zerocopy::{FromZeros, IntoBytes};
 
+use crate::backend_set::{check_set, from_config, served, SetRefusal};
 use crate::layout::{
-    BackendStats, ConfigImage, ControlBlock, HeaderBlock, StatsBlock, StatsFrame, StatsHead,
-    ValidationStats, WatchdogStats, WeightsFrame, DEFAULT_STATS_INTERVAL_MS,
+    BackendSetBlock, BackendSetFrame, BackendStats, ConfigImage, ControlBlock, HeaderBlock,
+    StatsBlock, StatsFrame, StatsHead, ValidationStats, WatchdogStats, WeightsFrame,
+    DEFAULT_STATS_INTERVAL_MS,
 };
 use crate::region::RegionView;
 use crate::seqlock;
@@ -98,6 +100,10 @@ pub struct Poll<'a> {
     pub changed: bool,
     /// Weights and admin states to apply, by global backend index.
     pub vector: &'a WeightVector,
+    /// A new backend set that passed [`check_set`]: the host rebuilds its
+    /// service from it and answers with [`DataPlane::answer_set`] (until then
+    /// the data plane serves the previous set and reads no newer one).
+    pub backend_set: Option<&'a BackendSetFrame>,
 }
 
 impl Poll<'_> {
@@ -131,6 +137,14 @@ pub struct DataPlane<'r> {
     source: Source,
     dirty: bool,
     status: DpStatus,
+    set_block: &'r BackendSetBlock,
+    /// The set served now (from the configuration until a set is applied).
+    served: BackendSetFrame,
+    /// A set read and checked, waiting for the host's answer.
+    incoming: BackendSetFrame,
+    pending: bool,
+    set_seq: u64,
+    n_vips: usize,
 }
 
 impl<'r> DataPlane<'r> {
@@ -150,6 +164,7 @@ impl<'r> DataPlane<'r> {
         good.set_admin(&adm);
         let mut fallback = good.clone();
         fallback.make_equal_over_up();
+        let served = from_config(&config);
         let mut status = DpStatus::default();
         status.watchdog.fallback_active = 1;
         status.watchdog.fallback_reason = FallbackReason::NoController as u32;
@@ -167,6 +182,94 @@ impl<'r> DataPlane<'r> {
             source: Source::Fallback(FallbackReason::NoController),
             dirty: true,
             status,
+            set_block: &view.fixed.backend_set,
+            incoming: served.clone(),
+            served,
+            pending: false,
+            set_seq: 0,
+            n_vips: config.vips().len(),
+        }
+    }
+
+    /// Backend indices served now (removed ones included).
+    pub fn backends(&self) -> usize {
+        self.served.entries().len()
+    }
+
+    /// The backend set served now (version 0: the configuration's).
+    pub fn served_set(&self) -> &BackendSetFrame {
+        &self.served
+    }
+
+    /// The host's answer to the set [`Poll::backend_set`] handed it: `Ok`
+    /// when its service now serves the set, `Err` when it could not build one
+    /// (it keeps the previous service). Written back for the controller.
+    pub fn answer_set(&mut self, built: Result<(), ()>) {
+        if !core::mem::take(&mut self.pending) {
+            return;
+        }
+        match built {
+            Ok(()) => self.apply_set(),
+            Err(()) => self.refuse_set(self.incoming.version, SetRefusal::Host),
+        }
+    }
+
+    fn apply_set(&mut self) {
+        self.served.clone_from(&self.incoming);
+        let n = self.backends();
+        self.good.resize(n);
+        self.fallback.resize(n);
+        self.force_removed_down();
+        self.fallback.make_equal_over_up();
+        self.status.validation.sets_applied += 1;
+        self.set_block
+            .applied_version
+            .store(self.served.version, Ordering::Release);
+        self.dirty = true;
+    }
+
+    fn refuse_set(&mut self, version: u64, why: SetRefusal) {
+        self.status.validation.sets_refused += 1;
+        self.set_block
+            .refused_reason
+            .store(why.code(), Ordering::Relaxed);
+        self.set_block
+            .refused_version
+            .store(version, Ordering::Release);
+    }
+
+    /// Removed indices are down whatever a weights frame says.
+    fn force_removed_down(&mut self) {
+        for (i, e) in self.served.entries().iter().enumerate() {
+            if !served(e) {
+                self.good.set_down(i);
+                self.fallback.set_down(i);
+            }
+        }
+    }
+
+    fn read_set(&mut self) {
+        match seqlock::read_bounded(
+            &self.set_block.seq,
+            &self.set_block.words,
+            self.incoming.as_mut_bytes(),
+            self.cfg.read_tries,
+        ) {
+            Ok(seq) => {
+                self.set_seq = seq;
+                let v = self.incoming.version;
+                if v <= self.served.version
+                    || v == self.set_block.refused_version.load(Ordering::Relaxed)
+                {
+                    return;
+                }
+                match check_set(&self.incoming, &self.served, self.n_vips) {
+                    Ok(()) => self.pending = true,
+                    Err(why) => self.refuse_set(v, why),
+                }
+            }
+            Err(seqlock::ReadError::Empty) => {}
+            Err(_) => self.status.validation.contention_events += 1,
         }
     }
 
@@ -185,6 +288,10 @@ impl<'r> DataPlane<'r> {
         let seq = self.control.seq.load(Ordering::Relaxed);
         if seq != self.last_seq && seq != 0 {
             self.read_frame();
+        }
+        let set_seq = self.set_block.seq.load(Ordering::Relaxed);
+        if !self.pending && set_seq != self.set_seq && set_seq != 0 {
+            self.read_set();
         }
 
         let fresh = self
@@ -233,6 +340,7 @@ impl<'r> DataPlane<'r> {
                 Source::Controller => &self.good,
                 Source::Fallback(_) => &self.fallback,
             },
+            backend_set: self.pending.then_some(&self.incoming),
         }
     }
 
@@ -249,6 +357,7 @@ impl<'r> DataPlane<'r> {
                 if validate_weights(&self.scratch, &mut self.good, &mut self.status.validation)
                     .is_ok()
                 {
+                    self.force_removed_down();
                     self.have_good = true;
                     self.status.watchdog.applied_epoch = self.good.epoch;
                     self.fallback.set_admin(self.good.admin());
@@ -309,6 +418,12 @@ impl<'r> StatsPublisher<'r> {
             window_start_ns: 0,
             next_due_ns: 0,
         })
+    }
+
+    /// Publishes `n` backends from now on (the data plane's
+    /// [`DataPlane::backends`] after a set was applied; clamped).
+    pub fn set_backends(&mut self, n: usize) {
+        self.n = n.min(MAX_BACKENDS);
     }
 
     /// Publishes if the period has elapsed; `true` if it did (the caller then

@@ -42,7 +42,7 @@ use crate::sync::AtomicU64;
 /// `"MARLLBSH"` little-endian: the first word of a finished region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MARLLBSH");
 /// Bumped by hand on any semantic change the layout hash cannot see.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Largest number of workers (stats blocks) of one region.
 pub const MAX_WORKERS: u32 = 64;
 /// Largest weight the data plane applies (256.0 in Q16.16); larger ones are
@@ -56,6 +56,8 @@ pub const DEFAULT_STATS_INTERVAL_MS: u32 = 200;
 pub const MAX_VIPS: usize = marllb_core::service::MAX_VIPS;
 
 const _: () = assert!(DropReason::COUNT <= DROP_SLOTS);
+// A backend's VIP membership is a 32-bit mask.
+const _: () = assert!(MAX_VIPS <= 32);
 const _: () = assert!(MAX_BACKENDS == 256 && RESERVOIR_LEN == 128);
 
 // ---------------------------------------------------------------------------
@@ -147,12 +149,15 @@ pub struct BackendEntry {
     pub mac: [u8; 6],
     /// 0 IPv4, 1 IPv6.
     pub family: u8,
-    /// Admin state at creation (0 active, 1 draining, 2 down).
+    /// Admin state at creation (0 active, 1 draining, 2 down); in a
+    /// [`BackendSetFrame`], [`admin::ACTIVE`] for a backend served and
+    /// [`admin::REMOVED`] for a removed index.
     pub admin: u8,
     /// Base weight, Q16.16.
     pub base_weight: u32,
-    /// Zero.
-    pub _reserved: u32,
+    /// VIPs the backend is a member of: bit `v` for VIP `v` of the
+    /// configuration image.
+    pub vip_mask: u32,
 }
 
 /// The VIP/backend configuration, written once at creation.
@@ -193,6 +198,26 @@ pub mod admin {
     pub const DRAINING: u8 = 1;
     /// No new flows; existing flows re-placed.
     pub const DOWN: u8 = 2;
+    /// Only in a [`super::BackendSetFrame`]: the index was removed (served as
+    /// down, in no VIP) and may be given to a new backend by a later set.
+    pub const REMOVED: u8 = 3;
+}
+
+/// The checksum of an image's bytes over every 8-byte word but word
+/// `skip` (where the checksum itself is stored): a multiply-xor mix, not
+/// cryptographic, that catches a writer that skipped part of a frame.
+pub fn words_checksum(bytes: &[u8], skip: usize) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for (i, c) in bytes.chunks_exact(8).enumerate() {
+        if i == skip {
+            continue;
+        }
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x0000_0100_0000_01b3);
+        h ^= h >> 29;
+    }
+    h
 }
 
 /// One weights publication of the controller.
@@ -236,20 +261,9 @@ impl WeightsFrame {
         }
     }
 
-    /// Checksum over every word but the checksum itself (a multiply-xor mix, not
-    /// cryptographic): catches a writer that skipped part of the frame.
+    /// [`words_checksum`] of the frame.
     pub fn compute_checksum(&self) -> u64 {
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
-        for (i, c) in self.as_bytes().chunks_exact(8).enumerate() {
-            if i == offset_of!(WeightsFrame, checksum) / 8 {
-                continue;
-            }
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x0000_0100_0000_01b3);
-            h ^= h >> 29;
-        }
-        h
+        words_checksum(self.as_bytes(), offset_of!(WeightsFrame, checksum) / 8)
     }
 
     /// Sets `checksum`.
@@ -281,6 +295,73 @@ pub struct ControlBlock {
     pub _reserved1: [AtomicU64; 7],
     /// A [`WeightsFrame`] as words.
     pub words: [AtomicU64; WEIGHTS_WORDS],
+}
+
+/// The backends the controller wants served, by global index: written when
+/// the operator adds or removes one, never every cycle.
+///
+/// Indices are stable: a removed backend keeps its index as
+/// [`admin::REMOVED`] (so flows and stats of the others never move), and the
+/// count never shrinks; a later set may give a removed index to a new backend.
+#[derive(Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct BackendSetFrame {
+    /// Set version, from 1; the data plane applies a version once.
+    pub version: u64,
+    /// Indices in `backends` (removed ones included).
+    pub count: u32,
+    /// Zero.
+    pub flags: u32,
+    /// [`BackendSetFrame::compute_checksum`] of the frame.
+    pub checksum: u64,
+    /// Zero.
+    pub _reserved0: u64,
+    /// Backends by global index: address, MAC, family, base weight and VIP
+    /// membership; `admin` is [`admin::ACTIVE`] or [`admin::REMOVED`].
+    pub backends: [BackendEntry; MAX_BACKENDS],
+}
+
+/// Words of a [`BackendSetFrame`].
+pub const SET_WORDS: usize = size_of::<BackendSetFrame>() / 8;
+
+impl BackendSetFrame {
+    /// [`words_checksum`] of the frame.
+    pub fn compute_checksum(&self) -> u64 {
+        words_checksum(self.as_bytes(), offset_of!(BackendSetFrame, checksum) / 8)
+    }
+
+    /// Sets `checksum`.
+    pub fn seal(&mut self) {
+        self.checksum = self.compute_checksum();
+    }
+
+    /// The used entries (count clamped: it is untrusted).
+    pub fn entries(&self) -> &[BackendEntry] {
+        &self.backends[..(self.count as usize).min(MAX_BACKENDS)]
+    }
+}
+
+/// The live backend-set block: the controller's seqlock'd frame, and the data
+/// plane's answer.
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout)]
+#[repr(C, align(64))]
+pub struct BackendSetBlock {
+    /// Sequence of the set lock (controller).
+    pub seq: AtomicU64,
+    /// Zero.
+    pub _reserved0: [AtomicU64; 7],
+    /// Data plane: version of the last set it serves (0: its configuration).
+    pub applied_version: AtomicU64,
+    /// Data plane: version of the last set it refused (0: none).
+    pub refused_version: AtomicU64,
+    /// Data plane: why (`crate::backend_set::SetRefusal::code`).
+    pub refused_reason: AtomicU64,
+    /// Zero.
+    pub _reserved1: [AtomicU64; 5],
+    /// A [`BackendSetFrame`] as words.
+    pub words: [AtomicU64; SET_WORDS],
+    /// Zero.
+    pub _reserved2: [AtomicU64; 4],
 }
 
 // ---------------------------------------------------------------------------
@@ -329,8 +410,12 @@ pub struct ValidationStats {
     pub weights_clamped: u64,
     /// Frames whose backends that are not down all have weight 0 (rejected).
     pub all_zero: u64,
+    /// Backend sets applied.
+    pub sets_applied: u64,
+    /// Backend sets refused.
+    pub sets_refused: u64,
     /// Zero.
-    pub _reserved: [u64; 3],
+    pub _reserved: u64,
 }
 
 /// Fixed part of a worker's stats frame.
@@ -413,6 +498,8 @@ pub struct RegionFixed {
     pub config: ConfigBlock,
     /// Controller to data plane.
     pub control: ControlBlock,
+    /// Controller to data plane: the backend set, and its acknowledgement.
+    pub backend_set: BackendSetBlock,
 }
 
 /// Byte offset of the first stats block.
@@ -579,7 +666,7 @@ pub const TYPES: &[TypeDesc] = &[
             family: u8 = "uint8_t",
             admin: u8 = "uint8_t",
             base_weight: u32 = "uint32_t",
-            _reserved: u32 = "uint32_t",
+            vip_mask: u32 = "uint32_t",
         }),
     ),
     named(
@@ -623,6 +710,30 @@ pub const TYPES: &[TypeDesc] = &[
         }),
     ),
     named(
+        "marllb_backend_set_frame",
+        fields!(BackendSetFrame {
+            version: u64 = "uint64_t",
+            count: u32 = "uint32_t",
+            flags: u32 = "uint32_t",
+            checksum: u64 = "uint64_t",
+            _reserved0: u64 = "uint64_t",
+            backends: BackendEntry = "struct marllb_backend_entry" * MAX_BACKENDS,
+        }),
+    ),
+    named(
+        "marllb_backend_set_block",
+        fields!(BackendSetBlock {
+            seq: u64 = "uint64_t",
+            _reserved0: u64 = "uint64_t" * 7,
+            applied_version: u64 = "uint64_t",
+            refused_version: u64 = "uint64_t",
+            refused_reason: u64 = "uint64_t",
+            _reserved1: u64 = "uint64_t" * 5,
+            words: u64 = "uint64_t" * SET_WORDS,
+            _reserved2: u64 = "uint64_t" * 4,
+        }),
+    ),
+    named(
         "marllb_watchdog_stats",
         fields!(WatchdogStats {
             fallback_active: u32 = "uint32_t",
@@ -644,7 +755,9 @@ pub const TYPES: &[TypeDesc] = &[
             bad_admin: u64 = "uint64_t",
             weights_clamped: u64 = "uint64_t",
             all_zero: u64 = "uint64_t",
-            _reserved: u64 = "uint64_t" * 3,
+            sets_applied: u64 = "uint64_t",
+            sets_refused: u64 = "uint64_t",
+            _reserved: u64 = "uint64_t",
         }),
     ),
     named(
@@ -691,6 +804,7 @@ pub const TYPES: &[TypeDesc] = &[
             header: HeaderBlock = "struct marllb_header_block",
             config: ConfigBlock = "struct marllb_config_block",
             control: ControlBlock = "struct marllb_control_block",
+            backend_set: BackendSetBlock = "struct marllb_backend_set_block",
         }),
     ),
 ];
@@ -807,7 +921,7 @@ const_assert_eq!(offset_of!(BackendEntry, mac), 16);
 const_assert_eq!(offset_of!(BackendEntry, family), 22);
 const_assert_eq!(offset_of!(BackendEntry, admin), 23);
 const_assert_eq!(offset_of!(BackendEntry, base_weight), 24);
-const_assert_eq!(offset_of!(BackendEntry, _reserved), 28);
+const_assert_eq!(offset_of!(BackendEntry, vip_mask), 28);
 
 const_assert_eq!(size_of::<ConfigImage>(), 8768);
 const_assert_eq!(align_of::<ConfigImage>(), 4);
@@ -839,6 +953,24 @@ const_assert_eq!(offset_of!(ControlBlock, seq), 64);
 const_assert_eq!(offset_of!(ControlBlock, _reserved1), 72);
 const_assert_eq!(offset_of!(ControlBlock, words), 128);
 
+const_assert_eq!(size_of::<BackendSetFrame>(), 8224);
+const_assert_eq!(align_of::<BackendSetFrame>(), 8);
+const_assert_eq!(offset_of!(BackendSetFrame, version), 0);
+const_assert_eq!(offset_of!(BackendSetFrame, count), 8);
+const_assert_eq!(offset_of!(BackendSetFrame, flags), 12);
+const_assert_eq!(offset_of!(BackendSetFrame, checksum), 16);
+const_assert_eq!(offset_of!(BackendSetFrame, _reserved0), 24);
+const_assert_eq!(offset_of!(BackendSetFrame, backends), 32);
+
+const_assert_eq!(size_of::<BackendSetBlock>(), 8384);
+const_assert_eq!(align_of::<BackendSetBlock>(), 64);
+const_assert_eq!(offset_of!(BackendSetBlock, seq), 0);
+const_assert_eq!(offset_of!(BackendSetBlock, applied_version), 64);
+const_assert_eq!(offset_of!(BackendSetBlock, refused_version), 72);
+const_assert_eq!(offset_of!(BackendSetBlock, refused_reason), 80);
+const_assert_eq!(offset_of!(BackendSetBlock, words), 128);
+const_assert_eq!(offset_of!(BackendSetBlock, _reserved2), 8352);
+
 const_assert_eq!(size_of::<WatchdogStats>(), 32);
 const_assert_eq!(offset_of!(WatchdogStats, fallback_active), 0);
 const_assert_eq!(offset_of!(WatchdogStats, fallback_reason), 4);
@@ -856,7 +988,9 @@ const_assert_eq!(offset_of!(ValidationStats, count_clamped), 40);
 const_assert_eq!(offset_of!(ValidationStats, bad_admin), 48);
 const_assert_eq!(offset_of!(ValidationStats, weights_clamped), 56);
 const_assert_eq!(offset_of!(ValidationStats, all_zero), 64);
-const_assert_eq!(offset_of!(ValidationStats, _reserved), 72);
+const_assert_eq!(offset_of!(ValidationStats, sets_applied), 72);
+const_assert_eq!(offset_of!(ValidationStats, sets_refused), 80);
+const_assert_eq!(offset_of!(ValidationStats, _reserved), 88);
 
 const_assert_eq!(size_of::<StatsHead>(), 448);
 const_assert_eq!(align_of::<StatsHead>(), 64);
@@ -893,10 +1027,11 @@ const_assert_eq!(offset_of!(StatsBlock, seq), 0);
 const_assert_eq!(offset_of!(StatsBlock, _reserved), 8);
 const_assert_eq!(offset_of!(StatsBlock, words), 64);
 
-const_assert_eq!(size_of::<RegionFixed>(), 10_368);
+const_assert_eq!(size_of::<RegionFixed>(), 18_752);
 const_assert_eq!(align_of::<RegionFixed>(), 64);
 const_assert_eq!(offset_of!(RegionFixed, header), 0);
 const_assert_eq!(offset_of!(RegionFixed, config), 128);
 const_assert_eq!(offset_of!(RegionFixed, control), 8896);
+const_assert_eq!(offset_of!(RegionFixed, backend_set), 10_368);
 const_assert_eq!(size_of::<AtomicU64>(), 8);
 const_assert_eq!(align_of::<AtomicU64>(), 8);

@@ -10,7 +10,9 @@
 //!                              data-plane heartbeat, closed flag
 //!        128     ConfigBlock   VIPs and backends the data plane serves (once)
 //!        8896    ControlBlock  controller heartbeat; seqlock'd WeightsFrame
-//!        10368   StatsBlock[w] per worker: seqlock'd StatsFrame (cache-aligned)
+//!        10368   BackendSetBlock seqlock'd BackendSetFrame (backends added or
+//!                              removed at run time) and the data plane's answer
+//!        18752   StatsBlock[w] per worker: seqlock'd StatsFrame (cache-aligned)
 //! ```
 //!
 //! * [`layout`]: the types, pinned sizes/offsets, [`layout::LAYOUT_HASH`].
@@ -18,6 +20,7 @@
 //! * [`validate`]: what the other side wrote is untrusted.
 //! * [`region`]: a validated view over the blocks, however they were mapped.
 //! * [`dataplane`]: weights under a watchdog, per-worker stats publication.
+//! * [`backend_set`]: the backends the controller wants served, checked.
 //! * [`controller`]: publishing weights, heartbeat, reading stats.
 //! * `map` (feature `std`): create/attach under `/dev/shm` with `rustix`.
 //! * `cheader` (feature `std`): the C header generator.
@@ -33,6 +36,8 @@ extern crate std;
 pub mod seqlock;
 pub mod sync;
 
+#[cfg(not(loom))]
+pub mod backend_set;
 #[cfg(all(feature = "std", not(loom)))]
 pub mod cheader;
 #[cfg(not(loom))]
@@ -51,7 +56,7 @@ pub mod region;
 pub mod validate;
 
 #[cfg(not(loom))]
-pub use controller::{Controller, PublishError, StatsError};
+pub use controller::{Controller, PublishError, SetAnswer, StatsError};
 #[cfg(not(loom))]
 pub use dataplane::{
     DataPlane, DataPlaneConfig, DpStatus, FallbackReason, Poll, Source, StatsPublisher,

@@ -327,6 +327,28 @@ impl WeightVector {
         &self.admin[..self.len()]
     }
 
+    /// Grows or shrinks to `n` backends (clamped); new ones start active at
+    /// weight 0.
+    pub fn resize(&mut self, n: usize) {
+        let n = n.min(MAX_BACKENDS);
+        for i in self.len()..n {
+            self.weights[i] = 0;
+            self.admin[i] = AdminState::Active;
+        }
+        self.n = n as u16;
+    }
+
+    /// Sets backend `i` down (out of range: nothing).
+    pub fn set_down(&mut self, i: usize) {
+        let n = self.len();
+        if let Some(a) = self.admin[..n].get_mut(i) {
+            *a = AdminState::Down;
+        }
+        if let Some(w) = self.weights[..n].get_mut(i) {
+            *w = 0;
+        }
+    }
+
     /// Sets admin states (extra entries ignored).
     pub fn set_admin(&mut self, admin: &[AdminState]) {
         let n = self.len();

@@ -358,3 +358,80 @@ fn stats_are_published_per_worker_and_read_back() {
     // Worker 0 never published.
     assert!(ctl.read_stats_head(0, 4).is_err());
 }
+
+#[test]
+fn backend_set_added_applied_removed_and_refused() {
+    use marllb_shm::backend_set::{served, SetRefusal};
+    use marllb_shm::layout::admin;
+    let r = create("set", 2, 1);
+    let view = r.view();
+    let mut dp = DataPlane::new(&view, DataPlaneConfig::default());
+    let mut ctl = Controller::new(r.view(), 1);
+    assert_eq!((dp.backends(), ctl.backends()), (2, 2));
+    assert!(ctl.served_set().is_none());
+
+    // The configuration's set carries each backend's VIP membership.
+    let mut entries: Vec<_> = dp.served_set().entries().to_vec();
+    assert!(entries.iter().all(|e| e.vip_mask == 1 && served(e)));
+    let mut added = entries[1];
+    added.addr[3] = 9;
+    added.mac[5] = 9;
+    entries.push(added);
+    let v = ctl.publish_set(&entries).unwrap();
+    assert_eq!(v, 1);
+    // Handed to the host; nothing changes until it answers.
+    let p = dp.poll(1);
+    assert_eq!(p.backend_set.map(|s| s.entries().len()), Some(3));
+    assert_eq!(dp.backends(), 2);
+    dp.answer_set(Ok(()));
+    assert_eq!(dp.backends(), 3);
+    assert_eq!(ctl.set_answer().applied, 1);
+    assert!(dp.poll(2).backend_set.is_none());
+    // A controller attaching later learns the set.
+    let again = Controller::new(r.view(), 2);
+    assert_eq!(again.backends(), 3);
+    assert_eq!(again.served_set().map(|s| s.version), Some(1));
+
+    // Weights for three backends are applied.
+    ctl.set_backends(3);
+    ctl.heartbeat(5);
+    ctl.publish(&[WEIGHT_ONE; 3], &[AdminState::Active; 3])
+        .unwrap();
+    let p = dp.poll(3);
+    assert_eq!(p.vector.weights(), &[WEIGHT_ONE; 3]);
+
+    // Removing index 0: it is down whatever the weights say.
+    entries[0].admin = admin::REMOVED;
+    ctl.publish_set(&entries).unwrap();
+    assert!(dp.poll(4).backend_set.is_some());
+    dp.answer_set(Ok(()));
+    ctl.heartbeat(6);
+    ctl.publish(&[WEIGHT_ONE; 3], &[AdminState::Active; 3])
+        .unwrap();
+    let p = dp.poll(5);
+    assert_eq!(p.vector.admin()[0], AdminState::Down);
+    assert_eq!(p.vector.weights(), &[0, WEIGHT_ONE, WEIGHT_ONE]);
+
+    // A served index readdressed is refused and named; the set stays.
+    entries[1].addr[3] = 77;
+    let v = ctl.publish_set(&entries).unwrap();
+    assert!(dp.poll(6).backend_set.is_none());
+    let a = ctl.set_answer();
+    assert_eq!((a.applied, a.refused), (2, v));
+    assert_eq!(
+        SetRefusal::describe(a.reason).to_string(),
+        SetRefusal::Readdressed { index: 1 }.to_string()
+    );
+    assert_eq!(dp.served_set().version, 2);
+    assert_eq!(dp.status().validation.sets_refused, 1);
+    // The host refusing to build is recorded as well.
+    entries[1].addr[3] = 2;
+    entries[0] = added;
+    entries[0].addr[3] = 10;
+    let v = ctl.publish_set(&entries).unwrap();
+    assert!(dp.poll(7).backend_set.is_some());
+    dp.answer_set(Err(()));
+    let a = ctl.set_answer();
+    assert_eq!((a.applied, a.refused), (2, v));
+    assert_eq!(dp.backends(), 3);
+}

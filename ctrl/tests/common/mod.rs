@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use marllb_core::service::AdminState;
 use marllb_core::telemetry::Telemetry;
+use marllb_core::MAX_BACKENDS;
 use marllb_core::WEIGHT_ONE;
 use marllb_shm::layout::BackendEntry;
 use marllb_shm::{
@@ -68,6 +69,10 @@ impl Dp {
         let name = unique(tag);
         let mut cfg = ConfigImage::new_zeroed();
         cfg.n_backends = backends as u32;
+        // One VIP every backend is a member of.
+        cfg.n_vips = 1;
+        cfg.vips[0].addr[..4].copy_from_slice(&[198, 18, 255, 1]);
+        cfg.vips[0].port = 80;
         for (b, a) in cfg.backends.iter_mut().zip(addrs) {
             let mut addr = [0u8; 16];
             addr[..4].copy_from_slice(&a.octets());
@@ -77,7 +82,7 @@ impl Dp {
                 family: 0,
                 admin: 0,
                 base_weight: WEIGHT_ONE,
-                _reserved: 0,
+                vip_mask: 1,
             };
         }
         let mut o = CreateOptions::new(&name);
@@ -85,10 +90,11 @@ impl Dp {
         o.replace = true;
         o.stats_interval_ms = 10;
         let region = ShmRegion::create(&o, &cfg).expect("create region");
+        // Room for backends added at run time.
         let active: Arc<Vec<AtomicU32>> =
-            Arc::new((0..backends).map(|_| AtomicU32::new(0)).collect());
+            Arc::new((0..MAX_BACKENDS).map(|_| AtomicU32::new(0)).collect());
         let timeouts: Arc<Vec<AtomicU32>> =
-            Arc::new((0..backends).map(|_| AtomicU32::new(0)).collect());
+            Arc::new((0..MAX_BACKENDS).map(|_| AtomicU32::new(0)).collect());
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let handle = {
@@ -108,6 +114,7 @@ impl Dp {
                 while !stop.load(Ordering::Relaxed) {
                     let now = t0.elapsed().as_nanos() as u64 + 1;
                     let p = dp.poll(now);
+                    let new_set = p.backend_set.is_some();
                     let a = Applied {
                         epoch: p.vector.epoch,
                         source: p.source,
@@ -120,6 +127,14 @@ impl Dp {
                             l.push(a);
                         }
                     }
+                    // A host that always builds the set it is given.
+                    if new_set {
+                        dp.answer_set(Ok(()));
+                        for pb in pubs.iter_mut() {
+                            pb.set_backends(dp.backends());
+                        }
+                    }
+                    let backends = dp.backends();
                     let status = dp.status();
                     k = k.wrapping_add(1);
                     for (t, pb) in tel.iter_mut().zip(pubs.iter_mut()) {
