@@ -24,6 +24,7 @@ use std::sync::Arc;
 use marllb_core::service::AdminState;
 use marllb_core::telemetry::Telemetry;
 use marllb_core::Weight;
+use marllb_shm::layout::BackendEntry;
 use serde::Deserialize;
 
 use crate::config::{parse_admin, weight_q16};
@@ -43,6 +44,14 @@ pub trait Control {
     fn publish_stats(&mut self, now_ns: u64, workers: &[&Telemetry]);
     /// New weights, if the controller changed them since the last call.
     fn poll_weights(&mut self, now_ns: u64) -> Option<WeightUpdate>;
+    /// A new backend set from the controller (given once), by global index
+    /// (see `marllb_shm::backend_set`); the host answers with
+    /// [`Control::answer_backend_set`].
+    fn take_backend_set(&mut self) -> Option<Vec<BackendEntry>> {
+        None
+    }
+    /// Whether the host now serves the set [`Control::take_backend_set`] gave.
+    fn answer_backend_set(&mut self, _built: bool) {}
     /// Marks the connection closed (the data plane is stopping).
     fn close(&mut self);
 }
@@ -192,6 +201,7 @@ pub struct ShmControl<'r> {
     dp: marllb_shm::DataPlane<'r>,
     publishers: Vec<marllb_shm::StatsPublisher<'r>>,
     source: Option<marllb_shm::Source>,
+    new_set: Option<Vec<BackendEntry>>,
 }
 
 impl<'r> ShmControl<'r> {
@@ -213,6 +223,7 @@ impl<'r> ShmControl<'r> {
             dp,
             publishers,
             source: None,
+            new_set: None,
         }
     }
 }
@@ -238,10 +249,25 @@ impl Control for ShmControl<'_> {
             }
             self.source = Some(poll.source);
         }
+        if let Some(set) = poll.backend_set {
+            self.new_set = Some(set.entries().to_vec());
+        }
         poll.changed.then(|| WeightUpdate {
             weights: poll.vector.weights().to_vec(),
             admin: Some(poll.vector.admin().to_vec()),
         })
+    }
+
+    fn take_backend_set(&mut self) -> Option<Vec<BackendEntry>> {
+        self.new_set.take()
+    }
+
+    fn answer_backend_set(&mut self, built: bool) {
+        self.dp.answer_set(if built { Ok(()) } else { Err(()) });
+        let n = self.dp.backends();
+        for p in &mut self.publishers {
+            p.set_backends(n);
+        }
     }
 
     fn close(&mut self) {

@@ -341,7 +341,7 @@ fn run_with_eal(
     };
     let mut totals = Totals::default();
     let run_res = match launched {
-        Ok(()) => main_loop(args, &cfg, &shared, control, term, &mut totals),
+        Ok(()) => main_loop(args, &mut cfg, &shared, control, term, &mut totals),
         Err(e) => Err(e),
     };
     shared.stop.store(true, Ordering::Release);
@@ -424,7 +424,7 @@ fn launch<const B: usize>(
 /// The control period until a signal (or `--duration-s`).
 fn main_loop(
     args: &Args,
-    cfg: &Validated,
+    cfg: &mut Validated,
     shared: &Shared,
     control: &mut dyn Control,
     term: &AtomicBool,
@@ -439,6 +439,7 @@ fn main_loop(
     let n = cfg.spec.backends.len();
     let mut weights: Vec<u32> = cfg.spec.backends.iter().map(|b| b.weight).collect();
     let mut admin: Vec<AdminState> = vec![AdminState::Active; n];
+    let mut rebuild = false;
     let mut pending_gen: Option<u64> = None;
     let mut next_period = Instant::now() + period;
     let mut next_print = Instant::now() + print_every;
@@ -518,6 +519,38 @@ fn main_loop(
                     *s = *ns;
                 }
             }
+            rebuild = true;
+        }
+        // Backends added or removed by the controller: the spec is replaced
+        // only if the service builds from it (else the set is refused and the
+        // previous one served). Flows keep their indices.
+        if let Some(set) = control.take_backend_set() {
+            match cfg.spec.with_backend_set(&set) {
+                Ok(spec) => {
+                    let n = spec.backends.len();
+                    for (i, e) in set.iter().enumerate().skip(cfg.names.len()) {
+                        cfg.names
+                            .push(e.ip().map_or_else(|| i.to_string(), |a| a.to_string()));
+                    }
+                    weights.resize(n, 0);
+                    admin.resize(n, AdminState::Active);
+                    println!(
+                        "control: backend set applied: {n} indices, {} served",
+                        set.iter()
+                            .filter(|e| marllb_shm::backend_set::served(e))
+                            .count()
+                    );
+                    cfg.spec = spec;
+                    control.answer_backend_set(true);
+                    rebuild = true;
+                }
+                Err(e) => {
+                    eprintln!("control: backend set refused, previous set kept: {e}");
+                    control.answer_backend_set(false);
+                }
+            }
+        }
+        if std::mem::take(&mut rebuild) {
             match cfg.build_service(Some(&weights), Some(&admin)) {
                 Ok(svc) => {
                     let g = shared.service.store(svc);

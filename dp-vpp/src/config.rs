@@ -12,7 +12,8 @@ use marllb_core::flow::Timeouts;
 use marllb_core::rewrite::{Egress, Encap};
 use marllb_core::service::{AdminState, Backend, Service};
 use marllb_core::Weight;
-use marllb_host::{BuildError, ServiceSpec, ServiceVip};
+use marllb_host::{BuildError, ServiceSpec, ServiceVip, SetError};
+use marllb_shm::layout::BackendEntry;
 
 use crate::cli::{ConfSpec, EncapSpec, Proto, ServerSpec, VipSpec};
 
@@ -35,6 +36,10 @@ pub struct Config {
     pub egress: Egress,
     /// Flow-hash seed.
     pub hash_seed: u64,
+    /// The controller's backend set (see `marllb_shm::backend_set`), once it
+    /// added or removed a server: it replaces `servers` (whose indices it
+    /// keeps) until the link ends.
+    pub backend_set: Option<Vec<BackendEntry>>,
 }
 
 impl Default for Config {
@@ -48,6 +53,7 @@ impl Default for Config {
                 ..Egress::default()
             },
             hash_seed: DEFAULT_HASH_SEED,
+            backend_set: None,
         }
     }
 }
@@ -174,28 +180,48 @@ impl Config {
         }
     }
 
+    /// The servers by backend index, `None` for an index the controller
+    /// removed (for `show`).
+    pub fn server_addrs(&self) -> Vec<Option<std::net::IpAddr>> {
+        match &self.backend_set {
+            Some(set) => set
+                .iter()
+                .map(|e| e.ip().filter(|_| marllb_shm::backend_set::served(e)))
+                .collect(),
+            None => self.servers.iter().map(|s| Some(s.addr)).collect(),
+        }
+    }
+
     /// Builds the service: backends, then VIPs, then the controller's decision.
     pub fn build(&self, dynamic: Option<&Dynamic>) -> Result<Box<Service>, String> {
         self.validate()?;
         let weights = dynamic.map(|d| &d.weights[..]);
         let admin = dynamic.map(|d| &d.admin[..]);
-        self.service_spec()
-            .build(weights, admin)
-            .map_err(|e| match e {
-                BuildError::Alloc => "out of memory".to_string(),
-                BuildError::Backends(e) => format!("servers: {e:?}"),
-                BuildError::Vip { index, error } => match self.vips.get(index) {
-                    Some(v) => format!("VIP {}: {error:?}", v.addr),
-                    None => format!("VIP {index}: {error:?}"),
-                },
-                BuildError::Timeouts(e) => format!("timeouts: {e:?}"),
-                BuildError::Admin { backend, error } => {
-                    match self.servers.get(usize::from(backend)) {
-                        Some(s) => format!("server {}: {error:?}", s.addr),
-                        None => format!("server {backend}: {error:?}"),
+        let spec = match &self.backend_set {
+            None => self.service_spec(),
+            Some(set) => self
+                .service_spec()
+                .with_backend_set(set)
+                .map_err(|e| match e {
+                    SetError::Family { index } => {
+                        format!("backend set entry {index}: unknown family")
                     }
-                }
-            })
+                    SetError::Build(e) => format!("backend set: {e}"),
+                })?,
+        };
+        spec.build(weights, admin).map_err(|e| match e {
+            BuildError::Alloc => "out of memory".to_string(),
+            BuildError::Backends(e) => format!("servers: {e:?}"),
+            BuildError::Vip { index, error } => match self.vips.get(index) {
+                Some(v) => format!("VIP {}: {error:?}", v.addr),
+                None => format!("VIP {index}: {error:?}"),
+            },
+            BuildError::Timeouts(e) => format!("timeouts: {e:?}"),
+            BuildError::Admin { backend, error } => match self.servers.get(usize::from(backend)) {
+                Some(s) => format!("server {}: {error:?}", s.addr),
+                None => format!("server {backend}: {error:?}"),
+            },
+        })
     }
 }
 

@@ -323,6 +323,7 @@ impl Runtime {
     ) {
         let poll = dp.poll(now);
         let source = poll.source;
+        let set = poll.backend_set.map(|s| s.entries().to_vec());
         if poll.changed {
             let d = Dynamic {
                 weights: poll.vector.weights().to_vec(),
@@ -331,6 +332,22 @@ impl Runtime {
             *lock(&self.dynamic) = Some(d);
             // A configuration that does not build keeps the previous service.
             let _ = self.rebuild();
+        }
+        // Servers added or removed by the controller: taken only if the
+        // service builds with them (else refused, the previous set served).
+        if let Some(set) = set {
+            let mut cfg = lock(&self.config).clone();
+            cfg.backend_set = Some(set);
+            let built = cfg.build(lock(&self.dynamic).as_ref());
+            match &built {
+                Ok(_) => *lock(&self.config) = cfg,
+                Err(e) => eprintln!("marllb: backend set refused, previous set kept: {e}"),
+            }
+            dp.answer_set(built.map(|_| ()).map_err(|_| ()));
+            let _ = self.rebuild();
+            for p in pubs.iter_mut().flatten() {
+                p.set_backends(dp.backends());
+            }
         }
         let status = dp.status();
         *lock(&self.status) = Some((status, source));
@@ -358,7 +375,8 @@ impl Runtime {
         let cfg = lock(&self.config).clone();
         let mut g = GlobalCounters::default();
         let mut drops = [0u64; DropReason::COUNT];
-        let n = cfg.servers.len();
+        let addrs = cfg.server_addrs();
+        let n = addrs.len();
         let mut per = vec![(0u64, 0u64, 0u64, 0u32); n];
         for s in self.slots.iter() {
             let s = lock(s);
@@ -447,13 +465,13 @@ impl Runtime {
             "  {:<40} {:>8} {:>12} {:>14} {:>10} {:>8}",
             "server", "weight", "packets", "bytes", "new-flows", "active"
         );
-        for (i, s) in cfg.servers.iter().enumerate() {
+        for (i, a) in addrs.iter().enumerate() {
             let w = weights.get(i).copied().unwrap_or(0);
             let (pk, by, nf, act) = per[i];
             let _ = writeln!(
                 o,
                 "  {:<40} {:>8.3} {:>12} {:>14} {:>10} {:>8}",
-                s.addr.to_string(),
+                a.map_or_else(|| format!("#{i} (removed)"), |a| a.to_string()),
                 f64::from(w) / f64::from(marllb_core::WEIGHT_ONE),
                 pk,
                 by,
@@ -465,7 +483,7 @@ impl Runtime {
     }
 
     fn show_flows(&self, count: usize) -> String {
-        let cfg = lock(&self.config).clone();
+        let addrs = lock(&self.config).server_addrs();
         let mut o = String::new();
         let mut left = count;
         let _ = writeln!(
@@ -493,10 +511,11 @@ impl Runtime {
                     let a = std::net::Ipv4Addr::new(l.src[0], l.src[1], l.src[2], l.src[3]);
                     format!("{a}:{}", l.sport)
                 };
-                let server = cfg
-                    .servers
+                let server = addrs
                     .get(usize::from(l.entry.backend))
-                    .map_or_else(|| format!("#{}", l.entry.backend), |s| s.addr.to_string());
+                    .copied()
+                    .flatten()
+                    .map_or_else(|| format!("#{}", l.entry.backend), |a| a.to_string());
                 let _ = writeln!(
                     o,
                     "{:<7} {:<45} {:>5} {:<6} {:<16} {:<16}",

@@ -63,5 +63,64 @@ fn weights_in_stats_out() {
     assert!(rt
         .show(parse_show("flows count 3").unwrap())
         .contains("(no flows)"));
+
+    // The controller adds a fourth server and removes the first: the plugin
+    // serves the set without a restart, indices kept.
+    let mut set = ctl
+        .served_set()
+        .map_or_else(Vec::new, |s| s.entries().to_vec());
+    if set.is_empty() {
+        let mut cfg = <marllb_shm::ConfigImage as zerocopy::FromZeros>::new_zeroed();
+        ctl.config_into(&mut cfg);
+        set = marllb_shm::backend_set::from_config(&cfg)
+            .entries()
+            .to_vec();
+    }
+    let mut added = set[2];
+    added.addr[3] = 4;
+    set.push(added);
+    set[0].admin = marllb_shm::layout::admin::REMOVED;
+    let v = ctl.publish_set(&set).unwrap();
+    ctl.set_backends(4);
+    let weights = [WEIGHT_ONE; 4];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        hb += 1;
+        ctl.publish(&weights, &[AdminState::Active; 4]).unwrap();
+        ctl.heartbeat(hb);
+        let served = rt.with_worker(0, |_, svc| {
+            let b = svc.backends();
+            (
+                b.len(),
+                b.first().map(|b| b.admin),
+                svc.vip(0).map(|v| v.members().to_vec()),
+            )
+        });
+        if ctl.set_answer().applied == v
+            && served == Some((4, Some(AdminState::Down), Some(vec![1, 2, 3])))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "set {v} not served: {served:?}, answer {:?}",
+            ctl.set_answer()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let show = rt.show(parse_show("stats").unwrap());
+    assert!(
+        show.contains("10.1.0.4") && show.contains("#0 (removed)"),
+        "{show}"
+    );
+    // A set readdressing a served index is refused; the plugin keeps serving.
+    set[1].addr[3] = 99;
+    let bad = ctl.publish_set(&set).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ctl.set_answer().refused != bad {
+        assert!(Instant::now() < deadline, "{:?}", ctl.set_answer());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ctl.set_answer().applied, v);
     rt.stop_link();
 }

@@ -23,4 +23,4 @@ pub mod service;
 
 pub use addr::{family_addr, parse_mac};
 pub use explain::{consistent_backend, Flow};
-pub use service::{backend, BuildError, ServiceSpec, ServiceVip};
+pub use service::{backend, BuildError, ServiceSpec, ServiceVip, SetError};

@@ -82,6 +82,20 @@ pub enum BuildError {
     },
 }
 
+/// Why a backend set could not replace a spec's backends (the spec is unchanged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SetError {
+    /// Entry `index` has an unknown address family.
+    #[error("backend set entry {index}: unknown address family")]
+    Family {
+        /// Global index.
+        index: usize,
+    },
+    /// The service does not build from it.
+    #[error("{0}")]
+    Build(BuildError),
+}
+
 /// A backend at `addr` with `mac`, active, with `weight` as both its dynamic
 /// and its base (configured) weight.
 pub fn backend(addr: IpAddr, mac: [u8; 6], weight: Weight) -> Backend {
@@ -97,6 +111,76 @@ pub fn backend(addr: IpAddr, mac: [u8; 6], weight: Weight) -> Backend {
 }
 
 impl ServiceSpec {
+    /// This spec with the controller's backend set in place of its backends
+    /// (see `marllb_shm::backend_set`): entry `i` is backend `i`; a removed
+    /// entry stays as a down backend in no VIP (its flows are re-placed); a
+    /// served one is a member of the VIPs its mask names. Indices that keep
+    /// their address keep their configured admin state and their place in
+    /// each VIP's member list; new members follow in index order. The result
+    /// is checked by building it once.
+    pub fn with_backend_set(
+        &self,
+        entries: &[marllb_shm::layout::BackendEntry],
+    ) -> Result<ServiceSpec, SetError> {
+        use marllb_shm::backend_set::served;
+        let mut backends = Vec::with_capacity(entries.len());
+        for (index, e) in entries.iter().enumerate() {
+            let ip = e.ip().ok_or(SetError::Family { index })?;
+            let mut b = backend(ip, e.mac, e.base_weight);
+            match self.backends.get(index) {
+                _ if !served(e) => {
+                    b.admin = AdminState::Down;
+                    b.weight = 0;
+                    b.base_weight = 0;
+                }
+                Some(old) if old.family == b.family && old.addr == b.addr => b.admin = old.admin,
+                _ => {}
+            }
+            backends.push(b);
+        }
+        let member = |i: usize, v: usize| {
+            entries
+                .get(i)
+                .is_some_and(|e| served(e) && v < 32 && e.vip_mask & (1 << v) != 0)
+        };
+        let vips = self
+            .vips
+            .iter()
+            .enumerate()
+            .map(|(v, sv)| {
+                let mut members: Vec<u16> = sv
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|&m| {
+                        member(usize::from(m), v)
+                            && self
+                                .backends
+                                .get(usize::from(m))
+                                .map(|b| (b.family, b.addr))
+                                == backends.get(usize::from(m)).map(|b| (b.family, b.addr))
+                    })
+                    .collect();
+                for i in 0..entries.len() {
+                    if member(i, v) && !members.contains(&(i as u16)) {
+                        members.push(i as u16);
+                    }
+                }
+                ServiceVip {
+                    members,
+                    ..sv.clone()
+                }
+            })
+            .collect();
+        let spec = ServiceSpec {
+            backends,
+            vips,
+            ..self.clone()
+        };
+        spec.build(None, None).map_err(SetError::Build)?;
+        Ok(spec)
+    }
+
     /// Builds the service, with the controller's decision on top when given:
     /// `admin` states and `weights` by backend index (entries past the backend
     /// list are ignored; missing weights keep the configured weight).
@@ -216,6 +300,62 @@ mod tests {
         assert_eq!(svc.backends().len(), 3);
         let svc = s.build(Some(&[WEIGHT_ONE; 8]), None).expect("builds");
         assert_eq!(svc.backends().len(), 3);
+    }
+
+    fn entries(s: &ServiceSpec) -> Vec<marllb_shm::layout::BackendEntry> {
+        use marllb_shm::layout::{admin, BackendEntry};
+        s.backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| BackendEntry {
+                addr: b.addr,
+                mac: b.mac,
+                family: b.family as u8,
+                admin: admin::ACTIVE,
+                base_weight: b.base_weight,
+                vip_mask: s
+                    .vips
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| v.members.contains(&(i as u16)))
+                    .fold(0, |m, (k, _)| m | 1 << k),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn backend_set_adds_and_removes_keeping_indices() {
+        use marllb_shm::layout::admin;
+        let s = spec();
+        let mut e = entries(&s);
+        // The configuration's own set changes nothing.
+        assert_eq!(s.with_backend_set(&e), Ok(s.clone()));
+        let mut added = e[0];
+        added.addr[3] = 40;
+        added.vip_mask = 0b11;
+        e.push(added);
+        let t = s.with_backend_set(&e).expect("adds");
+        assert_eq!(t.backends.len(), 4);
+        assert_eq!(t.vips[0].members, vec![0, 1, 2, 3]);
+        assert_eq!(t.vips[1].members, vec![2, 3]);
+        // Removing index 1: down, in no VIP, its index kept.
+        e[1].admin = admin::REMOVED;
+        let u = t.with_backend_set(&e).expect("removes");
+        assert_eq!(u.backends.len(), 4);
+        assert_eq!(u.backends[1].admin, AdminState::Down);
+        assert_eq!(u.vips[0].members, vec![0, 2, 3]);
+        let svc = u.build(None, None).expect("builds");
+        assert_eq!(svc.vip(0).map(|v| v.members()), Some(&[0u16, 2, 3][..]));
+        // A VIP left with no member does not build: refused, spec unchanged.
+        let mut only = entries(&s);
+        only[2].vip_mask = 1;
+        assert!(matches!(
+            s.with_backend_set(&only),
+            Err(SetError::Build(BuildError::Vip { index: 1, .. }))
+        ));
+        let mut bad = entries(&s);
+        bad[0].family = 9;
+        assert_eq!(s.with_backend_set(&bad), Err(SetError::Family { index: 0 }));
     }
 
     #[test]
