@@ -6,8 +6,10 @@
 //! closes. Requests are tagged by `cmd`:
 //!
 //! ```text
-//! {"cmd":"show","what":"backends"}                 what: backends|vips|policy|health
+//! {"cmd":"show","what":"backends"}                 what: backends|vips|flows|policy|health
 //! {"cmd":"backend","op":"drain","name":"198.18.1.2"} op: drain|undrain|down|up
+//! {"cmd":"add","address":"198.18.2.104:80","mac":"02:00:00:00:02:04","weight":1.0}
+//! {"cmd":"remove","name":"198.18.2.104"}
 //! {"cmd":"weight","name":"198.18.1.2","weight":1.5}  weight: null clears the cap
 //! {"cmd":"policy","agent":"sed"}                     agent: a --agent name
 //! {"cmd":"policy","agent":"es","model":"/m/es.onnx"}
@@ -17,8 +19,9 @@
 //! Answers: `{"ok":true,"message":"...","epoch":N,"data":...}` or
 //! `{"ok":false,"error":"..."}`. A change is applied by the next control
 //! cycle; the answer is sent after that cycle has published it, and `epoch` is
-//! the weights epoch that carries it. A backend is named by its address or its
-//! index in the data plane's table.
+//! the weights epoch that carries it. An `add` or `remove` is answered once the
+//! data plane has applied (or refused) the new backend set. A backend is named
+//! by its address or its index in the data plane's table.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -44,6 +47,10 @@ pub enum ShowWhat {
     Policy,
     /// Health checks: state and counts per backend.
     Health,
+    /// Flows per backend: active, half-open, new, timeouts, durations (the
+    /// per-connection table lives in the data plane: `vppctl show lb rl
+    /// flows`, or marllb-dpdk's exit stats).
+    Flows,
 }
 
 /// An admin operation.
@@ -119,6 +126,29 @@ pub enum Request {
     },
     /// Reloads the current model from its file.
     ModelReload,
+    /// Adds a backend to the set the data plane serves.
+    Add {
+        /// `ADDR` or `ADDR:PORT` (`[V6]:PORT`); the port is the health check's.
+        address: String,
+        /// MAC the data plane sends to; default: the MAC every served backend
+        /// shares (a next hop), refused when they differ.
+        #[serde(default)]
+        mac: Option<String>,
+        /// Configured weight, real units; default 1.
+        #[serde(default)]
+        weight: Option<f32>,
+        /// Add it even if one health check of it fails now.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Removes a backend from the set (drain it first, or take it down).
+    Remove {
+        /// Address or index.
+        name: String,
+        /// Remove it even if it still has active flows (they are re-placed).
+        #[serde(default)]
+        force: bool,
+    },
 }
 
 /// An answer.
@@ -222,6 +252,29 @@ pub struct PolicyView {
     pub state_file: Option<String>,
 }
 
+/// One backend in `show flows`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowRow {
+    /// Index.
+    pub index: usize,
+    /// Address.
+    pub address: String,
+    /// Established flows now, summed over workers.
+    pub active: u32,
+    /// Half-open flows (SYN sent, handshake not completed) now.
+    pub half_open: u32,
+    /// New flows in the last cycle.
+    pub new_last_cycle: u64,
+    /// New flows since the data plane started.
+    pub new_total: u64,
+    /// Handshakes that timed out since the data plane started.
+    pub handshake_timeouts: u64,
+    /// Mean and 95th percentile flow duration in the last window, ms.
+    pub duration_ms: Option<(f64, f64)>,
+    /// Mean and 95th percentile flow completion time in the last window, ms.
+    pub fct_ms: Option<(f64, f64)>,
+}
+
 /// One backend in `show health`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthRow {
@@ -307,7 +360,26 @@ mod tests {
                 weight: None
             }
         );
-        assert!(serde_json::from_str::<Request>(r#"{"cmd":"show","what":"flows"}"#).is_err());
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"add","address":"198.18.2.104:80"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Add {
+                address: "198.18.2.104:80".into(),
+                mac: None,
+                weight: None,
+                force: false
+            }
+        );
+        let r: Request = serde_json::from_str(r#"{"cmd":"remove","name":"3"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Remove {
+                name: "3".into(),
+                force: false
+            }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"show","what":"conns"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"show","what":"vips","x":1}"#).is_err());
     }
 

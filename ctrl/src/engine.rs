@@ -123,6 +123,8 @@ pub struct Engine<'r> {
     op: Vec<OpAdmin>,
     /// Operator's weight caps (Q16.16), by index.
     cap: Vec<Option<Weight>>,
+    /// Indices removed from the backend set (served as down, in no VIP).
+    removed: Vec<bool>,
     epoch: u64,
 }
 
@@ -135,12 +137,29 @@ impl<'r> Engine<'r> {
         metrics: Arc<Metrics>,
     ) -> Result<Self, EngineError> {
         let view = ctrl.view();
-        let n = view.geometry.backends();
+        let n = ctrl.backends();
         let workers = view.geometry.worker_count;
         let mut config = ConfigImage::new_zeroed();
         ctrl.config_into(&mut config);
-        let mut base: Vec<Weight> = config.backends().iter().map(|b| b.base_weight).collect();
+        // The set the data plane serves: its configuration's, or the last
+        // backend set it applied.
+        let set = ctrl
+            .served_set()
+            .unwrap_or_else(|| marllb_shm::backend_set::from_config(&config));
+        let removed: Vec<bool> = (0..n)
+            .map(|i| {
+                set.entries()
+                    .get(i)
+                    .is_some_and(|e| !marllb_shm::backend_set::served(e))
+            })
+            .collect();
+        let mut base: Vec<Weight> = set.entries().iter().map(|b| b.base_weight).collect();
         base.resize(n, WEIGHT_ONE);
+        for (b, r) in base.iter_mut().zip(&removed) {
+            if *r {
+                *b = 0;
+            }
+        }
         if base.iter().all(|&b| b == 0) {
             base.fill(WEIGHT_ONE);
         }
@@ -217,6 +236,7 @@ impl<'r> Engine<'r> {
             last_agent: None,
             op: (0..n).map(|i| configured_admin(&cfg.drain, i)).collect(),
             cap: vec![None; n],
+            removed,
             epoch: 0,
             ctrl,
             cfg,
@@ -298,8 +318,142 @@ impl<'r> Engine<'r> {
     /// them: healthy and without an admin override.
     pub fn others_taking_flows(&self, except: usize) -> usize {
         (0..self.n)
-            .filter(|&i| i != except && !self.down[i] && !self.op[i].blocks_new_flows())
+            .filter(|&i| {
+                i != except && !self.down[i] && !self.removed[i] && !self.op[i].blocks_new_flows()
+            })
             .count()
+    }
+
+    /// Writes a backend set for the data plane (see `marllb_shm::backend_set`);
+    /// the engine's own backends change only when the caller applies the
+    /// data plane's answer ([`Engine::add_backend`], [`Engine::remove_backend`]).
+    pub fn publish_set(
+        &mut self,
+        entries: &[marllb_shm::layout::BackendEntry],
+    ) -> Result<u64, marllb_shm::PublishError> {
+        self.ctrl.publish_set(entries)
+    }
+
+    /// The data plane's answer to the backend sets written.
+    pub fn set_answer(&self) -> marllb_shm::SetAnswer {
+        self.ctrl.set_answer()
+    }
+
+    /// `true` when index `i` was removed from the backend set.
+    pub fn is_removed(&self, i: usize) -> bool {
+        self.removed.get(i).copied().unwrap_or(false)
+    }
+
+    /// Backend `name` with base weight `base` (Q16.16) joins at index `i`: a
+    /// new index (`i` = the count) or a removed one. It starts with a slow
+    /// start from the next cycle, no operator override, and no history. A
+    /// learned policy trained for another backend count stops: the fallback
+    /// heuristic runs until a model for the new count is installed.
+    pub fn add_backend(&mut self, i: usize, name: String, base: Weight) -> bool {
+        if i > self.n || (i < self.n && !self.removed[i]) || i >= marllb_core::MAX_BACKENDS {
+            return false;
+        }
+        if i == self.n {
+            self.n += 1;
+            self.resize();
+        }
+        self.removed[i] = false;
+        self.base[i] = base;
+        self.wcmp[i] = base;
+        if let Some(w) = self.policy_w.get_mut(i) {
+            *w = base;
+        }
+        self.op[i] = OpAdmin::None;
+        self.cap[i] = None;
+        self.down[i] = false;
+        self.ramp[i] = u32::from(self.cfg.slow_start_cycles > 0);
+        self.passive.reset(i);
+        if let Some(l) = self.labels.get_mut(i) {
+            self.metrics.forget_backend(l);
+            l.backend = name.clone();
+        }
+        if let Some(nm) = self.cfg.names.get_mut(i) {
+            *nm = name;
+        }
+        self.rebase();
+        true
+    }
+
+    /// Index `i` leaves the backend set: weight 0 and down from the next
+    /// cycle (its remaining flows are re-placed), its overrides cleared, its
+    /// metrics series removed. The index is kept (flows and stats are by
+    /// index) and may be given to a later backend.
+    pub fn remove_backend(&mut self, i: usize) -> bool {
+        if i >= self.n || self.removed[i] {
+            return false;
+        }
+        self.removed[i] = true;
+        self.base[i] = 0;
+        self.wcmp[i] = 0;
+        self.op[i] = OpAdmin::None;
+        self.cap[i] = None;
+        if let Some(l) = self.labels.get(i) {
+            self.metrics.forget_backend(l);
+        }
+        self.rebase();
+        true
+    }
+
+    /// Every per-backend vector at `self.n` entries, the data-plane link too.
+    fn resize(&mut self) {
+        let n = self.n;
+        self.base.resize(n, 0);
+        self.wcmp.resize(n, 0);
+        self.policy_w.resize(n, 0);
+        self.out_w.resize(n, 0);
+        self.out_admin.resize(n, AdminState::Down);
+        self.active_scratch.resize(n, 0);
+        self.passive.resize(n);
+        self.down.resize(n, false);
+        self.ramp.resize(n, 0);
+        self.op.resize(n, OpAdmin::None);
+        self.cap.resize(n, None);
+        self.removed.resize(n, false);
+        self.stats.resize(n);
+        while self.labels.len() < n {
+            let i = self.labels.len();
+            self.labels.push(BackendLabels {
+                index: i.to_string(),
+                backend: i.to_string(),
+            });
+        }
+        self.cfg.names.resize(n, String::new());
+        self.ctrl.set_backends(n);
+    }
+
+    /// The base weights changed: the features start again from them (their
+    /// per-backend history restarts), adaptive SED's corrections restart, and
+    /// a model for another backend count is dropped.
+    fn rebase(&mut self) {
+        let mut fb = FeatureBuilder::new(self.n);
+        let real: Vec<f32> = self
+            .base
+            .iter()
+            .map(|w| *w as f32 / marllb_core::WEIGHT_ONE as f32)
+            .collect();
+        fb.set_base(&real);
+        self.fb = fb;
+        self.last_agent = None;
+        if let Some(p) = &self.policy {
+            if p.meta().backends != self.n {
+                tracing::warn!(
+                    model = %p.path().display(),
+                    model_backends = p.meta().backends,
+                    backends = self.n,
+                    fallback = self.cfg.fallback_agent.name(),
+                    "the model was trained for another backend count: running the fallback \
+                     heuristic until a model for this count is loaded (policy set / model reload)"
+                );
+                self.metrics.failure("backend_count");
+                self.policy = None;
+                self.metrics.set_policy(self.active_agent().name(), "");
+            }
+        }
     }
 
     /// Backend names (addresses), by index.
@@ -478,6 +632,11 @@ impl<'r> Engine<'r> {
             .update(&self.cfg.passive, &timeouts, &new_flows, &active_up, now)
             .to_vec();
         for i in 0..self.n {
+            if self.removed[i] {
+                self.out_w[i] = 0;
+                self.out_admin[i] = AdminState::Down;
+                continue;
+            }
             let passive_down = passive.get(i).copied().unwrap_or(false);
             // The same reading the passive signal was given.
             let healthy = active_up.get(i).copied().unwrap_or(false) && !passive_down;
@@ -568,6 +727,9 @@ impl<'r> Engine<'r> {
             let Some(l) = self.labels.get(i) else {
                 continue;
             };
+            if self.removed.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             m.weight
                 .get_or_create(l)
                 .set(f64::from(self.out_w[i]) / f64::from(WEIGHT_ONE));

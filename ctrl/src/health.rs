@@ -130,6 +130,16 @@ impl HealthBoard {
         }
     }
 
+    /// Backend `i` up with no checks counted (a new or removed backend).
+    fn reset(&self, i: usize) {
+        self.set(i, true);
+        for v in [&self.checks, &self.failures] {
+            if let Some(a) = v.get(i) {
+                a.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
     fn set(&self, i: usize, up: bool) {
         if let Some(a) = self.up.get(i) {
             a.store(up, Ordering::Release);
@@ -196,28 +206,67 @@ pub fn check_once(
     }
 }
 
-/// Starts one checker thread per target (none with mode `none`). Threads stop
-/// within about 50 ms of `stop` being set.
-pub fn spawn_checkers(
-    targets: &[SocketAddr],
-    cfg: &HealthSettings,
-    board: &Arc<HealthBoard>,
-    stop: &Arc<AtomicBool>,
-) -> std::io::Result<Vec<JoinHandle<()>>> {
-    if cfg.mode == HealthMode::None {
-        return Ok(Vec::new());
+/// The active checkers: one thread per served backend, started and stopped
+/// as backends are added and removed. A stopped thread ends within about
+/// 50 ms (or its check's timeout) and is joined by [`Checkers::join`].
+#[derive(Debug)]
+pub struct Checkers {
+    cfg: HealthSettings,
+    board: Arc<HealthBoard>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
+    stopped: Vec<JoinHandle<()>>,
+}
+
+impl Checkers {
+    /// Starts one checker thread per target (none with mode `none`); all stop
+    /// when `stop` is set.
+    pub fn spawn(
+        targets: &[SocketAddr],
+        cfg: &HealthSettings,
+        board: &Arc<HealthBoard>,
+        stop: &Arc<AtomicBool>,
+    ) -> std::io::Result<Self> {
+        let mut c = Checkers {
+            cfg: cfg.clone(),
+            board: Arc::clone(board),
+            stop: Arc::clone(stop),
+            threads: Vec::new(),
+            stopped: Vec::new(),
+        };
+        for (i, &t) in targets.iter().enumerate() {
+            c.start(i, t)?;
+        }
+        Ok(c)
     }
-    let mut handles = Vec::new();
-    for (i, &target) in targets.iter().enumerate() {
-        let (cfg, board, stop) = (cfg.clone(), Arc::clone(board), Arc::clone(stop));
+
+    /// Checks backend `i` at `target` from now on (replacing its checker);
+    /// its verdict starts up, its counts at 0.
+    pub fn start(&mut self, i: usize, target: SocketAddr) -> std::io::Result<()> {
+        self.stop_one(i);
+        self.board.reset(i);
+        if self.cfg.mode == HealthMode::None {
+            return Ok(());
+        }
+        let own = Arc::new(AtomicBool::new(false));
+        let (cfg, board, stop, mine) = (
+            self.cfg.clone(),
+            Arc::clone(&self.board),
+            Arc::clone(&self.stop),
+            Arc::clone(&own),
+        );
         let h = std::thread::Builder::new()
             .name(format!("health-{i}"))
             .spawn(move || {
+                let done = || stop.load(Ordering::Relaxed) || mine.load(Ordering::Relaxed);
                 let mut rf = RiseFall::new(cfg.rise, cfg.fall);
                 let mut last_err = String::new();
-                while !stop.load(Ordering::Relaxed) {
+                while !done() {
                     let start = Instant::now();
                     let r = check_once(target, &cfg.mode, cfg.timeout, cfg.expect_status);
+                    if done() {
+                        break;
+                    }
                     board.record(i, r.is_ok());
                     match &r {
                         Err(e) if *e != last_err => {
@@ -236,7 +285,7 @@ pub fn spawn_checkers(
                         }
                     }
                     let next = start + cfg.interval;
-                    while !stop.load(Ordering::Relaxed) {
+                    while !done() {
                         let now = Instant::now();
                         if now >= next {
                             break;
@@ -245,9 +294,34 @@ pub fn spawn_checkers(
                     }
                 }
             })?;
-        handles.push(h);
+        if self.threads.len() <= i {
+            self.threads.resize_with(i + 1, || None);
+        }
+        self.threads[i] = Some((own, h));
+        Ok(())
     }
-    Ok(handles)
+
+    /// Stops checking backend `i` (removed); its verdict is left up.
+    pub fn stop_one(&mut self, i: usize) {
+        if let Some((flag, h)) = self.threads.get_mut(i).and_then(Option::take) {
+            flag.store(true, Ordering::Relaxed);
+            self.stopped.push(h);
+        }
+        self.board.reset(i);
+    }
+
+    /// Waits for every checker thread (after the shared `stop` was set).
+    pub fn join(self) {
+        for h in self
+            .threads
+            .into_iter()
+            .flatten()
+            .map(|(_, h)| h)
+            .chain(self.stopped)
+        {
+            let _ = h.join();
+        }
+    }
 }
 
 /// Test hooks.
@@ -337,6 +411,24 @@ impl PassivePool {
             timeouts: vec![0.0; n],
             down: vec![false; n],
             suppressed: 0,
+        }
+    }
+
+    /// Grows (or shrinks) to `n` backends; new ones start with no history.
+    pub fn resize(&mut self, n: usize) {
+        self.states.resize(n, Passive::default());
+        self.flows.resize(n, 0.0);
+        self.timeouts.resize(n, 0.0);
+        self.down.resize(n, false);
+    }
+
+    /// Forgets backend `i`'s history (a removed index given to a new backend).
+    pub fn reset(&mut self, i: usize) {
+        if i < self.states.len() {
+            self.states[i] = Passive::default();
+            self.flows[i] = 0.0;
+            self.timeouts[i] = 0.0;
+            self.down[i] = false;
         }
     }
 

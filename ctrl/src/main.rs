@@ -10,12 +10,12 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use marllb_ctrl::config::{Cli, Command, LogFormat, Settings};
 use marllb_ctrl::engine::{Engine, EngineConfig};
-use marllb_ctrl::health::{spawn_checkers, HealthBoard};
+use marllb_ctrl::health::{Checkers, HealthBoard};
 use marllb_ctrl::metrics::{serve as serve_metrics, Metrics};
 use marllb_ctrl::model::{describe, Loaded, Policy};
 use marllb_ctrl::operator::OperatorState;
 use marllb_ctrl::runner::{run_loop, Flags, Reloader};
-use marllb_ctrl::server::{serve, Operator};
+use marllb_ctrl::server::{serve, set_of_members, ApiContext, Members, Operator};
 use marllb_policy::{action_to_weights, FeatureBuilder, PolicyMeta};
 use marllb_shm::{ConfigImage, Controller, Expect, ShmRegion};
 use tracing_subscriber::EnvFilter;
@@ -57,6 +57,72 @@ fn check_model(file: &Path, backends: Option<usize>) -> Result<()> {
         meta.features.len(),
         meta.agent
     );
+    Ok(())
+}
+
+/// Makes the data plane serve `want` (the operator state's backend set) if
+/// it serves something else: in two steps when an index it serves must take
+/// another address (removed first, then given), each waited for (bounded).
+fn settle_set(
+    ctrl: &mut Controller<'_>,
+    configured: &[marllb_shm::layout::BackendEntry],
+    want: &[marllb_shm::layout::BackendEntry],
+) -> Result<()> {
+    use marllb_shm::backend_set::{served, SetRefusal};
+    let serving = ctrl
+        .served_set()
+        .map_or_else(|| configured.to_vec(), |s| s.entries().to_vec());
+    if serving == want {
+        ctrl.set_backends(want.len());
+        return Ok(());
+    }
+    let mut steps = Vec::new();
+    let readdressed: Vec<usize> = serving
+        .iter()
+        .zip(want)
+        .enumerate()
+        .filter(|(_, (s, w))| served(s) && served(w) && (s.addr, s.family) != (w.addr, w.family))
+        .map(|(i, _)| i)
+        .collect();
+    if !readdressed.is_empty() {
+        let mut first = serving.clone();
+        for &i in &readdressed {
+            first[i].admin = marllb_shm::layout::admin::REMOVED;
+        }
+        steps.push(first);
+    }
+    steps.push(want.to_vec());
+    for step in steps {
+        let v = ctrl
+            .publish_set(&step)
+            .map_err(|e| anyhow::anyhow!("writing the operator state's backend set: {e}"))?;
+        let deadline = std::time::Instant::now() + marllb_ctrl::server::SET_TIMEOUT;
+        loop {
+            let a = ctrl.set_answer();
+            if a.applied >= v {
+                break;
+            }
+            if a.refused == v {
+                bail!(
+                    "the data plane refused the operator state's backend set: {}",
+                    SetRefusal::describe(a.reason)
+                );
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "the data plane did not apply the operator state's backend set within {} s",
+                    marllb_ctrl::server::SET_TIMEOUT.as_secs()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    tracing::info!(
+        backends = want.len(),
+        served = want.iter().filter(|e| served(e)).count(),
+        "operator state: backend set applied by the data plane"
+    );
+    ctrl.set_backends(want.len());
     Ok(())
 }
 
@@ -110,7 +176,6 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
     let region = ShmRegion::attach(&settings.shm, &Expect::default())
         .with_context(|| format!("attaching the region {:?}", settings.shm))?;
     let view = region.view();
-    let n = view.geometry.backends();
     let mut config = ConfigImage::new_zeroed();
     view.config_into(&mut config);
 
@@ -139,7 +204,8 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
         );
     }
     let vip_port = config.vips().iter().map(|v| v.port).find(|&p| p != 0);
-    let targets: Vec<SocketAddr> = addrs
+    let default_port = settings.health.port.or(vip_port).unwrap_or(80);
+    let config_targets: Vec<SocketAddr> = addrs
         .iter()
         .enumerate()
         .map(|(i, &a)| {
@@ -147,11 +213,35 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
                 .servers
                 .get(i)
                 .and_then(|s| s.port)
-                .or(settings.health.port)
-                .or(vip_port)
-                .unwrap_or(80);
+                .unwrap_or(default_port);
             SocketAddr::new(a, port)
         })
+        .collect();
+
+    // The backend set: the configuration's, or the one the operator left
+    // (added and removed backends), written for the data plane if it does not
+    // serve it already (a data plane restarted under a running deployment).
+    let configured = marllb_shm::backend_set::from_config(&config)
+        .entries()
+        .to_vec();
+    let (set, targets) = if state.members.is_empty() {
+        (configured.clone(), config_targets)
+    } else {
+        set_of_members(
+            &state.members,
+            &configured,
+            config.vips().len(),
+            default_port,
+        )
+        .map_err(anyhow::Error::msg)?
+    };
+    let mut ctrl = Controller::new(view, std::process::id());
+    settle_set(&mut ctrl, &configured, &set)?;
+    let n = set.len();
+    let addrs: Vec<IpAddr> = set
+        .iter()
+        .zip(&targets)
+        .map(|(e, t)| e.ip().unwrap_or(t.ip()))
         .collect();
     let drain: Vec<bool> = addrs.iter().map(|a| settings.drain.contains(a)).collect();
 
@@ -173,8 +263,14 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
         }
         None => None,
     };
-    let board = Arc::new(HealthBoard::new(n));
-    let checkers = spawn_checkers(&targets, &settings.health, &board, &flags.stop)?;
+    // Room for backends added at run time.
+    let board = Arc::new(HealthBoard::new(marllb_core::MAX_BACKENDS));
+    let mut checkers = Checkers::spawn(&[], &settings.health, &board, &flags.stop)?;
+    for (i, (e, t)) in set.iter().zip(&targets).enumerate() {
+        if marllb_shm::backend_set::served(e) {
+            checkers.start(i, *t)?;
+        }
+    }
 
     let cfg = EngineConfig {
         agent: settings.agent,
@@ -186,7 +282,6 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
         drain,
         names: addrs.iter().map(ToString::to_string).collect(),
     };
-    let ctrl = Controller::new(view, std::process::id());
     let mut engine = Engine::new(ctrl, cfg, board, Arc::clone(&metrics))?;
     let (api_tx, api_rx) = std::sync::mpsc::channel();
     let current_model = Arc::new(Mutex::new(
@@ -195,19 +290,30 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
             .clone()
             .filter(|_| settings.agent.is_learned()),
     ));
+    let ctx = ApiContext {
+        model: current_model,
+        backends: Arc::new(std::sync::atomic::AtomicUsize::new(n)),
+        health: settings.health.clone(),
+        default_port,
+    };
     let mut operator = Operator::new(
         api_rx,
         settings.state_file.clone(),
         state,
-        addrs.clone(),
+        Members {
+            set,
+            configured,
+            targets,
+        },
         &config,
         settings.interval,
-        Arc::clone(&current_model),
+        ctx.clone(),
         Arc::clone(&metrics),
+        checkers,
     );
     operator.restore(&mut engine);
     let api = match &settings.control_socket {
-        Some(p) => match serve(p, api_tx, current_model, n, Arc::clone(&flags.stop)) {
+        Some(p) => match serve(p, api_tx, ctx, Arc::clone(&flags.stop)) {
             Ok(s) => {
                 tracing::info!(socket = %s.path.display(), "runtime API (marllb-ctl --socket {})", s.path.display());
                 Some(s)
@@ -270,9 +376,7 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
     tracing::info!("stopping: the data plane's watchdog takes over after its heartbeat timeout");
     flags.stop.store(true, Ordering::Relaxed);
     drop(reloader);
-    for h in checkers {
-        let _ = h.join();
-    }
+    operator.join_checkers();
     if let Some(s) = http {
         let _ = s.handle.join();
     }

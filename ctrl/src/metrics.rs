@@ -340,6 +340,30 @@ impl Metrics {
         out
     }
 
+    /// Removes every per-backend series of `l` (a backend removed, or its
+    /// index given to another backend).
+    pub fn forget_backend(&self, l: &BackendLabels) {
+        for f in [
+            &self.weight,
+            &self.new_flows_rate,
+            &self.flow_duration_avg,
+            &self.flow_duration_p95,
+            &self.fct_avg,
+            &self.fct_p95,
+            &self.backend_pps,
+        ] {
+            f.remove(l);
+        }
+        for f in [
+            &self.health,
+            &self.admin,
+            &self.active_flows,
+            &self.handshake_timeouts,
+        ] {
+            f.remove(l);
+        }
+    }
+
     /// Sets the active policy (one series at 1).
     pub fn set_policy(&self, agent: &str, model: &str) {
         self.policy.clear();

@@ -55,6 +55,25 @@ pub struct BackendOverride {
     pub weight_cap: Option<f32>,
 }
 
+/// One backend of the set an operator changed with `backend add` / `backend
+/// remove`, by index (indices are stable: a removed one keeps its place).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberState {
+    /// Address.
+    pub address: IpAddr,
+    /// Health-check port (`None`: the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// MAC the data plane sends to (`aa:bb:cc:dd:ee:ff`).
+    pub mac: String,
+    /// Configured (base) weight, real units.
+    pub weight: f32,
+    /// Removed: the index is kept, no longer served.
+    #[serde(default)]
+    pub removed: bool,
+}
+
 /// Everything an operator changed, as persisted.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +91,10 @@ pub struct OperatorState {
     /// Model chosen with `policy set --model`; `None`: the configuration's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<PathBuf>,
+    /// The backend set by index once an operator added or removed a backend
+    /// (empty: the configuration's backends).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberState>,
 }
 
 /// Why the state file could not be read or written.
@@ -188,6 +211,13 @@ mod tests {
             },
         );
         s.agent = Some("sed".into());
+        s.members.push(MemberState {
+            address: "198.18.2.103".parse().unwrap(),
+            port: Some(8080),
+            mac: "02:00:00:00:02:03".into(),
+            weight: 2.0,
+            removed: false,
+        });
         s.save(&path).unwrap();
         assert_eq!(OperatorState::load(&path).unwrap(), s);
         s.backends.insert(a, BackendOverride::default());

@@ -180,7 +180,7 @@ pub fn run_loop(
         };
         let now = Instant::now();
         engine.step(now);
-        if let Some(op) = operator.as_deref() {
+        if let Some(op) = operator.as_deref_mut() {
             op.answer(engine, taken);
         }
         next += interval;

@@ -16,11 +16,11 @@
 //! `marllb_operator_changes_total{command,result}`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -29,22 +29,27 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use marllb_core::service::AdminState;
 use marllb_core::WEIGHT_ONE;
-use marllb_shm::layout::ConfigImage;
+use marllb_shm::backend_set::{served, SetRefusal};
+use marllb_shm::layout::{admin as set_admin, BackendEntry, ConfigImage, MAX_VIPS};
 
 use crate::api::{
-    AdminOp, BackendRow, HealthRow, PolicyView, Request, Response, ShowWhat, VipRow, MAX_REQUEST,
+    AdminOp, BackendRow, FlowRow, HealthRow, PolicyView, Request, Response, ShowWhat, VipRow,
+    MAX_REQUEST,
 };
-use crate::config::AgentKind;
+use crate::config::{AgentKind, HealthSettings};
 use crate::engine::Engine;
+use crate::health::{check_once, Checkers};
 use crate::metrics::Metrics;
 use crate::model::{Loaded, Policy};
-use crate::operator::{BackendOverride, OpAdmin, OperatorState};
+use crate::operator::{BackendOverride, MemberState, OpAdmin, OperatorState};
 use crate::runner::Reloader;
 
 /// How long the socket thread waits for the cycle thread's answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an `add` or `remove` waits for the data plane to apply the set.
+pub const SET_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A request on its way to the cycle thread.
 #[derive(Debug)]
@@ -66,15 +71,25 @@ pub struct ApiServer {
     pub path: PathBuf,
 }
 
+/// What the socket thread needs besides the channel.
+#[derive(Debug, Clone)]
+pub struct ApiContext {
+    /// The current model path, kept by the cycle thread.
+    pub model: Arc<Mutex<Option<PathBuf>>>,
+    /// Backend indices a model must serve now (kept by the cycle thread).
+    pub backends: Arc<AtomicUsize>,
+    /// The active checks' settings: `add` checks a new backend once first.
+    pub health: HealthSettings,
+    /// Health-check port of a backend added without one.
+    pub default_port: u16,
+}
+
 /// Binds `path` (mode 0600) and serves requests until `stop`. A stale socket
-/// (nobody listening) is replaced; a live one is an error. `model` is the
-/// current model path, kept by the cycle thread; `backends` what a model must
-/// serve.
+/// (nobody listening) is replaced; a live one is an error.
 pub fn serve(
     path: &Path,
     tx: Sender<Pending>,
-    model: Arc<Mutex<Option<PathBuf>>>,
-    backends: usize,
+    ctx: ApiContext,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<ApiServer> {
     if path.exists() {
@@ -105,7 +120,7 @@ pub fn serve(
                     Ok((s, _)) => {
                         // One connection at a time: requests are short and
                         // the cycle thread applies them in order anyway.
-                        if let Err(e) = connection(s, &tx, &model, backends) {
+                        if let Err(e) = connection(s, &tx, &ctx) {
                             tracing::debug!(error = %e, "api connection");
                         }
                     }
@@ -126,19 +141,26 @@ pub fn serve(
     })
 }
 
-fn connection(
-    s: UnixStream,
-    tx: &Sender<Pending>,
-    model: &Mutex<Option<PathBuf>>,
-    backends: usize,
-) -> std::io::Result<()> {
+fn connection(s: UnixStream, tx: &Sender<Pending>, ctx: &ApiContext) -> std::io::Result<()> {
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(READ_TIMEOUT))?;
     s.set_write_timeout(Some(READ_TIMEOUT))?;
     let mut line = String::new();
     BufReader::new((&s).take(MAX_REQUEST as u64)).read_line(&mut line)?;
-    let answer = match serde_json::from_str::<Request>(&line) {
+    let model = &ctx.model;
+    let backends = ctx.backends.load(Ordering::Relaxed);
+    let req = serde_json::from_str::<Request>(&line);
+    let pre = match &req {
+        Ok(Request::Add {
+            address,
+            force: false,
+            ..
+        }) => precheck(address, ctx),
+        _ => Ok(()),
+    };
+    let answer = match req {
         Err(e) => Response::refused(format!("bad request: {e}")),
+        Ok(_) if pre.is_err() => Response::refused(pre.err().unwrap_or_default()),
         Ok(req) => {
             let want = match &req {
                 Request::Policy { agent, model: m } => match AgentKind::from_str(agent, true) {
@@ -170,6 +192,37 @@ fn connection(
     (&s).write_all(&out)
 }
 
+/// One health check of a backend about to be added (on the socket thread:
+/// the cycle never waits for it).
+fn precheck(address: &str, ctx: &ApiContext) -> Result<(), String> {
+    let Ok(target) = parse_target(address, ctx.default_port) else {
+        return Ok(()); // refused with its reason by the cycle thread
+    };
+    if ctx.health.mode == crate::config::HealthMode::None {
+        return Ok(());
+    }
+    check_once(
+        target,
+        &ctx.health.mode,
+        ctx.health.timeout,
+        ctx.health.expect_status,
+    )
+    .map_err(|e| {
+        format!("not added: a health check of {target} failed ({e}); add --force to add it anyway")
+    })
+}
+
+/// `ADDR`, `ADDR:PORT` or `[V6]:PORT`.
+pub fn parse_target(address: &str, default_port: u16) -> Result<SocketAddr, String> {
+    if let Ok(a) = address.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    address
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, default_port))
+        .map_err(|_| format!("address {address:?}: not ADDR, ADDR:PORT or [V6]:PORT"))
+}
+
 fn current(model: &Mutex<Option<PathBuf>>) -> Option<PathBuf> {
     model.lock().ok().and_then(|m| m.clone())
 }
@@ -189,6 +242,31 @@ enum Answer {
     Change(Response),
     /// A `show`, computed after the cycle (fresh data).
     Show(ShowWhat),
+    /// An `add` or `remove`, answered when the data plane answers its set.
+    Set(Box<SetChange>),
+}
+
+/// A backend set written, waiting for the data plane.
+#[derive(Debug)]
+struct SetChange {
+    version: u64,
+    kind: SetKind,
+    /// The set and members before (restored if the data plane refuses).
+    before: (Vec<BackendEntry>, Vec<MemberState>),
+    after: Vec<BackendEntry>,
+    deadline: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SetKind {
+    Add {
+        index: usize,
+        target: SocketAddr,
+        base: marllb_core::Weight,
+    },
+    Remove {
+        index: usize,
+    },
 }
 
 /// The cycle thread's side of the API.
@@ -197,11 +275,32 @@ pub struct Operator {
     rx: Receiver<Pending>,
     state_path: Option<PathBuf>,
     state: OperatorState,
+    /// Addresses by index (a removed index keeps its last address).
     addrs: Vec<IpAddr>,
+    /// Health-check targets by index.
+    targets: Vec<SocketAddr>,
+    /// The backend set the data plane serves (by index).
+    set: Vec<BackendEntry>,
+    /// The configuration's set: `members` is persisted only when it differs.
+    configured: Vec<BackendEntry>,
     vips: Vec<VipRow>,
     interval: Duration,
-    model: Arc<Mutex<Option<PathBuf>>>,
+    ctx: ApiContext,
     metrics: Arc<Metrics>,
+    checkers: Checkers,
+    /// Requests waiting for the data plane's answer to their set.
+    waiting: Vec<Taken>,
+}
+
+/// The backend list an operator works on, as the controller starts.
+#[derive(Debug, Clone)]
+pub struct Members {
+    /// The set the data plane serves now.
+    pub set: Vec<BackendEntry>,
+    /// The configuration's set.
+    pub configured: Vec<BackendEntry>,
+    /// Health-check targets by index.
+    pub targets: Vec<SocketAddr>,
 }
 
 /// What the operator state changes at start.
@@ -221,11 +320,12 @@ impl Operator {
         rx: Receiver<Pending>,
         state_path: Option<PathBuf>,
         state: OperatorState,
-        addrs: Vec<IpAddr>,
+        members: Members,
         config: &ConfigImage,
         interval: Duration,
-        model: Arc<Mutex<Option<PathBuf>>>,
+        ctx: ApiContext,
         metrics: Arc<Metrics>,
+        checkers: Checkers,
     ) -> Self {
         let vips = config
             .vips()
@@ -243,16 +343,33 @@ impl Operator {
                 encap: v.encap,
             })
             .collect();
+        let addrs = members
+            .set
+            .iter()
+            .zip(&members.targets)
+            .map(|(e, t)| e.ip().unwrap_or(t.ip()))
+            .collect();
+        ctx.backends.store(members.set.len(), Ordering::Relaxed);
         Self {
             rx,
             state_path,
             state,
             addrs,
+            targets: members.targets,
+            set: members.set,
+            configured: members.configured,
             vips,
             interval,
-            model,
+            ctx,
             metrics,
+            checkers,
+            waiting: Vec::new(),
         }
+    }
+
+    /// Stops the health checkers (after the shared stop flag was set).
+    pub fn join_checkers(self) {
+        self.checkers.join();
     }
 
     /// The agent and model the state file asks for (applied by the caller
@@ -274,7 +391,7 @@ impl Operator {
     /// Lays the state file's backend overrides over the engine's.
     pub fn restore(&self, engine: &mut Engine<'_>) {
         for (addr, o) in &self.state.backends {
-            match self.addrs.iter().position(|a| a == addr) {
+            match self.served_index(*addr) {
                 Some(i) => {
                     let cap = o.weight_cap.map(marllb_policy::action::to_q16);
                     engine.set_operator(i, o.admin, cap);
@@ -293,17 +410,23 @@ impl Operator {
         while let Ok(p) = self.rx.try_recv() {
             let answer = match p.req {
                 Request::Show { what } => Answer::Show(what),
+                Request::Add {
+                    address,
+                    mac,
+                    weight,
+                    ..
+                } => {
+                    let r = self.add(engine, &address, mac.as_deref(), weight);
+                    self.refusal_or_wait("add", r)
+                }
+                Request::Remove { name, force } => {
+                    let r = self.remove(engine, &name, force);
+                    self.refusal_or_wait("remove", r)
+                }
                 req => {
                     let command = command_name(&req);
                     let r = self.apply(engine, reloader, req, p.loaded);
-                    self.metrics.operator_change(command, r.ok);
-                    match (&r.ok, &r.message, &r.error) {
-                        (true, Some(m), _) => tracing::info!(command, "operator: {m}"),
-                        (false, _, Some(e)) => {
-                            tracing::warn!(command, "operator change refused: {e}")
-                        }
-                        _ => {}
-                    }
+                    self.log_change(command, &r);
                     Answer::Change(r)
                 }
             };
@@ -316,13 +439,45 @@ impl Operator {
         out
     }
 
-    /// Answers the requests taken before the cycle that just published.
-    pub fn answer(&self, engine: &Engine<'_>, taken: Vec<Taken>) {
+    fn log_change(&self, command: &'static str, r: &Response) {
+        self.metrics.operator_change(command, r.ok);
+        match (&r.ok, &r.message, &r.error) {
+            (true, Some(m), _) => tracing::info!(command, "operator: {m}"),
+            (false, _, Some(e)) => tracing::warn!(command, "operator change refused: {e}"),
+            _ => {}
+        }
+    }
+
+    fn refusal_or_wait(&self, command: &'static str, r: Result<SetChange, String>) -> Answer {
+        match r {
+            Ok(c) => Answer::Set(Box::new(c)),
+            Err(e) => {
+                let r = Response::refused(e);
+                self.log_change(command, &r);
+                Answer::Change(r)
+            }
+        }
+    }
+
+    /// Answers the requests taken before the cycle that just published, and
+    /// those whose backend set the data plane has now answered.
+    pub fn answer(&mut self, engine: &mut Engine<'_>, taken: Vec<Taken>) {
         let (epoch, _) = engine.progress();
-        for t in taken {
+        let waiting = std::mem::take(&mut self.waiting);
+        for t in waiting.into_iter().chain(taken) {
             let mut r = match t.answer {
                 Answer::Change(r) => r,
                 Answer::Show(what) => self.show(engine, what),
+                Answer::Set(c) => match self.settle(engine, c) {
+                    Ok(r) => r,
+                    Err(c) => {
+                        self.waiting.push(Taken {
+                            answer: Answer::Set(c),
+                            ..t
+                        });
+                        continue;
+                    }
+                },
             };
             if r.ok {
                 r.epoch = Some(epoch);
@@ -337,21 +492,309 @@ impl Operator {
         }
     }
 
+    /// The data plane's answer to a set: applied (the engine takes the change),
+    /// refused or late (the previous set and state are restored). `Err` while
+    /// it has not answered yet.
+    fn settle(
+        &mut self,
+        engine: &mut Engine<'_>,
+        c: Box<SetChange>,
+    ) -> Result<Response, Box<SetChange>> {
+        let a = engine.set_answer();
+        let command = match c.kind {
+            SetKind::Add { .. } => "add",
+            SetKind::Remove { .. } => "remove",
+        };
+        let r = if a.applied >= c.version {
+            self.set.clone_from(&c.after);
+            let msg = match c.kind {
+                SetKind::Add {
+                    index,
+                    target,
+                    base,
+                } => {
+                    let name = target.ip().to_string();
+                    if index == self.addrs.len() {
+                        self.addrs.push(target.ip());
+                        self.targets.push(target);
+                    } else {
+                        self.addrs[index] = target.ip();
+                        self.targets[index] = target;
+                    }
+                    engine.add_backend(index, name, base);
+                    if let Err(e) = self.checkers.start(index, target) {
+                        tracing::warn!(backend = %target, error = %e, "no health checker for the new backend");
+                    }
+                    format!(
+                        "{} added at index {index}, weight {}",
+                        target.ip(),
+                        f64::from(base) / f64::from(WEIGHT_ONE)
+                    )
+                }
+                SetKind::Remove { index } => {
+                    engine.remove_backend(index);
+                    self.checkers.stop_one(index);
+                    let addr = self.addrs.get(index).copied();
+                    if let Some(a) = addr {
+                        self.state.backends.remove(&a);
+                    }
+                    if let Err(e) = self.persist(engine) {
+                        tracing::warn!(error = %e, "state file not updated after a removal");
+                    }
+                    format!(
+                        "{} removed (index {index} kept, no longer served)",
+                        addr.map_or_else(|| index.to_string(), |a| a.to_string())
+                    )
+                }
+            };
+            self.ctx.backends.store(self.set.len(), Ordering::Relaxed);
+            Response::done(format!("{msg}; the data plane serves set {}", c.version))
+        } else if a.refused == c.version || Instant::now() >= c.deadline {
+            let why = if a.refused == c.version {
+                format!(
+                    "the data plane refused the backend set: {}",
+                    SetRefusal::describe(a.reason)
+                )
+            } else {
+                format!(
+                    "the data plane did not apply the backend set within {} s; nothing changed",
+                    SET_TIMEOUT.as_secs()
+                )
+            };
+            let (set, members) = c.before.clone();
+            if a.refused != c.version {
+                // Superseded by the previous set, in case it reads it later.
+                let _ = engine.publish_set(&set);
+            }
+            self.set = set;
+            self.state.members = members;
+            let _ = self.persist(engine);
+            Response::refused(why)
+        } else {
+            return Err(c);
+        };
+        self.log_change(command, &r);
+        Ok(r)
+    }
+
+    /// Checks an `add` and writes its set.
+    fn add(
+        &mut self,
+        engine: &mut Engine<'_>,
+        address: &str,
+        mac: Option<&str>,
+        weight: Option<f32>,
+    ) -> Result<SetChange, String> {
+        self.no_set_waiting()?;
+        let target = parse_target(address, self.ctx.default_port)?;
+        let ip = target.ip();
+        if let Some(i) = self.served_index(ip) {
+            return Err(format!("{ip} is already served (index {i})"));
+        }
+        let w = weight.unwrap_or(1.0);
+        if !(w.is_finite() && w > 0.0 && w <= 256.0) {
+            return Err(format!("weight {w}: must be above 0 and at most 256"));
+        }
+        let base = marllb_policy::action::to_q16(w);
+        let mac = match mac {
+            Some(m) => parse_mac(m).ok_or_else(|| format!("mac {m:?}: not aa:bb:cc:dd:ee:ff"))?,
+            None => {
+                let mut macs = self.set.iter().filter(|e| served(e)).map(|e| e.mac);
+                let first = macs.next();
+                match first {
+                    Some(m)
+                        if macs.all(|x| x == m)
+                            && self.set.iter().filter(|e| served(e)).count() > 1 =>
+                    {
+                        m
+                    }
+                    _ => {
+                        return Err(
+                            "give --mac: the served backends do not share one MAC (a next hop), \
+                             so the new backend's cannot be assumed"
+                                .into(),
+                        )
+                    }
+                }
+            }
+        };
+        let index = self
+            .set
+            .iter()
+            .position(|e| !served(e))
+            .unwrap_or(self.set.len());
+        if index >= marllb_core::MAX_BACKENDS {
+            return Err(format!(
+                "the data plane's table is full ({} indices, none removed)",
+                marllb_core::MAX_BACKENDS
+            ));
+        }
+        let (family, addr) = match ip {
+            IpAddr::V4(a) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&a.octets());
+                (0u8, b)
+            }
+            IpAddr::V6(a) => (1u8, a.octets()),
+        };
+        let n_vips = self.vips.len().min(MAX_VIPS);
+        let entry = BackendEntry {
+            addr,
+            mac,
+            family,
+            admin: set_admin::ACTIVE,
+            base_weight: base,
+            vip_mask: if n_vips >= 32 {
+                u32::MAX
+            } else {
+                (1u32 << n_vips) - 1
+            },
+        };
+        let mut after = self.set.clone();
+        if index == after.len() {
+            after.push(entry);
+        } else {
+            after[index] = entry;
+        }
+        let mut targets = self.targets.clone();
+        if index == targets.len() {
+            targets.push(target);
+        } else {
+            targets[index] = target;
+        }
+        self.write_set(
+            engine,
+            after,
+            &targets,
+            SetKind::Add {
+                index,
+                target,
+                base,
+            },
+        )
+    }
+
+    /// Checks a `remove` and writes its set.
+    fn remove(
+        &mut self,
+        engine: &mut Engine<'_>,
+        name: &str,
+        force: bool,
+    ) -> Result<SetChange, String> {
+        self.no_set_waiting()?;
+        let i = self.resolve(name)?;
+        let addr = self.addrs[i];
+        if self
+            .set
+            .iter()
+            .enumerate()
+            .all(|(j, e)| j == i || !served(e))
+        {
+            return Err(format!(
+                "refusing to remove {addr}: it is the last backend served"
+            ));
+        }
+        let (op, _) = engine.operator(i).unwrap_or_default();
+        let active = engine.stats().backends.get(i).map_or(0, |b| b.active_flows);
+        if !force {
+            if op == OpAdmin::None {
+                return Err(format!(
+                    "refusing to remove {addr}: it takes new flows; drain it first \
+                     (backend drain {addr}) and remove it when its flows have finished, \
+                     or add --force"
+                ));
+            }
+            if op == OpAdmin::Drain && active > 0 {
+                return Err(format!(
+                    "refusing to remove {addr}: {active} flows are still active on it; wait for \
+                     the drain to finish (show backends), take it down to re-place them \
+                     (backend down {addr}), or add --force"
+                ));
+            }
+        }
+        if engine.others_taking_flows(i) == 0 && !force {
+            return Err(format!(
+                "refusing to remove {addr}: no other backend would take new flows; add --force"
+            ));
+        }
+        let mut after = self.set.clone();
+        after[i].admin = set_admin::REMOVED;
+        let targets = self.targets.clone();
+        self.write_set(engine, after, &targets, SetKind::Remove { index: i })
+    }
+
+    fn no_set_waiting(&self) -> Result<(), String> {
+        if self.waiting.is_empty() {
+            Ok(())
+        } else {
+            Err("another add or remove is waiting for the data plane; try again".into())
+        }
+    }
+
+    /// Persists `after` as the operator's members, then writes it for the
+    /// data plane; on any failure nothing changed.
+    fn write_set(
+        &mut self,
+        engine: &mut Engine<'_>,
+        after: Vec<BackendEntry>,
+        targets: &[SocketAddr],
+        kind: SetKind,
+    ) -> Result<SetChange, String> {
+        let before = (self.set.clone(), self.state.members.clone());
+        self.state.members = if after == self.configured {
+            Vec::new()
+        } else {
+            members_of(&after, targets, self.ctx.default_port)
+        };
+        if let Err(e) = self.persist(engine) {
+            self.state.members = before.1;
+            return Err(e);
+        }
+        match engine.publish_set(&after) {
+            Ok(version) => Ok(SetChange {
+                version,
+                kind,
+                before,
+                after,
+                deadline: Instant::now() + SET_TIMEOUT,
+            }),
+            Err(e) => {
+                self.state.members = before.1;
+                let _ = self.persist(engine);
+                Err(format!("not applied: {e}"))
+            }
+        }
+    }
+
+    /// Index of the served backend at `ip`.
+    fn served_index(&self, ip: IpAddr) -> Option<usize> {
+        self.addrs
+            .iter()
+            .enumerate()
+            .position(|(i, a)| *a == ip && self.set.get(i).is_some_and(served))
+    }
+
     fn resolve(&self, name: &str) -> Result<usize, String> {
+        let is_served = |i: usize| self.set.get(i).is_some_and(served);
         if let Ok(a) = name.parse::<IpAddr>() {
-            if let Some(i) = self.addrs.iter().position(|x| *x == a) {
+            if let Some(i) = self.served_index(a) {
                 return Ok(i);
             }
         } else if let Ok(i) = name.parse::<usize>() {
-            if i < self.addrs.len() {
+            if i < self.addrs.len() && is_served(i) {
                 return Ok(i);
             }
         }
-        let known: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        let known: Vec<String> = self
+            .addrs
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| is_served(i))
+            .map(|(i, a)| format!("{a} ({i})"))
+            .collect();
         Err(format!(
-            "unknown backend {name:?}: the data plane serves {} (by address or index 0..{})",
-            known.join(", "),
-            self.addrs.len()
+            "unknown backend {name:?}: the data plane serves {} (by address or index)",
+            known.join(", ")
         ))
     }
 
@@ -363,7 +806,9 @@ impl Operator {
         loaded: Option<Result<Loaded, String>>,
     ) -> Response {
         match req {
-            Request::Show { .. } => Response::refused("internal: show is not a change"),
+            Request::Show { .. } | Request::Add { .. } | Request::Remove { .. } => {
+                Response::refused("internal: not a change of this kind")
+            }
             Request::Backend { op, name, force } => {
                 let i = match self.resolve(&name) {
                     Ok(i) => i,
@@ -454,7 +899,7 @@ impl Operator {
                     }
                     engine.set_agent(kind);
                     *reloader = None;
-                    if let Ok(mut m) = self.model.lock() {
+                    if let Ok(mut m) = self.ctx.model.lock() {
                         *m = None;
                     }
                     return Response::done(format!("agent {}", kind.name()));
@@ -477,10 +922,10 @@ impl Operator {
                 engine.set_agent(kind);
                 engine.install(Policy::new(loaded));
                 self.metrics.reload(true);
-                if let Ok(mut m) = self.model.lock() {
+                if let Ok(mut m) = self.ctx.model.lock() {
                     *m = Some(path.clone());
                 }
-                *reloader = match Reloader::start(&path, self.addrs.len()) {
+                *reloader = match Reloader::start(&path, self.set.len()) {
                     Ok(r) => Some(r),
                     Err(e) => {
                         tracing::warn!(error = %e, "no model watcher: SIGHUP and file changes will not reload");
@@ -580,6 +1025,9 @@ impl Operator {
             let Some((admin, cap)) = engine.operator(i) else {
                 continue;
             };
+            if engine.is_removed(i) {
+                continue;
+            }
             if admin != engine.configured(i) || cap.is_some() {
                 self.state.backends.insert(
                     *addr,
@@ -606,6 +1054,7 @@ impl Operator {
                 let rows: Vec<BackendRow> = engine
                     .names()
                     .enumerate()
+                    .filter(|&(i, _)| !engine.is_removed(i))
                     .map(|(i, name)| {
                         let (op, cap) = engine.operator(i).unwrap_or_default();
                         let agg = engine.stats().backends.get(i);
@@ -646,10 +1095,37 @@ impl Operator {
                     state_file: self.state_path.as_ref().map(|p| p.display().to_string()),
                 })
             }
+            ShowWhat::Flows => {
+                let rows: Vec<FlowRow> = engine
+                    .names()
+                    .enumerate()
+                    .filter(|&(i, _)| !engine.is_removed(i))
+                    .map(|(i, name)| {
+                        let b = engine.stats().backends.get(i).cloned().unwrap_or_default();
+                        let ms = |v: &[u32]| {
+                            let mut v = v.to_vec();
+                            crate::stats::mean_p95_s(&mut v).map(|(m, p)| (m * 1e3, p * 1e3))
+                        };
+                        FlowRow {
+                            index: i,
+                            address: name.to_string(),
+                            active: b.active_flows,
+                            half_open: b.half_open,
+                            new_last_cycle: b.d_new_flows,
+                            new_total: b.new_flows,
+                            handshake_timeouts: b.handshake_timeouts,
+                            duration_ms: ms(&b.duration_us),
+                            fct_ms: ms(&b.fct_us),
+                        }
+                    })
+                    .collect();
+                serde_json::to_value(rows)
+            }
             ShowWhat::Health => {
                 let rows: Vec<HealthRow> = engine
                     .names()
                     .enumerate()
+                    .filter(|&(i, _)| !engine.is_removed(i))
                     .map(|(i, name)| {
                         let (run, failed) = engine.health_board().counts(i);
                         HealthRow {
@@ -676,6 +1152,109 @@ impl Operator {
     }
 }
 
+/// `aa:bb:cc:dd:ee:ff`.
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+fn format_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The persisted form of a set (ports that are the default are left out).
+fn members_of(set: &[BackendEntry], targets: &[SocketAddr], default_port: u16) -> Vec<MemberState> {
+    set.iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let ip = e.ip()?;
+            let port = targets
+                .get(i)
+                .map(SocketAddr::port)
+                .filter(|&p| p != default_port);
+            Some(MemberState {
+                address: ip,
+                port,
+                mac: format_mac(&e.mac),
+                weight: e.base_weight as f32 / WEIGHT_ONE as f32,
+                removed: !served(e),
+            })
+        })
+        .collect()
+}
+
+/// The set and targets the operator state's members describe, over the
+/// configuration's set (whose VIP membership an index keeps when its address
+/// is the same); new members join every VIP.
+pub fn set_of_members(
+    members: &[MemberState],
+    configured: &[BackendEntry],
+    n_vips: usize,
+    default_port: u16,
+) -> Result<(Vec<BackendEntry>, Vec<SocketAddr>), String> {
+    let all = if n_vips >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << n_vips) - 1
+    };
+    let mut set = Vec::with_capacity(members.len());
+    let mut targets = Vec::with_capacity(members.len());
+    for (i, m) in members.iter().enumerate() {
+        let mac = parse_mac(&m.mac)
+            .ok_or_else(|| format!("state file: members[{i}].mac {:?} is not a MAC", m.mac))?;
+        if !(m.weight.is_finite() && m.weight > 0.0 && m.weight <= 256.0) {
+            return Err(format!(
+                "state file: members[{i}].weight {} is out of range",
+                m.weight
+            ));
+        }
+        let (family, addr) = match m.address {
+            IpAddr::V4(a) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&a.octets());
+                (0u8, b)
+            }
+            IpAddr::V6(a) => (1u8, a.octets()),
+        };
+        let vip_mask = configured
+            .get(i)
+            .filter(|c| c.family == family && c.addr == addr)
+            .map_or(all, |c| c.vip_mask);
+        set.push(BackendEntry {
+            addr,
+            mac,
+            family,
+            admin: if m.removed {
+                set_admin::REMOVED
+            } else {
+                set_admin::ACTIVE
+            },
+            base_weight: marllb_policy::action::to_q16(m.weight),
+            vip_mask,
+        });
+        targets.push(SocketAddr::new(m.address, m.port.unwrap_or(default_port)));
+    }
+    if set.len() < configured.len() || set.len() > marllb_core::MAX_BACKENDS {
+        return Err(format!(
+            "state file: {} members for a data plane configured with {} backends",
+            set.len(),
+            configured.len()
+        ));
+    }
+    Ok((set, targets))
+}
+
 fn describe(a: OpAdmin) -> &'static str {
     match a {
         OpAdmin::None => "active",
@@ -691,5 +1270,7 @@ fn command_name(r: &Request) -> &'static str {
         Request::Weight { .. } => "weight",
         Request::Policy { .. } => "policy",
         Request::ModelReload => "model-reload",
+        Request::Add { .. } => "add",
+        Request::Remove { .. } => "remove",
     }
 }

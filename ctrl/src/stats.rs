@@ -84,6 +84,16 @@ impl StatsReader {
         })
     }
 
+    /// Covers `n` backends from now on (after a backend set changed the
+    /// count); new ones start with no history. The data plane's counters of a
+    /// reused index continue, so its previous counters are kept.
+    pub fn resize(&mut self, n: usize) {
+        for p in &mut self.prev {
+            p.resize(n, [0; 4]);
+        }
+        self.backends.resize(n, BackendAgg::default());
+    }
+
     /// Reads every worker and merges. A worker whose read fails contributes
     /// nothing this cycle (its counters are picked up next time).
     pub fn read(&mut self, ctrl: &Controller<'_>) -> ReadSummary {

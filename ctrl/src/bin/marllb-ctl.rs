@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use marllb_ctrl::api::{
-    call, AdminOp, BackendRow, HealthRow, PolicyView, Request, Response, ShowWhat, VipRow,
+    call, AdminOp, BackendRow, FlowRow, HealthRow, PolicyView, Request, Response, ShowWhat, VipRow,
 };
 use marllb_ctrl::config::default_control_socket;
 
@@ -30,7 +30,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Shows backends (default), VIPs, the policy or health.
+    /// Shows backends (default), VIPs, flows, the policy or health.
     Show {
         /// What.
         #[arg(value_enum, default_value = "backends")]
@@ -80,6 +80,29 @@ enum BackendCmd {
     Up {
         /// Address or index.
         name: String,
+    },
+    /// Adds a backend: the data plane serves it without a restart (it joins
+    /// every VIP; answered once the data plane applied it).
+    Add {
+        /// ADDR or ADDR:PORT ([V6]:PORT); the port is the health check's.
+        address: String,
+        /// MAC the data plane sends to (default: the one every backend shares).
+        #[arg(long)]
+        mac: Option<String>,
+        /// Configured weight (default 1).
+        #[arg(long)]
+        weight: Option<f32>,
+        /// Add it even if a health check of it fails now.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Removes a backend (drain it first; its index is kept).
+    Remove {
+        /// Address or index.
+        name: String,
+        /// Even if it takes new flows or still has active ones (re-placed).
+        #[arg(long)]
+        force: bool,
     },
     /// Caps the backend's weight (the policy cannot exceed it); `none` clears.
     Weight {
@@ -152,6 +175,21 @@ fn request(cmd: &Cmd) -> Result<Request, String> {
             BackendCmd::Undrain { name } => backend(AdminOp::Undrain, name, false),
             BackendCmd::Down { name, force } => backend(AdminOp::Down, name, *force),
             BackendCmd::Up { name } => backend(AdminOp::Up, name, false),
+            BackendCmd::Add {
+                address,
+                mac,
+                weight,
+                force,
+            } => Request::Add {
+                address: address.clone(),
+                mac: mac.clone(),
+                weight: *weight,
+                force: *force,
+            },
+            BackendCmd::Remove { name, force } => Request::Remove {
+                name: name.clone(),
+                force: *force,
+            },
             BackendCmd::Weight { name, weight } => Request::Weight {
                 name: name.clone(),
                 weight: match weight.as_str() {
@@ -260,6 +298,40 @@ fn print_human(req: &Request, r: &Response) -> Result<(), serde_json::Error> {
                 "state file:   {}",
                 p.state_file.as_deref().unwrap_or("- (not persisted)")
             );
+        }
+        Request::Show {
+            what: ShowWhat::Flows,
+        } => {
+            let rows: Vec<FlowRow> = serde_json::from_value(data)?;
+            println!(
+                "{:>3} {:<40} {:>8} {:>9} {:>8} {:>10} {:>9} {:>17} {:>17}",
+                "IDX",
+                "BACKEND",
+                "ACTIVE",
+                "HALF-OPEN",
+                "NEW/CYC",
+                "NEW",
+                "SYN-TMO",
+                "DURATION ms",
+                "FCT ms"
+            );
+            let pair =
+                |p: Option<(f64, f64)>| p.map_or("-".into(), |(m, q)| format!("{m:.1} / {q:.1}"));
+            for f in rows {
+                println!(
+                    "{:>3} {:<40} {:>8} {:>9} {:>8} {:>10} {:>9} {:>17} {:>17}",
+                    f.index,
+                    f.address,
+                    f.active,
+                    f.half_open,
+                    f.new_last_cycle,
+                    f.new_total,
+                    f.handshake_timeouts,
+                    pair(f.duration_ms),
+                    pair(f.fct_ms)
+                );
+            }
+            println!("(mean / p95 of the last window; connections are listed by the data plane)");
         }
         Request::Show {
             what: ShowWhat::Health,
