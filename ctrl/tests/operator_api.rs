@@ -342,3 +342,181 @@ fn policy_set_and_model_reload_with_a_learned_agent() {
     assert_eq!(dp.last().unwrap().weights, vec![lvl(0); 3]);
     assert!(c.stop().success());
 }
+
+#[test]
+fn backends_added_and_removed_at_run_time_and_kept_across_restarts() {
+    let dp = Dp::start_with("api-set", &addrs(), 1);
+    let dir = TempDir::new("api-set");
+    let (c, socket) = start(&dp, &dir.0, &["--agent", "sed"]);
+    dp.wait_for(LONG, "controller weights", |a| {
+        a.source == Source::Controller && a.epoch > 0
+    });
+
+    // Added: served by the data plane, given weight within one cycle of the
+    // answer's epoch (the answer waits for the data plane to apply the set).
+    let t = Instant::now();
+    let r = json(
+        &socket,
+        &[
+            "backend",
+            "add",
+            "127.0.0.4:8080",
+            "--mac",
+            "02:00:00:00:00:04",
+        ],
+    );
+    let took = t.elapsed();
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("added at index 3"),
+        "{r}"
+    );
+    let epoch = r["epoch"].as_u64().unwrap();
+    let a = dp.wait_for(LONG, "four backends", |a| {
+        a.source == Source::Controller && a.weights.len() == 4 && a.weights[3] > 0
+    });
+    assert!(
+        a.epoch <= epoch + 1,
+        "new backend weighted in epoch {}, answer {epoch}",
+        a.epoch
+    );
+    eprintln!(
+        "add: answered in {:.1} ms, weighted in epoch {} (answer {epoch})",
+        took.as_secs_f64() * 1e3,
+        a.epoch
+    );
+    let rows = json(&socket, &["show", "backends"]);
+    let rows = rows["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[3]["address"], "127.0.0.4");
+    assert!(ok(&socket, &["show", "flows"]).contains("127.0.0.4"));
+
+    // Refusals change nothing.
+    refused(&socket, &["backend", "add", "127.0.0.4"], "already served");
+    refused(&socket, &["backend", "add", "not-an-ip"], "not ADDR");
+    refused(
+        &socket,
+        &["backend", "add", "127.0.0.9", "--mac", "zz"],
+        "not aa:bb:cc:dd:ee:ff",
+    );
+    refused(
+        &socket,
+        &["backend", "add", "127.0.0.9", "--weight", "0"],
+        "must be above 0",
+    );
+    refused(
+        &socket,
+        &["backend", "remove", "127.0.0.2"],
+        "drain it first",
+    );
+    refused(&socket, &["backend", "remove", "9"], "unknown backend");
+    ok(&socket, &["backend", "drain", "127.0.0.2"]);
+    dp.active[1].store(5, std::sync::atomic::Ordering::Relaxed);
+    // The controller sees the flows in a cycle or two.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let rows = json(&socket, &["show", "backends"]);
+        if rows["data"][1]["active_flows"] == 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rows}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    refused(
+        &socket,
+        &["backend", "remove", "127.0.0.2"],
+        "5 flows are still active",
+    );
+    dp.active[1].store(0, std::sync::atomic::Ordering::Relaxed);
+    let deadline = Instant::now() + LONG;
+    loop {
+        let (done, out, err) = ctl(&socket, &["backend", "remove", "127.0.0.2"]);
+        if done {
+            assert!(out.contains("removed (index 1 kept"), "{out}");
+            break;
+        }
+        assert!(err.contains("still active"), "{err}");
+        assert!(Instant::now() < deadline, "{err}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    dp.wait_for(LONG, "index 1 removed", |a| {
+        a.admin.len() == 4 && a.admin[1] == AdminState::Down && a.weights[1] == 0
+    });
+    let rows = json(&socket, &["show", "backends"]);
+    assert_eq!(rows["data"].as_array().unwrap().len(), 3, "{rows}");
+    refused(
+        &socket,
+        &["backend", "drain", "127.0.0.2"],
+        "unknown backend",
+    );
+
+    // A new backend takes the removed index. The MACs differ now, so one
+    // must be given.
+    refused(&socket, &["backend", "add", "127.0.0.6"], "give --mac");
+    let r = json(
+        &socket,
+        &["backend", "add", "127.0.0.6", "--mac", "02:00:00:00:00:06"],
+    );
+    assert!(
+        r["message"].as_str().unwrap().contains("added at index 1"),
+        "{r}"
+    );
+    dp.wait_for(LONG, "index 1 reused", |a| {
+        a.admin.len() == 4 && a.admin[1] == AdminState::Active && a.weights[1] > 0
+    });
+    let m = c.scrape();
+    let count = |cmd: &str, result: &str| {
+        m.get(
+            "marllb_operator_changes_total",
+            &[("command", cmd), ("result", result)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(count("add", "accepted"), 2.0);
+    assert_eq!(count("add", "refused"), 5.0);
+    assert_eq!(count("remove", "accepted"), 1.0);
+    let state = std::fs::read_to_string(dir.0.join("state.json")).unwrap();
+    assert!(
+        state.contains("members")
+            && state.contains("127.0.0.6")
+            && state.contains("8080")
+            && !state.contains("127.0.0.2"),
+        "{state}"
+    );
+
+    // A restarted controller finds the data plane serving the set.
+    assert!(c.stop().success());
+    dp.wait_for(LONG, "watchdog fallback", |a| {
+        a.source != Source::Controller
+    });
+    let (c, socket) = start(&dp, &dir.0, &["--agent", "sed"]);
+    dp.wait_for(LONG, "restarted controller", |a| {
+        a.source == Source::Controller && a.weights.len() == 4 && a.weights.iter().all(|&w| w > 0)
+    });
+    let rows = json(&socket, &["show", "backends"]);
+    let names: Vec<&str> = rows["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["127.0.0.1", "127.0.0.6", "127.0.0.3", "127.0.0.4"]);
+    assert!(c.stop().success());
+
+    // A fresh data plane (its configuration only) is given the operator's
+    // set at start: index 1 changes address, so it is removed first.
+    let fresh = Dp::start_with("api-set2", &addrs(), 1);
+    let (c, socket) = start(&fresh, &dir.0, &["--agent", "sed"]);
+    fresh.wait_for(LONG, "the operator's set on a fresh data plane", |a| {
+        a.source == Source::Controller && a.weights.len() == 4 && a.weights.iter().all(|&w| w > 0)
+    });
+    let rows = json(&socket, &["show", "backends"]);
+    assert_eq!(rows["data"][1]["address"], "127.0.0.6", "{rows}");
+    assert!(
+        c.log_text()
+            .contains("operator state: backend set applied by the data plane"),
+        "{}",
+        c.log_text()
+    );
+    assert!(c.stop().success());
+}
