@@ -405,8 +405,27 @@ impl Operator {
     }
 
     /// Applies every waiting request to `engine` (before its step).
+    ///
+    /// Sets the data plane has answered since are settled first, so that the
+    /// step that follows already publishes weights for an added backend (and
+    /// the answer goes out with that epoch).
     pub fn take(&mut self, engine: &mut Engine<'_>, reloader: &mut Option<Reloader>) -> Vec<Taken> {
         let mut out = Vec::new();
+        for t in std::mem::take(&mut self.waiting) {
+            match t.answer {
+                Answer::Set(c) => match self.settle(engine, c) {
+                    Ok(r) => out.push(Taken {
+                        answer: Answer::Change(r),
+                        ..t
+                    }),
+                    Err(c) => self.waiting.push(Taken {
+                        answer: Answer::Set(c),
+                        ..t
+                    }),
+                },
+                _ => out.push(t),
+            }
+        }
         while let Ok(p) = self.rx.try_recv() {
             let answer = match p.req {
                 Request::Show { what } => Answer::Show(what),
@@ -459,25 +478,22 @@ impl Operator {
         }
     }
 
-    /// Answers the requests taken before the cycle that just published, and
-    /// those whose backend set the data plane has now answered.
+    /// Answers the requests taken before the cycle that just published; an
+    /// `add` or `remove` waits (across cycles) for the data plane's answer to
+    /// its set, settled by a later [`Operator::take`].
     pub fn answer(&mut self, engine: &mut Engine<'_>, taken: Vec<Taken>) {
         let (epoch, _) = engine.progress();
-        let waiting = std::mem::take(&mut self.waiting);
-        for t in waiting.into_iter().chain(taken) {
+        for t in taken {
             let mut r = match t.answer {
                 Answer::Change(r) => r,
                 Answer::Show(what) => self.show(engine, what),
-                Answer::Set(c) => match self.settle(engine, c) {
-                    Ok(r) => r,
-                    Err(c) => {
-                        self.waiting.push(Taken {
-                            answer: Answer::Set(c),
-                            ..t
-                        });
-                        continue;
-                    }
-                },
+                Answer::Set(c) => {
+                    self.waiting.push(Taken {
+                        answer: Answer::Set(c),
+                        ..t
+                    });
+                    continue;
+                }
             };
             if r.ok {
                 r.epoch = Some(epoch);

@@ -179,6 +179,10 @@ pub struct CtrlOptions {
     pub prometheus_port: u16,
     /// Further flags (`--control-socket`, `--state-file`, ...).
     pub extra: Vec<String>,
+    /// Backends it is configured with (`--servers`); `None`: every backend of
+    /// the topology. A controller restarted after an operator added one is
+    /// still given the configuration's list (the state file has the change).
+    pub servers: Option<Vec<String>>,
 }
 
 impl Default for CtrlOptions {
@@ -190,6 +194,7 @@ impl Default for CtrlOptions {
             health: "http:/static.html".into(),
             prometheus_port: 9090,
             extra: Vec::new(),
+            servers: None,
         }
     }
 }
@@ -206,12 +211,15 @@ pub fn start_controller(
     let dir = topo.dir.join(format!("lb{i}"));
     std::fs::create_dir_all(&dir)?;
     let exe = bin("marllb-ctrl")?;
-    let servers = topo
-        .backends
-        .iter()
-        .map(|b| format!("{}:80", b.spec.addr))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let servers = match &opts.servers {
+        Some(list) => list.join(" "),
+        None => topo
+            .backends
+            .iter()
+            .map(|b| format!("{}:80", b.spec.addr))
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
     let mut args: Vec<String> = vec![
         "--shm".into(),
         shm.into(),

@@ -211,34 +211,55 @@ pub struct OperatorReport {
     pub summary: Summary,
     /// Requests that failed, with their start times.
     pub failed_at: Vec<f64>,
-    /// When the drain, the controller restart and the undrain were done (s).
+    /// When be1 was drained (s from the load's start).
     pub drained_at: f64,
-    /// Restart (controller started again).
+    /// When its last flow had finished (the metrics said 0 active).
+    pub drain_done_at: Option<f64>,
+    /// When `backend remove` answered.
+    pub removed_at: Option<f64>,
+    /// When `backend add` answered for the new backend.
+    pub added_at: Option<f64>,
+    /// The first controller restart (between drain and remove).
     pub restarted_at: f64,
-    /// Undrain.
-    pub undrained_at: f64,
+    /// The second one (after the add).
+    pub restarted_again_at: f64,
     /// Seconds from the request to `marllb-ctl`'s answer, per change.
     pub answer_s: Vec<f64>,
     /// New connections the drained backend got while drained (after one cycle).
     pub new_while_drained: usize,
-    /// Connections to it that were open at the drain and then completed.
+    /// Connections to it that were open at the drain or the restart and then
+    /// completed.
     pub spanning_drain_ok: usize,
     /// ... and failed.
     pub spanning_drain_failed: usize,
-    /// Its admin state (metrics) right after the controller restart.
+    /// Its admin state (metrics) right after the first controller restart.
     pub admin_after_restart: Option<f64>,
-    /// New connections it got after the undrain.
-    pub new_after_undrain: usize,
+    /// Connections the removed backend got after its removal.
+    pub new_after_remove: usize,
+    /// Connections the added backend served.
+    pub served_by_added: usize,
+    /// Of the first 30 connections started after the add's answer, how many
+    /// it got (SED gives a backend with no flows the next ones).
+    pub added_of_next_30: usize,
+    /// Seconds from the add's answer to the first connection it served.
+    pub first_on_added_s: Option<f64>,
+    /// The backends `show backends` listed after the second restart.
+    pub backends_after_restart: Vec<String>,
+    /// Connections the added backend got after the second restart.
+    pub added_after_restart: usize,
 }
 
 /// Issue 16's scenario: under load, an operator drains a backend with
 /// `marllb-ctl` (no new flows to it, its connections complete), restarts the
-/// controller (the drain is kept from the state file), and undrains it (it
-/// takes new flows again within a cycle).
+/// controller (the drain is kept from the state file), removes the drained
+/// backend once its flows have finished, adds a new nginx backend (it takes
+/// new flows at once), and restarts the controller again (the changed
+/// backend set is kept).
 pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
     use crate::lb::{metrics, per_backend, start_controller, CtrlOptions};
     let specs = equal_backends(3, 0.2, 8, 128);
     let mut topo = Topology::build(prefix, &specs, 1, dir)?;
+    let added_spec = topo.next_backend_spec(0.2, 8, 128);
     let shm = format!("marllb-{prefix}");
     start_dataplane(
         &mut topo,
@@ -260,21 +281,25 @@ pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
             "--state-file".into(),
             state.to_string_lossy().into_owned(),
         ],
+        // The configuration's backends, also after the add.
+        servers: Some(specs.iter().map(|b| format!("{}:80", b.addr)).collect()),
         ..CtrlOptions::default()
     };
     start_controller(&mut topo, 0, &shm, &copts)?;
     let ns = topo.lbs[0].ns.clone();
     let ctl_bin = crate::lb::bin("marllb-ctl")?;
-    let ctl = |args: &[&str]| -> Result<f64> {
+    let ctl = |args: &[&str]| -> Result<(f64, String)> {
         let t = Instant::now();
         let mut c = crate::netns::in_ns(&ns, &ctl_bin.to_string_lossy());
         c.arg("--socket").arg(&socket).args(args);
         let out = crate::netns::run(&mut c)?;
         let took = t.elapsed().as_secs_f64();
         println!("marllb-ctl {}: {}", args.join(" "), out.trim());
-        Ok(took)
+        Ok((took, out))
     };
-    let caps = capacities(&specs);
+    let mut all_specs = specs.clone();
+    all_specs.push(added_spec.clone());
+    let caps = capacities(&all_specs);
     let run = start_load(
         &mut topo,
         "load",
@@ -291,62 +316,131 @@ pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
             "--timeout",
             "10",
             "--duration",
-            "16",
+            "24",
             "--capacities",
             &caps,
         ],
     )?;
     let t0 = Instant::now();
+    let now = || t0.elapsed().as_secs_f64();
     let at = |s: f64| sleep_until(t0, s);
     let be1 = topo.backends[1].spec.addr.to_string();
     let mut answer_s = Vec::new();
+    let metric_of = |name: &str, addr: &str| {
+        metrics(&ns, copts.prometheus_port)
+            .ok()
+            .and_then(|m| per_backend(&m, name).get(addr).copied())
+    };
 
-    at(4.0);
-    let drained_at = t0.elapsed().as_secs_f64();
-    answer_s.push(ctl(&["backend", "drain", &be1])?);
-    at(8.0);
+    at(3.0);
+    let drained_at = now();
+    answer_s.push(ctl(&["backend", "drain", &be1])?.0);
+    at(6.0);
     topo.tb.kill("ctrl0");
     start_controller(&mut topo, 0, &shm, &copts)?;
-    let restarted_at = t0.elapsed().as_secs_f64();
+    let restarted_at = now();
     // The first cycle's admin state of be1 (bounded wait for that cycle).
-    let admin_of = || {
-        metrics(&ns, copts.prometheus_port).ok().and_then(|m| {
-            per_backend(&m, "marllb_backend_admin_state")
-                .get(&be1)
-                .copied()
-        })
-    };
+    let admin_of = || metric_of("marllb_backend_admin_state", &be1);
     wait_for(|| admin_of().is_some(), Duration::from_secs(3));
     let admin_after_restart = admin_of();
     ctl(&["show", "backends"])?;
-    at(12.0);
-    let undrained_at = t0.elapsed().as_secs_f64();
-    answer_s.push(ctl(&["backend", "undrain", &be1])?);
+
+    // Remove be1 once its flows have finished (bounded).
+    let drain_done_at = wait_for(
+        || metric_of("marllb_backend_active_flows", &be1) == Some(0.0),
+        Duration::from_secs(8),
+    )
+    .map(|_| now());
+    let removed_at = match drain_done_at {
+        Some(_) => {
+            answer_s.push(ctl(&["backend", "remove", &be1])?.0);
+            Some(now())
+        }
+        None => None,
+    };
+
+    // A new nginx backend, started now, added with its MAC.
+    at(10.0);
+    let j = topo.add_backend(added_spec.clone())?;
+    let (added_addr, added_mac) = (
+        topo.backends[j].spec.addr.to_string(),
+        topo.backends[j].mac.clone(),
+    );
+    let (took, _) = ctl(&[
+        "backend",
+        "add",
+        &format!("{added_addr}:80"),
+        "--mac",
+        &added_mac,
+    ])?;
+    answer_s.push(took);
+    let added_at = Some(now());
+    ctl(&["show", "backends"])?;
+
+    at(15.0);
+    topo.tb.kill("ctrl0");
+    start_controller(&mut topo, 0, &shm, &copts)?;
+    let restarted_again_at = now();
+    let (_, shown) = ctl(&["--json", "show", "backends"])?;
+    let backends_after_restart: Vec<String> = serde_json::from_str::<serde_json::Value>(&shown)
+        .ok()
+        .and_then(|v| {
+            v["data"].as_array().map(|rows| {
+                rows.iter()
+                    .filter_map(|r| r["address"].as_str().map(String::from))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    ctl(&["show", "flows"])?;
 
     let (summary, records) = run.finish(&mut topo, Duration::from_secs(90))?;
-    // One cycle (200 ms) plus the client's start-up after the drain.
+    // One cycle (200 ms) plus the client's start-up after a change.
     let settle = 0.5;
-    let on_be1 = |r: &&Record| r.backend.as_deref() == Some("be1");
+    let on = on_backend;
     let new_while_drained = records
         .iter()
-        .filter(on_be1)
-        .filter(|r| r.at > drained_at + settle && r.at < undrained_at)
+        .filter(on("be1"))
+        .filter(|r| r.at > drained_at + settle)
         .count();
-    // Open on be1 at the drain or at the controller restart.
     let spans = |r: &&Record, t: f64| r.at < t && r.at + r.latency_ms / 1e3 > t;
     let spanning: Vec<&Record> = records
         .iter()
-        .filter(on_be1)
+        .filter(on("be1"))
         .filter(|r| spans(r, drained_at) || spans(r, restarted_at))
         .collect();
     let spanning_drain_failed = spanning
         .iter()
         .filter(|r| r.outcome != crate::load::Outcome::Ok)
         .count();
-    let new_after_undrain = records
+    let new_after_remove = removed_at.map_or(0, |t| {
+        records
+            .iter()
+            .filter(on("be1"))
+            .filter(|r| r.at > t)
+            .count()
+    });
+    let on_added: Vec<&Record> = records.iter().filter(on(&added_spec.id)).collect();
+    // Of the first 30 connections started after the add's answer (about a
+    // second, five cycles), those it got.
+    let mut after_add: Vec<&Record> =
+        added_at.map_or_else(Vec::new, |t| records.iter().filter(|r| r.at >= t).collect());
+    after_add.sort_by(|a, b| a.at.total_cmp(&b.at));
+    let added_of_next_30_ = after_add
         .iter()
-        .filter(on_be1)
-        .filter(|r| r.at > undrained_at + settle)
+        .take(30)
+        .filter(|r| r.backend.as_deref() == Some(added_spec.id.as_str()))
+        .count();
+    let first_on_added_s = added_at.and_then(|t| {
+        on_added
+            .iter()
+            .map(|r| r.at - t)
+            .filter(|d| *d >= -0.2)
+            .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.min(d))))
+    });
+    let added_after_restart = on_added
+        .iter()
+        .filter(|r| r.at > restarted_again_at + settle)
         .count();
     let failed_at: Vec<f64> = records
         .iter()
@@ -357,14 +451,22 @@ pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
         summary,
         failed_at,
         drained_at,
+        drain_done_at,
+        removed_at,
+        added_at,
         restarted_at,
-        undrained_at,
+        restarted_again_at,
         answer_s,
         new_while_drained,
         spanning_drain_ok: spanning.len() - spanning_drain_failed,
         spanning_drain_failed,
         admin_after_restart,
-        new_after_undrain,
+        new_after_remove,
+        served_by_added: on_added.len(),
+        added_of_next_30: added_of_next_30_,
+        first_on_added_s,
+        backends_after_restart,
+        added_after_restart,
     };
     println!("operator scenario: {report:?}");
     Ok(report)
@@ -393,6 +495,11 @@ pub struct FailureReport {
     pub prometheus_samples: usize,
     /// Points of the fairness index's time series Prometheus returned.
     pub prometheus_fairness_points: usize,
+}
+
+/// Records of requests backend `id` answered.
+fn on_backend(id: &str) -> impl Fn(&&Record) -> bool + '_ {
+    move |r| r.backend.as_deref() == Some(id)
 }
 
 /// Sleeps until `s` seconds after `t0` (returns at once if that has passed).
