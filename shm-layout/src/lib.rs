@@ -8,7 +8,7 @@
 //! ```text
 //! offset 0       HeaderBlock   magic, version, layout hash, sizes, counts, pid,
 //!                              data-plane heartbeat, closed flag
-//!        128     ConfigBlock   VIPs and backends the data plane serves (once)
+//!        128     ConfigBlock   VIPs and backends the data plane was configured with
 //!        8896    ControlBlock  controller heartbeat; seqlock'd WeightsFrame
 //!        10368   BackendSetBlock seqlock'd BackendSetFrame (backends added or
 //!                              removed at run time) and the data plane's answer
