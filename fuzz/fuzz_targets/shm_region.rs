@@ -1,8 +1,11 @@
-//! Arbitrary bytes as a region header and as a weights frame: validation either
-//! fails or yields only in-range values (the Kani harness bodies).
+//! Arbitrary bytes as a region header, a weights frame and a backend set:
+//! validation either fails or yields only in-range values (the Kani harness
+//! bodies).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use marllb_kani::{header_image, weights_image, HEADER_BYTES, WEIGHTS_BYTES};
+use marllb_kani::{
+    backend_set_image, header_image, weights_image, HEADER_BYTES, SET_BYTES, WEIGHTS_BYTES,
+};
 use marllb_shm::validate::Expect;
 
 fuzz_target!(|data: &[u8]| {
@@ -24,4 +27,14 @@ fuzz_target!(|data: &[u8]| {
     let backends = 1 + usize::from(data.first().copied().unwrap_or(0));
     let reseal = data.get(3).is_some_and(|b| b & 1 == 1);
     weights_image(&w, backends, reseal);
+
+    // A set: the input's bytes from offset 4 (so short inputs give small
+    // counts and few entries), resealed mostly.
+    let mut b = [0u8; SET_BYTES];
+    let tail = data.get(4..).unwrap_or_default();
+    let n = tail.len().min(SET_BYTES);
+    b[..n].copy_from_slice(&tail[..n]);
+    let current = 1 + usize::from(data.get(1).copied().unwrap_or(0) % 8);
+    let vips = 1 + usize::from(data.get(2).copied().unwrap_or(0) % 4);
+    backend_set_image(&b, current, vips, data.get(3).is_none_or(|x| x & 3 != 0));
 });

@@ -18,6 +18,9 @@
 //!    hash (primary and alternate buckets, for several table sizes).
 //! 6. [`rewrite_in_bounds`]: the rewrite never panics, reports a frame inside the
 //!    buffer, and changes no byte outside the old and the new frame.
+//! 7. [`backend_set_image`]: any byte image of a backend set is refused, or it
+//!    keeps every served index's address, never shrinks, serves no address
+//!    twice, and leaves every VIP a member with valid entries only.
 
 use marllb_core::select::AliasTable;
 use marllb_core::service::AdminState;
@@ -91,6 +94,65 @@ pub fn weights_image(bytes: &[u8; WEIGHTS_BYTES], n: usize, reseal: bool) -> boo
             false
         }
     }
+}
+
+/// Size of a backend-set frame.
+pub const SET_BYTES: usize = core::mem::size_of::<marllb_shm::layout::BackendSetFrame>();
+
+/// (7) A backend set (resealed first when `reseal`) checked against a
+/// served set of `current` backends (addresses 10.0.0.1.., one VIP each of
+/// `n_vips`) is either refused or keeps the contract of
+/// `marllb_shm::backend_set`. Returns whether it passed.
+pub fn backend_set_image(
+    bytes: &[u8; SET_BYTES],
+    current: usize,
+    n_vips: usize,
+    reseal: bool,
+) -> bool {
+    use marllb_shm::backend_set::{check_set, served};
+    use marllb_shm::layout::{admin, BackendEntry, BackendSetFrame};
+    let mut frame: BackendSetFrame = zerocopy::transmute!(*bytes);
+    if reseal {
+        frame.seal();
+    }
+    let mut cur: BackendSetFrame = zerocopy::transmute!([0u8; SET_BYTES]);
+    let current = current.clamp(1, MAX_BACKENDS);
+    let vips = n_vips.clamp(1, marllb_shm::layout::MAX_VIPS);
+    for (i, e) in cur.backends.iter_mut().take(current).enumerate() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[10, 0, (i >> 8) as u8, i as u8 + 1]);
+        *e = BackendEntry {
+            addr,
+            base_weight: marllb_core::WEIGHT_ONE,
+            vip_mask: 1 << (i % vips),
+            ..BackendEntry::default()
+        };
+    }
+    cur.count = current as u32;
+    cur.seal();
+    let ok = check_set(&frame, &cur, vips).is_ok();
+    if ok {
+        let e = frame.entries();
+        assert!(!e.is_empty() && e.len() <= MAX_BACKENDS && e.len() >= current);
+        for (i, x) in e.iter().enumerate() {
+            if !served(x) {
+                assert_eq!(x.admin, admin::REMOVED);
+                continue;
+            }
+            assert!(x.family <= 1 && x.base_weight > 0 && x.base_weight <= MAX_WEIGHT);
+            assert!(x.vip_mask != 0 && x.vip_mask >> vips == 0);
+            if let Some(c) = cur.entries().get(i) {
+                assert_eq!((c.family, c.addr), (x.family, x.addr));
+            }
+            assert!(!e[..i]
+                .iter()
+                .any(|o| served(o) && (o.family, o.addr) == (x.family, x.addr)));
+        }
+        for v in 0..vips {
+            assert!(e.iter().any(|x| served(x) && x.vip_mask & (1 << v) != 0));
+        }
+    }
+    ok
 }
 
 /// Payload words of the seqlock model.

@@ -82,6 +82,38 @@ proptest! {
     }
 
     #[test]
+    fn backend_set_image_holds(
+        entries in proptest::collection::vec(
+            (0u8..4, 0u8..3, prop_oneof![Just(0u32), Just(65536u32), any::<u32>()], 0u32..8, 0u8..3),
+            0..10,
+        ),
+        count_extra in 0u32..3,
+        current in 1usize..=6,
+        n_vips in 1usize..=3,
+        reseal in prop_oneof![9 => Just(true), 1 => Just(false)],
+    ) {
+        // Small structured sets: addresses mostly those served (10.0.0.1..),
+        // admin 0/3 mostly, weights 0/1/any, masks over 3 VIPs.
+        use marllb_shm::layout::{BackendEntry, BackendSetFrame};
+        let mut f: BackendSetFrame = zerocopy::transmute!([0u8; SET_BYTES]);
+        for (i, (a, fam, w, mask, adm)) in entries.iter().enumerate() {
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&[10, 0, 0, if *a == 3 { 99 } else { i as u8 + 1 + a }]);
+            f.backends[i] = BackendEntry {
+                addr,
+                family: if *fam == 2 { 7 } else { 0 },
+                admin: [0u8, 3, 1][usize::from(*adm)],
+                base_weight: *w,
+                vip_mask: *mask,
+                ..BackendEntry::default()
+            };
+        }
+        f.count = entries.len() as u32 + count_extra;
+        let bytes: [u8; SET_BYTES] = zerocopy::transmute!(f);
+        backend_set_image(&bytes, current, n_vips, reseal);
+    }
+
+    #[test]
     fn seqlock_interleaving_holds(schedule in proptest::collection::vec(any::<bool>(), 0..64), gens in 1u64..=4) {
         seqlock_interleaving(&schedule, gens);
     }
@@ -222,4 +254,46 @@ mod core_harnesses {
             rewrite_in_bounds(&mut buf, &case);
         }
     }
+}
+
+/// The backend-set harness accepts valid sets (so its checks run) and
+/// refuses a readdressed index.
+#[test]
+fn backend_set_harness_is_not_vacuous() {
+    use marllb_shm::layout::{admin, BackendEntry, BackendSetFrame};
+    let entry = |last: u8, mask: u32| {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[10, 0, 0, last]);
+        BackendEntry {
+            addr,
+            base_weight: marllb_core::WEIGHT_ONE,
+            vip_mask: mask,
+            ..BackendEntry::default()
+        }
+    };
+    let image = |es: &[BackendEntry]| {
+        let mut f: BackendSetFrame = zerocopy::transmute!([0u8; SET_BYTES]);
+        f.backends[..es.len()].copy_from_slice(es);
+        f.count = es.len() as u32;
+        let b: [u8; SET_BYTES] = zerocopy::transmute!(f);
+        b
+    };
+    // Two served (one VIP each of two), one added in both.
+    let ok = image(&[entry(1, 1), entry(2, 2), entry(9, 3)]);
+    assert!(backend_set_image(&ok, 2, 2, true));
+    assert!(!backend_set_image(&ok, 2, 2, false)); // checksum
+    let mut removed = entry(2, 2);
+    removed.admin = admin::REMOVED;
+    assert!(backend_set_image(
+        &image(&[entry(1, 3), removed]),
+        2,
+        2,
+        true
+    ));
+    assert!(!backend_set_image(
+        &image(&[entry(1, 1), entry(7, 2)]),
+        2,
+        2,
+        true
+    ));
 }
