@@ -358,6 +358,55 @@ mod tests {
         assert_eq!(s.with_backend_set(&bad), Err(SetError::Family { index: 0 }));
     }
 
+    /// Adding or removing a backend moves few flows in the consistent table
+    /// (Maglev): an add takes about 1/(N+1) of them, a removal only those on
+    /// the removed backend, plus Maglev's small reshuffle among the others.
+    #[test]
+    fn backend_set_changes_the_consistent_table_minimally() {
+        use marllb_shm::layout::admin;
+        let s = spec();
+        let mut e = entries(&s);
+        let table = |sp: &ServiceSpec| {
+            let svc = sp.build(None, None).expect("builds");
+            (0..20_000u64)
+                .map(|k| {
+                    svc.vip(0)
+                        .and_then(|v| v.consistent(k.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+                })
+                .collect::<Vec<_>>()
+        };
+        let before = table(&s);
+        let mut added = e[0];
+        added.addr[3] = 50;
+        e.push(added);
+        let grown = s.with_backend_set(&e).expect("adds");
+        let after = table(&grown);
+        let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        let to_new = after.iter().filter(|b| **b == Some(3)).count();
+        let moved_frac = moved as f64 / before.len() as f64;
+        let shuffled = moved
+            - before
+                .iter()
+                .zip(&after)
+                .filter(|(a, b)| a != b && **b == Some(3))
+                .count();
+        println!("add: {moved_frac:.3} of flows moved ({to_new} to the new backend, {shuffled} among the old)");
+        assert!(moved_frac < 0.27, "{moved_frac}");
+        assert!(shuffled * 500 < before.len(), "{shuffled}");
+        // Remove index 1: flows on the others stay (all but Maglev's reshuffle).
+        e[1].admin = admin::REMOVED;
+        let shrunk = grown.with_backend_set(&e).expect("removes");
+        let last = table(&shrunk);
+        let kept_moved = after
+            .iter()
+            .zip(&last)
+            .filter(|(a, b)| **a != Some(1) && a != b)
+            .count();
+        println!("remove: {kept_moved} flows of the remaining backends moved");
+        assert!(last.iter().all(|b| *b != Some(1)));
+        assert!(kept_moved * 500 < before.len(), "{kept_moved}");
+    }
+
     #[test]
     fn refusals_name_the_step_and_entry() {
         let mut s = spec();
