@@ -184,6 +184,13 @@ pub struct RunArgs {
     /// atomically). Default: not persisted.
     #[arg(long)]
     pub state_file: Option<PathBuf>,
+    /// BIRD's control socket: announce the VIPs over BGP while this node can
+    /// serve (see `[bgp]`). Default: no BGP.
+    #[arg(long)]
+    pub bgp_socket: Option<PathBuf>,
+    /// The BIRD protocol holding the VIP routes (disabled in BIRD's config).
+    #[arg(long)]
+    pub bgp_protocol: Option<String>,
 }
 
 /// `ctrl.toml`. Every key is optional; see the README for the reference.
@@ -224,6 +231,28 @@ pub struct FileConfig {
     pub control_socket: Option<PathBuf>,
     /// Operator state file.
     pub state_file: Option<PathBuf>,
+    /// BGP announcement through BIRD.
+    pub bgp: Option<BgpFile>,
+}
+
+/// `[bgp]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpFile {
+    /// BIRD's control socket.
+    pub socket: Option<PathBuf>,
+    /// BIRD protocol holding the VIP routes.
+    pub protocol: Option<String>,
+    /// Cycles able to serve before announcing.
+    pub rise: Option<u32>,
+    /// Cycles unable to serve before withdrawing.
+    pub fall: Option<u32>,
+    /// The data plane is alive while its heartbeat moved this recently.
+    #[serde(default, with = "humantime_serde")]
+    pub dp_timeout: Option<Duration>,
+    /// The state is re-sent to BIRD this often.
+    #[serde(default, with = "humantime_serde")]
+    pub reassert: Option<Duration>,
 }
 
 /// `[prometheus]`.
@@ -418,6 +447,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Passive signal.
     pub passive: PassiveSettings,
+    /// BGP announcement (`None`: no BGP).
+    pub bgp: Option<crate::bgp::BgpSettings>,
     /// Runtime API socket (`None`: disabled).
     pub control_socket: Option<PathBuf>,
     /// The socket was asked for explicitly (failing to bind it is fatal;
@@ -605,7 +636,53 @@ impl Settings {
         {
             return Err(bad("state_file", "empty path"));
         }
+        let bf = file.bgp.unwrap_or_default();
+        let bgp = match args.bgp_socket.clone().or(bf.socket) {
+            None => None,
+            Some(socket) => {
+                let d = crate::bgp::BgpSettings::new(socket);
+                let protocol = args
+                    .bgp_protocol
+                    .clone()
+                    .or(bf.protocol)
+                    .unwrap_or(d.protocol.clone());
+                if protocol.is_empty()
+                    || !protocol
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    return Err(bad(
+                        "bgp.protocol",
+                        "a BIRD protocol name: letters, digits and _",
+                    ));
+                }
+                let rise = bf.rise.unwrap_or(d.rise);
+                if rise == 0 {
+                    return Err(bad("bgp.rise", "must be at least 1"));
+                }
+                let fall = bf.fall.unwrap_or(d.fall);
+                if fall == 0 {
+                    return Err(bad("bgp.fall", "must be at least 1"));
+                }
+                let dp_timeout = bf.dp_timeout.unwrap_or(d.dp_timeout);
+                if dp_timeout.is_zero() {
+                    return Err(bad("bgp.dp_timeout", "must be above 0"));
+                }
+                Some(crate::bgp::BgpSettings {
+                    protocol,
+                    rise,
+                    fall,
+                    dp_timeout,
+                    reassert: bf
+                        .reassert
+                        .unwrap_or(d.reassert)
+                        .max(Duration::from_secs(1)),
+                    ..d
+                })
+            }
+        };
         Ok(Settings {
+            bgp,
             control_socket,
             control_socket_explicit,
             state_file,
@@ -737,6 +814,41 @@ mod tests {
         a.agent = Some(AgentKind::Qmix);
         let e = Settings::merge(&a, FileConfig::default()).expect_err("model");
         assert!(e.to_string().starts_with("model"), "{e}");
+    }
+
+    #[test]
+    fn bgp_settings_are_checked_naming_the_key() {
+        let s = Settings::merge(&args(), FileConfig::default()).expect("valid");
+        assert_eq!(s.bgp, None);
+        let f =
+            parse_file("[bgp]\nsocket = \"/run/bird/lb0.ctl\"\nrise = 5\ndp_timeout = \"300ms\"\n")
+                .expect("parses");
+        let b = Settings::merge(&args(), f)
+            .expect("valid")
+            .bgp
+            .expect("bgp");
+        assert_eq!((b.protocol.as_str(), b.rise, b.fall), ("marllb_vip", 5, 2));
+        assert_eq!(b.dp_timeout, Duration::from_millis(300));
+        for (toml, key) in [
+            ("socket = \"/x\"\nrise = 0", "bgp.rise"),
+            ("socket = \"/x\"\nfall = 0", "bgp.fall"),
+            ("socket = \"/x\"\nprotocol = \"a b\"", "bgp.protocol"),
+            ("socket = \"/x\"\ndp_timeout = \"0s\"", "bgp.dp_timeout"),
+        ] {
+            let f = parse_file(&format!("[bgp]\n{toml}\n")).expect("parses");
+            let e = Settings::merge(&args(), f).expect_err(key);
+            assert!(e.to_string().starts_with(key), "{e}");
+        }
+        let e = parse_file("[bgp]\nsokcet = \"/x\"\n").expect_err("unknown key");
+        assert!(e.to_string().contains("sokcet"), "{e}");
+        let mut a = args();
+        a.bgp_socket = Some("/run/bird/x.ctl".into());
+        a.bgp_protocol = Some("vip_lb0".into());
+        let b = Settings::merge(&a, FileConfig::default())
+            .expect("valid")
+            .bgp
+            .expect("bgp");
+        assert_eq!(b.protocol, "vip_lb0");
     }
 
     #[test]

@@ -339,6 +339,17 @@ impl<'r> Engine<'r> {
         self.ctrl.set_answer()
     }
 
+    /// Whether this node can serve, as of the last cycle: its data plane's
+    /// heartbeat moved within `dp_timeout` and some backend takes new flows
+    /// (healthy, served, without an operator's drain or down).
+    pub fn can_serve(&self, dp_timeout: Duration) -> bool {
+        let alive = self.dp_hb != 0
+            && self
+                .last_cycle
+                .is_some_and(|t| t.saturating_duration_since(self.dp_hb_changed) <= dp_timeout);
+        alive && self.others_taking_flows(usize::MAX) > 0
+    }
+
     /// `true` when index `i` was removed from the backend set.
     pub fn is_removed(&self, i: usize) -> bool {
         self.removed.get(i).copied().unwrap_or(false)

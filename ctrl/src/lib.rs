@@ -28,6 +28,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod bgp;
 pub mod config;
 #[cfg(feature = "inference")]
 pub mod engine;

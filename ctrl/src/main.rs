@@ -14,7 +14,7 @@ use marllb_ctrl::health::{Checkers, HealthBoard};
 use marllb_ctrl::metrics::{serve as serve_metrics, Metrics};
 use marllb_ctrl::model::{describe, Loaded, Policy};
 use marllb_ctrl::operator::OperatorState;
-use marllb_ctrl::runner::{run_loop, Flags, Reloader};
+use marllb_ctrl::runner::{run_loop, Bgp, Flags, Reloader};
 use marllb_ctrl::server::{serve, set_of_members, ApiContext, Members, Operator};
 use marllb_policy::{action_to_weights, FeatureBuilder, PolicyMeta};
 use marllb_shm::{ConfigImage, Controller, Expect, ShmRegion};
@@ -347,6 +347,19 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
         }
         reloader = Some(Reloader::start(model, n)?);
     }
+    let mut bgp = settings.bgp.clone().map(|b| {
+        tracing::info!(socket = %b.socket.display(), protocol = %b.protocol, rise = b.rise, fall = b.fall,
+            "BGP: the VIPs are announced through BIRD while this node can serve");
+        Bgp {
+            announcer: marllb_ctrl::bgp::Announcer::new(b),
+            vips: config
+                .vips()
+                .iter()
+                .filter_map(|v| v.ip())
+                .map(|a| a.to_string())
+                .collect(),
+        }
+    });
     tracing::info!(
         shm = %settings.shm, backends = n, workers = view.geometry.worker_count,
         agent = engine.active_agent().name(), interval_ms = settings.interval.as_millis() as u64,
@@ -361,6 +374,7 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
                     &mut engine,
                     &mut reloader,
                     Some(&mut operator),
+                    bgp.as_mut(),
                     settings.interval,
                     &metrics,
                     &flags.stop,
@@ -373,6 +387,9 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
         Ok(())
     })?;
 
+    if let Some(b) = bgp.as_mut() {
+        b.announcer.withdraw_now();
+    }
     tracing::info!("stopping: the data plane's watchdog takes over after its heartbeat timeout");
     flags.stop.store(true, Ordering::Relaxed);
     drop(reloader);

@@ -31,6 +31,13 @@ pub struct BackendLabels {
     pub backend: String,
 }
 
+/// Labels of a per-VIP series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VipLabels {
+    /// Address.
+    pub vip: String,
+}
+
 /// Labels of the active-policy series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
@@ -115,6 +122,8 @@ pub struct Metrics {
     pub reloads: Family<ResultLabels, Counter>,
     /// 1 while every backend is down.
     pub all_down: Gauge,
+    /// 1 while the VIP is announced over BGP (with BGP configured).
+    pub bgp_announced: Family<VipLabels, Gauge>,
     /// Drops for lack of a live backend, summed over workers (monotonic).
     pub no_live_backend_drops: Gauge,
     /// Operator changes through the runtime API, by command and result.
@@ -160,6 +169,7 @@ impl Metrics {
             policy: Family::default(),
             reloads: Family::default(),
             all_down: Gauge::default(),
+            bgp_announced: Family::default(),
             no_live_backend_drops: Gauge::default(),
             operator_changes: Family::default(),
         };
@@ -293,6 +303,11 @@ impl Metrics {
             "all_backends_down",
             "1 while every backend is down",
             m.all_down.clone(),
+        );
+        r.register(
+            "bgp_announced",
+            "1 while the VIP is announced over BGP (BIRD confirmed it)",
+            m.bgp_announced.clone(),
         );
         r.register(
             "dataplane_no_live_backend_drops",

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::bgp::Announcer;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::model::{Loaded, ModelError, Policy};
@@ -157,10 +158,12 @@ impl Drop for Reloader {
 /// Runs cycles every `interval` until `stop` is set. SIGHUP sets `hup`.
 /// Operator requests (the runtime API) are applied before a cycle and
 /// answered once it has published them; `policy set` may replace `reloader`.
+#[allow(clippy::too_many_arguments)]
 pub fn run_loop(
     engine: &mut Engine<'_>,
     reloader: &mut Option<Reloader>,
     mut operator: Option<&mut crate::server::Operator>,
+    mut bgp: Option<&mut Bgp>,
     interval: Duration,
     metrics: &Metrics,
     stop: &AtomicBool,
@@ -183,6 +186,9 @@ pub fn run_loop(
         if let Some(op) = operator.as_deref_mut() {
             op.answer(engine, taken);
         }
+        if let Some(b) = bgp.as_deref_mut() {
+            b.cycle(engine, metrics, now);
+        }
         next += interval;
         let after = Instant::now();
         if after > next {
@@ -196,6 +202,30 @@ pub fn run_loop(
                 break;
             }
             std::thread::sleep((next - now).min(Duration::from_millis(20)));
+        }
+    }
+}
+
+/// The BGP announcement of this node's VIPs, as the cycle drives it.
+#[derive(Debug)]
+pub struct Bgp {
+    /// The state machine and its BIRD link.
+    pub announcer: Announcer,
+    /// The VIPs announced (for `marllb_bgp_announced{vip}`).
+    pub vips: Vec<String>,
+}
+
+impl Bgp {
+    /// After a cycle: whether the node can serve decides the announcement.
+    pub fn cycle(&mut self, engine: &Engine<'_>, metrics: &Metrics, now: Instant) {
+        let dp_timeout = self.announcer.settings().dp_timeout;
+        self.announcer.cycle(engine.can_serve(dp_timeout), now);
+        let v = i64::from(self.announcer.announced() && self.announcer.in_sync());
+        for vip in &self.vips {
+            metrics
+                .bgp_announced
+                .get_or_create(&crate::metrics::VipLabels { vip: vip.clone() })
+                .set(v);
         }
     }
 }
