@@ -8,6 +8,8 @@
 //!
 //! * [`netns`]: namespaces, veth pairs, the bridge, addresses, routes, and the
 //!   cleanup (on drop, on error and on Ctrl-C).
+//! * [`bgp`]: BIRD 2 speakers on the router and the LB nodes, so the router
+//!   learns the VIP route by BGP ([`topology::Routing::Bgp`]).
 //! * [`backend`]: nginx + php-fpm per backend, serving the busy-loop endpoint
 //!   the shared traces call (`/dummy.php/?n=LOOPS`) and a static page, with the
 //!   VIP on loopback (L2 direct server return: this kernel has no ipip/gre), and a
@@ -16,6 +18,7 @@
 //!   factors recorded) and a constant-rate mode, with per-request latency.
 
 pub mod backend;
+pub mod bgp;
 pub mod demo;
 pub mod lb;
 pub mod load;

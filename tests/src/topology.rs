@@ -13,7 +13,10 @@
 //!
 //! The router reaches the VIP through each LB node's data interface (a static
 //! neighbour 198.18.2.200+i → data0's MAC); with several LB nodes it uses a
-//! multipath route hashed on the L4 5-tuple. Backends answer the client
+//! multipath route hashed on the L4 5-tuple. That route is set by the testbed
+//! ([`Routing::Static`]) or learned from BIRD speakers on the LB nodes, which
+//! announce the VIP with their data-plane next hop over their management
+//! interface ([`Routing::Bgp`], see [`crate::bgp`]). Backends answer the client
 //! directly (L2 direct server return): the LB only rewrites MAC addresses.
 
 use std::net::Ipv4Addr;
@@ -22,6 +25,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::backend::{self, Backend, BackendSpec};
+use crate::bgp::{self, BgpSpeaker};
 use crate::netns::Testbed;
 use crate::VIP;
 
@@ -36,6 +40,9 @@ pub struct LbNode {
     pub next_hop: String,
     /// Its management address (controller side).
     pub mgmt_addr: String,
+    /// Its BGP speaker with [`Routing::Bgp`] (socket and controller flags in
+    /// [`BgpSpeaker`]).
+    pub bgp: Option<BgpSpeaker>,
 }
 
 /// A built network.
@@ -53,10 +60,38 @@ pub struct Topology {
     pub backends: Vec<Backend>,
     /// Working directory (configs, logs).
     pub dir: PathBuf,
+    /// How the router learns the VIP route.
+    pub routing: Routing,
+    /// The router's BGP speaker with [`Routing::Bgp`].
+    pub router_bgp: Option<BgpSpeaker>,
 }
 
 /// The router's address on the server segment, the backends' default route.
 pub const ROUTER_ADDR: &str = "198.18.2.1";
+
+/// Management address of LB node `i`: 198.18.2.10+i (its controller's
+/// side, and its BGP session's with [`Routing::Bgp`]).
+pub fn lb_mgmt_addr(i: usize) -> String {
+    format!("198.18.2.{}", 10 + i)
+}
+
+/// The router's next hop for LB node `i`'s data plane: 198.18.2.200+i, a
+/// permanent neighbour entry for `data0`'s MAC.
+pub fn lb_next_hop(i: usize) -> String {
+    format!("198.18.2.{}", 200 + i)
+}
+
+/// How the router learns its route to the VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Routing {
+    /// A static route set by the testbed ([`Topology::route_vip`]).
+    #[default]
+    Static,
+    /// BGP: a BIRD speaker on each LB node announces the VIP (once its
+    /// `marllb_vip` protocol is enabled) and the router's BIRD merges what it
+    /// learns into one kernel multipath route (see [`crate::bgp`]).
+    Bgp,
+}
 
 /// Address of backend `j` on the server segment: 198.18.2.100+j (room for
 /// 155 backends below the broadcast address).
@@ -65,10 +100,29 @@ pub fn backend_addr(j: usize) -> String {
 }
 
 impl Topology {
-    /// Builds client, router, `lbs` LB namespaces and the backends (started).
-    /// With `lbs == 0` the router sends the VIP straight to the first backend
-    /// (a plumbing check without a load balancer).
+    /// Builds client, router, `lbs` LB namespaces and the backends (started),
+    /// with the router's static VIP route ([`Routing::Static`]). With
+    /// `lbs == 0` the router sends the VIP straight to the first backend (a
+    /// plumbing check without a load balancer).
     pub fn build(prefix: &str, specs: &[BackendSpec], lbs: usize, dir: &Path) -> Result<Self> {
+        Self::build_with(prefix, specs, lbs, dir, Routing::Static)
+    }
+
+    /// Like [`Topology::build`], the router's VIP route learned as `routing`
+    /// says. With [`Routing::Bgp`] it starts a BIRD speaker in the router and
+    /// in each LB node and returns once every session is established; the
+    /// router has no VIP route until a node enables its `marllb_vip`
+    /// protocol ([`BgpSpeaker::enable`], or its controller).
+    pub fn build_with(
+        prefix: &str,
+        specs: &[BackendSpec],
+        lbs: usize,
+        dir: &Path,
+        routing: Routing,
+    ) -> Result<Self> {
+        if routing == Routing::Bgp && lbs == 0 {
+            bail!("BGP routing needs at least one LB node to announce the VIP");
+        }
         std::fs::create_dir_all(dir)?;
         let mut tb = Testbed::new(prefix)?;
         let client = tb.add_ns("client")?;
@@ -108,11 +162,11 @@ impl Topology {
             for p in [format!("l{i}d"), format!("l{i}m")] {
                 tb.ip_in(&router, &["link", "set", &p, "master", "br0"])?;
             }
-            let mgmt = format!("198.18.2.{}", 10 + i);
+            let mgmt = lb_mgmt_addr(i);
             tb.ip_in(&ns, &["addr", "add", &format!("{mgmt}/24"), "dev", "mgmt0"])?;
             tb.sysctl(&ns, "net.ipv4.ip_forward", "0")?;
             let data_mac = tb.mac(&ns, "data0")?;
-            let next_hop = format!("198.18.2.{}", 200 + i);
+            let next_hop = lb_next_hop(i);
             tb.ip_in(
                 &router,
                 &[
@@ -132,6 +186,7 @@ impl Topology {
                 data_mac,
                 next_hop,
                 mgmt_addr: mgmt,
+                bgp: None,
             });
         }
 
@@ -142,12 +197,86 @@ impl Topology {
             lbs: nodes,
             backends: Vec::new(),
             dir: dir.to_path_buf(),
+            routing,
+            router_bgp: None,
         };
         for spec in specs {
             topo.start_backend(spec.clone())?;
         }
-        topo.route_vip()?;
+        match routing {
+            Routing::Static => topo.route_vip()?,
+            Routing::Bgp => topo.start_bgp()?,
+        }
         Ok(topo)
+    }
+
+    /// Starts the router's and every LB node's BIRD and waits (bounded) until
+    /// each of the router's sessions is established.
+    fn start_bgp(&mut self) -> Result<()> {
+        let router = bgp::start(
+            &mut self.tb,
+            &self.router,
+            "router",
+            bgp::ROUTER_ASN,
+            &bgp::router_config(self.lbs.len()),
+            &self.dir,
+        )?;
+        for (i, node) in self.lbs.iter_mut().enumerate() {
+            node.bgp = Some(bgp::start(
+                &mut self.tb,
+                &node.ns,
+                &format!("lb{i}"),
+                bgp::lb_asn(i),
+                &bgp::lb_config(i),
+                &self.dir,
+            )?);
+        }
+        let want: Vec<String> = (0..self.lbs.len()).map(|i| format!("lb{i}")).collect();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let up = router.established()?;
+            if want.iter().all(|w| up.contains(w)) {
+                break;
+            }
+            if std::time::Instant::now() >= end {
+                bail!(
+                    "BGP sessions not established after 15 s (up: {up:?}); see {}",
+                    self.dir.join("bird-router.log").display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.router_bgp = Some(router);
+        Ok(())
+    }
+
+    /// The gateways of the router's current route to the VIP, sorted (one for
+    /// a single path, several for a multipath route, none without a route).
+    pub fn vip_next_hops(&self) -> Result<Vec<Ipv4Addr>> {
+        bgp::vip_next_hops(&self.router)
+    }
+
+    /// Polls [`Topology::vip_next_hops`] every 10 ms until it equals `want`
+    /// (in any order) and returns how long that took; fails with the last
+    /// state seen after `timeout`.
+    pub fn wait_vip_next_hops(
+        &self,
+        want: &[Ipv4Addr],
+        timeout: std::time::Duration,
+    ) -> Result<std::time::Duration> {
+        let mut want = want.to_vec();
+        want.sort();
+        let start = std::time::Instant::now();
+        loop {
+            let now = self.vip_next_hops()?;
+            if now == want {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() >= timeout {
+                bail!("the router's VIP next hops are {now:?} after {timeout:?}, not {want:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// Adds one more backend to a running topology, wired and started exactly
@@ -251,8 +380,12 @@ impl Topology {
     /// route changes atomically, as a routing daemon's update does (a delete
     /// then an add left the router without a route to the VIP for a few
     /// milliseconds, and a SYN in that gap got an ICMP network unreachable,
-    /// which aborts a connect()).
+    /// which aborts a connect()). Refused with [`Routing::Bgp`]: there the
+    /// router's BIRD owns the route.
     pub fn route_vip(&self) -> Result<()> {
+        if self.routing == Routing::Bgp {
+            bail!("the router learns the VIP route by BGP: enable or disable an LB node's marllb_vip instead");
+        }
         let dst = format!("{VIP}/32");
         let mut args: Vec<String> = vec!["route".into(), "replace".into(), dst];
         if self.lbs.is_empty() {
@@ -309,7 +442,13 @@ impl Topology {
     }
 
     /// Removes LB node `i` from the router's multipath route (it "fails").
+    /// Refused with [`Routing::Bgp`], like [`Topology::route_vip`]: there a
+    /// node leaves by withdrawing ([`BgpSpeaker::disable`]) or by its
+    /// speaker's session going down.
     pub fn remove_lb(&mut self, i: usize) -> Result<()> {
+        if self.routing == Routing::Bgp {
+            bail!("the router learns the VIP route by BGP: disable lb{i}'s marllb_vip instead");
+        }
         if i < self.lbs.len() {
             self.lbs.remove(i);
         }

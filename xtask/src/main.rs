@@ -47,6 +47,8 @@ const TEST_PACKAGES: &[&str] = &[
     "hping3",
     // The LB-failover scenario records which LB node carried each SYN (nft sets).
     "nftables",
+    // The testbed's BGP routing: BIRD 2 on the router and each LB node.
+    "bird2",
 ];
 const BENCH_DPDK_PACKAGES: &[&str] = &[
     "libdpdk-dev",
