@@ -17,7 +17,9 @@
 //! protocol disabled again) and after a failed exchange, each cycle until
 //! BIRD confirms it.
 //!
-//! When the controller itself stops, it withdraws (SIGTERM); if it dies, the
+//! When the controller itself stops, it withdraws (SIGTERM), and so it does
+//! when its data plane's region is closed or replaced (it announces again
+//! after the rise count on the new region); if the controller dies, the
 //! route stays with BIRD: the data plane's watchdog keeps the node serving
 //! (equal weights over the backends not down), which is what the route
 //! promises. A dead data plane or a dead BIRD withdraws through the hold time.
@@ -295,7 +297,7 @@ impl Announcer {
         if self.want || self.confirmed == Some(true) {
             self.want = false;
             self.send(Instant::now());
-            tracing::info!(protocol = %self.cfg.protocol, "BGP: VIPs withdrawn (controller stopping)");
+            tracing::info!(protocol = %self.cfg.protocol, "BGP: VIPs withdrawn (controller stopping, or its data plane's region ended)");
         }
     }
 

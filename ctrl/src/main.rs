@@ -151,8 +151,67 @@ fn init_logging(s: &Settings) -> Result<()> {
 }
 
 fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
-    let mut settings = Settings::resolve(args)?;
+    let settings = Settings::resolve(args)?;
     init_logging(&settings)?;
+    let flags = Flags::default();
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while stopping exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&flags.stop))?;
+        signal_hook::flag::register(sig, Arc::clone(&flags.stop))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&flags.hup))?;
+
+    let metrics = Arc::new(Metrics::new());
+    let http = match settings.prometheus {
+        Some(a) => {
+            let s = serve_metrics(a, Arc::clone(&metrics), Arc::clone(&flags.stop))
+                .with_context(|| format!("binding the metrics endpoint {a}"))?;
+            tracing::info!(addr = %s.addr, "metrics at http://{}/metrics", s.addr);
+            Some(s)
+        }
+        None => None,
+    };
+    // One region at a time: when the data plane starts again (a new region
+    // under the same name), everything tied to the old one is stopped and the
+    // new one attached, waiting (bounded only by a stop signal) while it is
+    // not there yet.
+    let mut attached_once = false;
+    let r = loop {
+        match serve_region(settings.clone(), &flags, &metrics) {
+            Ok(Exit::Stopped) => break Ok(()),
+            Ok(Exit::Replaced) => {
+                attached_once = true;
+                tracing::warn!(shm = %settings.shm, "the data plane's region was replaced (the data plane started again): attaching the new one");
+            }
+            Err(e) if attached_once && e.downcast_ref::<marllb_shm::ShmError>().is_some() => {
+                tracing::debug!(error = %format!("{e:#}"), "waiting for the new region");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => break Err(e),
+        }
+        if flags.stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+    };
+    flags.stop.store(true, Ordering::Relaxed);
+    if let Some(s) = http {
+        let _ = s.handle.join();
+    }
+    tracing::info!("stopped");
+    r
+}
+
+/// Why [`serve_region`] returned.
+enum Exit {
+    /// A stop signal.
+    Stopped,
+    /// The region was replaced: attach again.
+    Replaced,
+}
+
+/// Attaches the region and runs the controller on it until a stop signal or
+/// until the region is replaced.
+fn serve_region(mut settings: Settings, flags: &Flags, metrics: &Arc<Metrics>) -> Result<Exit> {
     // The operator's changes of an earlier run, laid over the configuration.
     let state = match &settings.state_file {
         Some(p) => OperatorState::load(p).context("reading the operator state")?,
@@ -173,8 +232,17 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
             settings.agent.name()
         );
     }
-    let region = ShmRegion::attach(&settings.shm, &Expect::default())
-        .with_context(|| format!("attaching the region {:?}", settings.shm))?;
+    let region = match ShmRegion::attach(&settings.shm, &Expect::default()) {
+        Ok(r) => r,
+        Err(e) => {
+            let what = format!("attaching the region {:?}", settings.shm);
+            return Err(anyhow::Error::new(e).context(what));
+        }
+    };
+    // Stops this region's threads on a stop signal or when the region is
+    // replaced (checked every 100 ms).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let replaced = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let view = region.view();
     let mut config = ConfigImage::new_zeroed();
     view.config_into(&mut config);
@@ -245,27 +313,9 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
         .collect();
     let drain: Vec<bool> = addrs.iter().map(|a| settings.drain.contains(a)).collect();
 
-    let flags = Flags::default();
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        // A second signal while stopping exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&flags.stop))?;
-        signal_hook::flag::register(sig, Arc::clone(&flags.stop))?;
-    }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&flags.hup))?;
-
-    let metrics = Arc::new(Metrics::new());
-    let http = match settings.prometheus {
-        Some(a) => {
-            let s = serve_metrics(a, Arc::clone(&metrics), Arc::clone(&flags.stop))
-                .with_context(|| format!("binding the metrics endpoint {a}"))?;
-            tracing::info!(addr = %s.addr, "metrics at http://{}/metrics", s.addr);
-            Some(s)
-        }
-        None => None,
-    };
     // Room for backends added at run time.
     let board = Arc::new(HealthBoard::new(marllb_core::MAX_BACKENDS));
-    let mut checkers = Checkers::spawn(&[], &settings.health, &board, &flags.stop)?;
+    let mut checkers = Checkers::spawn(&[], &settings.health, &board, &stop)?;
     for (i, (e, t)) in set.iter().zip(&targets).enumerate() {
         if marllb_shm::backend_set::served(e) {
             checkers.start(i, *t)?;
@@ -282,7 +332,7 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
         drain,
         names: addrs.iter().map(ToString::to_string).collect(),
     };
-    let mut engine = Engine::new(ctrl, cfg, board, Arc::clone(&metrics))?;
+    let mut engine = Engine::new(ctrl, cfg, board, Arc::clone(metrics))?;
     let (api_tx, api_rx) = std::sync::mpsc::channel();
     let current_model = Arc::new(Mutex::new(
         settings
@@ -308,12 +358,12 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
         &config,
         settings.interval,
         ctx.clone(),
-        Arc::clone(&metrics),
+        Arc::clone(metrics),
         checkers,
     );
     operator.restore(&mut engine);
     let api = match &settings.control_socket {
-        Some(p) => match serve(p, api_tx, ctx, Arc::clone(&flags.stop)) {
+        Some(p) => match serve(p, api_tx, ctx, Arc::clone(&stop)) {
             Ok(s) => {
                 tracing::info!(socket = %s.path.display(), "runtime API (marllb-ctl --socket {})", s.path.display());
                 Some(s)
@@ -367,6 +417,18 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
     );
 
     std::thread::scope(|s| -> Result<()> {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                if flags.stop.load(Ordering::Relaxed) {
+                    stop.store(true, Ordering::Relaxed);
+                } else if region.is_replaced() {
+                    replaced.store(true, Ordering::Relaxed);
+                    stop.store(true, Ordering::Relaxed);
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+        });
         let cycle = std::thread::Builder::new()
             .name("ctrl-cycle".into())
             .spawn_scoped(s, || {
@@ -376,30 +438,37 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
                     Some(&mut operator),
                     bgp.as_mut(),
                     settings.interval,
-                    &metrics,
-                    &flags.stop,
+                    metrics,
+                    &stop,
                     &flags.hup,
                 );
-            })?;
-        if cycle.join().is_err() {
-            bail!("the cycle thread panicked");
-        }
-        Ok(())
+            });
+        let r = match cycle.map(|c| c.join()) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(anyhow::anyhow!("the cycle thread panicked")),
+            Err(e) => Err(e.into()),
+        };
+        stop.store(true, Ordering::Relaxed);
+        r
     })?;
 
+    // Withdrawn in both cases: a data plane that closed or replaced its
+    // region must prove itself again (the rise count) on the next one.
     if let Some(b) = bgp.as_mut() {
         b.announcer.withdraw_now();
     }
-    tracing::info!("stopping: the data plane's watchdog takes over after its heartbeat timeout");
-    flags.stop.store(true, Ordering::Relaxed);
+    let exit = if replaced.load(Ordering::Relaxed) {
+        Exit::Replaced
+    } else {
+        tracing::info!(
+            "stopping: the data plane's watchdog takes over after its heartbeat timeout"
+        );
+        Exit::Stopped
+    };
     drop(reloader);
     operator.join_checkers();
-    if let Some(s) = http {
-        let _ = s.handle.join();
-    }
     if let Some(s) = api {
         let _ = s.handle.join();
     }
-    tracing::info!("stopped");
-    Ok(())
+    Ok(exit)
 }

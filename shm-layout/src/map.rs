@@ -306,6 +306,31 @@ impl ShmRegion {
         (fixed, workers)
     }
 
+    /// `true` when the name no longer refers to this mapping's file: the
+    /// region was removed, or replaced by a data plane that started again
+    /// (an attacher should attach anew). Also `true` once the creator marked
+    /// it closed.
+    pub fn is_replaced(&self) -> bool {
+        if self
+            .view()
+            .fixed
+            .header
+            .closed
+            .load(crate::sync::Ordering::Acquire)
+            != 0
+        {
+            return true;
+        }
+        let ours = match rustix::fs::fstat(&self._fd) {
+            Ok(st) => (st.st_dev, st.st_ino),
+            Err(_) => return true,
+        };
+        match rustix::fs::stat(self.path().as_str()) {
+            Ok(st) => (st.st_dev, st.st_ino) != ours,
+            Err(_) => true,
+        }
+    }
+
     /// The validated view of the region.
     pub fn view(&self) -> RegionView<'_> {
         let (fixed, workers) = self.blocks(self.geometry.worker_count);

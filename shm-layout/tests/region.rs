@@ -78,6 +78,20 @@ fn create_then_attach_and_mode() {
     .unwrap();
     assert_eq!(a.view().geometry, r.view().geometry);
 
+    // Nobody replaced it; a creator replacing it is seen by the attacher.
+    assert!(!a.is_replaced());
+    let mut o2 = CreateOptions::new(r.name());
+    o2.replace = true;
+    o2.workers = 2;
+    let r2 = ShmRegion::create(&o2, &ConfigImage::from_service(&service(4)).unwrap()).unwrap();
+    assert!(a.is_replaced());
+    drop(a);
+    let a = ShmRegion::attach(r2.name(), &Expect::default()).unwrap();
+    assert!(!a.is_replaced());
+    drop(a);
+    drop(r2);
+    let r = create("mode", 4, 2);
+
     // A second creator without `replace` refuses to clobber it.
     let cfg = ConfigImage::from_service(&service(4)).unwrap();
     let e = ShmRegion::create(&CreateOptions::new(r.name()), &cfg).unwrap_err();

@@ -46,6 +46,9 @@ pub struct Dp {
     /// Every distinct decision, in order.
     pub log: Arc<Mutex<Vec<Applied>>>,
     stop: Arc<AtomicBool>,
+    /// While set, the data plane does nothing: no heartbeat, no stats (a hung
+    /// or SIGKILLed data plane whose region stays).
+    pub frozen: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -65,8 +68,13 @@ impl Dp {
 
     /// A data plane whose backends have these addresses.
     pub fn start_with(tag: &str, addrs: &[Ipv4Addr], workers: u32) -> Dp {
+        Self::start_named(unique(tag), addrs, workers)
+    }
+
+    /// A data plane creating region `name` (replacing one that exists: a
+    /// data plane started again).
+    pub fn start_named(name: String, addrs: &[Ipv4Addr], workers: u32) -> Dp {
         let backends = addrs.len();
-        let name = unique(tag);
         let mut cfg = ConfigImage::new_zeroed();
         cfg.n_backends = backends as u32;
         // One VIP every backend is a member of.
@@ -97,9 +105,15 @@ impl Dp {
             Arc::new((0..MAX_BACKENDS).map(|_| AtomicU32::new(0)).collect());
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
         let handle = {
-            let (active, timeouts, log, stop) =
-                (active.clone(), timeouts.clone(), log.clone(), stop.clone());
+            let (active, timeouts, log, stop, frozen) = (
+                active.clone(),
+                timeouts.clone(),
+                log.clone(),
+                stop.clone(),
+                frozen.clone(),
+            );
             std::thread::spawn(move || {
                 let view = region.view();
                 let mut dp = DataPlane::new(&view, DataPlaneConfig::default());
@@ -112,6 +126,10 @@ impl Dp {
                 let t0 = Instant::now();
                 let mut k: u32 = 0;
                 while !stop.load(Ordering::Relaxed) {
+                    if frozen.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
                     let now = t0.elapsed().as_nanos() as u64 + 1;
                     let p = dp.poll(now);
                     let new_set = p.backend_set.is_some();
@@ -169,6 +187,7 @@ impl Dp {
             timeouts,
             log,
             stop,
+            frozen,
             handle: Some(handle),
         }
     }
