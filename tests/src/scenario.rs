@@ -1671,3 +1671,173 @@ mod tests {
         assert_eq!(nft_duration("3x"), None);
     }
 }
+
+/// What the BGP scenario measured.
+#[derive(Debug, Clone)]
+pub struct BgpReport {
+    /// The whole run.
+    pub summary: Summary,
+    /// Seconds from the controllers' start to both nodes' next hops.
+    pub announced_after_s: f64,
+    /// Seconds from SIGKILL of lb0's data plane to its next hop's withdrawal.
+    pub withdrawn_after_kill_s: Option<f64>,
+    /// Seconds from starting lb0's data plane again to its next hop's return
+    /// (the controller attaches the new region, then the rise count).
+    pub reannounced_after_s: Option<f64>,
+    /// Seconds from stopping lb1's BIRD (SIGSTOP: the session stays open,
+    /// keepalives stop) to the router dropping it (the hold time).
+    pub dropped_after_bird_stop_s: Option<f64>,
+    /// The router's next hops after each step.
+    pub next_hops: Vec<Vec<String>>,
+    /// Failed requests that started at least 1 s after a route change (its
+    /// start and its end) and ended before the next one began (new
+    /// connections on a settled route).
+    pub failed_on_settled_routes: usize,
+    /// Failed requests that were open across the data plane's death.
+    pub failed_across_kill: usize,
+    /// Requests open across it.
+    pub open_across_kill: usize,
+}
+
+/// Issue 15's first part: the VIP announced over BGP by each LB node's
+/// controller through its BIRD, the router's one multipath route following
+/// the nodes: a data plane SIGKILLed (withdrawn), started again (announced
+/// again by the same controller), a BIRD that stops answering (dropped after
+/// the hold time). SED on both nodes.
+pub fn bgp(prefix: &str, dir: &Path) -> Result<BgpReport> {
+    use crate::lb::{start_controller, CtrlOptions};
+    use crate::topology::Routing;
+    use std::net::Ipv4Addr;
+    let specs = equal_backends(3, 0.3, 16, 512);
+    let mut topo = Topology::build_with(prefix, &specs, 2, dir, Routing::Bgp)?;
+    let dp_opts = |i: usize| LbOptions {
+        method: "sed".into(),
+        shm: Some(format!("marllb-{prefix}-{i}")),
+        ..LbOptions::default()
+    };
+    let started = Instant::now();
+    for i in 0..2 {
+        start_dataplane(&mut topo, i, &dp_opts(i))?;
+        let speaker = topo.lbs[i]
+            .bgp
+            .clone()
+            .context("a BGP topology has a speaker per LB node")?;
+        let copts = CtrlOptions {
+            interval: "100ms".into(),
+            extra: speaker.ctrl_flags(),
+            prometheus_port: 9090,
+            ..CtrlOptions::default()
+        };
+        start_controller(&mut topo, i, &format!("marllb-{prefix}-{i}"), &copts)?;
+    }
+    let hop = |i: u8| Ipv4Addr::new(198, 18, 2, 200 + i);
+    let mut next_hops = Vec::new();
+    let mut record_hops = |topo: &Topology| {
+        let h = topo.vip_next_hops().unwrap_or_default();
+        println!("router: VIP next hops {h:?}");
+        next_hops.push(h.iter().map(ToString::to_string).collect::<Vec<_>>());
+    };
+    topo.wait_vip_next_hops(&[hop(0), hop(1)], Duration::from_secs(20))?;
+    let announced_after_s = started.elapsed().as_secs_f64();
+    record_hops(&topo);
+
+    let caps = capacities(&specs);
+    let run = start_load(
+        &mut topo,
+        "load",
+        &[
+            "--rate",
+            "20",
+            "--loops",
+            "20000",
+            "--hold",
+            "2",
+            "--duration",
+            "20",
+            "--timeout",
+            "10",
+            "--capacities",
+            &caps,
+        ],
+    )?;
+    let t0 = Instant::now();
+    let now = || t0.elapsed().as_secs_f64();
+    let mut changes = Vec::new();
+
+    sleep_until(t0, 4.0);
+    let killed_at = now();
+    changes.push(killed_at);
+    topo.tb.kill("lb0");
+    let withdrawn_after_kill_s = topo
+        .wait_vip_next_hops(&[hop(1)], Duration::from_secs(10))
+        .ok()
+        .map(|d| d.as_secs_f64());
+    changes.push(now());
+    record_hops(&topo);
+
+    sleep_until(t0, 8.0);
+    let restart = Instant::now();
+    changes.push(now());
+    start_dataplane(&mut topo, 0, &dp_opts(0))?;
+    let reannounced_after_s = topo
+        .wait_vip_next_hops(&[hop(0), hop(1)], Duration::from_secs(15))
+        .ok()
+        .map(|_| restart.elapsed().as_secs_f64());
+    changes.push(now());
+    record_hops(&topo);
+
+    sleep_until(t0, 13.0);
+    changes.push(now());
+    topo.tb.signal("bird-lb1", "STOP");
+    let dropped_after_bird_stop_s = topo
+        .wait_vip_next_hops(&[hop(0)], Duration::from_secs(10))
+        .ok()
+        .map(|d| d.as_secs_f64());
+    changes.push(now());
+    record_hops(&topo);
+    topo.tb.signal("bird-lb1", "CONT");
+
+    let (summary, records) = run.finish(&mut topo, Duration::from_secs(60))?;
+    let failed = |r: &&Record| r.outcome != crate::load::Outcome::Ok;
+    let settled = |t: f64| {
+        // After the last change plus 1 s, and before the next change minus
+        // the longest request (so that it did not cross that change).
+        let last = changes
+            .iter()
+            .copied()
+            .filter(|&c| c <= t)
+            .fold(None, |_, c| Some(c));
+        let next = changes.iter().copied().find(|&c| c > t);
+        last.is_none_or(|c| t > c + 1.0) && next.is_none_or(|c| t + 2.5 < c)
+    };
+    let on_settled: Vec<&Record> = records
+        .iter()
+        .filter(failed)
+        .filter(|r| settled(r.at))
+        .collect();
+    for r in &on_settled {
+        println!(
+            "failed on a settled route: started t={:.2}s, {:?} after {:.0} ms",
+            r.at, r.outcome, r.latency_ms
+        );
+    }
+    println!("route changes at {changes:.2?}");
+    let failed_on_settled_routes = on_settled.len();
+    let across: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.at < killed_at && r.at + r.latency_ms / 1e3 > killed_at)
+        .collect();
+    let report = BgpReport {
+        summary,
+        announced_after_s,
+        withdrawn_after_kill_s,
+        reannounced_after_s,
+        dropped_after_bird_stop_s,
+        next_hops,
+        failed_on_settled_routes,
+        failed_across_kill: across.iter().copied().filter(failed).count(),
+        open_across_kill: across.len(),
+    };
+    println!("bgp scenario: {report:?}");
+    Ok(report)
+}

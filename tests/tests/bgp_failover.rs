@@ -1,0 +1,45 @@
+//! Issue 15, first part: each LB node's controller announces the VIP through
+//! its BIRD; the router's multipath route follows a data plane killed and
+//! started again, and a BIRD that stops answering.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[test]
+fn the_route_follows_the_nodes() {
+    if !marllb_testbed::netns::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    if std::process::Command::new("bird")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no bird (apt-get install bird2; cargo xtask test installs it)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("marllb-bgpf-{}", std::process::id()));
+    let prefix = format!("g{}", std::process::id() % 100_000);
+    let r = marllb_testbed::scenario::bgp(&prefix, &dir).expect("scenario");
+    let hops: Vec<Vec<&str>> = r
+        .next_hops
+        .iter()
+        .map(|h| h.iter().map(String::as_str).collect())
+        .collect();
+    assert_eq!(
+        hops,
+        [
+            vec!["198.18.2.200", "198.18.2.201"],
+            vec!["198.18.2.201"],
+            vec!["198.18.2.200", "198.18.2.201"],
+            vec!["198.18.2.200"],
+        ],
+        "{r:?}"
+    );
+    assert!(r.withdrawn_after_kill_s.is_some(), "{r:?}");
+    assert!(r.reannounced_after_s.is_some(), "{r:?}");
+    assert!(r.dropped_after_bird_stop_s.is_some(), "{r:?}");
+    // New connections on a settled route all succeed.
+    assert_eq!(r.failed_on_settled_routes, 0, "{r:?}");
+    assert!(r.summary.ok > 100, "{r:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
