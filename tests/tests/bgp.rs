@@ -84,3 +84,26 @@ fn router_learns_the_vip_by_bgp() {
     topo.tb.teardown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The BIRD configurations shipped for operators parse (`bird -p`).
+#[test]
+fn shipped_bird_configs_parse() {
+    if std::process::Command::new("bird").arg("--version").output().is_err() {
+        eprintln!("skipped: no bird (apt-get install bird2; cargo xtask test installs it)");
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/bird");
+    for f in ["marllb-lb.conf", "marllb-router.conf"] {
+        let out = std::process::Command::new("bird")
+            .arg("-p")
+            .arg("-c")
+            .arg(dir.join(f))
+            .output()
+            .expect("runs bird");
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
