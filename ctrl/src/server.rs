@@ -612,28 +612,28 @@ impl Operator {
             return Err(format!("weight {w}: must be above 0 and at most 256"));
         }
         let base = marllb_policy::action::to_q16(w);
-        let mac = match mac {
-            Some(m) => parse_mac(m).ok_or_else(|| format!("mac {m:?}: not aa:bb:cc:dd:ee:ff"))?,
-            None => {
-                let mut macs = self.set.iter().filter(|e| served(e)).map(|e| e.mac);
-                let first = macs.next();
-                match first {
-                    Some(m)
-                        if macs.all(|x| x == m)
-                            && self.set.iter().filter(|e| served(e)).count() > 1 =>
-                    {
-                        m
-                    }
-                    _ => {
-                        return Err(
+        let mac =
+            match mac {
+                Some(m) => marllb_host::parse_mac(m)
+                    .ok_or_else(|| format!("mac {m:?}: not aa:bb:cc:dd:ee:ff"))?,
+                None => {
+                    let mut macs = self.set.iter().filter(|e| served(e)).map(|e| e.mac);
+                    let first = macs.next();
+                    match first {
+                        Some(m)
+                            if macs.all(|x| x == m)
+                                && self.set.iter().filter(|e| served(e)).count() > 1 =>
+                        {
+                            m
+                        }
+                        _ => return Err(
                             "give --mac: the served backends do not share one MAC (a next hop), \
                              so the new backend's cannot be assumed"
                                 .into(),
-                        )
+                        ),
                     }
                 }
-            }
-        };
+            };
         let index = self
             .set
             .iter()
@@ -645,14 +645,8 @@ impl Operator {
                 marllb_core::MAX_BACKENDS
             ));
         }
-        let (family, addr) = match ip {
-            IpAddr::V4(a) => {
-                let mut b = [0u8; 16];
-                b[..4].copy_from_slice(&a.octets());
-                (0u8, b)
-            }
-            IpAddr::V6(a) => (1u8, a.octets()),
-        };
+        let (family, addr) = marllb_host::family_addr(ip);
+        let family = family as u8;
         let n_vips = self.vips.len().min(MAX_VIPS);
         let entry = BackendEntry {
             addr,
@@ -1168,27 +1162,6 @@ impl Operator {
     }
 }
 
-/// `aa:bb:cc:dd:ee:ff`.
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut out {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
-fn format_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// The persisted form of a set (ports that are the default are left out).
 fn members_of(set: &[BackendEntry], targets: &[SocketAddr], default_port: u16) -> Vec<MemberState> {
     set.iter()
@@ -1202,7 +1175,7 @@ fn members_of(set: &[BackendEntry], targets: &[SocketAddr], default_port: u16) -
             Some(MemberState {
                 address: ip,
                 port,
-                mac: format_mac(&e.mac),
+                mac: marllb_host::format_mac(e.mac),
                 weight: e.base_weight as f32 / WEIGHT_ONE as f32,
                 removed: !served(e),
             })
@@ -1227,7 +1200,7 @@ pub fn set_of_members(
     let mut set = Vec::with_capacity(members.len());
     let mut targets = Vec::with_capacity(members.len());
     for (i, m) in members.iter().enumerate() {
-        let mac = parse_mac(&m.mac)
+        let mac = marllb_host::parse_mac(&m.mac)
             .ok_or_else(|| format!("state file: members[{i}].mac {:?} is not a MAC", m.mac))?;
         if !(m.weight.is_finite() && m.weight > 0.0 && m.weight <= 256.0) {
             return Err(format!(
@@ -1235,14 +1208,8 @@ pub fn set_of_members(
                 m.weight
             ));
         }
-        let (family, addr) = match m.address {
-            IpAddr::V4(a) => {
-                let mut b = [0u8; 16];
-                b[..4].copy_from_slice(&a.octets());
-                (0u8, b)
-            }
-            IpAddr::V6(a) => (1u8, a.octets()),
-        };
+        let (family, addr) = marllb_host::family_addr(m.address);
+        let family = family as u8;
         let vip_mask = configured
             .get(i)
             .filter(|c| c.family == family && c.addr == addr)

@@ -237,7 +237,7 @@ fn run_with_eal(
         println!(
             "port {id}: driver {}, MAC {}, {} queue(s){}",
             port.driver(),
-            fmt_mac(port.mac()),
+            marllb_host::format_mac(port.mac()),
             setup.queues,
             if port.rss() {
                 ", RSS"
@@ -386,13 +386,6 @@ fn run_with_eal(
 
 fn sys_default_buf_size() -> u16 {
     marllb_dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16
-}
-
-fn fmt_mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn launch<const B: usize>(

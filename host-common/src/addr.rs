@@ -23,6 +23,14 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     (n == 6).then_some(out)
 }
 
+/// A MAC as `aa:bb:cc:dd:ee:ff` (what [`parse_mac`] reads back).
+pub fn format_mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// An address as the core stores it: family and 16 bytes (IPv4 in the first
 /// four, the rest zero).
 pub fn family_addr(ip: IpAddr) -> (IpFamily, [u8; 16]) {

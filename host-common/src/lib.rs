@@ -21,6 +21,6 @@ pub mod addr;
 pub mod explain;
 pub mod service;
 
-pub use addr::{family_addr, parse_mac};
+pub use addr::{family_addr, format_mac, parse_mac};
 pub use explain::{consistent_backend, Flow};
 pub use service::{backend, BuildError, ServiceSpec, ServiceVip, SetError};
