@@ -28,6 +28,7 @@ mod prefetch;
 pub mod rewrite;
 pub mod select;
 pub mod service;
+pub mod sync;
 pub mod telemetry;
 pub mod wire;
 

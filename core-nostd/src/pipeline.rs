@@ -42,6 +42,7 @@ use crate::prefetch;
 use crate::rewrite::{rewrite, RewriteError, Rewritten};
 use crate::select::{sed_choose, Method};
 use crate::service::{AdminState, Service, VipService};
+use crate::sync::{Applied, SyncOut, SyncRecord};
 use crate::telemetry::Telemetry;
 use crate::wire::checksum;
 use crate::wire::meta::FrameKind;
@@ -115,6 +116,9 @@ pub struct Worker<const B: usize> {
     frags: [FragEntry; FRAG_CACHE],
     sweep_cursor: u64,
     scratch: Scratch,
+    /// Records of connections placed here, for peer LB nodes (see
+    /// [`crate::sync`]; off unless the host enables it).
+    pub sync: SyncOut,
 }
 
 /// Pass-to-pass state of one chunk, kept in the worker so that it is not
@@ -132,6 +136,7 @@ struct Lane<'a, const B: usize> {
     flows: &'a mut FlowTable<B>,
     telemetry: &'a mut Telemetry,
     frags: &'a mut [FragEntry; FRAG_CACHE],
+    sync: &'a mut SyncOut,
 }
 
 impl<const B: usize> core::fmt::Debug for Worker<B> {
@@ -151,6 +156,17 @@ impl<const B: usize> Worker<B> {
         self.flows.clear();
         self.telemetry
             .seed(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed);
+    }
+
+    /// Inserts peers' sync records (see [`crate::sync::apply`]) and counts
+    /// them; a local flow that expired in the way is accounted as expired.
+    pub fn apply_sync(&mut self, svc: &Service, now_ns: u64, records: &[SyncRecord]) -> Applied {
+        let a = crate::sync::apply(&mut self.flows, svc, ticks(now_ns), records);
+        let g = &mut self.telemetry.global;
+        g.sync_applied += u64::from(a.inserted);
+        g.sync_refused += u64::from(a.refused + a.known);
+        g.flows_inserted += u64::from(a.inserted);
+        a
     }
 
     /// Expires idle flows in up to `budget` buckets (call from the idle loop).
@@ -197,6 +213,7 @@ impl<const B: usize> Worker<B> {
                 telemetry,
                 frags,
                 scratch,
+                sync,
                 ..
             } = self;
             let Scratch {
@@ -208,6 +225,7 @@ impl<const B: usize> Worker<B> {
                 flows,
                 telemetry,
                 frags,
+                sync,
             };
             // Pass 1: parse, hash, prefetch the bucket.
             for j in 0..m {
@@ -493,6 +511,14 @@ impl<const B: usize> Lane<'_, B> {
                         let created = self.flows.created(slot);
                         self.telemetry.handshake_done(e.backend, created, now);
                         self.flows.set_state(slot, FlowState::TcpEstablished);
+                        // Established here: tell the peers where it went.
+                        if self.sync.enabled {
+                            let g = &mut self.telemetry.global;
+                            match SyncOut::record(m, svc, e.backend) {
+                                Some(r) if self.sync.push(r) => g.sync_made += 1,
+                                _ => g.sync_dropped += 1,
+                            }
+                        }
                     }
                 }
                 let flows = &self.flows;

@@ -186,7 +186,10 @@ mod tests {
             icmp_errors_forwarded: 10,
             fragments_forwarded: 11,
             flows_rescheduled: 12,
-            _reserved: [0; 4],
+            sync_made: 13,
+            sync_dropped: 14,
+            sync_applied: 15,
+            sync_refused: 16,
         };
         b.global = a.global;
         let h = HostCounters::default();

@@ -34,7 +34,7 @@ fn header_bytes() -> impl Strategy<Value = [u8; HEADER_BYTES]> {
             .prop_map(|(backends, workers, muts)| {
                 let mut b = [0u8; HEADER_BYTES];
                 b[0..8].copy_from_slice(&MAGIC.to_le_bytes());
-                b[8..12].copy_from_slice(&1u32.to_le_bytes());
+                b[8..12].copy_from_slice(&marllb_shm::layout::LAYOUT_VERSION.to_le_bytes());
                 b[12..16].copy_from_slice(&128u32.to_le_bytes());
                 b[16..24].copy_from_slice(&LAYOUT_HASH.to_le_bytes());
                 b[24..32].copy_from_slice(&region_size(workers).to_le_bytes());
@@ -146,7 +146,7 @@ fn seqlock_harness_is_not_vacuous() {
 fn image_harnesses_are_not_vacuous() {
     let mut b = [0u8; HEADER_BYTES];
     b[0..8].copy_from_slice(&MAGIC.to_le_bytes());
-    b[8..12].copy_from_slice(&1u32.to_le_bytes());
+    b[8..12].copy_from_slice(&marllb_shm::layout::LAYOUT_VERSION.to_le_bytes());
     b[12..16].copy_from_slice(&128u32.to_le_bytes());
     b[16..24].copy_from_slice(&LAYOUT_HASH.to_le_bytes());
     b[24..32].copy_from_slice(&region_size(2).to_le_bytes());

@@ -20,7 +20,7 @@
 
 #define MARLLB_SHM_MAGIC 0x4853424c4c52414dULL
 #define MARLLB_SHM_LAYOUT_VERSION 2u
-#define MARLLB_SHM_LAYOUT_HASH 0xfab3eec343e506eaULL
+#define MARLLB_SHM_LAYOUT_HASH 0x98f94be5bf89f8c3ULL
 #define MARLLB_SHM_MAX_BACKENDS 256u
 #define MARLLB_SHM_MAX_VIPS 16u
 #define MARLLB_SHM_MAX_WORKERS 64u
@@ -97,7 +97,10 @@ struct __attribute__((aligned(8))) marllb_global_counters {
     uint64_t icmp_errors_forwarded;
     uint64_t fragments_forwarded;
     uint64_t flows_rescheduled;
-    uint64_t _reserved[4];
+    uint64_t sync_made;
+    uint64_t sync_dropped;
+    uint64_t sync_applied;
+    uint64_t sync_refused;
 };
 _Static_assert(sizeof(struct marllb_global_counters) == 128, "marllb_global_counters size");
 _Static_assert(_Alignof(struct marllb_global_counters) == 8, "marllb_global_counters align");
@@ -113,7 +116,10 @@ _Static_assert(offsetof(struct marllb_global_counters, flows_expired) == 64, "ma
 _Static_assert(offsetof(struct marllb_global_counters, icmp_errors_forwarded) == 72, "marllb_global_counters.icmp_errors_forwarded offset");
 _Static_assert(offsetof(struct marllb_global_counters, fragments_forwarded) == 80, "marllb_global_counters.fragments_forwarded offset");
 _Static_assert(offsetof(struct marllb_global_counters, flows_rescheduled) == 88, "marllb_global_counters.flows_rescheduled offset");
-_Static_assert(offsetof(struct marllb_global_counters, _reserved) == 96, "marllb_global_counters._reserved offset");
+_Static_assert(offsetof(struct marllb_global_counters, sync_made) == 96, "marllb_global_counters.sync_made offset");
+_Static_assert(offsetof(struct marllb_global_counters, sync_dropped) == 104, "marllb_global_counters.sync_dropped offset");
+_Static_assert(offsetof(struct marllb_global_counters, sync_applied) == 112, "marllb_global_counters.sync_applied offset");
+_Static_assert(offsetof(struct marllb_global_counters, sync_refused) == 120, "marllb_global_counters.sync_refused offset");
 
 struct __attribute__((aligned(8))) marllb_header_image {
     uint64_t magic;

@@ -617,7 +617,10 @@ pub const TYPES: &[TypeDesc] = &[
             icmp_errors_forwarded: u64 = "uint64_t",
             fragments_forwarded: u64 = "uint64_t",
             flows_rescheduled: u64 = "uint64_t",
-            _reserved: u64 = "uint64_t" * 4,
+            sync_made: u64 = "uint64_t",
+            sync_dropped: u64 = "uint64_t",
+            sync_applied: u64 = "uint64_t",
+            sync_refused: u64 = "uint64_t",
         }),
     ),
     named(

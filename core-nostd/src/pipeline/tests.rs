@@ -619,3 +619,110 @@ fn ipv6_vip_over_ipv6_gre() {
     }
     assert!(counts.iter().all(|c| *c > 60), "{counts:?}");
 }
+
+/// A connection placed by one node's SED and moved by the router to another
+/// node mid-flow goes to the same backend there once the first node's sync
+/// record is applied; without it, the other node's consistent table decides.
+#[test]
+fn sync_records_keep_a_moved_connection_on_its_backend() {
+    use crate::sync::{decode, encode, SyncRecord, MAX_RECORDS};
+    // Node A's weights send everything to backend 2; node B's table is the
+    // consistent one (base weights equal).
+    let sa = service(Method::Sed, Encap::L2Dsr, &[0, 0, WEIGHT_ONE]);
+    let sb = service(
+        Method::Sed,
+        Encap::L2Dsr,
+        &[WEIGHT_ONE, WEIGHT_ONE, WEIGHT_ONE],
+    );
+    let (mut a, mut b) = (worker(), worker());
+    a.sync.enabled = true;
+    // 40 connections: SYN then the client's ACK on node A.
+    let mut on_a = Vec::new();
+    for c in 0..40u32 {
+        let (v, _) = run(&mut a, &sa, SEC, tcp(c, 1000 + c as u16, 0x02));
+        assert_eq!(fwd(v), 2);
+        run(&mut a, &sa, SEC, tcp(c, 1000 + c as u16, 0x10));
+        on_a.push(2u16);
+    }
+    // A SYN alone makes no record (a spoofed flood sends nothing).
+    run(&mut a, &sa, SEC, tcp(999, 999, 0x02));
+    assert_eq!(a.sync.pending().len(), 40);
+    assert_eq!(a.telemetry.global.sync_made, 40);
+    // Without the records B places the mid-flow packets consistently: most go
+    // elsewhere than backend 2.
+    let moved = (0..40u32)
+        .filter(|&c| {
+            let mut w = worker();
+            fwd(run(&mut w, &sb, SEC, tcp(c, 1000 + c as u16, 0x10)).0) != 2
+        })
+        .count();
+    assert!(moved > 10, "{moved}");
+    // Over the wire (two datagrams) and applied on B.
+    let recs: Vec<SyncRecord> = a.sync.pending().to_vec();
+    a.sync.clear();
+    let mut got = Vec::new();
+    let mut rest = &recs[..];
+    while !rest.is_empty() {
+        let mut buf = [0u8; 1500];
+        let (len, n) = encode(rest, sa.hash_seed, &mut buf);
+        assert!(n > 0 && n <= MAX_RECORDS);
+        rest = &rest[n..];
+        let mut out = [SyncRecord::default(); MAX_RECORDS];
+        let k = decode(&buf[..len], sb.hash_seed, &mut out).expect("decodes");
+        got.extend_from_slice(&out[..k]);
+    }
+    assert_eq!(got, recs);
+    let applied = b.apply_sync(&sb, 2 * SEC, &got);
+    assert_eq!(applied.inserted, 40);
+    assert_eq!(b.telemetry.global.sync_applied, 40);
+    for c in 0..40u32 {
+        let (v, _) = run(&mut b, &sb, 3 * SEC, tcp(c, 1000 + c as u16, 0x10));
+        assert_eq!(fwd(v), on_a[c as usize], "connection {c}");
+    }
+    // Applying again changes nothing (the entries are known).
+    let again = b.apply_sync(&sb, 4 * SEC, &got);
+    assert_eq!((again.inserted, again.known), (0, 40));
+    // A record for a backend B does not have up is refused.
+    let mut down = sb.backends().to_vec();
+    down[2].admin = AdminState::Down;
+    let mut sd = service(Method::Sed, Encap::L2Dsr, &[WEIGHT_ONE; 3]);
+    sd.set_backends(&down).expect("backends");
+    let mut w = worker();
+    assert_eq!(w.apply_sync(&sd, SEC, &got).refused, 40);
+}
+
+#[test]
+fn sync_datagrams_are_checked_whole() {
+    use crate::sync::{decode, encode, SyncError, SyncRecord, HEADER_LEN, RECORD_LEN};
+    let r = SyncRecord {
+        proto: 6,
+        sport: 7,
+        dport: 80,
+        ..SyncRecord::default()
+    };
+    let mut buf = [0u8; 1500];
+    let (len, n) = encode(&[r; 3], 9, &mut buf);
+    assert_eq!((len, n), (HEADER_LEN + 3 * RECORD_LEN, 3));
+    let mut out = [SyncRecord::default(); 4];
+    assert_eq!(decode(&buf[..len], 9, &mut out), Ok(3));
+    assert_eq!(decode(&buf[..len], 8, &mut out), Err(SyncError::Seed));
+    assert_eq!(decode(&buf[..len - 1], 9, &mut out), Err(SyncError::Length));
+    assert_eq!(decode(&buf[..4], 9, &mut out), Err(SyncError::Length));
+    let mut bad = buf;
+    bad[0] = b'X';
+    assert_eq!(decode(&bad[..len], 9, &mut out), Err(SyncError::Magic));
+    let mut bad = buf;
+    bad[4] = 2;
+    assert_eq!(decode(&bad[..len], 9, &mut out), Err(SyncError::Version));
+    let mut bad = buf;
+    bad[HEADER_LEN] = 7;
+    assert_eq!(decode(&bad[..len], 9, &mut out), Err(SyncError::Family));
+    let mut bad = buf;
+    bad[5] = 200;
+    assert_eq!(decode(&bad[..len], 9, &mut out), Err(SyncError::Count));
+    // A short output buffer takes what fits.
+    let mut one = [SyncRecord::default(); 1];
+    assert_eq!(decode(&buf[..len], 9, &mut one), Ok(1));
+    // An output too small for the header writes nothing.
+    assert_eq!(encode(&[r], 9, &mut [0u8; 8]), (0, 0));
+}

@@ -148,7 +148,7 @@ pub struct BackendSamples {
 
 /// Node-wide counters of one worker. Hosts total their workers with `+=`
 /// ([`AddAssign`](core::ops::AddAssign)), which sums every counter; with the
-/// `serde` feature the counters serialize by name (`_reserved` skipped).
+/// `serde` feature the counters serialize by name.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
 )]
@@ -179,9 +179,15 @@ pub struct GlobalCounters {
     pub fragments_forwarded: u64,
     /// Flows re-placed because their backend went down.
     pub flows_rescheduled: u64,
-    /// Reserved, zero.
-    #[cfg_attr(feature = "serde", serde(skip))]
-    pub _reserved: [u64; 4],
+    /// Sync records made for peers (handshakes completed on this node).
+    pub sync_made: u64,
+    /// Sync records dropped: the host did not drain them in time.
+    pub sync_dropped: u64,
+    /// Flow entries inserted from peers' records.
+    pub sync_applied: u64,
+    /// Peers' records refused (no such VIP or backend here, backend down, no
+    /// free way, not TCP) or already known.
+    pub sync_refused: u64,
 }
 
 static_assertions::const_assert_eq!(core::mem::size_of::<GlobalCounters>(), 128);
@@ -204,7 +210,10 @@ impl core::ops::AddAssign<&GlobalCounters> for GlobalCounters {
             icmp_errors_forwarded,
             fragments_forwarded,
             flows_rescheduled,
-            _reserved,
+            sync_made,
+            sync_dropped,
+            sync_applied,
+            sync_refused,
         } = other;
         let add = |a: &mut u64, b: &u64| *a = a.saturating_add(*b);
         add(&mut self.rx_packets, rx_packets);
@@ -217,12 +226,12 @@ impl core::ops::AddAssign<&GlobalCounters> for GlobalCounters {
         add(&mut self.maglev_fallback, maglev_fallback);
         add(&mut self.flows_expired, flows_expired);
         add(&mut self.icmp_errors_forwarded, icmp_errors_forwarded);
+        add(&mut self.sync_made, sync_made);
+        add(&mut self.sync_dropped, sync_dropped);
+        add(&mut self.sync_applied, sync_applied);
+        add(&mut self.sync_refused, sync_refused);
         add(&mut self.fragments_forwarded, fragments_forwarded);
         add(&mut self.flows_rescheduled, flows_rescheduled);
-        // Summed too, so a counter carved out of them is never silently dropped.
-        for (a, b) in self._reserved.iter_mut().zip(_reserved) {
-            add(a, b);
-        }
     }
 }
 
