@@ -483,6 +483,11 @@ pub struct FailureReport {
     pub failed_while_ctrl_dead: usize,
     /// Seconds from killing the backend to the controller publishing weight 0.
     pub weight_zero_after_s: Option<f64>,
+    /// Seconds from restarting its nginx to it answering a request on its
+    /// own address (`None`: it did not within 5 s).
+    pub nginx_back_after_s: Option<f64>,
+    /// Seconds from restarting it to its published weight above 0 again.
+    pub back_weight_after_s: Option<f64>,
     /// Requests the backend answered after it came back.
     pub served_after_return: usize,
     /// The data plane fell back when the controller died, and followed the new one.
@@ -655,6 +660,27 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
         ],
         &b.dir.join("nginx2.out"),
     )?;
+    // Bounded so that the controller's death below stays at 19 s.
+    let probe = format!("http://{}/static.html", b.spec.addr);
+    let nginx_back_after_s = wait_for(
+        || {
+            crate::netns::run(
+                crate::netns::in_ns(&ns, "curl")
+                    .args(["-s", "-o", "/dev/null", "--max-time", "1"])
+                    .arg(&probe),
+            )
+            .is_ok()
+        },
+        Duration::from_secs(5),
+    );
+    let back_weight_after_s = weight_positive_within(
+        &ns,
+        copts.prometheus_port,
+        "198.18.2.101",
+        Duration::from_secs(5),
+    )
+    .map(|s| s + nginx_back_after_s.unwrap_or(0.0));
+    let weight_back_at = back_at + back_weight_after_s.unwrap_or(f64::INFINITY);
 
     // Scenario 3: the controller dies at 19 s, a new one starts at 23 s.
     at(19.0);
@@ -753,13 +779,15 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
         .count();
     let served_after_return = records
         .iter()
-        .filter(|r| r.at > back_at + 3.0 && r.backend.as_deref() == Some("be1"))
+        .filter(|r| r.at > weight_back_at && r.backend.as_deref() == Some("be1"))
         .count();
     let report = FailureReport {
         summary,
         failed_outside_outage,
         failed_while_ctrl_dead,
         weight_zero_after_s,
+        nginx_back_after_s,
+        back_weight_after_s,
         served_after_return,
         watchdog_fell_back,
         followed_new_controller,
