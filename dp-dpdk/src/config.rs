@@ -265,7 +265,33 @@ pub struct Config {
     /// `[[backend]]`.
     #[serde(default)]
     pub backend: Vec<BackendSection>,
+    /// `[sync]`: flow-state sync with the other LB nodes of the VIPs.
+    pub sync: Option<SyncSection>,
 }
+
+/// `[sync]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    /// `ADDR:PORT` this node receives peers' records on (a kernel address of
+    /// the host, e.g. its management interface).
+    pub listen: String,
+    /// The other LB nodes' `listen` addresses; records from anyone else are
+    /// refused.
+    pub peers: Vec<String>,
+}
+
+/// Validated `[sync]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// Bound here.
+    pub listen: std::net::SocketAddr,
+    /// Sent to, and the only sources accepted.
+    pub peers: Vec<std::net::SocketAddr>,
+}
+
+/// Most sync peers.
+pub const MAX_SYNC_PEERS: usize = 16;
 
 fn default_method() -> MethodName {
     MethodName::Alias
@@ -333,6 +359,8 @@ pub struct Validated {
     pub names: Vec<String>,
     /// `egress.src_mac` was configured.
     pub src_mac_set: bool,
+    /// Flow-state sync (`None`: off).
+    pub sync: Option<SyncSettings>,
 }
 
 impl Config {
@@ -588,11 +616,40 @@ impl Config {
             backends,
             vips,
         };
+        let sync = match &self.sync {
+            None => None,
+            Some(sy) => {
+                let addr = |f: &str, v: &str| {
+                    v.parse::<std::net::SocketAddr>()
+                        .map_err(|_| field_err(f, format!("{v:?} is not ADDR:PORT")))
+                };
+                let listen = addr("sync.listen", &sy.listen)?;
+                if sy.peers.is_empty() || sy.peers.len() > MAX_SYNC_PEERS {
+                    return Err(field_err(
+                        "sync.peers",
+                        format!("1 to {MAX_SYNC_PEERS} peers, {} given", sy.peers.len()),
+                    ));
+                }
+                let mut peers = Vec::new();
+                for (i, p) in sy.peers.iter().enumerate() {
+                    let a = addr(&format!("sync.peers[{i}]"), p)?;
+                    if a == listen || peers.contains(&a) {
+                        return Err(field_err(
+                            format!("sync.peers[{i}]"),
+                            format!("{a} is this node's listen address or listed twice"),
+                        ));
+                    }
+                    peers.push(a);
+                }
+                Some(SyncSettings { listen, peers })
+            }
+        };
         let v = Validated {
             raw: self,
             spec,
             names,
             src_mac_set,
+            sync,
         };
         // Catch anything the core refuses now, with the field it belongs to.
         v.build_service(None, None)?;

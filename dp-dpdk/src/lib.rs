@@ -6,5 +6,6 @@ pub mod config;
 pub mod control;
 pub mod dpdk;
 pub mod stats;
+pub mod sync;
 pub mod trace;
 pub mod worker;

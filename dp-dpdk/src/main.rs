@@ -264,6 +264,18 @@ fn run_with_eal(
         None => None,
     };
     let shared = Arc::new(Shared::new(svc, lcores.len())?);
+    // Flow-state sync: bound before the workers start (they make records
+    // only when it is on).
+    let mut sync = match &cfg.sync {
+        Some(s) => {
+            let link = marllb_dpdk::sync::SyncLink::bind(s, cfg.spec.hash_seed)
+                .with_context(|| format!("sync.listen {}: binding", s.listen))?;
+            shared.sync.store(true, Ordering::Release);
+            println!("sync: listening on {}, peers {:?}", s.listen, s.peers);
+            Some(link)
+        }
+        None => None,
+    };
 
     // Queue pair q of every port goes to worker q.
     let mut per_port: Vec<_> = ports
@@ -341,7 +353,15 @@ fn run_with_eal(
     };
     let mut totals = Totals::default();
     let run_res = match launched {
-        Ok(()) => main_loop(args, &mut cfg, &shared, control, term, &mut totals),
+        Ok(()) => main_loop(
+            args,
+            &mut cfg,
+            &shared,
+            control,
+            sync.as_mut(),
+            term,
+            &mut totals,
+        ),
         Err(e) => Err(e),
     };
     shared.stop.store(true, Ordering::Release);
@@ -373,6 +393,7 @@ fn run_with_eal(
     t.elapsed_s = elapsed;
     t.ports = port_stats;
     t.weight_updates = totals.weight_updates;
+    t.sync = sync.as_ref().map(|l| l.counters);
     print!("{}", t.summary());
     if let Some(path) = &args.stats_json {
         let json = serde_json::to_string_pretty(&t).context("serialising stats")?;
@@ -420,6 +441,7 @@ fn main_loop(
     cfg: &mut Validated,
     shared: &Shared,
     control: &mut dyn Control,
+    mut sync: Option<&mut marllb_dpdk::sync::SyncLink>,
     term: &AtomicBool,
     totals: &mut Totals,
 ) -> Result<()> {
@@ -433,6 +455,7 @@ fn main_loop(
     let mut weights: Vec<u32> = cfg.spec.backends.iter().map(|b| b.weight).collect();
     let mut admin: Vec<AdminState> = vec![AdminState::Active; n];
     let mut rebuild = false;
+    let tick = Duration::from_millis(if sync.is_some() { 1 } else { 5 });
     let mut pending_gen: Option<u64> = None;
     let mut next_period = Instant::now() + period;
     let mut next_print = Instant::now() + print_every;
@@ -456,9 +479,14 @@ fn main_loop(
                 pending_gen = None;
             }
         }
+        // Sync every turn of the loop (about every 1 ms): a record reaches
+        // the peers well before a route change can move its connection.
+        if let Some(link) = sync.as_deref_mut() {
+            link.step(shared);
+        }
         let now = Instant::now();
         if now < next_period {
-            std::thread::sleep((next_period - now).min(Duration::from_millis(5)));
+            std::thread::sleep((next_period - now).min(tick));
             continue;
         }
         next_period += period;

@@ -53,6 +53,8 @@ pub struct Totals {
     pub ports: Vec<PortStats>,
     /// Weight updates applied.
     pub weight_updates: u64,
+    /// Flow-state sync's link (`None`: off).
+    pub sync: Option<crate::sync::SyncCounters>,
 }
 
 impl Totals {

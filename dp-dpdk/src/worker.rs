@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use marllb_core::classify::Verdict;
 use marllb_core::pipeline::{Packet, Worker};
 use marllb_core::service::Service;
+use marllb_core::sync::SyncRecord;
 use marllb_core::telemetry::Telemetry;
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -115,6 +116,10 @@ pub struct Slot {
     pub snapshot: Mutex<Snapshot>,
     /// Service generation the worker runs.
     pub applied: AtomicU64,
+    /// Sync records the worker made, for the main lcore to send to the peers.
+    pub sync_out: Mutex<Vec<SyncRecord>>,
+    /// Peers' records for the worker to apply.
+    pub sync_in: Mutex<Vec<SyncRecord>>,
 }
 
 /// State shared by the main lcore and the workers.
@@ -130,6 +135,8 @@ pub struct Shared {
     pub slots: Vec<Slot>,
     /// Time origin of the flow clock.
     pub start: Instant,
+    /// Flow-state sync with peers is on (workers make records).
+    pub sync: AtomicBool,
 }
 
 impl Shared {
@@ -147,6 +154,8 @@ impl Shared {
                     at_ns: 0,
                 }),
                 applied: AtomicU64::new(0),
+                sync_out: Mutex::new(Vec::new()),
+                sync_in: Mutex::new(Vec::new()),
             });
         }
         Ok(Self {
@@ -155,6 +164,7 @@ impl Shared {
             stats_epoch: AtomicU64::new(0),
             slots,
             start: Instant::now(),
+            sync: AtomicBool::new(false),
         })
     }
 
@@ -215,6 +225,7 @@ impl<const B: usize> WorkerCtx<B> {
         let mut verdicts = [Verdict::Host; BURST];
         let mut empty_polls = 0u32;
         let mut bursts_since_sweep = 0u32;
+        self.worker.sync.enabled = shared.sync.load(Ordering::Acquire);
 
         while !shared.stop.load(Ordering::Relaxed) {
             if shared.service.generation() != gen {
@@ -239,6 +250,9 @@ impl<const B: usize> WorkerCtx<B> {
                 let now = shared.now_ns();
                 self.handle(&svc, now, pi, &mut rx, &mut tx, &mut verdicts, &mut host);
             }
+            if self.worker.sync.enabled {
+                self.exchange_sync(&svc);
+            }
             if got {
                 empty_polls = 0;
                 bursts_since_sweep += 1;
@@ -257,6 +271,26 @@ impl<const B: usize> WorkerCtx<B> {
         // Final snapshot: the main lcore reads it after joining us.
         self.publish(&host, u64::MAX);
         0
+    }
+
+    /// Hands the records made to the main lcore and applies the peers' (each
+    /// only if its lock is free: the packet path never waits; records made
+    /// meanwhile stay in the core's outbox, whose overflow is counted).
+    fn exchange_sync(&mut self, svc: &Service) {
+        let Some(slot) = self.shared.slots.get(self.id) else {
+            return;
+        };
+        if !self.worker.sync.pending().is_empty() {
+            if let Ok(mut out) = slot.sync_out.try_lock() {
+                out.extend_from_slice(self.worker.sync.pending());
+                self.worker.sync.clear();
+            }
+        }
+        let incoming = match slot.sync_in.try_lock() {
+            Ok(mut inbox) if !inbox.is_empty() => std::mem::take(&mut *inbox),
+            _ => return,
+        };
+        self.worker.apply_sync(svc, self.shared.now_ns(), &incoming);
     }
 
     fn mark_applied(&self, gen: u64) {

@@ -44,7 +44,13 @@ pub struct LbOptions {
     pub weights_file: Option<PathBuf>,
     /// Watchdog timeout (ms).
     pub heartbeat_timeout_ms: u64,
+    /// Flow-state sync with the other LB nodes over their management
+    /// addresses (`[sync]`, port [`SYNC_PORT`]).
+    pub sync: bool,
 }
+
+/// UDP port of the data planes' flow-state sync in the testbed.
+pub const SYNC_PORT: u16 = 7946;
 
 impl Default for LbOptions {
     fn default() -> Self {
@@ -54,6 +60,7 @@ impl Default for LbOptions {
             shm: None,
             weights_file: None,
             heartbeat_timeout_ms: 1000,
+            sync: false,
         }
     }
 }
@@ -87,6 +94,19 @@ port = 80
             b.spec.addr,
             b.mac,
             b.spec.cpus.max(0.001) * 4.0
+        );
+    }
+    if opts.sync {
+        let peers: Vec<String> = topo
+            .lbs
+            .iter()
+            .filter(|l| l.ns != node.ns)
+            .map(|l| format!("\"{}:{SYNC_PORT}\"", l.mgmt_addr))
+            .collect();
+        s += &format!(
+            "\n[sync]\nlisten = \"{}:{SYNC_PORT}\"\npeers = [{}]\n",
+            node.mgmt_addr,
+            peers.join(", ")
         );
     }
     std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))

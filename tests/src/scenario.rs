@@ -1081,7 +1081,7 @@ const CLIENT_ADDR: &str = "198.18.1.2";
 /// established and mid-request at that moment is classified by the node that
 /// carried it and the backend the surviving node's consistent table gives it,
 /// and its outcome is compared with the prediction.
-pub fn lb_failover(prefix: &str, dir: &Path, method: &str) -> Result<FailoverReport> {
+pub fn lb_failover(prefix: &str, dir: &Path, method: &str, sync: bool) -> Result<FailoverReport> {
     use crate::lb::{start_controller, CtrlOptions};
     let specs = equal_backends(3, 0.3, 16, 512);
     let mut topo = Topology::build(prefix, &specs, 2, dir)?;
@@ -1093,6 +1093,7 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str) -> Result<FailoverRep
             &LbOptions {
                 method: method.into(),
                 shm: Some(shm.clone()),
+                sync,
                 ..LbOptions::default()
             },
         )?;
@@ -1226,7 +1227,9 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str) -> Result<FailoverRep
             } else {
                 1
             },
-            predicted_survives: entry0.map_or(c == backend, |b| b == backend),
+            // Node 0's own entry decides; without one, node 1's sync record
+            // (with sync on) or else node 0's consistent table.
+            predicted_survives: entry0.map_or(sync || c == backend, |b| b == backend),
             backend,
             syns: mine,
             stale_on_0: stale,
@@ -1259,7 +1262,11 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str) -> Result<FailoverRep
         .filter(|r| !in_handshake(r) && !in_flight(r))
         .collect();
     let report = FailoverReport {
-        method: method.into(),
+        method: if sync {
+            format!("{method}+sync")
+        } else {
+            method.into()
+        },
         summary,
         held,
         handshake_failures,
@@ -1274,11 +1281,12 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str) -> Result<FailoverRep
         .filter(|c| c.lb == 1 && c.consistent == c.backend)
         .count();
     println!(
-        "LB failover ({method}): {} requests, {} ok, {} failed ({} resets); held across the removal: \
+        "LB failover ({}): {} requests, {} ok, {} failed ({} resets); held across the removal: \
          {n0} on node 0 ({s0} survived), {n1} on node 1 ({s1} survived; for {agree} of them node 0's \
          consistent table names the backend they were on); outcome differs from the prediction for {}; \
          {} failed mid-handshake at the removal; {} failed mid-request at it; {} other failures; \
          {} held connections on a client port an earlier one had used through node 0 (its flow entry lingering)",
+        report.method,
         report.summary.requests,
         report.summary.ok,
         report.summary.failed,

@@ -3,10 +3,11 @@
 //! checked against what happened.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-fn run(method: &str) -> marllb_testbed::scenario::FailoverReport {
-    let dir = std::env::temp_dir().join(format!("marllb-s5-{method}-{}", std::process::id()));
-    let prefix = format!("f{}{}", &method[..1], std::process::id() % 10_000);
-    let r = marllb_testbed::scenario::lb_failover(&prefix, &dir, method).expect("scenario");
+fn run(method: &str, sync: bool) -> marllb_testbed::scenario::FailoverReport {
+    let tag = if sync { "y" } else { "n" };
+    let dir = std::env::temp_dir().join(format!("marllb-s5-{method}-{tag}-{}", std::process::id()));
+    let prefix = format!("f{}{tag}{}", &method[..1], std::process::id() % 10_000);
+    let r = marllb_testbed::scenario::lb_failover(&prefix, &dir, method, sync).expect("scenario");
     let _ = std::fs::remove_dir_all(&dir);
     r
 }
@@ -20,7 +21,7 @@ fn lb_node_removed() {
     // The policy method (SED over the controller's weights): node 0's own
     // connections all survive; node 1's survive exactly when the consistent
     // table agrees with where SED put them.
-    let sed = run("sed");
+    let sed = run("sed", false);
     let (n0, s0) = sed.on(0);
     let (n1, _) = sed.on(1);
     assert!(n0 >= 20 && n1 >= 20, "too few held connections: {sed:?}");
@@ -28,7 +29,7 @@ fn lb_node_removed() {
     assert_eq!(sed.mispredicted(), 0, "{:?}", sed.held);
     assert_eq!(sed.other_failures, 0);
     // Stateless consistent placement on both nodes: every connection survives.
-    let maglev = run("maglev");
+    let maglev = run("maglev", false);
     let (m1, t1) = maglev.on(1);
     assert!(m1 >= 20, "{maglev:?}");
     assert_eq!(
@@ -37,4 +38,19 @@ fn lb_node_removed() {
     );
     assert_eq!(maglev.mispredicted(), 0);
     assert_eq!(maglev.summary.failed, 0);
+    // SED with flow-state sync between the nodes: node 1's connections are
+    // known to node 0 and survive too.
+    let synced = run("sed", true);
+    let (y0, z0) = synced.on(0);
+    let (y1, z1) = synced.on(1);
+    assert!(y1 >= 20, "{synced:?}");
+    assert_eq!(
+        y0, z0,
+        "a connection on the surviving node broke: {synced:?}"
+    );
+    assert_eq!(
+        y1, z1,
+        "a synced connection of the removed node broke: {synced:?}"
+    );
+    assert_eq!(synced.mispredicted(), 0, "{:?}", synced.held);
 }
