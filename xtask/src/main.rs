@@ -73,7 +73,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <demo [core] | test | fuzz [--seconds N] | bench core [--callgrind [--packets N]] | bench shm | bench dpdk [--secs N] [--runs N] | bench ctrl | bench sim>"
+    "usage: cargo xtask <demo [core] | test | fuzz [--seconds N] | bench core [--callgrind [--packets N]] | bench sync | bench shm | bench dpdk [--secs N] [--runs N] | bench ctrl | bench sim>"
 }
 
 fn run() -> Result<()> {
@@ -95,6 +95,7 @@ fn run() -> Result<()> {
         }
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("core") => bench_core(&root, &args[2..]),
+            Some("sync") => bench_sync(&root, &args[2..]),
             Some("shm") => bench_shm(&root, &args[2..]),
             Some("dpdk") => bench_dpdk::run(&root, &args[2..]),
             Some("ctrl") => bench_ctrl(&root, &args[2..]),
@@ -434,6 +435,29 @@ fn bench_ctrl(root: &Path, extra: &[String]) -> Result<()> {
     let bin = target_dir(root).join("release/examples/bench_ctrl");
     run_pinned(
         "benchmarking a controller cycle (16-backend GRU policy) against bare tract inference",
+        &bin,
+        extra,
+    )
+}
+
+/// `cargo xtask bench sync`: flow-state sync's cost per new connection,
+/// against the pipeline's own new-connection cost in the same run.
+fn bench_sync(root: &Path, extra: &[String]) -> Result<()> {
+    step("building the flow-sync benchmark (release)");
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "marllb-core",
+            "--example",
+            "bench_sync",
+        ],
+    )?;
+    let bin = target_dir(root).join("release/examples/bench_sync");
+    run_pinned(
+        "benchmarking flow-state sync against a new connection without it",
         &bin,
         extra,
     )
