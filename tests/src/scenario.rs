@@ -1733,13 +1733,19 @@ pub struct BgpReport {
     pub failed_across_kill: usize,
     /// Requests open across it.
     pub open_across_kill: usize,
+    /// Connections established (started at least 0.5 s before) and still
+    /// open when lb0's data plane was killed, and how many of them failed.
+    pub held_across_kill: (usize, usize),
+    /// The same across lb0's return (the router moves some of lb1's
+    /// connections to the restarted node, which never saw their records).
+    pub held_across_return: (usize, usize),
 }
 
 /// Issue 15's first part: the VIP announced over BGP by each LB node's
 /// controller through its BIRD, the router's one multipath route following
 /// the nodes: a data plane SIGKILLed (withdrawn), started again (announced
 /// again by the same controller), a BIRD that stops answering (dropped after
-/// the hold time). SED on both nodes.
+/// the hold time). SED on both nodes, with flow-state sync between them.
 pub fn bgp(prefix: &str, dir: &Path) -> Result<BgpReport> {
     use crate::lb::{start_controller, CtrlOptions};
     use crate::topology::Routing;
@@ -1749,6 +1755,7 @@ pub fn bgp(prefix: &str, dir: &Path) -> Result<BgpReport> {
     let dp_opts = |i: usize| LbOptions {
         method: "sed".into(),
         shm: Some(format!("marllb-{prefix}-{i}")),
+        sync: true,
         ..LbOptions::default()
     };
     let started = Instant::now();
@@ -1814,6 +1821,7 @@ pub fn bgp(prefix: &str, dir: &Path) -> Result<BgpReport> {
     sleep_until(t0, 8.0);
     let restart = Instant::now();
     changes.push(now());
+    let restarted_at = now();
     start_dataplane(&mut topo, 0, &dp_opts(0))?;
     let reannounced_after_s = topo
         .wait_vip_next_hops(&[hop(0), hop(1)], Duration::from_secs(15))
@@ -1863,7 +1871,17 @@ pub fn bgp(prefix: &str, dir: &Path) -> Result<BgpReport> {
         .iter()
         .filter(|r| r.at < killed_at && r.at + r.latency_ms / 1e3 > killed_at)
         .collect();
+    let held = |t: f64| {
+        let h: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.at + 0.5 < t && r.at + r.latency_ms / 1e3 > t)
+            .collect();
+        (h.len(), h.iter().copied().filter(failed).count())
+    };
+    let back = restarted_at + reannounced_after_s.unwrap_or(0.0);
     let report = BgpReport {
+        held_across_kill: held(killed_at),
+        held_across_return: held(back),
         summary,
         announced_after_s,
         withdrawn_after_kill_s,

@@ -38,6 +38,11 @@ fn the_route_follows_the_nodes() {
     assert!(r.withdrawn_after_kill_s.is_some(), "{r:?}");
     assert!(r.reannounced_after_s.is_some(), "{r:?}");
     assert!(r.dropped_after_bird_stop_s.is_some(), "{r:?}");
+    // The killed node's established connections continue through the other
+    // node (flow-state sync on): at least 99 % of them.
+    let (held, broke) = r.held_across_kill;
+    assert!(held >= 10, "{r:?}");
+    assert!(broke * 100 <= held, "{r:?}");
     // New connections on a settled route all succeed.
     assert_eq!(r.failed_on_settled_routes, 0, "{r:?}");
     assert!(r.summary.ok > 100, "{r:?}");
