@@ -92,7 +92,7 @@ fn main() {
         let mut rest = &recs[..];
         while !rest.is_empty() {
             let mut buf = [0u8; 1500];
-            let (len, n) = encode(rest, svc.hash_seed, &mut buf);
+            let (len, n) = encode(rest, svc.hash_seed, 1, &mut buf);
             rest = &rest[n..];
             datagrams.push(buf[..len].to_vec());
         }
@@ -110,7 +110,7 @@ fn main() {
         let mut out = [SyncRecord::default(); MAX_RECORDS];
         let mut inserted = 0;
         for d in &datagrams {
-            let n = decode(d, svc.hash_seed, &mut out).unwrap();
+            let n = decode(d, svc.hash_seed, &mut out).unwrap().records;
             inserted += receiver.apply_sync(&svc, now, &out[..n]).inserted;
         }
         c.push(t.elapsed().as_nanos() as f64 / f64::from(N));

@@ -169,6 +169,43 @@ impl<const B: usize> Worker<B> {
         a
     }
 
+    /// Records of the established TCP connections in up to `budget` buckets
+    /// from bucket `cursor` (for a peer that started again), handed to `out`;
+    /// returns the next cursor (0: the table is done).
+    pub fn dump_sync(
+        &self,
+        svc: &Service,
+        now_ns: u64,
+        cursor: usize,
+        budget: usize,
+        mut out: impl FnMut(SyncRecord),
+    ) -> usize {
+        let now = ticks(now_ns);
+        let timeouts = svc.timeouts();
+        self.flows.for_each_from(cursor, budget, |l| {
+            let st = l.entry.state;
+            let live = now.wrapping_sub(l.entry.last_seen) <= timeouts[st as usize];
+            if l.proto == ip_proto::TCP && st == FlowState::TcpEstablished && live {
+                let vip = svc.vip_list().get(usize::from(l.entry.vip));
+                let b = svc.backend(l.entry.backend);
+                if let (Some(v), Some(b)) = (vip, b) {
+                    out(SyncRecord {
+                        src: l.src,
+                        dst: v.addr,
+                        backend: b.addr,
+                        sport: l.sport,
+                        dport: l.dport,
+                        family: if l.v6 { IpFamily::V6 } else { IpFamily::V4 },
+                        proto: l.proto,
+                        backend_family: b.family,
+                        _reserved: 0,
+                    });
+                }
+            }
+            true
+        })
+    }
+
     /// Expires idle flows in up to `budget` buckets (call from the idle loop).
     pub fn sweep(&mut self, svc: &Service, now_ns: u64, budget: usize) {
         let tel = &mut self.telemetry;

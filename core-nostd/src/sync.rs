@@ -29,8 +29,14 @@
 //!   flow entry only into a free or expired way (a live local entry is never
 //!   evicted or overwritten), only for a VIP it serves and a backend it has
 //!   up; anything else is refused and counted.
+//! * A node that starts again has none of its peers' connections: every
+//!   datagram carries the sender's instance (chosen at its start), and a
+//!   node that sees a new instance from a peer sends it the records of every
+//!   established connection it holds ([`Worker::dump_sync`], a bounded number
+//!   of buckets per call). Hosts send an empty datagram (a hello) every second
+//!   so that a restarted peer is noticed without traffic.
 //! * On the wire ([`encode`], [`decode`]): a 16-byte header (magic `MLBS`,
-//!   version, count, the sender's hash-seed tag) and [`RECORD_LEN`]-byte
+//!   version, count, the sender's hash-seed tag, its instance) and [`RECORD_LEN`]-byte
 //!   records, at most [`MAX_RECORDS`] per datagram. A datagram with another
 //!   magic, version or seed tag, or a length that does not match its count, is
 //!   refused whole. The host accepts datagrams only from its configured peers.
@@ -127,10 +133,11 @@ fn family_of(b: u8) -> Option<IpFamily> {
     }
 }
 
-/// Writes one datagram of up to [`MAX_RECORDS`] of `records` into `out`;
-/// returns `(bytes written, records taken)`. `out` too short for the header
-/// writes nothing.
-pub fn encode(records: &[SyncRecord], seed: u64, out: &mut [u8]) -> (usize, usize) {
+/// Writes one datagram of up to [`MAX_RECORDS`] of `records` into `out`
+/// (none: a hello, which tells the peers this sender's `instance`); returns
+/// `(bytes written, records taken)`. `out` too short for the header writes
+/// nothing.
+pub fn encode(records: &[SyncRecord], seed: u64, instance: u32, out: &mut [u8]) -> (usize, usize) {
     if out.len() < HEADER_LEN {
         return (0, 0);
     }
@@ -141,7 +148,7 @@ pub fn encode(records: &[SyncRecord], seed: u64, out: &mut [u8]) -> (usize, usiz
     out[5] = n as u8;
     out[6..8].copy_from_slice(&[0, 0]);
     out[8..12].copy_from_slice(&seed_tag(seed).to_be_bytes());
-    out[12..16].copy_from_slice(&[0; 4]);
+    out[12..16].copy_from_slice(&instance.to_be_bytes());
     for (r, chunk) in records[..n]
         .iter()
         .zip(out[HEADER_LEN..].chunks_exact_mut(RECORD_LEN))
@@ -159,9 +166,18 @@ pub fn encode(records: &[SyncRecord], seed: u64, out: &mut [u8]) -> (usize, usiz
     (HEADER_LEN + n * RECORD_LEN, n)
 }
 
-/// Reads a datagram into `out`; returns the records read. Refused whole on
-/// any mismatch.
-pub fn decode(buf: &[u8], seed: u64, out: &mut [SyncRecord]) -> Result<usize, SyncError> {
+/// A datagram read by [`decode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    /// Records written to the output.
+    pub records: usize,
+    /// The sender's instance (a new value: the peer started again, and has
+    /// none of this node's connections).
+    pub instance: u32,
+}
+
+/// Reads a datagram into `out`. Refused whole on any mismatch.
+pub fn decode(buf: &[u8], seed: u64, out: &mut [SyncRecord]) -> Result<Datagram, SyncError> {
     let head = buf.get(..HEADER_LEN).ok_or(SyncError::Length)?;
     if head[..4] != MAGIC.to_be_bytes() {
         return Err(SyncError::Magic);
@@ -179,6 +195,7 @@ pub fn decode(buf: &[u8], seed: u64, out: &mut [SyncRecord]) -> Result<usize, Sy
     if buf.len() != HEADER_LEN + n * RECORD_LEN {
         return Err(SyncError::Length);
     }
+    let instance = u32::from_be_bytes([head[12], head[13], head[14], head[15]]);
     let n = n.min(out.len());
     let body = buf.get(HEADER_LEN..).unwrap_or_default();
     for (r, c) in out[..n].iter_mut().zip(body.chunks_exact(RECORD_LEN)) {
@@ -199,7 +216,10 @@ pub fn decode(buf: &[u8], seed: u64, out: &mut [SyncRecord]) -> Result<usize, Sy
             backend: take(40),
         };
     }
-    Ok(n)
+    Ok(Datagram {
+        records: n,
+        instance,
+    })
 }
 
 /// The records a worker made since its host last drained them.

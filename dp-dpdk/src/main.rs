@@ -428,6 +428,7 @@ fn launch<const B: usize>(
             backend_port,
             shared: Arc::clone(shared),
             idle_sleep,
+            dump: (0, None),
         };
         eal.launch(lcore, move || ctx.run())
             .with_context(|| format!("launching worker {id} on lcore {lcore}"))?;

@@ -9,7 +9,10 @@
 //! records (beyond, records are dropped and counted), so a peer that floods
 //! cannot grow memory without bound.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use marllb_core::sync::{decode, encode, SyncRecord, MAX_RECORDS};
 use serde::Serialize;
@@ -21,6 +24,8 @@ use crate::worker::Shared;
 pub const MAX_DATAGRAMS: usize = 256;
 /// Records a worker's inbox holds.
 pub const MAX_INBOX: usize = 16_384;
+/// A hello (an empty datagram carrying this node's instance) this often.
+pub const HELLO_EVERY: Duration = Duration::from_secs(1);
 
 /// What the link did.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
@@ -39,6 +44,9 @@ pub struct SyncCounters {
     pub datagrams_refused: u64,
     /// Records dropped because a worker's inbox was full.
     pub inbox_dropped: u64,
+    /// Full dumps of this node's connections, asked for by a peer that
+    /// (re)started (a new instance).
+    pub dumps: u64,
 }
 
 /// The socket and its peers.
@@ -47,6 +55,11 @@ pub struct SyncLink {
     socket: UdpSocket,
     peers: Vec<SocketAddr>,
     seed: u64,
+    /// This node's instance (chosen at start).
+    instance: u32,
+    /// The last instance seen from each peer.
+    seen: HashMap<IpAddr, u32>,
+    last_hello: Option<Instant>,
     /// Counters.
     pub counters: SyncCounters,
 }
@@ -56,10 +69,17 @@ impl SyncLink {
     pub fn bind(s: &SyncSettings, seed: u64) -> std::io::Result<Self> {
         let socket = UdpSocket::bind(s.listen)?;
         socket.set_nonblocking(true)?;
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let instance = (t ^ (u64::from(std::process::id()) << 20)) as u32 | 1;
         Ok(Self {
             socket,
             peers: s.peers.clone(),
             seed,
+            instance,
+            seen: HashMap::new(),
+            last_hello: None,
             counters: SyncCounters::default(),
         })
     }
@@ -73,9 +93,18 @@ impl SyncLink {
             }
         }
         let mut buf = [0u8; 1500];
+        if self.last_hello.is_none_or(|t| t.elapsed() >= HELLO_EVERY) {
+            self.last_hello = Some(Instant::now());
+            let (len, _) = encode(&[], self.seed, self.instance, &mut buf);
+            for p in &self.peers {
+                if self.socket.send_to(&buf[..len], p).is_err() {
+                    self.counters.send_errors += 1;
+                }
+            }
+        }
         let mut rest = &out[..];
         while !rest.is_empty() {
-            let (len, n) = encode(rest, self.seed, &mut buf);
+            let (len, n) = encode(rest, self.seed, self.instance, &mut buf);
             if n == 0 {
                 break;
             }
@@ -100,10 +129,15 @@ impl SyncLink {
                 continue;
             }
             match decode(&buf[..len], self.seed, &mut recs) {
-                Ok(n) => {
+                Ok(d) => {
                     self.counters.datagrams_received += 1;
-                    self.counters.records_received += n as u64;
-                    got.extend_from_slice(&recs[..n]);
+                    self.counters.records_received += d.records as u64;
+                    got.extend_from_slice(&recs[..d.records]);
+                    // A peer that started again has none of our connections.
+                    if self.seen.insert(from.ip(), d.instance) != Some(d.instance) {
+                        self.counters.dumps += 1;
+                        shared.sync_dump.fetch_add(1, Ordering::AcqRel);
+                    }
                 }
                 Err(_) => self.counters.datagrams_refused += 1,
             }

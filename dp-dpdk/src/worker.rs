@@ -137,6 +137,10 @@ pub struct Shared {
     pub start: Instant,
     /// Flow-state sync with peers is on (workers make records).
     pub sync: AtomicBool,
+    /// Bumped when a peer (re)started: every worker then sends the records
+    /// of all its established connections, a bounded number of buckets at a
+    /// time.
+    pub sync_dump: AtomicU64,
 }
 
 impl Shared {
@@ -165,6 +169,7 @@ impl Shared {
             slots,
             start: Instant::now(),
             sync: AtomicBool::new(false),
+            sync_dump: AtomicU64::new(0),
         })
     }
 
@@ -198,6 +203,8 @@ pub struct WorkerCtx<const B: usize> {
     pub shared: Arc<Shared>,
     /// Sleep this long after a run of empty polls (0: busy poll).
     pub idle_sleep: Duration,
+    /// The dump request served last, and where the dump in progress is.
+    pub dump: (u64, Option<usize>),
 }
 
 impl<const B: usize> std::fmt::Debug for WorkerCtx<B> {
@@ -208,6 +215,9 @@ impl<const B: usize> std::fmt::Debug for WorkerCtx<B> {
             .finish_non_exhaustive()
     }
 }
+
+/// Buckets a dump for a restarted peer visits per loop turn.
+const DUMP_BUCKETS: usize = 1024;
 
 /// Empty polls before an idle sleep.
 const IDLE_POLLS_BEFORE_SLEEP: u32 = 1024;
@@ -285,6 +295,23 @@ impl<const B: usize> WorkerCtx<B> {
                 out.extend_from_slice(self.worker.sync.pending());
                 self.worker.sync.clear();
             }
+        }
+        // A peer (re)started: our established connections, in steps.
+        let asked = self.shared.sync_dump.load(Ordering::Acquire);
+        if asked != self.dump.0 {
+            self.dump = (asked, Some(0));
+        }
+        if let Some(cursor) = self.dump.1 {
+            let mut recs = Vec::new();
+            let next =
+                self.worker
+                    .dump_sync(svc, self.shared.now_ns(), cursor, DUMP_BUCKETS, |r| {
+                        recs.push(r)
+                    });
+            if let Ok(mut out) = slot.sync_out.lock() {
+                out.extend_from_slice(&recs);
+            }
+            self.dump.1 = (next != 0).then_some(next);
         }
         let incoming = match slot.sync_in.try_lock() {
             Ok(mut inbox) if !inbox.is_empty() => std::mem::take(&mut *inbox),

@@ -1737,7 +1737,8 @@ pub struct BgpReport {
     /// open when lb0's data plane was killed, and how many of them failed.
     pub held_across_kill: (usize, usize),
     /// The same across lb0's return (the router moves some of lb1's
-    /// connections to the restarted node, which never saw their records).
+    /// connections to the restarted node, which gets their records from
+    /// lb1's dump when it sees lb0's new instance).
     pub held_across_return: (usize, usize),
 }
 

@@ -43,6 +43,12 @@ fn the_route_follows_the_nodes() {
     let (held, broke) = r.held_across_kill;
     assert!(held >= 10, "{r:?}");
     assert!(broke * 100 <= held, "{r:?}");
+    // So do the connections the router moves to the node when it returns:
+    // it announced a new instance, and the other node sent it the records of
+    // its established connections.
+    let (held, broke) = r.held_across_return;
+    assert!(held >= 10, "{r:?}");
+    assert!(broke * 100 <= held, "{r:?}");
     // New connections on a settled route all succeed.
     assert_eq!(r.failed_on_settled_routes, 0, "{r:?}");
     assert!(r.summary.ok > 100, "{r:?}");

@@ -619,7 +619,23 @@ impl<const B: usize> FlowTable<B> {
     /// Calls `f` for every occupied entry until it returns false (for `show
     /// flows`). The destination of a flow is the address of its VIP.
     pub fn for_each(&self, mut f: impl FnMut(&Listed) -> bool) {
-        for (bi, b) in self.buckets.iter().enumerate() {
+        self.for_each_from(0, self.buckets.len(), |l| f(l));
+    }
+
+    /// [`FlowTable::for_each`] over at most `budget` buckets from bucket
+    /// `start`; returns the next bucket to visit (0 once past the last, or
+    /// where `f` stopped).
+    pub fn for_each_from(
+        &self,
+        start: usize,
+        budget: usize,
+        mut f: impl FnMut(&Listed) -> bool,
+    ) -> usize {
+        let end = start.saturating_add(budget).min(self.buckets.len());
+        for bi in start..end {
+            let Some(b) = self.buckets.get(bi) else {
+                break;
+            };
             for w in 0..WAYS {
                 if b.state[w] == 0 {
                     continue;
@@ -650,9 +666,14 @@ impl<const B: usize> FlowTable<B> {
                     created: self.created.get(bi).map_or(0, |c| c[w]),
                 };
                 if !f(&listed) {
-                    return;
+                    return bi;
                 }
             }
+        }
+        if end >= self.buckets.len() {
+            0
+        } else {
+            end
         }
     }
 }

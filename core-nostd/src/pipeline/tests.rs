@@ -664,12 +664,13 @@ fn sync_records_keep_a_moved_connection_on_its_backend() {
     let mut rest = &recs[..];
     while !rest.is_empty() {
         let mut buf = [0u8; 1500];
-        let (len, n) = encode(rest, sa.hash_seed, &mut buf);
+        let (len, n) = encode(rest, sa.hash_seed, 1, &mut buf);
         assert!(n > 0 && n <= MAX_RECORDS);
         rest = &rest[n..];
         let mut out = [SyncRecord::default(); MAX_RECORDS];
-        let k = decode(&buf[..len], sb.hash_seed, &mut out).expect("decodes");
-        got.extend_from_slice(&out[..k]);
+        let d = decode(&buf[..len], sb.hash_seed, &mut out).expect("decodes");
+        assert_eq!(d.instance, 1);
+        got.extend_from_slice(&out[..d.records]);
     }
     assert_eq!(got, recs);
     let applied = b.apply_sync(&sb, 2 * SEC, &got);
@@ -678,6 +679,23 @@ fn sync_records_keep_a_moved_connection_on_its_backend() {
     for c in 0..40u32 {
         let (v, _) = run(&mut b, &sb, 3 * SEC, tcp(c, 1000 + c as u16, 0x10));
         assert_eq!(fwd(v), on_a[c as usize], "connection {c}");
+    }
+    // A node that starts again gets every established connection from a
+    // dump, in bounded steps.
+    let mut dumped = Vec::new();
+    let mut cursor = 0;
+    loop {
+        cursor = a.dump_sync(&sa, 2 * SEC, cursor, 1000, |r| dumped.push(r));
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(dumped.len(), 40, "the SYN-only flow is not established");
+    let mut fresh = worker();
+    assert_eq!(fresh.apply_sync(&sb, 2 * SEC, &dumped).inserted, 40);
+    for c in 0..40u32 {
+        let (v, _) = run(&mut fresh, &sb, 3 * SEC, tcp(c, 1000 + c as u16, 0x10));
+        assert_eq!(fwd(v), 2, "connection {c} after the dump");
     }
     // Applying again changes nothing (the entries are known).
     let again = b.apply_sync(&sb, 4 * SEC, &got);
@@ -701,10 +719,13 @@ fn sync_datagrams_are_checked_whole() {
         ..SyncRecord::default()
     };
     let mut buf = [0u8; 1500];
-    let (len, n) = encode(&[r; 3], 9, &mut buf);
+    let (len, n) = encode(&[r; 3], 9, 77, &mut buf);
     assert_eq!((len, n), (HEADER_LEN + 3 * RECORD_LEN, 3));
     let mut out = [SyncRecord::default(); 4];
-    assert_eq!(decode(&buf[..len], 9, &mut out), Ok(3));
+    assert_eq!(
+        decode(&buf[..len], 9, &mut out).map(|d| (d.records, d.instance)),
+        Ok((3, 77))
+    );
     assert_eq!(decode(&buf[..len], 8, &mut out), Err(SyncError::Seed));
     assert_eq!(decode(&buf[..len - 1], 9, &mut out), Err(SyncError::Length));
     assert_eq!(decode(&buf[..4], 9, &mut out), Err(SyncError::Length));
@@ -722,7 +743,14 @@ fn sync_datagrams_are_checked_whole() {
     assert_eq!(decode(&bad[..len], 9, &mut out), Err(SyncError::Count));
     // A short output buffer takes what fits.
     let mut one = [SyncRecord::default(); 1];
-    assert_eq!(decode(&buf[..len], 9, &mut one), Ok(1));
+    assert_eq!(decode(&buf[..len], 9, &mut one).map(|d| d.records), Ok(1));
+    // A hello: no records, the instance.
+    let (hl, hn) = encode(&[], 9, 78, &mut buf);
+    assert_eq!((hl, hn), (HEADER_LEN, 0));
+    assert_eq!(
+        decode(&buf[..hl], 9, &mut out).map(|d| (d.records, d.instance)),
+        Ok((0, 78))
+    );
     // An output too small for the header writes nothing.
-    assert_eq!(encode(&[r], 9, &mut [0u8; 8]), (0, 0));
+    assert_eq!(encode(&[r], 9, 1, &mut [0u8; 8]), (0, 0));
 }
