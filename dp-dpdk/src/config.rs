@@ -290,9 +290,6 @@ pub struct SyncSettings {
     pub peers: Vec<std::net::SocketAddr>,
 }
 
-/// Most sync peers.
-pub const MAX_SYNC_PEERS: usize = 16;
-
 fn default_method() -> MethodName {
     MethodName::Alias
 }
@@ -624,23 +621,14 @@ impl Config {
                         .map_err(|_| field_err(f, format!("{v:?} is not ADDR:PORT")))
                 };
                 let listen = addr("sync.listen", &sy.listen)?;
-                if sy.peers.is_empty() || sy.peers.len() > MAX_SYNC_PEERS {
-                    return Err(field_err(
-                        "sync.peers",
-                        format!("1 to {MAX_SYNC_PEERS} peers, {} given", sy.peers.len()),
-                    ));
-                }
-                let mut peers = Vec::new();
-                for (i, p) in sy.peers.iter().enumerate() {
-                    let a = addr(&format!("sync.peers[{i}]"), p)?;
-                    if a == listen || peers.contains(&a) {
-                        return Err(field_err(
-                            format!("sync.peers[{i}]"),
-                            format!("{a} is this node's listen address or listed twice"),
-                        ));
-                    }
-                    peers.push(a);
-                }
+                let peers = sy
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| addr(&format!("sync.peers[{i}]"), p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                marllb_host::sync::check_peers(listen, &peers)
+                    .map_err(|e| field_err("sync.peers", e.to_string()))?;
                 Some(SyncSettings { listen, peers })
             }
         };
@@ -740,6 +728,31 @@ weight = 2.5
             assert_eq!(v.spec.backends.len(), 2);
             assert_eq!(v.spec.backends[1].weight, (2.5 * 65536.0) as u32);
             assert_eq!(v.spec.vips[0].members, vec![0, 1]);
+        }
+    }
+
+    #[test]
+    fn sync_section_is_checked_naming_the_field() {
+        let with = |sync: &str| Config::parse(&format!("{GOOD}\n[sync]\n{sync}\n"));
+        let v = with("listen = \"198.18.2.10:7946\"\npeers = [\"198.18.2.11:7946\"]");
+        assert_eq!(v.ok().and_then(|v| v.sync).map(|s| s.peers.len()), Some(1));
+        for (sync, field) in [
+            (
+                "listen = \"x\"\npeers = [\"198.18.2.11:7946\"]",
+                "sync.listen",
+            ),
+            ("listen = \"198.18.2.10:7946\"\npeers = []", "sync.peers"),
+            (
+                "listen = \"198.18.2.10:7946\"\npeers = [\"nope\"]",
+                "sync.peers[0]",
+            ),
+            (
+                "listen = \"198.18.2.10:7946\"\npeers = [\"198.18.2.10:7946\"]",
+                "sync.peers",
+            ),
+        ] {
+            let e = with(sync).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.starts_with(field), "{sync}: {e}");
         }
     }
 

@@ -268,7 +268,7 @@ fn run_with_eal(
     // only when it is on).
     let mut sync = match &cfg.sync {
         Some(s) => {
-            let link = marllb_dpdk::sync::SyncLink::bind(s, cfg.spec.hash_seed)
+            let link = marllb_dpdk::sync::HostSync::bind(s, cfg.spec.hash_seed)
                 .with_context(|| format!("sync.listen {}: binding", s.listen))?;
             shared.sync.store(true, Ordering::Release);
             println!("sync: listening on {}, peers {:?}", s.listen, s.peers);
@@ -393,7 +393,7 @@ fn run_with_eal(
     t.elapsed_s = elapsed;
     t.ports = port_stats;
     t.weight_updates = totals.weight_updates;
-    t.sync = sync.as_ref().map(|l| l.counters);
+    t.sync = sync.as_ref().map(|l| l.counters());
     print!("{}", t.summary());
     if let Some(path) = &args.stats_json {
         let json = serde_json::to_string_pretty(&t).context("serialising stats")?;
@@ -442,7 +442,7 @@ fn main_loop(
     cfg: &mut Validated,
     shared: &Shared,
     control: &mut dyn Control,
-    mut sync: Option<&mut marllb_dpdk::sync::SyncLink>,
+    mut sync: Option<&mut marllb_dpdk::sync::HostSync>,
     term: &AtomicBool,
     totals: &mut Totals,
 ) -> Result<()> {

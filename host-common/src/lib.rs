@@ -7,6 +7,7 @@
 //! * [`service`]: [`ServiceSpec`], the host-neutral description of a service
 //!   (backends, VIPs with their members, egress, timeouts, seed), and the one
 //!   way to build the core's [`Service`](marllb_core::service::Service) from it;
+//! * [`sync`]: the UDP side of flow-state sync with the other LB nodes;
 //! * [`explain`]: which backend the consistent table gives a flow, through the
 //!   core's own VIP match, exactly as the data plane places a packet it has no
 //!   state for.
@@ -20,6 +21,7 @@
 pub mod addr;
 pub mod explain;
 pub mod service;
+pub mod sync;
 
 pub use addr::{family_addr, format_mac, parse_mac};
 pub use explain::{consistent_backend, Flow};
