@@ -152,6 +152,14 @@ pub enum Command {
     },
     /// Egress settings.
     Conf(ConfSpec),
+    /// Flow-state sync with the other LB nodes: `sync listen ADDR:PORT peer
+    /// ADDR:PORT [peer ADDR:PORT]...`.
+    Sync {
+        /// Kernel address this node receives peers' records on.
+        listen: std::net::SocketAddr,
+        /// The other nodes' listen addresses.
+        peers: Vec<std::net::SocketAddr>,
+    },
 }
 
 /// A parsed `show lb rl ...` command.
@@ -259,7 +267,7 @@ fn parse_num<T: core::str::FromStr>(t: &mut Tokens<'_>, what: &str) -> Result<T,
 pub fn parse_lb(input: &str) -> Result<Command, CliError> {
     let mut t = Tokens::new(input);
     let Some(sub) = t.next() else {
-        return err("expected one of: enable, disable, set-vip, set-servers, shm, conf");
+        return err("expected one of: enable, disable, set-vip, set-servers, shm, conf, sync");
     };
     let cmd = match sub {
         "enable" | "disable" => {
@@ -280,6 +288,24 @@ pub fn parse_lb(input: &str) -> Result<Command, CliError> {
             Command::Shm { name: name.into() }
         }
         "conf" => parse_conf(&mut t)?,
+        "sync" => {
+            let sock = |t: &mut Tokens<'_>, what: &str| -> Result<std::net::SocketAddr, CliError> {
+                let v = t.value(what)?;
+                v.parse()
+                    .or_else(|_| err(format!("expected {what} (ADDR:PORT), got `{v}'")))
+            };
+            if t.next() != Some("listen") {
+                return err("expected `listen ADDR:PORT'");
+            }
+            let listen = sock(&mut t, "listen address")?;
+            let mut peers = Vec::new();
+            while t.peek() == Some("peer") {
+                t.next();
+                peers.push(sock(&mut t, "peer address")?);
+            }
+            marllb_host::sync::check_peers(listen, &peers).or_else(|e| err(e.to_string()))?;
+            Command::Sync { listen, peers }
+        }
         _ => {
             t.pos = 0;
             return t.unknown();
@@ -619,6 +645,22 @@ mod tests {
             }
         );
         assert_eq!(e(parse_lb("shm")), "expected shared-memory region name");
+        assert_eq!(
+            parse_lb("sync listen 10.0.0.1:7946 peer 10.0.0.2:7946 peer 10.0.0.3:7946").ok(),
+            Some(Command::Sync {
+                listen: "10.0.0.1:7946".parse().unwrap(),
+                peers: vec![
+                    "10.0.0.2:7946".parse().unwrap(),
+                    "10.0.0.3:7946".parse().unwrap()
+                ],
+            })
+        );
+        assert_eq!(
+            e(parse_lb("sync peer 10.0.0.2:1")),
+            "expected `listen ADDR:PORT'"
+        );
+        assert!(e(parse_lb("sync listen 10.0.0.1:1")).contains("1 to 16 peers"));
+        assert!(e(parse_lb("sync listen 10.0.0.1 peer 10.0.0.2:1")).contains("ADDR:PORT"));
         assert_eq!(e(parse_lb("shm a/b")), "invalid region name `a/b'");
         assert_eq!(e(parse_lb("foo")), "unknown input `foo'");
         assert_eq!(e(parse_lb("foo bar")), "unknown input `foo bar'");

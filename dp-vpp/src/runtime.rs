@@ -86,6 +86,9 @@ pub struct Runtime {
     shm: Mutex<Option<ShmLink>>,
     status: Mutex<Option<(DpStatus, Source)>>,
     start: Instant,
+    /// Flow-state sync's counters, while `lb rl sync` runs.
+    sync: Mutex<Option<marllb_host::sync::SyncCounters>>,
+    sync_stop: AtomicBool,
 }
 
 impl core::fmt::Debug for Runtime {
@@ -119,6 +122,8 @@ impl Runtime {
             shm: Mutex::new(None),
             status: Mutex::new(None),
             start: Instant::now(),
+            sync: Mutex::new(None),
+            sync_stop: AtomicBool::new(false),
         }
     }
 
@@ -167,11 +172,7 @@ impl Runtime {
     ) -> Option<R> {
         let mut slot = lock(self.slots.get(thread)?);
         let slot = &mut *slot;
-        if self.gen.load(Ordering::Acquire) != slot.gen {
-            let cur = lock(&self.current);
-            slot.gen = cur.0;
-            slot.svc = cur.1.clone();
-        }
+        self.refresh(slot);
         if slot.worker.is_none() {
             slot.worker = new_worker(thread);
         }
@@ -179,6 +180,15 @@ impl Runtime {
             return None;
         };
         Some(f(w, svc))
+    }
+
+    /// Takes a newer service into `slot` if one was published.
+    fn refresh(&self, slot: &mut Slot) {
+        if self.gen.load(Ordering::Acquire) != slot.gen {
+            let cur = lock(&self.current);
+            slot.gen = cur.0;
+            slot.svc = cur.1.clone();
+        }
     }
 
     /// Rebuilds the service from the configuration and the controller's last
@@ -233,6 +243,7 @@ impl Runtime {
                 Ok(())
             }),
             Command::Shm { name } => self.link_shm(&name),
+            Command::Sync { listen, peers } => self.start_sync(listen, &peers),
         }
     }
 
@@ -292,6 +303,81 @@ impl Runtime {
             stop,
         });
         Ok(out)
+    }
+
+    /// Starts flow-state sync with the other LB nodes (`lb rl sync`): a
+    /// thread that, every millisecond, takes each thread's records and its
+    /// dump for a peer that started again (a slot busy with a frame is
+    /// visited next time), sends them, and applies the peers' records to
+    /// every thread's table (a thread's pending records are bounded).
+    fn start_sync(
+        &'static self,
+        listen: std::net::SocketAddr,
+        peers: &[std::net::SocketAddr],
+    ) -> Result<String, String> {
+        let mut cur = lock(&self.sync);
+        if cur.is_some() {
+            return Err("sync is already running".into());
+        }
+        let seed = lock(&self.config).hash_seed;
+        let mut link = marllb_host::sync::SyncLink::bind(listen, peers, seed)
+            .map_err(|e| format!("sync: cannot bind {listen}: {e}"))?;
+        *cur = Some(link.counters);
+        std::thread::Builder::new()
+            .name("marllb-sync".into())
+            .spawn(move || {
+                let n = self.threads();
+                let mut inbox: Vec<Vec<marllb_core::sync::SyncRecord>> = vec![Vec::new(); n];
+                let mut dump: Vec<Option<usize>> = vec![None; n];
+                let mut got = Vec::new();
+                while !self.sync_stop.load(Ordering::Relaxed) {
+                    let mut out = Vec::new();
+                    let now = self.now_ns();
+                    for (i, slot) in self.slots.iter().enumerate().take(n) {
+                        let Ok(mut s) = slot.try_lock() else { continue };
+                        let s = &mut *s;
+                        self.refresh(s);
+                        // On as soon as the thread has a worker (before its
+                        // first frame).
+                        if let Some(w) = s.worker.as_deref_mut() {
+                            w.sync.enabled = true;
+                        }
+                        let (Some(w), Some(svc)) = (s.worker.as_deref_mut(), s.svc.as_deref())
+                        else {
+                            continue;
+                        };
+                        out.extend_from_slice(w.sync.pending());
+                        w.sync.clear();
+                        if let Some(c) = dump[i] {
+                            let next = w.dump_sync(svc, now, c, 1024, |r| out.push(r));
+                            dump[i] = (next != 0).then_some(next);
+                        }
+                        if !inbox[i].is_empty() {
+                            w.apply_sync(svc, now, &inbox[i]);
+                            inbox[i].clear();
+                        }
+                    }
+                    link.send(&out);
+                    got.clear();
+                    if link.receive(&mut got) {
+                        dump.iter_mut().for_each(|d| *d = Some(0));
+                    }
+                    for b in &mut inbox {
+                        let take = got.len().min(16_384usize.saturating_sub(b.len()));
+                        b.extend_from_slice(&got[..take]);
+                        link.counters.inbox_dropped += (got.len() - take) as u64;
+                    }
+                    *lock(&self.sync) = Some(link.counters);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+            .map_err(|e| format!("cannot start the sync thread: {e}"))?;
+        Ok(format!("sync on {listen} with {} peers", peers.len()))
+    }
+
+    /// Stops the sync thread (within a millisecond).
+    pub fn stop_sync(&self) {
+        self.sync_stop.store(true, Ordering::Relaxed);
     }
 
     /// Stops the controller link's thread (the region stays until exit).
@@ -398,7 +484,7 @@ impl Runtime {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "marllb: {}, {} threads, {} VIPs, {} servers",
+            "marllb: {}, {} threads, {} VIPs, {} servers{}",
             if self.enabled() {
                 "enabled"
             } else {
@@ -406,7 +492,14 @@ impl Runtime {
             },
             self.threads(),
             cfg.vips.len(),
-            n
+            n,
+            match *lock(&self.sync) {
+                Some(c) => format!(
+                    "; sync: {} records sent, {} received, {} datagrams refused, {} dumps",
+                    c.records_sent, c.records_received, c.datagrams_refused, c.dumps
+                ),
+                None => String::new(),
+            }
         );
         match (lock(&self.shm).as_ref(), lock(&self.status).as_ref()) {
             (Some(l), Some((st, src))) => {
@@ -441,12 +534,14 @@ impl Runtime {
         );
         let _ = writeln!(
             o,
-            "  flows inserted {}  untracked {}  expired {}  maglev-fallback {}  rescheduled {}",
+            "  flows inserted {}  untracked {}  expired {}  maglev-fallback {}  rescheduled {}  synced-in {}  synced-out {}",
             g.flows_inserted,
             g.flows_untracked,
             g.flows_expired,
             g.maglev_fallback,
-            g.flows_rescheduled
+            g.flows_rescheduled,
+            g.sync_applied,
+            g.sync_made
         );
         for r in DropReason::ALL {
             let d = drops[r as usize];
