@@ -289,6 +289,16 @@ pub fn parse_next_hops(json: &str) -> Result<Vec<Ipv4Addr>> {
     Ok(hops)
 }
 
+/// `true` when BIRD 2 is installed (`cargo xtask test` installs `bird2`); the
+/// BGP tests skip with a message otherwise.
+pub fn bird_installed() -> bool {
+    let ok = Command::new("bird").arg("--version").output().is_ok();
+    if !ok {
+        eprintln!("skipped: no bird (apt-get install bird2; cargo xtask test installs it)");
+    }
+    ok
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -88,12 +88,7 @@ fn router_learns_the_vip_by_bgp() {
 /// The BIRD configurations shipped for operators parse (`bird -p`).
 #[test]
 fn shipped_bird_configs_parse() {
-    if std::process::Command::new("bird")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: no bird (apt-get install bird2; cargo xtask test installs it)");
+    if !marllb_testbed::bgp::bird_installed() {
         return;
     }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/bird");

@@ -9,12 +9,7 @@ fn the_route_follows_the_nodes() {
         eprintln!("skipped: needs root");
         return;
     }
-    if std::process::Command::new("bird")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: no bird (apt-get install bird2; cargo xtask test installs it)");
+    if !marllb_testbed::bgp::bird_installed() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("marllb-bgpf-{}", std::process::id()));

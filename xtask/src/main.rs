@@ -444,18 +444,7 @@ fn bench_ctrl(root: &Path, extra: &[String]) -> Result<()> {
 /// against the pipeline's own new-connection cost in the same run.
 fn bench_sync(root: &Path, extra: &[String]) -> Result<()> {
     step("building the flow-sync benchmark (release)");
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "-p",
-            "marllb-core",
-            "--example",
-            "bench_sync",
-        ],
-    )?;
-    let bin = target_dir(root).join("release/examples/bench_sync");
+    let bin = build_core_example(root, "bench_sync")?;
     run_pinned(
         "benchmarking flow-state sync against a new connection without it",
         &bin,
@@ -466,18 +455,16 @@ fn bench_sync(root: &Path, extra: &[String]) -> Result<()> {
 /// Builds the core benchmark (release) and returns its path.
 fn build_bench_core(root: &Path) -> Result<PathBuf> {
     step("building the core benchmark (release)");
+    build_core_example(root, "bench_core")
+}
+
+/// Builds marllb-core's example `name` (release) and returns its path.
+fn build_core_example(root: &Path, name: &str) -> Result<PathBuf> {
     cargo(
         root,
-        &[
-            "build",
-            "--release",
-            "-p",
-            "marllb-core",
-            "--example",
-            "bench_core",
-        ],
+        &["build", "--release", "-p", "marllb-core", "--example", name],
     )?;
-    Ok(target_dir(root).join("release/examples/bench_core"))
+    Ok(target_dir(root).join("release/examples").join(name))
 }
 
 fn bench_core(root: &Path, extra: &[String]) -> Result<()> {
