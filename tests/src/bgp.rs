@@ -53,7 +53,7 @@ pub fn lb_asn(i: usize) -> u32 {
 
 /// Timers shared by every session (see the module contract).
 const TIMERS: &str =
-    "hold time 3; keepalive time 1; connect retry time 1; connect delay time 1; graceful restart off;";
+    "hold time 3; keepalive time 1; connect retry time 1; connect delay time 1; error wait time 1, 5; graceful restart off;";
 
 /// The router's BIRD configuration: one eBGP session per LB node (learn only),
 /// the learned paths merged into one kernel route.

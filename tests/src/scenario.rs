@@ -1711,6 +1711,13 @@ mod tests {
 /// What the BGP scenario measured.
 #[derive(Debug, Clone)]
 pub struct BgpReport {
+    /// The policy (`demo::policy_setup`'s names: `sed`, `es`, ...).
+    pub policy: String,
+    /// Seconds from starting lb2 to the router's three next hops.
+    pub joined_after_s: Option<f64>,
+    /// Connections held (established, open) when lb2's route appeared, and
+    /// how many failed (the router moves about a third of them to lb2).
+    pub held_across_join: (usize, usize),
     /// The whole run.
     pub summary: Summary,
     /// Seconds from the controllers' start to both nodes' next hops.
@@ -1747,32 +1754,41 @@ pub struct BgpReport {
 /// the nodes: a data plane SIGKILLed (withdrawn), started again (announced
 /// again by the same controller), a BIRD that stops answering (dropped after
 /// the hold time). SED on both nodes, with flow-state sync between them.
-pub fn bgp(prefix: &str, dir: &Path) -> Result<BgpReport> {
+pub fn bgp(prefix: &str, dir: &Path, policy: &str) -> Result<BgpReport> {
     use crate::lb::{start_controller, CtrlOptions};
     use crate::topology::Routing;
     use std::net::Ipv4Addr;
     let specs = equal_backends(3, 0.3, 16, 512);
-    let mut topo = Topology::build_with(prefix, &specs, 2, dir, Routing::Bgp)?;
+    // Three nodes: lb2 joins (data plane, controller) while connections are held.
+    let mut topo = Topology::build_with(prefix, &specs, 3, dir, Routing::Bgp)?;
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let (method, agent, model) = crate::demo::policy_setup(policy, &models)?;
     let dp_opts = |i: usize| LbOptions {
-        method: "sed".into(),
+        method: method.clone(),
         shm: Some(format!("marllb-{prefix}-{i}")),
         sync: true,
         ..LbOptions::default()
     };
-    let started = Instant::now();
-    for i in 0..2 {
-        start_dataplane(&mut topo, i, &dp_opts(i))?;
+    let start_node = |topo: &mut Topology, i: usize| -> Result<()> {
+        start_dataplane(topo, i, &dp_opts(i))?;
         let speaker = topo.lbs[i]
             .bgp
             .clone()
             .context("a BGP topology has a speaker per LB node")?;
         let copts = CtrlOptions {
+            agent: agent.clone(),
+            model: model.clone(),
             interval: "100ms".into(),
             extra: speaker.ctrl_flags(),
             prometheus_port: 9090,
             ..CtrlOptions::default()
         };
-        start_controller(&mut topo, i, &format!("marllb-{prefix}-{i}"), &copts)?;
+        start_controller(topo, i, &format!("marllb-{prefix}-{i}"), &copts)?;
+        Ok(())
+    };
+    let started = Instant::now();
+    for i in 0..2 {
+        start_node(&mut topo, i)?;
     }
     let hop = |i: u8| Ipv4Addr::new(198, 18, 2, 200 + i);
     let mut next_hops = Vec::new();
@@ -1797,7 +1813,7 @@ pub fn bgp(prefix: &str, dir: &Path) -> Result<BgpReport> {
             "--hold",
             "2",
             "--duration",
-            "20",
+            "24",
             "--timeout",
             "10",
             "--capacities",
@@ -1841,6 +1857,20 @@ pub fn bgp(prefix: &str, dir: &Path) -> Result<BgpReport> {
     changes.push(now());
     record_hops(&topo);
     topo.tb.signal("bird-lb1", "CONT");
+    // lb1's session comes back; then lb2 joins.
+    topo.wait_vip_next_hops(&[hop(0), hop(1)], Duration::from_secs(15))?;
+    changes.push(now());
+    sleep_until(t0, 19.0);
+    changes.push(now());
+    let join = Instant::now();
+    start_node(&mut topo, 2)?;
+    let joined_after_s = topo
+        .wait_vip_next_hops(&[hop(0), hop(1), hop(2)], Duration::from_secs(15))
+        .ok()
+        .map(|_| join.elapsed().as_secs_f64());
+    let joined_at = now();
+    changes.push(joined_at);
+    record_hops(&topo);
 
     let (summary, records) = run.finish(&mut topo, Duration::from_secs(60))?;
     let failed = |r: &&Record| r.outcome != crate::load::Outcome::Ok;
@@ -1881,6 +1911,9 @@ pub fn bgp(prefix: &str, dir: &Path) -> Result<BgpReport> {
     };
     let back = restarted_at + reannounced_after_s.unwrap_or(0.0);
     let report = BgpReport {
+        policy: policy.into(),
+        joined_after_s,
+        held_across_join: held(joined_at),
         held_across_kill: held(killed_at),
         held_across_return: held(back),
         summary,

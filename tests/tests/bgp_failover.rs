@@ -9,12 +9,19 @@ fn the_route_follows_the_nodes() {
         eprintln!("skipped: needs root");
         return;
     }
+    // The learned policy (es, the product default) and SED.
+    for policy in ["es", "sed"] {
+        check(policy);
+    }
+}
+
+fn check(policy: &str) {
     if !marllb_testbed::bgp::bird_installed() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("marllb-bgpf-{}", std::process::id()));
-    let prefix = format!("g{}", std::process::id() % 100_000);
-    let r = marllb_testbed::scenario::bgp(&prefix, &dir).expect("scenario");
+    let dir = std::env::temp_dir().join(format!("marllb-bgpf-{policy}-{}", std::process::id()));
+    let prefix = format!("g{}{}", &policy[..1], std::process::id() % 10_000);
+    let r = marllb_testbed::scenario::bgp(&prefix, &dir, policy).expect("scenario");
     let hops: Vec<Vec<&str>> = r
         .next_hops
         .iter()
@@ -27,6 +34,7 @@ fn the_route_follows_the_nodes() {
             vec!["198.18.2.201"],
             vec!["198.18.2.200", "198.18.2.201"],
             vec!["198.18.2.200"],
+            vec!["198.18.2.200", "198.18.2.201", "198.18.2.202"],
         ],
         "{r:?}"
     );
@@ -42,6 +50,10 @@ fn the_route_follows_the_nodes() {
     // it announced a new instance, and the other node sent it the records of
     // its established connections.
     let (held, broke) = r.held_across_return;
+    assert!(held >= 10, "{r:?}");
+    assert!(broke * 100 <= held, "{r:?}");
+    // And those the router moves to a node that joins.
+    let (held, broke) = r.held_across_join;
     assert!(held >= 10, "{r:?}");
     assert!(broke * 100 <= held, "{r:?}");
     // New connections on a settled route all succeed.
