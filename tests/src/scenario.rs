@@ -1713,6 +1713,8 @@ mod tests {
 pub struct BgpReport {
     /// The policy (`demo::policy_setup`'s names: `sed`, `es`, ...).
     pub policy: String,
+    /// The agent lb0's controller ran (`marllb_policy_active`).
+    pub active_agent: Option<String>,
     /// Seconds from starting lb2 to the router's three next hops.
     pub joined_after_s: Option<f64>,
     /// Connections held (established, open) when lb2's route appeared, and
@@ -1758,7 +1760,9 @@ pub fn bgp(prefix: &str, dir: &Path, policy: &str) -> Result<BgpReport> {
     use crate::lb::{start_controller, CtrlOptions};
     use crate::topology::Routing;
     use std::net::Ipv4Addr;
-    let specs = equal_backends(3, 0.3, 16, 512);
+    // The shipped learned policy serves 7 backends (the MARLLB moderate mix
+    // of the demo); the same backends for every policy.
+    let specs = crate::demo::backends(7, 0.2, 8);
     // Three nodes: lb2 joins (data plane, controller) while connections are held.
     let mut topo = Topology::build_with(prefix, &specs, 3, dir, Routing::Bgp)?;
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
@@ -1800,6 +1804,21 @@ pub fn bgp(prefix: &str, dir: &Path, policy: &str) -> Result<BgpReport> {
     topo.wait_vip_next_hops(&[hop(0), hop(1)], Duration::from_secs(20))?;
     let announced_after_s = started.elapsed().as_secs_f64();
     record_hops(&topo);
+    // The agent computing lb0's weights (a refused model would show its
+    // fallback here).
+    let active_agent = crate::lb::metrics(&topo.lbs[0].ns, 9090)
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .filter(|l| l.starts_with("marllb_policy_active{") && l.ends_with(" 1"))
+                .find_map(|l| {
+                    l.split("agent=\"")
+                        .nth(1)?
+                        .split('"')
+                        .next()
+                        .map(String::from)
+                })
+        });
 
     let caps = capacities(&specs);
     let run = start_load(
@@ -1912,6 +1931,7 @@ pub fn bgp(prefix: &str, dir: &Path, policy: &str) -> Result<BgpReport> {
     let back = restarted_at + reannounced_after_s.unwrap_or(0.0);
     let report = BgpReport {
         policy: policy.into(),
+        active_agent,
         joined_after_s,
         held_across_join: held(joined_at),
         held_across_kill: held(killed_at),

@@ -22,6 +22,9 @@ fn check(policy: &str) {
     let dir = std::env::temp_dir().join(format!("marllb-bgpf-{policy}-{}", std::process::id()));
     let prefix = format!("g{}{}", &policy[..1], std::process::id() % 10_000);
     let r = marllb_testbed::scenario::bgp(&prefix, &dir, policy).expect("scenario");
+    // The learned policy really ran (not its fallback).
+    let want = if policy == "sed" { "wcmp" } else { policy };
+    assert_eq!(r.active_agent.as_deref(), Some(want), "{r:?}");
     let hops: Vec<Vec<&str>> = r
         .next_hops
         .iter()
