@@ -9,8 +9,9 @@ fn the_route_follows_the_nodes() {
         eprintln!("skipped: needs root");
         return;
     }
-    // The learned policy (es, the product default) and SED.
-    for policy in ["es", "sed"] {
+    // The learned policies (es, the product default; QMIX, the prototype's)
+    // and SED.
+    for policy in ["es", "qmix", "sed"] {
         check(policy);
     }
 }
