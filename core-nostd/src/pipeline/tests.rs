@@ -650,11 +650,9 @@ fn sync_records_keep_a_moved_connection_on_its_backend() {
     assert_eq!(a.telemetry.global.sync_made, 40);
     // Without the records B places the mid-flow packets consistently: most go
     // elsewhere than backend 2.
+    let mut fresh_b = worker();
     let moved = (0..40u32)
-        .filter(|&c| {
-            let mut w = worker();
-            fwd(run(&mut w, &sb, SEC, tcp(c, 1000 + c as u16, 0x10)).0) != 2
-        })
+        .filter(|&c| fwd(run(&mut fresh_b, &sb, SEC, tcp(c, 1000 + c as u16, 0x10)).0) != 2)
         .count();
     assert!(moved > 10, "{moved}");
     // Over the wire (two datagrams) and applied on B.
