@@ -26,9 +26,12 @@
 //!   are dropped and counted (`GlobalCounters::sync_dropped`).
 //! * A record names the backend by address (indices may differ between
 //!   nodes while a backend set changes). The receiver inserts an established
-//!   flow entry only into a free or expired way (a live local entry is never
-//!   evicted or overwritten), only for a VIP it serves and a backend it has
-//!   up; anything else is refused and counted.
+//!   flow entry only into a free or expired way of the flow's first bucket,
+//!   and never into its last one (a live local entry is never evicted or
+//!   overwritten, and the node's own new flows always find a way, however
+//!   many records its peers send), only for a VIP it serves and a backend it
+//!   has up; anything else is refused and counted. What a peer sends is
+//!   bounded by the connections it established, not by the SYNs it saw.
 //! * A node that starts again has none of its peers' connections: every
 //!   datagram carries the sender's instance (chosen at its start), and a
 //!   node that sees a new instance from a peer sends it the records of every
@@ -325,6 +328,10 @@ pub fn apply<const B: usize>(
         let hash = flow_hash(&key, svc.hash_seed);
         match flows.lookup(&key, hash, vip, now, svc.timeouts()) {
             Lookup::Hit(..) => a.known += 1,
+            // A peer's record never takes the last free way of a bucket: the
+            // node's own new flows always find room, however many records
+            // its peers send.
+            Lookup::Miss(_) if flows.room(hash, now, svc.timeouts()) < 2 => a.refused += 1,
             Lookup::Miss(_) => {
                 match flows.insert(
                     &key,

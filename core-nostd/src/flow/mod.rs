@@ -536,6 +536,19 @@ impl<const B: usize> FlowTable<B> {
         ))
     }
 
+    /// Free or expired ways of the bucket `hash` maps to first.
+    pub fn room(&self, hash: u64, now: u32, timeouts: &[u32; FLOW_STATES]) -> usize {
+        let Some(b) = self.buckets.get(Self::bucket_of(hash)) else {
+            return 0;
+        };
+        (0..WAYS)
+            .filter(|&w| {
+                let st = FlowState::from_u8(b.state[w] & STATE_MASK);
+                b.state[w] == 0 || now.wrapping_sub(b.last_seen[w]) > timeouts[st as usize]
+            })
+            .count()
+    }
+
     /// Changes the state of the entry at `slot` (from a lookup in this batch).
     #[inline]
     pub fn set_state(&mut self, slot: Slot, state: FlowState) {

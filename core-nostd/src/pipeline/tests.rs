@@ -698,6 +698,18 @@ fn sync_records_keep_a_moved_connection_on_its_backend() {
     // Applying again changes nothing (the entries are known).
     let again = b.apply_sync(&sb, 4 * SEC, &got);
     assert_eq!((again.inserted, again.known), (0, 40));
+    // Records never take a bucket's last free way: a flood of them fills at
+    // most three ways of every bucket.
+    let mut flood = Vec::new();
+    for c in 0..4u32 {
+        let mut r = got[0];
+        r.sport = 40_000 + c as u16;
+        flood.push(r);
+    }
+    let mut small = Worker::<1>::new_box_zeroed().expect("alloc");
+    small.init(9);
+    let f = small.apply_sync(&sb, SEC, &flood);
+    assert_eq!((f.inserted, f.refused), (3, 1));
     // A record for a backend B does not have up is refused.
     let mut down = sb.backends().to_vec();
     down[2].admin = AdminState::Down;
