@@ -181,7 +181,7 @@ fn run(args: &marllb_ctrl::config::RunArgs) -> Result<()> {
             Ok(Exit::Stopped) => break Ok(()),
             Ok(Exit::Replaced) => {
                 attached_once = true;
-                tracing::warn!(shm = %settings.shm, "the data plane's region was replaced (the data plane started again): attaching the new one");
+                tracing::warn!(shm = %settings.shm, "the data plane's region was closed or replaced (the data plane stopped or started again): attaching the new one as soon as it is there");
             }
             Err(e) if attached_once && e.downcast_ref::<marllb_shm::ShmError>().is_some() => {
                 tracing::debug!(error = %format!("{e:#}"), "waiting for the new region");

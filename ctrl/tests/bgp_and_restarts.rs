@@ -128,7 +128,7 @@ fn announced_withdrawn_and_announced_again_across_a_data_plane_restart() {
         at.duration_since(started).as_secs_f64() * 1e3
     );
     assert!(
-        c.log_text().contains("region was replaced"),
+        c.log_text().contains("region was closed or replaced"),
         "{}",
         c.log_text()
     );

@@ -1408,7 +1408,7 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
             "--hold",
             "3",
             "--duration",
-            "42",
+            "50",
             "--timeout",
             "20",
             "--capacities",
@@ -1476,13 +1476,15 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
     let resumed_at = t0.elapsed().as_secs_f64();
     topo.tb.signal("be2-nginx", "CONT");
     // Back in service once the rise count of active checks passed and the
-    // first slow-start cycle published a weight above 0. The load runs to
-    // t=42 s, so that it has several seconds of new flows to take after.
+    // first slow-start cycle published a weight above 0 -- or, when the
+    // passive signal also ejected it (handshake timeouts of the connections
+    // it held while silent), once its hold (10 s) ended. The load runs to
+    // t=50 s, so that it has several seconds of new flows to take after.
     let back_after_s = weight_positive_within(
         &ns,
         copts.prometheus_port,
         "198.18.2.102",
-        Duration::from_secs(10),
+        Duration::from_secs(15),
     );
     let back_at = resumed_at + back_after_s.unwrap_or(f64::INFINITY);
     let (summary, records) = run.finish(&mut topo, Duration::from_secs(90))?;
