@@ -56,6 +56,15 @@ fn json(socket: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&ok(socket, &a)).unwrap()
 }
 
+/// `marllb_operator_changes_total{command,result}`.
+fn changes(m: &common::Metrics, command: &str, result: &str) -> f64 {
+    m.get(
+        "marllb_operator_changes_total",
+        &[("command", command), ("result", result)],
+    )
+    .unwrap_or(0.0)
+}
+
 fn addrs() -> Vec<Ipv4Addr> {
     (1..=3).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect()
 }
@@ -219,13 +228,7 @@ fn every_command_and_refusal_and_state_across_restart() {
         m.get("marllb_policy_active", &[("agent", "lsq")]) == Some(1.0)
     });
     let m = c.scrape();
-    let count = |cmd: &str, result: &str| {
-        m.get(
-            "marllb_operator_changes_total",
-            &[("command", cmd), ("result", result)],
-        )
-        .unwrap_or(0.0)
-    };
+    let count = |cmd: &str, result: &str| changes(&m, cmd, result);
     assert_eq!(count("drain", "accepted"), 1.0);
     assert_eq!(count("drain", "refused"), 2.0);
     assert_eq!(count("weight", "accepted"), 1.0);
@@ -465,13 +468,7 @@ fn backends_added_and_removed_at_run_time_and_kept_across_restarts() {
         a.admin.len() == 4 && a.admin[1] == AdminState::Active && a.weights[1] > 0
     });
     let m = c.scrape();
-    let count = |cmd: &str, result: &str| {
-        m.get(
-            "marllb_operator_changes_total",
-            &[("command", cmd), ("result", result)],
-        )
-        .unwrap_or(0.0)
-    };
+    let count = |cmd: &str, result: &str| changes(&m, cmd, result);
     assert_eq!(count("add", "accepted"), 2.0);
     assert_eq!(count("add", "refused"), 5.0);
     assert_eq!(count("remove", "accepted"), 1.0);
