@@ -517,3 +517,32 @@ fn backends_added_and_removed_at_run_time_and_kept_across_restarts() {
     );
     assert!(c.stop().success());
 }
+
+#[test]
+fn the_last_served_backend_is_never_removed() {
+    let two: Vec<Ipv4Addr> = (1..=2).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect();
+    let dp = Dp::start_with("api-last", &two, 1);
+    let dir = TempDir::new("api-last");
+    let (c, socket) = start(&dp, &dir.0, &["--agent", "sed"]);
+    dp.wait_for(LONG, "controller weights", |a| {
+        a.source == Source::Controller && a.epoch > 0
+    });
+    // A backend taken down can go at once (its flows are re-placed anyway).
+    ok(&socket, &["backend", "down", "127.0.0.2"]);
+    ok(&socket, &["backend", "remove", "127.0.0.2"]);
+    dp.wait_for(LONG, "removed", |a| {
+        a.admin.len() == 2 && a.admin[1] == AdminState::Down
+    });
+    // The last one: refused even with --force, and still serving.
+    ok(&socket, &["backend", "down", "127.0.0.1", "--force"]);
+    refused(
+        &socket,
+        &["backend", "remove", "127.0.0.1", "--force"],
+        "it is the last backend served",
+    );
+    ok(&socket, &["backend", "up", "127.0.0.1"]);
+    dp.wait_for(LONG, "serving again", |a| {
+        a.admin[0] == AdminState::Active && a.weights[0] > 0
+    });
+    assert!(c.stop().success());
+}
