@@ -279,6 +279,15 @@ pub struct SyncSection {
     /// The other LB nodes' `listen` addresses; records from anyone else are
     /// refused.
     pub peers: Vec<String>,
+    /// Records a second sent, and accepted from each peer (default
+    /// `marllb_host::sync::DEFAULT_MAX_RECORDS_PER_S`); over it, records
+    /// wait up to a second and are then dropped and counted.
+    #[serde(default = "default_sync_rate")]
+    pub max_records_per_s: u32,
+}
+
+fn default_sync_rate() -> u32 {
+    marllb_host::sync::DEFAULT_MAX_RECORDS_PER_S
 }
 
 /// Validated `[sync]`.
@@ -288,6 +297,8 @@ pub struct SyncSettings {
     pub listen: std::net::SocketAddr,
     /// Sent to, and the only sources accepted.
     pub peers: Vec<std::net::SocketAddr>,
+    /// Records a second, each way per peer (at least 1).
+    pub max_records_per_s: u32,
 }
 
 fn default_method() -> MethodName {
@@ -629,7 +640,17 @@ impl Config {
                     .collect::<Result<Vec<_>, _>>()?;
                 marllb_host::sync::check_peers(listen, &peers)
                     .map_err(|e| field_err("sync.peers", e.to_string()))?;
-                Some(SyncSettings { listen, peers })
+                if sy.max_records_per_s == 0 {
+                    return Err(field_err(
+                        "sync.max_records_per_s",
+                        "must be at least 1".to_string(),
+                    ));
+                }
+                Some(SyncSettings {
+                    listen,
+                    peers,
+                    max_records_per_s: sy.max_records_per_s,
+                })
             }
         };
         let v = Validated {
@@ -749,6 +770,10 @@ weight = 2.5
             (
                 "listen = \"198.18.2.10:7946\"\npeers = [\"198.18.2.10:7946\"]",
                 "sync.peers",
+            ),
+            (
+                "listen = \"198.18.2.10:7946\"\npeers = [\"198.18.2.11:7946\"]\nmax_records_per_s = 0",
+                "sync.max_records_per_s",
             ),
         ] {
             let e = with(sync).err().map(|e| e.to_string()).unwrap_or_default();

@@ -2,9 +2,9 @@
 //! go out through `marllb_host::sync::SyncLink` every turn of the main loop,
 //! the peers' records are handed to every worker (which worker a moved
 //! connection lands on is the NIC's RSS choice, not known here), and a peer
-//! that started again makes every worker dump its established connections.
-//! A worker's inbox holds at most [`MAX_INBOX`] records; beyond, records are
-//! dropped and counted, so a flooding peer cannot grow memory without bound.
+//! that started again makes every worker dump its established connections,
+//! paused while the link's backlog is over half a second
+//! ([`Shared::sync_backlogged`]). Bounds and rates: `marllb_host::sync`.
 
 use std::sync::atomic::Ordering;
 
@@ -14,9 +14,6 @@ use marllb_host::sync::SyncLink;
 
 use crate::config::SyncSettings;
 use crate::worker::Shared;
-
-/// Records a worker's inbox holds.
-pub const MAX_INBOX: usize = 16_384;
 
 /// The link and the host's side of it.
 #[derive(Debug)]
@@ -28,7 +25,7 @@ impl HostSync {
     /// Binds `s.listen`.
     pub fn bind(s: &SyncSettings, seed: u64) -> std::io::Result<Self> {
         Ok(Self {
-            link: SyncLink::bind(s.listen, &s.peers, seed)?,
+            link: SyncLink::bind(s.listen, &s.peers, seed)?.with_rate(s.max_records_per_s),
         })
     }
 
@@ -46,6 +43,9 @@ impl HostSync {
             }
         }
         self.link.send(&out);
+        shared
+            .sync_backlogged
+            .store(self.link.backlogged(), Ordering::Release);
         let mut got = Vec::new();
         if self.link.receive(&mut got) {
             shared.sync_dump.fetch_add(1, Ordering::AcqRel);
@@ -53,13 +53,12 @@ impl HostSync {
         if got.is_empty() {
             return;
         }
-        for slot in &shared.slots {
-            if let Ok(mut inbox) = slot.sync_in.lock() {
-                let room = MAX_INBOX.saturating_sub(inbox.len());
-                let take = got.len().min(room);
-                inbox.extend_from_slice(&got[..take]);
-                self.link.counters.inbox_dropped += (got.len() - take) as u64;
-            }
-        }
+        let mut inboxes: Vec<_> = shared
+            .slots
+            .iter()
+            .filter_map(|slot| slot.sync_in.lock().ok())
+            .collect();
+        self.link
+            .deliver(&got, inboxes.iter_mut().map(|g| &mut **g));
     }
 }

@@ -141,6 +141,8 @@ pub struct Shared {
     /// of all its established connections, a bounded number of buckets at a
     /// time.
     pub sync_dump: AtomicU64,
+    /// The sync link's backlog is over half a second: dumps pause.
+    pub sync_backlogged: AtomicBool,
 }
 
 impl Shared {
@@ -170,6 +172,7 @@ impl Shared {
             start: Instant::now(),
             sync: AtomicBool::new(false),
             sync_dump: AtomicU64::new(0),
+            sync_backlogged: AtomicBool::new(false),
         })
     }
 
@@ -301,7 +304,8 @@ impl<const B: usize> WorkerCtx<B> {
         if asked != self.dump.0 {
             self.dump = (asked, Some(0));
         }
-        if let Some(cursor) = self.dump.1 {
+        let paused = self.shared.sync_backlogged.load(Ordering::Acquire);
+        if let (Some(cursor), false) = (self.dump.1, paused) {
             let mut recs = Vec::new();
             let next =
                 self.worker

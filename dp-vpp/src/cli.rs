@@ -153,12 +153,14 @@ pub enum Command {
     /// Egress settings.
     Conf(ConfSpec),
     /// Flow-state sync with the other LB nodes: `sync listen ADDR:PORT peer
-    /// ADDR:PORT [peer ADDR:PORT]...`.
+    /// ADDR:PORT [peer ADDR:PORT]... [rate RECORDS_PER_S]`.
     Sync {
         /// Kernel address this node receives peers' records on.
         listen: std::net::SocketAddr,
         /// The other nodes' listen addresses.
         peers: Vec<std::net::SocketAddr>,
+        /// Records a second sent, and accepted from each peer.
+        rate: u32,
     },
 }
 
@@ -304,7 +306,24 @@ pub fn parse_lb(input: &str) -> Result<Command, CliError> {
                 peers.push(sock(&mut t, "peer address")?);
             }
             marllb_host::sync::check_peers(listen, &peers).or_else(|e| err(e.to_string()))?;
-            Command::Sync { listen, peers }
+            let mut rate = marllb_host::sync::DEFAULT_MAX_RECORDS_PER_S;
+            if t.peek() == Some("rate") {
+                t.next();
+                let v = t.value("records per second")?;
+                rate = match v.parse::<u32>() {
+                    Ok(r) if r > 0 => r,
+                    _ => {
+                        return err(format!(
+                            "expected records per second (1 or more), got `{v}'"
+                        ))
+                    }
+                };
+            }
+            Command::Sync {
+                listen,
+                peers,
+                rate,
+            }
         }
         _ => {
             t.pos = 0;
@@ -653,7 +672,18 @@ mod tests {
                     "10.0.0.2:7946".parse().unwrap(),
                     "10.0.0.3:7946".parse().unwrap()
                 ],
+                rate: marllb_host::sync::DEFAULT_MAX_RECORDS_PER_S,
             })
+        );
+        assert!(matches!(
+            parse_lb("sync listen 10.0.0.1:7946 peer 10.0.0.2:7946 rate 5000"),
+            Ok(Command::Sync { rate: 5000, .. })
+        ));
+        assert_eq!(
+            e(parse_lb(
+                "sync listen 10.0.0.1:7946 peer 10.0.0.2:7946 rate 0"
+            )),
+            "expected records per second (1 or more), got `0'"
         );
         assert_eq!(
             e(parse_lb("sync peer 10.0.0.2:1")),

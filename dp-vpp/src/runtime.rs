@@ -243,7 +243,11 @@ impl Runtime {
                 Ok(())
             }),
             Command::Shm { name } => self.link_shm(&name),
-            Command::Sync { listen, peers } => self.start_sync(listen, &peers),
+            Command::Sync {
+                listen,
+                peers,
+                rate,
+            } => self.start_sync(listen, &peers, rate),
         }
     }
 
@@ -314,6 +318,7 @@ impl Runtime {
         &'static self,
         listen: std::net::SocketAddr,
         peers: &[std::net::SocketAddr],
+        rate: u32,
     ) -> Result<String, String> {
         let mut cur = lock(&self.sync);
         if cur.is_some() {
@@ -321,7 +326,8 @@ impl Runtime {
         }
         let seed = lock(&self.config).hash_seed;
         let mut link = marllb_host::sync::SyncLink::bind(listen, peers, seed)
-            .map_err(|e| format!("sync: cannot bind {listen}: {e}"))?;
+            .map_err(|e| format!("sync: cannot bind {listen}: {e}"))?
+            .with_rate(rate);
         *cur = Some(link.counters);
         std::thread::Builder::new()
             .name("marllb-sync".into())
@@ -348,7 +354,7 @@ impl Runtime {
                         };
                         out.extend_from_slice(w.sync.pending());
                         w.sync.clear();
-                        if let Some(c) = dump[i] {
+                        if let (Some(c), false) = (dump[i], link.backlogged()) {
                             let next = w.dump_sync(svc, now, c, 1024, |r| out.push(r));
                             dump[i] = (next != 0).then_some(next);
                         }
@@ -362,11 +368,7 @@ impl Runtime {
                     if link.receive(&mut got) {
                         dump.iter_mut().for_each(|d| *d = Some(0));
                     }
-                    for b in &mut inbox {
-                        let take = got.len().min(16_384usize.saturating_sub(b.len()));
-                        b.extend_from_slice(&got[..take]);
-                        link.counters.inbox_dropped += (got.len() - take) as u64;
-                    }
+                    link.deliver(&got, &mut inbox);
                     *lock(&self.sync) = Some(link.counters);
                     std::thread::sleep(Duration::from_millis(1));
                 }
