@@ -174,9 +174,12 @@ pub fn policy_setup(policy: &str, models: &Path) -> Result<(String, String, Opti
         "lsq" => ("sed".into(), "ecmp".into(), None),
         "wcmp" => ("alias".into(), "wcmp".into(), None),
         "ecmp" => ("alias".into(), "ecmp".into(), None),
+        // The consistent table over the capacity weights (no learning: every
+        // node computes the same placement).
+        "maglev" => ("maglev".into(), "wcmp".into(), None),
         other => {
             bail!(
-                "unknown policy {other:?} (es, qmix, sac-gru, sed, adaptive-sed, lsq, wcmp, ecmp)"
+                "unknown policy {other:?} (es, qmix, sac-gru, sed, adaptive-sed, lsq, wcmp, ecmp, maglev)"
             )
         }
     })

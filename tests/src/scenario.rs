@@ -918,17 +918,25 @@ fn backend_sockets(topo: &Topology) -> std::collections::BTreeMap<u16, String> {
 /// client port and initial sequence number (one element per connection, its
 /// retransmitted SYNs included), added with a one-hour timeout so that the
 /// time left tells when (an nftables set per node, matched on the frame's
-/// source MAC: the node's data interface). The router's multipath hash cannot
-/// be recomputed from outside: for locally originated TCP the kernel hashes
-/// the socket's random `txhash`, which survives the veth hop (as a NIC's RSS
-/// hash would), not the 5-tuple `ip route get` hashes.
-fn record_lb_of_syns(topo: &Topology) -> Result<()> {
+/// source MAC: the node's data interface). With `segments`, also the last
+/// time each node forwarded a segment other than a SYN of each client port
+/// (the timeout refreshed on every one: [`segments_seen`]). The router's
+/// multipath hash cannot be recomputed from outside: for locally originated
+/// TCP the kernel hashes the socket's random `txhash`, which survives the
+/// veth hop (as a NIC's RSS hash would), not the 5-tuple `ip route get`
+/// hashes.
+fn record_lb_of_syns(topo: &Topology, segments: bool) -> Result<()> {
     for b in &topo.backends {
         let mut rules = String::from("table inet marllb {\n");
         for i in 0..topo.lbs.len() {
             rules += &format!(
                 "  set via{i} {{ typeof tcp sport . tcp sequence; size 65535; flags timeout; timeout {SYN_RECORD_S}s; }}\n"
             );
+            if segments {
+                rules += &format!(
+                    "  set seg{i} {{ typeof tcp sport; size 65535; flags timeout; timeout {SYN_RECORD_S}s; }}\n"
+                );
+            }
         }
         rules += "  chain pre {\n    type filter hook prerouting priority -300; policy accept;\n";
         for (i, lb) in topo.lbs.iter().enumerate() {
@@ -936,6 +944,12 @@ fn record_lb_of_syns(topo: &Topology) -> Result<()> {
                 "    tcp dport 80 tcp flags & (syn | ack) == syn ether saddr {} add @via{i} {{ tcp sport . tcp sequence }}\n",
                 lb.data_mac
             );
+            if segments {
+                rules += &format!(
+                    "    tcp dport 80 tcp flags & syn == 0 ether saddr {} update @seg{i} {{ tcp sport timeout {SYN_RECORD_S}s }}\n",
+                    lb.data_mac
+                );
+            }
         }
         rules += "  }\n}\n";
         let f = topo.dir.join(format!("{}-nft.conf", b.spec.id));
@@ -944,6 +958,62 @@ fn record_lb_of_syns(topo: &Topology) -> Result<()> {
             .context("nft (Debian package nftables) records which LB node carried each SYN")?;
     }
     Ok(())
+}
+
+/// The elements of a backend's nftables set `name` with the UNIX time each
+/// was added or last refreshed: (element's first field, time).
+fn nft_set_times(ns: &str, name: &str) -> Result<Vec<(String, f64)>> {
+    let listed_at = unix_now();
+    // The text listing: JSON rounds the time left to seconds.
+    let text = crate::netns::run(
+        crate::netns::in_ns(ns, "nft").args(["list", "set", "inet", "marllb", name]),
+    )?;
+    let Some(elems) = text
+        .split_once("elements = {")
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(e, _)| e)
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in elems.split(',') {
+        // `36170 . 3565843007 expires 59m50s123ms`, or with a timeout of its
+        // own `36170 timeout 1h expires 59m50s123ms`
+        let w: Vec<&str> = e.split_whitespace().collect();
+        let (Some(first), Some(left)) = (
+            w.first(),
+            w.iter()
+                .position(|x| *x == "expires")
+                .and_then(|k| w.get(k + 1))
+                .and_then(|d| nft_duration(d)),
+        ) else {
+            bail!("unexpected nft set element {e:?}");
+        };
+        out.push((first.to_string(), listed_at - (SYN_RECORD_S as f64 - left)));
+    }
+    Ok(out)
+}
+
+/// Client port → (LB node, the last time it forwarded a non-SYN segment of
+/// the port to any backend), from [`record_lb_of_syns`]'s `seg` sets.
+fn segments_seen(
+    topo: &Topology,
+    nodes: usize,
+) -> Result<std::collections::BTreeMap<u16, Vec<(usize, f64)>>> {
+    let mut out: std::collections::BTreeMap<u16, Vec<(usize, f64)>> = Default::default();
+    for b in &topo.backends {
+        for i in 0..nodes {
+            for (port, at) in nft_set_times(&b.ns, &format!("seg{i}"))? {
+                let port: u16 = port.parse().with_context(|| format!("nft port {port:?}"))?;
+                let v = out.entry(port).or_default();
+                match v.iter_mut().find(|(n, _)| *n == i) {
+                    Some(e) => e.1 = e.1.max(at),
+                    None => v.push((i, at)),
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Lifetime of a recorded SYN (longer than any scenario).
@@ -1000,38 +1070,12 @@ fn syns_seen(
     let mut out: std::collections::BTreeMap<u16, Vec<SynSeen>> = Default::default();
     for b in &topo.backends {
         for i in 0..nodes {
-            let listed_at = unix_now();
-            // The text listing: JSON rounds the time left to seconds.
-            let text = crate::netns::run(crate::netns::in_ns(&b.ns, "nft").args([
-                "list",
-                "set",
-                "inet",
-                "marllb",
-                &format!("via{i}"),
-            ]))?;
-            let Some(elems) = text
-                .split_once("elements = {")
-                .and_then(|(_, rest)| rest.split_once('}'))
-                .map(|(e, _)| e)
-            else {
-                continue;
-            };
-            for e in elems.split(',') {
-                // `36170 . 3565843007 expires 59m50s123ms`
-                let w: Vec<&str> = e.split_whitespace().collect();
-                let (Some(port), Some(left)) = (
-                    w.first().and_then(|p| p.parse::<u16>().ok()),
-                    w.iter()
-                        .position(|x| *x == "expires")
-                        .and_then(|k| w.get(k + 1))
-                        .and_then(|d| nft_duration(d)),
-                ) else {
-                    bail!("unexpected nft set element {e:?}");
-                };
+            for (port, at_unix) in nft_set_times(&b.ns, &format!("via{i}"))? {
+                let port: u16 = port.parse().with_context(|| format!("nft port {port:?}"))?;
                 out.entry(port).or_default().push(SynSeen {
                     node: i,
                     backend: b.spec.id.clone(),
-                    at_unix: listed_at - (SYN_RECORD_S as f64 - left),
+                    at_unix,
                 });
             }
         }
@@ -1099,7 +1143,7 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str, sync: bool) -> Result
         )?;
         start_controller(&mut topo, i, &shm, &CtrlOptions::default())?;
     }
-    record_lb_of_syns(&topo)?;
+    record_lb_of_syns(&topo, false)?;
     // MARLLB_CAPTURE=DIR: packet captures of the run on the router's ports.
     let capture = std::env::var_os("MARLLB_CAPTURE").map(|d| PathBuf::from(d).join(method));
     if let Some(d) = &capture {
@@ -1710,18 +1754,97 @@ mod tests {
     }
 }
 
+/// One connection held across a change of the BGP scenario.
+#[derive(Debug, Clone)]
+pub struct CarriedConnection {
+    /// Client source port.
+    pub sport: u16,
+    /// The LB node its SYN went through: the node that placed it.
+    pub placed_by: usize,
+    /// The backend it was placed on (its SYN's destination).
+    pub backend: String,
+    /// The LB nodes that forwarded its segments after the change (the rest of
+    /// its request, its ACKs, its FIN), as the backends recorded them.
+    pub after: Vec<usize>,
+    /// It completed with a 200 from the backend.
+    pub survived: bool,
+}
+
+impl CarriedConnection {
+    /// A node other than the one that placed it carried it after the change.
+    pub fn moved(&self) -> bool {
+        self.after.iter().any(|&n| n != self.placed_by)
+    }
+}
+
+/// The connections held across one change: established before it began,
+/// the rest of the request written after it ended.
+#[derive(Debug, Clone, Default)]
+pub struct HeldAcross {
+    /// What changed.
+    pub change: String,
+    /// Each held connection.
+    pub connections: Vec<CarriedConnection>,
+    /// Held connections whose SYN no backend recorded (not classified).
+    pub unplaced: usize,
+}
+
+impl HeldAcross {
+    fn tally<'a>(it: impl Iterator<Item = &'a CarriedConnection>) -> (usize, usize) {
+        it.fold((0, 0), |(n, ok), c| (n + 1, ok + usize::from(c.survived)))
+    }
+
+    /// (held, survived) of those placed by `node`.
+    pub fn placed_by(&self, node: usize) -> (usize, usize) {
+        Self::tally(self.connections.iter().filter(|c| c.placed_by == node))
+    }
+
+    /// (held, survived) of those another node carried after the change.
+    pub fn moved(&self) -> (usize, usize) {
+        Self::tally(self.connections.iter().filter(|c| c.moved()))
+    }
+
+    /// (held, survived) of those the node that placed them still carried.
+    pub fn stayed(&self) -> (usize, usize) {
+        Self::tally(self.connections.iter().filter(|c| !c.moved()))
+    }
+
+    /// (held, survived) of all.
+    pub fn all(&self) -> (usize, usize) {
+        Self::tally(self.connections.iter())
+    }
+
+    fn print(&self) {
+        let (n, ok) = self.all();
+        let (m, mok) = self.moved();
+        let (st, sok) = self.stayed();
+        println!(
+            "held across {}: {n} ({ok} survived); moved to another node {m} ({mok} survived), \
+             stayed {st} ({sok} survived); {} without a recorded SYN",
+            self.change, self.unplaced
+        );
+        for c in &self.connections {
+            println!(
+                "  sport {:>5}: placed by lb{} on {}, then through {:?}: {}",
+                c.sport,
+                c.placed_by,
+                c.backend,
+                c.after.iter().map(|n| format!("lb{n}")).collect::<Vec<_>>(),
+                if c.survived { "survived" } else { "BROKE" }
+            );
+        }
+    }
+}
+
 /// What the BGP scenario measured.
 #[derive(Debug, Clone)]
 pub struct BgpReport {
-    /// The policy (`demo::policy_setup`'s names: `sed`, `es`, ...).
+    /// The policy (`demo::policy_setup`'s names: `sed`, `es`, `maglev`, ...).
     pub policy: String,
     /// The agent lb0's controller ran (`marllb_policy_active`).
     pub active_agent: Option<String>,
     /// Seconds from starting lb2 to the router's three next hops.
     pub joined_after_s: Option<f64>,
-    /// Connections held (established, open) when lb2's route appeared, and
-    /// how many failed (the router moves about a third of them to lb2).
-    pub held_across_join: (usize, usize),
     /// The whole run.
     pub summary: Summary,
     /// Seconds from the controllers' start to both nodes' next hops.
@@ -1740,24 +1863,34 @@ pub struct BgpReport {
     /// start and its end) and ended before the next one began (new
     /// connections on a settled route).
     pub failed_on_settled_routes: usize,
-    /// Failed requests that were open across the data plane's death.
-    pub failed_across_kill: usize,
-    /// Requests open across it.
-    pub open_across_kill: usize,
-    /// Connections established (started at least 0.5 s before) and still
-    /// open when lb0's data plane was killed, and how many of them failed.
-    pub held_across_kill: (usize, usize),
-    /// The same across lb0's return (the router moves some of lb1's
-    /// connections to the restarted node, which gets their records from
-    /// lb1's dump when it sees lb0's new instance).
-    pub held_across_return: (usize, usize),
+    /// Held across lb0's data plane's SIGKILL: established before it, the
+    /// rest of the request written after it (lb0's own connections then go
+    /// through lb1, from its sync records).
+    pub held_across_kill: HeldAcross,
+    /// Held across lb0's return (the router moves some of lb1's connections
+    /// to the restarted node, which gets their records from lb1's dump when
+    /// it sees lb0's new instance).
+    pub held_across_return: HeldAcross,
+    /// Held across the router dropping lb1 when its BIRD stopped (lb1's
+    /// connections go to lb0; lb1's data plane is alive).
+    pub held_across_bird_stop: HeldAcross,
+    /// Held across lb2 joining (the rehash moves about a third to lb2).
+    pub held_across_join: HeldAcross,
+    /// SYNs lb0 forwarded after it was announced again (new connections
+    /// reach it).
+    pub syns_via_returned: usize,
+    /// SYNs lb2 forwarded after it joined.
+    pub syns_via_joined: usize,
 }
 
-/// Issue 15's first part: the VIP announced over BGP by each LB node's
-/// controller through its BIRD, the router's one multipath route following
-/// the nodes: a data plane SIGKILLed (withdrawn), started again (announced
-/// again by the same controller), a BIRD that stops answering (dropped after
-/// the hold time). SED on both nodes, with flow-state sync between them.
+/// Issue 15: the VIP announced over BGP by each LB node's controller through
+/// its BIRD, the router's one multipath route following the nodes: a data
+/// plane SIGKILLed (withdrawn), started again (announced again by the same
+/// controller), a BIRD that stops answering (dropped after the hold time), a
+/// third node joining. Flow-state sync between the nodes (not with Maglev,
+/// the reference: every node computes the same placement); every connection
+/// held across each change is followed (the node that placed it, the
+/// backend, the nodes that carried it after, its outcome).
 pub fn bgp(prefix: &str, dir: &Path, policy: &str) -> Result<BgpReport> {
     use crate::lb::{start_controller, CtrlOptions};
     use crate::topology::Routing;
@@ -1767,12 +1900,16 @@ pub fn bgp(prefix: &str, dir: &Path, policy: &str) -> Result<BgpReport> {
     let specs = crate::demo::backends(7, 0.2, 8);
     // Three nodes: lb2 joins (data plane, controller) while connections are held.
     let mut topo = Topology::build_with(prefix, &specs, 3, dir, Routing::Bgp)?;
+    record_lb_of_syns(&topo, true)?;
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let (method, agent, model) = crate::demo::policy_setup(policy, &models)?;
+    // Maglev, the reference, without sync: every node computes the same
+    // placement.
+    let sync = method != "maglev";
     let dp_opts = |i: usize| LbOptions {
         method: method.clone(),
         shm: Some(format!("marllb-{prefix}-{i}")),
-        sync: true,
+        sync,
         ..LbOptions::default()
     };
     let start_node = |topo: &mut Topology, i: usize| -> Result<()> {
@@ -1823,6 +1960,7 @@ pub fn bgp(prefix: &str, dir: &Path, policy: &str) -> Result<BgpReport> {
         });
 
     let caps = capacities(&specs);
+    // Every connection sends half its request, waits 2 s, sends the rest.
     let run = start_load(
         &mut topo,
         "load",
@@ -1834,7 +1972,7 @@ pub fn bgp(prefix: &str, dir: &Path, policy: &str) -> Result<BgpReport> {
             "--hold",
             "2",
             "--duration",
-            "24",
+            "27",
             "--timeout",
             "10",
             "--capacities",
@@ -1843,55 +1981,88 @@ pub fn bgp(prefix: &str, dir: &Path, policy: &str) -> Result<BgpReport> {
     )?;
     let t0 = Instant::now();
     let now = || t0.elapsed().as_secs_f64();
+    // Scenario times of the route changes (for "settled"), and each change's
+    // UNIX bracket with the last-segment records read after it.
     let mut changes = Vec::new();
+    let mut brackets: Vec<(String, f64, f64, SegmentTimes)> = Vec::new();
+    let wait = |topo: &Topology, want: &[Ipv4Addr], s: u64| {
+        topo.bracket_vip_next_hops(want, Duration::from_secs(s))
+            .ok()
+    };
 
     sleep_until(t0, 4.0);
-    let killed_at = now();
-    changes.push(killed_at);
+    changes.push(now());
+    let killed_unix = unix_now();
     topo.tb.kill("lb0");
-    let withdrawn_after_kill_s = topo
-        .wait_vip_next_hops(&[hop(1)], Duration::from_secs(10))
-        .ok()
-        .map(|d| d.as_secs_f64());
+    let withdrawn = wait(&topo, &[hop(1)], 10);
+    let withdrawn_after_kill_s = withdrawn.map(|c| c.waited.as_secs_f64());
     changes.push(now());
     record_hops(&topo);
+    sleep_until(t0, 7.7);
+    brackets.push((
+        "lb0's SIGKILL".into(),
+        killed_unix,
+        killed_unix,
+        segments_seen(&topo, 3)?,
+    ));
 
     sleep_until(t0, 8.0);
-    let restart = Instant::now();
     changes.push(now());
-    let restarted_at = now();
+    let restart = Instant::now();
     start_dataplane(&mut topo, 0, &dp_opts(0))?;
-    let reannounced_after_s = topo
-        .wait_vip_next_hops(&[hop(0), hop(1)], Duration::from_secs(15))
-        .ok()
-        .map(|_| restart.elapsed().as_secs_f64());
+    let back = wait(&topo, &[hop(0), hop(1)], 15);
+    let reannounced_after_s = back.map(|_| restart.elapsed().as_secs_f64());
     changes.push(now());
     record_hops(&topo);
+    sleep_until(t0, 11.7);
+    if let Some(c) = back {
+        brackets.push((
+            "lb0's return".into(),
+            c.before_unix,
+            c.after_unix,
+            segments_seen(&topo, 3)?,
+        ));
+    }
 
-    sleep_until(t0, 13.0);
+    sleep_until(t0, 12.0);
     changes.push(now());
     topo.tb.signal("bird-lb1", "STOP");
-    let dropped_after_bird_stop_s = topo
-        .wait_vip_next_hops(&[hop(0)], Duration::from_secs(10))
-        .ok()
-        .map(|d| d.as_secs_f64());
+    let dropped = wait(&topo, &[hop(0)], 10);
+    let dropped_after_bird_stop_s = dropped.map(|c| c.waited.as_secs_f64());
     changes.push(now());
     record_hops(&topo);
+    if let Some(c) = dropped {
+        // The held connections' rest (2 s after connecting) goes by.
+        std::thread::sleep(Duration::from_millis(2_700));
+        brackets.push((
+            "lb1's BIRD stopping".into(),
+            c.before_unix,
+            c.after_unix,
+            segments_seen(&topo, 3)?,
+        ));
+    }
     topo.tb.signal("bird-lb1", "CONT");
     // lb1's session comes back; then lb2 joins.
+    changes.push(now());
     topo.wait_vip_next_hops(&[hop(0), hop(1)], Duration::from_secs(15))?;
     changes.push(now());
-    sleep_until(t0, 19.0);
+    sleep_until(t0, 21.0);
     changes.push(now());
     let join = Instant::now();
     start_node(&mut topo, 2)?;
-    let joined_after_s = topo
-        .wait_vip_next_hops(&[hop(0), hop(1), hop(2)], Duration::from_secs(15))
-        .ok()
-        .map(|_| join.elapsed().as_secs_f64());
-    let joined_at = now();
-    changes.push(joined_at);
+    let joined = wait(&topo, &[hop(0), hop(1), hop(2)], 15);
+    let joined_after_s = joined.map(|_| join.elapsed().as_secs_f64());
+    changes.push(now());
     record_hops(&topo);
+    if let Some(c) = joined {
+        std::thread::sleep(Duration::from_millis(2_700));
+        brackets.push((
+            "lb2 joining".into(),
+            c.before_unix,
+            c.after_unix,
+            segments_seen(&topo, 3)?,
+        ));
+    }
 
     let (summary, records) = run.finish(&mut topo, Duration::from_secs(60))?;
     let failed = |r: &&Record| r.outcome != crate::load::Outcome::Ok;
@@ -1918,36 +2089,134 @@ pub fn bgp(prefix: &str, dir: &Path, policy: &str) -> Result<BgpReport> {
         );
     }
     println!("route changes at {changes:.2?}");
-    let failed_on_settled_routes = on_settled.len();
-    let across: Vec<&Record> = records
+    let syns = syns_seen(&topo, 3)?;
+    let mut held = brackets
         .iter()
-        .filter(|r| r.at < killed_at && r.at + r.latency_ms / 1e3 > killed_at)
-        .collect();
-    let held = |t: f64| {
-        let h: Vec<&Record> = records
-            .iter()
-            .filter(|r| r.at + 0.5 < t && r.at + r.latency_ms / 1e3 > t)
-            .collect();
-        (h.len(), h.iter().copied().filter(failed).count())
+        .map(|(what, start, end, segs)| held_across(what, *start, *end, &records, &syns, segs));
+    let mut next_held = || held.next().unwrap_or_default();
+    let held_across_kill = next_held();
+    let held_across_return = if back.is_some() {
+        next_held()
+    } else {
+        HeldAcross::default()
     };
-    let back = restarted_at + reannounced_after_s.unwrap_or(0.0);
+    let held_across_bird_stop = if dropped.is_some() {
+        next_held()
+    } else {
+        HeldAcross::default()
+    };
+    let held_across_join = if joined.is_some() {
+        next_held()
+    } else {
+        HeldAcross::default()
+    };
+    let syns_after = |node: usize, t: Option<f64>| {
+        t.map_or(0, |t| {
+            syns.values()
+                .flatten()
+                .filter(|x| x.node == node && x.at_unix > t)
+                .count()
+        })
+    };
     let report = BgpReport {
         policy: policy.into(),
         active_agent,
         joined_after_s,
-        held_across_join: held(joined_at),
-        held_across_kill: held(killed_at),
-        held_across_return: held(back),
         summary,
         announced_after_s,
         withdrawn_after_kill_s,
         reannounced_after_s,
         dropped_after_bird_stop_s,
         next_hops,
-        failed_on_settled_routes,
-        failed_across_kill: across.iter().copied().filter(failed).count(),
-        open_across_kill: across.len(),
+        failed_on_settled_routes: on_settled.len(),
+        syns_via_returned: syns_after(0, back.map(|c| c.after_unix)),
+        syns_via_joined: syns_after(2, joined.map(|c| c.after_unix)),
+        held_across_kill,
+        held_across_return,
+        held_across_bird_stop,
+        held_across_join,
     };
-    println!("bgp scenario: {report:?}");
+    for h in [
+        &report.held_across_kill,
+        &report.held_across_return,
+        &report.held_across_bird_stop,
+        &report.held_across_join,
+    ] {
+        h.print();
+    }
+    println!(
+        "bgp scenario ({}): {} requests, {} failed, {} on settled routes; announced after {:.2} s; \
+         withdrawn {:?} s after the kill; announced again {:?} s after the restart; dropped {:?} s \
+         after BIRD stopped; joined {:?} s after start; new SYNs through lb0 after its return {}, \
+         through lb2 after it joined {}",
+        report.policy,
+        report.summary.requests,
+        report.summary.failed,
+        report.failed_on_settled_routes,
+        report.announced_after_s,
+        report.withdrawn_after_kill_s,
+        report.reannounced_after_s,
+        report.dropped_after_bird_stop_s,
+        report.joined_after_s,
+        report.syns_via_returned,
+        report.syns_via_joined
+    );
     Ok(report)
+}
+
+/// Client port → (LB node, last non-SYN segment's UNIX time).
+type SegmentTimes = std::collections::BTreeMap<u16, Vec<(usize, f64)>>;
+
+/// The connections held across a change from `start` to `end` (UNIX
+/// seconds): `connect` returned before `start`, the rest of the request was
+/// written after `end`. Each is placed by its own SYN (the last recorded
+/// while it connected) and followed by the nodes whose last segment of its
+/// port came after the rest was written and before it was done.
+fn held_across(
+    what: &str,
+    start: f64,
+    end: f64,
+    records: &[Record],
+    syns: &std::collections::BTreeMap<u16, Vec<SynSeen>>,
+    segs: &SegmentTimes,
+) -> HeldAcross {
+    let connect_s = crate::load::CONNECT_TIMEOUT.as_secs_f64();
+    let mut out = HeldAcross {
+        change: what.into(),
+        ..HeldAcross::default()
+    };
+    for r in records {
+        let (Some(c), Some(rest)) = (r.connected_unix, r.rest_sent_unix) else {
+            continue;
+        };
+        if !(c < start && rest > end) {
+            continue;
+        }
+        let own = syns.get(&r.sport).and_then(|v| {
+            v.iter()
+                .rfind(|x| x.at_unix > c - connect_s - 0.5 && x.at_unix < c + 0.5)
+        });
+        let Some(syn) = own else {
+            out.unplaced += 1;
+            continue;
+        };
+        let done = r.done_unix.unwrap_or(f64::MAX);
+        let after = segs
+            .get(&r.sport)
+            .map(|v| {
+                v.iter()
+                    .filter(|(_, at)| *at > rest - 0.05 && *at < done + 0.5)
+                    .map(|(n, _)| *n)
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.connections.push(CarriedConnection {
+            sport: r.sport,
+            placed_by: syn.node,
+            backend: syn.backend.clone(),
+            after,
+            survived: r.outcome == crate::load::Outcome::Ok,
+        });
+    }
+    out
 }

@@ -45,6 +45,18 @@ pub struct LbNode {
     pub bgp: Option<BgpSpeaker>,
 }
 
+/// When the router's VIP route took a new value (see
+/// [`Topology::bracket_vip_next_hops`]).
+#[derive(Clone, Copy, Debug)]
+pub struct RouteChange {
+    /// From the call to the new value.
+    pub waited: std::time::Duration,
+    /// The route was still another (UNIX seconds).
+    pub before_unix: f64,
+    /// The route was the new one.
+    pub after_unix: f64,
+}
+
 /// A built network.
 #[derive(Debug)]
 pub struct Topology {
@@ -264,14 +276,33 @@ impl Topology {
         want: &[Ipv4Addr],
         timeout: std::time::Duration,
     ) -> Result<std::time::Duration> {
+        self.bracket_vip_next_hops(want, timeout).map(|b| b.waited)
+    }
+
+    /// [`Topology::wait_vip_next_hops`], and when the route changed, to the
+    /// width of one poll (about 15 ms): the UNIX times (`load::unix_now`)
+    /// at which the last poll that saw another route began and the first
+    /// that saw `want` ended.
+    pub fn bracket_vip_next_hops(
+        &self,
+        want: &[Ipv4Addr],
+        timeout: std::time::Duration,
+    ) -> Result<RouteChange> {
         let mut want = want.to_vec();
         want.sort();
         let start = std::time::Instant::now();
+        let mut before = crate::load::unix_now();
         loop {
+            let polled = crate::load::unix_now();
             let now = self.vip_next_hops()?;
             if now == want {
-                return Ok(start.elapsed());
+                return Ok(RouteChange {
+                    waited: start.elapsed(),
+                    before_unix: before,
+                    after_unix: crate::load::unix_now(),
+                });
             }
+            before = polled;
             if start.elapsed() >= timeout {
                 bail!("the router's VIP next hops are {now:?} after {timeout:?}, not {want:?}");
             }
