@@ -33,9 +33,10 @@ use marllb_core::classify::{DropReason, Verdict};
 use marllb_core::pipeline::{Packet, Worker, MAX_BATCH};
 use marllb_core::rewrite::ETH_HLEN;
 use marllb_core::service::Service;
+use marllb_core::wire::meta::{Frame, IpFamily};
 use vpp_plugin::bindings::{
-    vlib_buffer_t, vlib_buffer_t__bindgen_ty_1, vnet_buffer_opaque_t, VLIB_BUFFER_PRE_DATA_SIZE,
-    VNET_BUFFER_F_L2_HDR_OFFSET_VALID,
+    vlib_buffer_t, vlib_buffer_t__bindgen_ty_1, vlib_rx_or_tx_t_VLIB_RX, vnet_buffer_opaque_t,
+    VLIB_BUFFER_IS_TRACED, VLIB_BUFFER_PRE_DATA_SIZE, VNET_BUFFER_F_L2_HDR_OFFSET_VALID,
 };
 use vpp_plugin::vlib::BufferRef;
 
@@ -114,6 +115,136 @@ pub struct FrameBuffers<'a> {
     pub indices: &'a [u32],
     /// Bytes of `data` per buffer (`vlib_buffer_get_default_data_size`).
     pub data_size: usize,
+    /// The MACs of the interfaces the feature is enabled on: an L2 DSR
+    /// frame leaves the interface it came in on with that interface's MAC as
+    /// its source, unless `lb rl conf mac` set one (as the DPDK host uses
+    /// its port's MAC).
+    pub macs: &'a InterfaceMacs,
+}
+
+/// The MAC of each interface the feature is enabled on, by `sw_if_index`
+/// (the plugin reads it from VPP at `lb rl enable <interface>`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceMacs(Vec<(u32, [u8; 6])>);
+
+/// No interface known (frames keep the configured source MAC).
+pub static NO_MACS: InterfaceMacs = InterfaceMacs(Vec::new());
+
+impl InterfaceMacs {
+    /// The MAC of `sw_if_index`.
+    #[inline]
+    pub fn get(&self, sw_if_index: u32) -> Option<[u8; 6]> {
+        self.0
+            .iter()
+            .find(|(i, _)| *i == sw_if_index)
+            .map(|&(_, m)| m)
+    }
+
+    /// Records (or replaces) the MAC of `sw_if_index`.
+    pub fn set(&mut self, sw_if_index: u32, mac: [u8; 6]) {
+        match self.0.iter_mut().find(|(i, _)| *i == sw_if_index) {
+            Some(e) => e.1 = mac,
+            None => self.0.push((sw_if_index, mac)),
+        }
+    }
+
+    /// Forgets `sw_if_index`.
+    pub fn remove(&mut self, sw_if_index: u32) {
+        self.0.retain(|(i, _)| *i != sw_if_index);
+    }
+}
+
+/// What a traced buffer's record says (`show trace`): the flow as it arrived,
+/// the verdict, the backend and the next node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceNote {
+    /// The frame parsed as IP (the fields below are the flow's).
+    pub parsed: bool,
+    /// IPv6 (else IPv4).
+    pub v6: bool,
+    /// L4 protocol.
+    pub proto: u8,
+    /// TCP flags.
+    pub tcp_flags: u8,
+    /// Client address (IPv4 in the first four bytes).
+    pub src: [u8; 16],
+    /// VIP address.
+    pub dst: [u8; 16],
+    /// Client port.
+    pub sport: u16,
+    /// VIP port.
+    pub dport: u16,
+    /// The core's verdict.
+    pub verdict: TraceVerdict,
+    /// The backend's address, for a forward (its family: `backend_v6`).
+    pub backend_addr: [u8; 16],
+    /// The backend's address is IPv6.
+    pub backend_v6: bool,
+    /// Next node ([`Next`] as `u16`, or [`NEXT_FEATURE`]).
+    pub next: u16,
+}
+
+/// A verdict, as a trace record holds it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TraceVerdict {
+    /// Not for a VIP: the next feature.
+    #[default]
+    Host,
+    /// To backend `n`.
+    Forward(u16),
+    /// An ICMP error back to the client.
+    Reply,
+    /// Dropped.
+    Drop(DropReason),
+    /// Nothing configured, or the plugin disabled: passed on untouched.
+    Unconfigured,
+}
+
+fn fmt_addr(a: &[u8; 16], v6: bool) -> std::net::IpAddr {
+    if v6 {
+        std::net::IpAddr::from(*a)
+    } else {
+        std::net::IpAddr::from([a[0], a[1], a[2], a[3]])
+    }
+}
+
+impl core::fmt::Display for TraceNote {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.parsed {
+            let proto = match self.proto {
+                6 => "TCP".to_string(),
+                17 => "UDP".to_string(),
+                1 | 58 => "ICMP".to_string(),
+                p => format!("proto {p}"),
+            };
+            let (s, d) = (fmt_addr(&self.src, self.v6), fmt_addr(&self.dst, self.v6));
+            write!(
+                f,
+                "{proto} {s} port {} -> {d} port {}",
+                self.sport, self.dport
+            )?;
+            if self.proto == 6 {
+                write!(f, " flags 0x{:02x}", self.tcp_flags)?;
+            }
+        } else {
+            f.write_str("not an IP frame")?;
+        }
+        let next = match self.next {
+            NEXT_FEATURE => "next feature",
+            n => NEXT_NODE_NAMES.get(usize::from(n)).copied().unwrap_or("?"),
+        };
+        match self.verdict {
+            TraceVerdict::Forward(b) => write!(
+                f,
+                ": forward to backend {b} ({}), next {next}",
+                fmt_addr(&self.backend_addr, self.backend_v6)
+            ),
+            TraceVerdict::Reply => write!(f, ": ICMP error to the client, next {next}"),
+            TraceVerdict::Host => write!(f, ": not for a VIP, {next}"),
+            TraceVerdict::Drop(r) => write!(f, ": drop ({}), next {next}", r.name()),
+            TraceVerdict::Unconfigured => write!(f, ": not configured, {next}"),
+        }
+    }
 }
 
 /// How far ahead buffer headers and data are prefetched while the views are
@@ -140,7 +271,9 @@ fn l2_of(flags: u32, cd: i16, vnet: &vnet_buffer_opaque_t) -> Option<(isize, usi
 }
 
 /// Processes one frame: `nexts[i]` and `verdicts[i]` receive buffer `i`'s next
-/// node and verdict, and the buffers are rewritten for their next node.
+/// node and verdict, and the buffers are rewritten for their next node. With
+/// `traces`, `traces[i]` receives the record of buffer `i` when VPP traces it
+/// (`VLIB_BUFFER_IS_TRACED`), and is left alone otherwise.
 /// At most [`MAX_BATCH`] (`VLIB_FRAME_SIZE`) buffers are processed; the
 /// result is the number processed.
 ///
@@ -160,6 +293,7 @@ pub unsafe fn process_frame<const B: usize>(
     nexts: &mut [u16],
     verdicts: &mut [Verdict],
     counts: &mut FrameCounts,
+    mut traces: Option<&mut [TraceNote]>,
 ) -> usize {
     let n = bufs
         .indices
@@ -174,6 +308,8 @@ pub unsafe fn process_frame<const B: usize>(
     // encapsulation).
     let mut l2len = [0u8; MAX_BATCH];
     let mut start0 = [0u16; MAX_BATCH];
+    let mut traced = [false; MAX_BATCH];
+    let mut rx_if = [u32::MAX; MAX_BATCH];
     let mut pkts: [Packet<'_>; MAX_BATCH] = core::array::from_fn(|_| Packet::new(&mut [], 0, 0));
     for (i, &bi) in indices.iter().enumerate() {
         if let Some(&ahead) = indices.get(i + PREFETCH_AHEAD) {
@@ -188,7 +324,7 @@ pub unsafe fn process_frame<const B: usize>(
         // SAFETY: `bp` is a buffer of the frame, owned exclusively by the caller
         // (contract); the shared reference ends before the mutable slice below
         // is created.
-        let (cd, len, l2) = unsafe {
+        let (cd, len, l2, is_traced, rx) = unsafe {
             let b = BufferRef::<()>::from_ptr(bp);
             let md = &(*bp)
                 .__bindgen_anon_1
@@ -202,8 +338,11 @@ pub unsafe fn process_frame<const B: usize>(
                 cd,
                 usize::from(b.current_length()),
                 l2_of(md.flags, cd, vnet),
+                md.flags & VLIB_BUFFER_IS_TRACED != 0,
+                vnet.sw_if_index[vlib_rx_or_tx_t_VLIB_RX as usize],
             )
         };
+        rx_if[i] = rx;
         // SAFETY: `pre_data` and `data` are contiguous (const-asserted layout);
         // the buffer has `data_size` bytes of data (contract) and is not
         // otherwise referenced while `pkts` lives.
@@ -231,12 +370,28 @@ pub unsafe fn process_frame<const B: usize>(
         } else {
             Packet::new(view, 0, 0)
         };
+        if is_traced {
+            if let Some(t) = traces.as_deref_mut().and_then(|t| t.get_mut(i)) {
+                traced[i] = true;
+                *t = TraceNote::default();
+                if let Ok(Frame::Ip(m)) = marllb_core::wire::parse::parse_frame(pkts[i].frame()) {
+                    t.parsed = true;
+                    t.v6 = m.family == IpFamily::V6;
+                    t.proto = m.proto;
+                    t.tcp_flags = m.tcp_flags;
+                    t.src = m.src;
+                    t.dst = m.dst;
+                    t.sport = m.sport;
+                    t.dport = m.dport;
+                }
+            }
+        }
     }
 
     worker.process(svc, now_ns, &mut pkts[..n], &mut verdicts[..n]);
 
     for i in 0..n {
-        let p = &pkts[i];
+        let p = &mut pkts[i];
         let v = verdicts[i];
         let bp = buffer_ptr(bufs.buffer_mem_start, indices[i]);
         let hl = usize::from(l2len[i]);
@@ -284,6 +439,34 @@ pub unsafe fn process_frame<const B: usize>(
             }
         };
         nexts[i] = next;
+        // An L2 DSR frame leaves its input interface: with no configured
+        // source MAC, that interface's own.
+        if let Some((at, _, true)) = cur {
+            if svc.egress.src_mac == [0; 6] {
+                if let (Some(mac), Some(src)) =
+                    (bufs.macs.get(rx_if[i]), p.buf.get_mut(at + 6..at + 12))
+                {
+                    src.copy_from_slice(&mac);
+                }
+            }
+        }
+        if traced[i] {
+            if let Some(t) = traces.as_deref_mut().and_then(|t| t.get_mut(i)) {
+                t.next = next;
+                t.verdict = match v {
+                    Verdict::Forward { backend } => {
+                        if let Some(b) = svc.backends().get(usize::from(backend)) {
+                            t.backend_addr = b.addr;
+                            t.backend_v6 = b.family == IpFamily::V6;
+                        }
+                        TraceVerdict::Forward(backend)
+                    }
+                    Verdict::Reply => TraceVerdict::Reply,
+                    Verdict::Host => TraceVerdict::Host,
+                    Verdict::Drop(r) => TraceVerdict::Drop(r),
+                };
+            }
+        }
         if let Some((at, len, l2_out)) = cur {
             // SAFETY: `bp` is a buffer of the frame owned by the caller; `pkts`
             // (the only other reference into it) is no longer used for this

@@ -34,6 +34,7 @@ use zerocopy::FromZeros;
 
 use crate::cli::{Command, ShowCommand};
 use crate::config::{Config, Dynamic};
+use crate::frame::InterfaceMacs;
 
 /// Flow-table buckets per thread (4 flows each: 262 144 flows, about 16 MB).
 pub const FLOW_BUCKETS: usize = 1 << 16;
@@ -56,6 +57,7 @@ pub const SWEEP_PER_FRAME: usize = 16;
 pub struct Slot {
     worker: Option<Box<FlowWorker>>,
     svc: Option<Arc<Service>>,
+    macs: Arc<InterfaceMacs>,
     gen: u64,
 }
 
@@ -79,6 +81,8 @@ pub struct Runtime {
     config: Mutex<Config>,
     dynamic: Mutex<Option<Dynamic>>,
     current: Mutex<(u64, Option<Arc<Service>>)>,
+    /// The enabled interfaces' MACs (published with the service's generation).
+    macs: Mutex<Arc<InterfaceMacs>>,
     gen: AtomicU64,
     enabled: AtomicBool,
     threads: AtomicUsize,
@@ -115,6 +119,7 @@ impl Runtime {
             config: Mutex::new(Config::default()),
             dynamic: Mutex::new(None),
             current: Mutex::new((0, None)),
+            macs: Mutex::new(Arc::new(InterfaceMacs::default())),
             gen: AtomicU64::new(0),
             enabled: AtomicBool::new(false),
             threads: AtomicUsize::new(threads.clamp(1, MAX_THREADS)),
@@ -170,6 +175,17 @@ impl Runtime {
         thread: usize,
         f: impl FnOnce(&mut FlowWorker, &Service) -> R,
     ) -> Option<R> {
+        self.with_frame(thread, |w, svc, _| f(w, svc))
+    }
+
+    /// [`Runtime::with_worker`], with the enabled interfaces' MACs too (what
+    /// a node needs for a frame).
+    #[inline]
+    pub fn with_frame<R>(
+        &self,
+        thread: usize,
+        f: impl FnOnce(&mut FlowWorker, &Service, &InterfaceMacs) -> R,
+    ) -> Option<R> {
         let mut slot = lock(self.slots.get(thread)?);
         let slot = &mut *slot;
         self.refresh(slot);
@@ -179,7 +195,25 @@ impl Runtime {
         let (Some(w), Some(svc)) = (slot.worker.as_deref_mut(), slot.svc.as_deref()) else {
             return None;
         };
-        Some(f(w, svc))
+        Some(f(w, svc, &slot.macs))
+    }
+
+    /// Records the MAC of an interface the feature is enabled on (`None`:
+    /// disabled), the source MAC of its L2 DSR frames unless `lb rl conf
+    /// mac` set one. Threads take it between frames.
+    pub fn set_interface_mac(&self, sw_if_index: u32, mac: Option<[u8; 6]>) {
+        let mut cur = lock(&self.current);
+        {
+            let mut macs = lock(&self.macs);
+            let mut m = InterfaceMacs::clone(&macs);
+            match mac {
+                Some(mac) => m.set(sw_if_index, mac),
+                None => m.remove(sw_if_index),
+            }
+            *macs = Arc::new(m);
+        }
+        cur.0 += 1;
+        self.gen.store(cur.0, Ordering::Release);
     }
 
     /// Takes a newer service into `slot` if one was published.
@@ -188,6 +222,7 @@ impl Runtime {
             let cur = lock(&self.current);
             slot.gen = cur.0;
             slot.svc = cur.1.clone();
+            slot.macs = lock(&self.macs).clone();
         }
     }
 

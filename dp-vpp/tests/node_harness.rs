@@ -16,12 +16,13 @@ use marllb_core::service::Service;
 use marllb_vpp::cli::{parse_lb, Command};
 use marllb_vpp::config::Config;
 use marllb_vpp::frame::{
-    process_frame, FrameBuffers, FrameCounts, Next, NodeFamily, HEADER_SIZE, NEXT_FEATURE, PRE_DATA,
+    process_frame, FrameBuffers, FrameCounts, InterfaceMacs, Next, NodeFamily, TraceNote,
+    HEADER_SIZE, NEXT_FEATURE, NO_MACS, PRE_DATA,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use vpp_plugin::bindings::{
-    vlib_buffer_t, vnet_buffer_opaque_t, VNET_BUFFER_F_L2_HDR_OFFSET_VALID,
+    vlib_buffer_t, vnet_buffer_opaque_t, VLIB_BUFFER_IS_TRACED, VNET_BUFFER_F_L2_HDR_OFFSET_VALID,
     VNET_BUFFER_F_L3_HDR_OFFSET_VALID,
 };
 use zerocopy::FromZeros;
@@ -497,10 +498,12 @@ fn run(svc: &Service, inputs: &[Input], seed: u64) -> Tally {
                     buffer_mem_start: arena.ptr,
                     indices: &indices,
                     data_size: DATA_SIZE,
+                    macs: &NO_MACS,
                 },
                 &mut nexts,
                 &mut verdicts,
                 &mut counts,
+                None,
             )
         };
         assert_eq!(n, batch.len());
@@ -689,6 +692,7 @@ fn empty_and_oversized_frames() {
         buffer_mem_start: arena.ptr,
         indices: &indices[..n],
         data_size: DATA_SIZE,
+        macs: &NO_MACS,
     };
     // SAFETY: distinct buffers of the arena.
     let n = unsafe {
@@ -701,6 +705,7 @@ fn empty_and_oversized_frames() {
             &mut nexts,
             &mut verdicts,
             &mut counts,
+            None,
         )
     };
     assert_eq!(n, 0);
@@ -716,6 +721,7 @@ fn empty_and_oversized_frames() {
             &mut nexts,
             &mut verdicts,
             &mut counts,
+            None,
         )
     };
     assert_eq!(n, 256);
@@ -762,12 +768,126 @@ fn inconsistent_metadata_is_dropped_not_read() {
                 buffer_mem_start: arena.ptr,
                 indices: &indices,
                 data_size: DATA_SIZE,
+                macs: &NO_MACS,
             },
             &mut nexts,
             &mut verdicts,
             &mut counts,
+            None,
         )
     };
     assert_eq!(verdicts, vec![Verdict::Drop(DropReason::Malformed); 3]);
     assert_eq!(nexts, vec![Next::Drop as u16; 3]);
+}
+
+/// One SYN through `svc` in a one-buffer frame, with `macs` and the buffer
+/// traced or not: the frame as it leaves, its next node and its trace record.
+fn one_frame(
+    svc: &Service,
+    macs: &InterfaceMacs,
+    traced: bool,
+    inp: &Input,
+) -> (Vec<u8>, u16, Option<TraceNote>) {
+    let mut w = Worker::<B>::new_box_zeroed().unwrap();
+    let mut arena = Arena::new(1);
+    fill(&mut arena, 0, inp);
+    if traced {
+        // SAFETY: header of an arena buffer, not otherwise referenced.
+        unsafe {
+            (*arena.buf(0))
+                .__bindgen_anon_1
+                .as_mut()
+                .__bindgen_anon_1
+                .__bindgen_anon_1
+                .as_mut()
+                .flags |= VLIB_BUFFER_IS_TRACED;
+        }
+    }
+    let indices = [Arena::index(0)];
+    let mut nexts = [0u16; 1];
+    let mut verdicts = [Verdict::Host; 1];
+    let mut counts = FrameCounts::default();
+    let mut notes = [TraceNote {
+        sport: 0xdead,
+        ..TraceNote::default()
+    }; 1];
+    // SAFETY: one buffer of the arena.
+    unsafe {
+        process_frame(
+            &mut w,
+            svc,
+            1,
+            NodeFamily::Ip4,
+            FrameBuffers {
+                buffer_mem_start: arena.ptr,
+                indices: &indices,
+                data_size: DATA_SIZE,
+                macs,
+            },
+            &mut nexts,
+            &mut verdicts,
+            &mut counts,
+            Some(&mut notes),
+        )
+    };
+    let (cd, len, _) = meta(&arena, 0);
+    let at = (PRE_DATA as isize + isize::from(cd)) as usize;
+    let out = arena.view(0)[at..at + usize::from(len)].to_vec();
+    let note = (notes[0].sport != 0xdead).then_some(notes[0]);
+    (out, nexts[0], note)
+}
+
+#[test]
+fn an_l2_dsr_frame_leaves_with_its_interface_mac_unless_one_is_configured() {
+    let lines = [
+        "set-vip 10.0.0.3 encap l2dsr",
+        "set-servers 10.1.0.1 mac 02:00:00:00:01:01",
+    ];
+    let inp = syn_input("192.0.2.1", "10.0.0.3", 4000, 80);
+    let mut macs = InterfaceMacs::default();
+    let own = [0x02, 0xfe, 0, 0, 0, 0x07];
+    macs.set(RX_IF, own);
+    macs.set(RX_IF + 1, [0x02, 0xfe, 0, 0, 0, 0x08]);
+    // No `conf mac`: the RX (= TX) interface's MAC, not 00:00:00:00:00:00
+    // (which a Linux bridge drops).
+    let (out, next, _) = one_frame(&service(&lines), &macs, false, &inp);
+    assert_eq!(next, Next::InterfaceOutput as u16);
+    assert_eq!(&out[0..6], &[2, 0, 0, 0, 1, 1], "to the backend's MAC");
+    assert_eq!(&out[6..12], &own, "from the interface's own MAC");
+    // An interface the table does not know: the configured (zero) MAC.
+    let (out, ..) = one_frame(&service(&lines), &NO_MACS, false, &inp);
+    assert_eq!(&out[6..12], &[0; 6]);
+    // The operator's `conf mac` wins.
+    let mut with_conf = lines.to_vec();
+    with_conf.push("conf mac 02:00:00:00:09:09");
+    let (out, ..) = one_frame(&service(&with_conf), &macs, false, &inp);
+    assert_eq!(&out[6..12], &[2, 0, 0, 0, 9, 9]);
+}
+
+#[test]
+fn a_traced_buffer_gets_a_record_of_its_flow_verdict_and_backend() {
+    let svc = service(&[
+        "set-vip 10.0.0.3 protocol tcp port 80 encap l2dsr",
+        "set-servers 10.1.0.1 mac 02:00:00:00:01:01",
+    ]);
+    let inp = syn_input("192.0.2.1", "10.0.0.3", 4000, 80);
+    let (_, _, note) = one_frame(&svc, &NO_MACS, false, &inp);
+    assert_eq!(note, None, "an untraced buffer's record is left alone");
+    let (_, _, note) = one_frame(&svc, &NO_MACS, true, &inp);
+    let note = note.expect("traced");
+    assert_eq!(
+        note.to_string(),
+        "TCP 192.0.2.1 port 4000 -> 10.0.0.3 port 80 flags 0x02: forward to backend 0 \
+         (10.1.0.1), next interface-output"
+    );
+    // A drop names the core's reason.
+    let other = syn_input("192.0.2.1", "10.0.0.3", 4000, 81);
+    let (_, next, note) = one_frame(&svc, &NO_MACS, true, &other);
+    assert_eq!(next, Next::Drop as u16);
+    assert!(
+        note.expect("traced")
+            .to_string()
+            .ends_with(": drop (no_vip), next error-drop"),
+        "{note:?}"
+    );
 }

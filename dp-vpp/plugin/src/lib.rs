@@ -23,13 +23,15 @@ use marllb_core::classify::{DropReason, Verdict};
 use marllb_core::pipeline::MAX_BATCH;
 use marllb_vpp::cli::{parse_lb, parse_show, Command};
 use marllb_vpp::frame::{
-    process_frame, FrameBuffers, FrameCounts, Next, NodeFamily, LOG2_CACHE_LINE, NEXT_FEATURE,
-    NEXT_NODE_NAMES,
+    process_frame, FrameBuffers, FrameCounts, Next, NodeFamily, TraceNote, TraceVerdict,
+    LOG2_CACHE_LINE, NEXT_FEATURE, NEXT_NODE_NAMES,
 };
 use marllb_vpp::runtime::{Runtime, SWEEP_PER_FRAME};
 use vpp_plugin::bindings::{
     unformat_input_t, unformat_user, uword, va_list, vlib_buffer_t, vlib_cli_output, vnet_get_main,
+    vnet_sw_interface_type_t_VNET_SW_INTERFACE_TYPE_HARDWARE, VLIB_NODE_FLAG_TRACE,
 };
+use vpp_plugin::vlib::buffer::BufferFlags;
 use vpp_plugin::vlib::node::{Node, VectorBufferIndex};
 use vpp_plugin::vlib::{self, BarrierHeldMainRef, BufferIndex, BufferRef};
 use vpp_plugin::vnet::types::SwIfIndex;
@@ -161,13 +163,32 @@ static IP6_NODE: Ip6NodeReg = Ip6NodeReg;
 
 /// The IPv4 node, `marllb-ip4`.
 #[derive(Debug)]
-#[vlib_node(name = "marllb-ip4", instance = IP4_NODE)]
+#[vlib_node(name = "marllb-ip4", instance = IP4_NODE, format_trace = format_trace4)]
 pub struct Ip4NodeReg;
 
 /// The IPv6 node, `marllb-ip6`.
 #[derive(Debug)]
-#[vlib_node(name = "marllb-ip6", instance = IP6_NODE)]
+#[vlib_node(name = "marllb-ip6", instance = IP6_NODE, format_trace = format_trace6)]
 pub struct Ip6NodeReg;
+
+/// A trace record of `marllb-ip4` (`show trace`): flow, verdict, backend,
+/// next node.
+fn format_trace4(
+    _: &mut vlib::MainRef,
+    _: &mut vlib::NodeRef<Ip4NodeReg>,
+    t: &TraceNote,
+) -> String {
+    t.to_string()
+}
+
+/// A trace record of `marllb-ip6`.
+fn format_trace6(
+    _: &mut vlib::MainRef,
+    _: &mut vlib::NodeRef<Ip6NodeReg>,
+    t: &TraceNote,
+) -> String {
+    t.to_string()
+}
 
 macro_rules! lb_node {
     ($reg:ident, $family:expr) => {
@@ -177,7 +198,7 @@ macro_rules! lb_node {
             type Aux = ();
             type NextNodes = LbNext;
             type RuntimeData = ();
-            type TraceData = ();
+            type TraceData = TraceNote;
             type Errors = LbError;
             type FeatureData = ();
 
@@ -227,7 +248,7 @@ unsafe fn dispatch<N>(
     frame: &mut vlib::FrameRef<N>,
 ) -> u16
 where
-    N: Node<Vector = BufferIndex, Errors = LbError, FeatureData = ()>,
+    N: Node<Vector = BufferIndex, Errors = LbError, FeatureData = (), TraceData = TraceNote>,
 {
     let from = frame.vector();
     let indices = BufferIndex::as_u32_slice(from);
@@ -243,9 +264,21 @@ where
     let mut nexts = [NEXT_FEATURE; MAX_BATCH];
     let mut verdicts = [Verdict::Host; MAX_BATCH];
     let mut counts = FrameCounts::default();
+    // SAFETY: VPP's runtime of this node.
+    let tracing = u32::from(unsafe { (*node.as_ptr()).flags }) & VLIB_NODE_FLAG_TRACE != 0;
+    // Only while tracing: a record per buffer (`show trace`).
+    let mut notes: Option<Box<[TraceNote; MAX_BATCH]>> = tracing.then(|| {
+        Box::new(
+            [TraceNote {
+                verdict: TraceVerdict::Unconfigured,
+                next: NEXT_FEATURE,
+                ..TraceNote::default()
+            }; MAX_BATCH],
+        )
+    });
     if let Some(rt) = Runtime::try_global().filter(|r| r.enabled()) {
         let now = rt.now_ns();
-        let done = rt.with_worker(usize::from(vm.thread_index()), |w, svc| {
+        let done = rt.with_frame(usize::from(vm.thread_index()), |w, svc, macs| {
             // SAFETY: the frame's buffers belong to this node until enqueued;
             // VPP's pool lays them out as `process_frame` requires.
             let k = unsafe {
@@ -258,10 +291,12 @@ where
                         buffer_mem_start: start,
                         indices: &indices[..n],
                         data_size,
+                        macs,
                     },
                     &mut nexts,
                     &mut verdicts,
                     &mut counts,
+                    notes.as_deref_mut().map(|a| &mut a[..]),
                 )
             };
             w.sweep(svc, now, SWEEP_PER_FRAME);
@@ -287,6 +322,13 @@ where
                 nexts[i] = next as u16;
             }
             _ => {}
+        }
+        if let Some(notes) = notes.as_deref() {
+            if b.flags().contains(BufferFlags::IS_TRACED) {
+                let mut t = notes[i];
+                t.next = nexts[i];
+                b.add_trace(vm, node).write(t);
+            }
         }
     }
     counts.host = verdicts[..n]
@@ -363,10 +405,38 @@ fn sw_if_index_of(name: &str) -> Option<SwIfIndex> {
     (ok != 0 && input.eof()).then_some(SwIfIndex::new(idx))
 }
 
+/// The hardware (MAC) address of `sw`'s hardware interface (a
+/// sub-interface: its parent's), if it has a 6-byte one.
+fn interface_mac(sw: SwIfIndex) -> Option<[u8; 6]> {
+    let sw = u32::from(sw) as usize;
+    // SAFETY: called with the barrier held (CLI), so the interface pools do
+    // not move; `sw_interfaces` and `hw_interfaces` are vppinfra pools
+    // (vectors), indexed within their lengths; `hw_address` is a vppinfra
+    // vector or null.
+    unsafe {
+        let im = &(*vnet_get_main()).interface_main;
+        let sws = VecRef::from_raw_opt(im.sw_interfaces.cast_const())?;
+        let mut si = sws.get(sw)?;
+        if si.sup_sw_if_index as usize != sw {
+            si = sws.get(si.sup_sw_if_index as usize)?;
+        }
+        if si.type_() != vnet_sw_interface_type_t_VNET_SW_INTERFACE_TYPE_HARDWARE {
+            return None;
+        }
+        let hws = VecRef::from_raw_opt(im.hw_interfaces.cast_const())?;
+        let hi = hws.get(si.hw_if_index as usize)?;
+        let addr = VecRef::from_raw_opt(hi.hw_address.cast_const())?;
+        addr.get(..6)?.try_into().ok()
+    }
+}
+
 fn set_feature(vm: &BarrierHeldMainRef, name: &str, on: bool) -> Result<(), ErrorStack> {
     let Some(sw) = sw_if_index_of(name) else {
         return Err(cli_error(format!("unknown interface `{name}'")));
     };
+    // The interface's own MAC: the source of its L2 DSR frames unless
+    // `lb rl conf mac` sets one.
+    Runtime::global().set_interface_mac(u32::from(sw), if on { interface_mac(sw) } else { None });
     for f in [&MARLLB_IP4_FEATURE, &MARLLB_IP6_FEATURE] {
         let r = if on {
             f.enable(vm, sw, ())
