@@ -41,6 +41,8 @@ fn load() -> Vec<u8> {
 /// provide at load time; anything else undefined would fail `dlopen`.
 const VPP_EXPORTS: &[&str] = &[
     "_clib_error_return",
+    // libvppinfra (the trace record's text grows a vppinfra vector).
+    "_vec_resize_internal",
     "_unformat_fill_input",
     "feature_main",
     "unformat_init_string",
@@ -50,6 +52,8 @@ const VPP_EXPORTS: &[&str] = &[
     "vlib_buffer_func_main",
     "vlib_cli_output",
     "vlib_global_main",
+    // libvlib: a traced buffer's record.
+    "vlib_add_trace",
     "vnet_feature_enable_disable",
     "vnet_get_main",
 ];
