@@ -263,8 +263,13 @@ pub fn run(runner: Runner<'_>, sc: &Scenario, seed: u64) -> Result<Outcome> {
     })
 }
 
-/// A random training scenario (its seed is drawn at or above `TRAIN_SEED_BASE`).
-pub fn training_scenario(rng: &mut SplitMix64, duration: f64) -> (Scenario, u64) {
+/// The most LB nodes a training scenario had before `--max-lbs` existed
+/// (the shipped models' setting; the draws are the same at this value).
+pub const DEFAULT_MAX_LBS: usize = 3;
+
+/// A random training scenario (its seed is drawn at or above `TRAIN_SEED_BASE`)
+/// with 1 to `max_lbs` LB nodes (at least 1, at most 6).
+pub fn training_scenario(rng: &mut SplitMix64, duration: f64, max_lbs: usize) -> (Scenario, u64) {
     let u = |rng: &mut SplitMix64| open01(rng);
     let pick = |rng: &mut SplitMix64, n: usize| (rng.next_u64() % n as u64) as usize;
     let layouts = ["4x2,3x4", "6x2,2x4", "4x1,4x2,2x4", "3x4,3x2", "8x2"];
@@ -291,7 +296,7 @@ pub fn training_scenario(rng: &mut SplitMix64, duration: f64) -> (Scenario, u64)
     let n = crate::engine::parse_servers(&servers).map_or(1, |v| v.len());
     sc.name = "train".into();
     sc.family = "train".into();
-    sc.lbs = 1 + pick(rng, 3);
+    sc.lbs = 1 + pick(rng, max_lbs.clamp(1, 6));
     sc.load = Some(0.55 + 0.37 * u(rng));
     sc.speed_noise = [0.0, 0.0, 0.15, 0.3][pick(rng, 4)];
     sc.sizes = match pick(rng, 4) {
@@ -355,6 +360,9 @@ pub struct EsConfig {
     pub validate_every: usize,
     /// See `validate_every`.
     pub validation: usize,
+    /// Most LB nodes in a training scenario (`DEFAULT_MAX_LBS` for the
+    /// shipped models).
+    pub max_lbs: usize,
 }
 
 /// One generation's log line.
@@ -375,11 +383,17 @@ fn loss(o: Outcome, sed: Outcome, penalty: f64) -> f64 {
 /// A set of training scenarios with SED's outcome on each.
 pub type TrainingSet = Vec<(Scenario, u64, Outcome)>;
 
-/// `n` training scenarios drawn from `rng`, with SED run on each.
-pub fn training_set(rng: &mut SplitMix64, n: usize, duration: f64) -> Result<TrainingSet> {
+/// `n` training scenarios drawn from `rng` (1 to `max_lbs` LB nodes), with
+/// SED run on each.
+pub fn training_set(
+    rng: &mut SplitMix64,
+    n: usize,
+    duration: f64,
+    max_lbs: usize,
+) -> Result<TrainingSet> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
-        let (sc, seed) = training_scenario(rng, duration);
+        let (sc, seed) = training_scenario(rng, duration, max_lbs);
         let sed = run(Runner::Method(Method::Sed), &sc, seed)?;
         v.push((sc, seed, sed));
     }
@@ -405,7 +419,7 @@ pub fn train(cfg: &EsConfig, mut progress: impl FnMut(&GenLog)) -> Result<(EsNet
     let mut rng = SplitMix64::new(cfg.seed);
     let mut net = EsNet::initial(rng.next_u64());
     let mut vrng = SplitMix64::new(cfg.seed ^ 0x7a11_da7e);
-    let validation = training_set(&mut vrng, cfg.validation, cfg.duration)?;
+    let validation = training_set(&mut vrng, cfg.validation, cfg.duration, cfg.max_lbs)?;
     let mut best = (
         mean_loss(Runner::Net(&net), &validation, cfg.reject_penalty)?,
         net.clone(),
@@ -414,7 +428,7 @@ pub fn train(cfg: &EsConfig, mut progress: impl FnMut(&GenLog)) -> Result<(EsNet
     let (b1, b2) = (0.9f32, 0.999f32);
     let mut log = Vec::new();
     for g in 0..cfg.generations {
-        let batch = training_set(&mut rng, cfg.batch, cfg.duration)?;
+        let batch = training_set(&mut rng, cfg.batch, cfg.duration, cfg.max_lbs)?;
         let mut grad = vec![0f32; PARAMS];
         let mut diffs = Vec::new();
         let mut noises = Vec::new();
@@ -531,5 +545,26 @@ mod tests {
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn max_lbs_bounds_the_lb_nodes_and_keeps_the_other_draws() {
+        let mut seen = [false; 7];
+        for i in 0..200 {
+            let (mut a, mut b) = (SplitMix64::new(i), SplitMix64::new(i));
+            let (s3, _) = training_scenario(&mut a, 60.0, DEFAULT_MAX_LBS);
+            let (s6, _) = training_scenario(&mut b, 60.0, 6);
+            assert!((1..=3).contains(&s3.lbs), "{}", s3.lbs);
+            assert!((1..=6).contains(&s6.lbs), "{}", s6.lbs);
+            seen[s6.lbs] = true;
+            // The draws before the node count are the same (the split and
+            // the seed after it depend on the count).
+            assert_eq!(s3.servers, s6.servers);
+            assert_eq!(s3.load, s6.load);
+        }
+        assert!(seen[1..].iter().all(|&x| x), "every count 1..=6 is drawn");
+        // Out-of-range values are clamped, never a panic or a zero.
+        let (s, _) = training_scenario(&mut SplitMix64::new(1), 60.0, 0);
+        assert_eq!(s.lbs, 1);
     }
 }

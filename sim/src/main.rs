@@ -1,5 +1,6 @@
 //! `marllb-sim`: train, evaluate and compare load-balancing policies.
 
+use clap::builder::TypedValueParser as _;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
@@ -205,6 +206,10 @@ enum Cmd {
         validation: usize,
         #[arg(long, default_value_t = 10)]
         validate_every: usize,
+        /// Most LB nodes in a training scenario (1 to 6; each scenario draws
+        /// 1..=N uniformly). The shipped models were trained with 3.
+        #[arg(long, default_value_t = marllb_sim::es::DEFAULT_MAX_LBS, value_parser = clap::value_parser!(u64).range(1..=6).map(|v: u64| v as usize))]
+        max_lbs: usize,
     },
     /// Tune adaptive SED's constants on training scenarios only (a grid; the
     /// same objective and scenario generator as train-es).
@@ -216,6 +221,9 @@ enum Cmd {
         episode_secs: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Most LB nodes in a tuning scenario (as train-es's).
+        #[arg(long, default_value_t = marllb_sim::es::DEFAULT_MAX_LBS, value_parser = clap::value_parser!(u64).range(1..=6).map(|v: u64| v as usize))]
+        max_lbs: usize,
     },
     /// Evaluate one policy: table, JSON summary, RESULT line.
     Eval {
@@ -391,6 +399,7 @@ fn main() -> Result<()> {
             episode_secs,
             validation,
             validate_every,
+            max_lbs,
         } => {
             let cfg = marllb_sim::es::EsConfig {
                 generations,
@@ -403,6 +412,7 @@ fn main() -> Result<()> {
                 seed,
                 validate_every,
                 validation: validation.max(1),
+                max_lbs,
             };
             let t0 = std::time::Instant::now();
             let (net, log) = marllb_sim::es::train(&cfg, |g| {
@@ -437,10 +447,11 @@ fn main() -> Result<()> {
             scenarios,
             episode_secs,
             seed,
+            max_lbs,
         } => {
             use marllb_sim::es::{mean_loss, training_set, Runner};
             let mut rng = marllb_core::hash::SplitMix64::new(seed ^ 0x7075_6e65);
-            let set = training_set(&mut rng, scenarios.max(1), episode_secs)?;
+            let set = training_set(&mut rng, scenarios.max(1), episode_secs, max_lbs)?;
             let mut best: Option<(f64, marllb_policy::AdaptiveSed)> = None;
             println!("{:>6} {:>6} {:>10}", "gain", "rate", "loss");
             for gain in [0.25f32, 0.5, 0.75, 1.0, 1.5] {
