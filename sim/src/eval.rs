@@ -15,6 +15,14 @@ use crate::workload::Workload;
 pub enum Policy {
     /// A heuristic.
     Baseline(Method),
+    /// Adaptive SED with constants other than the defaults
+    /// (`adaptive-sed:gain=G,rate=R[,max_step=S][,clamp=C]`).
+    Adaptive {
+        /// Display name (the policy string as given).
+        name: String,
+        /// The constants.
+        params: marllb_policy::AdaptiveSed,
+    },
     /// A trained model run by tract-onnx.
     Onnx {
         /// Display name (file stem).
@@ -27,10 +35,43 @@ pub enum Policy {
 }
 
 impl Policy {
-    /// `ecmp|wcmp|lsq|sed|maglev|oracle` or a path to `FILE.onnx` (with its sidecar).
+    /// A baseline name (`ecmp|wcmp|lsq|sed|maglev|oracle|adaptive-sed|p2c-ewma`),
+    /// `adaptive-sed:KEY=VALUE,..` (keys `gain`, `rate`, `max_step`, `clamp`;
+    /// the others keep their defaults) or a path to `FILE.onnx` (with its sidecar).
     pub fn parse(s: &str) -> Result<Self> {
         if let Some(m) = Method::from_name(s) {
             return Ok(Policy::Baseline(m));
+        }
+        if let Some(rest) = s.strip_prefix("adaptive-sed:") {
+            let mut params = marllb_policy::AdaptiveSed::default();
+            for kv in rest.split(',') {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("policy {s:?}: {kv:?} is not KEY=VALUE"))?;
+                let v: f32 = v
+                    .parse()
+                    .map_err(|e| anyhow!("policy {s:?}: {k}: {v:?} is not a number ({e})"))?;
+                anyhow::ensure!(
+                    v.is_finite() && v > 0.0,
+                    "policy {s:?}: {k} must be a positive number"
+                );
+                match k {
+                    "gain" => params.gain = v,
+                    "rate" => {
+                        anyhow::ensure!(v <= 1.0, "policy {s:?}: rate must be at most 1");
+                        params.rate = v;
+                    }
+                    "max_step" => params.max_step = v,
+                    "clamp" => params.clamp = v,
+                    _ => anyhow::bail!(
+                        "policy {s:?}: unknown key {k:?} (gain, rate, max_step, clamp)"
+                    ),
+                }
+            }
+            return Ok(Policy::Adaptive {
+                name: s.to_string(),
+                params,
+            });
         }
         let path = PathBuf::from(s);
         let meta = PolicyMeta::load(&PolicyMeta::sidecar_of(&path)).map_err(|e| {
@@ -52,7 +93,7 @@ impl Policy {
     pub fn name(&self) -> String {
         match self {
             Policy::Baseline(m) => m.name().to_string(),
-            Policy::Onnx { name, .. } => name.clone(),
+            Policy::Adaptive { name, .. } | Policy::Onnx { name, .. } => name.clone(),
         }
     }
 }
@@ -142,6 +183,15 @@ pub fn evaluate(mut cfg: SimConfig, workload: &Workload, policy: &Policy) -> Res
             cfg.features = false;
             let stats = Sim::new(cfg, workload, *m).run();
             Ok(summarize(policy.name(), stats, t0.elapsed().as_secs_f64()))
+        }
+        Policy::Adaptive { params, .. } => {
+            let mut sim = Sim::new(cfg, workload, Method::AdaptiveSed);
+            sim.set_adaptive(*params);
+            Ok(summarize(
+                policy.name(),
+                sim.run(),
+                t0.elapsed().as_secs_f64(),
+            ))
         }
         Policy::Onnx { model, meta, .. } => {
             anyhow::ensure!(

@@ -163,3 +163,33 @@ fn features_come_from_core_telemetry() {
     assert!(f > 0.0 && f < 5.0, "{f}");
     assert!(sim.last_reward > 0.0 && sim.last_reward <= 1.0);
 }
+
+#[test]
+fn adaptive_sed_with_explicit_constants_is_adaptive_sed_and_bad_keys_are_refused() {
+    let servers = parse_servers("4x2@0.5,3x4").expect("servers");
+    let w = poisson(195.0, 0.0874);
+    let c = cfg(servers, 2, 40.0, 5);
+    let run = |p: &str| evaluate(c.clone(), &w, &Policy::parse(p).expect(p)).expect("eval");
+    let base = run("adaptive-sed");
+    let same = run("adaptive-sed:gain=0.5,rate=0.1");
+    assert_eq!(
+        base.jct_sorted_ms, same.jct_sorted_ms,
+        "defaults spelled out"
+    );
+    let other = run("adaptive-sed:gain=1.5,rate=0.5");
+    assert_ne!(
+        base.jct_sorted_ms, other.jct_sorted_ms,
+        "the constants are used"
+    );
+    assert_eq!(other.policy, "adaptive-sed:gain=1.5,rate=0.5");
+    for bad in [
+        "adaptive-sed:speed=1",
+        "adaptive-sed:gain",
+        "adaptive-sed:gain=x",
+        "adaptive-sed:rate=2",
+        "adaptive-sed:gain=-1",
+    ] {
+        let e = Policy::parse(bad).expect_err(bad).to_string();
+        assert!(e.contains(bad), "{bad}: {e}");
+    }
+}
