@@ -73,6 +73,11 @@ impl Suite {
             .clone()
             .or_else(|| self.policies.last().cloned())
             .unwrap_or_default();
+        // An ONNX file is shown by its stem, as `Policy::name` does; a
+        // baseline with parameters (`adaptive-sed:gain=0.75,...`) as written.
+        if !c.ends_with(".onnx") {
+            return c;
+        }
         Path::new(&c)
             .file_stem()
             .map_or(c.clone(), |x| x.to_string_lossy().into_owned())

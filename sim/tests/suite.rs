@@ -54,3 +54,22 @@ fn a_training_seed_in_a_suite_is_refused() {
     assert!(e.contains("training seed"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_baseline_with_parameters_can_be_the_candidate() {
+    let mut s = suite();
+    s.seeds.truncate(1);
+    s.scenario.truncate(1);
+    s.scenario[0].duration = 20.0;
+    s.scenario[0].warmup = 2.0;
+    let tuned = "adaptive-sed:gain=0.75,rate=0.05";
+    s.policies = vec!["sed".into(), "adaptive-sed".into(), tuned.into()];
+    s.candidate = Some(tuned.into());
+    assert_eq!(s.candidate(), tuned);
+    let res = run(&s, 1).unwrap();
+    let text = report(&s, &res, &s.candidate()).unwrap();
+    assert!(
+        text.contains(&format!("RESULT family=all policy={tuned} ")),
+        "{text}"
+    );
+}
