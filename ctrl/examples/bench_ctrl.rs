@@ -97,6 +97,7 @@ fn main() {
             max_ejection_percent: 50,
         },
         wcmp_weights: None,
+        adaptive_sed: marllb_policy::AdaptiveSed::default(),
         drain: vec![false; BACKENDS],
         names: (0..BACKENDS).map(|i| format!("10.0.0.{}", i + 1)).collect(),
     };

@@ -217,6 +217,8 @@ pub struct FileConfig {
     pub slow_start_cycles: Option<u32>,
     /// WCMP weights (real values, one per backend); default: the region's base weights.
     pub wcmp_weights: Option<Vec<f32>>,
+    /// Adaptive SED's constants (`agent` or `fallback_agent = "adaptive-sed"`).
+    pub adaptive_sed: Option<AdaptiveSedFile>,
     /// Backends (addresses) held in admin state draining.
     pub drain: Option<Vec<IpAddr>>,
     /// Prometheus endpoint.
@@ -233,6 +235,47 @@ pub struct FileConfig {
     pub state_file: Option<PathBuf>,
     /// BGP announcement through BIRD.
     pub bgp: Option<BgpFile>,
+}
+
+/// `[adaptive_sed]`: every key optional, defaults `marllb_policy::AdaptiveSed`'s.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveSedFile {
+    /// Target log correction per unit of ln(completion-time ratio).
+    pub gain: Option<f32>,
+    /// Fraction of the way to the target per cycle (0, 1].
+    pub rate: Option<f32>,
+    /// Largest change of a correction per cycle.
+    pub max_step: Option<f32>,
+    /// Largest correction.
+    pub clamp: Option<f32>,
+}
+
+impl AdaptiveSedFile {
+    /// The constants, each checked (the error names the field).
+    fn resolve(&self) -> Result<marllb_policy::AdaptiveSed, ConfigError> {
+        let mut a = marllb_policy::AdaptiveSed::default();
+        let fields = [
+            ("adaptive_sed.gain", self.gain, &mut a.gain, 10.0),
+            ("adaptive_sed.rate", self.rate, &mut a.rate, 1.0),
+            (
+                "adaptive_sed.max_step",
+                self.max_step,
+                &mut a.max_step,
+                10.0,
+            ),
+            ("adaptive_sed.clamp", self.clamp, &mut a.clamp, 10.0),
+        ];
+        for (name, v, slot, max) in fields {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0 && v <= max) {
+                    return Err(bad(name, format!("must be in (0, {max}], got {v}")));
+                }
+                *slot = v;
+            }
+        }
+        Ok(a)
+    }
 }
 
 /// `[bgp]`.
@@ -433,6 +476,8 @@ pub struct Settings {
     pub slow_start_cycles: u32,
     /// WCMP weights.
     pub wcmp_weights: Option<Vec<f32>>,
+    /// Adaptive SED's constants.
+    pub adaptive_sed: marllb_policy::AdaptiveSed,
     /// Draining backends.
     pub drain: Vec<IpAddr>,
     /// Metrics endpoint (`None`: disabled).
@@ -554,6 +599,10 @@ impl Settings {
             return Err(bad("cycle_budget", "must be > 0"));
         }
         let slow_start_cycles = file.slow_start_cycles.unwrap_or(10);
+        let adaptive_sed = file.adaptive_sed.as_ref().map_or(
+            Ok(marllb_policy::AdaptiveSed::default()),
+            AdaptiveSedFile::resolve,
+        )?;
         if let Some(w) = &file.wcmp_weights {
             if w.iter()
                 .any(|x| !(x.is_finite() && *x >= 0.0 && *x <= 256.0))
@@ -695,6 +744,7 @@ impl Settings {
             cycle_budget,
             slow_start_cycles,
             wcmp_weights: file.wcmp_weights,
+            adaptive_sed,
             drain: file.drain.unwrap_or_default(),
             prometheus: (port != 0).then_some(SocketAddr::new(addr, port)),
             log_file: args.log_file.clone().or(log.file),
@@ -885,6 +935,31 @@ mod tests {
             let f = parse_file(&format!("agent = \"{}\"\n", k.name())).expect("parses");
             assert_eq!(f.agent, Some(*k));
         }
+    }
+
+    #[test]
+    fn adaptive_sed_constants_are_read_and_bad_ones_refused_by_name() {
+        let f = parse_file("[adaptive_sed]\ngain = 0.75\nrate = 0.05\n").expect("parses");
+        let s = Settings::merge(&args(), f).expect("valid");
+        assert_eq!(s.adaptive_sed.gain, 0.75);
+        assert_eq!(s.adaptive_sed.rate, 0.05);
+        let d = marllb_policy::AdaptiveSed::default();
+        assert_eq!(s.adaptive_sed.max_step, d.max_step);
+        assert_eq!(s.adaptive_sed.clamp, d.clamp);
+        let s = Settings::merge(&args(), FileConfig::default()).expect("valid");
+        assert_eq!(s.adaptive_sed, d);
+        for (text, field) in [
+            ("gain = 0.0", "adaptive_sed.gain"),
+            ("rate = 1.5", "adaptive_sed.rate"),
+            ("max_step = -1.0", "adaptive_sed.max_step"),
+            ("clamp = nan", "adaptive_sed.clamp"),
+        ] {
+            let f = parse_file(&format!("[adaptive_sed]\n{text}\n")).expect("parses");
+            let e = Settings::merge(&args(), f).expect_err(text).to_string();
+            assert!(e.starts_with(field), "{text}: {e}");
+        }
+        let e = parse_file("[adaptive_sed]\nspeed = 1.0\n").expect_err("unknown key");
+        assert!(e.to_string().contains("speed"), "{e}");
     }
 
     #[test]

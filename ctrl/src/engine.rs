@@ -46,6 +46,8 @@ pub struct EngineConfig {
     pub passive: PassiveSettings,
     /// WCMP weights (real), one per backend; `None`: the region's base weights.
     pub wcmp_weights: Option<Vec<f32>>,
+    /// Adaptive SED's constants.
+    pub adaptive_sed: AdaptiveSed,
     /// Backends held draining by the configuration, by index (the starting
     /// point of the operator's overrides).
     pub drain: Vec<bool>,
@@ -593,7 +595,9 @@ impl<'r> Engine<'r> {
                         // From the configured weights: no correction yet.
                         self.fb.set_previous_action(&vec![0.0; self.n]);
                     }
-                    AdaptiveSed::default().step(&self.fb, &mut self.real, &mut self.q16);
+                    self.cfg
+                        .adaptive_sed
+                        .step(&self.fb, &mut self.real, &mut self.q16);
                     if self.q16.iter().all(|&w| w == 0) {
                         return Err(StepError::AllZero);
                     }

@@ -329,6 +329,7 @@ fn serve_region(mut settings: Settings, flags: &Flags, metrics: &Arc<Metrics>) -
         slow_start_cycles: settings.slow_start_cycles,
         passive: settings.passive,
         wcmp_weights: settings.wcmp_weights.clone(),
+        adaptive_sed: settings.adaptive_sed,
         drain,
         names: addrs.iter().map(ToString::to_string).collect(),
     };

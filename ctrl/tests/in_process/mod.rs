@@ -31,6 +31,7 @@ fn cfg(agent: AgentKind, budget: Duration) -> EngineConfig {
             max_ejection_percent: 50,
         },
         wcmp_weights: None,
+        adaptive_sed: marllb_policy::AdaptiveSed::default(),
         drain: vec![false, false, true],
         names: vec![],
     }
@@ -281,6 +282,53 @@ fn adaptive_sed_lowers_the_weight_of_the_backend_whose_flows_complete_later() {
     }
     let back = e.published().0.to_vec();
     assert!(back[1] > 9 * WEIGHT_ONE / 10, "{back:?}");
+}
+
+#[test]
+fn adaptive_sed_follows_the_constants_of_its_configuration() {
+    // `[adaptive_sed] gain = 1.0, rate = 0.25`: the same settling law with
+    // those constants (chosen far from the defaults' point after 12 cycles).
+    let a = marllb_policy::AdaptiveSed {
+        gain: 1.0,
+        rate: 0.25,
+        ..Default::default()
+    };
+    let h = heap(3);
+    let v = view(&h, 3);
+    let mut c = cfg(AgentKind::AdaptiveSed, Duration::from_secs(10));
+    c.drain = vec![false; 3];
+    c.adaptive_sed = a;
+    let mut e = Engine::new(
+        Controller::new(v, 1),
+        c,
+        Arc::new(HealthBoard::new(3)),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
+    let mut tel = Telemetry::new_box_zeroed().unwrap();
+    let dp = DataPlane::new(&v, DataPlaneConfig::default());
+    publ.publish(1, &tel, &dp.status());
+    assert!(e.step(Instant::now()).policy_ok);
+    for k in 0..12 {
+        window(&mut tel, 0, 100_000, 2);
+        window(&mut tel, 1, 300_000, 2);
+        window(&mut tel, 2, 100_000, 2);
+        publ.publish(k + 2, &tel, &dp.status());
+        assert!(e.step(Instant::now()).policy_ok);
+    }
+    let w = e.published().0.to_vec();
+    let done = 1.0 - (1.0 - f64::from(a.rate)).powi(12);
+    let expect = 3f64.powf(-f64::from(a.gain) * done);
+    let got = f64::from(w[1]) / f64::from(WEIGHT_ONE);
+    assert!(
+        (got - expect).abs() < 0.02,
+        "slow backend at {got}, expected {expect}: {w:?}"
+    );
+    // The defaults would be elsewhere: the constants are the configured ones.
+    let d = marllb_policy::AdaptiveSed::default();
+    let other = 3f64.powf(-f64::from(d.gain) * (1.0 - (1.0 - f64::from(d.rate)).powi(12)));
+    assert!((got - other).abs() > 0.05, "{got} vs defaults' {other}");
 }
 
 #[test]
