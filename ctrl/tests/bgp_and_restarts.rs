@@ -4,7 +4,6 @@
 //! when it moves again or when a data plane
 //! starts again under the same region name (the controller attaches the new
 //! region by itself).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -20,6 +19,7 @@ use marllb_shm::Source;
 const LONG: Duration = Duration::from_secs(60);
 
 /// Greets like BIRD, records each command with its time, answers success.
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn fake_bird(path: &std::path::Path) -> Arc<Mutex<Vec<(Instant, String)>>> {
     let l = UnixListener::bind(path).unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -45,6 +45,7 @@ fn fake_bird(path: &std::path::Path) -> Arc<Mutex<Vec<(Instant, String)>>> {
     log
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn wait_command(log: &Mutex<Vec<(Instant, String)>>, after: usize, cmd: &str) -> (usize, Instant) {
     let t = Instant::now();
     loop {

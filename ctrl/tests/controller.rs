@@ -1,5 +1,4 @@
 //! The controller binary against a real region and a test data plane.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod in_process;

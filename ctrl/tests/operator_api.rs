@@ -1,7 +1,6 @@
 //! The runtime API end to end: `marllb-ctl` against the controller binary, a
 //! real region and a test data plane. Every command, every refusal, the
 //! one-cycle bound, the counters and the state kept across a restart.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -20,6 +19,7 @@ use marllb_shm::Source;
 
 const LONG: Duration = Duration::from_secs(60);
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn ctl(socket: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_marllb-ctl"))
         .arg("--socket")
@@ -50,6 +50,7 @@ fn refused(socket: &Path, args: &[&str], needle: &str) {
     );
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn json(socket: &Path, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["--json"];
     a.extend_from_slice(args);
@@ -69,6 +70,7 @@ fn addrs() -> Vec<Ipv4Addr> {
     (1..=3).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect()
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn start(dp: &Dp, dir: &Path, extra: &[&str]) -> (Ctrl, PathBuf) {
     let socket = dir.join("ctl.sock");
     let state = dir.join("state.json");
@@ -86,6 +88,7 @@ fn start(dp: &Dp, dir: &Path, extra: &[&str]) -> (Ctrl, PathBuf) {
 }
 
 /// The epoch of the first decision whose admin/weights satisfy `f`.
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn first_epoch(dp: &Dp, f: impl Fn(&common::Applied) -> bool) -> Option<u64> {
     dp.log
         .lock()

@@ -7,7 +7,6 @@
 //! Checks: encapsulation and checksums of every output frame, per-flow
 //! stickiness across the weight change, new flows of each phase follow that
 //! phase's weights (chi-square, loose), drop counters by reason.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -198,6 +197,7 @@ fn chi_square(counts: &[u64], weights: &[f64]) -> f64 {
 /// A flow's client side: (address, port).
 type Client = ([u8; 4], u16);
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn check_output_frame(f: &[u8]) -> Result<(usize, Client, u8), String> {
     if f.len() < 14 + 20 + 20 + 20 {
         return Err(format!("short frame ({} bytes)", f.len()));

@@ -3,7 +3,6 @@
 //! the configuration, reads the stats frames, publishes weights; the watchdog
 //! falls back when the controller's heartbeat stops and follows it again when it
 //! resumes; shutdown marks the region closed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -13,7 +13,6 @@
 //! sends to the backend through l1 in IP-in-IP (srv decapsulates with an ipip
 //! device) or L2 DSR (srv has the VIP on lo); the server answers the client
 //! directly over r0/r1. Addresses are from 198.18.0.0/15 only.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -171,6 +170,7 @@ weight = 1.0
     )
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn run_case(tag: &str, encap: &str) {
     let test = format!("veth_tcp_{encap}");
     if !root_or_skip(&test) {

@@ -521,7 +521,6 @@ pub fn parse_show(input: &str) -> Result<ShowCommand, CliError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn e(r: Result<Command, CliError>) -> String {

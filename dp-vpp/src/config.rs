@@ -251,7 +251,6 @@ pub const fn encap_of(e: EncapSpec) -> Encap {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::cli::{parse_lb, Command};
     use std::net::IpAddr;

@@ -2,7 +2,6 @@
 //! region and starts the 200 ms poller; a controller attaches, publishes
 //! weights and a heartbeat; the plugin's service takes the weights, and each
 //! thread's stats block is published. Then the CLI's show output.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,6 @@
 //! connection established through node A and moved mid-flow to node B goes to
 //! the same server there, although B lists the servers in another order (the
 //! records name servers by address). `lb rl sync` on both, over 127.0.0.1.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ fn run(rt: &'static Runtime, line: &str) -> Result<String, String> {
     rt.command(parse_lb(line).map_err(|e| e.0)?)
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -26,6 +26,7 @@ fn free_port() -> u16 {
 }
 
 /// The server address a TCP packet from client port `sport` goes to.
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn send(rt: &'static Runtime, now: u64, sport: u16, flags: u8) -> Option<[u8; 4]> {
     let b = PacketBuilder::ethernet2([2, 0, 0, 0, 2, 1], [2, 0, 0, 0, 0, 0xfe])
         .ipv4([198, 18, 1, 2], [10, 0, 0, 1], 64)

@@ -5,7 +5,7 @@
 //! arcs — and checks every verdict, next node, buffer metadata and rewritten
 //! byte against a plain marllb-core `Worker` (what the DPDK host runs) fed the
 //! same trace with the same `Service`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(clippy::indexing_slicing)]
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 
@@ -46,6 +46,7 @@ fn mac(i: u8) -> [u8; 6] {
     [2, 0, 0, 0, 0, i]
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn service(lines: &[&str]) -> Box<Service> {
     let mut c = Config::default();
     for l in lines {
@@ -74,6 +75,7 @@ const FIN: u8 = 0x01;
 const PSH: u8 = 0x08;
 const RST: u8 = 0x04;
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn build(
     src: std::net::IpAddr,
     dst: std::net::IpAddr,
@@ -135,6 +137,7 @@ fn with_df(mut f: Vec<u8>) -> Vec<u8> {
 }
 
 /// A TCP SYN from `src`:`sport` to `dst`:`dport` (DF set), as a valid IPv4 input.
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn syn_input(src: &str, dst: &str, sport: u16, dport: u16) -> Input {
     Input {
         frame: with_df(build(
@@ -161,6 +164,7 @@ fn vlan(f: &[u8], tag: u16) -> Vec<u8> {
 /// A trace: many TCP flows (SYN, ACK, data, FIN, last ACK, some RST, some
 /// mid-flow without SYN), UDP flows, traffic to non-VIPs, TTL 1, too-big
 /// packets, VLAN-tagged frames, frames without a valid L2 header, and junk.
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn trace(
     rng: &mut SmallRng,
     v4_vips: &[(&str, u16, bool)],
@@ -310,6 +314,7 @@ struct Arena {
 }
 
 impl Arena {
+    #[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
     fn new(n: usize) -> Self {
         let layout = Layout::from_size_align(n * STRIDE, 64).unwrap();
         // SAFETY: non-zero size.
@@ -435,6 +440,7 @@ struct Tally {
     drops: [usize; DropReason::COUNT],
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn run(svc: &Service, inputs: &[Input], seed: u64) -> Tally {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut vw = Worker::<B>::new_box_zeroed().unwrap();
@@ -782,6 +788,7 @@ fn inconsistent_metadata_is_dropped_not_read() {
 
 /// One SYN through `svc` in a one-buffer frame, with `macs` and the buffer
 /// traced or not: the frame as it leaves, its next node and its trace record.
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn one_frame(
     svc: &Service,
     macs: &InterfaceMacs,

@@ -1,5 +1,4 @@
 //! The proof harnesses as property tests (many random inputs each).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 
 use marllb_kani::*;
 use marllb_shm::layout::{region_size, LAYOUT_HASH, MAGIC};

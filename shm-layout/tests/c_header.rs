@@ -1,6 +1,5 @@
 //! The checked-in C header is what the generator prints, and a C compiler
 //! accepts its `_Static_assert`s (every size and offset equal to Rust's).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 #![cfg(not(loom))]
 
 use std::path::PathBuf;

@@ -3,7 +3,6 @@
 //! variants that loom must catch.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p marllb-shm --release --test loom`
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 #![cfg(loom)]
 
 use loom::sync::atomic::{fence, AtomicU64, Ordering};

@@ -1,6 +1,5 @@
 //! Creating, attaching, validating, publishing and reading through a real
 //! `/dev/shm` region.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 #![cfg(not(loom))]
 
 use std::net::IpAddr;
@@ -22,6 +21,7 @@ fn name(tag: &str) -> String {
     format!("marllb-test-{}-{tag}", std::process::id())
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn service(n: usize) -> Box<Service> {
     let mut s = Service::new_box_zeroed().unwrap();
     let backends: Vec<Backend> = (0..n)
@@ -50,6 +50,7 @@ fn service(n: usize) -> Box<Service> {
     s
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn create(tag: &str, n: usize, workers: u32) -> ShmRegion {
     let cfg = ConfigImage::from_service(&service(n)).unwrap();
     let mut o = CreateOptions::new(&name(tag));

@@ -3,7 +3,6 @@
 //! plane) reads the whole time. Every vector read must be one whole
 //! generation: all weights equal to the value its epoch implies, checksum valid.
 //! Prints the write-to-read latency (median, p99).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 #![cfg(not(loom))]
 
 use std::process::Command;

@@ -1,8 +1,6 @@
 //! Training smoke tests, ONNX export parity with tract-onnx, sidecar, eval CLI.
 //! Run in release (`cargo test --release -p marllb-sim`): debug candle is ~30x slower.
 
-#![allow(clippy::expect_used)] // test helpers outside #[test] functions
-
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
@@ -14,12 +12,14 @@ use marllb_sim::onnx::{export_recnet, OnnxPolicy};
 use marllb_sim::parse_servers;
 use marllb_sim::train::{train, AgentKind, TrainConfig};
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("marllb-sim-test-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).expect("tmp dir");
     d
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn small_cfg(kind: AgentKind, dir: &std::path::Path) -> TrainConfig {
     let mut c = TrainConfig::new(kind, parse_servers("2x2,1x4").expect("servers"), 2);
     c.episodes = 3;

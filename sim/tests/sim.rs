@@ -1,7 +1,5 @@
 //! Simulator checks: determinism, closed forms, rejections, baselines.
 
-#![allow(clippy::expect_used)] // test helpers outside #[test] functions
-
 use marllb_sim::eval::{evaluate, Policy};
 use marllb_sim::workload::SizeDist;
 use marllb_sim::{parse_servers, Method, ServerSpec, Sim, SimConfig, Workload};

@@ -1,11 +1,11 @@
 //! The evaluation suite file parses, keeps its seeds out of the training
 //! range, and its report ends with one RESULT line per family and an
 //! aggregate one.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use marllb_sim::scenario::TRAIN_SEED_BASE;
 use marllb_sim::suite::{report, run, Suite};
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn suite() -> Suite {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     std::env::set_current_dir(&root).unwrap();

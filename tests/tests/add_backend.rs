@@ -1,7 +1,6 @@
 //! A backend added to a running topology (an operator's new server) is wired
 //! and started like the ones `Topology::build` made, and is torn down with
 //! them.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use marllb_testbed::backend::probe;
 use marllb_testbed::netns::in_ns;
@@ -18,6 +17,7 @@ impl Drop for RemoveDir {
     }
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn namespaces() -> String {
     let out = std::process::Command::new("ip")
         .args(["netns", "list"])

@@ -2,7 +2,6 @@
 //! installs one multipath route from what it learned; a withdraw, a stopped
 //! speaker (hold time) and a killed one each take their path away. Only the
 //! next-hop states are asserted; the times are printed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -10,6 +9,7 @@ use std::time::Duration;
 use marllb_testbed::topology::{lb_next_hop, Routing, Topology};
 use marllb_testbed::VIP;
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn hop(i: usize) -> Ipv4Addr {
     lb_next_hop(i).parse().unwrap()
 }

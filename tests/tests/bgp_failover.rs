@@ -1,7 +1,6 @@
 //! Issue 15, first part: each LB node's controller announces the VIP through
 //! its BIRD; the router's multipath route follows a data plane killed and
 //! started again, and a BIRD that stops answering.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[test]
 fn the_route_follows_the_nodes() {
@@ -34,6 +33,7 @@ fn all(what: &str, (held, survived): (usize, usize), r: &impl std::fmt::Debug) {
     );
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn check(policy: &str) {
     if !marllb_testbed::bgp::bird_installed() {
         return;

@@ -4,7 +4,6 @@
 //! line per agent; asserts only correctness (every run completes with the
 //! agent it was meant to run, the capacity changes happen, no failure the
 //! drop does not explain), never that one agent beats another.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use marllb_testbed::scenario::{capacity_drop, CapacityDropReport, CAPACITY_DROP_POLICIES};
 

@@ -1,6 +1,5 @@
 //! Scenarios 2, 3 and 6: a backend killed and returned, the controller killed
 //! with SIGKILL and restarted, Prometheus on the controller's metrics.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[test]
 fn backend_and_controller_failures() {

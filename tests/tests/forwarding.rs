@@ -1,7 +1,6 @@
 //! Real TCP connections from the client namespace through the router and the
 //! DPDK data plane (net_af_packet, L2 direct server return) to real nginx +
 //! php-fpm backends, which answer the client directly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use marllb_testbed::lb::{start_dataplane, LbOptions};
 use marllb_testbed::load::Summary;

@@ -1,6 +1,5 @@
 //! Bad input on the whole system: a SYN flood that fills the flow table, and a
 //! backend that accepts connections and never answers.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[test]
 fn syn_flood_and_silent_backend() {

@@ -1,8 +1,8 @@
 //! Scenario 5: two LB nodes behind the router's kernel ECMP, one removed
 //! mid-run; which held connections survive, predicted per connection and
 //! checked against what happened.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn run(method: &str, sync: bool) -> marllb_testbed::scenario::FailoverReport {
     let tag = if sync { "y" } else { "n" };
     let dir = std::env::temp_dir().join(format!("marllb-s5-{method}-{tag}-{}", std::process::id()));

@@ -1,7 +1,6 @@
 //! Issue 16: under load, an operator drains a backend, restarts the
 //! controller, removes the drained backend, adds a new nginx backend and
 //! restarts the controller again, with 0 failed requests.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[test]
 fn drain_remove_add_and_restarts_under_load() {

@@ -1,6 +1,5 @@
 //! The testbed's plumbing without a load balancer: client → router → one real
 //! nginx + php-fpm backend with the VIP on loopback, answering directly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use marllb_testbed::backend::BackendSpec;
 use marllb_testbed::load::Summary;

@@ -1,6 +1,5 @@
 //! Scenario 1: steady load with each policy (ecmp, wcmp, lsq, sed and the
 //! shipped QMIX model) on the same trace replay; prints the summary table.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use marllb_testbed::demo::{print_table, run_policy, DemoOptions};
 

@@ -1,5 +1,4 @@
 //! Scenario 4: weights changed mid-run move no established connection.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[test]
 fn weight_changes_reset_no_connection() {

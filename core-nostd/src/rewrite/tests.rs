@@ -1,6 +1,5 @@
 //! Rewrite tests: frames built with etherparse, outputs parsed with etherparse and
 //! checked field by field; property tests for "never panics, never writes outside".
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
 use crate::wire::checksum;

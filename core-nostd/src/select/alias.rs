@@ -209,7 +209,6 @@ impl fmt::Debug for AliasTable {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::test_util::{chi2, chi2_crit_999, splitmix64};
     use super::*;

@@ -409,7 +409,6 @@ impl fmt::Debug for MaglevTable {
 // 65 537-entry builds: too slow under Miri.
 #[cfg(test)]
 #[cfg(not(miri))]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::test_util::{chi2, chi2_crit_999, splitmix64};
     use super::*;

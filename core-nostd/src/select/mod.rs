@@ -145,7 +145,6 @@ pub(crate) mod test_util {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -54,7 +54,6 @@ pub fn sed_choose(weights: &[u32], active: &[u32], hash: u64) -> Option<u16> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::test_util::splitmix64;
     use super::*;

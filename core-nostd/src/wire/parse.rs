@@ -507,7 +507,6 @@ pub fn verify_checksums(frame: &[u8], meta: &PacketMeta) -> Result<()> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::wire::meta::tcp_flags;

@@ -131,7 +131,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VlanTag<T> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

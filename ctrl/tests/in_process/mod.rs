@@ -42,6 +42,7 @@ struct Heap {
     workers: Box<[StatsBlock]>,
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn heap(n: u32) -> Heap {
     let _ = n;
     Heap {
@@ -50,6 +51,7 @@ fn heap(n: u32) -> Heap {
     }
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn view(h: &Heap, n: u32) -> RegionView<'_> {
     let mut c = ConfigImage::new_zeroed();
     c.n_backends = n;
@@ -59,6 +61,7 @@ fn view(h: &Heap, n: u32) -> RegionView<'_> {
     RegionView::initialize(&h.fixed, &h.workers, &c, &CreateParams::default()).unwrap()
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn model(dir: &TempDir, m: (Vec<u8>, marllb_policy::PolicyMeta)) -> Policy {
     let p = dir.0.join("m.onnx");
     onnxgen::write(&p, &m.0, &m.1);
@@ -66,6 +69,7 @@ fn model(dir: &TempDir, m: (Vec<u8>, marllb_policy::PolicyMeta)) -> Policy {
 }
 
 /// An engine over `v` with `n` backends, none drained, `agent` and `fallback`.
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn engine(v: RegionView<'_>, agent: AgentKind, fallback: AgentKind, n: usize) -> Engine<'_> {
     let mut c = cfg(agent, Duration::from_secs(10));
     c.fallback_agent = fallback;
