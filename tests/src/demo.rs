@@ -16,8 +16,8 @@ use crate::backend::BackendSpec;
 use crate::lb::{
     metrics, per_backend, scalar, start_controller, start_dataplane, CtrlOptions, LbOptions,
 };
-use crate::load::{summarize, Progress, Record, Summary};
-use crate::scenario::{capacities, start_load};
+use crate::load::{summarize, LoadArgs, Progress, Record, Summary};
+use crate::scenario::{capacities, load_capacities, start_load};
 use crate::topology::{backend_addr, Topology};
 
 /// One backend's CPU capacity changed during a run.
@@ -255,27 +255,17 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
     };
     start_controller(&mut topo, 0, &shm, &copts)?;
     let caps = capacities(&specs);
-    let trace = o.trace.to_string_lossy().into_owned();
-    let (ts, ws, d) = (
-        o.time_scale.to_string(),
-        o.work_scale.to_string(),
-        o.duration.to_string(),
-    );
     let run = start_load(
         &mut topo,
         "load",
-        &[
-            "--trace",
-            &trace,
-            "--time-scale",
-            &ts,
-            "--work-scale",
-            &ws,
-            "--duration",
-            &d,
-            "--capacities",
-            &caps,
-        ],
+        &LoadArgs {
+            trace: Some(o.trace.clone()),
+            time_scale: o.time_scale,
+            work_scale: o.work_scale,
+            duration: o.duration,
+            capacities: load_capacities(&caps)?,
+            ..LoadArgs::default()
+        },
     )?;
     let ns = topo.lbs[0].ns.clone();
     let start = Instant::now();

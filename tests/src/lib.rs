@@ -26,23 +26,5 @@ pub mod netns;
 pub mod scenario;
 pub mod topology;
 
-/// The value after flag `name` in `args` (`--duration 60` → `"60"`), for the
-/// testbed's two small command lines.
-pub fn flag_value(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-/// Every value of a repeatable flag `name` in `args`, in order
-/// (`--capacity-event 10:be4:0.25 --capacity-event 20:be4:1`).
-pub fn flag_values(args: &[String], name: &str) -> Vec<String> {
-    args.iter()
-        .enumerate()
-        .filter(|(_, a)| *a == name)
-        .filter_map(|(i, _)| args.get(i + 1).cloned())
-        .collect()
-}
-
 /// The VIP every scenario serves.
 pub const VIP: &str = "198.18.255.1";

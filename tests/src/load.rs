@@ -17,6 +17,171 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+/// `marllb-loadgen`'s command line, and what a scenario fills in to start it
+/// (one definition: the binary parses it with clap, the scenarios build it
+/// typed and turn it into arguments with [`LoadArgs::to_args`]).
+#[derive(Debug, Clone, PartialEq, clap::Parser)]
+#[command(
+    name = "marllb-loadgen",
+    about = "Open-loop HTTP load against the VIP (runs inside the client namespace)"
+)]
+pub struct LoadArgs {
+    /// The VIP and port.
+    #[arg(long, default_value_t = SocketAddr::new(crate::VIP.parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()), 80))]
+    pub vip: SocketAddr,
+    /// Seconds of load (0 < D <= 3600).
+    #[arg(long, default_value_t = 30.0, value_parser = duration_s, allow_negative_numbers = true)]
+    pub duration: f64,
+    /// Replay this trace (else a constant rate).
+    #[arg(long)]
+    pub trace: Option<std::path::PathBuf>,
+    /// Trace arrival times are multiplied by this (2.0 = half the rate).
+    #[arg(long, default_value_t = 1.0, value_parser = positive, allow_negative_numbers = true)]
+    pub time_scale: f64,
+    /// Trace work (loops) is multiplied by this.
+    #[arg(long, default_value_t = 1.0, value_parser = positive, allow_negative_numbers = true)]
+    pub work_scale: f64,
+    /// Constant rate, requests per second (without `--trace`).
+    #[arg(long, default_value_t = 50.0, value_parser = positive, allow_negative_numbers = true)]
+    pub rate: f64,
+    /// Busy-loop iterations per request at the constant rate.
+    #[arg(long, default_value_t = 100_000)]
+    pub loops: u64,
+    /// Requests in flight beyond this are counted `overload`, never queued.
+    #[arg(long, default_value_t = 2000)]
+    pub max_inflight: usize,
+    /// Per-request timeout, seconds.
+    #[arg(long, default_value_t = 20)]
+    pub timeout: u64,
+    /// Seconds each connection is held open before its request (0..=60).
+    #[arg(long, default_value_t = 0.0, value_parser = hold_s, allow_negative_numbers = true)]
+    pub hold: f64,
+    /// A line per second on stderr.
+    #[arg(long)]
+    pub progress: bool,
+    /// Backend capacities for the summary's Jain index, `ID=CPUS,..`.
+    #[arg(long, value_parser = parse_capacities, default_value = "")]
+    pub capacities: Capacities,
+    /// Write every request's record here (JSON).
+    #[arg(long)]
+    pub records: Option<std::path::PathBuf>,
+}
+
+/// `ID=CPUS,..` as given to `--capacities`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Capacities(pub Vec<(String, f64)>);
+
+impl std::fmt::Display for Capacities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v: Vec<String> = self.0.iter().map(|(k, c)| format!("{k}={c}")).collect();
+        f.write_str(&v.join(","))
+    }
+}
+
+fn parse_capacities(s: &str) -> std::result::Result<Capacities, String> {
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("{kv:?} is not ID=CPUS"))?;
+            let c: f64 = v.parse().map_err(|e| format!("{kv:?}: {e}"))?;
+            if k.is_empty() || !(c.is_finite() && c > 0.0) {
+                return Err(format!("{kv:?}: an id and a positive capacity"));
+            }
+            Ok((k.to_string(), c))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map(Capacities)
+}
+
+fn number(s: &str) -> std::result::Result<f64, String> {
+    s.parse::<f64>().map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn positive(s: &str) -> std::result::Result<f64, String> {
+    let x = number(s)?;
+    if x.is_finite() && x > 0.0 {
+        Ok(x)
+    } else {
+        Err(format!("{s}: must be a positive number"))
+    }
+}
+
+fn duration_s(s: &str) -> std::result::Result<f64, String> {
+    let x = positive(s)?;
+    if x <= 3600.0 {
+        Ok(x)
+    } else {
+        Err(format!("{s}: must be in (0, 3600]"))
+    }
+}
+
+fn hold_s(s: &str) -> std::result::Result<f64, String> {
+    let x = number(s)?;
+    if (0.0..=60.0).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!("{s}: must be in [0, 60]"))
+    }
+}
+
+impl Default for LoadArgs {
+    fn default() -> Self {
+        <Self as clap::Parser>::parse_from(["marllb-loadgen"])
+    }
+}
+
+impl LoadArgs {
+    /// A constant rate of `rate` requests per second of `loops` each, for
+    /// `duration` seconds, with `capacities` for the summary.
+    pub fn constant(rate: f64, loops: u64, duration: f64, capacities: &str) -> Result<Self> {
+        Ok(Self {
+            rate,
+            loops,
+            duration,
+            capacities: parse_capacities(capacities).map_err(anyhow::Error::msg)?,
+            ..Self::default()
+        })
+    }
+
+    /// The command line that parses back into `self`.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--vip".to_string(),
+            self.vip.to_string(),
+            "--duration".into(),
+            self.duration.to_string(),
+            "--time-scale".into(),
+            self.time_scale.to_string(),
+            "--work-scale".into(),
+            self.work_scale.to_string(),
+            "--rate".into(),
+            self.rate.to_string(),
+            "--loops".into(),
+            self.loops.to_string(),
+            "--max-inflight".into(),
+            self.max_inflight.to_string(),
+            "--timeout".into(),
+            self.timeout.to_string(),
+            "--hold".into(),
+            self.hold.to_string(),
+            "--capacities".into(),
+            self.capacities.to_string(),
+        ];
+        if let Some(t) = &self.trace {
+            a.extend(["--trace".into(), t.to_string_lossy().into_owned()]);
+        }
+        if let Some(r) = &self.records {
+            a.extend(["--records".into(), r.to_string_lossy().into_owned()]);
+        }
+        if self.progress {
+            a.push("--progress".into());
+        }
+        a
+    }
+}
+
 /// One scheduled request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Request {
@@ -452,6 +617,53 @@ pub fn summarize(records: &[Record], capacities: &[(String, f64)]) -> Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_args_round_trip_through_the_command_line() {
+        use clap::Parser;
+        let a = LoadArgs {
+            trace: Some("/t/rate_150.csv".into()),
+            time_scale: 2.0,
+            work_scale: 0.4,
+            hold: 1.5,
+            timeout: 7,
+            progress: true,
+            records: Some("/tmp/r.json".into()),
+            ..LoadArgs::constant(12.5, 3000, 9.0, "be0=1,be1=0.5").unwrap()
+        };
+        let argv: Vec<String> = std::iter::once("marllb-loadgen".to_string())
+            .chain(a.to_args())
+            .collect();
+        assert_eq!(LoadArgs::try_parse_from(&argv).unwrap(), a);
+        assert_eq!(
+            a.capacities.0,
+            vec![("be0".to_string(), 1.0), ("be1".to_string(), 0.5)]
+        );
+        // The defaults are the binary's own.
+        let d = LoadArgs::default();
+        assert_eq!(d.vip.to_string(), format!("{}:80", crate::VIP));
+        assert_eq!((d.duration, d.rate, d.max_inflight), (30.0, 50.0, 2000));
+    }
+
+    #[test]
+    fn bad_load_arguments_are_refused_naming_the_flag() {
+        use clap::Parser;
+        for (argv, flag) in [
+            (vec!["--duration", "0"], "--duration"),
+            (vec!["--duration", "4000"], "--duration"),
+            (vec!["--hold", "-1"], "--hold"),
+            (vec!["--rate", "x"], "--rate"),
+            (vec!["--capacities", "be0"], "--capacities"),
+            (vec!["--capacities", "be0=-2"], "--capacities"),
+            (vec!["--rat", "5"], "--rat"),
+        ] {
+            let e = LoadArgs::try_parse_from(std::iter::once("marllb-loadgen").chain(argv.clone()))
+                .expect_err(&format!("{argv:?}"))
+                .to_string();
+            assert!(e.contains(flag), "{argv:?}: {e}");
+        }
+        assert!(LoadArgs::constant(1.0, 1, 1.0, "be0=zero").is_err());
+    }
 
     #[test]
     fn shared_trace_is_read_and_scaled() {

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::backend::BackendSpec;
 use crate::lb::{start_dataplane, LbOptions};
-use crate::load::{unix_now, Progress, Record, Summary};
+use crate::load::{unix_now, LoadArgs, Progress, Record, Summary};
 use crate::topology::{backend_addr, Topology};
 
 /// Backends of unequal capacity: the MARLLB moderate setting (4 small, 3 large
@@ -56,17 +56,23 @@ pub struct LoadRun {
     records: PathBuf,
 }
 
-/// Starts the load generator in the client namespace in the background.
-pub fn start_load(topo: &mut Topology, label: &str, args: &[&str]) -> Result<LoadRun> {
+/// `ID=CPUS,..` (as [`capacities`] writes it) for [`LoadArgs::capacities`].
+pub fn load_capacities(caps: &str) -> Result<crate::load::Capacities> {
+    Ok(LoadArgs::constant(1.0, 1, 1.0, caps)?.capacities)
+}
+
+/// Starts the load generator in the client namespace in the background, with
+/// `load` plus its progress line and per-request records.
+pub fn start_load(topo: &mut Topology, label: &str, load: &LoadArgs) -> Result<LoadRun> {
     let exe = crate::lb::bin("marllb-loadgen")?;
     let out = topo.dir.join(format!("{label}.out"));
     let records = topo.dir.join(format!("{label}.records.json"));
-    let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    a.extend([
-        "--progress".into(),
-        "--records".into(),
-        records.to_string_lossy().into_owned(),
-    ]);
+    let load = LoadArgs {
+        progress: true,
+        records: Some(records.clone()),
+        ..load.clone()
+    };
+    let a = load.to_args();
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let client = topo.client.clone();
     topo.tb
@@ -136,16 +142,13 @@ pub fn weight_change(prefix: &str, dir: &Path) -> Result<WeightChangeReport> {
     let run = start_load(
         &mut topo,
         "load",
-        &[
-            "--rate",
-            "5",
-            "--loops",
-            "25000000",
-            "--duration",
-            "9",
-            "--capacities",
-            &caps,
-        ],
+        &LoadArgs {
+            rate: 5.0,
+            loops: 25000000,
+            duration: 9.0,
+            capacities: load_capacities(&caps)?,
+            ..LoadArgs::default()
+        },
     )?;
     let t0 = Instant::now();
     let mut changes = Vec::new();
@@ -303,23 +306,15 @@ pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
     let run = start_load(
         &mut topo,
         "load",
-        &[
-            "--rate",
-            "30",
-            "--loops",
-            "2000000",
-            // Each connection is held open 1.5 s before it finishes its
-            // request: the ones opened before the drain (and the restart)
-            // cross it established.
-            "--hold",
-            "1.5",
-            "--timeout",
-            "10",
-            "--duration",
-            "24",
-            "--capacities",
-            &caps,
-        ],
+        &LoadArgs {
+            rate: 30.0,
+            loops: 2000000,
+            hold: 1.5,
+            timeout: 10,
+            duration: 24.0,
+            capacities: load_capacities(&caps)?,
+            ..LoadArgs::default()
+        },
     )?;
     let t0 = Instant::now();
     let now = || t0.elapsed().as_secs_f64();
@@ -584,16 +579,13 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
     let run = start_load(
         &mut topo,
         "load",
-        &[
-            "--rate",
-            "30",
-            "--loops",
-            "2000000",
-            "--duration",
-            "30",
-            "--capacities",
-            &caps,
-        ],
+        &LoadArgs {
+            rate: 30.0,
+            loops: 2000000,
+            duration: 30.0,
+            capacities: load_capacities(&caps)?,
+            ..LoadArgs::default()
+        },
     )?;
     let t0 = Instant::now();
     let at = |s: f64| sleep_until(t0, s);
@@ -1155,20 +1147,15 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str, sync: bool) -> Result
     let run = start_load(
         &mut topo,
         "load",
-        &[
-            "--rate",
-            "40",
-            "--loops",
-            "20000",
-            "--hold",
-            "4",
-            "--duration",
-            "12",
-            "--timeout",
-            "10",
-            "--capacities",
-            &caps,
-        ],
+        &LoadArgs {
+            rate: 40.0,
+            loops: 20000,
+            hold: 4.0,
+            duration: 12.0,
+            timeout: 10,
+            capacities: load_capacities(&caps)?,
+            ..LoadArgs::default()
+        },
     )?;
     let t0 = Instant::now();
     sleep_until(t0, 7.0);
@@ -1444,20 +1431,15 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
     let run = start_load(
         &mut topo,
         "load",
-        &[
-            "--rate",
-            "20",
-            "--loops",
-            "20000",
-            "--hold",
-            "3",
-            "--duration",
-            "50",
-            "--timeout",
-            "20",
-            "--capacities",
-            &caps,
-        ],
+        &LoadArgs {
+            rate: 20.0,
+            loops: 20000,
+            hold: 3.0,
+            duration: 50.0,
+            timeout: 20,
+            capacities: load_capacities(&caps)?,
+            ..LoadArgs::default()
+        },
     )?;
     let t0 = Instant::now();
     let at = |s: f64| sleep_until(t0, s);
@@ -1964,20 +1946,15 @@ pub fn bgp(prefix: &str, dir: &Path, policy: &str) -> Result<BgpReport> {
     let run = start_load(
         &mut topo,
         "load",
-        &[
-            "--rate",
-            "20",
-            "--loops",
-            "20000",
-            "--hold",
-            "2",
-            "--duration",
-            "27",
-            "--timeout",
-            "10",
-            "--capacities",
-            &caps,
-        ],
+        &LoadArgs {
+            rate: 20.0,
+            loops: 20000,
+            hold: 2.0,
+            duration: 27.0,
+            timeout: 10,
+            capacities: load_capacities(&caps)?,
+            ..LoadArgs::default()
+        },
     )?;
     let t0 = Instant::now();
     let now = || t0.elapsed().as_secs_f64();

@@ -486,11 +486,11 @@ impl Topology {
         self.route_vip()
     }
 
-    /// Runs the load generator in the client namespace and returns its summary
-    /// JSON line; `args` are its arguments (see `marllb-loadgen`).
-    pub fn load(&self, loadgen: &Path, args: &[&str]) -> Result<String> {
+    /// Runs the load generator in the client namespace with `load` and returns
+    /// its summary JSON line.
+    pub fn load(&self, loadgen: &Path, load: &crate::load::LoadArgs) -> Result<String> {
         let out = crate::netns::run(
-            crate::netns::in_ns(&self.client, &loadgen.to_string_lossy()).args(args),
+            crate::netns::in_ns(&self.client, &loadgen.to_string_lossy()).args(load.to_args()),
         )?;
         Ok(out.lines().last().unwrap_or("").to_string())
     }

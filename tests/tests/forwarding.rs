@@ -29,16 +29,8 @@ fn requests_flow_through_the_dpdk_data_plane() {
     let line = topo
         .load(
             loadgen,
-            &[
-                "--rate",
-                "60",
-                "--loops",
-                "20000",
-                "--duration",
-                "3",
-                "--capacities",
-                "be0=1,be1=1,be2=1",
-            ],
+            &marllb_testbed::load::LoadArgs::constant(60.0, 20000, 3.0, "be0=1,be1=1,be2=1")
+                .expect("load arguments"),
         )
         .expect("load");
     eprintln!("{line}");

@@ -41,16 +41,8 @@ fn client_reaches_a_real_backend_through_the_router() {
     let line = topo
         .load(
             loadgen,
-            &[
-                "--rate",
-                "20",
-                "--loops",
-                "100000",
-                "--duration",
-                "2",
-                "--capacities",
-                "be0=1,be1=1",
-            ],
+            &marllb_testbed::load::LoadArgs::constant(20.0, 100000, 2.0, "be0=1,be1=1")
+                .expect("load arguments"),
         )
         .expect("load");
     let s: Summary = serde_json::from_str(&line).expect("summary json");

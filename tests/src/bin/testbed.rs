@@ -8,59 +8,108 @@
 //! by 0.25 from 20 s into each run on (`20:4:0.25` names it by index; FACTOR 1
 //! restores it); the flag repeats, and the runs are then also compared phase
 //! by phase.
-#![allow(clippy::expect_used)]
-
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
 use marllb_testbed::demo::{
-    print_phase_table, print_table, run_policy, CapacityEvent, DemoOptions,
+    policy_setup, print_phase_table, print_table, run_policy, CapacityEvent, DemoOptions,
 };
 
-use marllb_testbed::{flag_value as arg, flag_values};
+#[derive(Parser, Debug)]
+#[command(name = "marllb-testbed", about = "The MARLLB testbed's main job")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// The same replay under the learned policy and the comparison policies.
+    Demo(DemoArgs),
+}
+
+/// A policy name the demo knows (the list lives in `demo::policy_setup`).
+fn policy(s: &str) -> std::result::Result<String, String> {
+    policy_setup(s, std::path::Path::new("models"))
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn compare(s: &str) -> std::result::Result<Vec<String>, String> {
+    if s == "none" {
+        return Ok(Vec::new());
+    }
+    s.split(',').map(policy).collect()
+}
+
+fn range(s: &str, lo: f64, hi: f64) -> std::result::Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if x > lo && x <= hi {
+        Ok(x)
+    } else {
+        Err(format!("{s}: must be in ({lo}, {hi}]"))
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// The policy under test.
+    #[arg(long, value_parser = policy)]
+    policy: Option<String>,
+    /// Policies to compare with, `P1,P2,..` or `none` (default sed,adaptive-sed).
+    #[arg(long, value_parser = compare)]
+    compare: Option<Vec<String>>,
+    /// Seconds of replay per policy (0, 600].
+    #[arg(long, value_parser = |s: &str| range(s, 0.0, 600.0))]
+    duration: Option<f64>,
+    /// Backends (1..=50).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=50))]
+    backends: Option<u64>,
+    /// The trace to replay.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Work (loops) multiplied by this.
+    #[arg(long, value_parser = |s: &str| range(s, 0.0, 1000.0))]
+    work_scale: Option<f64>,
+    /// Arrival times multiplied by this.
+    #[arg(long, value_parser = |s: &str| range(s, 0.0, 1000.0))]
+    time_scale: Option<f64>,
+    /// `SECONDS:BACKEND:FACTOR`, repeatable.
+    #[arg(long)]
+    capacity_event: Vec<String>,
+    /// The repository (models, traces).
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+}
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) != Some("demo") {
-        bail!("usage: marllb-testbed demo [--policy P] [--compare P1,P2,..|none] [--duration S] [--backends N] [--trace FILE] [--work-scale X] [--time-scale X] [--capacity-event SECONDS:BACKEND:FACTOR ...] [--root DIR]");
-    }
-    let root = arg(&args, "--root")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let mut o = DemoOptions::new(&root);
-    if let Some(p) = arg(&args, "--policy") {
+    let Cmd::Demo(a) = Cli::parse().cmd;
+    let mut o = DemoOptions::new(&a.root);
+    if let Some(p) = a.policy {
         o.policy = p;
     }
-    if let Some(c) = arg(&args, "--compare") {
-        o.compare = if c == "none" {
-            Vec::new()
-        } else {
-            c.split(',').map(str::to_string).collect()
-        };
+    if let Some(c) = a.compare {
+        o.compare = c;
     }
-    if let Some(d) = arg(&args, "--duration") {
-        o.duration = d.parse().context("--duration seconds")?;
-        if !(o.duration > 0.0 && o.duration <= 600.0) {
-            bail!("--duration must be in (0, 600]");
-        }
+    if let Some(d) = a.duration {
+        o.duration = d;
     }
-    if let Some(n) = arg(&args, "--backends") {
-        o.backends = n.parse().context("--backends N")?;
-        if !(1..=50).contains(&o.backends) {
-            bail!("--backends must be in 1..=50");
-        }
+    if let Some(n) = a.backends {
+        // 1..=50, checked by clap.
+        o.backends = n as usize;
     }
-    if let Some(t) = arg(&args, "--trace") {
-        o.trace = PathBuf::from(t);
+    if let Some(t) = a.trace {
+        o.trace = t;
     }
-    if let Some(w) = arg(&args, "--work-scale") {
-        o.work_scale = w.parse().context("--work-scale")?;
+    if let Some(w) = a.work_scale {
+        o.work_scale = w;
     }
-    if let Some(t) = arg(&args, "--time-scale") {
-        o.time_scale = t.parse().context("--time-scale")?;
+    if let Some(t) = a.time_scale {
+        o.time_scale = t;
     }
-    for e in flag_values(&args, "--capacity-event") {
-        let ev = CapacityEvent::parse(&e, o.backends)?;
+    for e in &a.capacity_event {
+        let ev = CapacityEvent::parse(e, o.backends)?;
         if ev.at >= o.duration {
             bail!(
                 "--capacity-event {e:?}: at {} s, not before the end of the {} s run",
