@@ -130,6 +130,16 @@ fn cfs_quota_us(cpus: f64) -> u64 {
     ((cpus * CFS_PERIOD_US as f64).round() as u64).max(1000)
 }
 
+/// Fails the calling test with a clear message unless it runs as root (the
+/// root-only tests are `#[ignore]`d with the reason; `cargo xtask test` runs
+/// them with `--ignored` as root).
+pub fn require_root() {
+    assert!(
+        is_root(),
+        "this test needs root (network namespaces, veth pairs): run it as root, as `cargo xtask test` does"
+    );
+}
+
 /// True when running as root (namespaces, veth pairs and cgroups need it).
 pub fn is_root() -> bool {
     Command::new("id")

@@ -15,11 +15,9 @@ fn hop(i: usize) -> Ipv4Addr {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
 fn router_learns_the_vip_by_bgp() {
-    if !marllb_testbed::netns::is_root() {
-        eprintln!("skipped: network namespaces need root");
-        return;
-    }
+    marllb_testbed::netns::require_root();
     let dir = std::env::temp_dir().join(format!("marllb-bgp-{}", std::process::id()));
     let prefix = format!("g{}", std::process::id() % 100_000);
     // The topology (and with it every namespace and bird) is dropped on a

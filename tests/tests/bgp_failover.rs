@@ -3,11 +3,9 @@
 //! started again, and a BIRD that stops answering.
 
 #[test]
+#[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
 fn the_route_follows_the_nodes() {
-    if !marllb_testbed::netns::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    marllb_testbed::netns::require_root();
     // The learned policies (es, the product default; QMIX, the prototype's)
     // and SED, over flow-state sync; Maglev (every node computes the same
     // placement) as the reference.

@@ -2,11 +2,9 @@
 //! with SIGKILL and restarted, Prometheus on the controller's metrics.
 
 #[test]
+#[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
 fn backend_and_controller_failures() {
-    if !marllb_testbed::netns::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    marllb_testbed::netns::require_root();
     let dir = std::env::temp_dir().join(format!("marllb-s236-{}", std::process::id()));
     let prefix = format!("x{}", std::process::id() % 100_000);
     let r = marllb_testbed::scenario::failures(&prefix, &dir).expect("scenario");

@@ -2,11 +2,9 @@
 //! backend that accepts connections and never answers.
 
 #[test]
+#[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
 fn syn_flood_and_silent_backend() {
-    if !marllb_testbed::netns::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    marllb_testbed::netns::require_root();
     let dir = std::env::temp_dir().join(format!("marllb-hostile-{}", std::process::id()));
     let prefix = format!("h{}", std::process::id() % 100_000);
     let r = marllb_testbed::scenario::hostile(&prefix, &dir).expect("scenario");

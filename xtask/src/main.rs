@@ -382,6 +382,33 @@ fn test(root: &Path) -> Result<()> {
             )
         },
     );
+    steps.run_or_skip(
+        "root tests",
+        "running the root-only tests (#[ignore]d with the reason: the testbed scenarios and the DPDK host's pcap, veth and shm tests)",
+        || {
+            if !is_root() {
+                return Ok(Ran::Skipped(
+                    "not root: network namespaces and the DPDK EAL need it; run `cargo xtask test` as root".into(),
+                ));
+            }
+            cargo(
+                root,
+                &[
+                    "test",
+                    "--profile",
+                    "ci",
+                    "--no-fail-fast",
+                    "-p",
+                    "marllb-testbed",
+                    "-p",
+                    "marllb-dpdk",
+                    "--",
+                    "--ignored",
+                ],
+            )?;
+            Ok(Ran::Passed)
+        },
+    );
     steps.run(
         "loom",
         "model-checking the shared-memory protocols with loom (cfg loom, own target dir)",
@@ -798,4 +825,13 @@ fn miri(root: &Path) -> Result<Ran> {
         "PROPTEST_CASES=4 MIRIFLAGS=-Zmiri-disable-isolation cargo +nightly miri test -p marllb-core --lib",
     )?;
     Ok(Ran::Passed)
+}
+
+/// True when xtask runs as root (`id -u` is 0).
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }

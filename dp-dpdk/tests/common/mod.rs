@@ -11,17 +11,16 @@ use std::time::{Duration, Instant};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_marllb-dpdk");
 
-/// True when running as root; otherwise prints why the test is skipped.
-pub fn root_or_skip(test: &str) -> bool {
+/// Fails `test` with a clear message unless it runs as root (these tests are
+/// `#[ignore]`d with the reason; `cargo xtask test` runs them with `--ignored`
+/// as root).
+pub fn require_root(test: &str) {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        eprintln!(
-            "SKIP {test}: needs root (DPDK EAL, network namespaces); run `cargo test` as root"
-        );
-        return false;
-    }
-    true
+    assert!(
+        euid == 0,
+        "{test} needs root (DPDK EAL, network namespaces): run it as root, as `cargo xtask test` does"
+    );
 }
 
 /// A fresh scratch directory.
