@@ -267,9 +267,39 @@ pub fn run(runner: Runner<'_>, sc: &Scenario, seed: u64) -> Result<Outcome> {
 /// (the shipped models' setting; the draws are the same at this value).
 pub const DEFAULT_MAX_LBS: usize = 3;
 
+/// The lowest offered load of a training scenario before `--min-load` existed.
+pub const DEFAULT_MIN_LOAD: f64 = 0.55;
+
+/// The highest offered load of a training scenario.
+pub const MAX_LOAD: f64 = 0.92;
+
+/// What the training scenarios range over (the defaults are the shipped
+/// `es.onnx`'s, and give the same draws).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainingRange {
+    /// 1 to this many LB nodes (clamped to 1..=6).
+    pub max_lbs: usize,
+    /// Offered load drawn uniformly in [min_load, `MAX_LOAD`] (clamped to
+    /// 0.05..=`MAX_LOAD`).
+    pub min_load: f64,
+}
+
+impl Default for TrainingRange {
+    fn default() -> Self {
+        Self {
+            max_lbs: DEFAULT_MAX_LBS,
+            min_load: DEFAULT_MIN_LOAD,
+        }
+    }
+}
+
 /// A random training scenario (its seed is drawn at or above `TRAIN_SEED_BASE`)
-/// with 1 to `max_lbs` LB nodes (at least 1, at most 6).
-pub fn training_scenario(rng: &mut SplitMix64, duration: f64, max_lbs: usize) -> (Scenario, u64) {
+/// within `range`.
+pub fn training_scenario(
+    rng: &mut SplitMix64,
+    duration: f64,
+    range: &TrainingRange,
+) -> (Scenario, u64) {
     let u = |rng: &mut SplitMix64| open01(rng);
     let pick = |rng: &mut SplitMix64, n: usize| (rng.next_u64() % n as u64) as usize;
     let layouts = ["4x2,3x4", "6x2,2x4", "4x1,4x2,2x4", "3x4,3x2", "8x2"];
@@ -296,8 +326,15 @@ pub fn training_scenario(rng: &mut SplitMix64, duration: f64, max_lbs: usize) ->
     let n = crate::engine::parse_servers(&servers).map_or(1, |v| v.len());
     sc.name = "train".into();
     sc.family = "train".into();
-    sc.lbs = 1 + pick(rng, max_lbs.clamp(1, 6));
-    sc.load = Some(0.55 + 0.37 * u(rng));
+    sc.lbs = 1 + pick(rng, range.max_lbs.clamp(1, 6));
+    let lo = if range.min_load.is_finite() {
+        range.min_load.clamp(0.05, MAX_LOAD)
+    } else {
+        DEFAULT_MIN_LOAD
+    };
+    // At the default 0.92 - 0.55 is exactly 0.37 (f64): the shipped models'
+    // draws are unchanged.
+    sc.load = Some(lo + (MAX_LOAD - lo) * u(rng));
     sc.speed_noise = [0.0, 0.0, 0.15, 0.3][pick(rng, 4)];
     sc.sizes = match pick(rng, 4) {
         0 => "exp".into(),
@@ -360,9 +397,8 @@ pub struct EsConfig {
     pub validate_every: usize,
     /// See `validate_every`.
     pub validation: usize,
-    /// Most LB nodes in a training scenario (`DEFAULT_MAX_LBS` for the
-    /// shipped models).
-    pub max_lbs: usize,
+    /// What the training scenarios range over.
+    pub range: TrainingRange,
 }
 
 /// One generation's log line.
@@ -383,17 +419,17 @@ fn loss(o: Outcome, sed: Outcome, penalty: f64) -> f64 {
 /// A set of training scenarios with SED's outcome on each.
 pub type TrainingSet = Vec<(Scenario, u64, Outcome)>;
 
-/// `n` training scenarios drawn from `rng` (1 to `max_lbs` LB nodes), with
-/// SED run on each.
+/// `n` training scenarios drawn from `rng` within `range`, with SED run on
+/// each.
 pub fn training_set(
     rng: &mut SplitMix64,
     n: usize,
     duration: f64,
-    max_lbs: usize,
+    range: &TrainingRange,
 ) -> Result<TrainingSet> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
-        let (sc, seed) = training_scenario(rng, duration, max_lbs);
+        let (sc, seed) = training_scenario(rng, duration, range);
         let sed = run(Runner::Method(Method::Sed), &sc, seed)?;
         v.push((sc, seed, sed));
     }
@@ -419,7 +455,7 @@ pub fn train(cfg: &EsConfig, mut progress: impl FnMut(&GenLog)) -> Result<(EsNet
     let mut rng = SplitMix64::new(cfg.seed);
     let mut net = EsNet::initial(rng.next_u64());
     let mut vrng = SplitMix64::new(cfg.seed ^ 0x7a11_da7e);
-    let validation = training_set(&mut vrng, cfg.validation, cfg.duration, cfg.max_lbs)?;
+    let validation = training_set(&mut vrng, cfg.validation, cfg.duration, &cfg.range)?;
     let mut best = (
         mean_loss(Runner::Net(&net), &validation, cfg.reject_penalty)?,
         net.clone(),
@@ -428,7 +464,7 @@ pub fn train(cfg: &EsConfig, mut progress: impl FnMut(&GenLog)) -> Result<(EsNet
     let (b1, b2) = (0.9f32, 0.999f32);
     let mut log = Vec::new();
     for g in 0..cfg.generations {
-        let batch = training_set(&mut rng, cfg.batch, cfg.duration, cfg.max_lbs)?;
+        let batch = training_set(&mut rng, cfg.batch, cfg.duration, &cfg.range)?;
         let mut grad = vec![0f32; PARAMS];
         let mut diffs = Vec::new();
         let mut noises = Vec::new();
@@ -552,8 +588,12 @@ mod tests {
         let mut seen = [false; 7];
         for i in 0..200 {
             let (mut a, mut b) = (SplitMix64::new(i), SplitMix64::new(i));
-            let (s3, _) = training_scenario(&mut a, 60.0, DEFAULT_MAX_LBS);
-            let (s6, _) = training_scenario(&mut b, 60.0, 6);
+            let (s3, _) = training_scenario(&mut a, 60.0, &TrainingRange::default());
+            let six = TrainingRange {
+                max_lbs: 6,
+                ..TrainingRange::default()
+            };
+            let (s6, _) = training_scenario(&mut b, 60.0, &six);
             assert!((1..=3).contains(&s3.lbs), "{}", s3.lbs);
             assert!((1..=6).contains(&s6.lbs), "{}", s6.lbs);
             seen[s6.lbs] = true;
@@ -564,7 +604,43 @@ mod tests {
         }
         assert!(seen[1..].iter().all(|&x| x), "every count 1..=6 is drawn");
         // Out-of-range values are clamped, never a panic or a zero.
-        let (s, _) = training_scenario(&mut SplitMix64::new(1), 60.0, 0);
+        let zero = TrainingRange {
+            max_lbs: 0,
+            ..TrainingRange::default()
+        };
+        let (s, _) = training_scenario(&mut SplitMix64::new(1), 60.0, &zero);
         assert_eq!(s.lbs, 1);
+    }
+
+    #[test]
+    fn min_load_widens_the_load_range_and_is_clamped() {
+        let light = TrainingRange {
+            min_load: 0.2,
+            ..TrainingRange::default()
+        };
+        let (mut lo, mut hi) = (1.0f64, 0.0f64);
+        for i in 0..300 {
+            let (sd, _) =
+                training_scenario(&mut SplitMix64::new(i), 60.0, &TrainingRange::default());
+            let (sl, _) = training_scenario(&mut SplitMix64::new(i), 60.0, &light);
+            let (d, l) = (sd.load.unwrap_or(0.0), sl.load.unwrap_or(0.0));
+            assert!((DEFAULT_MIN_LOAD..=MAX_LOAD).contains(&d), "{d}");
+            assert!((0.2..=MAX_LOAD).contains(&l), "{l}");
+            // The same uniform draw, mapped onto the wider range.
+            let x = (d - DEFAULT_MIN_LOAD) / (MAX_LOAD - DEFAULT_MIN_LOAD);
+            assert!((l - (0.2 + (MAX_LOAD - 0.2) * x)).abs() < 1e-9);
+            lo = lo.min(l);
+            hi = hi.max(l);
+        }
+        assert!(lo < 0.3 && hi > 0.85, "{lo} {hi}");
+        for bad in [f64::NAN, -1.0, 5.0] {
+            let r = TrainingRange {
+                min_load: bad,
+                ..TrainingRange::default()
+            };
+            let (s, _) = training_scenario(&mut SplitMix64::new(3), 60.0, &r);
+            let l = s.load.unwrap_or(-1.0);
+            assert!((0.05..=MAX_LOAD).contains(&l), "{bad}: {l}");
+        }
     }
 }

@@ -210,6 +210,10 @@ enum Cmd {
         /// 1..=N uniformly). The shipped models were trained with 3.
         #[arg(long, default_value_t = marllb_sim::es::DEFAULT_MAX_LBS, value_parser = clap::value_parser!(u64).range(1..=6).map(|v: u64| v as usize))]
         max_lbs: usize,
+        /// Lowest offered load of a training scenario (each draws uniformly up
+        /// to 0.92). The shipped es.onnx was trained from 0.55.
+        #[arg(long, default_value_t = marllb_sim::es::DEFAULT_MIN_LOAD, value_parser = min_load)]
+        min_load: f64,
     },
     /// Tune adaptive SED's constants on training scenarios only (a grid; the
     /// same objective and scenario generator as train-es).
@@ -224,6 +228,9 @@ enum Cmd {
         /// Most LB nodes in a tuning scenario (as train-es's).
         #[arg(long, default_value_t = marllb_sim::es::DEFAULT_MAX_LBS, value_parser = clap::value_parser!(u64).range(1..=6).map(|v: u64| v as usize))]
         max_lbs: usize,
+        /// Lowest offered load of a tuning scenario (as train-es's).
+        #[arg(long, default_value_t = marllb_sim::es::DEFAULT_MIN_LOAD, value_parser = min_load)]
+        min_load: f64,
     },
     /// Evaluate one policy: table, JSON summary, RESULT line.
     Eval {
@@ -400,6 +407,7 @@ fn main() -> Result<()> {
             validation,
             validate_every,
             max_lbs,
+            min_load,
         } => {
             let cfg = marllb_sim::es::EsConfig {
                 generations,
@@ -412,7 +420,7 @@ fn main() -> Result<()> {
                 seed,
                 validate_every,
                 validation: validation.max(1),
-                max_lbs,
+                range: marllb_sim::es::TrainingRange { max_lbs, min_load },
             };
             let t0 = std::time::Instant::now();
             let (net, log) = marllb_sim::es::train(&cfg, |g| {
@@ -448,10 +456,16 @@ fn main() -> Result<()> {
             episode_secs,
             seed,
             max_lbs,
+            min_load,
         } => {
-            use marllb_sim::es::{mean_loss, training_set, Runner};
+            use marllb_sim::es::{mean_loss, training_set, Runner, TrainingRange};
             let mut rng = marllb_core::hash::SplitMix64::new(seed ^ 0x7075_6e65);
-            let set = training_set(&mut rng, scenarios.max(1), episode_secs, max_lbs)?;
+            let set = training_set(
+                &mut rng,
+                scenarios.max(1),
+                episode_secs,
+                &TrainingRange { max_lbs, min_load },
+            )?;
             let mut best: Option<(f64, marllb_policy::AdaptiveSed)> = None;
             println!("{:>6} {:>6} {:>10}", "gain", "rate", "loss");
             for gain in [0.25f32, 0.5, 0.75, 1.0, 1.5] {
@@ -540,4 +554,17 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--min-load`: a load in [0.05, 0.92).
+fn min_load(s: &str) -> std::result::Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if (0.05..marllb_sim::es::MAX_LOAD).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!(
+            "{s}: must be in [0.05, {})",
+            marllb_sim::es::MAX_LOAD
+        ))
+    }
 }
