@@ -110,9 +110,10 @@ pub enum SyncError {
 /// What [`apply`] did with records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Entries inserted.
+    /// Entries inserted (or closing local entries on the same 5-tuple
+    /// replaced: the peer's connection is the newer one).
     pub inserted: u32,
-    /// Already known here (the local entry wins).
+    /// Already known here (a live local entry wins).
     pub known: u32,
     /// Refused: no VIP here, backend unknown or down, or no free way.
     pub refused: u32,
@@ -327,6 +328,15 @@ pub fn apply<const B: usize>(
         let key = FlowKey::from_meta(&m);
         let hash = flow_hash(&key, svc.hash_seed);
         match flows.lookup(&key, hash, vip, now, svc.timeouts()) {
+            // A closing local entry is a connection that ended here; a peer's
+            // established one on the same 5-tuple (the client reused the port)
+            // supersedes it, as a SYN on a closing entry does in the pipeline.
+            // Otherwise the old backend would take the new connection's
+            // packets when the router moves it here.
+            Lookup::Hit(slot, e) if e.state == FlowState::TcpClosing => {
+                flows.restart(slot, now, backend, FlowState::TcpEstablished);
+                a.inserted += 1;
+            }
             Lookup::Hit(..) => a.known += 1,
             // A peer's record never takes the last free way of a bucket: the
             // node's own new flows always find room, however many records

@@ -698,6 +698,25 @@ fn sync_records_keep_a_moved_connection_on_its_backend() {
     // Applying again changes nothing (the entries are known).
     let again = b.apply_sync(&sb, 4 * SEC, &got);
     assert_eq!((again.inserted, again.known), (0, 40));
+    // Port reuse: connection 0 ends on B (FIN: its entry is closing), the
+    // client opens a new one on the same 5-tuple through A, placed on another
+    // backend; A's record supersedes B's closing entry, so B sends the new
+    // connection's packets where A placed them.
+    run(&mut b, &sb, 4 * SEC, tcp(0, 1000, 0x11));
+    let mut reused = got[0];
+    let other = sb.backends()[0];
+    reused.backend = other.addr;
+    reused.backend_family = other.family;
+    let r = b.apply_sync(&sb, 5 * SEC, &[reused]);
+    assert_eq!((r.inserted, r.known), (1, 0));
+    let (v, _) = run(&mut b, &sb, 5 * SEC, tcp(0, 1000, 0x10));
+    assert_eq!(fwd(v), 0, "the reused port follows the peer's new record");
+    // A live local entry still wins over a peer's record.
+    let mut live = got[1];
+    live.backend = other.addr;
+    assert_eq!(b.apply_sync(&sb, 5 * SEC, &[live]).known, 1);
+    let (v, _) = run(&mut b, &sb, 5 * SEC, tcp(1, 1001, 0x10));
+    assert_eq!(fwd(v), on_a[1]);
     // Records never take a bucket's last free way: a flood of them fills at
     // most three ways of every bucket.
     let mut flood = Vec::new();
