@@ -252,26 +252,19 @@ pub struct AdaptiveSedFile {
 }
 
 impl AdaptiveSedFile {
-    /// The constants, each checked (the error names the field).
+    /// The constants, each checked by `AdaptiveSed::set` (the error names
+    /// the field).
     fn resolve(&self) -> Result<marllb_policy::AdaptiveSed, ConfigError> {
         let mut a = marllb_policy::AdaptiveSed::default();
         let fields = [
-            ("adaptive_sed.gain", self.gain, &mut a.gain, 10.0),
-            ("adaptive_sed.rate", self.rate, &mut a.rate, 1.0),
-            (
-                "adaptive_sed.max_step",
-                self.max_step,
-                &mut a.max_step,
-                10.0,
-            ),
-            ("adaptive_sed.clamp", self.clamp, &mut a.clamp, 10.0),
+            ("adaptive_sed.gain", "gain", self.gain),
+            ("adaptive_sed.rate", "rate", self.rate),
+            ("adaptive_sed.max_step", "max_step", self.max_step),
+            ("adaptive_sed.clamp", "clamp", self.clamp),
         ];
-        for (name, v, slot, max) in fields {
+        for (field, key, v) in fields {
             if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0 && v <= max) {
-                    return Err(bad(name, format!("must be in (0, {max}], got {v}")));
-                }
-                *slot = v;
+                a.set(key, v).map_err(|e| bad(field, e))?;
             }
         }
         Ok(a)

@@ -53,6 +53,28 @@ impl Default for AdaptiveSed {
 }
 
 impl AdaptiveSed {
+    /// The names [`AdaptiveSed::set`] takes.
+    pub const KEYS: [&'static str; 4] = ["gain", "rate", "max_step", "clamp"];
+
+    /// Sets the constant named `key` (`gain`, `rate`, `max_step`, `clamp`) to
+    /// `value`, checked: every constant is in (0, 10], `rate` in (0, 1]. The
+    /// one place those bounds live (the controller's `[adaptive_sed]` and the
+    /// simulator's `adaptive-sed:KEY=VALUE` both use it).
+    pub fn set(&mut self, key: &str, value: f32) -> Result<(), String> {
+        let (slot, max) = match key {
+            "gain" => (&mut self.gain, 10.0),
+            "rate" => (&mut self.rate, 1.0),
+            "max_step" => (&mut self.max_step, 10.0),
+            "clamp" => (&mut self.clamp, 10.0),
+            _ => return Err(format!("unknown key {key:?} ({})", Self::KEYS.join(", "))),
+        };
+        if !(value.is_finite() && value > 0.0 && value <= max) {
+            return Err(format!("must be in (0, {max}], got {value}"));
+        }
+        *slot = value;
+        Ok(())
+    }
+
     /// One cycle: new corrections in `real`, Q16.16 weights in `q16` (call
     /// `fb.set_previous_action(real)` after publishing them).
     pub fn step(&self, fb: &FeatureBuilder, real: &mut Vec<f32>, q16: &mut Vec<u32>) {

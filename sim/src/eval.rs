@@ -51,22 +51,9 @@ impl Policy {
                 let v: f32 = v
                     .parse()
                     .map_err(|e| anyhow!("policy {s:?}: {k}: {v:?} is not a number ({e})"))?;
-                anyhow::ensure!(
-                    v.is_finite() && v > 0.0,
-                    "policy {s:?}: {k} must be a positive number"
-                );
-                match k {
-                    "gain" => params.gain = v,
-                    "rate" => {
-                        anyhow::ensure!(v <= 1.0, "policy {s:?}: rate must be at most 1");
-                        params.rate = v;
-                    }
-                    "max_step" => params.max_step = v,
-                    "clamp" => params.clamp = v,
-                    _ => anyhow::bail!(
-                        "policy {s:?}: unknown key {k:?} (gain, rate, max_step, clamp)"
-                    ),
-                }
+                params
+                    .set(k, v)
+                    .map_err(|e| anyhow!("policy {s:?}: {k}: {e}"))?;
             }
             return Ok(Policy::Adaptive {
                 name: s.to_string(),
