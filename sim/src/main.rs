@@ -206,14 +206,8 @@ enum Cmd {
         validation: usize,
         #[arg(long, default_value_t = 10)]
         validate_every: usize,
-        /// Most LB nodes in a training scenario (1 to 6; each scenario draws
-        /// 1..=N uniformly). The shipped models were trained with 3.
-        #[arg(long, default_value_t = marllb_sim::es::DEFAULT_MAX_LBS, value_parser = clap::value_parser!(u64).range(1..=6).map(|v: u64| v as usize))]
-        max_lbs: usize,
-        /// Lowest offered load of a training scenario (each draws uniformly up
-        /// to 0.92). The shipped es.onnx was trained from 0.55.
-        #[arg(long, default_value_t = marllb_sim::es::DEFAULT_MIN_LOAD, value_parser = min_load)]
-        min_load: f64,
+        #[command(flatten)]
+        range: RangeArgs,
     },
     /// Tune adaptive SED's constants on training scenarios only (a grid; the
     /// same objective and scenario generator as train-es).
@@ -225,12 +219,8 @@ enum Cmd {
         episode_secs: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Most LB nodes in a tuning scenario (as train-es's).
-        #[arg(long, default_value_t = marllb_sim::es::DEFAULT_MAX_LBS, value_parser = clap::value_parser!(u64).range(1..=6).map(|v: u64| v as usize))]
-        max_lbs: usize,
-        /// Lowest offered load of a tuning scenario (as train-es's).
-        #[arg(long, default_value_t = marllb_sim::es::DEFAULT_MIN_LOAD, value_parser = min_load)]
-        min_load: f64,
+        #[command(flatten)]
+        range: RangeArgs,
     },
     /// Evaluate one policy: table, JSON summary, RESULT line.
     Eval {
@@ -406,8 +396,7 @@ fn main() -> Result<()> {
             episode_secs,
             validation,
             validate_every,
-            max_lbs,
-            min_load,
+            range,
         } => {
             let cfg = marllb_sim::es::EsConfig {
                 generations,
@@ -420,7 +409,7 @@ fn main() -> Result<()> {
                 seed,
                 validate_every,
                 validation: validation.max(1),
-                range: marllb_sim::es::TrainingRange { max_lbs, min_load },
+                range: range.into(),
             };
             let t0 = std::time::Instant::now();
             let (net, log) = marllb_sim::es::train(&cfg, |g| {
@@ -455,17 +444,11 @@ fn main() -> Result<()> {
             scenarios,
             episode_secs,
             seed,
-            max_lbs,
-            min_load,
+            range,
         } => {
-            use marllb_sim::es::{mean_loss, training_set, Runner, TrainingRange};
+            use marllb_sim::es::{mean_loss, training_set, Runner};
             let mut rng = marllb_core::hash::SplitMix64::new(seed ^ 0x7075_6e65);
-            let set = training_set(
-                &mut rng,
-                scenarios.max(1),
-                episode_secs,
-                &TrainingRange { max_lbs, min_load },
-            )?;
+            let set = training_set(&mut rng, scenarios.max(1), episode_secs, &range.into())?;
             let mut best: Option<(f64, marllb_policy::AdaptiveSed)> = None;
             println!("{:>6} {:>6} {:>10}", "gain", "rate", "loss");
             for gain in [0.25f32, 0.5, 0.75, 1.0, 1.5] {
@@ -554,6 +537,28 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What train-es's and tune-adaptive's scenarios range over.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct RangeArgs {
+    /// Most LB nodes in a scenario (1 to 6; each scenario draws 1..=N
+    /// uniformly). The shipped models were trained with 3.
+    #[arg(long, default_value_t = marllb_sim::es::DEFAULT_MAX_LBS, value_parser = clap::value_parser!(u64).range(1..=6).map(|v: u64| v as usize))]
+    max_lbs: usize,
+    /// Lowest offered load of a scenario (each draws uniformly up to 0.92).
+    /// The shipped es.onnx was trained from 0.55.
+    #[arg(long, default_value_t = marllb_sim::es::DEFAULT_MIN_LOAD, value_parser = min_load)]
+    min_load: f64,
+}
+
+impl From<RangeArgs> for marllb_sim::es::TrainingRange {
+    fn from(r: RangeArgs) -> Self {
+        Self {
+            max_lbs: r.max_lbs,
+            min_load: r.min_load,
+        }
+    }
 }
 
 /// `--min-load`: a load in [0.05, 0.92).
