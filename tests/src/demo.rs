@@ -17,7 +17,7 @@ use crate::lb::{
     metrics, per_backend, scalar, start_controller, start_dataplane, CtrlOptions, LbOptions,
 };
 use crate::load::{summarize, LoadArgs, Progress, Record, Summary};
-use crate::scenario::{capacities, load_capacities, start_load};
+use crate::scenario::{capacities, start_load};
 use crate::topology::{backend_addr, Topology};
 
 /// One backend's CPU capacity changed during a run.
@@ -263,7 +263,7 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
             time_scale: o.time_scale,
             work_scale: o.work_scale,
             duration: o.duration,
-            capacities: load_capacities(&caps)?,
+            capacities: caps.parse().map_err(anyhow::Error::msg)?,
             ..LoadArgs::default()
         },
     )?;

@@ -78,6 +78,14 @@ impl std::fmt::Display for Capacities {
     }
 }
 
+impl std::str::FromStr for Capacities {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        parse_capacities(s)
+    }
+}
+
 fn parse_capacities(s: &str) -> std::result::Result<Capacities, String> {
     s.split(',')
         .filter(|x| !x.is_empty())

@@ -56,11 +56,6 @@ pub struct LoadRun {
     records: PathBuf,
 }
 
-/// `ID=CPUS,..` (as [`capacities`] writes it) for [`LoadArgs::capacities`].
-pub fn load_capacities(caps: &str) -> Result<crate::load::Capacities> {
-    Ok(LoadArgs::constant(1.0, 1, 1.0, caps)?.capacities)
-}
-
 /// Starts the load generator in the client namespace in the background, with
 /// `load` plus its progress line and per-request records.
 pub fn start_load(topo: &mut Topology, label: &str, load: &LoadArgs) -> Result<LoadRun> {
@@ -146,7 +141,7 @@ pub fn weight_change(prefix: &str, dir: &Path) -> Result<WeightChangeReport> {
             rate: 5.0,
             loops: 25000000,
             duration: 9.0,
-            capacities: load_capacities(&caps)?,
+            capacities: caps.parse().map_err(anyhow::Error::msg)?,
             ..LoadArgs::default()
         },
     )?;
@@ -312,7 +307,7 @@ pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
             hold: 1.5,
             timeout: 10,
             duration: 24.0,
-            capacities: load_capacities(&caps)?,
+            capacities: caps.parse().map_err(anyhow::Error::msg)?,
             ..LoadArgs::default()
         },
     )?;
@@ -583,7 +578,7 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
             rate: 30.0,
             loops: 2000000,
             duration: 30.0,
-            capacities: load_capacities(&caps)?,
+            capacities: caps.parse().map_err(anyhow::Error::msg)?,
             ..LoadArgs::default()
         },
     )?;
@@ -1153,7 +1148,7 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str, sync: bool) -> Result
             hold: 4.0,
             duration: 12.0,
             timeout: 10,
-            capacities: load_capacities(&caps)?,
+            capacities: caps.parse().map_err(anyhow::Error::msg)?,
             ..LoadArgs::default()
         },
     )?;
@@ -1437,7 +1432,7 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
             hold: 3.0,
             duration: 50.0,
             timeout: 20,
-            capacities: load_capacities(&caps)?,
+            capacities: caps.parse().map_err(anyhow::Error::msg)?,
             ..LoadArgs::default()
         },
     )?;
@@ -1952,7 +1947,7 @@ pub fn bgp(prefix: &str, dir: &Path, policy: &str) -> Result<BgpReport> {
             hold: 2.0,
             duration: 27.0,
             timeout: 10,
-            capacities: load_capacities(&caps)?,
+            capacities: caps.parse().map_err(anyhow::Error::msg)?,
             ..LoadArgs::default()
         },
     )?;
