@@ -86,6 +86,21 @@ impl DropReason {
     }
 }
 
+impl From<crate::rewrite::RewriteError> for DropReason {
+    /// The drop counter of a rewrite that failed.
+    fn from(e: crate::rewrite::RewriteError) -> Self {
+        use crate::rewrite::RewriteError as E;
+        match e {
+            E::NoHeadroom => Self::NoHeadroom,
+            E::TooBigNoDf => Self::TooBigNoDf,
+            E::TooBigIcmpError => Self::TooBigIcmpError,
+            E::TooBigNoReply => Self::TooBigNoReply,
+            E::TtlExpired => Self::TtlExpired,
+            E::Malformed => Self::RewriteFailed,
+        }
+    }
+}
+
 /// What the host does with a packet after the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -172,19 +187,32 @@ pub enum VipMatch {
 /// Finds the most specific VIP for `m` among `vips` (at most 255 are looked at).
 #[inline]
 pub fn match_vip(vips: &[Vip], m: &PacketMeta) -> VipMatch {
-    let dst = u128::from_ne_bytes(m.dst);
-    let ported = m.proto == ip_proto::TCP || m.proto == ip_proto::UDP;
+    match_vip_parts(vips, m.family, u128::from_ne_bytes(m.dst), m.proto, m.dport)
+}
+
+/// [`match_vip`] on the fields it reads: `dst` is the destination address as
+/// `u128::from_ne_bytes` of its 16-byte form (IPv4: zero beyond four bytes). The
+/// fast path calls this without building a [`PacketMeta`].
+#[inline(always)]
+pub fn match_vip_parts(
+    vips: &[Vip],
+    family: IpFamily,
+    dst: u128,
+    proto: u8,
+    dport: u16,
+) -> VipMatch {
+    let ported = proto == ip_proto::TCP || proto == ip_proto::UDP;
     let mut best: Option<(u8, u8)> = None; // (specificity, index)
     let mut addr_hit = false;
     for (i, v) in vips.iter().enumerate().take(255) {
         // IPv4 addresses are zero beyond their four bytes on both sides, so one
         // 128-bit compare covers both families.
-        if u128::from_ne_bytes(v.addr) != dst || v.family != m.family {
+        if u128::from_ne_bytes(v.addr) != dst || v.family != family {
             continue;
         }
         addr_hit = true;
-        let proto_ok = v.proto == VipProto::Any || v.proto as u8 == m.proto;
-        let port_ok = v.port == 0 || (ported && v.port == m.dport);
+        let proto_ok = v.proto == VipProto::Any || v.proto as u8 == proto;
+        let port_ok = v.port == 0 || (ported && v.port == dport);
         if !(proto_ok && port_ok) {
             continue;
         }
@@ -218,9 +246,16 @@ pub fn is_host_icmp(m: &PacketMeta) -> bool {
 #[inline]
 pub fn is_martian_source(family: IpFamily, src: &[u8; 16]) -> bool {
     match family {
-        IpFamily::V4 => src[0] == 0 || src[0] == 127 || src[0] >= 224,
+        IpFamily::V4 => is_martian_v4(src[0]),
         IpFamily::V6 => src[0] == 0xff || (src[..15].iter().all(|b| *b == 0) && src[15] <= 1),
     }
+}
+
+/// An IPv4 source whose first octet is `first` is impossible for a client:
+/// "this network" (0/8), loopback (127/8), multicast and reserved (224/3).
+#[inline(always)]
+pub const fn is_martian_v4(first: u8) -> bool {
+    first == 0 || first == 127 || first >= 224
 }
 
 #[cfg(test)]

@@ -28,7 +28,20 @@ pub fn flow_hash(key: &FlowKey, seed: u64) -> u64 {
     if key.is_v6() {
         h = mum(h ^ w[1] ^ P2, w[3] ^ P3);
     }
-    h = mum(h ^ w[4] ^ P1, seed ^ P2);
+    finish(h, w[4], seed)
+}
+
+/// [`flow_hash`] of a key known to be IPv4 (the pipeline's fast path), without
+/// the family test; equal to `flow_hash` for every IPv4 key.
+#[inline(always)]
+pub fn flow_hash_v4(key: &FlowKey, seed: u64) -> u64 {
+    let w = &key.words;
+    finish(mum(w[0] ^ seed ^ P0, w[2] ^ P1), w[4], seed)
+}
+
+#[inline(always)]
+fn finish(h: u64, tail: u64, seed: u64) -> u64 {
+    let h = mum(h ^ tail ^ P1, seed ^ P2);
     mum(h ^ P3, h ^ P0)
 }
 
@@ -94,6 +107,15 @@ mod tests {
             80,
             6,
         )
+    }
+
+    #[test]
+    fn the_ipv4_hash_is_the_general_hash() {
+        for i in 0..1000 {
+            for seed in [0, 7, u64::MAX] {
+                assert_eq!(flow_hash_v4(&key(i), seed), flow_hash(&key(i), seed));
+            }
+        }
     }
 
     #[test]

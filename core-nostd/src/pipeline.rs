@@ -11,6 +11,16 @@
 //! pass 3 repeats the lookup, so two packets of one flow in one chunk (a SYN and its
 //! retransmission) are handled exactly as if they came one by one.
 //!
+//! # The fast path
+//!
+//! Pass 1 first tries [`fast::parse`], a parser for the common case only (IPv4
+//! without options, TCP without SYN, FIN or RST, no VLAN tag or one), and pass 3
+//! finishes such a packet with only what it needs when it hits an entry in the
+//! flow table; see the `fast` module for the exact conditions and for the
+//! contract: the same bytes, verdict and counters as the general path, which
+//! every other packet takes. [`Worker::set_fast_path`] turns it off (for the
+//! differential tests and fuzzing).
+//!
 //! # What happens to each packet
 //!
 //! * Not IP (ARP, LLDP) or IP not to a VIP address: [`Verdict::Host`]. ICMP echo,
@@ -35,11 +45,13 @@
 //!   dropped `fragment_no_state` when the first was not seen.
 //! * Stateless Maglev method: every packet is placed by Maglev, no flow table.
 
-use crate::classify::{is_host_icmp, is_martian_source, match_vip, DropReason, Verdict, VipMatch};
+use crate::classify::{
+    is_host_icmp, is_martian_source, match_vip, match_vip_parts, DropReason, Verdict, VipMatch,
+};
 use crate::flow::{ticks, FlowKey, FlowState, FlowTable, Lookup};
-use crate::hash::{choice_hash, flow_hash};
+use crate::hash::{choice_hash, flow_hash, flow_hash_v4};
 use crate::prefetch;
-use crate::rewrite::{rewrite, RewriteError, Rewritten};
+use crate::rewrite::{rewrite, Rewritten};
 use crate::select::{sed_choose, Method};
 use crate::service::{AdminState, Service, VipService};
 use crate::sync::{Applied, SyncOut, SyncRecord};
@@ -50,6 +62,9 @@ use crate::wire::meta::{ip_proto, tcp_flags};
 use crate::wire::parse::parse_into;
 use crate::wire::{IpFamily, PacketMeta};
 use crate::MAX_BACKENDS;
+
+mod fast;
+use fast::FastMeta;
 
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
@@ -119,6 +134,11 @@ pub struct Worker<const B: usize> {
     /// Records of connections placed here, for peer LB nodes (see
     /// [`crate::sync`]; off unless the host enables it).
     pub sync: SyncOut,
+    /// Non-zero: every packet takes the general path (zeroed memory: on).
+    fast_path_off: u8,
+    /// Packets the fast path forwarded (tests check that it is taken).
+    #[cfg(test)]
+    fast_forwarded: u64,
 }
 
 /// Pass-to-pass state of one chunk, kept in the worker so that it is not
@@ -127,8 +147,20 @@ pub struct Worker<const B: usize> {
 #[repr(C)]
 struct Scratch {
     metas: [PacketMeta; CHUNK],
+    fast: [FastMeta; CHUNK],
     keys: [FlowKey; CHUNK],
     hashes: [u64; CHUNK],
+}
+
+/// How pass 3 finishes a packet of the chunk.
+#[derive(Clone, Copy)]
+enum Route {
+    /// Decided in pass 1 (not IP, malformed).
+    Early(Verdict),
+    /// Parsed in full: the general path.
+    General,
+    /// Parsed by the fast parser: `Scratch::fast` holds its metadata.
+    Fast,
 }
 
 /// The mutable per-packet state of a worker, borrowed apart from its scratch.
@@ -137,6 +169,8 @@ struct Lane<'a, const B: usize> {
     telemetry: &'a mut Telemetry,
     frags: &'a mut [FragEntry; FRAG_CACHE],
     sync: &'a mut SyncOut,
+    #[cfg(test)]
+    fast_forwarded: &'a mut u64,
 }
 
 impl<const B: usize> core::fmt::Debug for Worker<B> {
@@ -219,6 +253,13 @@ impl<const B: usize> Worker<B> {
         self.sweep_cursor = next as u64;
     }
 
+    /// Turns the fast path on (the default) or off. Off, every packet takes the
+    /// general path; the results are the same either way (that is what the
+    /// differential tests check), only the cost differs.
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_path_off = u8::from(!on);
+    }
+
     /// Processes one packet (a batch of one).
     pub fn process_one(&mut self, svc: &Service, now_ns: u64, pkt: &mut Packet<'_>) -> Verdict {
         let mut v = [Verdict::Host];
@@ -239,22 +280,26 @@ impl<const B: usize> Worker<B> {
     ) {
         let n = pkts.len().min(verdicts.len()).min(MAX_BATCH);
         let now = ticks(now_ns);
+        let fast_on = self.fast_path_off == 0;
         let mut base = 0;
         while base < n {
             let m = (n - base).min(CHUNK);
             // Pass-to-pass state lives in flat arrays; pass 3 reads the metadata in
             // place (no copies of it, which also avoids store-forwarding stalls).
-            let mut early: [Option<Verdict>; CHUNK] = [None; CHUNK];
+            let mut route = [Route::General; CHUNK];
             let Self {
                 flows,
                 telemetry,
                 frags,
                 scratch,
                 sync,
+                #[cfg(test)]
+                fast_forwarded,
                 ..
             } = self;
             let Scratch {
                 metas,
+                fast,
                 keys,
                 hashes,
             } = scratch;
@@ -263,27 +308,42 @@ impl<const B: usize> Worker<B> {
                 telemetry,
                 frags,
                 sync,
+                #[cfg(test)]
+                fast_forwarded,
             };
             // Pass 1: parse, hash, prefetch the bucket.
             for j in 0..m {
                 let p = &pkts[base + j];
                 lane.telemetry.global.rx_packets += 1;
-                match parse_into(p.frame(), &mut metas[j]) {
-                    Ok(FrameKind::Ip) => {
-                        let key = FlowKey::from_meta(&metas[j]);
-                        let h = flow_hash(&key, svc.hash_seed);
-                        prefetch::read(lane.flows.bucket_ptr(h));
-                        keys[j] = key;
-                        hashes[j] = h;
+                let (key, h) = match fast::parse(p.frame()).filter(|_| fast_on) {
+                    Some((f, key)) => {
+                        fast[j] = f;
+                        route[j] = Route::Fast;
+                        (key, flow_hash_v4(&key, svc.hash_seed))
                     }
-                    Ok(FrameKind::Arp | FrameKind::Other(_)) => early[j] = Some(Verdict::Host),
-                    Err(_) => early[j] = Some(Verdict::Drop(DropReason::Malformed)),
-                }
+                    None => match parse_into(p.frame(), &mut metas[j]) {
+                        Ok(FrameKind::Ip) => {
+                            let key = FlowKey::from_meta(&metas[j]);
+                            (key, flow_hash(&key, svc.hash_seed))
+                        }
+                        Ok(FrameKind::Arp | FrameKind::Other(_)) => {
+                            route[j] = Route::Early(Verdict::Host);
+                            continue;
+                        }
+                        Err(_) => {
+                            route[j] = Route::Early(Verdict::Drop(DropReason::Malformed));
+                            continue;
+                        }
+                    },
+                };
+                prefetch::read(lane.flows.bucket_ptr(h));
+                keys[j] = key;
+                hashes[j] = h;
             }
             // Pass 2: the buckets are (nearly) in cache now; prefetch the key of
             // the way whose signature matches.
             for j in 0..m {
-                if early[j].is_none() {
+                if !matches!(route[j], Route::Early(_)) {
                     if let Some(p) = lane.flows.candidate_key_ptr(&keys[j], hashes[j]) {
                         prefetch::read(p);
                         prefetch::read(p.wrapping_add(core::mem::size_of::<FlowKey>() - 1));
@@ -292,14 +352,24 @@ impl<const B: usize> Worker<B> {
             }
             // Pass 3: finish.
             for j in 0..m {
-                let v = match early[j] {
-                    Some(v) => v,
-                    None => lane.finish(
+                let v = match route[j] {
+                    Route::Early(v) => v,
+                    Route::General => lane.finish(
                         svc,
                         now_ns,
                         now,
                         &mut pkts[base + j],
                         &metas[j],
+                        &keys[j],
+                        hashes[j],
+                    ),
+                    Route::Fast => lane.finish_fast(
+                        svc,
+                        now_ns,
+                        now,
+                        &mut pkts[base + j],
+                        &fast[j],
+                        &mut metas[j],
                         &keys[j],
                         hashes[j],
                     ),
@@ -378,6 +448,125 @@ impl<const B: usize> Lane<'_, B> {
         self.emit(svc, pkt, m, hash, backend, vs.encap)
     }
 
+    /// Pass 3 of a fast-path packet (see the `fast` module): the general
+    /// path's steps for a flow-table hit, without the metadata it does not
+    /// need. Anything else continues on the general path, from the point
+    /// reached, after `meta` has been filled by the full parser.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn finish_fast(
+        &mut self,
+        svc: &Service,
+        now_ns: u64,
+        now: u32,
+        pkt: &mut Packet<'_>,
+        f: &FastMeta,
+        meta: &mut PacketMeta,
+        key: &FlowKey,
+        hash: u64,
+    ) -> Verdict {
+        let l3 = usize::from(f.l3_offset);
+        let vip = match match_vip_parts(
+            svc.vip_list(),
+            IpFamily::V4,
+            f.dst_u128(),
+            ip_proto::TCP,
+            f.dport,
+        ) {
+            VipMatch::Vip(i) => svc.vip(i).map(|vs| (i, vs)),
+            _ => None,
+        };
+        let Some((vip_idx, vs)) = vip.filter(|(_, vs)| vs.method != Method::Maglev) else {
+            return self.general(svc, now_ns, now, pkt, meta, key, hash);
+        };
+        if svc.verify_checksums && !fast::header_checksum_ok(pkt.frame(), l3) {
+            return self.general(svc, now_ns, now, pkt, meta, key, hash);
+        }
+        let (slot, backend) = match self.flows.lookup(key, hash, vip_idx, now, svc.timeouts()) {
+            Lookup::Hit(slot, e)
+                if !(e.state == FlowState::TcpSynSent && f.flags & tcp_flags::ACK != 0)
+                    && svc
+                        .backend(e.backend)
+                        .is_some_and(|b| b.admin != AdminState::Down) =>
+            {
+                (slot, e.backend)
+            }
+            found => {
+                if !Self::reparse(pkt, meta) {
+                    return self.drop(DropReason::Malformed);
+                }
+                return match self.placed(svc, vs, vip_idx, meta, key, hash, now, found) {
+                    Ok(b) => self.emit(svc, pkt, meta, hash, b, vs.encap),
+                    Err(r) => self.drop(r),
+                };
+            }
+        };
+        let flows = &self.flows;
+        self.telemetry
+            .packet(backend, u32::from(f.l3_len), now, || flows.created(slot));
+        let Some(target) = svc.target(backend, vs.encap) else {
+            return self.drop(DropReason::NoLiveBackend);
+        };
+        let out = crate::rewrite::forward_fast_v4(
+            pkt.buf,
+            pkt.start,
+            pkt.start + l3,
+            usize::from(f.l3_len),
+            f.df,
+            &target,
+            &svc.egress,
+            hash,
+        );
+        match out {
+            Some(Ok(r)) => {
+                let (start, len) = r.frame();
+                pkt.start = start;
+                pkt.len = len;
+                #[cfg(test)]
+                {
+                    *self.fast_forwarded += 1;
+                }
+                Verdict::Forward { backend }
+            }
+            Some(Err(e)) => {
+                let r = DropReason::from(e);
+                self.telemetry.drop_for_backend(backend, r);
+                Verdict::Drop(r)
+            }
+            // Too big for the link: the ICMP reply needs the full metadata.
+            None if Self::reparse(pkt, meta) => self.emit(svc, pkt, meta, hash, backend, vs.encap),
+            None => self.drop(DropReason::Malformed),
+        }
+    }
+
+    /// Fills `meta` with the full parse of a fast-path packet; false (never
+    /// seen: the fast parser accepts a subset of what this one does) if it
+    /// fails, and the packet is then dropped as malformed.
+    #[inline(never)]
+    fn reparse(pkt: &Packet<'_>, meta: &mut PacketMeta) -> bool {
+        matches!(parse_into(pkt.frame(), meta), Ok(FrameKind::Ip))
+    }
+
+    /// A fast-path packet that leaves it before the lookup: the general path
+    /// from the start (nothing has been changed yet).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn general(
+        &mut self,
+        svc: &Service,
+        now_ns: u64,
+        now: u32,
+        pkt: &mut Packet<'_>,
+        meta: &mut PacketMeta,
+        key: &FlowKey,
+        hash: u64,
+    ) -> Verdict {
+        if !Self::reparse(pkt, meta) {
+            return self.drop(DropReason::Malformed);
+        }
+        self.finish(svc, now_ns, now, pkt, meta, key, hash)
+    }
+
     /// Checks every packet for a VIP gets: checksum (if enabled), source, TTL.
     #[inline(always)]
     fn sanity(&self, svc: &Service, pkt: &Packet<'_>, m: &PacketMeta) -> Option<DropReason> {
@@ -450,14 +639,7 @@ impl<const B: usize> Lane<'_, B> {
                 verdict
             }
             Err(e) => {
-                let r = match e {
-                    RewriteError::NoHeadroom => DropReason::NoHeadroom,
-                    RewriteError::TooBigNoDf => DropReason::TooBigNoDf,
-                    RewriteError::TooBigIcmpError => DropReason::TooBigIcmpError,
-                    RewriteError::TooBigNoReply => DropReason::TooBigNoReply,
-                    RewriteError::TtlExpired => DropReason::TtlExpired,
-                    RewriteError::Malformed => DropReason::RewriteFailed,
-                };
+                let r = DropReason::from(e);
                 self.telemetry.drop_for_backend(backend, r);
                 Verdict::Drop(r)
             }
@@ -504,11 +686,29 @@ impl<const B: usize> Lane<'_, B> {
         hash: u64,
         now: u32,
     ) -> Result<u16, DropReason> {
+        let found = self.flows.lookup(key, hash, vip_idx, now, svc.timeouts());
+        self.placed(svc, vs, vip_idx, m, key, hash, now, found)
+    }
+
+    /// [`Self::track`] after the flow-table lookup, which gave `found`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn placed(
+        &mut self,
+        svc: &Service,
+        vs: &VipService,
+        vip_idx: u8,
+        m: &PacketMeta,
+        key: &FlowKey,
+        hash: u64,
+        now: u32,
+        found: Lookup,
+    ) -> Result<u16, DropReason> {
         let tcp = m.proto == ip_proto::TCP;
         let flags = m.tcp_flags;
         let syn = tcp && flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
         let bytes = u32::from(m.l3_len);
-        match self.flows.lookup(key, hash, vip_idx, now, svc.timeouts()) {
+        match found {
             Lookup::Hit(slot, e) => {
                 let down = svc
                     .backend(e.backend)
@@ -654,3 +854,7 @@ fn ipv4_header_ok(frame: &[u8], m: &PacketMeta) -> bool {
 #[cfg(test)]
 #[cfg(not(miri))]
 mod tests;
+
+#[cfg(test)]
+#[cfg(not(miri))]
+mod differential;

@@ -55,22 +55,47 @@ impl FlowKey {
         dport: u16,
         proto: u8,
     ) -> Self {
-        let tail = (u64::from(sport) << 48)
-            | (u64::from(dport) << 32)
-            | (u64::from(proto) << 24)
-            | ((family as u64) << 16);
         match family {
-            IpFamily::V4 => {
-                let s = u64::from(u32::from_be_bytes([src[0], src[1], src[2], src[3]])) << 32;
-                let d = u64::from(u32::from_be_bytes([dst[0], dst[1], dst[2], dst[3]])) << 32;
-                Self {
-                    words: [s, 0, d, 0, tail],
-                }
-            }
+            IpFamily::V4 => Self::v4(
+                u32::from_be_bytes([src[0], src[1], src[2], src[3]]),
+                u32::from_be_bytes([dst[0], dst[1], dst[2], dst[3]]),
+                sport,
+                dport,
+                proto,
+            ),
             IpFamily::V6 => Self {
-                words: [word(src, 0), word(src, 1), word(dst, 0), word(dst, 1), tail],
+                words: [
+                    word(src, 0),
+                    word(src, 1),
+                    word(dst, 0),
+                    word(dst, 1),
+                    Self::tail(family, sport, dport, proto),
+                ],
             },
         }
+    }
+
+    /// The key of an IPv4 flow from its addresses as big-endian integers (the
+    /// pipeline's fast path builds it straight from the header).
+    #[inline(always)]
+    pub fn v4(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> Self {
+        Self {
+            words: [
+                u64::from(src) << 32,
+                0,
+                u64::from(dst) << 32,
+                0,
+                Self::tail(IpFamily::V4, sport, dport, proto),
+            ],
+        }
+    }
+
+    #[inline(always)]
+    fn tail(family: IpFamily, sport: u16, dport: u16, proto: u8) -> u64 {
+        (u64::from(sport) << 48)
+            | (u64::from(dport) << 32)
+            | (u64::from(proto) << 24)
+            | ((family as u64) << 16)
     }
 
     /// The key of the flow a parsed packet belongs to.

@@ -276,20 +276,73 @@ pub fn rewrite(
     if !hop::ttl_ok(buf, &c) {
         return Err(RewriteError::TtlExpired);
     }
+    match forward(buf, &c, target, egress, flow_hash) {
+        Some(r) => r,
+        None => {
+            let ovh = overhead(target.encap, target.family);
+            icmp::too_big(buf, &c, meta, egress, ovh, flow_hash)
+        }
+    }
+}
+
+/// The forwarding half of [`rewrite`] on a checked frame whose TTL is above 1;
+/// `None` when the packet is too big for the backend link (nothing written).
+#[inline(always)]
+fn forward(
+    buf: &mut [u8],
+    c: &Checked,
+    target: &Target,
+    egress: &Egress,
+    flow_hash: u64,
+) -> Option<Result<Rewritten, RewriteError>> {
     let ovh = overhead(target.encap, target.family);
     if c.l3_len + ovh > usize::from(egress.mtu) {
-        return icmp::too_big(buf, &c, meta, egress, ovh, flow_hash);
+        return None;
     }
-    match target.encap {
+    Some(match target.encap {
         Encap::L2Dsr => {
-            hop::decrement_ttl(buf, &c);
-            Ok(dsr::rewrite(buf, &c, target, egress))
+            hop::decrement_ttl(buf, c);
+            Ok(dsr::rewrite(buf, c, target, egress))
         }
         Encap::IpIp | Encap::Gre => {
             // Check the headroom before the first write.
-            let new_start = tunnel::new_start(&c, ovh)?;
-            hop::decrement_ttl(buf, &c);
-            tunnel::encap(buf, &c, new_start, target, egress, flow_hash)
+            tunnel::new_start(c, ovh).and_then(|new_start| {
+                hop::decrement_ttl(buf, c);
+                tunnel::encap(buf, c, new_start, target, egress, flow_hash)
+            })
         }
+    })
+}
+
+/// [`rewrite`] for the pipeline's fast path: an IPv4 packet without options
+/// whose IP header starts at `l3` in `buf`, frame at `start`, IP length
+/// `l3_len`, TTL above 1, all proved by the fast parser, so [`check`] is not
+/// repeated (the few comparisons below only keep a wrong caller from indexing
+/// out of bounds). Gives exactly what [`rewrite`] gives for such a packet, or
+/// `None`, with the buffer unchanged, when the packet is too big for the link
+/// (the ICMP reply needs the full metadata: the caller takes the general path).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_fast_v4(
+    buf: &mut [u8],
+    start: usize,
+    l3: usize,
+    l3_len: usize,
+    df: bool,
+    target: &Target,
+    egress: &Egress,
+    flow_hash: u64,
+) -> Option<Result<Rewritten, RewriteError>> {
+    let end = l3.checked_add(l3_len)?;
+    if end > buf.len() || l3_len < IPV4_HLEN || l3 < start.checked_add(ETH_HLEN)? {
+        return None;
     }
+    let c = Checked {
+        start,
+        l3,
+        l3_len,
+        family: IpFamily::V4,
+        df,
+    };
+    forward(buf, &c, target, egress, flow_hash)
 }

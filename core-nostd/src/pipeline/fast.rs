@@ -1,0 +1,128 @@
+//! The fast path: the packets that dominate real traffic, handled with only the
+//! work they need.
+//!
+//! # Which packets
+//!
+//! [`parse`] accepts an Ethernet frame with no VLAN tag or one, carrying IPv4
+//! without options (IHL 5), not a fragment (MF clear, offset 0; DF either way),
+//! TCP with a complete header, none of SYN, FIN, RST set, a TTL above 1 and a
+//! source that is not martian. Everything else (IPv6, options, two tags,
+//! fragments, ICMP, UDP, SYNs and the ends of connections, anything malformed)
+//! is left to the general path, untouched.
+//!
+//! In pass 3 [`Lane::finish_fast`](super::Lane) then needs a VIP that is not
+//! stateless Maglev, a correct header checksum when verification is on, and a
+//! flow-table hit on a backend that is not down, in a state where this packet
+//! changes nothing (not the client's ACK that completes a handshake). It then
+//! counts the packet as the general path does and rewrites it through the same
+//! rewrite code minus the frame check the parser already made. When any of
+//! these fails after the lookup (a miss, a handshake ACK, a dead backend, a
+//! packet too big for the link), the packet is parsed in full and continues on
+//! the general path from the lookup result, so nothing is done twice.
+//!
+//! # The contract
+//!
+//! For every input, the fast path gives the same output bytes, frame offsets,
+//! verdict and counters (reservoirs included) as the general path; the
+//! differential tests and the `pipeline` fuzz target check this against a worker
+//! with the fast path off ([`Worker::set_fast_path`](super::Worker::set_fast_path)).
+
+use crate::classify::is_martian_v4;
+use crate::flow::FlowKey;
+use crate::wire::ethernet::ether_type;
+use crate::wire::meta::{ip_proto, tcp_flags};
+
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 18;
+/// IPv4 header without options plus a TCP header without options.
+const IP_TCP_MIN: usize = 40;
+
+/// What pass 3 needs of a fast-path packet (the 5-tuple is in its key).
+#[derive(Clone, Copy, Debug, Default, zerocopy::FromZeros)]
+pub(super) struct FastMeta {
+    /// The IPv4 destination, in network byte order.
+    pub dst: [u8; 4],
+    /// Offset of the IP header in the frame (14 or 18).
+    pub l3_offset: u16,
+    /// IP total length.
+    pub l3_len: u16,
+    /// TCP destination port.
+    pub dport: u16,
+    /// TCP flags (none of SYN, FIN, RST).
+    pub flags: u8,
+    /// IPv4 DF bit.
+    pub df: bool,
+}
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> u16 {
+    match b.get(at..at + 2) {
+        Some(&[h, l]) => u16::from_be_bytes([h, l]),
+        _ => 0,
+    }
+}
+
+/// The fast path's parser (see the module docs); `None` sends the packet to
+/// the general path.
+#[inline(always)]
+pub(super) fn parse(frame: &[u8]) -> Option<(FastMeta, FlowKey)> {
+    let l3 = match be16(frame, 12) {
+        ether_type::IPV4 => ETH_HLEN,
+        t if ether_type::is_vlan_tpid(t) && be16(frame, 16) == ether_type::IPV4 => VLAN_HLEN,
+        _ => return None,
+    };
+    let ip: &[u8; IP_TCP_MIN] = frame.get(l3..l3 + IP_TCP_MIN)?.try_into().ok()?;
+    let tl = u16::from_be_bytes([ip[2], ip[3]]);
+    let flags_off = u16::from_be_bytes([ip[6], ip[7]]);
+    let ttl = ip[8];
+    let doff = usize::from(ip[32] >> 4) * 4;
+    let tcp_flags = ip[33];
+    if ip[0] != 0x45
+        || usize::from(tl) < IP_TCP_MIN
+        || l3 + usize::from(tl) > frame.len()
+        || flags_off & 0x3fff != 0
+        || ip[9] != ip_proto::TCP
+        || ttl <= 1
+        || is_martian_v4(ip[12])
+        || doff < 20
+        || doff > usize::from(tl) - 20
+        || tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0
+    {
+        return None;
+    }
+    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let dst = [ip[16], ip[17], ip[18], ip[19]];
+    let sport = u16::from_be_bytes([ip[20], ip[21]]);
+    let dport = u16::from_be_bytes([ip[22], ip[23]]);
+    let key = FlowKey::v4(src, u32::from_be_bytes(dst), sport, dport, ip_proto::TCP);
+    Some((
+        FastMeta {
+            dst,
+            // l3 <= 18.
+            l3_offset: l3 as u16,
+            l3_len: tl,
+            dport,
+            flags: tcp_flags,
+            df: flags_off & 0x4000 != 0,
+        },
+        key,
+    ))
+}
+
+impl FastMeta {
+    /// The destination as [`crate::classify::match_vip_parts`] takes it.
+    #[inline(always)]
+    pub fn dst_u128(&self) -> u128 {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&self.dst);
+        u128::from_ne_bytes(a)
+    }
+}
+
+/// The IPv4 header (20 bytes at `l3`) sums to zero.
+#[inline(always)]
+pub(super) fn header_checksum_ok(frame: &[u8], l3: usize) -> bool {
+    frame
+        .get(l3..l3 + 20)
+        .is_some_and(|h| crate::wire::checksum::checksum(h) == 0)
+}
