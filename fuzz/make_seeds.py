@@ -75,8 +75,9 @@ def write(target, name, data):
     open(os.path.join(d, name), 'wb').write(data)
 for n, f in frames.items():
     write('parse', n, f)
-# pipeline: a selector byte, then length-prefixed frames (a SYN/ACK/FIN flow plus the frame).
-flow = [frames['tcp_syn'], frames['tcp_ack'], frames['tcp_fin']]
+# pipeline: a selector byte, then length-prefixed frames (a SYN, the handshake ACK,
+# an ACK that takes the fast path, a FIN, then the frame).
+flow = [frames['tcp_syn'], frames['tcp_ack'], frames['tcp_ack'], frames['tcp_fin']]
 for sel, (n, f) in enumerate(frames.items()):
     body = b''.join(struct.pack('<H', len(x)) + x for x in flow + [f])
     write('pipeline', n, bytes([sel * 7 % 256]) + body)

@@ -33,10 +33,15 @@ fuzz_target!(|data: &[u8]| {
             // Every refusal names its field first: "field: problem".
             let msg = e.to_string();
             let field = msg.split(": ").next().unwrap_or("");
-            assert!(!field.is_empty() && !field.contains(char::is_whitespace), "{msg}");
+            assert!(
+                !field.is_empty() && !field.contains(char::is_whitespace),
+                "{msg}"
+            );
         }
         Ok(s) => {
-            assert!(s.interval >= Duration::from_millis(1) && s.interval <= Duration::from_secs(60));
+            assert!(
+                s.interval >= Duration::from_millis(1) && s.interval <= Duration::from_secs(60)
+            );
             assert!(!s.cycle_budget.is_zero());
             assert!(s.health.rise >= 1 && s.health.fall >= 1);
             assert!(s.health.interval >= Duration::from_millis(10));
@@ -48,7 +53,10 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!s.servers[..i].contains(a));
             }
             if !s.servers.is_empty() {
-                assert!(s.drain.iter().all(|d| s.servers.iter().any(|x| x.addr == *d)));
+                assert!(s
+                    .drain
+                    .iter()
+                    .all(|d| s.servers.iter().any(|x| x.addr == *d)));
             }
             if let Some(w) = &s.wcmp_weights {
                 assert!(w.iter().all(|x| x.is_finite() && (0.0..=256.0).contains(x)));

@@ -2,7 +2,9 @@
 //! choice, rewrite, telemetry) in batches: no panic; every forwarded frame parses
 //! again, its outer IPv4 header checksum is valid, and the inner IPv4 header
 //! checksum is valid whenever it was valid on input; every ICMP reply carries a
-//! valid checksum.
+//! valid checksum. Differential: a second worker with the fast path off gets
+//! copies of the same frames and must give the same verdicts, output bytes and
+//! telemetry (the fast path's contract, `core-nostd/src/pipeline/fast.rs`).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use marllb_core::classify::{Verdict, Vip, VipProto};
@@ -14,7 +16,7 @@ use marllb_core::wire::checksum;
 use marllb_core::wire::parse::{parse_frame, verify_l3_checksum};
 use marllb_core::wire::{Frame, IpFamily};
 use marllb_core::WEIGHT_ONE;
-use zerocopy::FromZeros;
+use zerocopy::{FromZeros, IntoBytes};
 
 const HEADROOM: usize = 128;
 
@@ -135,14 +137,37 @@ fuzz_target!(|data: &[u8]| {
         lens.push(n);
         r = &r[2 + n..];
     }
+    let mut general = Worker::<16>::new_box_zeroed().expect("alloc");
+    general.init(1);
+    general.set_fast_path(false);
+    let mut bufs2 = bufs.clone();
     let mut pkts: Vec<Packet<'_>> = bufs
         .iter_mut()
         .zip(&lens)
         .map(|(b, l)| Packet::new(b, HEADROOM, *l))
         .collect();
+    let mut pkts2: Vec<Packet<'_>> = bufs2
+        .iter_mut()
+        .zip(&lens)
+        .map(|(b, l)| Packet::new(b, HEADROOM, *l))
+        .collect();
     let mut verdicts = vec![Verdict::Host; pkts.len()];
+    let mut verdicts2 = verdicts.clone();
     let now = 1_000_000_000 + u64::from(sel) * 1_000_000;
     w.process(svc, now, &mut pkts, &mut verdicts);
+    general.process(svc, now, &mut pkts2, &mut verdicts2);
+    assert_eq!(verdicts, verdicts2, "fast and general paths differ");
+    for (a, b) in pkts.iter().zip(&pkts2) {
+        assert_eq!((a.start, a.len), (b.start, b.len), "frame offsets differ");
+        assert!(
+            a.buf == b.buf,
+            "fast and general paths wrote different bytes"
+        );
+    }
+    assert!(
+        w.telemetry.as_bytes() == general.telemetry.as_bytes(),
+        "fast and general paths counted differently"
+    );
     for ((p, v), was_ok) in pkts.iter().zip(&verdicts).zip(&inner_ok) {
         let out = p.frame();
         match v {
