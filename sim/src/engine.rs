@@ -657,7 +657,8 @@ impl<'w> Sim<'w> {
             }
             if let Some(node) = lbs.get_mut(usize::from(job.lb)) {
                 let b = s as u16;
-                node.telemetry.packet(b, 1500, tick, || job.created_tick);
+                node.telemetry
+                    .observe_packet(b, 1500, tick, || job.created_tick);
                 node.telemetry
                     .flow_closed(b, FlowState::TcpEstablished, job.created_tick, tick);
                 if let Some((e, at)) = node.ewma.get_mut(s) {
@@ -785,7 +786,7 @@ impl<'w> Sim<'w> {
                 for job in s.jobs() {
                     if let Some(node) = self.lbs.get_mut(usize::from(job.lb)) {
                         node.telemetry
-                            .packet(b as u16, 1500, tick, || job.created_tick);
+                            .observe_packet(b as u16, 1500, tick, || job.created_tick);
                     }
                 }
             }

@@ -9,12 +9,20 @@
 //! * Per backend, four reservoirs of [`RESERVOIR_LEN`] samples (Vitter's
 //!   algorithm R, so every observation of the window is kept with equal
 //!   probability), all in microseconds:
-//!   - `flow_duration`: age of the flow at each of its packets (how long
+//!   - `flow_duration`: age of the flow at its packets (how long
 //!     connections stay open on this backend right now);
 //!   - `fct`: flow completion time, SYN to the first FIN or RST;
 //!   - `handshake`: SYN to the first ACK from the client (client RTT through the
 //!     backend: grows when the backend's accept queue backs up);
 //!   - `interarrival`: time between consecutive packets sent to the backend.
+//! * The two per-packet reservoirs (`flow_duration`, `interarrival`) are fed by
+//!   one forwarded packet in [`PACKET_SAMPLE_EVERY`] of each worker (a
+//!   countdown over the worker's whole stream, so every backend's packets are
+//!   sampled at the same rate); the others, and every counter, see every event.
+//!   At 4, a backend fills its 128 slots once it receives 2 560 packets per
+//!   second in a 200 ms window; below that, the window keeps every sampled
+//!   packet. [`Telemetry::observe_packet`] offers every call (the simulator's
+//!   one observation per job and period).
 //! * A window is what happened since the last [`Telemetry::reset_window`]; hosts
 //!   publish then reset every reporting period (200 ms by default). Counters are
 //!   monotonic and never reset; gauges are current values.
@@ -27,6 +35,12 @@ use crate::MAX_BACKENDS;
 
 /// Samples per reservoir.
 pub const RESERVOIR_LEN: usize = 128;
+
+/// One forwarded packet in this many is offered to the per-packet reservoirs
+/// (see the module docs): the reservoir update is most of telemetry's
+/// per-packet cost, and the features are statistics of the window, which a
+/// systematic 1-in-4 sample keeps.
+pub const PACKET_SAMPLE_EVERY: u32 = 4;
 
 /// Monotonic counters and gauges of one backend (one cache line).
 #[derive(
@@ -250,7 +264,10 @@ pub struct Telemetry {
     /// Tick of the last packet sent to each backend (for inter-arrival times).
     pub last_packet: [u32; MAX_BACKENDS],
     rng: RngState,
-    _reserved: [u64; 2],
+    /// Packets until the next one offered to the per-packet reservoirs.
+    sample_countdown: u32,
+    _reserved0: u32,
+    _reserved: [u64; 1],
 }
 
 /// The reservoir generator's state, as plain bytes.
@@ -308,10 +325,29 @@ impl Telemetry {
     }
 
     /// Accounts one packet of `bytes` forwarded to backend `b` at tick `now`, on a
-    /// flow that started at tick `created()` (called only when the flow-duration
-    /// reservoir keeps this observation).
+    /// flow that started at tick `created()`. One call in
+    /// [`PACKET_SAMPLE_EVERY`] is also offered to the per-packet reservoirs
+    /// (`created` is called only when the flow-duration reservoir keeps it).
     #[inline(always)]
     pub fn packet(&mut self, b: u16, bytes: u32, now: u32, created: impl FnOnce() -> u32) {
+        if self.sample_countdown == 0 {
+            self.sample_countdown = PACKET_SAMPLE_EVERY - 1;
+            self.observe_packet(b, bytes, now, created);
+            return;
+        }
+        self.sample_countdown -= 1;
+        let i = usize::from(b);
+        if let (Some(c), Some(last)) = (self.backends.get_mut(i), self.last_packet.get_mut(i)) {
+            c.packets += 1;
+            c.bytes += u64::from(bytes);
+            *last = now | 1;
+        }
+    }
+
+    /// [`Self::packet`] with every call offered to the reservoirs: the
+    /// simulator's one observation per job and period.
+    #[inline(always)]
+    pub fn observe_packet(&mut self, b: u16, bytes: u32, now: u32, created: impl FnOnce() -> u32) {
         let r = self.rand();
         let i = usize::from(b);
         let (Some(c), Some(s), Some(last)) = (
@@ -430,6 +466,34 @@ pub fn mean_p90(r: &Reservoir) -> Option<(u32, u32)> {
 mod tests {
     use super::*;
     use zerocopy::FromZeros;
+
+    #[test]
+    fn one_packet_in_n_is_sampled_and_every_one_counted() {
+        let mut t = Telemetry::new_box_zeroed().expect("alloc");
+        let n = PACKET_SAMPLE_EVERY;
+        // Two backends interleaved: the countdown is the worker's, not theirs.
+        for k in 0..(8 * n) {
+            t.packet((k % 2) as u16, 100, 11 + k * 10, || 0);
+        }
+        let offered: u32 = (0..2).map(|b| t.samples[b].flow_duration.seen).sum();
+        assert_eq!(offered, 8);
+        for b in 0..2 {
+            assert_eq!(t.backends[b].packets, u64::from(4 * n));
+            assert_eq!(t.backends[b].bytes, u64::from(400 * n));
+        }
+        // Inter-arrival is measured from the backend's previous packet, sampled
+        // or not: every packet of backend 0 is 20 ticks after the one before (odd
+        // ticks, which the "seen" bit of `last_packet` leaves unchanged).
+        let gap = ticks_to_us(20);
+        assert!(t.samples[0].interarrival.values().iter().all(|&v| v == gap));
+        assert!(!t.samples[0].interarrival.values().is_empty());
+        // observe_packet offers every call.
+        let before = t.samples[3].flow_duration.seen;
+        for k in 0..5 {
+            t.observe_packet(3, 100, 1000 + k, || 0);
+        }
+        assert_eq!(t.samples[3].flow_duration.seen, before + 5);
+    }
 
     #[test]
     #[cfg_attr(miri, ignore = "millions of operations: too slow under Miri")]
