@@ -153,14 +153,18 @@ struct Scratch {
 }
 
 /// How pass 3 finishes a packet of the chunk.
-#[derive(Clone, Copy)]
+/// A plain tag (no payload), so pass 3 dispatches on one byte.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum Route {
-    /// Decided in pass 1 (not IP, malformed).
-    Early(Verdict),
-    /// Parsed in full: the general path.
-    General,
     /// Parsed by the fast parser: `Scratch::fast` holds its metadata.
     Fast,
+    /// Parsed in full: the general path.
+    General,
+    /// Not IP (ARP, other ethertypes): to the host, decided in pass 1.
+    Host,
+    /// Unparseable: dropped as malformed, decided in pass 1.
+    Malformed,
 }
 
 /// The mutable per-packet state of a worker, borrowed apart from its scratch.
@@ -312,9 +316,9 @@ impl<const B: usize> Worker<B> {
                 fast_forwarded,
             };
             // Pass 1: parse, hash, prefetch the bucket.
+            lane.telemetry.global.rx_packets += m as u64;
             for j in 0..m {
                 let p = &pkts[base + j];
-                lane.telemetry.global.rx_packets += 1;
                 let (key, h) = match fast::parse(p.frame()).filter(|_| fast_on) {
                     Some((f, key)) => {
                         fast[j] = f;
@@ -327,11 +331,11 @@ impl<const B: usize> Worker<B> {
                             (key, flow_hash(&key, svc.hash_seed))
                         }
                         Ok(FrameKind::Arp | FrameKind::Other(_)) => {
-                            route[j] = Route::Early(Verdict::Host);
+                            route[j] = Route::Host;
                             continue;
                         }
                         Err(_) => {
-                            route[j] = Route::Early(Verdict::Drop(DropReason::Malformed));
+                            route[j] = Route::Malformed;
                             continue;
                         }
                     },
@@ -341,9 +345,10 @@ impl<const B: usize> Worker<B> {
                 hashes[j] = h;
             }
             // Pass 2: the buckets are (nearly) in cache now; prefetch the key of
-            // the way whose signature matches.
+            // the way whose signature matches (IPv6 only: an IPv4 key is in the
+            // bucket itself, and fast-path packets are IPv4).
             for j in 0..m {
-                if !matches!(route[j], Route::Early(_)) {
+                if route[j] == Route::General {
                     if let Some(p) = lane.flows.candidate_key_ptr(&keys[j], hashes[j]) {
                         prefetch::read(p);
                         prefetch::read(p.wrapping_add(core::mem::size_of::<FlowKey>() - 1));
@@ -353,7 +358,8 @@ impl<const B: usize> Worker<B> {
             // Pass 3: finish.
             for j in 0..m {
                 let v = match route[j] {
-                    Route::Early(v) => v,
+                    Route::Host => Verdict::Host,
+                    Route::Malformed => Verdict::Drop(DropReason::Malformed),
                     Route::General => lane.finish(
                         svc,
                         now_ns,
