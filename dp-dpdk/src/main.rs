@@ -54,6 +54,12 @@ struct Args {
     /// Write the exit totals as JSON to this file.
     #[arg(long)]
     stats_json: Option<PathBuf>,
+    /// Create this file (containing our pid) once the workers forward and the
+    /// control side (the `--shm` region, if any) is up: what a supervisor or a
+    /// test waits for. Written through a rename, so it never exists half
+    /// written; removed at exit.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
     /// Control period: stats publication and weight polling (ms).
     #[arg(long, default_value_t = 200)]
     period_ms: u64,
@@ -352,6 +358,11 @@ fn run_with_eal(
         }
     };
     let mut totals = Totals::default();
+    let ready_file = args.ready_file.clone();
+    let launched = launched.and_then(|()| match &ready_file {
+        Some(p) => write_ready_file(p),
+        None => Ok(()),
+    });
     let run_res = match launched {
         Ok(()) => main_loop(
             args,
@@ -365,6 +376,10 @@ fn run_with_eal(
         Err(e) => Err(e),
     };
     shared.stop.store(true, Ordering::Release);
+    if let Some(p) = &ready_file {
+        // Not ready any more; a file that was never written is not an error.
+        let _ = std::fs::remove_file(p);
+    }
     let mut worker_fail = 0;
     for &l in &lcores {
         if eal.wait_lcore(l) != 0 {
@@ -403,6 +418,17 @@ fn run_with_eal(
         bail!("{worker_fail} worker lcore(s) failed");
     }
     run_res
+}
+
+/// Writes `path` (our pid and a newline) through a temporary file and a rename.
+fn write_ready_file(path: &std::path::Path) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))
+        .with_context(|| format!("--ready-file: writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("--ready-file: renaming to {}", path.display()))
 }
 
 fn sys_default_buf_size() -> u16 {

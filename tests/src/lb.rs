@@ -156,6 +156,10 @@ pub fn start_dataplane(topo: &mut Topology, i: usize, opts: &LbOptions) -> Resul
         "--stats-json".into(),
         dir.join("stats.json").to_string_lossy().into_owned(),
     ]);
+    let ready = dir.join("dataplane.ready");
+    // A file left by an earlier run in this directory must not count.
+    let _ = std::fs::remove_file(&ready);
+    args.extend(["--ready-file".into(), ready.to_string_lossy().into_owned()]);
     if let Some(shm) = &opts.shm {
         args.extend(["--shm".into(), shm.clone()]);
     }
@@ -167,13 +171,14 @@ pub fn start_dataplane(topo: &mut Topology, i: usize, opts: &LbOptions) -> Resul
     let label = format!("lb{i}");
     topo.tb
         .spawn(&label, &node.ns, &exe.to_string_lossy(), &a, &log)?;
-    // Ready when it says it forwards (bounded).
+    // Ready when its ready file exists: the workers forward and the shm
+    // region (if any) is up (bounded).
     for _ in 0..300 {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("forwarding") {
+        if ready.exists() {
             return Ok(log);
         }
         if !topo.tb.running(&label) {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
             bail!("marllb-dpdk for lb{i} exited:\n{text}");
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
