@@ -429,6 +429,7 @@ impl Testbed {
             unregister(&Owned::Netns(n.clone()));
         }
         self.namespaces.clear();
+        remove_shm_regions(&self.prefix);
         for c in self.cgroups.drain(..) {
             // The processes are gone; an empty cgroup can be removed.
             for _ in 0..50 {
@@ -442,8 +443,55 @@ impl Testbed {
     }
 }
 
+/// Removes the data planes' shared-memory regions of the testbed `prefix`
+/// (`/dev/shm/marllb-<prefix>` and `marllb-<prefix>-<i>`, the names the
+/// scenarios give them): a data plane that is killed leaves its region behind.
+fn remove_shm_regions(prefix: &str) {
+    let base = format!("marllb-{prefix}");
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name == base.as_str() || name.starts_with(&format!("{base}-")) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 impl Drop for Testbed {
     fn drop(&mut self) {
         self.teardown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn teardown_removes_this_testbeds_shm_regions_and_no_others() {
+        if !std::path::Path::new("/dev/shm").is_dir() {
+            return;
+        }
+        let tag = format!("t{}", std::process::id() % 100_000);
+        let other = format!("{tag}9");
+        let path = |n: &str| std::path::PathBuf::from(format!("/dev/shm/marllb-{n}"));
+        let ours = [
+            path(&tag),
+            path(&format!("{tag}-0")),
+            path(&format!("{tag}-1")),
+        ];
+        let theirs = path(&other);
+        for p in ours.iter().chain([&theirs]) {
+            std::fs::write(p, b"x").expect("writing /dev/shm");
+        }
+        drop(Testbed::new(&tag).expect("testbed"));
+        for p in &ours {
+            assert!(!p.exists(), "{} left behind", p.display());
+        }
+        assert!(theirs.exists(), "another testbed's region was removed");
+        let _ = std::fs::remove_file(&theirs);
     }
 }
