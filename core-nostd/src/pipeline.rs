@@ -443,7 +443,8 @@ impl<const B: usize> Lane<'_, B> {
                 None => return self.drop(DropReason::NoLiveBackend),
             }
         } else {
-            match self.track(svc, vs, vip_idx, m, key, hash, now) {
+            let found = self.flows.lookup(key, hash, vip_idx, now, svc.timeouts());
+            match self.placed(svc, vs, vip_idx, m, key, hash, now, found) {
                 Ok(b) => b,
                 Err(r) => return self.drop(r),
             }
@@ -679,24 +680,8 @@ impl<const B: usize> Lane<'_, B> {
         }
     }
 
-    /// The stateful path: flow table lookup, TCP state machine, new-flow choice.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn track(
-        &mut self,
-        svc: &Service,
-        vs: &VipService,
-        vip_idx: u8,
-        m: &PacketMeta,
-        key: &FlowKey,
-        hash: u64,
-        now: u32,
-    ) -> Result<u16, DropReason> {
-        let found = self.flows.lookup(key, hash, vip_idx, now, svc.timeouts());
-        self.placed(svc, vs, vip_idx, m, key, hash, now, found)
-    }
-
-    /// [`Self::track`] after the flow-table lookup, which gave `found`.
+    /// The stateful path after the flow-table lookup, which gave `found`: TCP
+    /// state machine, new-flow choice.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn placed(
