@@ -107,22 +107,25 @@ fn number(s: &str) -> std::result::Result<f64, String> {
     s.parse::<f64>().map_err(|e| format!("{s:?}: {e}"))
 }
 
-fn positive(s: &str) -> std::result::Result<f64, String> {
+/// A finite number in `(lo, hi]`: the value parser of the testbed's float
+/// flags (loadgen's and `marllb-testbed demo`'s), one wording for all.
+pub fn float_in(s: &str, lo: f64, hi: f64) -> std::result::Result<f64, String> {
     let x = number(s)?;
-    if x.is_finite() && x > 0.0 {
+    if x.is_finite() && x > lo && x <= hi {
         Ok(x)
-    } else {
+    } else if lo == 0.0 && hi.is_infinite() {
         Err(format!("{s}: must be a positive number"))
+    } else {
+        Err(format!("{s}: must be in ({lo}, {hi}]"))
     }
 }
 
+fn positive(s: &str) -> std::result::Result<f64, String> {
+    float_in(s, 0.0, f64::INFINITY)
+}
+
 fn duration_s(s: &str) -> std::result::Result<f64, String> {
-    let x = positive(s)?;
-    if x <= 3600.0 {
-        Ok(x)
-    } else {
-        Err(format!("{s}: must be in (0, 3600]"))
-    }
+    float_in(s, 0.0, 3600.0)
 }
 
 fn hold_s(s: &str) -> std::result::Result<f64, String> {
@@ -625,6 +628,33 @@ pub fn summarize(records: &[Record], capacities: &[(String, f64)]) -> Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn float_in_takes_the_half_open_range_and_names_it() {
+        assert_eq!(float_in("600", 0.0, 600.0), Ok(600.0));
+        assert_eq!(float_in("0.5", 0.0, 1.0), Ok(0.5));
+        assert_eq!(
+            float_in("0", 0.0, 600.0),
+            Err("0: must be in (0, 600]".into())
+        );
+        assert_eq!(
+            float_in("601", 0.0, 600.0),
+            Err("601: must be in (0, 600]".into())
+        );
+        assert_eq!(
+            float_in("NaN", 0.0, 600.0),
+            Err("NaN: must be in (0, 600]".into())
+        );
+        assert_eq!(
+            float_in("-1", 0.0, f64::INFINITY),
+            Err("-1: must be a positive number".into())
+        );
+        assert_eq!(
+            float_in("inf", 0.0, f64::INFINITY),
+            Err("inf: must be a positive number".into())
+        );
+        assert!(float_in("x", 0.0, 1.0).is_err_and(|e| e.starts_with("\"x\":")));
+    }
 
     #[test]
     fn load_args_round_trip_through_the_command_line() {

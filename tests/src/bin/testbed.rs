@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use marllb_testbed::demo::{
     policy_setup, print_phase_table, print_table, run_policy, CapacityEvent, DemoOptions,
 };
+use marllb_testbed::load::float_in;
 
 #[derive(Parser, Debug)]
 #[command(name = "marllb-testbed", about = "The MARLLB testbed's main job")]
@@ -43,15 +44,6 @@ fn compare(s: &str) -> std::result::Result<Vec<String>, String> {
     s.split(',').map(policy).collect()
 }
 
-fn range(s: &str, lo: f64, hi: f64) -> std::result::Result<f64, String> {
-    let x: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
-    if x > lo && x <= hi {
-        Ok(x)
-    } else {
-        Err(format!("{s}: must be in ({lo}, {hi}]"))
-    }
-}
-
 #[derive(clap::Args, Debug)]
 struct DemoArgs {
     /// The policy under test.
@@ -61,7 +53,7 @@ struct DemoArgs {
     #[arg(long, value_parser = compare)]
     compare: Option<Vec<String>>,
     /// Seconds of replay per policy (0, 600].
-    #[arg(long, value_parser = |s: &str| range(s, 0.0, 600.0))]
+    #[arg(long, value_parser = |s: &str| float_in(s, 0.0, 600.0))]
     duration: Option<f64>,
     /// Backends (1..=50).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=50))]
@@ -70,10 +62,10 @@ struct DemoArgs {
     #[arg(long)]
     trace: Option<PathBuf>,
     /// Work (loops) multiplied by this.
-    #[arg(long, value_parser = |s: &str| range(s, 0.0, 1000.0))]
+    #[arg(long, value_parser = |s: &str| float_in(s, 0.0, 1000.0))]
     work_scale: Option<f64>,
     /// Arrival times multiplied by this.
-    #[arg(long, value_parser = |s: &str| range(s, 0.0, 1000.0))]
+    #[arg(long, value_parser = |s: &str| float_in(s, 0.0, 1000.0))]
     time_scale: Option<f64>,
     /// `SECONDS:BACKEND:FACTOR`, repeatable.
     #[arg(long)]
