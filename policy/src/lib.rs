@@ -23,7 +23,9 @@ pub mod meta;
 pub use action::{action_to_weights, log_step, ActionError};
 pub use adaptive::AdaptiveSed;
 pub use features::{BackendObs, FeatureBuilder};
-pub use meta::{ActionSpec, Feature, MetaError, PolicyMeta, TensorSpec};
+pub use meta::{
+    ActionSpec, Feature, MetaError, PolicyMeta, TensorSpec, MARLLB_FEATURES, MARLLB_LEVELS,
+};
 
 /// Jain's fairness index of `x`: (Σx)² / (n·Σx²); 1 when all are equal, and 1
 /// for an empty or all-zero input (nothing is unfair). The one definition the

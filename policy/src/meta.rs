@@ -66,6 +66,23 @@ pub enum Feature {
     LoadPerWeight,
 }
 
+/// The seven per-backend features of the MARLLB prototype's agents (QMIX,
+/// SAC-GRU): averages, 90th percentiles and decayed averages of flow duration
+/// and active flows, plus the previous action. The simulator trains on them and
+/// the controller's tests generate models with them.
+pub const MARLLB_FEATURES: [Feature; 7] = [
+    Feature::FlowDurationMean,
+    Feature::FlowDurationP90,
+    Feature::FlowDurationDecayed,
+    Feature::ActiveFlowsMean,
+    Feature::ActiveFlowsP90,
+    Feature::ActiveFlowsDecayed,
+    Feature::PreviousAction,
+];
+
+/// The MARLLB prototype's discrete weight levels (its action per backend).
+pub const MARLLB_LEVELS: [f32; 3] = [1.0, 1.5, 2.0];
+
 /// Name and shape of a model input or output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TensorSpec {

@@ -5,24 +5,12 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use marllb_core::hash::SplitMix64;
 use marllb_policy::meta::{HiddenSpec, Normalization, FORMAT};
-use marllb_policy::{ActionSpec, Feature, PolicyMeta, TensorSpec};
+use marllb_policy::{ActionSpec, PolicyMeta, TensorSpec};
 
 use crate::nets::HIDDEN;
 
-/// Per-backend features the agents observe (the list: averages, p90 and
-/// decayed averages of flow duration and active flows, plus the previous action).
-pub const FEATURES: [Feature; 7] = [
-    Feature::FlowDurationMean,
-    Feature::FlowDurationP90,
-    Feature::FlowDurationDecayed,
-    Feature::ActiveFlowsMean,
-    Feature::ActiveFlowsP90,
-    Feature::ActiveFlowsDecayed,
-    Feature::PreviousAction,
-];
-
-/// MARLLB's discrete weight levels.
-pub const LEVELS: [f32; 3] = [1.0, 1.5, 2.0];
+/// The MARLLB agents' features and levels (one list, in `marllb-policy`).
+pub use marllb_policy::{MARLLB_FEATURES as FEATURES, MARLLB_LEVELS as LEVELS};
 
 /// The sidecar of a policy for `backends` backends.
 pub fn make_meta(agent: &str, backends: usize, norm: Normalization) -> PolicyMeta {

@@ -6,23 +6,12 @@
 use std::path::Path;
 
 use marllb_policy::meta::{ActionSpec, HiddenSpec, Normalization, FORMAT};
-use marllb_policy::{Feature, PolicyMeta, TensorSpec};
+use marllb_policy::{PolicyMeta, TensorSpec};
 use prost::Message;
 use tract_onnx::pb;
 
-/// The seven per-backend features of the MARLLB agents.
-pub const FEATURES: [Feature; 7] = [
-    Feature::FlowDurationMean,
-    Feature::FlowDurationP90,
-    Feature::FlowDurationDecayed,
-    Feature::ActiveFlowsMean,
-    Feature::ActiveFlowsP90,
-    Feature::ActiveFlowsDecayed,
-    Feature::PreviousAction,
-];
-
-/// MARLLB's discrete weight levels.
-pub const LEVELS: [f32; 3] = [1.0, 1.5, 2.0];
+/// The MARLLB agents' features and levels (one list, in `marllb-policy`).
+pub use marllb_policy::{MARLLB_FEATURES as FEATURES, MARLLB_LEVELS as LEVELS};
 
 struct Rng(u64);
 impl Rng {
