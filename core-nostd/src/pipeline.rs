@@ -134,8 +134,8 @@ pub struct Worker<const B: usize> {
     /// Records of connections placed here, for peer LB nodes (see
     /// [`crate::sync`]; off unless the host enables it).
     pub sync: SyncOut,
-    /// Non-zero: every packet takes the general path (zeroed memory: on).
-    fast_path_off: u8,
+    /// Every packet takes the general path (zeroed memory: the fast path on).
+    fast_path_off: bool,
     /// Packets the fast path forwarded (tests check that it is taken).
     #[cfg(test)]
     fast_forwarded: u64,
@@ -261,7 +261,7 @@ impl<const B: usize> Worker<B> {
     /// general path; the results are the same either way (that is what the
     /// differential tests check), only the cost differs.
     pub fn set_fast_path(&mut self, on: bool) {
-        self.fast_path_off = u8::from(!on);
+        self.fast_path_off = !on;
     }
 
     /// Processes one packet (a batch of one).
@@ -284,7 +284,7 @@ impl<const B: usize> Worker<B> {
     ) {
         let n = pkts.len().min(verdicts.len()).min(MAX_BATCH);
         let now = ticks(now_ns);
-        let fast_on = self.fast_path_off == 0;
+        let fast_on = !self.fast_path_off;
         let mut base = 0;
         while base < n {
             let m = (n - base).min(CHUNK);
@@ -319,7 +319,12 @@ impl<const B: usize> Worker<B> {
             lane.telemetry.global.rx_packets += m as u64;
             for j in 0..m {
                 let p = &pkts[base + j];
-                let (key, h) = match fast::parse(p.frame()).filter(|_| fast_on) {
+                let parsed = if fast_on {
+                    fast::parse(p.frame())
+                } else {
+                    None
+                };
+                let (key, h) = match parsed {
                     Some((f, key)) => {
                         fast[j] = f;
                         route[j] = Route::Fast;
