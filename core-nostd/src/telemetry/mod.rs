@@ -336,12 +336,18 @@ impl Telemetry {
             return;
         }
         self.sample_countdown -= 1;
+        self.count_packet(b, bytes, now);
+    }
+
+    /// Counts a packet to `b` and marks `now` as its last one; gives the tick of
+    /// the previous one (0: none yet), or `None` for an unknown backend.
+    #[inline(always)]
+    fn count_packet(&mut self, b: u16, bytes: u32, now: u32) -> Option<u32> {
         let i = usize::from(b);
-        if let (Some(c), Some(last)) = (self.backends.get_mut(i), self.last_packet.get_mut(i)) {
-            c.packets += 1;
-            c.bytes += u64::from(bytes);
-            *last = now | 1;
-        }
+        let (c, last) = (self.backends.get_mut(i)?, self.last_packet.get_mut(i)?);
+        c.packets += 1;
+        c.bytes += u64::from(bytes);
+        Some(core::mem::replace(last, now | 1))
     }
 
     /// [`Self::packet`] with every call offered to the reservoirs: the
@@ -349,23 +355,18 @@ impl Telemetry {
     #[inline(always)]
     pub fn observe_packet(&mut self, b: u16, bytes: u32, now: u32, created: impl FnOnce() -> u32) {
         let r = self.rand();
-        let i = usize::from(b);
-        let (Some(c), Some(s), Some(last)) = (
-            self.backends.get_mut(i),
-            self.samples.get_mut(i),
-            self.last_packet.get_mut(i),
-        ) else {
+        let Some(last) = self.count_packet(b, bytes, now) else {
             return;
         };
-        c.packets += 1;
-        c.bytes += u64::from(bytes);
+        let Some(s) = self.samples.get_mut(usize::from(b)) else {
+            return;
+        };
         s.flow_duration
             .offer_with(r as u32, || ticks_to_us(now.wrapping_sub(created())));
-        if *last != 0 {
+        if last != 0 {
             s.interarrival
-                .offer(ticks_to_us(now.wrapping_sub(*last)), (r >> 32) as u32);
+                .offer(ticks_to_us(now.wrapping_sub(last)), (r >> 32) as u32);
         }
-        *last = now | 1;
     }
 
     /// A new flow in `state` was placed on backend `b`.
