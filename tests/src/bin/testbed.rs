@@ -37,7 +37,13 @@ fn policy(s: &str) -> std::result::Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-fn compare(s: &str) -> std::result::Result<Vec<String>, String> {
+/// The policies of one `--compare` value. A name of its own: clap's derive
+/// reads a field typed `Option<Vec<_>>` as a repeated flag of single values,
+/// and `--compare sed,lsq` then failed at run time (a panic on the value's
+/// type) instead of giving the list.
+type PolicyList = Vec<String>;
+
+fn compare(s: &str) -> std::result::Result<PolicyList, String> {
     if s == "none" {
         return Ok(Vec::new());
     }
@@ -51,7 +57,7 @@ struct DemoArgs {
     policy: Option<String>,
     /// Policies to compare with, `P1,P2,..` or `none` (default sed,adaptive-sed).
     #[arg(long, value_parser = compare)]
-    compare: Option<Vec<String>>,
+    compare: Option<PolicyList>,
     /// Seconds of replay per policy (0, 600].
     #[arg(long, value_parser = |s: &str| float_in(s, 0.0, 600.0))]
     duration: Option<f64>,
