@@ -130,6 +130,7 @@ pub struct Worker<const B: usize> {
     pub telemetry: Telemetry,
     frags: [FragEntry; FRAG_CACHE],
     sweep_cursor: u64,
+    sweep_pace: SweepPace,
     scratch: Scratch,
     /// Records of connections placed here, for peer LB nodes (see
     /// [`crate::sync`]; off unless the host enables it).
@@ -139,6 +140,45 @@ pub struct Worker<const B: usize> {
     /// Packets the fast path forwarded (tests check that it is taken).
     #[cfg(test)]
     fast_forwarded: u64,
+}
+
+/// [`Worker::sweep_paced`] sweeps the whole flow table once per this period
+/// (expiry then lags an entry's timeout by at most this much).
+pub const SWEEP_PERIOD_NS: u64 = 1_000_000_000;
+
+/// The sweep owed by elapsed time (see [`Worker::sweep_paced`]). Zeroed: no
+/// call yet (the first call starts the clock).
+#[derive(Clone, Copy, Debug, Default, FromZeros)]
+#[repr(C)]
+struct SweepPace {
+    /// Time of the previous call (0: none).
+    last_ns: u64,
+    /// Buckets owed, in units of 1 / [`SWEEP_PERIOD_NS`] bucket.
+    owed: u64,
+}
+
+impl SweepPace {
+    /// Buckets to sweep now, of a table of `buckets`, at most `max`.
+    fn due(&mut self, now_ns: u64, buckets: usize, max: usize) -> usize {
+        if self.last_ns == 0 || now_ns < self.last_ns {
+            // The first call, or a clock that went back: start again from now.
+            self.last_ns = now_ns.max(1);
+            return 0;
+        }
+        // At most one table's worth is ever owed, so the product stays far
+        // below u64::MAX (buckets < 2^32, elapsed < 2^30 ns).
+        let table = (buckets as u64).saturating_mul(SWEEP_PERIOD_NS);
+        let elapsed = (now_ns - self.last_ns).min(SWEEP_PERIOD_NS);
+        self.last_ns = now_ns;
+        self.owed = self
+            .owed
+            .saturating_add(elapsed.saturating_mul(buckets as u64))
+            .min(table);
+        let due = (self.owed / SWEEP_PERIOD_NS).min(max as u64);
+        self.owed -= due * SWEEP_PERIOD_NS;
+        // due <= max.
+        due as usize
+    }
 }
 
 /// Pass-to-pass state of one chunk, kept in the worker so that it is not
@@ -255,6 +295,20 @@ impl<const B: usize> Worker<B> {
             |e| tel.flow_expired(&e),
         );
         self.sweep_cursor = next as u64;
+    }
+
+    /// Expires idle flows at a pace set by the clock, not by the traffic: over
+    /// time, the whole table once every [`SWEEP_PERIOD_NS`], at most `max`
+    /// buckets per call (what is left is carried to the next call, up to one
+    /// table's worth). For a host that has no idle loop and calls this after
+    /// every batch (a VPP node): the cost is then the same per second
+    /// whatever the batch size, where a fixed budget per batch costs most per
+    /// packet when batches are small.
+    pub fn sweep_paced(&mut self, svc: &Service, now_ns: u64, max: usize) {
+        let due = self.sweep_pace.due(now_ns, B, max);
+        if due > 0 {
+            self.sweep(svc, now_ns, due);
+        }
     }
 
     /// Turns the fast path on (the default) or off. Off, every packet takes the

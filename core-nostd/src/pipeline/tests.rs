@@ -392,6 +392,58 @@ fn udp_flows_are_sticky_and_expire() {
 }
 
 #[test]
+fn the_paced_sweep_covers_the_table_once_a_period_whatever_the_call_rate() {
+    const B: usize = 16384;
+    // Every call rate gives one table per period, to within one bucket.
+    for calls_per_s in [1u64, 7, 1000, 400_000] {
+        let mut p = SweepPace::default();
+        let step = SEC / calls_per_s;
+        let mut swept = p.due(SEC, B, usize::MAX);
+        assert_eq!(swept, 0, "the first call starts the clock");
+        let mut t = SEC;
+        while t < 4 * SEC {
+            t += step;
+            swept += p.due(t, B, usize::MAX);
+        }
+        let expect = (t - SEC) as f64 / SEC as f64 * B as f64;
+        assert!(
+            (swept as f64 - expect).abs() <= 1.0 + B as f64 * 1e-9 * step as f64,
+            "{calls_per_s}/s: {swept} vs {expect}"
+        );
+    }
+    // A cap per call carries the rest; never more than one table is owed.
+    let mut p = SweepPace::default();
+    p.due(SEC, B, 256);
+    assert_eq!(p.due(SEC + SEC / 2, B, 256), 256);
+    assert_eq!(p.due(SEC + SEC / 2, B, usize::MAX), B / 2 - 256);
+    assert_eq!(
+        p.due(100 * SEC, B, usize::MAX),
+        B,
+        "a long gap owes one table"
+    );
+    // A clock that goes back restarts it.
+    assert_eq!(p.due(50 * SEC, B, usize::MAX), 0);
+    assert_eq!(p.due(50 * SEC + SEC / 4, B, usize::MAX), B / 4);
+}
+
+#[test]
+fn a_paced_sweep_expires_idle_flows() {
+    let s = service(Method::Alias, Encap::Gre, &[WEIGHT_ONE; 4]);
+    let mut w = worker();
+    let x = fwd(run(&mut w, &s, SEC, udp(9, 5353)).0);
+    let b = usize::from(x);
+    assert_eq!(w.telemetry.backends[b].active_flows, 1);
+    // The UDP timeout is 30 s; a call every 10 ms sweeps 1/100 of the table.
+    let mut t = SEC;
+    while t < 40 * SEC {
+        w.sweep_paced(&s, t, 256);
+        t += SEC / 100;
+    }
+    assert_eq!(w.telemetry.backends[b].active_flows, 0);
+    assert_eq!(w.telemetry.backends[b].expired_flows, 1);
+}
+
+#[test]
 fn batch_equals_one_by_one() {
     // 256 packets with repeated flows (SYN, retransmitted SYN, ACK, FIN in one batch).
     let s = service(

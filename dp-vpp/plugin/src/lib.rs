@@ -26,7 +26,7 @@ use marllb_vpp::frame::{
     process_frame, FrameBuffers, FrameCounts, Next, NodeFamily, TraceNote, TraceVerdict,
     LOG2_CACHE_LINE, NEXT_FEATURE, NEXT_NODE_NAMES,
 };
-use marllb_vpp::runtime::{Runtime, SWEEP_PER_FRAME};
+use marllb_vpp::runtime::{Runtime, SWEEP_MAX_PER_FRAME};
 use vpp_plugin::bindings::{
     unformat_input_t, unformat_user, uword, va_list, vlib_buffer_t, vlib_cli_output, vnet_get_main,
     vnet_sw_interface_type_t_VNET_SW_INTERFACE_TYPE_HARDWARE, VLIB_NODE_FLAG_TRACE,
@@ -299,7 +299,7 @@ where
                     notes.as_deref_mut().map(|a| &mut a[..]),
                 )
             };
-            w.sweep(svc, now, SWEEP_PER_FRAME);
+            w.sweep_paced(svc, now, SWEEP_MAX_PER_FRAME);
             k
         });
         if done.is_none() {
