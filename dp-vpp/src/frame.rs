@@ -301,18 +301,77 @@ pub unsafe fn process_frame<const B: usize>(
         .min(nexts.len())
         .min(verdicts.len())
         .min(MAX_BATCH);
-    let indices = &bufs.indices[..n];
+    let mut done = 0;
+    while done < n {
+        let m = (n - done).min(PIECE);
+        // SAFETY: the buffers `done..done + m` are buffers of the frame (the
+        // caller's contract covers all of them).
+        unsafe {
+            process_piece(
+                worker,
+                svc,
+                now_ns,
+                family,
+                &bufs,
+                done..done + m,
+                &mut nexts[done..done + m],
+                &mut verdicts[done..done + m],
+                counts,
+                traces.as_deref_mut().and_then(|t| t.get_mut(done..)),
+            );
+        }
+        done += m;
+    }
+    n
+}
+
+/// Buffers mapped and processed together: the per-piece arrays are this
+/// long, so that a small frame (VPP's vectors are often a few buffers) does
+/// not pay for initialising [`MAX_BATCH`] views; the core pipelines its
+/// work over chunks of this size anyway.
+const PIECE: usize = marllb_core::pipeline::CHUNK;
+
+/// [`process_frame`] for the buffers `range` of the frame (at most
+/// [`PIECE`]); `nexts`, `verdicts` and `traces` start at `range.start`.
+///
+/// # Safety
+///
+/// As [`process_frame`], for the buffers of `range`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn process_piece<const B: usize>(
+    worker: &mut Worker<B>,
+    svc: &Service,
+    now_ns: u64,
+    family: NodeFamily,
+    bufs: &FrameBuffers<'_>,
+    range: core::ops::Range<usize>,
+    nexts: &mut [u16],
+    verdicts: &mut [Verdict],
+    counts: &mut FrameCounts,
+    mut traces: Option<&mut [TraceNote]>,
+) {
+    let ahead_of = range.start;
+    let Some(indices) = bufs.indices.get(range) else {
+        return;
+    };
+    let n = indices
+        .len()
+        .min(PIECE)
+        .min(nexts.len())
+        .min(verdicts.len());
+    let indices = &indices[..n];
     let span = PRE_DATA + bufs.data_size;
     // Per buffer: the L2 header length in front of `current_data`, and where
     // the frame started in the view (to tell an in-place rewrite from an
     // encapsulation).
-    let mut l2len = [0u8; MAX_BATCH];
-    let mut start0 = [0u16; MAX_BATCH];
-    let mut traced = [false; MAX_BATCH];
-    let mut rx_if = [u32::MAX; MAX_BATCH];
-    let mut pkts: [Packet<'_>; MAX_BATCH] = core::array::from_fn(|_| Packet::new(&mut [], 0, 0));
+    let mut l2len = [0u8; PIECE];
+    let mut start0 = [0u16; PIECE];
+    let mut traced = [false; PIECE];
+    let mut rx_if = [u32::MAX; PIECE];
+    let mut pkts: [Packet<'_>; PIECE] = core::array::from_fn(|_| Packet::new(&mut [], 0, 0));
     for (i, &bi) in indices.iter().enumerate() {
-        if let Some(&ahead) = indices.get(i + PREFETCH_AHEAD) {
+        if let Some(&ahead) = bufs.indices.get(ahead_of + i + PREFETCH_AHEAD) {
             // SAFETY: `ahead` is one of the frame's buffers (function contract),
             // so the pointer is a valid `vlib_buffer_t`; only its address is used
             // to issue prefetch hints.
@@ -492,7 +551,6 @@ pub unsafe fn process_frame<const B: usize>(
             }
         }
     }
-    n
 }
 
 /// A 14-byte Ethernet header with zero MACs and the node's EtherType.

@@ -788,20 +788,35 @@ fn inconsistent_metadata_is_dropped_not_read() {
 
 /// One SYN through `svc` in a one-buffer frame, with `macs` and the buffer
 /// traced or not: the frame as it leaves, its next node and its trace record.
-#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn one_frame(
     svc: &Service,
     macs: &InterfaceMacs,
     traced: bool,
     inp: &Input,
 ) -> (Vec<u8>, u16, Option<TraceNote>) {
+    let mut out = frame_of(svc, macs, traced.then_some(0), std::slice::from_ref(inp));
+    out.swap_remove(0)
+}
+
+/// The inputs through `svc` in one frame, buffer `traced` (if any) traced:
+/// per buffer, the frame as it leaves, its next node and its trace record.
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
+fn frame_of(
+    svc: &Service,
+    macs: &InterfaceMacs,
+    traced: Option<usize>,
+    inputs: &[Input],
+) -> Vec<(Vec<u8>, u16, Option<TraceNote>)> {
+    let n = inputs.len();
     let mut w = Worker::<B>::new_box_zeroed().unwrap();
-    let mut arena = Arena::new(1);
-    fill(&mut arena, 0, inp);
-    if traced {
+    let mut arena = Arena::new(n);
+    for (slot, inp) in inputs.iter().enumerate() {
+        fill(&mut arena, slot, inp);
+    }
+    if let Some(t) = traced {
         // SAFETY: header of an arena buffer, not otherwise referenced.
         unsafe {
-            (*arena.buf(0))
+            (*arena.buf(t))
                 .__bindgen_anon_1
                 .as_mut()
                 .__bindgen_anon_1
@@ -810,15 +825,18 @@ fn one_frame(
                 .flags |= VLIB_BUFFER_IS_TRACED;
         }
     }
-    let indices = [Arena::index(0)];
-    let mut nexts = [0u16; 1];
-    let mut verdicts = [Verdict::Host; 1];
+    let indices: Vec<u32> = (0..n).map(Arena::index).collect();
+    let mut nexts = vec![0u16; n];
+    let mut verdicts = vec![Verdict::Host; n];
     let mut counts = FrameCounts::default();
-    let mut notes = [TraceNote {
-        sport: 0xdead,
-        ..TraceNote::default()
-    }; 1];
-    // SAFETY: one buffer of the arena.
+    let mut notes = vec![
+        TraceNote {
+            sport: 0xdead,
+            ..TraceNote::default()
+        };
+        n
+    ];
+    // SAFETY: the arena's buffers, each once.
     unsafe {
         process_frame(
             &mut w,
@@ -837,11 +855,15 @@ fn one_frame(
             Some(&mut notes),
         )
     };
-    let (cd, len, _) = meta(&arena, 0);
-    let at = (PRE_DATA as isize + isize::from(cd)) as usize;
-    let out = arena.view(0)[at..at + usize::from(len)].to_vec();
-    let note = (notes[0].sport != 0xdead).then_some(notes[0]);
-    (out, nexts[0], note)
+    (0..n)
+        .map(|slot| {
+            let (cd, len, _) = meta(&arena, slot);
+            let at = (PRE_DATA as isize + isize::from(cd)) as usize;
+            let out = arena.view(slot)[at..at + usize::from(len)].to_vec();
+            let note = (notes[slot].sport != 0xdead).then_some(notes[slot]);
+            (out, nexts[slot], note)
+        })
+        .collect()
 }
 
 #[test]
@@ -897,4 +919,38 @@ fn a_traced_buffer_gets_a_record_of_its_flow_verdict_and_backend() {
             .ends_with(": drop (no_vip), next error-drop"),
         "{note:?}"
     );
+    // In a frame of many buffers (processed in pieces), the record of a
+    // traced buffer past the first piece is its own, and no other buffer
+    // gets one.
+    let inputs: Vec<Input> = (0..70)
+        .map(|i| {
+            syn_input(
+                "192.0.2.1",
+                "10.0.0.3",
+                5000 + i,
+                if i == 45 { 81 } else { 80 },
+            )
+        })
+        .collect();
+    for traced in [0, 31, 32, 45, 69] {
+        let out = frame_of(&svc, &NO_MACS, Some(traced), &inputs);
+        for (slot, (_, next, note)) in out.iter().enumerate() {
+            if slot != traced {
+                assert_eq!(*note, None, "buffer {slot} (traced {traced})");
+                continue;
+            }
+            let text = note.expect("traced").to_string();
+            assert!(
+                text.starts_with(&format!("TCP 192.0.2.1 port {} ", 5000 + slot)),
+                "{text}"
+            );
+            let dropped = slot == 45;
+            assert_eq!(*next == Next::Drop as u16, dropped, "{text}");
+            assert_eq!(
+                text.ends_with(": drop (no_vip), next error-drop"),
+                dropped,
+                "{text}"
+            );
+        }
+    }
 }
