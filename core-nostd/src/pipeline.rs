@@ -548,38 +548,42 @@ impl<const B: usize> Lane<'_, B> {
         if svc.verify_checksums && !fast::header_checksum_ok(pkt.frame(), l3) {
             return self.general(svc, now_ns, now, pkt, meta, key, hash);
         }
-        let (slot, backend) = match self.flows.lookup(key, hash, vip_idx, now, svc.timeouts()) {
+        let (slot, backend, be) = match self.flows.lookup(key, hash, vip_idx, now, svc.timeouts()) {
             Lookup::Hit(slot, e)
-                if !(e.state == FlowState::TcpSynSent && f.flags & tcp_flags::ACK != 0)
-                    && svc
-                        .backend(e.backend)
-                        .is_some_and(|b| b.admin != AdminState::Down) =>
+                if !(e.state == FlowState::TcpSynSent && f.flags & tcp_flags::ACK != 0) =>
             {
-                (slot, e.backend)
-            }
-            found => {
-                if !Self::reparse(pkt, meta) {
-                    return self.drop(DropReason::Malformed);
+                match svc.backend(e.backend) {
+                    Some(be) if be.admin != AdminState::Down => (slot, e.backend, be),
+                    _ => {
+                        return self.fast_placed(
+                            svc,
+                            pkt,
+                            meta,
+                            vs,
+                            vip_idx,
+                            key,
+                            hash,
+                            now,
+                            Lookup::Hit(slot, e),
+                        )
+                    }
                 }
-                return match self.placed(svc, vs, vip_idx, meta, key, hash, now, found) {
-                    Ok(b) => self.emit(svc, pkt, meta, hash, b, vs.encap),
-                    Err(r) => self.drop(r),
-                };
             }
+            found => return self.fast_placed(svc, pkt, meta, vs, vip_idx, key, hash, now, found),
         };
         let flows = &self.flows;
         self.telemetry
             .packet(backend, u32::from(f.l3_len), now, || flows.created(slot));
-        let Some(target) = svc.target(backend, vs.encap) else {
-            return self.drop(DropReason::NoLiveBackend);
-        };
         let out = crate::rewrite::forward_fast_v4(
             pkt.buf,
             pkt.start,
             pkt.start + l3,
             usize::from(f.l3_len),
             f.df,
-            &target,
+            vs.encap,
+            be.family,
+            &be.mac,
+            &be.addr,
             &svc.egress,
             hash,
         );
@@ -602,6 +606,32 @@ impl<const B: usize> Lane<'_, B> {
             // Too big for the link: the ICMP reply needs the full metadata.
             None if Self::reparse(pkt, meta) => self.emit(svc, pkt, meta, hash, backend, vs.encap),
             None => self.drop(DropReason::Malformed),
+        }
+    }
+
+    /// A fast-path packet whose lookup did not give a live flow this packet
+    /// leaves unchanged: parsed in full, it is placed as the general path
+    /// places it, from the lookup's result.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn fast_placed(
+        &mut self,
+        svc: &Service,
+        pkt: &mut Packet<'_>,
+        meta: &mut PacketMeta,
+        vs: &VipService,
+        vip_idx: u8,
+        key: &FlowKey,
+        hash: u64,
+        now: u32,
+        found: Lookup,
+    ) -> Verdict {
+        if !Self::reparse(pkt, meta) {
+            return self.drop(DropReason::Malformed);
+        }
+        match self.placed(svc, vs, vip_idx, meta, key, hash, now, found) {
+            Ok(b) => self.emit(svc, pkt, meta, hash, b, vs.encap),
+            Err(r) => self.drop(r),
         }
     }
 

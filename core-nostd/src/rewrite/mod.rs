@@ -318,9 +318,11 @@ fn forward(
 /// whose IP header starts at `l3` in `buf`, frame at `start`, IP length
 /// `l3_len`, TTL above 1, all proved by the fast parser, so [`check`] is not
 /// repeated (the few comparisons below only keep a wrong caller from indexing
-/// out of bounds). Gives exactly what [`rewrite`] gives for such a packet, or
-/// `None`, with the buffer unchanged, when the packet is too big for the link
-/// (the ICMP reply needs the full metadata: the caller takes the general path).
+/// out of bounds), toward the backend `family`/`addr` behind `dst_mac` (read
+/// in place: no [`Target`] is built). Gives exactly what [`rewrite`] gives for
+/// such a packet, or `None`, with the buffer unchanged, when the packet is
+/// too big for the link (the ICMP reply needs the full metadata: the caller
+/// takes the general path).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_fast_v4(
@@ -329,7 +331,10 @@ pub(crate) fn forward_fast_v4(
     l3: usize,
     l3_len: usize,
     df: bool,
-    target: &Target,
+    encap: Encap,
+    family: IpFamily,
+    dst_mac: &[u8; 6],
+    addr: &[u8; 16],
     egress: &Egress,
     flow_hash: u64,
 ) -> Option<Result<Rewritten, RewriteError>> {
@@ -337,12 +342,31 @@ pub(crate) fn forward_fast_v4(
     if end > buf.len() || l3_len < IPV4_HLEN || l3 < start.checked_add(ETH_HLEN)? {
         return None;
     }
-    let c = Checked {
-        start,
-        l3,
-        l3_len,
-        family: IpFamily::V4,
-        df,
-    };
-    forward(buf, &c, target, egress, flow_hash)
+    let dst4 = [addr[0], addr[1], addr[2], addr[3]];
+    const IPIP_W: usize = ETH_HLEN + 2 * IPV4_HLEN;
+    const GRE_W: usize = ETH_HLEN + 2 * IPV4_HLEN + GRE_HLEN;
+    match (encap, family) {
+        (Encap::IpIp, IpFamily::V4) => {
+            tunnel::encap_v4_fast::<IPIP_W>(buf, l3, l3_len, df, dst_mac, dst4, egress, flow_hash)
+        }
+        (Encap::Gre, IpFamily::V4) => {
+            tunnel::encap_v4_fast::<GRE_W>(buf, l3, l3_len, df, dst_mac, dst4, egress, flow_hash)
+        }
+        _ => {
+            let c = Checked {
+                start,
+                l3,
+                l3_len,
+                family: IpFamily::V4,
+                df,
+            };
+            let target = Target {
+                encap,
+                dst_mac: *dst_mac,
+                family,
+                addr: *addr,
+            };
+            forward(buf, &c, &target, egress, flow_hash)
+        }
+    }
 }

@@ -43,6 +43,105 @@ fn inner_tos(ip: &[u8], family: IpFamily) -> u8 {
     }
 }
 
+/// The five words of an outer IPv4 header without options (TOS copied, the
+/// identification, DF copied, TTL 64, `proto`, the checksum over the ten
+/// 16-bit words computed from the values), source `egress.src_v4`.
+#[inline(always)]
+fn outer_v4(
+    tos: u8,
+    outer_len: u16,
+    id: u16,
+    df: bool,
+    proto: u8,
+    egress: &Egress,
+    dst: [u8; 4],
+) -> [u32; 5] {
+    let flags: u32 = if df { 0x4000 } else { 0 };
+    let src = u32::from_be_bytes(egress.src_v4);
+    let dst = u32::from_be_bytes(dst);
+    let w0 = 0x4500_0000 | (u32::from(tos) << 16) | u32::from(outer_len);
+    let w1 = (u32::from(id) << 16) | flags;
+    let w2 = (u32::from(OUTER_TTL) << 24) | (u32::from(proto) << 16);
+    // Ones'-complement sum of the ten 16-bit words, from the values.
+    let mut acc: u64 = 0;
+    for x in [w0, w1, w2, src, dst] {
+        acc += u64::from(x >> 16) + u64::from(x & 0xffff);
+    }
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    [w0, w1, w2 | u32::from(!(acc as u16)), src, dst]
+}
+
+/// The fast path's IPv4-in-IPv4 / GRE encapsulation of an IPv4 packet
+/// without options at `l3`, `l3_len` bytes, that lies in `buf` (the caller
+/// proved it): exactly what [`super::forward`] does for it (MTU check,
+/// headroom check, TTL decrement, the headers of [`encap`]) through one
+/// window of `W` bytes, from the new frame start to the end of the inner IP
+/// header, so that every access is at a fixed offset after one bounds check.
+/// `W` is 14 + 20 (+ 4 with GRE) + 20. `None`: too big for the link, nothing
+/// written.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn encap_v4_fast<const W: usize>(
+    buf: &mut [u8],
+    l3: usize,
+    l3_len: usize,
+    df: bool,
+    dst_mac: &[u8; 6],
+    dst: [u8; 4],
+    egress: &Egress,
+    flow_hash: u64,
+) -> Option<Result<Rewritten, RewriteError>> {
+    let ovh = W - ETH_HLEN - 20;
+    if l3_len + ovh > usize::from(egress.mtu) {
+        return None;
+    }
+    let Some(new_start) = l3.checked_sub(ETH_HLEN + ovh) else {
+        return Some(Err(RewriteError::NoHeadroom));
+    };
+    // In bounds whenever the caller's proof holds (new_start + W = l3 + 20).
+    let Some(w) = buf
+        .get_mut(new_start..new_start + W)
+        .and_then(|w| <&mut [u8; W]>::try_from(w).ok())
+    else {
+        return Some(Err(RewriteError::Malformed));
+    };
+    let i = ETH_HLEN + ovh;
+    // The inner TTL, and the inner checksum updated for it (RFC 1624).
+    let old = u16::from_be_bytes([w[i + 8], w[i + 9]]);
+    let new = old.wrapping_sub(0x0100);
+    w[i + 8] = (new >> 8) as u8;
+    let csum =
+        crate::wire::checksum::update16(u16::from_be_bytes([w[i + 10], w[i + 11]]), old, new);
+    w[i + 10..i + 12].copy_from_slice(&csum.to_be_bytes());
+    let gre = ovh > 20;
+    let proto = if gre { ip_proto::GRE } else { ip_proto::IPIP };
+    // Outer packet length <= MTU <= u16::MAX.
+    let outer_len = (ovh + l3_len) as u16;
+    let words = outer_v4(
+        w[i + 1],
+        outer_len,
+        flow_hash as u16,
+        df,
+        proto,
+        egress,
+        dst,
+    );
+    w[0..6].copy_from_slice(dst_mac);
+    w[6..12].copy_from_slice(&egress.src_mac);
+    w[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    for (k, x) in words.iter().enumerate() {
+        w[14 + 4 * k..18 + 4 * k].copy_from_slice(&x.to_be_bytes());
+    }
+    if gre {
+        w[34..38].copy_from_slice(&u32::from(ETHERTYPE_IPV4).to_be_bytes());
+    }
+    Some(Ok(Rewritten::Forward {
+        start: new_start,
+        len: ETH_HLEN + usize::from(outer_len),
+    }))
+}
+
 /// Writes Ethernet + outer IP + [GRE] headers at `new_start`, in front of the inner
 /// packet at `c.l3`. Requires `new_start + 14 + overhead == c.l3` (see [`new_start`])
 /// and that the outer packet length fits the MTU (so it fits in 16 bits).
@@ -84,26 +183,14 @@ pub(super) fn encap(
                 .get_mut(new_start..new_start + LEN)
                 .and_then(|w| w.try_into().ok())
                 .ok_or(RewriteError::Malformed)?;
-            let flags: u32 = if c.df { 0x4000 } else { 0 };
-            let id = flow_hash as u16;
-            let src = u32::from_be_bytes(egress.src_v4);
-            let dst = u32::from_be_bytes([
+            let dst = [
                 target.addr[0],
                 target.addr[1],
                 target.addr[2],
                 target.addr[3],
-            ]);
-            let w0 = 0x4500_0000 | (u32::from(tos) << 16) | u32::from(outer_len);
-            let w1 = (u32::from(id) << 16) | flags;
-            let w2 = (u32::from(OUTER_TTL) << 24) | (u32::from(proto) << 16);
-            // Ones'-complement sum of the ten 16-bit words, from the values.
-            let mut acc: u64 = 0;
-            for x in [w0, w1, w2, src, dst] {
-                acc += u64::from(x >> 16) + u64::from(x & 0xffff);
-            }
-            acc = (acc & 0xffff) + (acc >> 16);
-            acc = (acc & 0xffff) + (acc >> 16);
-            let w2 = w2 | u32::from(!(acc as u16));
+            ];
+            let [w0, w1, w2, src, dst] =
+                outer_v4(tos, outer_len, flow_hash as u16, c.df, proto, egress, dst);
             eth_word(&mut w[..ETH_HLEN]);
             w[14..18].copy_from_slice(&w0.to_be_bytes());
             w[18..22].copy_from_slice(&w1.to_be_bytes());
