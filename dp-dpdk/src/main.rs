@@ -20,7 +20,6 @@ use clap::Parser;
 use marllb_core::pipeline::Worker;
 use marllb_core::service::AdminState;
 use marllb_core::telemetry::Telemetry;
-use zerocopy::FromZeros;
 
 use marllb_dpdk::config::{Config, PortMode, Validated};
 use marllb_dpdk::control::{Control, LocalControl, ShmControl};
@@ -444,8 +443,20 @@ fn launch<const B: usize>(
     idle_sleep: Duration,
 ) -> Result<()> {
     for (id, (&lcore, wp)) in lcores.iter().zip(ports).enumerate() {
-        let mut worker = Worker::<B>::new_box_zeroed()
-            .map_err(|_| anyhow::anyhow!("cannot allocate the flow table ({B} buckets)"))?;
+        // On transparent huge pages where the kernel has them
+        // (`marllb_host::memory`): before `init` writes every page.
+        let (mut worker, huge) = marllb_host::memory::new_box_zeroed_huge::<Worker<B>>()
+            .ok_or_else(|| anyhow::anyhow!("cannot allocate the flow table ({B} buckets)"))?;
+        if id == 0 {
+            eprintln!(
+                "flow table: {B} buckets per worker, {}",
+                if huge {
+                    "transparent huge pages advised"
+                } else {
+                    "4 KiB pages (no transparent huge pages)"
+                }
+            );
+        }
         worker.init(id as u64);
         let ctx = WorkerCtx {
             id,

@@ -30,7 +30,6 @@ use marllb_shm::{
     ConfigImage, CreateOptions, DataPlane, DataPlaneConfig, DpStatus, ShmRegion, Source,
     StatsPublisher,
 };
-use zerocopy::FromZeros;
 
 use crate::cli::{Command, ShowCommand};
 use crate::config::{Config, Dynamic};
@@ -673,7 +672,9 @@ impl Runtime {
 }
 
 fn new_worker(thread: usize) -> Option<Box<FlowWorker>> {
-    let mut w = FlowWorker::new_box_zeroed().ok()?;
+    // On transparent huge pages where the kernel has them (see
+    // `marllb_host::memory`): before `init` writes every page.
+    let (mut w, _) = marllb_host::memory::new_box_zeroed_huge::<FlowWorker>()?;
     w.init(thread as u64);
     Some(w)
 }
