@@ -1,5 +1,6 @@
 //! The main job: the whole system on one machine with real backends of unequal
-//! capacity, the DPDK data plane, the controller with the shipped model, a
+//! capacity, the data plane (the DPDK host, or the VPP plugin in an installed
+//! VPP: [`DemoOptions::host`]), the controller with the shipped model, a
 //! replay of the shared trace with a live view, then the same replay under
 //! baselines (SED with the configured weights, adaptive SED) for comparison.
 //! Capacity events change a backend's CPU quota mid-run (the configuration,
@@ -14,10 +15,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::backend::BackendSpec;
 use crate::lb::{
-    metrics, per_backend, scalar, start_controller, start_dataplane, CtrlOptions, LbOptions,
+    metrics, per_backend, scalar, start_controller, start_host, CtrlOptions, Host, LbOptions,
 };
 use crate::load::{summarize, LoadArgs, Progress, Record, Summary};
-use crate::scenario::{capacities, start_load};
+use crate::scenario::{capacities, placements, record_placements, start_load, Placements};
 use crate::topology::{backend_addr, Topology};
 
 /// One backend's CPU capacity changed during a run.
@@ -115,6 +116,11 @@ pub struct DemoOptions {
     pub live: bool,
     /// Backend capacity changes during each run, by time.
     pub capacity_events: Vec<CapacityEvent>,
+    /// The data plane's host.
+    pub host: Host,
+    /// Record at the backends which of them got each client port's segments
+    /// ([`PolicyRun::placements`]; needs nftables).
+    pub record_placements: bool,
 }
 
 impl DemoOptions {
@@ -133,6 +139,8 @@ impl DemoOptions {
             models: root.join("models"),
             live: true,
             capacity_events: Vec::new(),
+            host: Host::Dpdk,
+            record_placements: false,
         }
     }
 }
@@ -210,6 +218,13 @@ pub struct PolicyRun {
     pub duration: f64,
     /// Configured CPUs by backend id.
     pub capacities: Vec<(String, f64)>,
+    /// The data plane's host.
+    pub host: Host,
+    /// With [`DemoOptions::record_placements`]: the backends that got a
+    /// segment of each client port.
+    pub placements: Option<Placements>,
+    /// With the VPP host: its `show lb rl stats` after the replay.
+    pub host_stats: Option<String>,
 }
 
 /// Runs one policy on a fresh testbed, applying `o.capacity_events` on time;
@@ -225,13 +240,14 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
         );
     }
     println!(
-        "\n== {policy}: {} backends ({}), data plane method {method}, controller agent {agent}{}",
+        "\n== {policy}: {} backends ({}), data plane {} host, method {method}, controller agent {agent}{}",
         specs.len(),
         specs
             .iter()
             .map(|s| format!("{}:{}cpu", s.id, s.cpus))
             .collect::<Vec<_>>()
             .join(" "),
+        o.host.name(),
         model
             .as_ref()
             .map(|m| format!(", model {}", m.display()))
@@ -239,15 +255,19 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
     );
     let mut topo = Topology::build(prefix, &specs, 1, dir)?;
     let shm = format!("marllb-{prefix}");
-    start_dataplane(
+    start_host(
         &mut topo,
         0,
+        o.host,
         &LbOptions {
             method,
             shm: Some(shm.clone()),
             ..LbOptions::default()
         },
     )?;
+    if o.record_placements {
+        record_placements(&topo)?;
+    }
     let copts = CtrlOptions {
         agent: agent.clone(),
         model,
@@ -374,6 +394,25 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
         );
     }
     let (summary, records) = run.finish(&mut topo, Duration::from_secs(60))?;
+    let placements = if o.record_placements {
+        Some(placements(&topo)?)
+    } else {
+        None
+    };
+    let host_stats = match o.host {
+        Host::Dpdk => None,
+        Host::Vpp => Some(crate::vpp::stats(
+            &topo,
+            0,
+            &crate::vpp::VppInstall::require()?,
+        )?),
+    };
+    if let Some(s) = &host_stats {
+        println!(
+            "VPP's `show lb rl stats` after the replay:\n{}",
+            s.trim_end()
+        );
+    }
     let ctrl_jain = if jains.is_empty() {
         f64::NAN
     } else {
@@ -391,6 +430,9 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
         weights,
         duration: o.duration,
         capacities: specs.iter().map(|s| (s.id.clone(), s.cpus)).collect(),
+        host: o.host,
+        placements,
+        host_stats,
     })
 }
 
@@ -623,6 +665,9 @@ mod tests {
             ],
             duration: 9.0,
             capacities: vec![("be0".into(), 0.1), ("be1".into(), 0.1)],
+            host: Host::Dpdk,
+            placements: None,
+            host_stats: None,
         }
     }
 

@@ -31,6 +31,36 @@ pub fn bin(name: &str) -> Result<PathBuf> {
     )
 }
 
+/// Which host runs an LB node's data plane (`marllb-testbed demo --host`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Host {
+    /// `marllb-dpdk` on net_af_packet over `data0` ([`start_dataplane`]).
+    #[default]
+    Dpdk,
+    /// The VPP plugin in an installed VPP on an af_packet host interface over
+    /// `data0` ([`crate::vpp::start_dataplane`]).
+    Vpp,
+}
+
+impl Host {
+    /// Its name on the command line (clap's, from the variant).
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string())
+    }
+}
+
+/// Starts LB node `i`'s data plane on `host`; returns its log.
+pub fn start_host(topo: &mut Topology, i: usize, host: Host, opts: &LbOptions) -> Result<PathBuf> {
+    match host {
+        Host::Dpdk => start_dataplane(topo, i, opts),
+        Host::Vpp => {
+            crate::vpp::start_dataplane(topo, i, &crate::vpp::VppInstall::require()?, opts)
+        }
+    }
+}
+
 /// Data-plane settings of one LB node.
 #[derive(Debug, Clone)]
 pub struct LbOptions {

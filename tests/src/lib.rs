@@ -16,6 +16,9 @@
 //!   CPU limit per backend (cgroup) so capacities differ.
 //! * [`load`]: the open-loop replay of the shared traces (time and work scale
 //!   factors recorded) and a constant-rate mode, with per-request latency.
+//! * [`lb`] and [`vpp`]: an LB node's data plane on one of the two hosts
+//!   ([`lb::Host`]: `marllb-dpdk`, or the VPP plugin in an installed VPP)
+//!   and its controller.
 
 pub mod backend;
 pub mod bgp;
@@ -25,6 +28,7 @@ pub mod load;
 pub mod netns;
 pub mod scenario;
 pub mod topology;
+pub mod vpp;
 
 /// The VIP every scenario serves.
 pub const VIP: &str = "198.18.255.1";

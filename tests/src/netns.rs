@@ -18,6 +18,9 @@ enum Owned {
     Netns(String),
     Pid(u32),
     Cgroup(String),
+    /// A file or directory a process of the testbed leaves behind (a VPP's
+    /// run directory, its `/dev/shm` segments).
+    Path(std::path::PathBuf),
 }
 
 fn register(o: Owned) {
@@ -62,6 +65,7 @@ fn cleanup_all() {
             Owned::Cgroup(c) => {
                 let _ = std::fs::remove_dir(c);
             }
+            Owned::Path(p) => remove_path(p),
             Owned::Pid(_) => {}
         }
     }
@@ -104,6 +108,20 @@ fn signal_by_name(name: &str) -> Option<rustix::process::Signal> {
         "USR1" => Signal::USR1,
         _ => return None,
     })
+}
+
+/// Removes a file, or a directory with everything in it; a missing one is
+/// no error (the process may have removed it on a clean exit).
+fn remove_path(p: &std::path::Path) {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            let _ = std::fs::remove_dir_all(p);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(p);
+        }
+        Err(_) => {}
+    }
 }
 
 fn delete_netns(name: &str) {
@@ -181,6 +199,7 @@ pub struct Testbed {
     namespaces: Vec<String>,
     children: Vec<(String, Child)>,
     cgroups: Vec<String>,
+    paths: Vec<std::path::PathBuf>,
 }
 
 impl Testbed {
@@ -198,6 +217,7 @@ impl Testbed {
             namespaces: Vec::new(),
             children: Vec::new(),
             cgroups: Vec::new(),
+            paths: Vec::new(),
         })
     }
 
@@ -416,6 +436,16 @@ impl Testbed {
         Ok(quota)
     }
 
+    /// Removes `path` (a file, or a directory and its contents) at teardown,
+    /// after every process is gone, also on Ctrl-C: what a process leaves
+    /// behind when it is killed (a VPP's sockets, shared-memory segments and
+    /// run directory).
+    pub fn remove_on_teardown(&mut self, path: &std::path::Path) {
+        let p = path.to_path_buf();
+        register(Owned::Path(p.clone()));
+        self.paths.push(p);
+    }
+
     /// Tears everything down now (also done on drop).
     pub fn teardown(&mut self) {
         for (_, c) in self.children.iter_mut().rev() {
@@ -430,6 +460,10 @@ impl Testbed {
         }
         self.namespaces.clear();
         remove_shm_regions(&self.prefix);
+        for p in self.paths.drain(..).rev() {
+            remove_path(&p);
+            unregister(&Owned::Path(p));
+        }
         for c in self.cgroups.drain(..) {
             // The processes are gone; an empty cgroup can be removed.
             for _ in 0..50 {

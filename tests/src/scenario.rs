@@ -947,6 +947,102 @@ fn record_lb_of_syns(topo: &Topology, segments: bool) -> Result<()> {
     Ok(())
 }
 
+/// Client port → the backends that received a segment of it.
+pub type Placements = std::collections::BTreeMap<u16, std::collections::BTreeSet<String>>;
+
+/// Makes every backend record the client ports of the TCP segments the LB
+/// nodes forward to it, SYNs and the rest ([`record_lb_of_syns`] with
+/// segments), for [`placements`].
+pub fn record_placements(topo: &Topology) -> Result<()> {
+    record_lb_of_syns(topo, true)
+}
+
+/// What the backends recorded since [`record_placements`]: for every client
+/// port, the backends that got a segment of it through any LB node.
+pub fn placements(topo: &Topology) -> Result<Placements> {
+    let mut out = Placements::new();
+    for b in &topo.backends {
+        for i in 0..topo.lbs.len() {
+            for set in [format!("via{i}"), format!("seg{i}")] {
+                for (port, _) in nft_set_times(&b.ns, &set)? {
+                    let port: u16 = port.parse().with_context(|| format!("nft port {port:?}"))?;
+                    out.entry(port).or_default().insert(b.spec.id.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether each connection's segments all went to one backend, the one that
+/// answered it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stickiness {
+    /// Answered connections that were the only one of the run on their
+    /// client port: every segment of the port reached exactly the backend
+    /// that answered.
+    pub checked: usize,
+    /// Answered connections on a client port that served several (the
+    /// client reuses ports; their segments cannot be told apart): every
+    /// backend that got a segment of the port answered one of them.
+    pub reused_port: usize,
+    /// Ports whose segments reached a backend that answered none of their
+    /// connections, or several backends for one connection: (client port,
+    /// backends that answered, backends that got segments).
+    pub split: Vec<(u16, Vec<String>, Vec<String>)>,
+    /// Ports of answered connections that no backend recorded.
+    pub unplaced: Vec<u16>,
+}
+
+impl Stickiness {
+    /// Every connection stayed on the backend that answered it.
+    pub fn holds(&self) -> bool {
+        self.split.is_empty() && self.unplaced.is_empty()
+    }
+}
+
+/// Checks `records` (one run) against what the backends recorded.
+pub fn stickiness(records: &[Record], placed: &Placements) -> Stickiness {
+    use std::collections::{BTreeMap, BTreeSet};
+    // Client port -> (connections, answered ones, the backends that answered).
+    let mut ports: BTreeMap<u16, (usize, usize, BTreeSet<String>)> = BTreeMap::new();
+    for r in records {
+        let e = ports.entry(r.sport).or_default();
+        e.0 += 1;
+        if let Some(b) = r
+            .backend
+            .as_ref()
+            .filter(|_| r.outcome == crate::load::Outcome::Ok)
+        {
+            e.1 += 1;
+            e.2.insert(b.clone());
+        }
+    }
+    let mut out = Stickiness::default();
+    for (port, (uses, ok, answered)) in ports {
+        if answered.is_empty() {
+            continue;
+        }
+        if uses == 1 {
+            out.checked += ok;
+        } else {
+            out.reused_port += ok;
+        }
+        match placed.get(&port) {
+            None => out.unplaced.push(port),
+            Some(got) if !got.is_subset(&answered) || (uses == 1 && got.len() > 1) => {
+                out.split.push((
+                    port,
+                    answered.iter().cloned().collect(),
+                    got.iter().cloned().collect(),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    out
+}
+
 /// The elements of a backend's nftables set `name` with the UNIX time each
 /// was added or last refreshed: (element's first field, time).
 fn nft_set_times(ns: &str, name: &str) -> Result<Vec<(String, f64)>> {
@@ -1728,6 +1824,61 @@ mod tests {
         assert_eq!(nft_duration("59m"), Some(3540.0));
         assert_eq!(nft_duration("12"), None);
         assert_eq!(nft_duration("3x"), None);
+    }
+
+    #[test]
+    fn stickiness_flags_split_and_unplaced_connections() {
+        use super::{stickiness, Placements};
+        use crate::load::Record;
+        let rec = |sport: u16, b: &str, outcome: &str| -> Record {
+            serde_json::from_str(&format!(
+                r#"{{"at":1,"latency_ms":5,"outcome":"{outcome}","backend":"{b}","sport":{sport}}}"#
+            ))
+            .expect("record")
+        };
+        let placed: Placements = [
+            (1000, vec!["be0"]),
+            (1001, vec!["be0", "be1"]),
+            (1002, vec!["be1"]),
+            (1004, vec!["be0", "be1"]),
+            (1005, vec!["be0", "be2"]),
+        ]
+        .into_iter()
+        .map(|(p, v)| (p, v.into_iter().map(String::from).collect()))
+        .collect();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let records = [
+            rec(1000, "be0", "ok"),
+            // Segments at two backends.
+            rec(1001, "be0", "ok"),
+            // Answered by be0, recorded only at be1.
+            rec(1002, "be0", "ok"),
+            // Not recorded at all.
+            rec(1003, "be2", "ok"),
+            // Two connections on one port, one on each backend it reached.
+            rec(1004, "be1", "ok"),
+            rec(1004, "be0", "ok"),
+            // Two on one port, both answered by be0, and be2 got segments.
+            rec(1005, "be0", "ok"),
+            rec(1005, "be0", "ok"),
+        ];
+        let st = stickiness(&records, &placed);
+        assert_eq!(st.checked, 4);
+        assert_eq!(st.reused_port, 4);
+        assert_eq!(
+            st.split,
+            [
+                (1001, s(&["be0"]), s(&["be0", "be1"])),
+                (1002, s(&["be0"]), s(&["be1"])),
+                (1005, s(&["be0"]), s(&["be0", "be2"])),
+            ]
+        );
+        assert_eq!(st.unplaced, [1003]);
+        assert!(!st.holds());
+        let st = stickiness(&records[..1], &placed);
+        assert!(st.holds() && st.checked == 1, "{st:?}");
+        let st = stickiness(&records[4..6], &placed);
+        assert!(st.holds() && st.reused_port == 2, "{st:?}");
     }
 }
 

@@ -187,7 +187,7 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
         return cargo(root, &args);
     }
     ensure_packages(TEST_PACKAGES)?;
-    step("building the data plane, the controller and the testbed (optimized, profile ci)");
+    step("building the data planes (DPDK host, VPP plugin), the controller and the testbed (optimized, profile ci)");
     cargo(
         root,
         &[
@@ -200,9 +200,12 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
             "marllb-ctrl",
             "-p",
             "marllb-testbed",
+            // `--host vpp` loads it into an installed VPP.
+            "-p",
+            "marllb-vpp-plugin",
         ],
     )?;
-    step("running the testbed: namespaces, backends, DPDK data plane, controller, trace replay");
+    step("running the testbed: namespaces, backends, data plane (DPDK host, or --host vpp), controller, trace replay");
     let bin = target_dir(root).join("ci/marllb-testbed");
     let mut cmd = Command::new(&bin);
     cmd.arg("demo").arg("--root").arg(root).args(extra);
@@ -384,13 +387,19 @@ fn test(root: &Path) -> Result<()> {
     );
     steps.run_or_skip(
         "root tests",
-        "running the root-only tests (#[ignore]d with the reason: the testbed scenarios and the DPDK host's pcap, veth and shm tests)",
+        "running the root-only tests (#[ignore]d with the reason: the testbed scenarios, the demo through an installed VPP if there is one, and the DPDK host's pcap, veth and shm tests)",
         || {
             if !is_root() {
                 return Ok(Ran::Skipped(
                     "not root: network namespaces and the DPDK EAL need it; run `cargo xtask test` as root".into(),
                 ));
             }
+            // The VPP-host test loads the plugin from target/ci (it skips
+            // where no VPP is installed).
+            cargo(
+                root,
+                &["build", "--profile", "ci", "-p", "marllb-vpp-plugin"],
+            )?;
             cargo(
                 root,
                 &[

@@ -2,7 +2,12 @@
 //!
 //! `marllb-testbed demo [--policy es] [--compare sed,adaptive-sed|P1,P2,..|none]
 //! [--duration 60] [--backends 7] [--trace FILE] [--work-scale 0.4] [--time-scale 1]
-//! [--capacity-event SECONDS:BACKEND:FACTOR ...]`
+//! [--capacity-event SECONDS:BACKEND:FACTOR ...] [--host dpdk|vpp]`
+//!
+//! `--host vpp` runs the data plane as our plugin in an installed VPP (the
+//! `vpp` binary named by `MARLLB_VPP`, else `vpp` on PATH; see
+//! `marllb_testbed::vpp`) instead of `marllb-dpdk`; without a VPP it says what
+//! it looked for and exits 0 without running anything.
 //!
 //! `--capacity-event 20:be4:0.25` multiplies backend be4's configured CPU quota
 //! by 0.25 from 20 s into each run on (`20:4:0.25` names it by index; FACTOR 1
@@ -15,7 +20,9 @@ use clap::{Parser, Subcommand};
 use marllb_testbed::demo::{
     policy_setup, print_phase_table, print_table, run_policy, CapacityEvent, DemoOptions,
 };
+use marllb_testbed::lb::Host;
 use marllb_testbed::load::float_in;
+use marllb_testbed::vpp::{self, Lookup};
 
 #[derive(Parser, Debug)]
 #[command(name = "marllb-testbed", about = "The MARLLB testbed's main job")]
@@ -79,11 +86,29 @@ struct DemoArgs {
     /// The repository (models, traces).
     #[arg(long, default_value = ".")]
     root: PathBuf,
+    /// The data plane's host: `marllb-dpdk`, or our plugin in an installed VPP.
+    #[arg(long, value_enum, default_value_t = Host::Dpdk)]
+    host: Host,
 }
 
 fn main() -> Result<()> {
     let Cmd::Demo(a) = Cli::parse().cmd;
+    if a.host == Host::Vpp {
+        match vpp::find()? {
+            Lookup::Found(v) => println!(
+                "VPP host: {} (vppctl {}, VPP's plugins {})",
+                v.vpp.display(),
+                v.vppctl.display(),
+                v.plugins.display()
+            ),
+            Lookup::Missing(why) => {
+                println!("skipped: --host vpp: {why}");
+                return Ok(());
+            }
+        }
+    }
     let mut o = DemoOptions::new(&a.root);
+    o.host = a.host;
     if let Some(p) = a.policy {
         o.policy = p;
     }
