@@ -9,7 +9,7 @@
 //! lb rl enable [<interface>]          lb rl disable [<interface>]
 //! lb rl set-vip <addr> [protocol tcp|udp] [port <n>] [encap gre4|gre6|ipip|l2dsr]
 //!               [method alias|sed|maglev] [del]
-//! lb rl set-servers <addr> [mac <mac>] [<addr> [mac <mac>]]... [weight <w>]
+//! lb rl set-servers <addr> [mac <mac>] [weight <w>] [<addr> [mac <mac>] [weight <w>]]...
 //! lb rl shm <name>
 //! lb rl conf [ip4-src-address <a>] [ip6-src-address <a>] [mtu <n>] [mac <mac>]
 //!            [hash-seed <n>]
@@ -104,6 +104,9 @@ pub struct ServerSpec {
     pub addr: IpAddr,
     /// MAC address (L2 DSR only).
     pub mac: Option<[u8; 6]>,
+    /// Configured weight, Q16.16 (SED's and WCMP's weight, the controller's
+    /// base).
+    pub weight: Weight,
 }
 
 /// `lb rl conf` settings; `None` leaves a setting as it is.
@@ -140,10 +143,9 @@ pub enum Command {
     DelVip(VipSpec),
     /// Replace the server set.
     SetServers {
-        /// The servers, in order (backend index = position).
+        /// The servers, in order (backend index = position), each with its
+        /// configured weight.
         servers: Vec<ServerSpec>,
-        /// Configured weight of every server, Q16.16.
-        weight: Weight,
     },
     /// Create the shared-memory region for the controller.
     Shm {
@@ -400,18 +402,28 @@ fn parse_set_vip(t: &mut Tokens<'_>) -> Result<Command, CliError> {
     })
 }
 
+/// `set-servers`: a `weight` between a server and the next one is that
+/// server's own; a `weight` after the last server is the weight of every
+/// server that has none of its own (so the seed's `set-servers A B weight 2`
+/// still gives both 2); a server with neither gets 1.
 fn parse_set_servers(t: &mut Tokens<'_>) -> Result<Command, CliError> {
     let mut servers: Vec<ServerSpec> = Vec::new();
-    let mut weight = WEIGHT_ONE;
+    // Per server: its own weight, once known.
+    let mut own: Vec<Option<Weight>> = Vec::new();
+    // The last `weight` read, not yet followed by another server.
+    let mut pending: Option<Weight> = None;
     while let Some(k) = t.peek() {
         match k {
             "weight" => {
                 t.next();
                 let v = t.value("weight")?;
-                weight = match parse_weight(v) {
-                    Some(w) => w,
-                    None => return err(format!("expected weight 0..{MAX_WEIGHT}, got `{v}'")),
+                let Some(w) = parse_weight(v) else {
+                    return err(format!("expected weight 0..{MAX_WEIGHT}, got `{v}'"));
                 };
+                if servers.is_empty() || pending.is_some() {
+                    return err("weight must follow a server address");
+                }
+                pending = Some(w);
             }
             "mac" => {
                 t.next();
@@ -420,7 +432,7 @@ fn parse_set_servers(t: &mut Tokens<'_>) -> Result<Command, CliError> {
                     return err(format!("expected MAC address, got `{v}'"));
                 };
                 match servers.last_mut() {
-                    Some(s) if s.mac.is_none() => s.mac = Some(mac),
+                    Some(s) if s.mac.is_none() && pending.is_none() => s.mac = Some(mac),
                     _ => return err("mac must follow a server address"),
                 }
             }
@@ -442,14 +454,26 @@ fn parse_set_servers(t: &mut Tokens<'_>) -> Result<Command, CliError> {
                         marllb_core::MAX_BACKENDS
                     ));
                 }
-                servers.push(ServerSpec { addr, mac: None });
+                if let Some(w) = own.last_mut() {
+                    *w = pending.take();
+                }
+                servers.push(ServerSpec {
+                    addr,
+                    mac: None,
+                    weight: WEIGHT_ONE,
+                });
+                own.push(None);
             }
         }
     }
     if servers.is_empty() {
         return err("expected IP address");
     }
-    Ok(Command::SetServers { servers, weight })
+    let default = pending.unwrap_or(WEIGHT_ONE);
+    for (s, w) in servers.iter_mut().zip(own) {
+        s.weight = w.unwrap_or(default);
+    }
+    Ok(Command::SetServers { servers })
 }
 
 fn parse_conf(t: &mut Tokens<'_>) -> Result<Command, CliError> {
@@ -603,18 +627,33 @@ mod tests {
 
     #[test]
     fn set_servers() {
+        let weights = |line: &str| match parse_lb(line).unwrap() {
+            Command::SetServers { servers } => servers.iter().map(|s| s.weight).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
         let c = parse_lb("set-servers 10.1.0.1 10.1.0.2 mac 02:00:00:00:00:02 weight 2.5").unwrap();
-        let Command::SetServers { servers, weight } = c else {
+        let Command::SetServers { servers } = c else {
             panic!()
         };
         assert_eq!(servers.len(), 2);
         assert_eq!(servers[0].mac, None);
         assert_eq!(servers[1].mac, Some([2, 0, 0, 0, 0, 2]));
-        assert_eq!(weight, 5 * WEIGHT_ONE / 2);
-        let Command::SetServers { weight, .. } = parse_lb("set-servers ::1").unwrap() else {
-            panic!()
-        };
-        assert_eq!(weight, WEIGHT_ONE);
+        // The seed's form: a final weight is every server's.
+        assert_eq!(
+            weights("set-servers 10.1.0.1 10.1.0.2 weight 2.5"),
+            [5 * WEIGHT_ONE / 2; 2]
+        );
+        assert_eq!(weights("set-servers ::1"), [WEIGHT_ONE]);
+        // A weight between servers is the one before it's own; a final one is
+        // the default of the rest.
+        assert_eq!(
+            weights("set-servers 10.1.0.1 mac 02:00:00:00:00:01 weight 0.4 10.1.0.2 10.1.0.3 weight 0.8"),
+            [parse_weight("0.4").unwrap(), parse_weight("0.8").unwrap(), parse_weight("0.8").unwrap()]
+        );
+        assert_eq!(
+            weights("set-servers 10.1.0.1 weight 3 10.1.0.2 weight 2 10.1.0.3"),
+            [3 * WEIGHT_ONE, 2 * WEIGHT_ONE, WEIGHT_ONE]
+        );
     }
 
     #[test]
@@ -627,6 +666,16 @@ mod tests {
         assert_eq!(
             e(parse_lb("set-servers 10.0.0.1 foo")),
             "unknown input `foo'"
+        );
+        assert_eq!(
+            e(parse_lb("set-servers 10.0.0.1 weight 1 weight 2")),
+            "weight must follow a server address"
+        );
+        assert_eq!(
+            e(parse_lb(
+                "set-servers 10.0.0.1 weight 1 mac 02:00:00:00:00:01"
+            )),
+            "mac must follow a server address"
         );
         assert_eq!(
             e(parse_lb("set-servers 10.0.0.1 weight x")),

@@ -30,8 +30,6 @@ pub struct Config {
     pub vips: Vec<VipSpec>,
     /// Servers (backend index = position).
     pub servers: Vec<ServerSpec>,
-    /// Configured weight of every server, Q16.16.
-    pub weight: Weight,
     /// Egress settings.
     pub egress: Egress,
     /// Flow-hash seed.
@@ -47,7 +45,6 @@ impl Default for Config {
         Config {
             vips: Vec::new(),
             servers: Vec::new(),
-            weight: marllb_core::WEIGHT_ONE,
             egress: Egress {
                 mtu: DEFAULT_MTU,
                 ..Egress::default()
@@ -154,11 +151,7 @@ impl Config {
 
     /// What the service is built from: every server serves every VIP.
     pub fn service_spec(&self) -> ServiceSpec {
-        let backends: Vec<Backend> = self
-            .servers
-            .iter()
-            .map(|s| backend_of(s, self.weight))
-            .collect();
+        let backends: Vec<Backend> = self.servers.iter().map(backend_of).collect();
         let members: Vec<u16> = (0..backends.len() as u16).collect();
         ServiceSpec {
             hash_seed: self.hash_seed,
@@ -226,8 +219,8 @@ impl Config {
 }
 
 /// The core's backend for a server.
-pub fn backend_of(s: &ServerSpec, weight: Weight) -> Backend {
-    marllb_host::backend(s.addr, s.mac.unwrap_or_default(), weight)
+pub fn backend_of(s: &ServerSpec) -> Backend {
+    marllb_host::backend(s.addr, s.mac.unwrap_or_default(), s.weight)
 }
 
 /// The core's VIP for a `set-vip`.
@@ -253,15 +246,15 @@ pub const fn encap_of(e: EncapSpec) -> Encap {
 mod tests {
     use super::*;
     use crate::cli::{parse_lb, Command};
+    use marllb_core::WEIGHT_ONE;
     use std::net::IpAddr;
 
     fn apply(c: &mut Config, line: &str) -> Result<(), String> {
         match parse_lb(line).map_err(|e| e.0)? {
             Command::SetVip(v) => c.set_vip(v),
             Command::DelVip(v) => c.del_vip(&v),
-            Command::SetServers { servers, weight } => {
+            Command::SetServers { servers } => {
                 c.servers = servers;
-                c.weight = weight;
                 Ok(())
             }
             Command::Conf(x) => {
@@ -280,6 +273,24 @@ mod tests {
         apply(&mut c, "set-servers 10.1.0.1 10.1.0.2 weight 2").unwrap();
         let svc = c.build(None).unwrap();
         assert_eq!(svc.backends().len(), 2);
+        assert!(svc.backends().iter().all(|b| b.weight == 2 * WEIGHT_ONE));
+        // Each server its own configured weight.
+        let mut d = c.clone();
+        apply(&mut d, "set-servers 10.1.0.1 weight 0.5 10.1.0.2 weight 3").unwrap();
+        let per: Vec<_> = d
+            .build(None)
+            .unwrap()
+            .backends()
+            .iter()
+            .map(|b| (b.weight, b.base_weight))
+            .collect();
+        assert_eq!(
+            per,
+            [
+                (WEIGHT_ONE / 2, WEIGHT_ONE / 2),
+                (3 * WEIGHT_ONE, 3 * WEIGHT_ONE)
+            ]
+        );
         assert_eq!(svc.vip_list().len(), 2);
         assert!(svc.vip_services().iter().all(|v| v.live));
         // Replacing the same VIP keeps one entry.

@@ -271,9 +271,8 @@ impl Runtime {
             Command::Disable { .. } => Ok(String::new()),
             Command::SetVip(v) => self.edit(|c| c.set_vip(v)),
             Command::DelVip(v) => self.edit(|c| c.del_vip(&v)),
-            Command::SetServers { servers, weight } => self.edit(|c| {
+            Command::SetServers { servers } => self.edit(|c| {
                 c.servers = servers;
-                c.weight = weight;
                 Ok(())
             }),
             Command::Conf(x) => self.edit(|c| {
@@ -298,7 +297,14 @@ impl Runtime {
         if new.is_complete() {
             new.build(lock(&self.dynamic).as_ref())?;
         }
-        if lock(&self.shm).is_some() && new.servers != old.servers {
+        // Configured weights may change; the addresses are the region's list.
+        let addrs = |c: &Config| {
+            c.servers
+                .iter()
+                .map(|s| (s.addr, s.mac))
+                .collect::<Vec<_>>()
+        };
+        if lock(&self.shm).is_some() && addrs(&new) != addrs(&old) {
             return Err(
                 "the server set is fixed while the controller link is up (the region's backend list)"
                     .into(),

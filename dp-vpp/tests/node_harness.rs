@@ -52,10 +52,7 @@ fn service(lines: &[&str]) -> Box<Service> {
     for l in lines {
         match parse_lb(l).unwrap() {
             Command::SetVip(v) => c.set_vip(v).unwrap(),
-            Command::SetServers { servers, weight } => {
-                c.servers = servers;
-                c.weight = weight;
-            }
+            Command::SetServers { servers } => c.servers = servers,
             Command::Conf(x) => c.apply_conf(&x),
             other => panic!("{other:?}"),
         }

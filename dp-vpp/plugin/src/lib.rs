@@ -456,7 +456,7 @@ fn set_feature(vm: &BarrierHeldMainRef, name: &str, on: bool) -> Result<(), Erro
 
 #[vlib_cli_command(
     path = "lb rl",
-    short_help = "lb rl enable|disable [<interface>] | set-vip <addr> [protocol tcp|udp] [port <n>] [encap gre4|gre6|ipip|l2dsr] [method alias|sed|maglev] [del] | set-servers <addr> [mac <mac>]... [weight <w>] | shm <name> | conf [ip4-src-address <a>] [ip6-src-address <a>] [mtu <n>] [mac <mac>] [hash-seed <n>]"
+    short_help = "lb rl enable|disable [<interface>] | set-vip <addr> [protocol tcp|udp] [port <n>] [encap gre4|gre6|ipip|l2dsr] [method alias|sed|maglev] [del] | set-servers <addr> [mac <mac>] [weight <w>]... | shm <name> | conf [ip4-src-address <a>] [ip6-src-address <a>] [mtu <n>] [mac <mac>] [hash-seed <n>]"
 )]
 fn lb_rl_command(vm: &mut BarrierHeldMainRef, input: &str) -> Result<(), ErrorStack> {
     let cmd = parse_lb(input).map_err(|e| cli_error(e.0))?;
