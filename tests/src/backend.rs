@@ -31,6 +31,14 @@ pub struct BackendSpec {
     pub backlog: u32,
 }
 
+impl BackendSpec {
+    /// The weight the operator configures for it in either host (its CPU
+    /// quota, four per CPU): SED's and WCMP's weight, the controller's base.
+    pub fn configured_weight(&self) -> f64 {
+        self.cpus.max(0.001) * 4.0
+    }
+}
+
 /// The PHP busy-loop page.
 const DUMMY_PHP: &str = r#"<?php
 $n = isset($_GET['n']) ? intval($_GET['n']) : 0;

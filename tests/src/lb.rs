@@ -123,7 +123,7 @@ port = 80
             b.spec.id,
             b.spec.addr,
             b.mac,
-            b.spec.cpus.max(0.001) * 4.0
+            b.spec.configured_weight()
         );
     }
     if opts.sync {

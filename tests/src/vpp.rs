@@ -24,10 +24,13 @@
 //!   on failure and on Ctrl-C.
 //! * **Ready** when `show lb rl stats` answers `enabled` and the host
 //!   interface is up (probed through `vppctl`, no log is read).
-//! * **What differs from `marllb-dpdk`'s configuration**: `lb rl set-servers`
-//!   gives every server one configured weight (1), where `lb.toml` gives each
-//!   backend its capacity; the flow-table size and the watchdog timeout are
-//!   the plugin's own. A weights file and flow-state sync are refused.
+//! * **Configured weights as `marllb-dpdk`'s**: `lb rl set-servers` gives each
+//!   server its own (`<addr> mac <mac> weight <w>`), the same
+//!   [`BackendSpec::configured_weight`](crate::backend::BackendSpec::configured_weight)
+//!   as `lb.toml`.
+//! * **What differs from `marllb-dpdk`'s configuration**: the flow-table size
+//!   and the watchdog timeout are the plugin's own. A weights file and
+//!   flow-state sync are refused.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -299,7 +302,14 @@ pub fn start_dataplane(
     let servers: Vec<String> = topo
         .backends
         .iter()
-        .map(|b| format!("{} mac {}", b.spec.addr, b.mac))
+        .map(|b| {
+            format!(
+                "{} mac {} weight {:.3}",
+                b.spec.addr,
+                b.mac,
+                b.spec.configured_weight()
+            )
+        })
         .collect();
     let mut cmds = vec![
         format!(
