@@ -428,16 +428,26 @@ impl<const B: usize> Worker<B> {
                         &keys[j],
                         hashes[j],
                     ),
-                    Route::Fast => lane.finish_fast(
-                        svc,
-                        now_ns,
-                        now,
-                        &mut pkts[base + j],
-                        &fast[j],
-                        &mut metas[j],
-                        &keys[j],
-                        hashes[j],
-                    ),
+                    Route::Fast => {
+                        let v = lane.finish_fast(
+                            svc,
+                            now_ns,
+                            now,
+                            &mut pkts[base + j],
+                            &fast[j],
+                            &mut metas[j],
+                            &keys[j],
+                            hashes[j],
+                        );
+                        // The fast path's common outcome, counted and stored
+                        // without the general tally below.
+                        if let Verdict::Forward { .. } = v {
+                            lane.telemetry.global.forwarded += 1;
+                            verdicts[base + j] = v;
+                            continue;
+                        }
+                        v
+                    }
                 };
                 match v {
                     Verdict::Drop(r) if r == DropReason::Malformed => lane.telemetry.drop_packet(r),
@@ -614,6 +624,7 @@ impl<const B: usize> Lane<'_, B> {
     /// places it, from the lookup's result.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
+    #[cold]
     fn fast_placed(
         &mut self,
         svc: &Service,
@@ -647,6 +658,7 @@ impl<const B: usize> Lane<'_, B> {
     /// from the start (nothing has been changed yet).
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
+    #[cold]
     fn general(
         &mut self,
         svc: &Service,
