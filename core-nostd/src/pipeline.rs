@@ -414,26 +414,24 @@ impl<const B: usize> Worker<B> {
                     }
                 }
             }
-            // Pass 3: finish.
-            for j in 0..m {
+            // Pass 3: finish (`n` is at most both lengths, so the chunk's
+            // slices are in bounds).
+            let chunk = pkts[base..base + m]
+                .iter_mut()
+                .zip(verdicts[base..base + m].iter_mut());
+            for (j, (pkt, out)) in chunk.enumerate() {
                 let v = match route[j] {
                     Route::Host => Verdict::Host,
                     Route::Malformed => Verdict::Drop(DropReason::Malformed),
-                    Route::General => lane.finish(
-                        svc,
-                        now_ns,
-                        now,
-                        &mut pkts[base + j],
-                        &metas[j],
-                        &keys[j],
-                        hashes[j],
-                    ),
+                    Route::General => {
+                        lane.finish(svc, now_ns, now, pkt, &metas[j], &keys[j], hashes[j])
+                    }
                     Route::Fast => {
                         let v = lane.finish_fast(
                             svc,
                             now_ns,
                             now,
-                            &mut pkts[base + j],
+                            pkt,
                             &fast[j],
                             &mut metas[j],
                             &keys[j],
@@ -443,7 +441,7 @@ impl<const B: usize> Worker<B> {
                         // without the general tally below.
                         if let Verdict::Forward { .. } = v {
                             lane.telemetry.global.forwarded += 1;
-                            verdicts[base + j] = v;
+                            *out = v;
                             continue;
                         }
                         v
@@ -456,7 +454,7 @@ impl<const B: usize> Worker<B> {
                     Verdict::Forward { .. } => lane.telemetry.global.forwarded += 1,
                     Verdict::Drop(_) => {}
                 }
-                verdicts[base + j] = v;
+                *out = v;
             }
             base += m;
         }
