@@ -15,10 +15,21 @@ fn run(rt: &'static Runtime, line: &str) -> Result<String, String> {
     rt.command(parse_lb(line).map_err(|e| e.0)?)
 }
 
+/// Removes the region's file under /dev/shm when the test ends, passed or
+/// failed (the leaked runtime keeps its mapping; unlinking is still fine).
+struct Unlink(String);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(format!("/dev/shm/{}", self.0));
+    }
+}
+
 #[test]
 fn weights_in_stats_out() {
     let rt: &'static Runtime = Box::leak(Box::new(Runtime::new(2)));
     let name = format!("marllb-vpp-test-{}", std::process::id());
+    let _unlink = Unlink(name.clone());
     assert!(run(rt, &format!("shm {name}"))
         .unwrap_err()
         .starts_with("configure VIPs and servers first"));
