@@ -54,7 +54,7 @@ use crate::prefetch;
 use crate::rewrite::{rewrite, Rewritten};
 use crate::select::{sed_choose, Method};
 use crate::service::{AdminState, Service, VipService};
-use crate::sync::{Applied, SyncOut, SyncRecord};
+use crate::sync::{Applied, RecordKind, SyncOut, SyncRecord};
 use crate::telemetry::Telemetry;
 use crate::wire::checksum;
 use crate::wire::meta::FrameKind;
@@ -236,12 +236,12 @@ impl<const B: usize> Worker<B> {
             .seed(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed);
     }
 
-    /// Inserts peers' sync records (see [`crate::sync::apply`]) and counts
+    /// Applies peers' sync records (see [`crate::sync::apply`]) and counts
     /// them; a local flow that expired in the way is accounted as expired.
     pub fn apply_sync(&mut self, svc: &Service, now_ns: u64, records: &[SyncRecord]) -> Applied {
         let a = crate::sync::apply(&mut self.flows, svc, ticks(now_ns), records);
         let g = &mut self.telemetry.global;
-        g.sync_applied += u64::from(a.inserted);
+        g.sync_applied += u64::from(a.inserted + a.closed);
         g.sync_refused += u64::from(a.refused + a.known);
         g.flows_inserted += u64::from(a.inserted);
         a
@@ -276,7 +276,7 @@ impl<const B: usize> Worker<B> {
                         family: if l.v6 { IpFamily::V6 } else { IpFamily::V4 },
                         proto: l.proto,
                         backend_family: b.family,
-                        _reserved: 0,
+                        kind: RecordKind::Opened,
                     });
                 }
             }
@@ -462,6 +462,17 @@ impl<const B: usize> Worker<B> {
 }
 
 impl<const B: usize> Lane<'_, B> {
+    /// Queues a sync record of the connection `m` belongs to (counted as made,
+    /// or as dropped when the outbox is full).
+    #[inline(never)]
+    fn sync_record(&mut self, m: &PacketMeta, svc: &Service, backend: u16, kind: RecordKind) {
+        let g = &mut self.telemetry.global;
+        match SyncOut::record(m, svc, backend, kind) {
+            Some(r) if self.sync.push(r) => g.sync_made += 1,
+            _ => g.sync_dropped += 1,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn finish(
@@ -831,6 +842,11 @@ impl<const B: usize> Lane<'_, B> {
                             let created = self.flows.created(slot);
                             self.telemetry.flow_closed(e.backend, e.state, created, now);
                             self.flows.set_state(slot, FlowState::TcpClosing);
+                            // The peers hold a copy of every established
+                            // connection: it closes too.
+                            if self.sync.enabled && e.state == FlowState::TcpEstablished {
+                                self.sync_record(m, svc, e.backend, RecordKind::Closed);
+                            }
                         }
                     } else if e.state == FlowState::TcpSynSent
                         && flags & (tcp_flags::ACK | tcp_flags::SYN) == tcp_flags::ACK
@@ -840,11 +856,7 @@ impl<const B: usize> Lane<'_, B> {
                         self.flows.set_state(slot, FlowState::TcpEstablished);
                         // Established here: tell the peers where it went.
                         if self.sync.enabled {
-                            let g = &mut self.telemetry.global;
-                            match SyncOut::record(m, svc, e.backend) {
-                                Some(r) if self.sync.push(r) => g.sync_made += 1,
-                                _ => g.sync_dropped += 1,
-                            }
+                            self.sync_record(m, svc, e.backend, RecordKind::Opened);
                         }
                     }
                 }

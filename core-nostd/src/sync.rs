@@ -18,10 +18,17 @@
 //!
 //! # What is sent, and the bounds
 //!
-//! * A record is made when a TCP connection's handshake completes on this
-//!   node (the client's ACK after a SYN placed by selection): never for a SYN
-//!   alone, so a flood of spoofed SYNs on one node sends nothing to the
-//!   others. Records leave the worker through a fixed buffer of
+//! * A record ([`RecordKind::Opened`]) is made when a TCP connection's
+//!   handshake completes on this node (the client's ACK after a SYN placed by
+//!   selection): never for a SYN alone, so a flood of spoofed SYNs on one node
+//!   sends nothing to the others. A second one ([`RecordKind::Closed`]) is
+//!   made when such an established connection sees its first FIN or RST here:
+//!   the peers' copies then close too, instead of lingering established for
+//!   the whole idle timeout. Without it a copy outlives its connection, and
+//!   when the client reuses the port for a new connection placed elsewhere
+//!   the copy, being established, wins over the new record, and the new
+//!   connection breaks when the router moves it (the port-reuse failure
+//!   `tests/tests/lb_failover.rs` caught). Records leave the worker through a fixed buffer of
 //!   [`SYNC_OUT`] entries; when the host does not drain it in time, records
 //!   are dropped and counted (`GlobalCounters::sync_dropped`).
 //! * A record names the backend by address (indices may differ between
@@ -30,7 +37,9 @@
 //!   and never into its last one (a live local entry is never evicted or
 //!   overwritten, and the node's own new flows always find a way, however
 //!   many records its peers send), only for a VIP it serves and a backend it
-//!   has up; anything else is refused and counted. What a peer sends is
+//!   has up; anything else is refused and counted. A local closing entry on
+//!   the same 5-tuple is replaced (the peer's connection is the newer one). A
+//!   closed record closes only an established entry on the same backend. What a peer sends is
 //!   bounded by the connections it established, not by the SYNs it saw.
 //! * A node that starts again has none of its peers' connections: every
 //!   datagram carries the sender's instance (chosen at its start), and a
@@ -41,8 +50,10 @@
 //! * On the wire ([`encode`], [`decode`]): a 16-byte header (magic `MLBS`,
 //!   version, count, the sender's hash-seed tag, its instance) and [`RECORD_LEN`]-byte
 //!   records, at most [`MAX_RECORDS`] per datagram. A datagram with another
-//!   magic, version or seed tag, or a length that does not match its count, is
-//!   refused whole. The host accepts datagrams only from its configured peers.
+//!   magic, version or seed tag, a length that does not match its count, or
+//!   an unknown family or kind byte, is refused whole. The kind byte was
+//!   reserved (zero) before closed records existed, so an older sender's
+//!   records read as opened ones and the wire version stays 1. The host accepts datagrams only from its configured peers.
 
 use crate::classify::{match_vip, VipMatch};
 use crate::flow::{FlowKey, FlowState, Lookup};
@@ -85,8 +96,28 @@ pub struct SyncRecord {
     pub proto: u8,
     /// Family of `backend`.
     pub backend_family: IpFamily,
-    /// Zero.
-    pub _reserved: u8,
+    /// What happened to the connection on the sender.
+    pub kind: RecordKind,
+}
+
+/// What a [`SyncRecord`] reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromZeros)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum RecordKind {
+    /// The handshake completed (or, in a dump, the connection is established).
+    #[default]
+    Opened = 0,
+    /// The established connection saw its first FIN or RST.
+    Closed = 1,
+}
+
+fn kind_of(b: u8) -> Option<RecordKind> {
+    match b {
+        0 => Some(RecordKind::Opened),
+        1 => Some(RecordKind::Closed),
+        _ => None,
+    }
 }
 
 /// Why a datagram was refused.
@@ -105,6 +136,8 @@ pub enum SyncError {
     Count,
     /// A family byte is unknown.
     Family,
+    /// A kind byte is unknown.
+    Kind,
 }
 
 /// What [`apply`] did with records.
@@ -113,8 +146,11 @@ pub struct Applied {
     /// Entries inserted (or closing local entries on the same 5-tuple
     /// replaced: the peer's connection is the newer one).
     pub inserted: u32,
-    /// Already known here (a live local entry wins).
+    /// Already known here (a live local entry wins), or a closed record
+    /// for a connection this node holds no established copy of.
     pub known: u32,
+    /// Established entries closed by a peer's closed record.
+    pub closed: u32,
     /// Refused: no VIP here, backend unknown or down, or no free way.
     pub refused: u32,
 }
@@ -160,7 +196,7 @@ pub fn encode(records: &[SyncRecord], seed: u64, instance: u32, out: &mut [u8]) 
         chunk[0] = family_byte(r.family);
         chunk[1] = r.proto;
         chunk[2] = family_byte(r.backend_family);
-        chunk[3] = 0;
+        chunk[3] = r.kind as u8;
         chunk[4..6].copy_from_slice(&r.sport.to_be_bytes());
         chunk[6..8].copy_from_slice(&r.dport.to_be_bytes());
         chunk[8..24].copy_from_slice(&r.src);
@@ -212,7 +248,7 @@ pub fn decode(buf: &[u8], seed: u64, out: &mut [SyncRecord]) -> Result<Datagram,
             family: family_of(c[0]).ok_or(SyncError::Family)?,
             proto: c[1],
             backend_family: family_of(c[2]).ok_or(SyncError::Family)?,
-            _reserved: 0,
+            kind: kind_of(c[3]).ok_or(SyncError::Kind)?,
             sport: u16::from_be_bytes([c[4], c[5]]),
             dport: u16::from_be_bytes([c[6], c[7]]),
             src: take(8),
@@ -271,7 +307,12 @@ impl SyncOut {
 
     /// The record of a connection placed on `backend` (`m` its packet).
     #[inline]
-    pub fn record(m: &PacketMeta, svc: &Service, backend: u16) -> Option<SyncRecord> {
+    pub fn record(
+        m: &PacketMeta,
+        svc: &Service,
+        backend: u16,
+        kind: RecordKind,
+    ) -> Option<SyncRecord> {
         let b = svc.backend(backend)?;
         Some(SyncRecord {
             src: m.src,
@@ -282,13 +323,14 @@ impl SyncOut {
             family: m.family,
             proto: m.proto,
             backend_family: b.family,
-            _reserved: 0,
+            kind,
         })
     }
 }
 
-/// Inserts `records` from a peer into `flows` (a worker's table) as
-/// established connections, as described in the module docs.
+/// Applies `records` from a peer to `flows` (a worker's table): opened ones
+/// become established entries, closed ones close them, as described in the
+/// module docs.
 pub fn apply<const B: usize>(
     flows: &mut crate::flow::FlowTable<B>,
     svc: &Service,
@@ -327,7 +369,23 @@ pub fn apply<const B: usize>(
         };
         let key = FlowKey::from_meta(&m);
         let hash = flow_hash(&key, svc.hash_seed);
-        match flows.lookup(&key, hash, vip, now, svc.timeouts()) {
+        let found = flows.lookup(&key, hash, vip, now, svc.timeouts());
+        if r.kind == RecordKind::Closed {
+            match found {
+                // The peer saw the connection end: this copy (or the local
+                // entry, if the router moved the connection meanwhile) lingers
+                // only as long as a closing entry does.
+                Lookup::Hit(slot, e)
+                    if e.state == FlowState::TcpEstablished && e.backend == backend =>
+                {
+                    flows.set_state(slot, FlowState::TcpClosing);
+                    a.closed += 1;
+                }
+                _ => a.known += 1,
+            }
+            continue;
+        }
+        match found {
             // A closing local entry is a connection that ended here; a peer's
             // established one on the same 5-tuple (the client reused the port)
             // supersedes it, as a SYN on a closing entry does in the pipeline.

@@ -791,6 +791,77 @@ fn sync_records_keep_a_moved_connection_on_its_backend() {
 }
 
 #[test]
+fn sync_copies_close_with_their_connection() {
+    use crate::sync::RecordKind;
+    // Node A's weights send everything to backend 2, then (the controller
+    // moved them) to backend 0; node B holds A's copies.
+    let to2 = service(Method::Sed, Encap::L2Dsr, &[0, 0, WEIGHT_ONE]);
+    let to0 = service(Method::Sed, Encap::L2Dsr, &[WEIGHT_ONE, 0, 0]);
+    let sb = service(
+        Method::Sed,
+        Encap::L2Dsr,
+        &[WEIGHT_ONE, WEIGHT_ONE, WEIGHT_ONE],
+    );
+    let (mut a, mut b) = (worker(), worker());
+    a.sync.enabled = true;
+    let take = |a: &mut W| {
+        let v = a.sync.pending().to_vec();
+        a.sync.clear();
+        v
+    };
+    // Connection 0 on port 1000: opened on A, copied to B.
+    assert_eq!(fwd(run(&mut a, &to2, SEC, tcp(0, 1000, SYN)).0), 2);
+    run(&mut a, &to2, SEC, tcp(0, 1000, ACK));
+    let opened = take(&mut a);
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].kind, RecordKind::Opened);
+    assert_eq!(b.apply_sync(&sb, SEC, &opened).inserted, 1);
+    // It ends on A: the first FIN makes one closed record (its retransmission
+    // none), and B's copy closes.
+    run(&mut a, &to2, 2 * SEC, tcp(0, 1000, ACK | FIN));
+    run(&mut a, &to2, 2 * SEC, tcp(0, 1000, ACK | FIN));
+    let closed = take(&mut a);
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].kind, RecordKind::Closed);
+    assert_eq!(a.telemetry.global.sync_made, 2);
+    let c = b.apply_sync(&sb, 2 * SEC, &closed);
+    assert_eq!((c.closed, c.known), (1, 0));
+    assert_eq!(b.telemetry.global.sync_applied, 2);
+    // Applied again: nothing is established to close any more.
+    assert_eq!(b.apply_sync(&sb, 2 * SEC, &closed).known, 1);
+    // The client reuses the port; A places the new connection on backend 0.
+    // Its record replaces B's closed copy, so B sends the connection to
+    // backend 0 when the router moves it there. Without the closed record
+    // B's copy would still be established, win over the new record, and take
+    // the connection to backend 2.
+    assert_eq!(fwd(run(&mut a, &to0, 3 * SEC, tcp(0, 1000, SYN)).0), 0);
+    run(&mut a, &to0, 3 * SEC, tcp(0, 1000, ACK));
+    let reopened = take(&mut a);
+    assert_eq!(reopened.len(), 1);
+    assert_eq!(b.apply_sync(&sb, 3 * SEC, &reopened).inserted, 1);
+    assert_eq!(fwd(run(&mut b, &sb, 4 * SEC, tcp(0, 1000, ACK)).0), 0);
+    // A closed record closes only an established entry on its backend: not
+    // one on another backend, not a missing one.
+    let mut elsewhere = closed[0];
+    let other = sb.backends()[1];
+    elsewhere.backend = other.addr;
+    let mut unknown = closed[0];
+    unknown.sport = 4242;
+    let k = b.apply_sync(&sb, 4 * SEC, &[elsewhere, unknown]);
+    assert_eq!((k.closed, k.known), (0, 2));
+    assert_eq!(fwd(run(&mut b, &sb, 4 * SEC, tcp(0, 1000, ACK)).0), 0);
+    // An RST ends an established connection too; a SYN-only flow that is
+    // reset was never sent, so nothing is.
+    run(&mut a, &to0, 5 * SEC, tcp(1, 1001, SYN));
+    run(&mut a, &to0, 5 * SEC, tcp(1, 1001, ACK));
+    run(&mut a, &to0, 5 * SEC, tcp(1, 1001, RST));
+    run(&mut a, &to0, 5 * SEC, tcp(2, 1002, SYN));
+    run(&mut a, &to0, 5 * SEC, tcp(2, 1002, RST));
+    let kinds: Vec<RecordKind> = take(&mut a).iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [RecordKind::Opened, RecordKind::Closed]);
+}
+
+#[test]
 fn sync_datagrams_are_checked_whole() {
     use crate::sync::{decode, encode, SyncError, SyncRecord, HEADER_LEN, RECORD_LEN};
     let r = SyncRecord {
@@ -819,6 +890,19 @@ fn sync_datagrams_are_checked_whole() {
     let mut bad = buf;
     bad[HEADER_LEN] = 7;
     assert_eq!(decode(&bad[..len], 9, &mut out), Err(SyncError::Family));
+    let mut bad = buf;
+    bad[HEADER_LEN + 3] = 2;
+    assert_eq!(decode(&bad[..len], 9, &mut out), Err(SyncError::Kind));
+    // The kind byte travels.
+    let closed = SyncRecord {
+        kind: crate::sync::RecordKind::Closed,
+        ..r
+    };
+    let (cl, _) = encode(&[r, closed], 9, 77, &mut buf);
+    let mut two = [SyncRecord::default(); 2];
+    assert_eq!(decode(&buf[..cl], 9, &mut two).map(|d| d.records), Ok(2));
+    assert_eq!(two, [r, closed]);
+    let (len, _) = encode(&[r; 3], 9, 77, &mut buf);
     let mut bad = buf;
     bad[5] = 200;
     assert_eq!(decode(&bad[..len], 9, &mut out), Err(SyncError::Count));
