@@ -821,9 +821,10 @@ pub struct HeldConnection {
     pub stale_on_0: Option<String>,
     /// Backend the consistent (Maglev) table gives it (`marllb-dpdk --explain-flows`).
     pub consistent: String,
-    /// Predicted to survive: node 0's flow entry for its 5-tuple (from its own
-    /// SYN, else a lingering one of an earlier connection on the port) sends
-    /// it where it is, or, without one, node 0's consistent table does.
+    /// Predicted to survive: node 0's flow entry from its own SYN sends it
+    /// where it is; without one, with flow sync on, always (node 1's record
+    /// reached node 0); else a lingering entry of an earlier connection on
+    /// the port, or without one node 0's consistent table, does.
     pub predicted_survives: bool,
     /// It completed with a 200 from the backend.
     pub survived: bool,
@@ -1212,6 +1213,13 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str, sync: bool) -> Result
     use crate::lb::{start_controller, CtrlOptions};
     let specs = equal_backends(3, 0.3, 16, 512);
     let mut topo = Topology::build(prefix, &specs, 2, dir)?;
+    // The client's ports from a narrow range (a connection is open for about
+    // 4.3 s, so about 170 are in use at once): ports are reused within the
+    // run, so held connections cross the removal on ports earlier
+    // connections used. That is the case that needs the prediction's
+    // lingering entries and flow sync's closed records.
+    topo.tb
+        .sysctl(&topo.client, "net.ipv4.ip_local_port_range", "40000 40599")?;
     for i in 0..2 {
         let shm = format!("marllb-{prefix}-{i}");
         start_dataplane(
@@ -1336,12 +1344,18 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str, sync: bool) -> Result
     let held_records: Vec<&Record> = candidates.iter().map(|(r, ..)| *r).collect();
     let mut held = Vec::new();
     for ((r, backend, mine, stale), c) in candidates.into_iter().zip(consistent) {
-        // Node 0's entry: its own SYN's (all of them hit the first's entry).
-        let entry0 = mine
-            .iter()
-            .find(|x| x.node == 0)
-            .map(|x| x.backend.clone())
-            .or_else(|| stale.clone());
+        // Node 0's own entry for the connection: its own SYN's (all of them
+        // hit the first's entry).
+        let own0 = mine.iter().find(|x| x.node == 0).map(|x| x.backend.clone());
+        // Without one: with sync on, node 1's record (it replaces a lingering
+        // closing entry of an earlier connection on the port; a copy of an
+        // earlier connection of node 1's was closed by that one's closed
+        // record); else the lingering entry, or else node 0's consistent table.
+        let predicted_survives = match own0 {
+            Some(b) => b == backend,
+            None if sync => true,
+            None => stale.as_ref().map_or(c == backend, |b| *b == backend),
+        };
         held.push(HeldConnection {
             sport: r.sport,
             lb: if mine.iter().any(|x| x.node == 0 && x.backend == backend) {
@@ -1349,9 +1363,7 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: &str, sync: bool) -> Result
             } else {
                 1
             },
-            // Node 0's own entry decides; without one, node 1's sync record
-            // (with sync on) or else node 0's consistent table.
-            predicted_survives: entry0.map_or(sync || c == backend, |b| b == backend),
+            predicted_survives,
             backend,
             syns: mine,
             stale_on_0: stale,
