@@ -681,13 +681,7 @@ fn sync_records_keep_a_moved_connection_on_its_backend() {
     // Node A's weights send everything to backend 2; node B's table is the
     // consistent one (base weights equal).
     let sa = service(Method::Sed, Encap::L2Dsr, &[0, 0, WEIGHT_ONE]);
-    let sb = service(
-        Method::Sed,
-        Encap::L2Dsr,
-        &[WEIGHT_ONE, WEIGHT_ONE, WEIGHT_ONE],
-    );
-    let (mut a, mut b) = (worker(), worker());
-    a.sync.enabled = true;
+    let (sb, mut a, mut b) = sync_pair();
     // 40 connections: SYN then the client's ACK on node A.
     let mut on_a = Vec::new();
     for c in 0..40u32 {
@@ -790,6 +784,19 @@ fn sync_records_keep_a_moved_connection_on_its_backend() {
     assert_eq!(w.apply_sync(&sd, SEC, &got).refused, 40);
 }
 
+/// Node B's service (equal weights: its table is the consistent one), node A
+/// with sync on, node B.
+fn sync_pair() -> (Box<Service>, Box<W>, Box<W>) {
+    let sb = service(
+        Method::Sed,
+        Encap::L2Dsr,
+        &[WEIGHT_ONE, WEIGHT_ONE, WEIGHT_ONE],
+    );
+    let (mut a, b) = (worker(), worker());
+    a.sync.enabled = true;
+    (sb, a, b)
+}
+
 #[test]
 fn sync_copies_close_with_their_connection() {
     use crate::sync::RecordKind;
@@ -797,13 +804,7 @@ fn sync_copies_close_with_their_connection() {
     // moved them) to backend 0; node B holds A's copies.
     let to2 = service(Method::Sed, Encap::L2Dsr, &[0, 0, WEIGHT_ONE]);
     let to0 = service(Method::Sed, Encap::L2Dsr, &[WEIGHT_ONE, 0, 0]);
-    let sb = service(
-        Method::Sed,
-        Encap::L2Dsr,
-        &[WEIGHT_ONE, WEIGHT_ONE, WEIGHT_ONE],
-    );
-    let (mut a, mut b) = (worker(), worker());
-    a.sync.enabled = true;
+    let (sb, mut a, mut b) = sync_pair();
     let take = |a: &mut W| {
         let v = a.sync.pending().to_vec();
         a.sync.clear();
