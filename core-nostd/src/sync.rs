@@ -28,9 +28,9 @@
 //!   when the client reuses the port for a new connection placed elsewhere
 //!   the copy, being established, wins over the new record, and the new
 //!   connection breaks when the router moves it (the port-reuse failure
-//!   `tests/tests/lb_failover.rs` caught). Records leave the worker through a fixed buffer of
-//!   [`SYNC_OUT`] entries; when the host does not drain it in time, records
-//!   are dropped and counted (`GlobalCounters::sync_dropped`).
+//!   `tests/tests/lb_failover.rs` caught). Records leave the worker through
+//!   a fixed buffer of [`SYNC_OUT`] entries; when the host does not drain it
+//!   in time, records are dropped and counted (`GlobalCounters::sync_dropped`).
 //! * A record names the backend by address (indices may differ between
 //!   nodes while a backend set changes). The receiver inserts an established
 //!   flow entry only into a free or expired way of the flow's first bucket,
@@ -39,8 +39,9 @@
 //!   many records its peers send), only for a VIP it serves and a backend it
 //!   has up; anything else is refused and counted. A local closing entry on
 //!   the same 5-tuple is replaced (the peer's connection is the newer one). A
-//!   closed record closes only an established entry on the same backend. What a peer sends is
-//!   bounded by the connections it established, not by the SYNs it saw.
+//!   closed record closes only an established entry on the same backend.
+//!   What a peer sends is bounded by the connections it established, not by
+//!   the SYNs it saw.
 //! * A node that starts again has none of its peers' connections: every
 //!   datagram carries the sender's instance (chosen at its start), and a
 //!   node that sees a new instance from a peer sends it the records of every
@@ -53,7 +54,8 @@
 //!   magic, version or seed tag, a length that does not match its count, or
 //!   an unknown family or kind byte, is refused whole. The kind byte was
 //!   reserved (zero) before closed records existed, so an older sender's
-//!   records read as opened ones and the wire version stays 1. The host accepts datagrams only from its configured peers.
+//!   records read as opened ones and the wire version stays 1. The host
+//!   accepts datagrams only from its configured peers.
 
 use crate::classify::{match_vip, VipMatch};
 use crate::flow::{FlowKey, FlowState, Lookup};
@@ -61,7 +63,7 @@ use crate::hash::flow_hash;
 use crate::service::{AdminState, Service};
 use crate::wire::meta::ip_proto;
 use crate::wire::{IpFamily, PacketMeta};
-use zerocopy::FromZeros;
+use zerocopy::{FromZeros, TryFromBytes};
 
 /// Records a worker holds until its host drains them.
 pub const SYNC_OUT: usize = 128;
@@ -112,14 +114,6 @@ pub enum RecordKind {
     Closed = 1,
 }
 
-fn kind_of(b: u8) -> Option<RecordKind> {
-    match b {
-        0 => Some(RecordKind::Opened),
-        1 => Some(RecordKind::Closed),
-        _ => None,
-    }
-}
-
 /// Why a datagram was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -165,12 +159,10 @@ fn family_byte(f: IpFamily) -> u8 {
     f as u8
 }
 
-fn family_of(b: u8) -> Option<IpFamily> {
-    match b {
-        0 => Some(IpFamily::V4),
-        1 => Some(IpFamily::V6),
-        _ => None,
-    }
+/// The value of a one-byte enum (`IpFamily`, `RecordKind`) read off the
+/// wire, checked against its variants by zerocopy.
+fn byte_enum<T: TryFromBytes>(b: u8) -> Option<T> {
+    T::try_read_from_bytes(&[b]).ok()
 }
 
 /// Writes one datagram of up to [`MAX_RECORDS`] of `records` into `out`
@@ -245,10 +237,10 @@ pub fn decode(buf: &[u8], seed: u64, out: &mut [SyncRecord]) -> Result<Datagram,
             a
         };
         *r = SyncRecord {
-            family: family_of(c[0]).ok_or(SyncError::Family)?,
+            family: byte_enum(c[0]).ok_or(SyncError::Family)?,
             proto: c[1],
-            backend_family: family_of(c[2]).ok_or(SyncError::Family)?,
-            kind: kind_of(c[3]).ok_or(SyncError::Kind)?,
+            backend_family: byte_enum(c[2]).ok_or(SyncError::Family)?,
+            kind: byte_enum(c[3]).ok_or(SyncError::Kind)?,
             sport: u16::from_be_bytes([c[4], c[5]]),
             dport: u16::from_be_bytes([c[6], c[7]]),
             src: take(8),
