@@ -282,6 +282,10 @@ pub struct TrainingRange {
     /// Offered load drawn uniformly in [min_load, `MAX_LOAD`] (clamped to
     /// 0.05..=`MAX_LOAD`).
     pub min_load: f64,
+    /// Probability that a scenario's servers are CPU quotas
+    /// ([`crate::ServerModel::Quota`]); at 0 nothing is drawn for it, so the
+    /// other draws are the earlier models'.
+    pub quota_share: f64,
 }
 
 impl Default for TrainingRange {
@@ -289,6 +293,7 @@ impl Default for TrainingRange {
         Self {
             max_lbs: DEFAULT_MAX_LBS,
             min_load: DEFAULT_MIN_LOAD,
+            quota_share: 0.0,
         }
     }
 }
@@ -367,6 +372,9 @@ pub fn training_scenario(
                 shares: (0..sc.lbs).map(|_| 0.05 + u(rng)).collect(),
             }];
         }
+    }
+    if range.quota_share > 0.0 && u(rng) < range.quota_share {
+        sc.server_model = crate::ServerModel::Quota;
     }
     sc.duration = duration;
     sc.warmup = 5.0;
@@ -642,5 +650,34 @@ mod tests {
             let l = s.load.unwrap_or(-1.0);
             assert!((0.05..=MAX_LOAD).contains(&l), "{bad}: {l}");
         }
+    }
+
+    #[test]
+    fn quota_share_draws_quota_servers_and_zero_keeps_the_old_draws() {
+        let half = TrainingRange {
+            quota_share: 0.5,
+            ..TrainingRange::default()
+        };
+        let mut quota = 0;
+        for i in 0..200 {
+            let (d, seed) =
+                training_scenario(&mut SplitMix64::new(i), 60.0, &TrainingRange::default());
+            assert_eq!(d.server_model, crate::ServerModel::Cores);
+            let (h, _) = training_scenario(&mut SplitMix64::new(i), 60.0, &half);
+            // Everything drawn before the model is the same.
+            assert_eq!(
+                (&d.servers, d.load, &d.sizes),
+                (&h.servers, h.load, &h.sizes)
+            );
+            if h.server_model == crate::ServerModel::Quota {
+                quota += 1;
+                let (cfg, _) = h.build(seed).expect("builds");
+                assert!(cfg
+                    .servers
+                    .iter()
+                    .all(|s| s.model == crate::ServerModel::Quota));
+            }
+        }
+        assert!((60..140).contains(&quota), "{quota} of 200");
     }
 }

@@ -18,5 +18,5 @@ pub mod train;
 pub mod workload;
 
 pub use engine::{jain, parse_servers, Method, Sim, SimConfig, Stats};
-pub use server::ServerSpec;
+pub use server::{ServerModel, ServerSpec};
 pub use workload::Workload;

@@ -44,6 +44,11 @@ struct Setting {
     /// weight, CPUS x SPEED the real capacity (MARLLB's moderate setting: 4x2,3x4).
     #[arg(long, default_value = "4x2,3x4")]
     servers: String,
+    /// How a job uses a server's CPUs: cores (a job runs on at most one CPU)
+    /// or quota (the running jobs share the whole capacity, as under a cgroup
+    /// CPU quota).
+    #[arg(long, default_value = "cores")]
+    server_model: marllb_sim::ServerModel,
     /// Lognormal sigma of a per-server speed factor drawn from the seed.
     #[arg(long, default_value_t = 0.0)]
     speed_noise: f64,
@@ -85,6 +90,7 @@ struct Setting {
 impl Setting {
     fn scenario(&self) -> Result<Scenario> {
         let mut sc = Scenario::new(&self.servers);
+        sc.server_model = self.server_model;
         sc.lbs = self.lbs;
         sc.load = self.load;
         sc.sizes = self.sizes.clone();
@@ -550,6 +556,11 @@ struct RangeArgs {
     /// The shipped es.onnx was trained from 0.55.
     #[arg(long, default_value_t = marllb_sim::es::DEFAULT_MIN_LOAD, value_parser = min_load)]
     min_load: f64,
+    /// Fraction of the scenarios whose servers are CPU quotas (the running
+    /// jobs share the whole capacity) rather than cores; 0 draws none and
+    /// keeps the earlier models' draws.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    quota_share: f64,
 }
 
 impl From<RangeArgs> for marllb_sim::es::TrainingRange {
@@ -557,7 +568,18 @@ impl From<RangeArgs> for marllb_sim::es::TrainingRange {
         Self {
             max_lbs: r.max_lbs,
             min_load: r.min_load,
+            quota_share: r.quota_share,
         }
+    }
+}
+
+/// `--quota-share`: a fraction in [0, 1].
+fn fraction(s: &str) -> std::result::Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if (0.0..=1.0).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!("{s}: must be in [0, 1]"))
     }
 }
 

@@ -14,6 +14,7 @@ use crate::engine::{
     apply_speed_noise, noisy_schedule, parse_capacity_events, parse_servers, CapacityEvent,
     Conditions, SimConfig,
 };
+use crate::server::ServerModel;
 use crate::workload::{Workload, DEFAULT_LOOPS_PER_CPU_SECOND};
 
 /// Training and tuning use seeds from here on; evaluation seeds stay below.
@@ -95,6 +96,9 @@ pub struct Scenario {
     pub family: String,
     /// `COUNTxCPUS[@SPEED],..`.
     pub servers: String,
+    /// How a job uses a server's CPUs: `cores` (default) or `quota`.
+    #[serde(default)]
+    pub server_model: ServerModel,
     /// LB nodes.
     #[serde(default = "default_lbs")]
     pub lbs: usize,
@@ -139,6 +143,7 @@ impl Scenario {
             name: String::new(),
             family: String::new(),
             servers: servers.into(),
+            server_model: ServerModel::Cores,
             lbs: 1,
             load: None,
             sizes: default_sizes(),
@@ -175,6 +180,9 @@ impl Scenario {
         };
         let mut servers = parse_servers(&self.servers)
             .ok_or_else(|| field("servers", "expected COUNTxCPUS[@SPEED][,..]"))?;
+        for s in &mut servers {
+            s.model = self.server_model;
+        }
         if !(1..=6).contains(&self.lbs) {
             return Err(field("lbs", "must be in 1..=6"));
         }

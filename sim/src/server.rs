@@ -1,11 +1,16 @@
 //! A backend server: an Apache-like worker pool and backlog in front of
 //! processor-sharing CPUs.
 //!
-//! Up to `workers` jobs run at once and share `cpus` CPUs equally (each runs at
-//! rate `speed · factor · min(1, cpus / running)` nominal CPU seconds per
-//! second, where `cpus` is what the operator configured, `speed` how fast the
-//! machine really is relative to that, and `factor` a time-varying multiplier
-//! such as a noisy neighbour); up to `backlog` more
+//! Up to `workers` jobs run at once and share `cpus` CPUs equally, where
+//! `cpus` is what the operator configured, `speed` how fast the machine really
+//! is relative to that, and `factor` a time-varying multiplier such as a noisy
+//! neighbour. How one job uses the CPUs is the [`ServerModel`]: on
+//! [`ServerModel::Cores`] a job runs on at most one CPU (rate `speed · factor ·
+//! min(1, cpus / running)` nominal CPU seconds per second: a lone job is as
+//! fast on a small server as on a large one), on [`ServerModel::Quota`] the
+//! running jobs share the whole capacity (rate `speed · factor · cpus /
+//! running`: a CPU quota such as a cgroup's, where a lone request on a
+//! 0.1-CPU backend takes twice as long as on a 0.2-CPU one). Up to `backlog` more
 //! wait in FIFO order for a worker; a job that finds both full is rejected (the
 //! client sees a refused connection).
 //!
@@ -16,6 +21,30 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+
+/// How a job uses a server's CPUs (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerModel {
+    /// Parallel CPUs; a job runs on at most one (a VM or host with `cpus`
+    /// cores and single-threaded requests). The simulator's original model.
+    #[default]
+    Cores,
+    /// One pool of `cpus` CPUs shared by the running jobs, a lone job using
+    /// all of it (a cgroup CPU quota, the testbed's backends).
+    Quota,
+}
+
+impl std::str::FromStr for ServerModel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cores" => Ok(Self::Cores),
+            "quota" => Ok(Self::Quota),
+            _ => Err(format!("bad server model {s:?}: expected cores or quota")),
+        }
+    }
+}
 
 /// Static description of a server.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,6 +58,8 @@ pub struct ServerSpec {
     pub workers: usize,
     /// Backlog (listen queue) size.
     pub backlog: usize,
+    /// How a job uses the CPUs.
+    pub model: ServerModel,
 }
 
 impl ServerSpec {
@@ -39,6 +70,7 @@ impl ServerSpec {
             speed: 1.0,
             workers: 32,
             backlog: 128,
+            model: ServerModel::Cores,
         }
     }
 }
@@ -106,10 +138,10 @@ impl Server {
     /// Share of a CPU each running job holds.
     fn share(&self) -> f64 {
         let n = self.running.len() as f64;
-        if n <= self.spec.cpus {
-            1.0
-        } else {
-            self.spec.cpus / n
+        match self.spec.model {
+            ServerModel::Cores if n <= self.spec.cpus => 1.0,
+            ServerModel::Cores => self.spec.cpus / n,
+            ServerModel::Quota => self.spec.cpus / n.max(1.0),
         }
     }
 
@@ -265,6 +297,7 @@ mod tests {
             speed: 1.0,
             workers: 2,
             backlog: 1,
+            model: ServerModel::Cores,
         };
         let mut s = Server::new(spec);
         assert!(s.arrive(job(1.0)));
@@ -280,5 +313,40 @@ mod tests {
         s.complete(|_| n += 1);
         assert_eq!((n, s.running(), s.in_system()), (2, 1, 1));
         assert!((s.next_completion().expect("running") - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_quota_gives_a_lone_job_the_whole_capacity() {
+        let quota = |cpus| ServerSpec {
+            model: ServerModel::Quota,
+            ..ServerSpec::apache(cpus)
+        };
+        // A lone 1-CPU-second job: 0.5 s on two CPUs of quota, 2 s on half a
+        // CPU; on cores it takes 1 s on any server with a CPU or more.
+        for (spec, t) in [
+            (quota(2.0), 0.5),
+            (quota(0.5), 2.0),
+            (ServerSpec::apache(2.0), 1.0),
+            (ServerSpec::apache(0.5), 2.0),
+        ] {
+            let mut s = Server::new(spec);
+            s.advance(0.0);
+            assert!(s.arrive(job(1.0)));
+            let done = s.next_completion().expect("running");
+            assert!((done - t).abs() < 1e-12, "{spec:?}: {done}");
+            s.advance(done);
+            // Busy CPU seconds: the whole quota for the job's time, or one core.
+            let cpus_used = if spec.model == ServerModel::Quota {
+                spec.cpus
+            } else {
+                spec.cpus.min(1.0)
+            };
+            assert!((s.busy - cpus_used * t).abs() < 1e-12, "{spec:?}");
+        }
+        // Two jobs on a quota of 2 share it: each at 1 CPU, both end at 1 s.
+        let mut s = Server::new(quota(2.0));
+        s.advance(0.0);
+        assert!(s.arrive(job(1.0)) && s.arrive(job(1.0)));
+        assert!((s.next_completion().expect("running") - 1.0).abs() < 1e-12);
     }
 }

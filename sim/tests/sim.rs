@@ -48,6 +48,7 @@ fn mm1_processor_sharing_mean_response_time() {
         cpus: 1.0,
         workers: 10_000,
         backlog: 0,
+        model: marllb_sim::ServerModel::Cores,
     };
     let w = poisson(5.0, 0.1);
     let s = Sim::new(cfg(vec![spec], 1, 20_000.0, 3), &w, Method::Ecmp).run();
@@ -67,6 +68,7 @@ fn ps_with_two_cpus_and_slowdown_is_size_proportional() {
         cpus: 2.0,
         workers: 10_000,
         backlog: 0,
+        model: marllb_sim::ServerModel::Cores,
     };
     let w = poisson(12.0, 0.1);
     let s = Sim::new(cfg(vec![spec], 1, 10_000.0, 4), &w, Method::Ecmp).run();
