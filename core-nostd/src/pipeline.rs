@@ -207,6 +207,53 @@ enum Route {
     Malformed,
 }
 
+/// The fast path's VIP match for the last destination (address and port) it
+/// looked up, kept for the rest of one [`Worker::process`] call: the service
+/// cannot change during it, and a burst of packets mostly goes to one VIP.
+#[derive(Clone, Copy)]
+struct VipMemo<'s> {
+    /// `1 << 48 | dst << 16 | dport` of the destination; 0: nothing yet.
+    tag: u64,
+    /// Its VIP index and service when the fast path takes the VIP (a VIP, not
+    /// stateless Maglev); `None` sends its packets to the general path.
+    vip: Option<(u8, &'s VipService)>,
+}
+
+impl<'s> VipMemo<'s> {
+    const EMPTY: Self = Self { tag: 0, vip: None };
+
+    /// The fast path's VIP for a TCP packet to `dst`:`dport`.
+    #[inline(always)]
+    fn get(&mut self, svc: &'s Service, dst: [u8; 4], dport: u16) -> Option<(u8, &'s VipService)> {
+        let tag = 1 << 48 | u64::from(u32::from_ne_bytes(dst)) << 16 | u64::from(dport);
+        if self.tag != tag {
+            self.tag = tag;
+            self.vip = Self::lookup(svc, dst, dport);
+        }
+        self.vip
+    }
+
+    #[inline(never)]
+    fn lookup(svc: &'s Service, dst: [u8; 4], dport: u16) -> Option<(u8, &'s VipService)> {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&dst);
+        let m = match_vip_parts(
+            svc.vip_list(),
+            IpFamily::V4,
+            u128::from_ne_bytes(a),
+            ip_proto::TCP,
+            dport,
+        );
+        match m {
+            VipMatch::Vip(i) => svc
+                .vip(i)
+                .filter(|vs| vs.method != Method::Maglev)
+                .map(|vs| (i, vs)),
+            _ => None,
+        }
+    }
+}
+
 /// The mutable per-packet state of a worker, borrowed apart from its scratch.
 struct Lane<'a, const B: usize> {
     flows: &'a mut FlowTable<B>,
@@ -339,6 +386,7 @@ impl<const B: usize> Worker<B> {
         let n = pkts.len().min(verdicts.len()).min(MAX_BATCH);
         let now = ticks(now_ns);
         let fast_on = !self.fast_path_off;
+        let mut vip_memo = VipMemo::EMPTY;
         let mut base = 0;
         while base < n {
             let m = (n - base).min(CHUNK);
@@ -429,6 +477,7 @@ impl<const B: usize> Worker<B> {
                     Route::Fast => {
                         let v = lane.finish_fast(
                             svc,
+                            &mut vip_memo,
                             now_ns,
                             now,
                             pkt,
@@ -539,9 +588,10 @@ impl<const B: usize> Lane<'_, B> {
     /// reached, after `meta` has been filled by the full parser.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn finish_fast(
+    fn finish_fast<'s>(
         &mut self,
-        svc: &Service,
+        svc: &'s Service,
+        vip_memo: &mut VipMemo<'s>,
         now_ns: u64,
         now: u32,
         pkt: &mut Packet<'_>,
@@ -551,17 +601,7 @@ impl<const B: usize> Lane<'_, B> {
         hash: u64,
     ) -> Verdict {
         let l3 = usize::from(f.l3_offset);
-        let vip = match match_vip_parts(
-            svc.vip_list(),
-            IpFamily::V4,
-            f.dst_u128(),
-            ip_proto::TCP,
-            f.dport,
-        ) {
-            VipMatch::Vip(i) => svc.vip(i).map(|vs| (i, vs)),
-            _ => None,
-        };
-        let Some((vip_idx, vs)) = vip.filter(|(_, vs)| vs.method != Method::Maglev) else {
+        let Some((vip_idx, vs)) = vip_memo.get(svc, f.dst, f.dport) else {
             return self.general(svc, now_ns, now, pkt, meta, key, hash);
         };
         if svc.verify_checksums && !fast::header_checksum_ok(pkt.frame(), l3) {

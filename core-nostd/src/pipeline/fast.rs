@@ -109,16 +109,6 @@ pub(super) fn parse(frame: &[u8]) -> Option<(FastMeta, FlowKey)> {
     ))
 }
 
-impl FastMeta {
-    /// The destination as [`crate::classify::match_vip_parts`] takes it.
-    #[inline(always)]
-    pub fn dst_u128(&self) -> u128 {
-        let mut a = [0u8; 16];
-        a[..4].copy_from_slice(&self.dst);
-        u128::from_ne_bytes(a)
-    }
-}
-
 /// The IPv4 header (20 bytes at `l3`) sums to zero.
 #[inline(always)]
 pub(super) fn header_checksum_ok(frame: &[u8], l3: usize) -> bool {
