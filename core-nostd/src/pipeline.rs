@@ -48,7 +48,7 @@
 use crate::classify::{
     is_host_icmp, is_martian_source, match_vip, match_vip_parts, DropReason, Verdict, VipMatch,
 };
-use crate::flow::{ticks, FlowKey, FlowState, FlowTable, Lookup};
+use crate::flow::{ticks, Entry, FlowKey, FlowState, FlowTable, Lookup, Slot};
 use crate::hash::{choice_hash, flow_hash, flow_hash_v4};
 use crate::prefetch;
 use crate::rewrite::{rewrite, Rewritten};
@@ -607,28 +607,18 @@ impl<const B: usize> Lane<'_, B> {
         if svc.verify_checksums && !fast::header_checksum_ok(pkt.frame(), l3) {
             return self.general(svc, now_ns, now, pkt, meta, key, hash);
         }
-        let (slot, backend, be) = match self.flows.lookup(key, hash, vip_idx, now, svc.timeouts()) {
-            Lookup::Hit(slot, e)
-                if !(e.state == FlowState::TcpSynSent && f.flags & tcp_flags::ACK != 0) =>
-            {
-                match svc.backend(e.backend) {
-                    Some(be) if be.admin != AdminState::Down => (slot, e.backend, be),
-                    _ => {
-                        return self.fast_placed(
-                            svc,
-                            pkt,
-                            meta,
-                            vs,
-                            vip_idx,
-                            key,
-                            hash,
-                            now,
-                            Lookup::Hit(slot, e),
-                        )
-                    }
-                }
-            }
-            found => return self.fast_placed(svc, pkt, meta, vs, vip_idx, key, hash, now, found),
+        let word = key.words[0] | key.words[4] >> 32;
+        let found = self
+            .flows
+            .lookup_v4(word, ip_proto::TCP, hash, vip_idx, now, svc.timeouts());
+        let Lookup::Hit(slot, e) = found else {
+            return self.fast_placed(svc, pkt, meta, vs, vip_idx, key, hash, now, found);
+        };
+        // The client's ACK that completes a handshake changes the flow's state.
+        let handshake = e.state == FlowState::TcpSynSent && f.flags & tcp_flags::ACK != 0;
+        let (backend, be) = match svc.backend(e.backend) {
+            Some(be) if be.admin != AdminState::Down && !handshake => (e.backend, be),
+            _ => return self.fast_placed_hit(svc, pkt, meta, vs, vip_idx, key, hash, now, slot, e),
         };
         let flows = &self.flows;
         self.telemetry
@@ -693,6 +683,28 @@ impl<const B: usize> Lane<'_, B> {
             Ok(b) => self.emit(svc, pkt, meta, hash, b, vs.encap),
             Err(r) => self.drop(r),
         }
+    }
+
+    /// [`Self::fast_placed`] of a hit on a flow this packet changes (the
+    /// ACK of a handshake) or on a backend that is down.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    #[cold]
+    fn fast_placed_hit(
+        &mut self,
+        svc: &Service,
+        pkt: &mut Packet<'_>,
+        meta: &mut PacketMeta,
+        vs: &VipService,
+        vip_idx: u8,
+        key: &FlowKey,
+        hash: u64,
+        now: u32,
+        slot: Slot,
+        e: Entry,
+    ) -> Verdict {
+        let found = Lookup::Hit(slot, e);
+        self.fast_placed(svc, pkt, meta, vs, vip_idx, key, hash, now, found)
     }
 
     /// Fills `meta` with the full parse of a fast-path packet; false (never

@@ -399,9 +399,46 @@ impl<const B: usize> FlowTable<B> {
         now: u32,
         timeouts: &[u32; FLOW_STATES],
     ) -> Lookup {
-        let p = Probe::new(key, hash, vip);
+        self.lookup_probe(&Probe::new(key, hash, vip), key, hash, now, timeouts)
+    }
+
+    /// [`FlowTable::lookup`] of an IPv4 flow, from what its bucket holds of
+    /// its key: `word` is the source address << 32 | source port << 16 |
+    /// destination port, `proto` the protocol. Gives what `lookup` gives for
+    /// that flow's [`FlowKey`] (the pipeline's fast path, which never builds
+    /// the key).
+    #[inline(always)]
+    pub fn lookup_v4(
+        &mut self,
+        word: u64,
+        proto: u8,
+        hash: u64,
+        vip: u8,
+        now: u32,
+        timeouts: &[u32; FLOW_STATES],
+    ) -> Lookup {
+        let p = Probe {
+            word,
+            vip,
+            proto,
+            v6: false,
+        };
+        // An IPv4 probe never reads the full key (only IPv6 entries keep one).
+        self.lookup_probe(&p, &FlowKey::default(), hash, now, timeouts)
+    }
+
+    #[inline(always)]
+    fn lookup_probe(
+        &mut self,
+        p: &Probe,
+        key: &FlowKey,
+        hash: u64,
+        now: u32,
+        timeouts: &[u32; FLOW_STATES],
+    ) -> Lookup {
+        let vip = p.vip;
         let mut b = Self::bucket_of(hash);
-        let mut found = self.find(b, &p, key);
+        let mut found = self.find(b, p, key);
         if found.is_none()
             && self
                 .buckets
@@ -409,7 +446,7 @@ impl<const B: usize> FlowTable<B> {
                 .is_some_and(|x| x.vip[0] & OVERFLOW != 0)
         {
             b = Self::alternate_of(hash);
-            found = self.find(b, &p, key);
+            found = self.find(b, p, key);
         }
         let (Some(w), Some(bucket)) = (found, self.buckets.get_mut(b)) else {
             return Lookup::Miss(None);
