@@ -421,21 +421,17 @@ impl<const B: usize> Worker<B> {
             lane.telemetry.global.rx_packets += m as u64;
             for j in 0..m {
                 let p = &pkts[base + j];
-                let parsed = if fast_on {
-                    fast::parse(p.frame())
+                // The key stays in `fast[j]`: pass 3 needs it only when the
+                // packet leaves the fast path.
+                let h = if fast_on && fast::parse(p.frame(), &mut fast[j]) {
+                    route[j] = Route::Fast;
+                    flow_hash_v4(&fast[j].key(), svc.hash_seed)
                 } else {
-                    None
-                };
-                let (key, h) = match parsed {
-                    Some((f, key)) => {
-                        fast[j] = f;
-                        route[j] = Route::Fast;
-                        (key, flow_hash_v4(&key, svc.hash_seed))
-                    }
-                    None => match parse_into(p.frame(), &mut metas[j]) {
+                    match parse_into(p.frame(), &mut metas[j]) {
                         Ok(FrameKind::Ip) => {
                             let key = FlowKey::from_meta(&metas[j]);
-                            (key, flow_hash(&key, svc.hash_seed))
+                            keys[j] = key;
+                            flow_hash(&key, svc.hash_seed)
                         }
                         Ok(FrameKind::Arp | FrameKind::Other(_)) => {
                             route[j] = Route::Host;
@@ -445,10 +441,9 @@ impl<const B: usize> Worker<B> {
                             route[j] = Route::Malformed;
                             continue;
                         }
-                    },
+                    }
                 };
                 prefetch::read(lane.flows.bucket_ptr(h));
-                keys[j] = key;
                 hashes[j] = h;
             }
             // Pass 2: the buckets are (nearly) in cache now; prefetch the key of
@@ -483,7 +478,6 @@ impl<const B: usize> Worker<B> {
                             pkt,
                             &fast[j],
                             &mut metas[j],
-                            &keys[j],
                             hashes[j],
                         );
                         // The fast path's common outcome, counted and stored
@@ -597,28 +591,31 @@ impl<const B: usize> Lane<'_, B> {
         pkt: &mut Packet<'_>,
         f: &FastMeta,
         meta: &mut PacketMeta,
-        key: &FlowKey,
         hash: u64,
     ) -> Verdict {
         let l3 = usize::from(f.l3_offset);
         let Some((vip_idx, vs)) = vip_memo.get(svc, f.dst, f.dport) else {
-            return self.general(svc, now_ns, now, pkt, meta, key, hash);
+            return self.general(svc, now_ns, now, pkt, meta, &f.key(), hash);
         };
         if svc.verify_checksums && !fast::header_checksum_ok(pkt.frame(), l3) {
-            return self.general(svc, now_ns, now, pkt, meta, key, hash);
+            return self.general(svc, now_ns, now, pkt, meta, &f.key(), hash);
         }
-        let word = key.words[0] | key.words[4] >> 32;
-        let found = self
-            .flows
-            .lookup_v4(word, ip_proto::TCP, hash, vip_idx, now, svc.timeouts());
+        let found = self.flows.lookup_v4(
+            f.key_word(),
+            ip_proto::TCP,
+            hash,
+            vip_idx,
+            now,
+            svc.timeouts(),
+        );
         let Lookup::Hit(slot, e) = found else {
-            return self.fast_placed(svc, pkt, meta, vs, vip_idx, key, hash, now, found);
+            return self.fast_placed(svc, pkt, meta, vs, vip_idx, &f.key(), hash, now, found);
         };
         // The client's ACK that completes a handshake changes the flow's state.
         let handshake = e.state == FlowState::TcpSynSent && f.flags & tcp_flags::ACK != 0;
         let (backend, be) = match svc.backend(e.backend) {
             Some(be) if be.admin != AdminState::Down && !handshake => (e.backend, be),
-            _ => return self.fast_placed_hit(svc, pkt, meta, vs, vip_idx, key, hash, now, slot, e),
+            _ => return self.fast_placed_hit(svc, pkt, meta, vs, vip_idx, f, hash, now, slot, e),
         };
         let flows = &self.flows;
         self.telemetry
@@ -697,14 +694,14 @@ impl<const B: usize> Lane<'_, B> {
         meta: &mut PacketMeta,
         vs: &VipService,
         vip_idx: u8,
-        key: &FlowKey,
+        f: &FastMeta,
         hash: u64,
         now: u32,
         slot: Slot,
         e: Entry,
     ) -> Verdict {
         let found = Lookup::Hit(slot, e);
-        self.fast_placed(svc, pkt, meta, vs, vip_idx, key, hash, now, found)
+        self.fast_placed(svc, pkt, meta, vs, vip_idx, &f.key(), hash, now, found)
     }
 
     /// Fills `meta` with the full parse of a fast-path packet; false (never

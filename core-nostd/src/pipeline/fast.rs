@@ -37,21 +37,42 @@ const VLAN_HLEN: usize = 18;
 /// IPv4 header without options plus a TCP header without options.
 const IP_TCP_MIN: usize = 40;
 
-/// What pass 3 needs of a fast-path packet (the 5-tuple is in its key).
+/// What pass 3 needs of a fast-path packet, its 5-tuple included (the key is
+/// built from it only when the packet leaves the fast path).
 #[derive(Clone, Copy, Debug, Default, zerocopy::FromZeros)]
 pub(super) struct FastMeta {
+    /// The IPv4 source, as a big-endian integer.
+    pub src: u32,
     /// The IPv4 destination, in network byte order.
     pub dst: [u8; 4],
+    /// TCP source port.
+    pub sport: u16,
+    /// TCP destination port.
+    pub dport: u16,
     /// Offset of the IP header in the frame (14 or 18).
     pub l3_offset: u16,
     /// IP total length.
     pub l3_len: u16,
-    /// TCP destination port.
-    pub dport: u16,
     /// TCP flags (none of SYN, FIN, RST).
     pub flags: u8,
     /// IPv4 DF bit.
     pub df: bool,
+}
+
+impl FastMeta {
+    /// The packet's flow key.
+    #[inline(always)]
+    pub fn key(&self) -> FlowKey {
+        let dst = u32::from_be_bytes(self.dst);
+        FlowKey::v4(self.src, dst, self.sport, self.dport, ip_proto::TCP)
+    }
+
+    /// What a flow-table bucket holds of the key (see
+    /// [`FlowTable::lookup_v4`](crate::flow::FlowTable::lookup_v4)).
+    #[inline(always)]
+    pub fn key_word(&self) -> u64 {
+        u64::from(self.src) << 32 | u64::from(self.sport) << 16 | u64::from(self.dport)
+    }
 }
 
 #[inline(always)]
@@ -62,16 +83,23 @@ fn be16(b: &[u8], at: usize) -> u16 {
     }
 }
 
-/// The fast path's parser (see the module docs); `None` sends the packet to
-/// the general path.
+/// The fast path's parser (see the module docs): fills `out` and gives true,
+/// or gives false (`out` untouched) and the packet takes the general path.
+/// (Written in place: returned as an `Option`, the metadata went through the
+/// stack.)
 #[inline(always)]
-pub(super) fn parse(frame: &[u8]) -> Option<(FastMeta, FlowKey)> {
+pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
     let l3 = match be16(frame, 12) {
         ether_type::IPV4 => ETH_HLEN,
         t if ether_type::is_vlan_tpid(t) && be16(frame, 16) == ether_type::IPV4 => VLAN_HLEN,
-        _ => return None,
+        _ => return false,
     };
-    let ip: &[u8; IP_TCP_MIN] = frame.get(l3..l3 + IP_TCP_MIN)?.try_into().ok()?;
+    let Some(ip) = frame
+        .get(l3..l3 + IP_TCP_MIN)
+        .and_then(|ip| <&[u8; IP_TCP_MIN]>::try_from(ip).ok())
+    else {
+        return false;
+    };
     let tl = u16::from_be_bytes([ip[2], ip[3]]);
     let flags_off = u16::from_be_bytes([ip[6], ip[7]]);
     let ttl = ip[8];
@@ -88,25 +116,20 @@ pub(super) fn parse(frame: &[u8]) -> Option<(FastMeta, FlowKey)> {
         || doff > usize::from(tl) - 20
         || tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0
     {
-        return None;
+        return false;
     }
-    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    let dst = [ip[16], ip[17], ip[18], ip[19]];
-    let sport = u16::from_be_bytes([ip[20], ip[21]]);
-    let dport = u16::from_be_bytes([ip[22], ip[23]]);
-    let key = FlowKey::v4(src, u32::from_be_bytes(dst), sport, dport, ip_proto::TCP);
-    Some((
-        FastMeta {
-            dst,
-            // l3 <= 18.
-            l3_offset: l3 as u16,
-            l3_len: tl,
-            dport,
-            flags: tcp_flags,
-            df: flags_off & 0x4000 != 0,
-        },
-        key,
-    ))
+    *out = FastMeta {
+        src: u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]),
+        dst: [ip[16], ip[17], ip[18], ip[19]],
+        sport: u16::from_be_bytes([ip[20], ip[21]]),
+        dport: u16::from_be_bytes([ip[22], ip[23]]),
+        // l3 <= 18.
+        l3_offset: l3 as u16,
+        l3_len: tl,
+        flags: tcp_flags,
+        df: flags_off & 0x4000 != 0,
+    };
+    true
 }
 
 /// The IPv4 header (20 bytes at `l3`) sums to zero.
