@@ -33,11 +33,9 @@ pub(super) fn decrement_ttl(buf: &mut [u8], c: &Checked) {
     let ip = &mut buf[c.l3..c.l3 + c.l3_len];
     match c.family {
         IpFamily::V4 => {
-            let old = u16::from_be_bytes([ip[V4_TTL], ip[V4_TTL + 1]]);
-            let new = old.wrapping_sub(0x0100);
-            ip[V4_TTL] = (new >> 8) as u8;
+            ip[V4_TTL] = ip[V4_TTL].wrapping_sub(1);
             let csum = u16::from_be_bytes([ip[V4_CSUM], ip[V4_CSUM + 1]]);
-            let csum = checksum::update16(csum, old, new);
+            let csum = checksum::update16_ttl_decrement(csum);
             ip[V4_CSUM..V4_CSUM + 2].copy_from_slice(&csum.to_be_bytes());
         }
         IpFamily::V6 => ip[V6_HOP_LIMIT] = ip[V6_HOP_LIMIT].wrapping_sub(1),

@@ -107,12 +107,11 @@ pub(super) fn encap_v4_fast<const W: usize>(
         return Some(Err(RewriteError::Malformed));
     };
     let i = ETH_HLEN + ovh;
-    // The inner TTL, and the inner checksum updated for it (RFC 1624).
-    let old = u16::from_be_bytes([w[i + 8], w[i + 9]]);
-    let new = old.wrapping_sub(0x0100);
-    w[i + 8] = (new >> 8) as u8;
+    // The inner TTL (above 1: the caller proved it), and the inner checksum
+    // updated for it (RFC 1624).
+    w[i + 8] = w[i + 8].wrapping_sub(1);
     let csum =
-        crate::wire::checksum::update16(u16::from_be_bytes([w[i + 10], w[i + 11]]), old, new);
+        crate::wire::checksum::update16_ttl_decrement(u16::from_be_bytes([w[i + 10], w[i + 11]]));
     w[i + 10..i + 12].copy_from_slice(&csum.to_be_bytes());
     let gre = ovh > 20;
     let proto = if gre { ip_proto::GRE } else { ip_proto::IPIP };

@@ -68,9 +68,32 @@ pub fn update16(old_csum: u16, old: u16, new: u16) -> u16 {
     !(acc as u16)
 }
 
+/// [`update16`] for a TTL decrement: the high byte of the word changes from
+/// `ttl` to `ttl - 1` with `ttl` at least 1, the low byte stays. `~m + m'` is
+/// then 0xfeff whatever the word, so neither needs to be read, and one fold
+/// suffices (at most 0xffff + 0xfeff).
+#[inline(always)]
+pub fn update16_ttl_decrement(old_csum: u16) -> u16 {
+    let acc = u32::from(!old_csum) + 0xfeff;
+    !(((acc & 0xffff) + (acc >> 16)) as u16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ttl_decrement_is_update16() {
+        for c in 0..=u16::MAX {
+            for ttl in [1u16, 2, 3, 64, 128, 255] {
+                for proto in [0u16, 6, 17, 255] {
+                    let old = ttl << 8 | proto;
+                    let new = old - 0x100;
+                    assert_eq!(update16_ttl_decrement(c), update16(c, old, new));
+                }
+            }
+        }
+    }
 
     #[test]
     fn rfc1071_example() {
