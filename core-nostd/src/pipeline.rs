@@ -608,8 +608,12 @@ impl<const B: usize> Lane<'_, B> {
             now,
             svc.timeouts(),
         );
-        let Lookup::Hit(slot, e) = found else {
-            return self.fast_placed(svc, pkt, meta, vs, vip_idx, &f.key(), hash, now, found);
+        let (slot, e) = match found {
+            Ok(hit) => hit,
+            Err(x) => {
+                let miss = Lookup::Miss(x);
+                return self.fast_placed(svc, pkt, meta, vs, vip_idx, &f.key(), hash, now, miss);
+            }
         };
         // The client's ACK that completes a handshake changes the flow's state.
         let handshake = e.state == FlowState::TcpSynSent && f.flags & tcp_flags::ACK != 0;

@@ -399,14 +399,18 @@ impl<const B: usize> FlowTable<B> {
         now: u32,
         timeouts: &[u32; FLOW_STATES],
     ) -> Lookup {
-        self.lookup_probe(&Probe::new(key, hash, vip), key, hash, now, timeouts)
+        match self.lookup_probe(&Probe::new(key, hash, vip), key, hash, now, timeouts) {
+            Ok((slot, e)) => Lookup::Hit(slot, e),
+            Err(expired) => Lookup::Miss(expired),
+        }
     }
 
     /// [`FlowTable::lookup`] of an IPv4 flow, from what its bucket holds of
     /// its key: `word` is the source address << 32 | source port << 16 |
     /// destination port, `proto` the protocol. Gives what `lookup` gives for
     /// that flow's [`FlowKey`] (the pipeline's fast path, which never builds
-    /// the key).
+    /// the key), a hit as `Ok`, a miss as `Err` (as a [`Lookup`], a hit was
+    /// written to memory, where a miss would be).
     #[inline(always)]
     pub fn lookup_v4(
         &mut self,
@@ -416,7 +420,7 @@ impl<const B: usize> FlowTable<B> {
         vip: u8,
         now: u32,
         timeouts: &[u32; FLOW_STATES],
-    ) -> Lookup {
+    ) -> Result<(Slot, Entry), Option<Expired>> {
         let p = Probe {
             word,
             vip,
@@ -435,7 +439,7 @@ impl<const B: usize> FlowTable<B> {
         hash: u64,
         now: u32,
         timeouts: &[u32; FLOW_STATES],
-    ) -> Lookup {
+    ) -> Result<(Slot, Entry), Option<Expired>> {
         let vip = p.vip;
         let mut b = Self::bucket_of(hash);
         let mut found = self.find(b, p, key);
@@ -449,14 +453,14 @@ impl<const B: usize> FlowTable<B> {
             found = self.find(b, p, key);
         }
         let (Some(w), Some(bucket)) = (found, self.buckets.get_mut(b)) else {
-            return Lookup::Miss(None);
+            return Err(None);
         };
         let state = FlowState::from_u8(bucket.state[w] & STATE_MASK);
         let last = bucket.last_seen[w];
         if now.wrapping_sub(last) > timeouts[state as usize] {
             bucket.state[w] = 0;
             let created = self.created.get(b).map_or(last, |c| c[w]);
-            return Lookup::Miss(Some(Expired {
+            return Err(Some(Expired {
                 backend: u16::from(bucket.backend[w]),
                 vip,
                 state,
@@ -465,7 +469,7 @@ impl<const B: usize> FlowTable<B> {
             }));
         }
         bucket.last_seen[w] = now;
-        Lookup::Hit(
+        Ok((
             Slot {
                 bucket: b as u32,
                 way: w as u8,
@@ -476,7 +480,7 @@ impl<const B: usize> FlowTable<B> {
                 state,
                 last_seen: last,
             },
-        )
+        ))
     }
 
     /// Tick at which the flow at `slot` started (its SYN for TCP).
