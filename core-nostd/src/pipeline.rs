@@ -212,31 +212,30 @@ enum Route {
 /// cannot change during it, and a burst of packets mostly goes to one VIP.
 #[derive(Clone, Copy)]
 struct VipMemo<'s> {
-    /// `1 << 48 | dst << 16 | dport` of the destination; 0: nothing yet.
-    tag: u64,
+    /// The destination, as [`FastMeta::dest`]; 0: nothing yet.
+    dest: u64,
     /// Its VIP index and service when the fast path takes the VIP (a VIP, not
     /// stateless Maglev); `None` sends its packets to the general path.
     vip: Option<(u8, &'s VipService)>,
 }
 
 impl<'s> VipMemo<'s> {
-    const EMPTY: Self = Self { tag: 0, vip: None };
+    const EMPTY: Self = Self { dest: 0, vip: None };
 
-    /// The fast path's VIP for a TCP packet to `dst`:`dport`.
+    /// The fast path's VIP for the TCP packet `f`.
     #[inline(always)]
-    fn get(&mut self, svc: &'s Service, dst: [u8; 4], dport: u16) -> Option<(u8, &'s VipService)> {
-        let tag = 1 << 48 | u64::from(u32::from_ne_bytes(dst)) << 16 | u64::from(dport);
-        if self.tag != tag {
-            self.tag = tag;
-            self.vip = Self::lookup(svc, dst, dport);
+    fn get(&mut self, svc: &'s Service, f: &FastMeta) -> Option<(u8, &'s VipService)> {
+        if self.dest != f.dest {
+            self.dest = f.dest;
+            self.vip = Self::lookup(svc, f.dst(), f.dport());
         }
         self.vip
     }
 
     #[inline(never)]
-    fn lookup(svc: &'s Service, dst: [u8; 4], dport: u16) -> Option<(u8, &'s VipService)> {
+    fn lookup(svc: &'s Service, dst: u32, dport: u16) -> Option<(u8, &'s VipService)> {
         let mut a = [0u8; 16];
-        a[..4].copy_from_slice(&dst);
+        a[..4].copy_from_slice(&dst.to_be_bytes());
         let m = match_vip_parts(
             svc.vip_list(),
             IpFamily::V4,
@@ -594,20 +593,15 @@ impl<const B: usize> Lane<'_, B> {
         hash: u64,
     ) -> Verdict {
         let l3 = usize::from(f.l3_offset);
-        let Some((vip_idx, vs)) = vip_memo.get(svc, f.dst, f.dport) else {
+        let Some((vip_idx, vs)) = vip_memo.get(svc, f) else {
             return self.general(svc, now_ns, now, pkt, meta, &f.key(), hash);
         };
         if svc.verify_checksums && !fast::header_checksum_ok(pkt.frame(), l3) {
             return self.general(svc, now_ns, now, pkt, meta, &f.key(), hash);
         }
-        let found = self.flows.lookup_v4(
-            f.key_word(),
-            ip_proto::TCP,
-            hash,
-            vip_idx,
-            now,
-            svc.timeouts(),
-        );
+        let found = self
+            .flows
+            .lookup_v4(f.word, ip_proto::TCP, hash, vip_idx, now, svc.timeouts());
         let (slot, e) = match found {
             Ok(hit) => hit,
             Err(x) => {

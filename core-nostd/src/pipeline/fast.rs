@@ -38,17 +38,17 @@ const VLAN_HLEN: usize = 18;
 const IP_TCP_MIN: usize = 40;
 
 /// What pass 3 needs of a fast-path packet, its 5-tuple included (the key is
-/// built from it only when the packet leaves the fast path).
+/// built from it only when the packet leaves the fast path), packed the way
+/// pass 3 compares it.
 #[derive(Clone, Copy, Debug, Default, zerocopy::FromZeros)]
 pub(super) struct FastMeta {
-    /// The IPv4 source, as a big-endian integer.
-    pub src: u32,
-    /// The IPv4 destination, in network byte order.
-    pub dst: [u8; 4],
-    /// TCP source port.
-    pub sport: u16,
-    /// TCP destination port.
-    pub dport: u16,
+    /// Source address << 32 | source port << 16 | destination port: what a
+    /// flow-table bucket holds of the key (see
+    /// [`FlowTable::lookup_v4`](crate::flow::FlowTable::lookup_v4)).
+    pub word: u64,
+    /// `1 << 48 | destination address << 16 | destination port`: the
+    /// destination as the VIP memo compares it (never 0).
+    pub dest: u64,
     /// Offset of the IP header in the frame (14 or 18).
     pub l3_offset: u16,
     /// IP total length.
@@ -60,18 +60,23 @@ pub(super) struct FastMeta {
 }
 
 impl FastMeta {
+    /// The IPv4 destination, as a big-endian integer.
+    #[inline(always)]
+    pub fn dst(&self) -> u32 {
+        (self.dest >> 16) as u32
+    }
+
+    /// The TCP destination port.
+    #[inline(always)]
+    pub fn dport(&self) -> u16 {
+        self.dest as u16
+    }
+
     /// The packet's flow key.
     #[inline(always)]
     pub fn key(&self) -> FlowKey {
-        let dst = u32::from_be_bytes(self.dst);
-        FlowKey::v4(self.src, dst, self.sport, self.dport, ip_proto::TCP)
-    }
-
-    /// What a flow-table bucket holds of the key (see
-    /// [`FlowTable::lookup_v4`](crate::flow::FlowTable::lookup_v4)).
-    #[inline(always)]
-    pub fn key_word(&self) -> u64 {
-        u64::from(self.src) << 32 | u64::from(self.sport) << 16 | u64::from(self.dport)
+        let (src, sport) = ((self.word >> 32) as u32, (self.word >> 16) as u16);
+        FlowKey::v4(src, self.dst(), sport, self.dport(), ip_proto::TCP)
     }
 }
 
@@ -103,6 +108,10 @@ pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
     let tl = u16::from_be_bytes([ip[2], ip[3]]);
     let flags_off = u16::from_be_bytes([ip[6], ip[7]]);
     let ttl = ip[8];
+    // Whole words, each one load: the source address and the two ports.
+    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let ports = u32::from_be_bytes([ip[20], ip[21], ip[22], ip[23]]);
     let doff = usize::from(ip[32] >> 4) * 4;
     let tcp_flags = ip[33];
     if ip[0] != 0x45
@@ -111,18 +120,17 @@ pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
         || flags_off & 0x3fff != 0
         || ip[9] != ip_proto::TCP
         || ttl <= 1
-        || is_martian_v4(ip[12])
+        || is_martian_v4((src >> 24) as u8)
         || doff < 20
         || doff > usize::from(tl) - 20
         || tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0
     {
         return false;
     }
+    let dport = ports & 0xffff;
     *out = FastMeta {
-        src: u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]),
-        dst: [ip[16], ip[17], ip[18], ip[19]],
-        sport: u16::from_be_bytes([ip[20], ip[21]]),
-        dport: u16::from_be_bytes([ip[22], ip[23]]),
+        word: u64::from(src) << 32 | u64::from(ports),
+        dest: 1 << 48 | u64::from(dst) << 16 | u64::from(dport),
         // l3 <= 18.
         l3_offset: l3 as u16,
         l3_len: tl,
