@@ -338,13 +338,11 @@ pub(crate) fn forward_fast_v4(
     egress: &Egress,
     flow_hash: u64,
 ) -> Option<Result<Rewritten, RewriteError>> {
-    let end = l3.checked_add(l3_len)?;
-    if end > buf.len() || l3_len < IPV4_HLEN || l3 < start.checked_add(ETH_HLEN)? {
-        return None;
-    }
     let dst4 = [addr[0], addr[1], addr[2], addr[3]];
     const IPIP_W: usize = ETH_HLEN + 2 * IPV4_HLEN;
     const GRE_W: usize = ETH_HLEN + 2 * IPV4_HLEN + GRE_HLEN;
+    // The IPv4 tunnels touch only their window, which they check; the other
+    // rewrites index the whole packet.
     match (encap, family) {
         (Encap::IpIp, IpFamily::V4) => {
             tunnel::encap_v4_fast::<IPIP_W>(buf, l3, l3_len, df, dst_mac, dst4, egress, flow_hash)
@@ -353,6 +351,10 @@ pub(crate) fn forward_fast_v4(
             tunnel::encap_v4_fast::<GRE_W>(buf, l3, l3_len, df, dst_mac, dst4, egress, flow_hash)
         }
         _ => {
+            let end = l3.checked_add(l3_len)?;
+            if end > buf.len() || l3_len < IPV4_HLEN || l3 < start.checked_add(ETH_HLEN)? {
+                return None;
+            }
             let c = Checked {
                 start,
                 l3,
