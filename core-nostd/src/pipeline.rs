@@ -14,9 +14,9 @@
 //! # The fast path
 //!
 //! Pass 1 first tries [`fast::parse`], a parser for the common case only (IPv4
-//! without options, TCP without SYN, FIN or RST, no VLAN tag or one), and pass 3
-//! finishes such a packet with only what it needs when it hits an entry in the
-//! flow table; see the `fast` module for the exact conditions and for the
+//! without options, TCP without SYN, no VLAN tag or one), and pass 3 finishes
+//! such a packet with only what it needs when it hits an entry in the flow
+//! table; see the `fast` module for the exact conditions and for the
 //! contract: the same bytes, verdict and counters as the general path, which
 //! every other packet takes. [`Worker::set_fast_path`] turns it off (for the
 //! differential tests and fuzzing).
@@ -609,12 +609,18 @@ impl<const B: usize> Lane<'_, B> {
                 return self.fast_placed(svc, pkt, meta, vs, vip_idx, &f.key(), hash, now, miss);
             }
         };
-        // The client's ACK that completes a handshake changes the flow's state.
-        let handshake = e.state == FlowState::TcpSynSent && f.flags & tcp_flags::ACK != 0;
         let (backend, be) = match svc.backend(e.backend) {
-            Some(be) if be.admin != AdminState::Down && !handshake => (e.backend, be),
+            Some(be) if be.admin != AdminState::Down => (e.backend, be),
             _ => return self.fast_placed_hit(svc, pkt, meta, vs, vip_idx, f, hash, now, slot, e),
         };
+        // An established flow's packet without FIN or RST changes nothing;
+        // anything else may change its state.
+        if (f.flags & (tcp_flags::FIN | tcp_flags::RST) != 0
+            || e.state != FlowState::TcpEstablished)
+            && !self.fast_transition(slot, e, f.flags, now)
+        {
+            return self.fast_placed_hit(svc, pkt, meta, vs, vip_idx, f, hash, now, slot, e);
+        }
         let flows = &self.flows;
         self.telemetry
             .packet(backend, u32::from(f.l3_len), now, || flows.created(slot));
@@ -680,8 +686,35 @@ impl<const B: usize> Lane<'_, B> {
         }
     }
 
-    /// [`Self::fast_placed`] of a hit on a flow this packet changes (the
-    /// ACK of a handshake) or on a backend that is down.
+    /// What a fast-path packet (TCP without SYN) on the live flow `e` at
+    /// `slot` changes in it, as [`Self::placed`] does it: a FIN or RST closes
+    /// it, the client's ACK completes its handshake. False, with nothing
+    /// done, when the change makes a sync record, which needs the full
+    /// metadata: the packet then takes the general path.
+    #[inline(never)]
+    fn fast_transition(&mut self, slot: Slot, e: Entry, flags: u8, now: u32) -> bool {
+        if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
+            if e.state != FlowState::TcpClosing {
+                if self.sync.enabled && e.state == FlowState::TcpEstablished {
+                    return false;
+                }
+                let created = self.flows.created(slot);
+                self.telemetry.flow_closed(e.backend, e.state, created, now);
+                self.flows.set_state(slot, FlowState::TcpClosing);
+            }
+        } else if e.state == FlowState::TcpSynSent && flags & tcp_flags::ACK != 0 {
+            if self.sync.enabled {
+                return false;
+            }
+            let created = self.flows.created(slot);
+            self.telemetry.handshake_done(e.backend, created, now);
+            self.flows.set_state(slot, FlowState::TcpEstablished);
+        }
+        true
+    }
+
+    /// [`Self::fast_placed`] of a hit on a backend that is down, or on a
+    /// flow whose change by this packet makes a sync record.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
     #[cold]

@@ -239,10 +239,10 @@ fn arb_step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn worker(fast: bool) -> Box<W> {
+fn worker(fast: bool, sync: bool) -> Box<W> {
     let mut w = W::new_box_zeroed().expect("alloc");
     w.init(3);
-    w.sync.enabled = true;
+    w.sync.enabled = sync;
     w.set_fast_path(fast);
     w
 }
@@ -259,13 +259,15 @@ fn listing(w: &W) -> Vec<std::string::String> {
 }
 
 /// Returns how many packets the fast worker forwarded, and how many of them on
-/// its fast path.
+/// its fast path. `sync`: both workers make sync records (a state change that
+/// makes one leaves the fast path).
 fn compare(
     svc: &mut Service,
     steps: &[Step],
     headroom: usize,
+    sync: bool,
 ) -> Result<(u64, u64), TestCaseError> {
-    let (mut fast, mut general) = (worker(true), worker(false));
+    let (mut fast, mut general) = (worker(true, sync), worker(false, sync));
     let mut now = 1_000 * MS;
     let mut forwarded = 0;
     for step in steps {
@@ -341,9 +343,10 @@ proptest! {
         // Room in front of the frame: enough for any tunnel, enough for
         // IP-in-IP but not GRE, none (a tunnel is refused: no headroom).
         headroom in prop::sample::select(vec![HEADROOM, HEADROOM, 20, 0]),
+        sync in any::<bool>(),
     ) {
         let mut svc = service(method, encap, v6, verify, mtu);
-        compare(&mut svc, &steps, headroom)?;
+        compare(&mut svc, &steps, headroom, sync)?;
     }
 }
 
@@ -376,21 +379,34 @@ fn the_common_case_takes_the_fast_path() {
         Step::Batch(vec![plain(0x10), plain(0x18), plain(0x18)]),
         Step::Batch(vec![plain(0x18), plain(0x11)]),
     ];
-    // SYN, handshake ACK, FIN: general path; the three data segments: fast.
-    assert_eq!(compare(&mut svc, &steps, HEADROOM).expect("equal"), (6, 3));
+    // Without sync: the SYN takes the general path; the handshake ACK, the
+    // three data segments and the FIN the fast path.
+    assert_eq!(
+        compare(&mut svc, &steps, HEADROOM, false).expect("equal"),
+        (6, 5)
+    );
+    // With sync, the handshake ACK and the FIN make sync records: general
+    // path; the three data segments: fast.
+    assert_eq!(
+        compare(&mut svc, &steps, HEADROOM, true).expect("equal"),
+        (6, 3)
+    );
     // And the fast parser accepts those ACKs (with and without one VLAN tag),
-    // and nothing it must not.
-    let frame = build(&plain(0x18));
-    assert!(fast::parse(&frame, &mut FastMeta::default()));
-    let tagged = build(&Spec {
-        vlan_tags: 1,
-        ..plain(0x18)
-    });
-    assert!(fast::parse(&tagged, &mut FastMeta::default()));
+    // FINs and RSTs, and nothing it must not.
     for s in [
-        plain(0x02),
+        plain(0x18),
+        Spec {
+            vlan_tags: 1,
+            ..plain(0x18)
+        },
         plain(0x11),
         plain(0x14),
+    ] {
+        assert!(fast::parse(&build(&s), &mut FastMeta::default()), "{s:?}");
+    }
+    for s in [
+        plain(0x02),
+        plain(0x12),
         Spec {
             vlan_tags: 2,
             ..plain(0x18)
