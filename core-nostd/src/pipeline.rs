@@ -14,9 +14,8 @@
 //! # The fast path
 //!
 //! Pass 1 first tries [`fast::parse`], a parser for the common case only (IPv4
-//! without options, TCP without SYN, no VLAN tag or one), and pass 3 finishes
-//! such a packet with only what it needs when it hits an entry in the flow
-//! table; see the `fast` module for the exact conditions and for the
+//! without options, TCP, no VLAN tag or one), and pass 3 finishes such a
+//! packet with only what it needs; see the `fast` module for the exact conditions and for the
 //! contract: the same bytes, verdict and counters as the general path, which
 //! every other packet takes. [`Worker::set_fast_path`] turns it off (for the
 //! differential tests and fuzzing).
@@ -48,12 +47,12 @@
 use crate::classify::{
     is_host_icmp, is_martian_source, match_vip, match_vip_parts, DropReason, Verdict, VipMatch,
 };
-use crate::flow::{ticks, Entry, FlowKey, FlowState, FlowTable, Lookup, Slot};
+use crate::flow::{ticks, Entry, Expired, FlowKey, FlowState, FlowTable, Lookup, Slot};
 use crate::hash::{choice_hash, flow_hash, flow_hash_v4};
 use crate::prefetch;
 use crate::rewrite::{rewrite, Rewritten};
 use crate::select::{sed_choose, Method};
-use crate::service::{AdminState, Service, VipService};
+use crate::service::{AdminState, Backend, Service, VipService};
 use crate::sync::{Applied, RecordKind, SyncOut, SyncRecord};
 use crate::telemetry::Telemetry;
 use crate::wire::checksum;
@@ -604,9 +603,8 @@ impl<const B: usize> Lane<'_, B> {
             .lookup_v4(f.word, ip_proto::TCP, hash, vip_idx, now, svc.timeouts());
         let (slot, e) = match found {
             Ok(hit) => hit,
-            Err(x) => {
-                let miss = Lookup::Miss(x);
-                return self.fast_placed(svc, pkt, meta, vs, vip_idx, &f.key(), hash, now, miss);
+            Err(expired) => {
+                return self.fast_miss(svc, pkt, meta, vs, vip_idx, f, hash, now, expired);
             }
         };
         let (backend, be) = match svc.backend(e.backend) {
@@ -624,13 +622,32 @@ impl<const B: usize> Lane<'_, B> {
         let flows = &self.flows;
         self.telemetry
             .packet(backend, u32::from(f.l3_len), now, || flows.created(slot));
+        self.fast_emit(svc, pkt, meta, f, vs.encap, hash, backend, be)
+    }
+
+    /// The fast path's rewrite of a packet placed on `backend` (`be`), and
+    /// its verdict.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn fast_emit(
+        &mut self,
+        svc: &Service,
+        pkt: &mut Packet<'_>,
+        meta: &mut PacketMeta,
+        f: &FastMeta,
+        encap: crate::rewrite::Encap,
+        hash: u64,
+        backend: u16,
+        be: &Backend,
+    ) -> Verdict {
+        let l3 = usize::from(f.l3_offset);
         let out = crate::rewrite::forward_fast_v4(
             pkt.buf,
             pkt.start,
             pkt.start + l3,
             usize::from(f.l3_len),
             f.df,
-            vs.encap,
+            encap,
             be.family,
             &be.mac,
             &be.addr,
@@ -654,14 +671,14 @@ impl<const B: usize> Lane<'_, B> {
                 Verdict::Drop(r)
             }
             // Too big for the link: the ICMP reply needs the full metadata.
-            None if Self::reparse(pkt, meta) => self.emit(svc, pkt, meta, hash, backend, vs.encap),
+            None if Self::reparse(pkt, meta) => self.emit(svc, pkt, meta, hash, backend, encap),
             None => self.drop(DropReason::Malformed),
         }
     }
 
-    /// A fast-path packet whose lookup did not give a live flow this packet
-    /// leaves unchanged: parsed in full, it is placed as the general path
-    /// places it, from the lookup's result.
+    /// A fast-path packet whose hit the fast path does not finish (see
+    /// [`Self::fast_placed_hit`]): parsed in full, it is placed as the
+    /// general path places it, from the lookup's result.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
     #[cold]
@@ -686,13 +703,57 @@ impl<const B: usize> Lane<'_, B> {
         }
     }
 
-    /// What a fast-path packet (TCP without SYN) on the live flow `e` at
-    /// `slot` changes in it, as [`Self::placed`] does it: a FIN or RST closes
-    /// it, the client's ACK completes its handshake. False, with nothing
-    /// done, when the change makes a sync record, which needs the full
-    /// metadata: the packet then takes the general path.
+    /// A fast-path packet whose lookup missed: placed as the general path
+    /// places it (a SYN starts a flow, another segment is placed by Maglev).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn fast_miss(
+        &mut self,
+        svc: &Service,
+        pkt: &mut Packet<'_>,
+        meta: &mut PacketMeta,
+        vs: &VipService,
+        vip_idx: u8,
+        f: &FastMeta,
+        hash: u64,
+        now: u32,
+        expired: Option<Expired>,
+    ) -> Verdict {
+        let bytes = u32::from(f.l3_len);
+        let key = f.key();
+        let placed = self.placed_miss(
+            svc,
+            vs,
+            vip_idx,
+            ip_proto::TCP,
+            f.flags,
+            bytes,
+            &key,
+            hash,
+            now,
+            expired,
+        );
+        match placed {
+            Ok(b) => match svc.backend(b) {
+                Some(be) => self.fast_emit(svc, pkt, meta, f, vs.encap, hash, b, be),
+                None => self.drop(DropReason::NoLiveBackend),
+            },
+            Err(r) => self.drop(r),
+        }
+    }
+
+    /// What a fast-path packet on the live flow `e` at `slot` changes in it,
+    /// as [`Self::placed`] does it: a FIN or RST closes it, the client's ACK
+    /// completes its handshake. False, with nothing done, when the packet
+    /// restarts the flow (a SYN on a closing flow) or the change makes a sync
+    /// record, which need the full metadata: the packet then takes the
+    /// general path.
     #[inline(never)]
     fn fast_transition(&mut self, slot: Slot, e: Entry, flags: u8, now: u32) -> bool {
+        let syn = flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+        if syn && e.state == FlowState::TcpClosing {
+            return false;
+        }
         if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
             if e.state != FlowState::TcpClosing {
                 if self.sync.enabled && e.state == FlowState::TcpEstablished {
@@ -702,7 +763,9 @@ impl<const B: usize> Lane<'_, B> {
                 self.telemetry.flow_closed(e.backend, e.state, created, now);
                 self.flows.set_state(slot, FlowState::TcpClosing);
             }
-        } else if e.state == FlowState::TcpSynSent && flags & tcp_flags::ACK != 0 {
+        } else if e.state == FlowState::TcpSynSent
+            && flags & (tcp_flags::ACK | tcp_flags::SYN) == tcp_flags::ACK
+        {
             if self.sync.enabled {
                 return false;
             }
@@ -945,50 +1008,73 @@ impl<const B: usize> Lane<'_, B> {
                     .packet(e.backend, bytes, now, || flows.created(slot));
                 Ok(e.backend)
             }
-            Lookup::Miss(expired) => {
-                if let Some(e) = expired {
+            Lookup::Miss(expired) => self.placed_miss(
+                svc, vs, vip_idx, m.proto, flags, bytes, key, hash, now, expired,
+            ),
+        }
+    }
+
+    /// [`Self::placed`] after a miss (`expired`: the entry of this flow that
+    /// the lookup found expired), from the packet's protocol, TCP flags and
+    /// IP length: a new flow, or a mid-flow packet placed by Maglev.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn placed_miss(
+        &mut self,
+        svc: &Service,
+        vs: &VipService,
+        vip_idx: u8,
+        proto: u8,
+        flags: u8,
+        bytes: u32,
+        key: &FlowKey,
+        hash: u64,
+        now: u32,
+        expired: Option<Expired>,
+    ) -> Result<u16, DropReason> {
+        let tcp = proto == ip_proto::TCP;
+        let syn = tcp && flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+        if let Some(e) = expired {
+            self.telemetry.flow_expired(&e);
+        }
+        let (b, state) = if !tcp {
+            let st = if proto == ip_proto::UDP {
+                FlowState::Udp
+            } else {
+                FlowState::Other
+            };
+            (self.choose(vs, hash), st)
+        } else if syn {
+            (self.choose(vs, hash), FlowState::TcpSynSent)
+        } else {
+            self.telemetry.global.maglev_fallback += 1;
+            let b = vs.consistent(hash).ok_or(DropReason::NoLiveBackend)?;
+            if flags & tcp_flags::RST != 0 {
+                self.telemetry.packet(b, bytes, now, || now);
+                return Ok(b);
+            }
+            (Some(b), FlowState::TcpEstablished)
+        };
+        let b = b.ok_or(DropReason::NoLiveBackend)?;
+        match self
+            .flows
+            .insert(key, hash, vip_idx, now, svc.timeouts(), b, state)
+        {
+            Ok((_, reclaimed)) => {
+                if let Some(e) = reclaimed {
                     self.telemetry.flow_expired(&e);
                 }
-                let (b, state) = if !tcp {
-                    let st = if m.proto == ip_proto::UDP {
-                        FlowState::Udp
-                    } else {
-                        FlowState::Other
-                    };
-                    (self.choose(vs, hash), st)
-                } else if syn {
-                    (self.choose(vs, hash), FlowState::TcpSynSent)
-                } else {
-                    self.telemetry.global.maglev_fallback += 1;
-                    let b = vs.consistent(hash).ok_or(DropReason::NoLiveBackend)?;
-                    if flags & tcp_flags::RST != 0 {
-                        self.telemetry.packet(b, bytes, now, || now);
-                        return Ok(b);
-                    }
-                    (Some(b), FlowState::TcpEstablished)
-                };
-                let b = b.ok_or(DropReason::NoLiveBackend)?;
-                match self
-                    .flows
-                    .insert(key, hash, vip_idx, now, svc.timeouts(), b, state)
-                {
-                    Ok((_, reclaimed)) => {
-                        if let Some(e) = reclaimed {
-                            self.telemetry.flow_expired(&e);
-                        }
-                        self.telemetry.global.flows_inserted += 1;
-                        self.telemetry.flow_opened(b, state);
-                        self.telemetry.packet(b, bytes, now, || now);
-                        Ok(b)
-                    }
-                    Err(_) => {
-                        // Bucket full: place consistently, without state.
-                        self.telemetry.global.flows_untracked += 1;
-                        let b = vs.consistent(hash).ok_or(DropReason::NoLiveBackend)?;
-                        self.telemetry.packet(b, bytes, now, || now);
-                        Ok(b)
-                    }
-                }
+                self.telemetry.global.flows_inserted += 1;
+                self.telemetry.flow_opened(b, state);
+                self.telemetry.packet(b, bytes, now, || now);
+                Ok(b)
+            }
+            Err(_) => {
+                // Bucket full: place consistently, without state.
+                self.telemetry.global.flows_untracked += 1;
+                let b = vs.consistent(hash).ok_or(DropReason::NoLiveBackend)?;
+                self.telemetry.packet(b, bytes, now, || now);
+                Ok(b)
             }
         }
     }

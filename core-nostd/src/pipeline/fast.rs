@@ -5,21 +5,23 @@
 //!
 //! [`parse`] accepts an Ethernet frame with no VLAN tag or one, carrying IPv4
 //! without options (IHL 5), not a fragment (MF clear, offset 0; DF either way),
-//! TCP with a complete header, SYN not set, a TTL above 1 and a source that is
-//! not martian. Everything else (IPv6, options, two tags, fragments, ICMP, UDP,
-//! SYNs, anything malformed) is left to the general path, untouched.
+//! TCP with a complete header, a TTL above 1 and a source that is not martian.
+//! Everything else (IPv6, options, two tags, fragments, ICMP, UDP, anything
+//! malformed) is left to the general path, untouched.
 //!
 //! In pass 3 [`Lane::finish_fast`](super::Lane) then needs a VIP that is not
-//! stateless Maglev, a correct header checksum when verification is on, and a
-//! flow-table hit on a backend that is not down. It makes the state change
-//! the packet brings, as the general path does (a FIN or RST closes the flow,
-//! the client's ACK completes a handshake), unless that change makes a sync
-//! record, counts the packet as the general path does and rewrites it through
-//! the same rewrite code minus the frame check the parser already made. When
-//! any of these fails after the lookup (a miss, a change that makes a sync
-//! record, a dead backend, a packet too big for the link), the packet is
-//! parsed in full and continues on the general path from the lookup result,
-//! so nothing is done twice.
+//! stateless Maglev and a correct header checksum when verification is on.
+//! On a flow-table hit on a backend that is not down, it makes the state
+//! change the packet brings, as the general path does (a FIN or RST closes
+//! the flow, the client's ACK completes a handshake), unless that change
+//! makes a sync record or restarts the flow (a SYN on a closing flow); on a
+//! miss, it places the packet as the general path does (a SYN starts a flow,
+//! another segment is placed by Maglev). It then counts the packet as the
+//! general path does and rewrites it through the same rewrite code minus the
+//! frame check the parser already made. When any of these fails after the
+//! lookup (a change that needs the full metadata, a dead backend, a packet
+//! too big for the link), the packet is parsed in full and continues on the
+//! general path from where it got to, so nothing is done twice.
 //!
 //! # The contract
 //!
@@ -31,7 +33,7 @@
 use crate::classify::is_martian_v4;
 use crate::flow::FlowKey;
 use crate::wire::ethernet::ether_type;
-use crate::wire::meta::{ip_proto, tcp_flags};
+use crate::wire::meta::ip_proto;
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 18;
@@ -54,7 +56,7 @@ pub(super) struct FastMeta {
     pub l3_offset: u16,
     /// IP total length.
     pub l3_len: u16,
-    /// TCP flags (not SYN).
+    /// TCP flags.
     pub flags: u8,
     /// IPv4 DF bit.
     pub df: bool,
@@ -124,7 +126,6 @@ pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
         || is_martian_v4((src >> 24) as u8)
         || doff < 20
         || doff > usize::from(tl) - 20
-        || tcp_flags & tcp_flags::SYN != 0
     {
         return false;
     }
