@@ -368,7 +368,7 @@ impl<const B: usize> FlowTable<B> {
 
     /// The way of bucket `b` holding the flow, if any.
     #[inline(always)]
-    fn find(&self, b: usize, p: &Probe, key: &FlowKey) -> Option<usize> {
+    fn find(&self, b: usize, p: &Probe, key: &FlowKey) -> Option<(usize, u8)> {
         let bucket = self.buckets.get(b)?;
         for w in 0..WAYS {
             let st = bucket.state[w];
@@ -383,7 +383,7 @@ impl<const B: usize> FlowTable<B> {
             if p.v6 && self.keys6.get(b).and_then(|k| k.get(w)) != Some(key) {
                 continue;
             }
-            return Some(w);
+            return Some((w, st));
         }
         None
     }
@@ -452,10 +452,10 @@ impl<const B: usize> FlowTable<B> {
             b = Self::alternate_of(hash);
             found = self.find(b, p, key);
         }
-        let (Some(w), Some(bucket)) = (found, self.buckets.get_mut(b)) else {
+        let (Some((w, st)), Some(bucket)) = (found, self.buckets.get_mut(b)) else {
             return Err(None);
         };
-        let state = FlowState::from_u8(bucket.state[w] & STATE_MASK);
+        let state = FlowState::from_u8(st & STATE_MASK);
         let last = bucket.last_seen[w];
         if now.wrapping_sub(last) > timeouts[state as usize] {
             bucket.state[w] = 0;
