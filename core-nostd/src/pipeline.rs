@@ -468,7 +468,9 @@ impl<const B: usize> Worker<B> {
                         lane.finish(svc, now_ns, now, pkt, &metas[j], &keys[j], hashes[j])
                     }
                     Route::Fast => {
-                        let v = lane.finish_fast(
+                        // The fast path's common outcome is counted and
+                        // stored by it, without the general tally below.
+                        if lane.finish_fast(
                             svc,
                             &mut vip_memo,
                             now_ns,
@@ -477,15 +479,11 @@ impl<const B: usize> Worker<B> {
                             &fast[j],
                             &mut metas[j],
                             hashes[j],
-                        );
-                        // The fast path's common outcome, counted and stored
-                        // without the general tally below.
-                        if let Verdict::Forward { .. } = v {
-                            lane.telemetry.global.forwarded += 1;
-                            *out = v;
+                            out,
+                        ) {
                             continue;
                         }
-                        v
+                        *out
                     }
                 };
                 match v {
@@ -590,39 +588,49 @@ impl<const B: usize> Lane<'_, B> {
         f: &FastMeta,
         meta: &mut PacketMeta,
         hash: u64,
-    ) -> Verdict {
-        let l3 = usize::from(f.l3_offset);
-        let Some((vip_idx, vs)) = vip_memo.get(svc, f) else {
-            return self.general(svc, now_ns, now, pkt, meta, &f.key(), hash);
-        };
-        if svc.verify_checksums && !fast::header_checksum_ok(pkt.frame(), l3) {
-            return self.general(svc, now_ns, now, pkt, meta, &f.key(), hash);
-        }
-        let found = self
-            .flows
-            .lookup_v4(f.word, ip_proto::TCP, hash, vip_idx, now, svc.timeouts());
-        let (slot, e) = match found {
-            Ok(hit) => hit,
-            Err(expired) => {
-                return self.fast_miss(svc, pkt, meta, vs, vip_idx, f, hash, now, expired);
+        out: &mut Verdict,
+    ) -> bool {
+        // Every way off the fast path leaves this block with the verdict.
+        let v = 'slow: {
+            let l3 = usize::from(f.l3_offset);
+            let Some((vip_idx, vs)) = vip_memo.get(svc, f) else {
+                break 'slow self.general(svc, now_ns, now, pkt, meta, &f.key(), hash);
+            };
+            if svc.verify_checksums && !fast::header_checksum_ok(pkt.frame(), l3) {
+                break 'slow self.general(svc, now_ns, now, pkt, meta, &f.key(), hash);
             }
+            let found =
+                self.flows
+                    .lookup_v4(f.word, ip_proto::TCP, hash, vip_idx, now, svc.timeouts());
+            let (slot, e) = match found {
+                Ok(hit) => hit,
+                Err(expired) => {
+                    return self.fast_miss(svc, pkt, meta, vs, vip_idx, f, hash, now, expired, out);
+                }
+            };
+            let (backend, be) = match svc.backend(e.backend) {
+                Some(be) if be.admin != AdminState::Down => (e.backend, be),
+                _ => {
+                    break 'slow self
+                        .fast_placed_hit(svc, pkt, meta, vs, vip_idx, f, hash, now, slot, e)
+                }
+            };
+            // An established flow's packet without FIN or RST changes nothing;
+            // anything else may change its state.
+            if (f.flags & (tcp_flags::FIN | tcp_flags::RST) != 0
+                || e.state != FlowState::TcpEstablished)
+                && !self.fast_transition(slot, e, f.flags, now)
+            {
+                break 'slow self
+                    .fast_placed_hit(svc, pkt, meta, vs, vip_idx, f, hash, now, slot, e);
+            }
+            let flows = &self.flows;
+            self.telemetry
+                .packet(backend, u32::from(f.l3_len), now, || flows.created(slot));
+            return self.fast_emit(svc, pkt, meta, f, vs.encap, hash, backend, be, out);
         };
-        let (backend, be) = match svc.backend(e.backend) {
-            Some(be) if be.admin != AdminState::Down => (e.backend, be),
-            _ => return self.fast_placed_hit(svc, pkt, meta, vs, vip_idx, f, hash, now, slot, e),
-        };
-        // An established flow's packet without FIN or RST changes nothing;
-        // anything else may change its state.
-        if (f.flags & (tcp_flags::FIN | tcp_flags::RST) != 0
-            || e.state != FlowState::TcpEstablished)
-            && !self.fast_transition(slot, e, f.flags, now)
-        {
-            return self.fast_placed_hit(svc, pkt, meta, vs, vip_idx, f, hash, now, slot, e);
-        }
-        let flows = &self.flows;
-        self.telemetry
-            .packet(backend, u32::from(f.l3_len), now, || flows.created(slot));
-        self.fast_emit(svc, pkt, meta, f, vs.encap, hash, backend, be)
+        *out = v;
+        false
     }
 
     /// The fast path's rewrite of a packet placed on `backend` (`be`), and
@@ -639,9 +647,10 @@ impl<const B: usize> Lane<'_, B> {
         hash: u64,
         backend: u16,
         be: &Backend,
-    ) -> Verdict {
+        out: &mut Verdict,
+    ) -> bool {
         let l3 = usize::from(f.l3_offset);
-        let out = crate::rewrite::forward_fast_v4(
+        let rewritten = crate::rewrite::forward_fast_v4(
             pkt.buf,
             pkt.start,
             pkt.start + l3,
@@ -654,7 +663,7 @@ impl<const B: usize> Lane<'_, B> {
             &svc.egress,
             hash,
         );
-        match out {
+        let v = match rewritten {
             Some(Ok(r)) => {
                 let (start, len) = r.frame();
                 pkt.start = start;
@@ -663,7 +672,9 @@ impl<const B: usize> Lane<'_, B> {
                 {
                     *self.fast_forwarded += 1;
                 }
-                Verdict::Forward { backend }
+                self.telemetry.global.forwarded += 1;
+                *out = Verdict::Forward { backend };
+                return true;
             }
             Some(Err(e)) => {
                 let r = DropReason::from(e);
@@ -673,7 +684,9 @@ impl<const B: usize> Lane<'_, B> {
             // Too big for the link: the ICMP reply needs the full metadata.
             None if Self::reparse(pkt, meta) => self.emit(svc, pkt, meta, hash, backend, encap),
             None => self.drop(DropReason::Malformed),
-        }
+        };
+        *out = v;
+        false
     }
 
     /// A fast-path packet whose hit the fast path does not finish (see
@@ -718,7 +731,8 @@ impl<const B: usize> Lane<'_, B> {
         hash: u64,
         now: u32,
         expired: Option<Expired>,
-    ) -> Verdict {
+        out: &mut Verdict,
+    ) -> bool {
         let bytes = u32::from(f.l3_len);
         let key = f.key();
         let placed = self.placed_miss(
@@ -733,13 +747,15 @@ impl<const B: usize> Lane<'_, B> {
             now,
             expired,
         );
-        match placed {
-            Ok(b) => match svc.backend(b) {
-                Some(be) => self.fast_emit(svc, pkt, meta, f, vs.encap, hash, b, be),
-                None => self.drop(DropReason::NoLiveBackend),
-            },
-            Err(r) => self.drop(r),
-        }
+        let r = match placed.map(|b| (b, svc.backend(b))) {
+            Ok((b, Some(be))) => {
+                return self.fast_emit(svc, pkt, meta, f, vs.encap, hash, b, be, out)
+            }
+            Ok((_, None)) => DropReason::NoLiveBackend,
+            Err(r) => r,
+        };
+        *out = self.drop(r);
+        false
     }
 
     /// What a fast-path packet on the live flow `e` at `slot` changes in it,
