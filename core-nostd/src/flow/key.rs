@@ -90,6 +90,23 @@ impl FlowKey {
         }
     }
 
+    /// [`FlowKey::v4`] from the flow table's key word of the flow (source
+    /// address << 32 | source port << 16 | destination port, see
+    /// [`FlowTable::lookup_v4`](super::FlowTable::lookup_v4)): the same key,
+    /// built with a few masks and shifts.
+    #[inline(always)]
+    pub fn v4_from_word(word: u64, dst: u32, proto: u8) -> Self {
+        Self {
+            words: [
+                word & 0xffff_ffff_0000_0000,
+                0,
+                u64::from(dst) << 32,
+                0,
+                word << 32 | u64::from(proto) << 24 | (IpFamily::V4 as u64) << 16,
+            ],
+        }
+    }
+
     #[inline(always)]
     fn tail(family: IpFamily, sport: u16, dport: u16, proto: u8) -> u64 {
         (u64::from(sport) << 48)

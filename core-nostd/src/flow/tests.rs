@@ -274,3 +274,23 @@ fn refusals_stay_rare_at_operating_load() {
     }
     assert!(fails * 100 < cap / 2, "{fails}");
 }
+
+#[test]
+fn an_ipv4_key_from_its_word_is_the_key() {
+    let mut g = crate::hash::SplitMix64::new(11);
+    for _ in 0..10_000 {
+        let (a, b) = (g.next_u64(), g.next_u64());
+        let (src, dst, sport, dport, proto) = (
+            a as u32,
+            (a >> 32) as u32,
+            b as u16,
+            (b >> 16) as u16,
+            (b >> 32) as u8,
+        );
+        let word = u64::from(src) << 32 | u64::from(sport) << 16 | u64::from(dport);
+        assert_eq!(
+            FlowKey::v4_from_word(word, dst, proto).words,
+            FlowKey::v4(src, dst, sport, dport, proto).words
+        );
+    }
+}

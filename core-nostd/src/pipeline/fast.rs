@@ -78,8 +78,7 @@ impl FastMeta {
     /// The packet's flow key.
     #[inline(always)]
     pub fn key(&self) -> FlowKey {
-        let (src, sport) = ((self.word >> 32) as u32, (self.word >> 16) as u16);
-        FlowKey::v4(src, self.dst(), sport, self.dport(), ip_proto::TCP)
+        FlowKey::v4_from_word(self.word, self.dst(), ip_proto::TCP)
     }
 }
 
