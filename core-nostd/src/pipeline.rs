@@ -573,9 +573,11 @@ impl<const B: usize> Lane<'_, B> {
     }
 
     /// Pass 3 of a fast-path packet (see the `fast` module): the general
-    /// path's steps for a flow-table hit, without the metadata it does not
-    /// need. Anything else continues on the general path, from the point
-    /// reached, after `meta` has been filled by the full parser.
+    /// path's steps, without the metadata they do not need. Anything else
+    /// continues on the general path, from the point reached, after `meta`
+    /// has been filled by the full parser. The verdict goes to `out`; true
+    /// when the packet was forwarded and counted as such (the caller's tally
+    /// is then skipped), false when the caller still counts `out`.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn finish_fast<'s>(
