@@ -126,7 +126,7 @@ pub struct BgpSpeaker {
 impl BgpSpeaker {
     /// The controller flags that hand it this speaker:
     /// `--bgp-socket <socket> --bgp-protocol marllb_vip` (for
-    /// [`crate::lb::CtrlOptions::extra`]).
+    /// [`crate::lb::CtrlOptions::bgp`]).
     pub fn ctrl_flags(&self) -> Vec<String> {
         vec![
             "--bgp-socket".into(),

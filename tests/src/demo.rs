@@ -13,13 +13,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::backend::BackendSpec;
 use crate::lb::{
-    metrics, per_backend, scalar, start_controller, start_host, CtrlOptions, Host, LbOptions,
+    method_name, per_backend, scalar, AgentKind, CtrlOptions, Host, LbOptions, Method,
 };
 use crate::load::{summarize, LoadArgs, Progress, Record, Summary};
-use crate::scenario::{capacities, placements, record_placements, start_load, Placements};
-use crate::topology::{backend_addr, Topology};
+use crate::scenario::{moderate_backends, placements, Bed, Placements, Recording};
 
 /// One backend's CPU capacity changed during a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,10 +90,10 @@ pub struct AppliedEvent {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    /// Policy: es | qmix | sac-gru | sed | adaptive-sed | lsq | wcmp | ecmp.
-    pub policy: String,
+    /// The policy under test.
+    pub policy: Policy,
     /// Baselines to compare with on the same replay (empty: no comparison).
-    pub compare: Vec<String>,
+    pub compare: Vec<Policy>,
     /// Seconds of replay per policy.
     pub duration: f64,
     /// Backends (the first 4/7 small, the rest twice as large).
@@ -127,8 +125,8 @@ impl DemoOptions {
     /// Defaults relative to the repository root `root`.
     pub fn new(root: &Path) -> Self {
         Self {
-            policy: "es".into(),
-            compare: vec!["sed".into(), "adaptive-sed".into()],
+            policy: Policy::Es,
+            compare: vec![Policy::Sed, Policy::AdaptiveSed],
             duration: 60.0,
             backends: 7,
             small_cpus: 0.1,
@@ -145,61 +143,84 @@ impl DemoOptions {
     }
 }
 
-/// The backends: the MARLLB moderate mix (4 of every 7 small, the rest with
-/// twice the CPU).
-pub fn backends(n: usize, small_cpus: f64, workers: u32) -> Vec<BackendSpec> {
-    (0..n)
-        .map(|j| BackendSpec {
-            id: format!("be{j}"),
-            addr: backend_addr(j),
-            cpus: if j % 7 < 4 {
-                small_cpus
-            } else {
-                2.0 * small_cpus
-            },
-            workers,
-            backlog: 128,
-        })
-        .collect()
+/// A policy the demo and the scenarios run: the data plane's method, the
+/// controller's agent and model together ([`Policy::setup`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Policy {
+    /// The shipped `es` model (MARLLB's data plane applies SED to its weights).
+    Es,
+    /// The shipped QMIX model, through SED.
+    Qmix,
+    /// The shipped SAC-GRU model, through SED.
+    SacGru,
+    /// Weighted SED with capacity weights.
+    Sed,
+    /// SED over weights re-estimated from completion times every cycle.
+    AdaptiveSed,
+    /// Least active flows: SED with equal weights.
+    Lsq,
+    /// Weighted random choice with capacity weights.
+    Wcmp,
+    /// Equal random choice.
+    Ecmp,
+    /// The consistent table over the capacity weights (no learning: every
+    /// node computes the same placement).
+    Maglev,
 }
 
-/// Data-plane method, controller agent and model of a policy name.
-pub fn policy_setup(policy: &str, models: &Path) -> Result<(String, String, Option<PathBuf>)> {
-    Ok(match policy {
-        // MARLLB's data plane applies SED to the agent's weights.
-        "es" => ("sed".into(), "es".into(), Some(models.join("es.onnx"))),
-        "qmix" => ("sed".into(), "qmix".into(), Some(models.join("qmix.onnx"))),
-        "sac-gru" => (
-            "sed".into(),
-            "sac-gru".into(),
-            Some(models.join("sac-gru.onnx")),
-        ),
-        // Weighted SED with capacity weights.
-        "sed" => ("sed".into(), "wcmp".into(), None),
-        // SED over weights re-estimated from completion times every cycle.
-        "adaptive-sed" => ("sed".into(), "adaptive-sed".into(), None),
-        // Least active flows: SED with equal weights.
-        "lsq" => ("sed".into(), "ecmp".into(), None),
-        "wcmp" => ("alias".into(), "wcmp".into(), None),
-        "ecmp" => ("alias".into(), "ecmp".into(), None),
-        // The consistent table over the capacity weights (no learning: every
-        // node computes the same placement).
-        "maglev" => ("maglev".into(), "wcmp".into(), None),
-        other => {
-            bail!(
-                "unknown policy {other:?} (es, qmix, sac-gru, sed, adaptive-sed, lsq, wcmp, ecmp, maglev)"
-            )
+/// How a [`Policy`] runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySetup {
+    /// The data plane's method.
+    pub method: Method,
+    /// The controller's agent.
+    pub agent: AgentKind,
+    /// Its model, for the learned agents.
+    pub model: Option<PathBuf>,
+}
+
+impl Policy {
+    /// Its name on the command line (clap's, from the variant).
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string())
+    }
+
+    /// Data-plane method, controller agent and model (from `models`).
+    pub fn setup(self, models: &Path) -> PolicySetup {
+        let (method, agent, model) = match self {
+            Self::Es => (Method::Sed, AgentKind::Es, Some("es.onnx")),
+            Self::Qmix => (Method::Sed, AgentKind::Qmix, Some("qmix.onnx")),
+            Self::SacGru => (Method::Sed, AgentKind::SacGru, Some("sac-gru.onnx")),
+            Self::Sed => (Method::Sed, AgentKind::Wcmp, None),
+            Self::AdaptiveSed => (Method::Sed, AgentKind::AdaptiveSed, None),
+            Self::Lsq => (Method::Sed, AgentKind::Ecmp, None),
+            Self::Wcmp => (Method::Alias, AgentKind::Wcmp, None),
+            Self::Ecmp => (Method::Alias, AgentKind::Ecmp, None),
+            Self::Maglev => (Method::Maglev, AgentKind::Wcmp, None),
+        };
+        PolicySetup {
+            method,
+            agent,
+            model: model.map(|m| models.join(m)),
         }
-    })
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
 }
 
 /// One policy's run.
 #[derive(Debug, Clone)]
 pub struct PolicyRun {
-    /// Policy name.
-    pub policy: String,
+    /// The policy.
+    pub policy: Policy,
     /// Controller agent it ran as.
-    pub agent: String,
+    pub agent: AgentKind,
     /// Load summary.
     pub summary: Summary,
     /// Every request, by start time.
@@ -229,9 +250,13 @@ pub struct PolicyRun {
 
 /// Runs one policy on a fresh testbed, applying `o.capacity_events` on time;
 /// prints a line per second when `o.live`.
-pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Result<PolicyRun> {
-    let (method, agent, model) = policy_setup(policy, &o.models)?;
-    let specs = backends(o.backends, o.small_cpus, o.workers);
+pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: Policy) -> Result<PolicyRun> {
+    let PolicySetup {
+        method,
+        agent,
+        model,
+    } = policy.setup(&o.models);
+    let specs = moderate_backends(o.backends, o.small_cpus, o.workers);
     if let Some(e) = o.capacity_events.iter().find(|e| e.backend >= specs.len()) {
         bail!(
             "capacity event for backend {}: only {} backends",
@@ -240,7 +265,7 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
         );
     }
     println!(
-        "\n== {policy}: {} backends ({}), data plane {} host, method {method}, controller agent {agent}{}",
+        "\n== {policy}: {} backends ({}), data plane {} host, method {}, controller agent {}{}",
         specs.len(),
         specs
             .iter()
@@ -248,48 +273,39 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
             .collect::<Vec<_>>()
             .join(" "),
         o.host.name(),
+        method_name(method),
+        agent.name(),
         model
             .as_ref()
             .map(|m| format!(", model {}", m.display()))
             .unwrap_or_default()
     );
-    let mut topo = Topology::build(prefix, &specs, 1, dir)?;
-    let shm = format!("marllb-{prefix}");
-    start_host(
-        &mut topo,
-        0,
-        o.host,
-        &LbOptions {
+    let mut builder = Bed::builder(prefix, dir)
+        .backends(specs.clone())
+        .host(o.host)
+        .dataplane(LbOptions {
             method,
-            shm: Some(shm.clone()),
             ..LbOptions::default()
-        },
-    )?;
+        })
+        .controller(CtrlOptions {
+            agent,
+            model,
+            ..CtrlOptions::default()
+        });
     if o.record_placements {
-        record_placements(&topo)?;
+        builder = builder.recording(Recording::SynsAndSegments);
     }
-    let copts = CtrlOptions {
-        agent: agent.clone(),
-        model,
-        ..CtrlOptions::default()
-    };
-    start_controller(&mut topo, 0, &shm, &copts)?;
-    let caps = capacities(&specs);
-    let run = start_load(
-        &mut topo,
-        "load",
-        &LoadArgs {
-            trace: Some(o.trace.clone()),
-            time_scale: o.time_scale,
-            work_scale: o.work_scale,
-            duration: o.duration,
-            capacities: caps.parse().map_err(anyhow::Error::msg)?,
-            ..LoadArgs::default()
-        },
-    )?;
-    let ns = topo.lbs[0].ns.clone();
+    let mut bed = builder.build()?;
+    let run = bed.start_load(&LoadArgs {
+        trace: Some(o.trace.clone()),
+        time_scale: o.time_scale,
+        work_scale: o.work_scale,
+        duration: o.duration,
+        ..bed.load_args()
+    })?;
     let start = Instant::now();
-    let id_of: BTreeMap<String, String> = topo
+    let id_of: BTreeMap<String, String> = bed
+        .topo
         .backends
         .iter()
         .map(|b| (b.spec.addr.clone(), b.spec.id.clone()))
@@ -305,7 +321,7 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
     let mut tick = 1.0;
     let limit = o.duration + 60.0;
     // Bounded: the load generator's own duration, and `limit` seconds.
-    while topo.tb.running("load") && start.elapsed().as_secs_f64() < limit {
+    while bed.topo.tb.running("load") && start.elapsed().as_secs_f64() < limit {
         let wake = pending.front().map_or(tick, |e| e.at.min(tick));
         if let Some(left) = Duration::from_secs_f64(wake).checked_sub(start.elapsed()) {
             std::thread::sleep(left);
@@ -315,8 +331,8 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
                 break;
             }
             pending.pop_front();
-            let b = &topo.backends[e.backend];
-            let cpus = b.set_cpu_factor(&topo.tb, e.factor)?;
+            let b = &bed.topo.backends[e.backend];
+            let cpus = b.set_cpu_factor(&bed.topo.tb, e.factor)?;
             let at = start.elapsed().as_secs_f64();
             println!(
                 "t={at:>5.1}s capacity: {} CPU quota x{} of its configured {} = {cpus:.3} CPUs",
@@ -333,7 +349,7 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
             continue;
         }
         tick += 1.0;
-        let m = metrics(&ns, copts.prometheus_port).unwrap_or_default();
+        let m = bed.metrics(0).unwrap_or_default();
         if let Some(j) = scalar(&m, "marllb_jain_fairness") {
             jains.push(j);
         }
@@ -357,7 +373,8 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
             let p = &prog[prog.len() - 1];
             let up = per_backend(&m, "marllb_backend_up");
             let act = per_backend(&m, "marllb_backend_active_flows");
-            let cols: Vec<String> = topo
+            let cols: Vec<String> = bed
+                .topo
                 .backends
                 .iter()
                 .map(|b| {
@@ -393,16 +410,16 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
             e.at, e.backend
         );
     }
-    let (summary, records) = run.finish(&mut topo, Duration::from_secs(60))?;
+    let (summary, records) = run.finish(&mut bed.topo, Duration::from_secs(60))?;
     let placements = if o.record_placements {
-        Some(placements(&topo)?)
+        Some(placements(&bed.topo)?)
     } else {
         None
     };
     let host_stats = match o.host {
         Host::Dpdk => None,
         Host::Vpp => Some(crate::vpp::stats(
-            &topo,
+            &bed.topo,
             0,
             &crate::vpp::VppInstall::require()?,
         )?),
@@ -418,9 +435,9 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: &str) -> Re
     } else {
         jains.iter().sum::<f64>() / jains.len() as f64
     };
-    drop(topo);
+    drop(bed);
     Ok(PolicyRun {
-        policy: policy.into(),
+        policy,
         agent,
         summary,
         records,
@@ -609,6 +626,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn policies_keep_their_command_line_names() {
+        use clap::ValueEnum;
+        let names: Vec<String> = Policy::value_variants().iter().map(|p| p.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "es",
+                "qmix",
+                "sac-gru",
+                "sed",
+                "adaptive-sed",
+                "lsq",
+                "wcmp",
+                "ecmp",
+                "maglev"
+            ]
+        );
+        let s = Policy::Lsq.setup(Path::new("m"));
+        assert_eq!(
+            (s.method, s.agent, s.model),
+            (Method::Sed, AgentKind::Ecmp, None)
+        );
+        let s = Policy::Es.setup(Path::new("m"));
+        assert_eq!(s.model, Some(Path::new("m").join("es.onnx")));
+    }
+
+    #[test]
     fn capacity_events_parse_with_clear_errors() {
         let e = CapacityEvent::parse("20:be4:0.25", 7).expect("valid");
         assert_eq!(
@@ -646,8 +690,8 @@ mod tests {
     fn run_with(events: Vec<AppliedEvent>, records: Vec<Record>) -> PolicyRun {
         let summary = summarize(&records, &[]);
         PolicyRun {
-            policy: "sed".into(),
-            agent: "wcmp".into(),
+            policy: Policy::Sed,
+            agent: AgentKind::Wcmp,
             summary,
             records,
             ctrl_jain: 1.0,

@@ -3,9 +3,12 @@
 //! namespace.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::backend::BackendSpec;
+use crate::bgp::BgpSpeaker;
 use crate::topology::{LbNode, Topology};
 use crate::VIP;
 
@@ -61,11 +64,33 @@ pub fn start_host(topo: &mut Topology, i: usize, host: Host, opts: &LbOptions) -
     }
 }
 
+pub use marllb_core::select::Method;
+pub use marllb_ctrl::config::{AgentKind, HealthMode};
+
+/// The name the data planes' configurations give `method` (`marllb-dpdk`'s
+/// `[service] method`, VPP's `lb rl set-vip ... method`).
+pub fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::Alias => "alias",
+        Method::Sed => "sed",
+        Method::Maglev => "maglev",
+    }
+}
+
+/// `marllb-ctrl --health`'s spelling of `health` (what its `FromStr` parses).
+pub fn health_flag(health: &HealthMode) -> String {
+    match health {
+        HealthMode::None => "none".into(),
+        HealthMode::Tcp => "tcp".into(),
+        HealthMode::Http { path } => format!("http:{path}"),
+    }
+}
+
 /// Data-plane settings of one LB node.
 #[derive(Debug, Clone)]
 pub struct LbOptions {
-    /// alias | sed | maglev.
-    pub method: String,
+    /// How new flows are placed.
+    pub method: Method,
     /// Flow-table buckets per worker.
     pub buckets: u32,
     /// Shared-memory region name (a controller attaches), or none.
@@ -85,7 +110,7 @@ pub const SYNC_PORT: u16 = 7946;
 impl Default for LbOptions {
     fn default() -> Self {
         Self {
-            method: "sed".into(),
+            method: Method::Sed,
             buckets: 16384,
             shm: None,
             weights_file: None,
@@ -113,7 +138,7 @@ address = "{VIP}"
 protocol = "tcp"
 port = 80
 "#,
-        method = opts.method,
+        method = method_name(opts.method),
         buckets = opts.buckets,
         mac = node.data_mac,
     );
@@ -222,33 +247,43 @@ pub fn start_dataplane(topo: &mut Topology, i: usize, opts: &LbOptions) -> Resul
 /// How the controller of an LB node runs.
 #[derive(Debug, Clone)]
 pub struct CtrlOptions {
-    /// Agent: qmix | sac-gru | sed | lsq | wcmp | ecmp | static.
-    pub agent: String,
-    /// ONNX model for qmix / sac-gru.
+    /// The agent computing the weights.
+    pub agent: AgentKind,
+    /// ONNX model for the learned agents.
     pub model: Option<PathBuf>,
     /// Cycle period.
-    pub interval: String,
-    /// Active health check (`http:/static.html`, `tcp`, `none`).
-    pub health: String,
+    pub interval: Duration,
+    /// Active health check.
+    pub health: HealthMode,
     /// Prometheus port (inside the LB namespace, 127.0.0.1).
     pub prometheus_port: u16,
-    /// Further flags (`--control-socket`, `--state-file`, ...).
-    pub extra: Vec<String>,
-    /// Backends it is configured with (`--servers`); `None`: every backend of
-    /// the topology. A controller restarted after an operator added one is
-    /// still given the configuration's list (the state file has the change).
-    pub servers: Option<Vec<String>>,
+    /// The operator's runtime API socket (`--control-socket`, for `marllb-ctl`).
+    pub control_socket: Option<PathBuf>,
+    /// Where the operator's changes are kept across restarts (`--state-file`).
+    pub state_file: Option<PathBuf>,
+    /// The node's BGP speaker, which the controller enables and disables
+    /// with the data plane's health (`--bgp-socket`, `--bgp-protocol`).
+    pub bgp: Option<BgpSpeaker>,
+    /// Backends it is configured with (`--servers`, port 80); `None`: every
+    /// backend of the topology. A controller restarted after an operator
+    /// added one is still given the configuration's list (the state file has
+    /// the change).
+    pub servers: Option<Vec<BackendSpec>>,
 }
 
 impl Default for CtrlOptions {
     fn default() -> Self {
         Self {
-            agent: "sed".into(),
+            agent: AgentKind::Sed,
             model: None,
-            interval: "250ms".into(),
-            health: "http:/static.html".into(),
+            interval: Duration::from_millis(250),
+            health: HealthMode::Http {
+                path: "/static.html".into(),
+            },
             prometheus_port: 9090,
-            extra: Vec::new(),
+            control_socket: None,
+            state_file: None,
+            bgp: None,
             servers: None,
         }
     }
@@ -266,33 +301,40 @@ pub fn start_controller(
     let dir = topo.dir.join(format!("lb{i}"));
     std::fs::create_dir_all(&dir)?;
     let exe = bin("marllb-ctrl")?;
-    let servers = match &opts.servers {
-        Some(list) => list.join(" "),
+    let servers: Vec<String> = match &opts.servers {
+        Some(list) => list.iter().map(|b| format!("{}:80", b.addr)).collect(),
         None => topo
             .backends
             .iter()
             .map(|b| format!("{}:80", b.spec.addr))
-            .collect::<Vec<_>>()
-            .join(" "),
+            .collect(),
     };
     let mut args: Vec<String> = vec![
         "--shm".into(),
         shm.into(),
         "--agent".into(),
-        opts.agent.clone(),
+        opts.agent.name().into(),
         "--servers".into(),
-        servers,
+        servers.join(" "),
         "--interval".into(),
-        opts.interval.clone(),
+        format!("{}ms", opts.interval.as_millis()),
         "--health".into(),
-        opts.health.clone(),
+        health_flag(&opts.health),
         "--prometheus-port".into(),
         opts.prometheus_port.to_string(),
     ];
     if let Some(m) = &opts.model {
         args.extend(["--model".into(), m.to_string_lossy().into_owned()]);
     }
-    args.extend(opts.extra.iter().cloned());
+    if let Some(p) = &opts.control_socket {
+        args.extend(["--control-socket".into(), p.to_string_lossy().into_owned()]);
+    }
+    if let Some(p) = &opts.state_file {
+        args.extend(["--state-file".into(), p.to_string_lossy().into_owned()]);
+    }
+    if let Some(speaker) = &opts.bgp {
+        args.extend(speaker.ctrl_flags());
+    }
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let log = dir.join("ctrl.log");
     let label = format!("ctrl{i}");
@@ -355,4 +397,22 @@ pub fn scalar(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{health_flag, HealthMode};
+
+    #[test]
+    fn health_flags_parse_back_as_the_controller_reads_them() {
+        for h in [
+            HealthMode::None,
+            HealthMode::Tcp,
+            HealthMode::Http {
+                path: "/static.html".into(),
+            },
+        ] {
+            assert_eq!(health_flag(&h).parse::<HealthMode>(), Ok(h));
+        }
+    }
 }

@@ -19,6 +19,7 @@
 //! * [`lb`] and [`vpp`]: an LB node's data plane on one of the two hosts
 //!   ([`lb::Host`]: `marllb-dpdk`, or the VPP plugin in an installed VPP)
 //!   and its controller.
+//! * [`scenario`]: the scenarios, one module each, on a [`scenario::Bed`].
 
 pub mod backend;
 pub mod bgp;

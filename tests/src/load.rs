@@ -78,6 +78,13 @@ impl std::fmt::Display for Capacities {
     }
 }
 
+impl Capacities {
+    /// The configured CPUs of `specs`, by backend id.
+    pub fn of(specs: &[crate::backend::BackendSpec]) -> Self {
+        Self(specs.iter().map(|s| (s.id.clone(), s.cpus)).collect())
+    }
+}
+
 impl std::str::FromStr for Capacities {
     type Err = String;
 
@@ -314,6 +321,24 @@ pub struct Record {
     /// When the outcome was known (the answer read, or the error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done_unix: Option<f64>,
+}
+
+impl Record {
+    /// It did not end with a 200 from a backend.
+    pub fn failed(&self) -> bool {
+        self.outcome != Outcome::Ok
+    }
+
+    /// Backend `id` answered it.
+    pub fn served_by(&self, id: &str) -> bool {
+        self.backend.as_deref() == Some(id)
+    }
+
+    /// It was in flight at `t` (seconds from the beginning): started before,
+    /// ended after (its latency counts from its start).
+    pub fn spans(&self, t: f64) -> bool {
+        self.at < t && self.at + self.latency_ms / 1e3 > t
+    }
 }
 
 fn classify(e: &std::io::Error) -> Outcome {

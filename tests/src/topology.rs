@@ -78,6 +78,9 @@ pub struct Topology {
     pub router_bgp: Option<BgpSpeaker>,
 }
 
+/// The client's address (on its own segment with the router).
+pub const CLIENT_ADDR: &str = "198.18.1.2";
+
 /// The router's address on the server segment, the backends' default route.
 pub const ROUTER_ADDR: &str = "198.18.2.1";
 
@@ -140,7 +143,10 @@ impl Topology {
         let client = tb.add_ns("client")?;
         let router = tb.add_ns("router")?;
         tb.veth(&client, "c0", &router, "rc")?;
-        tb.ip_in(&client, &["addr", "add", "198.18.1.2/24", "dev", "c0"])?;
+        tb.ip_in(
+            &client,
+            &["addr", "add", &format!("{CLIENT_ADDR}/24"), "dev", "c0"],
+        )?;
         tb.ip_in(&client, &["route", "add", "default", "via", "198.18.1.1"])?;
         tb.ip_in(&router, &["addr", "add", "198.18.1.1/24", "dev", "rc"])?;
         // A fixed bridge address: otherwise it follows the lowest port MAC, and

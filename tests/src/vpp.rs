@@ -320,7 +320,7 @@ pub fn start_dataplane(
         format!("set interface state {host_if} up"),
         format!(
             "lb rl set-vip {VIP} protocol tcp port 80 encap l2dsr method {}",
-            opts.method
+            crate::lb::method_name(opts.method)
         ),
         format!("lb rl set-servers {}", servers.join(" ")),
     ];

@@ -2,6 +2,8 @@
 //! its BIRD; the router's multipath route follows a data plane killed and
 //! started again, and a BIRD that stops answering.
 
+use marllb_testbed::demo::Policy;
+
 #[test]
 #[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
 fn the_route_follows_the_nodes() {
@@ -9,7 +11,7 @@ fn the_route_follows_the_nodes() {
     // The learned policies (es, the product default; QMIX, the prototype's)
     // and SED, over flow-state sync; Maglev (every node computes the same
     // placement) as the reference.
-    for policy in ["es", "qmix", "sed", "maglev"] {
+    for policy in [Policy::Es, Policy::Qmix, Policy::Sed, Policy::Maglev] {
         check(policy);
     }
 }
@@ -32,19 +34,20 @@ fn all(what: &str, (held, survived): (usize, usize), r: &impl std::fmt::Debug) {
 }
 
 #[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
-fn check(policy: &str) {
+fn check(policy: Policy) {
     if !marllb_testbed::bgp::bird_installed() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("marllb-bgpf-{policy}-{}", std::process::id()));
-    let prefix = format!("g{}{}", &policy[..1], std::process::id() % 10_000);
+    let name = policy.name();
+    let dir = std::env::temp_dir().join(format!("marllb-bgpf-{name}-{}", std::process::id()));
+    let prefix = format!("g{}{}", &name[..1], std::process::id() % 10_000);
     let r = marllb_testbed::scenario::bgp(&prefix, &dir, policy).expect("scenario");
     // The policy really ran (not a fallback).
     let want = match policy {
-        "sed" | "maglev" => "wcmp",
-        p => p,
+        Policy::Sed | Policy::Maglev => "wcmp".to_string(),
+        p => p.name(),
     };
-    assert_eq!(r.active_agent.as_deref(), Some(want), "{r:?}");
+    assert_eq!(r.active_agent.as_deref(), Some(want.as_str()), "{r:?}");
     let hops: Vec<Vec<&str>> = r
         .next_hops
         .iter()

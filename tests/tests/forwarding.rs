@@ -2,9 +2,9 @@
 //! DPDK data plane (net_af_packet, L2 direct server return) to real nginx +
 //! php-fpm backends, which answer the client directly.
 
-use marllb_testbed::lb::{start_dataplane, LbOptions};
+use marllb_testbed::lb::{LbOptions, Method};
 use marllb_testbed::load::Summary;
-use marllb_testbed::topology::Topology;
+use marllb_testbed::scenario::Bed;
 
 #[test]
 #[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
@@ -13,16 +13,16 @@ fn requests_flow_through_the_dpdk_data_plane() {
     let dir = std::env::temp_dir().join(format!("marllb-fwd-{}", std::process::id()));
     let specs = marllb_testbed::scenario::equal_backends(3, 0.25, 4, 128);
     let prefix = format!("f{}", std::process::id() % 100_000);
-    let mut topo = Topology::build(&prefix, &specs, 1, &dir).expect("topology");
-    let log = start_dataplane(
-        &mut topo,
-        0,
-        &LbOptions {
-            method: "alias".into(),
+    let mut bed = Bed::builder(&prefix, &dir)
+        .backends(specs)
+        .dataplane(LbOptions {
+            method: Method::Alias,
             ..LbOptions::default()
-        },
-    )
-    .expect("data plane");
+        })
+        .build()
+        .expect("topology and data plane");
+    let log = bed.dataplane_log(0).expect("data plane log").to_path_buf();
+    let topo = &mut bed.topo;
     let loadgen = std::path::Path::new(env!("CARGO_BIN_EXE_marllb-loadgen"));
     let line = topo
         .load(
@@ -76,6 +76,6 @@ fn requests_flow_through_the_dpdk_data_plane() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    drop(topo);
+    drop(bed);
     let _ = std::fs::remove_dir_all(&dir);
 }

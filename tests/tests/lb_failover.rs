@@ -2,11 +2,14 @@
 //! mid-run; which held connections survive, predicted per connection and
 //! checked against what happened.
 
+use marllb_testbed::lb::{method_name, Method};
+
 #[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
-fn run(method: &str, sync: bool) -> marllb_testbed::scenario::FailoverReport {
+fn run(method: Method, sync: bool) -> marllb_testbed::scenario::FailoverReport {
     let tag = if sync { "y" } else { "n" };
-    let dir = std::env::temp_dir().join(format!("marllb-s5-{method}-{tag}-{}", std::process::id()));
-    let prefix = format!("f{}{tag}{}", &method[..1], std::process::id() % 10_000);
+    let name = method_name(method);
+    let dir = std::env::temp_dir().join(format!("marllb-s5-{name}-{tag}-{}", std::process::id()));
+    let prefix = format!("f{}{tag}{}", &name[..1], std::process::id() % 10_000);
     let r = marllb_testbed::scenario::lb_failover(&prefix, &dir, method, sync).expect("scenario");
     let _ = std::fs::remove_dir_all(&dir);
     r
@@ -19,7 +22,7 @@ fn lb_node_removed() {
     // The policy method (SED over the controller's weights): node 0's own
     // connections all survive; node 1's survive exactly when the consistent
     // table agrees with where SED put them.
-    let sed = run("sed", false);
+    let sed = run(Method::Sed, false);
     let (n0, s0) = sed.on(0);
     let (n1, _) = sed.on(1);
     assert!(n0 >= 20 && n1 >= 20, "too few held connections: {sed:?}");
@@ -27,7 +30,7 @@ fn lb_node_removed() {
     assert_eq!(sed.mispredicted(), 0, "{:?}", sed.held);
     assert_eq!(sed.other_failures, 0);
     // Stateless consistent placement on both nodes: every connection survives.
-    let maglev = run("maglev", false);
+    let maglev = run(Method::Maglev, false);
     let (m1, t1) = maglev.on(1);
     assert!(m1 >= 20, "{maglev:?}");
     assert_eq!(
@@ -38,7 +41,7 @@ fn lb_node_removed() {
     assert_eq!(maglev.summary.failed, 0);
     // SED with flow-state sync between the nodes: node 1's connections are
     // known to node 0 and survive too.
-    let synced = run("sed", true);
+    let synced = run(Method::Sed, true);
     let (y0, z0) = synced.on(0);
     let (y1, z1) = synced.on(1);
     assert!(y1 >= 20, "{synced:?}");

@@ -1,7 +1,7 @@
 //! Scenario 1: steady load with each policy (ecmp, wcmp, lsq, sed and the
 //! shipped QMIX model) on the same trace replay; prints the summary table.
 
-use marllb_testbed::demo::{print_table, run_policy, DemoOptions};
+use marllb_testbed::demo::{print_table, run_policy, DemoOptions, Policy};
 
 #[test]
 #[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
@@ -16,9 +16,18 @@ fn every_policy_on_the_same_replay() {
     o.live = false;
     let dir = std::env::temp_dir().join(format!("marllb-s1-{}", std::process::id()));
     let mut runs = Vec::new();
-    for (i, p) in ["ecmp", "wcmp", "lsq", "sed", "qmix"].iter().enumerate() {
+    for (i, p) in [
+        Policy::Ecmp,
+        Policy::Wcmp,
+        Policy::Lsq,
+        Policy::Sed,
+        Policy::Qmix,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let prefix = format!("s{i}{}", std::process::id() % 10_000);
-        runs.push(run_policy(&prefix, &dir.join(p), &o, p).expect("policy run"));
+        runs.push(run_policy(&prefix, &dir.join(p.name()), &o, p).expect("policy run"));
     }
     print_table(&runs);
     let _ = std::fs::remove_dir_all(&dir);
@@ -29,7 +38,7 @@ fn every_policy_on_the_same_replay() {
         assert!(s.ok * 10 >= s.requests * 9, "{}: {s:?}", r.policy);
         assert_eq!(s.per_backend.len(), o.backends, "{}: {s:?}", r.policy);
         let n = |j: usize| s.per_backend.get(&format!("be{j}")).copied().unwrap_or(0);
-        if ["ecmp", "wcmp", "lsq"].contains(&r.policy.as_str()) {
+        if [Policy::Ecmp, Policy::Wcmp, Policy::Lsq].contains(&r.policy) {
             // Placement by weight or by active flows alone: every backend works.
             assert!((0..o.backends).all(|j| n(j) > 0), "{}: {s:?}", r.policy);
         } else {
@@ -43,11 +52,11 @@ fn every_policy_on_the_same_replay() {
     }
     // Capacity-weighted placement spreads load by capacity; equal placement
     // over unequal backends cannot (Jain of requests per unit of capacity).
-    let jain = |p: &str| runs.iter().find(|r| r.policy == p).unwrap().summary.jain;
+    let jain = |p: Policy| runs.iter().find(|r| r.policy == p).unwrap().summary.jain;
     assert!(
-        jain("wcmp") > jain("ecmp"),
+        jain(Policy::Wcmp) > jain(Policy::Ecmp),
         "wcmp {} ecmp {}",
-        jain("wcmp"),
-        jain("ecmp")
+        jain(Policy::Wcmp),
+        jain(Policy::Ecmp)
     );
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use marllb_testbed::demo::{
-    policy_setup, print_phase_table, print_table, run_policy, CapacityEvent, DemoOptions,
+    print_phase_table, print_table, run_policy, CapacityEvent, DemoOptions, Policy,
 };
 use marllb_testbed::lb::Host;
 use marllb_testbed::load::float_in;
@@ -37,31 +37,25 @@ enum Cmd {
     Demo(DemoArgs),
 }
 
-/// A policy name the demo knows (the list lives in `demo::policy_setup`).
-fn policy(s: &str) -> std::result::Result<String, String> {
-    policy_setup(s, std::path::Path::new("models"))
-        .map(|_| s.to_string())
-        .map_err(|e| e.to_string())
-}
-
 /// The policies of one `--compare` value. A name of its own: clap's derive
 /// reads a field typed `Option<Vec<_>>` as a repeated flag of single values,
 /// and `--compare sed,lsq` then failed at run time (a panic on the value's
 /// type) instead of giving the list.
-type PolicyList = Vec<String>;
+type PolicyList = Vec<Policy>;
 
 fn compare(s: &str) -> std::result::Result<PolicyList, String> {
+    use clap::ValueEnum;
     if s == "none" {
         return Ok(Vec::new());
     }
-    s.split(',').map(policy).collect()
+    s.split(',').map(|p| Policy::from_str(p, false)).collect()
 }
 
 #[derive(clap::Args, Debug)]
 struct DemoArgs {
     /// The policy under test.
-    #[arg(long, value_parser = policy)]
-    policy: Option<String>,
+    #[arg(long, value_enum)]
+    policy: Option<Policy>,
     /// Policies to compare with, `P1,P2,..` or `none` (default sed,adaptive-sed).
     #[arg(long, value_parser = compare)]
     compare: Option<PolicyList>,
@@ -151,11 +145,11 @@ fn main() -> Result<()> {
     );
     let dir = std::env::temp_dir().join(format!("marllb-demo-{}", std::process::id()));
     let mut runs = Vec::new();
-    let mut policies = vec![o.policy.clone()];
-    policies.extend(o.compare.iter().cloned());
-    for (i, p) in policies.iter().enumerate() {
+    let mut policies = vec![o.policy];
+    policies.extend(o.compare.iter().copied());
+    for (i, p) in policies.into_iter().enumerate() {
         let prefix = format!("md{i}{}", std::process::id() % 10_000);
-        runs.push(run_policy(&prefix, &dir.join(p), &o, p)?);
+        runs.push(run_policy(&prefix, &dir.join(p.name()), &o, p)?);
     }
     print_table(&runs);
     if !o.capacity_events.is_empty() {
