@@ -19,6 +19,8 @@
 //! * [`lb`] and [`vpp`]: an LB node's data plane on one of the two hosts
 //!   ([`lb::Host`]: `marllb-dpdk`, or the VPP plugin in an installed VPP)
 //!   and its controller.
+//! * [`watchdog`]: the data plane's watchdog state, read from its
+//!   shared-memory region.
 //! * [`scenario`]: the scenarios, one module each, on a [`scenario::Bed`].
 
 pub mod backend;
@@ -30,6 +32,7 @@ pub mod netns;
 pub mod scenario;
 pub mod topology;
 pub mod vpp;
+pub mod watchdog;
 
 /// The VIP every scenario serves.
 pub const VIP: &str = "198.18.255.1";

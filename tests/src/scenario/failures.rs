@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use super::{equal_backends, wait_for, weight_within, Bed, Clock};
 use crate::lb::{AgentKind, CtrlOptions, LbOptions, Method};
 use crate::load::{LoadArgs, Summary};
+use crate::watchdog;
 
 /// What the failure scenario measured.
 #[derive(Debug, Clone)]
@@ -57,10 +58,6 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
             ..CtrlOptions::default()
         })
         .build()?;
-    let log = bed
-        .dataplane_log(0)
-        .context("node 0's data plane was started")?
-        .to_path_buf();
     let ns = bed.ns(0);
     let port = bed.controller_options().map_or(0, |c| c.prometheus_port);
     let run = bed.start_load(&LoadArgs {
@@ -151,19 +148,24 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
     clock.sleep_until(19.0);
     let ctrl_dead = clock.now();
     bed.topo.tb.kill("ctrl0");
-    let dp_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    let before = dp_log().matches("watchdog fallback (Stale)").count();
+    // The data plane's watchdog as its region shows it: a new entry into
+    // the fallback for a stale heartbeat, then a new exit back to the
+    // controller's weights (a probe that cannot read the region counts as
+    // neither; the first reading of each must succeed).
+    let shm = bed.shm(0).context("the bed has a controller")?;
+    let state = || watchdog::read(&shm).ok();
+    let entries = watchdog::read(&shm)?.fallback_entries;
     let watchdog_fell_back = wait_for(
-        || dp_log().matches("watchdog fallback (Stale)").count() > before,
+        || state().is_some_and(|w| w.fallback_entries > entries && w.stale()),
         Duration::from_secs(4),
     )
     .is_some();
     clock.sleep_until(23.0);
     let ctrl_back = clock.now();
-    let following = dp_log().matches("following the controller").count();
+    let exits = watchdog::read(&shm)?.fallback_exits;
     bed.start_controller(0)?;
     let followed_new_controller = wait_for(
-        || dp_log().matches("following the controller").count() > following,
+        || state().is_some_and(|w| w.fallback_exits > exits && w.following()),
         Duration::from_secs(5),
     )
     .is_some();
