@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
+/// The signals [`Testbed::signal`] sends (rustix's, by their `SIG` names).
+pub use rustix::process::Signal;
 
 /// Namespaces and processes to clean up on Ctrl-C.
 static REGISTRY: Mutex<Vec<Owned>> = Mutex::new(Vec::new());
@@ -92,22 +94,7 @@ fn send(pid: u32, sig: rustix::process::Signal, group: bool) -> bool {
 /// Kills a process and its process group (children were started in their own
 /// group).
 pub fn kill_tree(pid: u32) {
-    send(pid, rustix::process::Signal::KILL, true);
-}
-
-/// A signal by name (`TERM`, `HUP`, `INT`, `STOP`, `CONT`, `KILL`).
-fn signal_by_name(name: &str) -> Option<rustix::process::Signal> {
-    use rustix::process::Signal;
-    Some(match name.trim_start_matches("SIG") {
-        "TERM" => Signal::TERM,
-        "HUP" => Signal::HUP,
-        "INT" => Signal::INT,
-        "STOP" => Signal::STOP,
-        "CONT" => Signal::CONT,
-        "KILL" => Signal::KILL,
-        "USR1" => Signal::USR1,
-        _ => return None,
-    })
+    send(pid, Signal::KILL, true);
 }
 
 /// Removes a file, or a directory with everything in it; a missing one is
@@ -348,16 +335,14 @@ impl Testbed {
         found
     }
 
-    /// Sends `signal` (e.g. "TERM", "HUP", "STOP") to the process started as
-    /// `label` and everything in its process group (nginx's workers too).
-    pub fn signal(&self, label: &str, signal: &str) -> bool {
-        let Some(sig) = signal_by_name(signal) else {
-            return false;
-        };
+    /// Sends `signal` to the process started as `label` and everything in
+    /// its process group (nginx's workers too); returns whether one was
+    /// running.
+    pub fn signal(&self, label: &str, signal: Signal) -> bool {
         self.children
             .iter()
             .filter(|(l, _)| l == label)
-            .any(|(_, c)| send(c.id(), sig, true))
+            .any(|(_, c)| send(c.id(), signal, true))
     }
 
     /// Whether the process started as `label` is still running.

@@ -6,6 +6,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use marllb_testbed::netns::Signal;
 use marllb_testbed::topology::{lb_next_hop, Routing, Topology};
 use marllb_testbed::VIP;
 
@@ -60,7 +61,7 @@ fn router_learns_the_vip_by_bgp() {
     s0.enable().unwrap();
     topo.wait_vip_next_hops(&[hop(0), hop(1)], bound)
         .expect("lb0 announced again");
-    assert!(topo.tb.signal(&s0.label, "STOP"));
+    assert!(topo.tb.signal(&s0.label, Signal::STOP));
     let stopped = topo
         .wait_vip_next_hops(&[hop(1)], bound)
         .expect("stopped lb0 dropped");

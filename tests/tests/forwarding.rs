@@ -4,6 +4,7 @@
 
 use marllb_testbed::lb::{LbOptions, Method};
 use marllb_testbed::load::Summary;
+use marllb_testbed::netns::Signal;
 use marllb_testbed::scenario::Bed;
 
 #[test]
@@ -54,7 +55,7 @@ fn requests_flow_through_the_dpdk_data_plane() {
                 String::from_utf8_lossy(&out.stdout)
             );
         }
-        topo.tb.signal("lb0", "TERM");
+        topo.tb.signal("lb0", Signal::TERM);
         topo.tb.wait("lb0", std::time::Duration::from_secs(10));
         eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
     }
@@ -62,7 +63,7 @@ fn requests_flow_through_the_dpdk_data_plane() {
     for (b, n) in &s.per_backend {
         assert!(*n > 20, "backend {b} got {n} of 180 with equal weights");
     }
-    topo.tb.signal("lb0", "TERM");
+    topo.tb.signal("lb0", Signal::TERM);
     assert!(topo
         .tb
         .wait("lb0", std::time::Duration::from_secs(10))

@@ -13,6 +13,7 @@ use super::{moderate_backends, Bed, Clock};
 use crate::demo::{Policy, PolicySetup};
 use crate::lb::{CtrlOptions, LbOptions, Method};
 use crate::load::{unix_now, LoadArgs, Record, Summary};
+use crate::netns::Signal;
 use crate::topology::{Routing, Topology};
 use anyhow::Result;
 
@@ -270,7 +271,7 @@ pub fn bgp(prefix: &str, dir: &Path, policy: Policy) -> Result<BgpReport> {
 
     clock.sleep_until(12.0);
     changes.push(now());
-    bed.topo.tb.signal("bird-lb1", "STOP");
+    bed.topo.tb.signal("bird-lb1", Signal::STOP);
     let dropped = wait(&bed.topo, &[hop(0)], 10);
     let dropped_after_bird_stop_s = dropped.map(|c| c.waited.as_secs_f64());
     changes.push(now());
@@ -285,7 +286,7 @@ pub fn bgp(prefix: &str, dir: &Path, policy: Policy) -> Result<BgpReport> {
             c.after_unix,
         )?);
     }
-    bed.topo.tb.signal("bird-lb1", "CONT");
+    bed.topo.tb.signal("bird-lb1", Signal::CONT);
     // lb1's session comes back; then lb2 joins.
     changes.push(now());
     bed.topo

@@ -10,6 +10,7 @@ use anyhow::Result;
 use super::{equal_backends, Bed, Clock};
 use crate::lb::{LbOptions, Method};
 use crate::load::{LoadArgs, Record, Summary};
+use crate::netns::Signal;
 
 /// Result of the weight-change scenario.
 #[derive(Debug, Clone)]
@@ -56,7 +57,7 @@ pub fn weight_change(prefix: &str, dir: &Path) -> Result<WeightChangeReport> {
         clock.sleep_until(at);
         let text = weights_toml(&w);
         std::fs::write(&wfile, &text)?;
-        bed.topo.tb.signal("lb0", "HUP");
+        bed.topo.tb.signal("lb0", Signal::HUP);
         changes.push(clock.now());
         println!("t={:.1}s weights changed: {}", clock.now(), text.trim());
     }
