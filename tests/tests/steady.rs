@@ -1,7 +1,8 @@
 //! Scenario 1: steady load with each policy (ecmp, wcmp, lsq, sed and the
 //! shipped QMIX model) on the same trace replay; prints the summary table.
 
-use marllb_testbed::demo::{print_table, run_policy, DemoOptions, Policy};
+use marllb_testbed::demo::Policy;
+use marllb_testbed::scenario::steady;
 
 #[test]
 #[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
@@ -11,42 +12,27 @@ fn every_policy_on_the_same_replay() {
         .parent()
         .unwrap()
         .to_path_buf();
-    let mut o = DemoOptions::new(&root);
-    o.duration = 20.0;
-    o.live = false;
     let dir = std::env::temp_dir().join(format!("marllb-s1-{}", std::process::id()));
-    let mut runs = Vec::new();
-    for (i, p) in [
-        Policy::Ecmp,
-        Policy::Wcmp,
-        Policy::Lsq,
-        Policy::Sed,
-        Policy::Qmix,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let prefix = format!("s{i}{}", std::process::id() % 10_000);
-        runs.push(run_policy(&prefix, &dir.join(p.name()), &o, p).expect("policy run"));
-    }
-    print_table(&runs);
+    let prefix = format!("s{}", std::process::id() % 10_000);
+    let report = steady(&prefix, &dir, &root).expect("scenario");
     let _ = std::fs::remove_dir_all(&dir);
-    for r in &runs {
+    let (runs, backends) = (&report.runs, report.backends);
+    for r in runs {
         let s = &r.summary;
         assert!(s.requests > 100, "{}: {s:?}", r.policy);
         // Most requests were answered.
         assert!(s.ok * 10 >= s.requests * 9, "{}: {s:?}", r.policy);
-        assert_eq!(s.per_backend.len(), o.backends, "{}: {s:?}", r.policy);
+        assert_eq!(s.per_backend.len(), backends, "{}: {s:?}", r.policy);
         let n = |j: usize| s.per_backend.get(&format!("be{j}")).copied().unwrap_or(0);
         if [Policy::Ecmp, Policy::Wcmp, Policy::Lsq].contains(&r.policy) {
             // Placement by weight or by active flows alone: every backend works.
-            assert!((0..o.backends).all(|j| n(j) > 0), "{}: {s:?}", r.policy);
+            assert!((0..backends).all(|j| n(j) > 0), "{}: {s:?}", r.policy);
         } else {
             // SED (and QMIX through SED) prefers the large backends, and at
             // light load may leave the small ones idle: that is its design
             // (shortest expected delay), not a failure.
             let small: usize = (0..4).map(n).sum();
-            let large: usize = (4..o.backends).map(n).sum();
+            let large: usize = (4..backends).map(n).sum();
             assert!(large > small, "{}: {s:?}", r.policy);
         }
     }

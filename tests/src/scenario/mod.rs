@@ -13,6 +13,7 @@ pub mod lb_failover;
 pub mod load_run;
 pub mod operator;
 pub mod recording;
+pub mod steady;
 pub mod weights_change;
 
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ pub use lb_failover::{lb_failover, FailoverReport, HeldConnection};
 pub use load_run::{start_load, LoadRun};
 pub use operator::{operator, OperatorReport};
 pub use recording::{placements, stickiness, Placements, Recording, Stickiness, SynSeen};
+pub use steady::{steady, SteadyReport, STEADY_POLICIES};
 pub use weights_change::{weight_change, WeightChangeReport};
 
 /// Seconds since a scenario's load started: the scenario's timeline.
