@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::lb::{
-    method_name, per_backend, scalar, AgentKind, CtrlOptions, Host, LbOptions, Method,
+    method_name, per_backend, scalar, AgentKind, BackendMetric, CtrlOptions, Host, LbOptions,
+    Method,
 };
 use crate::load::{summarize, LoadArgs, Progress, Record, Summary};
 use crate::scenario::{moderate_backends, placements, Bed, Placements, Recording};
@@ -358,7 +359,7 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: Policy) -> 
                 active_agents.push(a);
             }
         }
-        let w = per_backend(&m, "marllb_backend_weight");
+        let w = per_backend(&m, BackendMetric::Weight);
         if !w.is_empty() {
             weights.push((
                 start.elapsed().as_secs_f64(),
@@ -371,8 +372,8 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: Policy) -> 
         if o.live && prog.len() > shown {
             shown = prog.len();
             let p = &prog[prog.len() - 1];
-            let up = per_backend(&m, "marllb_backend_up");
-            let act = per_backend(&m, "marllb_backend_active_flows");
+            let up = per_backend(&m, BackendMetric::Up);
+            let act = per_backend(&m, BackendMetric::ActiveFlows);
             let cols: Vec<String> = bed
                 .topo
                 .backends

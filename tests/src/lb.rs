@@ -368,8 +368,35 @@ pub fn metrics(ns: &str, port: u16) -> Result<String> {
     )
 }
 
-/// Values of metric `name` by its `backend` label (e.g. `marllb_backend_weight`).
-pub fn per_backend(text: &str, name: &str) -> std::collections::BTreeMap<String, f64> {
+/// A per-backend metric of the controller's `/metrics` (label `backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendMetric {
+    /// `marllb_backend_weight`: the published weight.
+    Weight,
+    /// `marllb_backend_up`: 1 while its health checks pass.
+    Up,
+    /// `marllb_backend_active_flows`: flows the data plane has on it.
+    ActiveFlows,
+    /// `marllb_backend_admin_state`: the operator's state (0 active, 1
+    /// draining, ...).
+    AdminState,
+}
+
+impl BackendMetric {
+    /// Its name in the exposition.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Weight => "marllb_backend_weight",
+            Self::Up => "marllb_backend_up",
+            Self::ActiveFlows => "marllb_backend_active_flows",
+            Self::AdminState => "marllb_backend_admin_state",
+        }
+    }
+}
+
+/// Values of `metric` by its `backend` label.
+pub fn per_backend(text: &str, metric: BackendMetric) -> std::collections::BTreeMap<String, f64> {
+    let name = metric.name();
     let mut out = std::collections::BTreeMap::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(name) else {
@@ -401,7 +428,21 @@ pub fn scalar(text: &str, name: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{health_flag, HealthMode};
+    use super::{health_flag, per_backend, BackendMetric, HealthMode};
+
+    #[test]
+    fn per_backend_reads_one_metric_by_its_backend_label() {
+        let text = "marllb_backend_weight{backend=\"198.18.2.100\",vip=\"v\"} 1.5\n\
+                    marllb_backend_weight_total 3\n\
+                    marllb_backend_up{backend=\"198.18.2.100\"} 1\n";
+        let w = per_backend(text, BackendMetric::Weight);
+        assert_eq!(
+            w.into_iter().collect::<Vec<_>>(),
+            [("198.18.2.100".to_string(), 1.5)]
+        );
+        assert_eq!(per_backend(text, BackendMetric::Up).len(), 1);
+        assert!(per_backend(text, BackendMetric::AdminState).is_empty());
+    }
 
     #[test]
     fn health_flags_parse_back_as_the_controller_reads_them() {

@@ -23,7 +23,9 @@ use anyhow::{Context, Result};
 use super::load_run::LoadRun;
 use super::recording::{record, Recording};
 use crate::backend::BackendSpec;
-use crate::lb::{metrics, per_backend, start_controller, start_host, CtrlOptions, Host, LbOptions};
+use crate::lb::{
+    metrics, per_backend, start_controller, start_host, BackendMetric, CtrlOptions, Host, LbOptions,
+};
 use crate::load::{Capacities, LoadArgs};
 use crate::topology::{backend_addr, Routing, Topology};
 
@@ -282,11 +284,11 @@ impl Bed {
         metrics(&self.ns(i), port)
     }
 
-    /// Node `i`'s controller's value of metric `name` for backend `addr`
+    /// Node `i`'s controller's value of `metric` for backend `addr`
     /// (`None`: no answer, or no such sample).
-    pub fn backend_metric(&self, i: usize, name: &str, addr: &str) -> Option<f64> {
+    pub fn backend_metric(&self, i: usize, metric: BackendMetric, addr: &str) -> Option<f64> {
         let m = self.metrics(i).ok()?;
-        per_backend(&m, name).get(addr).copied()
+        per_backend(&m, metric).get(addr).copied()
     }
 
     /// The load generator's defaults with the bed's backends as capacities.

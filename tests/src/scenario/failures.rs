@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use super::{equal_backends, wait_for, weight_within, Bed, Clock};
 use crate::lb::{AgentKind, CtrlOptions, LbOptions, Method};
 use crate::load::{LoadArgs, Summary};
+use crate::topology::backend_addr;
 use crate::watchdog;
 
 /// What the failure scenario measured.
@@ -109,7 +110,7 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
     let killed_at = clock.now();
     bed.topo.tb.kill("be1-nginx");
     let weight_zero_after_s =
-        weight_within(&bed, "198.18.2.101", |w| w == 0.0, Duration::from_secs(8));
+        weight_within(&bed, &backend_addr(1), |w| w == 0.0, Duration::from_secs(8));
     clock.sleep_until(13.0);
     let back_at = clock.now();
     let b = bed.topo.backends[1].clone();
@@ -140,7 +141,7 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
         Duration::from_secs(5),
     );
     let back_weight_after_s =
-        weight_within(&bed, "198.18.2.101", |w| w > 0.0, Duration::from_secs(5))
+        weight_within(&bed, &backend_addr(1), |w| w > 0.0, Duration::from_secs(5))
             .map(|s| s + nginx_back_after_s.unwrap_or(0.0));
     let weight_back_at = back_at + back_weight_after_s.unwrap_or(f64::INFINITY);
 

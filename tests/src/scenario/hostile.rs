@@ -10,6 +10,7 @@ use super::{equal_backends, weight_within, Bed, Clock};
 use crate::lb::{CtrlOptions, LbOptions, Method};
 use crate::load::{LoadArgs, Record, Summary};
 use crate::netns::Signal;
+use crate::topology::backend_addr;
 
 /// What the hostile-input scenario measured.
 #[derive(Debug, Clone)]
@@ -127,7 +128,7 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
     let stopped_at = clock.now();
     bed.topo.tb.signal("be2-nginx", Signal::STOP);
     let silent_weight_zero_after_s =
-        weight_within(&bed, "198.18.2.102", |w| w == 0.0, Duration::from_secs(8));
+        weight_within(&bed, &backend_addr(2), |w| w == 0.0, Duration::from_secs(8));
     let out_at = clock.now();
     clock.sleep_until(28.0);
     let resumed_at = clock.now();
@@ -137,7 +138,7 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
     // passive signal also ejected it (handshake timeouts of the connections
     // it held while silent), once its hold (10 s) ended. The load runs to
     // t=50 s, so that it has several seconds of new flows to take after.
-    let back_after_s = weight_within(&bed, "198.18.2.102", |w| w > 0.0, Duration::from_secs(15));
+    let back_after_s = weight_within(&bed, &backend_addr(2), |w| w > 0.0, Duration::from_secs(15));
     let back_at = resumed_at + back_after_s.unwrap_or(f64::INFINITY);
     let (summary, records) = run.finish(&mut bed.topo, Duration::from_secs(90))?;
     // A clean stop writes the data plane's totals.

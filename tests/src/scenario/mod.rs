@@ -18,6 +18,8 @@ pub mod weights_change;
 
 use std::time::{Duration, Instant};
 
+use crate::lb::BackendMetric;
+
 pub use bed::{equal_backends, moderate_backends, Bed, BedBuilder};
 pub use bgp_failover::{bgp, BgpReport, CarriedConnection, HeldAcross};
 pub use capacity_drop::{capacity_drop, CapacityDropReport, CAPACITY_DROP_POLICIES};
@@ -71,7 +73,7 @@ fn wait_for(mut f: impl FnMut() -> bool, limit: Duration) -> Option<f64> {
 fn weight_within(bed: &Bed, addr: &str, ok: impl Fn(f64) -> bool, limit: Duration) -> Option<f64> {
     wait_for(
         || {
-            bed.backend_metric(0, "marllb_backend_weight", addr)
+            bed.backend_metric(0, BackendMetric::Weight, addr)
                 .is_some_and(&ok)
         },
         limit,

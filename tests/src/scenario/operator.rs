@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::{equal_backends, wait_for, Bed, Clock};
-use crate::lb::{AgentKind, CtrlOptions, LbOptions, Method};
+use crate::lb::{AgentKind, BackendMetric, CtrlOptions, LbOptions, Method};
 use crate::load::{Capacities, LoadArgs, Record, Summary};
 
 /// What the operator scenario measured.
@@ -162,14 +162,14 @@ pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
     bed.restart_controller(0)?;
     let restarted_at = clock.now();
     // The first cycle's admin state of be1 (bounded wait for that cycle).
-    let admin_of = || bed.backend_metric(0, "marllb_backend_admin_state", &be1);
+    let admin_of = || bed.backend_metric(0, BackendMetric::AdminState, &be1);
     wait_for(|| admin_of().is_some(), Duration::from_secs(3));
     let admin_after_restart = admin_of();
     ctl(CtlCommand::ShowBackends { json: false })?;
 
     // Remove be1 once its flows have finished (bounded).
     let drain_done_at = wait_for(
-        || bed.backend_metric(0, "marllb_backend_active_flows", &be1) == Some(0.0),
+        || bed.backend_metric(0, BackendMetric::ActiveFlows, &be1) == Some(0.0),
         Duration::from_secs(8),
     )
     .map(|_| clock.now());
