@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::netns::Testbed;
+use crate::topology::Process;
 
 /// How one backend is built.
 #[derive(Debug, Clone)]
@@ -127,6 +128,12 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// Starts its nginx again (after it was killed), its output to `out`;
+    /// returns at once (probe it to know when it answers).
+    pub fn restart_nginx(&self, tb: &mut Testbed, out: &Path) -> Result<()> {
+        start_nginx(tb, &self.ns, &self.spec.id, &self.dir, out)
+    }
+
     /// Sets its PHP workers' CPU limit to `factor` × its configured CPUs
     /// (`spec.cpus`) from now on (1.0 restores it); the cgroup's quota changes,
     /// running requests included. Returns the CPUs now allowed.
@@ -162,24 +169,12 @@ pub fn start(tb: &mut Testbed, ns: &str, spec: &BackendSpec, vip: &str, dir: &Pa
         fpm_conf.display()
     );
     tb.spawn_root(
-        &format!("{}-fpm", spec.id),
+        &Process::PhpFpm(&spec.id).label(),
         "sh",
         &["-c", &script],
         &dir.join("php-fpm.out"),
     )?;
-    let nginx_conf = dir.join("nginx.conf");
-    tb.spawn(
-        &format!("{}-nginx", spec.id),
-        ns,
-        "nginx",
-        &[
-            "-c",
-            &nginx_conf.to_string_lossy(),
-            "-p",
-            &dir.to_string_lossy(),
-        ],
-        &dir.join("nginx.out"),
-    )?;
+    start_nginx(tb, ns, &spec.id, dir, &dir.join("nginx.out"))?;
     // Wait until the socket answers (bounded).
     let sock = dir.join("php.sock");
     for _ in 0..100 {
@@ -189,6 +184,24 @@ pub fn start(tb: &mut Testbed, ns: &str, spec: &BackendSpec, vip: &str, dir: &Pa
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     anyhow::bail!("backend {} did not come up; see {}", spec.id, dir.display())
+}
+
+/// Starts backend `id`'s nginx in `ns` from its configuration in `dir`
+/// ([`Process::Nginx`]), its output to `out`.
+fn start_nginx(tb: &mut Testbed, ns: &str, id: &str, dir: &Path, out: &Path) -> Result<()> {
+    tb.spawn(
+        &Process::Nginx(id).label(),
+        ns,
+        "nginx",
+        &[
+            "-c",
+            &dir.join("nginx.conf").to_string_lossy(),
+            "-p",
+            &dir.to_string_lossy(),
+        ],
+        out,
+    )?;
+    Ok(())
 }
 
 /// Probes `http://addr/static.html` from inside `client_ns` with curl; true on 200.

@@ -322,7 +322,7 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: Policy) -> 
     let mut tick = 1.0;
     let limit = o.duration + 60.0;
     // Bounded: the load generator's own duration, and `limit` seconds.
-    while bed.topo.tb.running("load") && start.elapsed().as_secs_f64() < limit {
+    while run.running(&mut bed.topo) && start.elapsed().as_secs_f64() < limit {
         let wake = pending.front().map_or(tick, |e| e.at.min(tick));
         if let Some(left) = Duration::from_secs_f64(wake).checked_sub(start.elapsed()) {
             std::thread::sleep(left);

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::backend::BackendSpec;
 use crate::bgp::BgpSpeaker;
-use crate::topology::{LbNode, Topology};
+use crate::topology::{LbNode, Process, Topology};
 use crate::VIP;
 
 /// Where the workspace's binaries are (next to the running test or tool).
@@ -223,7 +223,7 @@ pub fn start_dataplane(topo: &mut Topology, i: usize, opts: &LbOptions) -> Resul
     }
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let log = dir.join("dataplane.log");
-    let label = format!("lb{i}");
+    let label = Process::DataPlane(i).label();
     topo.tb
         .spawn(&label, &node.ns, &exe.to_string_lossy(), &a, &log)?;
     // Ready when its ready file exists: the workers forward and the shm
@@ -337,7 +337,7 @@ pub fn start_controller(
     }
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let log = dir.join("ctrl.log");
-    let label = format!("ctrl{i}");
+    let label = Process::Controller(i).label();
     topo.tb
         .spawn(&label, &node.ns, &exe.to_string_lossy(), &a, &log)?;
     // Ready when /metrics answers (bounded).

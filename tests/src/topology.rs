@@ -78,6 +78,36 @@ pub struct Topology {
     pub router_bgp: Option<BgpSpeaker>,
 }
 
+/// A process the testbed runs, by what it is: its label in the [`Testbed`]
+/// (written here once; the modules that start them and the scenarios that
+/// stop, signal or wait for them use [`Process::label`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process<'a> {
+    /// LB node `i`'s data plane (`lb<i>`, either host).
+    DataPlane(usize),
+    /// LB node `i`'s controller (`ctrl<i>`).
+    Controller(usize),
+    /// The nginx of the backend with this id (`<id>-nginx`).
+    Nginx(&'a str),
+    /// The php-fpm of the backend with this id (`<id>-fpm`).
+    PhpFpm(&'a str),
+    /// The load generator a scenario runs in the background (`load`).
+    Load,
+}
+
+impl Process<'_> {
+    /// Its label.
+    pub fn label(&self) -> String {
+        match self {
+            Self::DataPlane(i) => format!("lb{i}"),
+            Self::Controller(i) => format!("ctrl{i}"),
+            Self::Nginx(id) => format!("{id}-nginx"),
+            Self::PhpFpm(id) => format!("{id}-fpm"),
+            Self::Load => "load".into(),
+        }
+    }
+}
+
 /// The client's address (on its own segment with the router).
 pub const CLIENT_ADDR: &str = "198.18.1.2";
 

@@ -256,7 +256,7 @@ pub fn start_dataplane(
         .with_context(|| format!("writing {}", conf.display()))?;
 
     let log = dir.join("dataplane.log");
-    let label = format!("lb{i}");
+    let label = crate::topology::Process::DataPlane(i).label();
     let conf_s = conf.to_string_lossy().into_owned();
     topo.tb.spawn(
         &label,

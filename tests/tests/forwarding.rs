@@ -6,6 +6,7 @@ use marllb_testbed::lb::{LbOptions, Method};
 use marllb_testbed::load::Summary;
 use marllb_testbed::netns::Signal;
 use marllb_testbed::scenario::Bed;
+use marllb_testbed::topology::Process;
 
 #[test]
 #[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
@@ -24,6 +25,7 @@ fn requests_flow_through_the_dpdk_data_plane() {
         .expect("topology and data plane");
     let log = bed.dataplane_log(0).expect("data plane log").to_path_buf();
     let topo = &mut bed.topo;
+    let lb0 = Process::DataPlane(0).label();
     let loadgen = std::path::Path::new(env!("CARGO_BIN_EXE_marllb-loadgen"));
     let line = topo
         .load(
@@ -55,18 +57,18 @@ fn requests_flow_through_the_dpdk_data_plane() {
                 String::from_utf8_lossy(&out.stdout)
             );
         }
-        topo.tb.signal("lb0", Signal::TERM);
-        topo.tb.wait("lb0", std::time::Duration::from_secs(10));
+        topo.tb.signal(&lb0, Signal::TERM);
+        topo.tb.wait(&lb0, std::time::Duration::from_secs(10));
         eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
     }
     assert_eq!(s.ok, 180, "{s:?}");
     for (b, n) in &s.per_backend {
         assert!(*n > 20, "backend {b} got {n} of 180 with equal weights");
     }
-    topo.tb.signal("lb0", Signal::TERM);
+    topo.tb.signal(&lb0, Signal::TERM);
     assert!(topo
         .tb
-        .wait("lb0", std::time::Duration::from_secs(10))
+        .wait(&lb0, std::time::Duration::from_secs(10))
         .is_some_and(|s| s.success()));
     let summary = std::fs::read_to_string(&log).unwrap();
     eprintln!(

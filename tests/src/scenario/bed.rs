@@ -27,7 +27,8 @@ use crate::lb::{
     metrics, per_backend, start_controller, start_host, BackendMetric, CtrlOptions, Host, LbOptions,
 };
 use crate::load::{Capacities, LoadArgs};
-use crate::topology::{backend_addr, Routing, Topology};
+use crate::netns::Signal;
+use crate::topology::{backend_addr, Process, Routing, Topology};
 
 /// `n` backends of equal capacity (`cpus` each).
 pub fn equal_backends(n: usize, cpus: f64, workers: u32, backlog: u32) -> Vec<BackendSpec> {
@@ -265,8 +266,27 @@ impl Bed {
 
     /// Kills node `i`'s controller (SIGKILL) and starts a new one.
     pub fn restart_controller(&mut self, i: usize) -> Result<()> {
-        self.topo.tb.kill(&format!("ctrl{i}"));
+        self.kill(Process::Controller(i));
         self.start_controller(i)
+    }
+
+    /// Kills `p` (SIGKILL to its process group); whether it was running.
+    pub fn kill(&mut self, p: Process<'_>) -> bool {
+        self.topo.tb.kill(&p.label())
+    }
+
+    /// Sends `signal` to `p` and its process group; whether it was running.
+    pub fn signal(&self, p: Process<'_>, signal: Signal) -> bool {
+        self.topo.tb.signal(&p.label(), signal)
+    }
+
+    /// Waits for `p` to exit, at most `limit`: its exit status, or `None`.
+    pub fn wait(
+        &mut self,
+        p: Process<'_>,
+        limit: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        self.topo.tb.wait(&p.label(), limit)
     }
 
     /// Node `i`'s data-plane log, once it was started.
@@ -299,8 +319,8 @@ impl Bed {
         }
     }
 
-    /// Starts `load` in the background (label `load`).
+    /// Starts `load` in the background ([`Process::Load`]).
     pub fn start_load(&mut self, load: &LoadArgs) -> Result<LoadRun> {
-        super::load_run::start_load(&mut self.topo, "load", load)
+        super::load_run::start_load(&mut self.topo, &Process::Load.label(), load)
     }
 }

@@ -14,8 +14,8 @@ use crate::demo::{Policy, PolicySetup};
 use crate::lb::{CtrlOptions, LbOptions, Method};
 use crate::load::{unix_now, LoadArgs, Record, Summary};
 use crate::netns::Signal;
-use crate::topology::{Routing, Topology};
-use anyhow::Result;
+use crate::topology::{Process, Routing, Topology};
+use anyhow::{Context, Result};
 
 /// One connection held across a change of the BGP scenario.
 #[derive(Debug, Clone)]
@@ -238,7 +238,7 @@ pub fn bgp(prefix: &str, dir: &Path, policy: Policy) -> Result<BgpReport> {
     clock.sleep_until(4.0);
     changes.push(now());
     let killed_unix = unix_now();
-    bed.topo.tb.kill("lb0");
+    bed.kill(Process::DataPlane(0));
     let withdrawn = wait(&bed.topo, &[hop(1)], 10);
     let withdrawn_after_kill_s = withdrawn.map(|c| c.waited.as_secs_f64());
     changes.push(now());
@@ -271,7 +271,14 @@ pub fn bgp(prefix: &str, dir: &Path, policy: Policy) -> Result<BgpReport> {
 
     clock.sleep_until(12.0);
     changes.push(now());
-    bed.topo.tb.signal("bird-lb1", Signal::STOP);
+    let bird1 = bed
+        .topo
+        .lbs
+        .get(1)
+        .and_then(|n| n.bgp.as_ref())
+        .map(|s| s.label.clone())
+        .context("a BGP topology has a speaker per LB node")?;
+    bed.topo.tb.signal(&bird1, Signal::STOP);
     let dropped = wait(&bed.topo, &[hop(0)], 10);
     let dropped_after_bird_stop_s = dropped.map(|c| c.waited.as_secs_f64());
     changes.push(now());
@@ -286,7 +293,7 @@ pub fn bgp(prefix: &str, dir: &Path, policy: Policy) -> Result<BgpReport> {
             c.after_unix,
         )?);
     }
-    bed.topo.tb.signal("bird-lb1", Signal::CONT);
+    bed.topo.tb.signal(&bird1, Signal::CONT);
     // lb1's session comes back; then lb2 joins.
     changes.push(now());
     bed.topo

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use super::{equal_backends, wait_for, weight_within, Bed, Clock};
 use crate::lb::{AgentKind, CtrlOptions, LbOptions, Method};
 use crate::load::{LoadArgs, Summary};
-use crate::topology::backend_addr;
+use crate::topology::{backend_addr, Process};
 use crate::watchdog;
 
 /// What the failure scenario measured.
@@ -60,7 +60,10 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
         })
         .build()?;
     let ns = bed.ns(0);
-    let port = bed.controller_options().map_or(0, |c| c.prometheus_port);
+    let port = bed
+        .controller_options()
+        .context("the bed has a controller")?
+        .prometheus_port;
     let run = bed.start_load(&LoadArgs {
         rate: 30.0,
         loops: 2000000,
@@ -108,25 +111,13 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
     // Scenario 2: be1 dies at 5 s, comes back at 13 s.
     clock.sleep_until(5.0);
     let killed_at = clock.now();
-    bed.topo.tb.kill("be1-nginx");
+    bed.kill(Process::Nginx("be1"));
     let weight_zero_after_s =
         weight_within(&bed, &backend_addr(1), |w| w == 0.0, Duration::from_secs(8));
     clock.sleep_until(13.0);
     let back_at = clock.now();
     let b = bed.topo.backends[1].clone();
-    let nconf = b.dir.join("nginx.conf");
-    bed.topo.tb.spawn(
-        "be1-nginx",
-        &b.ns,
-        "nginx",
-        &[
-            "-c",
-            &nconf.to_string_lossy(),
-            "-p",
-            &b.dir.to_string_lossy(),
-        ],
-        &b.dir.join("nginx2.out"),
-    )?;
+    b.restart_nginx(&mut bed.topo.tb, &b.dir.join("nginx2.out"))?;
     // Bounded so that the controller's death below stays at 19 s.
     let probe = format!("http://{}/static.html", b.spec.addr);
     let nginx_back_after_s = wait_for(
@@ -148,7 +139,7 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
     // Scenario 3: the controller dies at 19 s, a new one starts at 23 s.
     clock.sleep_until(19.0);
     let ctrl_dead = clock.now();
-    bed.topo.tb.kill("ctrl0");
+    bed.kill(Process::Controller(0));
     // The data plane's watchdog as its region shows it: a new entry into
     // the fallback for a stale heartbeat, then a new exit back to the
     // controller's weights (a probe that cannot read the region counts as

@@ -10,7 +10,7 @@ use super::{equal_backends, weight_within, Bed, Clock};
 use crate::lb::{CtrlOptions, LbOptions, Method};
 use crate::load::{LoadArgs, Record, Summary};
 use crate::netns::Signal;
-use crate::topology::backend_addr;
+use crate::topology::{backend_addr, Process};
 
 /// What the hostile-input scenario measured.
 #[derive(Debug, Clone)]
@@ -126,13 +126,13 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
     // have finished, so that the two phases do not mix).
     clock.sleep_until(20.0);
     let stopped_at = clock.now();
-    bed.topo.tb.signal("be2-nginx", Signal::STOP);
+    bed.signal(Process::Nginx("be2"), Signal::STOP);
     let silent_weight_zero_after_s =
         weight_within(&bed, &backend_addr(2), |w| w == 0.0, Duration::from_secs(8));
     let out_at = clock.now();
     clock.sleep_until(28.0);
     let resumed_at = clock.now();
-    bed.topo.tb.signal("be2-nginx", Signal::CONT);
+    bed.signal(Process::Nginx("be2"), Signal::CONT);
     // Back in service once the rise count of active checks passed and the
     // first slow-start cycle published a weight above 0 -- or, when the
     // passive signal also ejected it (handshake timeouts of the connections
@@ -142,8 +142,8 @@ pub fn hostile(prefix: &str, dir: &Path) -> Result<HostileReport> {
     let back_at = resumed_at + back_after_s.unwrap_or(f64::INFINITY);
     let (summary, records) = run.finish(&mut bed.topo, Duration::from_secs(90))?;
     // A clean stop writes the data plane's totals.
-    bed.topo.tb.signal("lb0", Signal::TERM);
-    let _ = bed.topo.tb.wait("lb0", Duration::from_secs(10));
+    bed.signal(Process::DataPlane(0), Signal::TERM);
+    let _ = bed.wait(Process::DataPlane(0), Duration::from_secs(10));
     let stats: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("lb0").join("stats.json")).with_context(|| {
             format!(

@@ -12,7 +12,7 @@ use super::recording::{syns_seen, Recording, SynSeen};
 use super::{equal_backends, Bed, Clock};
 use crate::lb::{method_name, CtrlOptions, LbOptions, Method};
 use crate::load::{unix_now, LoadArgs, Record, Summary};
-use crate::topology::{Topology, CLIENT_ADDR};
+use crate::topology::{Process, Topology, CLIENT_ADDR};
 
 /// One connection of the LB-failover scenario, as classified.
 #[derive(Debug, Clone)]
@@ -210,8 +210,8 @@ pub fn lb_failover(prefix: &str, dir: &Path, method: Method, sync: bool) -> Resu
     topo.remove_lb(1)?;
     let changed = unix_now();
     let removed_at = clock.now();
-    topo.tb.kill("ctrl1");
-    topo.tb.kill("lb1");
+    topo.tb.kill(&Process::Controller(1).label());
+    topo.tb.kill(&Process::DataPlane(1).label());
     // The backend of every held connection, read from the backends' socket
     // tables just before the removal and again after it, for the connections
     // established between the first reading and the change (the held

@@ -51,6 +51,11 @@ impl LoadRun {
             .collect()
     }
 
+    /// The load generator is still running.
+    pub fn running(&self, topo: &mut Topology) -> bool {
+        topo.tb.running(&self.label)
+    }
+
     /// Waits for the run to end (bounded) and returns its summary and records.
     pub fn finish(self, topo: &mut Topology, limit: Duration) -> Result<(Summary, Vec<Record>)> {
         if topo.tb.wait(&self.label, limit).is_none() {

@@ -11,6 +11,7 @@ use super::{equal_backends, Bed, Clock};
 use crate::lb::{LbOptions, Method};
 use crate::load::{LoadArgs, Record, Summary};
 use crate::netns::Signal;
+use crate::topology::Process;
 
 /// Result of the weight-change scenario.
 #[derive(Debug, Clone)]
@@ -57,7 +58,7 @@ pub fn weight_change(prefix: &str, dir: &Path) -> Result<WeightChangeReport> {
         clock.sleep_until(at);
         let text = weights_toml(&w);
         std::fs::write(&wfile, &text)?;
-        bed.topo.tb.signal("lb0", Signal::HUP);
+        bed.signal(Process::DataPlane(0), Signal::HUP);
         changes.push(clock.now());
         println!("t={:.1}s weights changed: {}", clock.now(), text.trim());
     }
