@@ -154,6 +154,18 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A root test's working directory, `$TMP/marllb-<tag>-<pid>`, and its
+/// testbed prefix, `letters` and the process id's last `digits` digits: both
+/// unique to the process (namespace names are short, so the prefix is too:
+/// a scenario that builds one testbed per run appends a digit).
+pub fn test_place(tag: &str, letters: &str, digits: u32) -> (std::path::PathBuf, String) {
+    let pid = std::process::id();
+    (
+        std::env::temp_dir().join(format!("marllb-{tag}-{pid}")),
+        format!("{letters}{}", pid % 10u32.saturating_pow(digits)),
+    )
+}
+
 /// Runs a command to completion; fails with its stderr when it fails.
 pub fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;

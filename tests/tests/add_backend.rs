@@ -30,9 +30,8 @@ fn namespaces() -> String {
 #[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
 fn a_backend_added_at_run_time_serves_and_is_torn_down() {
     marllb_testbed::netns::require_root();
-    let dir = std::env::temp_dir().join(format!("marllb-addbe-{}", std::process::id()));
+    let (dir, prefix) = marllb_testbed::netns::test_place("addbe", "ab", 5);
     let _rm = RemoveDir(dir.clone());
-    let prefix = format!("ab{}", std::process::id() % 100_000);
     let mut topo =
         Topology::build(&prefix, &equal_backends(2, 0.5, 4, 128), 0, &dir).expect("topology");
 

@@ -19,8 +19,7 @@ fn hop(i: usize) -> Ipv4Addr {
 #[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
 fn router_learns_the_vip_by_bgp() {
     marllb_testbed::netns::require_root();
-    let dir = std::env::temp_dir().join(format!("marllb-bgp-{}", std::process::id()));
-    let prefix = format!("g{}", std::process::id() % 100_000);
+    let (dir, prefix) = marllb_testbed::netns::test_place("bgp", "g", 5);
     // The topology (and with it every namespace and bird) is dropped on a
     // failed assertion too.
     let mut topo = Topology::build_with(&prefix, &[], 2, &dir, Routing::Bgp).expect("topology");

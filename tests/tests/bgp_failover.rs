@@ -39,8 +39,8 @@ fn check(policy: Policy) {
         return;
     }
     let name = policy.name();
-    let dir = std::env::temp_dir().join(format!("marllb-bgpf-{name}-{}", std::process::id()));
-    let prefix = format!("g{}{}", &name[..1], std::process::id() % 10_000);
+    let (dir, prefix) =
+        marllb_testbed::netns::test_place(&format!("bgpf-{name}"), &format!("g{}", &name[..1]), 4);
     let r = marllb_testbed::scenario::bgp(&prefix, &dir, policy).expect("scenario");
     // The policy really ran (not a fallback).
     let want = match policy {

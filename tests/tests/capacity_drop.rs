@@ -15,8 +15,7 @@ fn capacity_drop_under_three_agents() {
         .parent()
         .unwrap()
         .to_path_buf();
-    let dir = std::env::temp_dir().join(format!("marllb-s7-{}", std::process::id()));
-    let prefix = format!("cd{}", std::process::id() % 10_000);
+    let (dir, prefix) = marllb_testbed::netns::test_place("s7", "cd", 4);
     let t = std::time::Instant::now();
     let report = capacity_drop(&prefix, &dir, &root).expect("scenario");
     let _ = std::fs::remove_dir_all(&dir);

@@ -5,8 +5,7 @@
 #[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
 fn backend_and_controller_failures() {
     marllb_testbed::netns::require_root();
-    let dir = std::env::temp_dir().join(format!("marllb-s236-{}", std::process::id()));
-    let prefix = format!("x{}", std::process::id() % 100_000);
+    let (dir, prefix) = marllb_testbed::netns::test_place("s236", "x", 5);
     let r = marllb_testbed::scenario::failures(&prefix, &dir).expect("scenario");
     // Scenario 2.
     assert!(r.weight_zero_after_s.is_some_and(|s| s < 8.0), "{r:?}");

@@ -12,9 +12,8 @@ use marllb_testbed::topology::Process;
 #[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
 fn requests_flow_through_the_dpdk_data_plane() {
     marllb_testbed::netns::require_root();
-    let dir = std::env::temp_dir().join(format!("marllb-fwd-{}", std::process::id()));
+    let (dir, prefix) = marllb_testbed::netns::test_place("fwd", "f", 5);
     let specs = marllb_testbed::scenario::equal_backends(3, 0.25, 4, 128);
-    let prefix = format!("f{}", std::process::id() % 100_000);
     let mut bed = Bed::builder(&prefix, &dir)
         .backends(specs)
         .dataplane(LbOptions {

@@ -5,8 +5,7 @@
 #[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
 fn syn_flood_and_silent_backend() {
     marllb_testbed::netns::require_root();
-    let dir = std::env::temp_dir().join(format!("marllb-hostile-{}", std::process::id()));
-    let prefix = format!("h{}", std::process::id() % 100_000);
+    let (dir, prefix) = marllb_testbed::netns::test_place("hostile", "h", 5);
     let r = marllb_testbed::scenario::hostile(&prefix, &dir).expect("scenario");
     // The flood overflowed the table: placements beyond it were counted, and
     // what was tracked stayed within the table.

@@ -8,8 +8,11 @@ use marllb_testbed::lb::{method_name, Method};
 fn run(method: Method, sync: bool) -> marllb_testbed::scenario::FailoverReport {
     let tag = if sync { "y" } else { "n" };
     let name = method_name(method);
-    let dir = std::env::temp_dir().join(format!("marllb-s5-{name}-{tag}-{}", std::process::id()));
-    let prefix = format!("f{}{tag}{}", &name[..1], std::process::id() % 10_000);
+    let (dir, prefix) = marllb_testbed::netns::test_place(
+        &format!("s5-{name}-{tag}"),
+        &format!("f{}{tag}", &name[..1]),
+        4,
+    );
     let r = marllb_testbed::scenario::lb_failover(&prefix, &dir, method, sync).expect("scenario");
     let _ = std::fs::remove_dir_all(&dir);
     r

@@ -6,8 +6,7 @@
 #[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
 fn drain_remove_add_and_restarts_under_load() {
     marllb_testbed::netns::require_root();
-    let dir = std::env::temp_dir().join(format!("marllb-op-{}", std::process::id()));
-    let prefix = format!("o{}", std::process::id() % 100_000);
+    let (dir, prefix) = marllb_testbed::netns::test_place("op", "o", 5);
     let r = marllb_testbed::scenario::operator(&prefix, &dir).expect("scenario");
     assert_eq!(r.summary.failed, 0, "{r:?}");
     assert_eq!(r.summary.resets, 0, "{r:?}");

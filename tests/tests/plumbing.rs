@@ -9,7 +9,7 @@ use marllb_testbed::topology::Topology;
 #[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
 fn client_reaches_a_real_backend_through_the_router() {
     marllb_testbed::netns::require_root();
-    let dir = std::env::temp_dir().join(format!("marllb-plumb-{}", std::process::id()));
+    let (dir, prefix) = marllb_testbed::netns::test_place("plumb", "p", 5);
     let specs = vec![
         BackendSpec {
             id: "be0".into(),
@@ -26,7 +26,6 @@ fn client_reaches_a_real_backend_through_the_router() {
             backlog: 128,
         },
     ];
-    let prefix = format!("p{}", std::process::id() % 100_000);
     let topo = Topology::build(&prefix, &specs, 0, &dir).expect("topology");
     for b in &topo.backends {
         assert!(

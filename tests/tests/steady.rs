@@ -12,8 +12,7 @@ fn every_policy_on_the_same_replay() {
         .parent()
         .unwrap()
         .to_path_buf();
-    let dir = std::env::temp_dir().join(format!("marllb-s1-{}", std::process::id()));
-    let prefix = format!("s{}", std::process::id() % 10_000);
+    let (dir, prefix) = marllb_testbed::netns::test_place("s1", "s", 4);
     let report = steady(&prefix, &dir, &root).expect("scenario");
     let _ = std::fs::remove_dir_all(&dir);
     let (runs, backends) = (&report.runs, report.backends);

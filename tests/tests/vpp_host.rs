@@ -34,8 +34,7 @@ fn the_demo_runs_through_an_installed_vpp() {
     o.compare = Vec::new();
     o.live = false;
     o.record_placements = true;
-    let dir = std::env::temp_dir().join(format!("marllb-vpp-{}", std::process::id()));
-    let prefix = format!("v{}", std::process::id() % 100_000);
+    let (dir, prefix) = marllb_testbed::netns::test_place("vpp", "v", 5);
     let run = run_policy(&prefix, &dir.join(o.policy.name()), &o, o.policy);
     let _ = std::fs::remove_dir_all(&dir);
     let run = run.expect("the demo through VPP");

@@ -4,8 +4,7 @@
 #[ignore = "needs root (network namespaces, veth pairs): cargo xtask test runs it as root"]
 fn weight_changes_reset_no_connection() {
     marllb_testbed::netns::require_root();
-    let dir = std::env::temp_dir().join(format!("marllb-s4-{}", std::process::id()));
-    let prefix = format!("w{}", std::process::id() % 100_000);
+    let (dir, prefix) = marllb_testbed::netns::test_place("s4", "w", 5);
     let r = marllb_testbed::scenario::weight_change(&prefix, &dir).expect("scenario");
     assert_eq!(r.summary.resets, 0, "{r:?}");
     assert_eq!(r.summary.failed, 0, "{r:?}");
