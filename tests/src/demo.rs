@@ -150,6 +150,9 @@ impl DemoOptions {
 pub enum Policy {
     /// The shipped `es` model (MARLLB's data plane applies SED to its weights).
     Es,
+    /// The `es` model trained with CPU-quota servers in the mix
+    /// (`models/es-q.onnx`; the testbed's backends are quotas).
+    EsQ,
     /// The shipped QMIX model, through SED.
     Qmix,
     /// The shipped SAC-GRU model, through SED.
@@ -192,6 +195,7 @@ impl Policy {
     pub fn setup(self, models: &Path) -> PolicySetup {
         let (method, agent, model) = match self {
             Self::Es => (Method::Sed, AgentKind::Es, Some("es.onnx")),
+            Self::EsQ => (Method::Sed, AgentKind::Es, Some("es-q.onnx")),
             Self::Qmix => (Method::Sed, AgentKind::Qmix, Some("qmix.onnx")),
             Self::SacGru => (Method::Sed, AgentKind::SacGru, Some("sac-gru.onnx")),
             Self::Sed => (Method::Sed, AgentKind::Wcmp, None),
@@ -634,6 +638,7 @@ mod tests {
             names,
             [
                 "es",
+                "es-q",
                 "qmix",
                 "sac-gru",
                 "sed",
@@ -651,6 +656,11 @@ mod tests {
         );
         let s = Policy::Es.setup(Path::new("m"));
         assert_eq!(s.model, Some(Path::new("m").join("es.onnx")));
+        let s = Policy::EsQ.setup(Path::new("m"));
+        assert_eq!(
+            (s.agent, s.model),
+            (AgentKind::Es, Some(Path::new("m").join("es-q.onnx")))
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Scenario 7: a backend loses three quarters of its CPU mid-run and gets it
-//! back, under SED with the configured weights, adaptive SED and the shipped
-//! `es` model, on the same replay. Prints the per-phase table and a `RESULT`
+//! back, under SED with the configured weights, adaptive SED and the learned
+//! `es` and `es-q` models, on the same replay. Prints the per-phase table and a `RESULT`
 //! line per agent; asserts only correctness (every run completes with the
 //! agent it was meant to run, the capacity changes happen, no failure the
 //! drop does not explain), never that one agent beats another.
@@ -20,8 +20,9 @@ fn capacity_drop_under_three_agents() {
     let report = capacity_drop(&prefix, &dir, &root).expect("scenario");
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "capacity drop: {:.0} s for the three agents",
-        t.elapsed().as_secs_f64()
+        "capacity drop: {:.0} s for the {} agents",
+        t.elapsed().as_secs_f64(),
+        CAPACITY_DROP_POLICIES.len()
     );
     assert_eq!(report.runs.len(), CAPACITY_DROP_POLICIES.len());
     let (cut, restore) = report.schedule;
