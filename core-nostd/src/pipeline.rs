@@ -65,6 +65,53 @@ use crate::MAX_BACKENDS;
 mod fast;
 use fast::FastMeta;
 
+/// What one TCP segment changes in its live flow's entry, decided once for
+/// the general and the fast path: a FIN or RST closes a flow that is not
+/// closing yet, the client's ACK (without SYN) completes a handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TcpChange {
+    /// Nothing.
+    None,
+    /// The flow closes; `established` if it was (its peers hold a copy).
+    Close { established: bool },
+    /// The handshake completes.
+    Establish,
+}
+
+impl TcpChange {
+    /// The change `flags` make to a flow in `state`.
+    #[inline(always)]
+    fn of(state: FlowState, flags: u8) -> Self {
+        if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
+            if state == FlowState::TcpClosing {
+                Self::None
+            } else {
+                Self::Close {
+                    established: state == FlowState::TcpEstablished,
+                }
+            }
+        } else if state == FlowState::TcpSynSent
+            && flags & (tcp_flags::ACK | tcp_flags::SYN) == tcp_flags::ACK
+        {
+            Self::Establish
+        } else {
+            Self::None
+        }
+    }
+
+    /// The sync record the change makes when sync is on: an established
+    /// connection's peers close their copy, a new one tells them where it
+    /// went.
+    #[inline(always)]
+    fn sync_record(self) -> Option<RecordKind> {
+        match self {
+            Self::Close { established: true } => Some(RecordKind::Closed),
+            Self::Establish => Some(RecordKind::Opened),
+            Self::None | Self::Close { established: false } => None,
+        }
+    }
+}
+
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 /// Largest batch one call processes.
@@ -772,26 +819,31 @@ impl<const B: usize> Lane<'_, B> {
         if syn && e.state == FlowState::TcpClosing {
             return false;
         }
-        if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
-            if e.state != FlowState::TcpClosing {
-                if self.sync.enabled && e.state == FlowState::TcpEstablished {
-                    return false;
-                }
+        let change = TcpChange::of(e.state, flags);
+        if self.sync.enabled && change.sync_record().is_some() {
+            return false;
+        }
+        self.apply_tcp_change(slot, e, change, now);
+        true
+    }
+
+    /// Applies a live TCP flow's [`TcpChange`] to its entry and telemetry
+    /// (the sync record, where one is due, is the caller's).
+    #[inline(always)]
+    fn apply_tcp_change(&mut self, slot: Slot, e: Entry, change: TcpChange, now: u32) {
+        match change {
+            TcpChange::None => {}
+            TcpChange::Close { .. } => {
                 let created = self.flows.created(slot);
                 self.telemetry.flow_closed(e.backend, e.state, created, now);
                 self.flows.set_state(slot, FlowState::TcpClosing);
             }
-        } else if e.state == FlowState::TcpSynSent
-            && flags & (tcp_flags::ACK | tcp_flags::SYN) == tcp_flags::ACK
-        {
-            if self.sync.enabled {
-                return false;
+            TcpChange::Establish => {
+                let created = self.flows.created(slot);
+                self.telemetry.handshake_done(e.backend, created, now);
+                self.flows.set_state(slot, FlowState::TcpEstablished);
             }
-            let created = self.flows.created(slot);
-            self.telemetry.handshake_done(e.backend, created, now);
-            self.flows.set_state(slot, FlowState::TcpEstablished);
         }
-        true
     }
 
     /// [`Self::fast_placed`] of a hit on a backend that is down, or on a
@@ -998,26 +1050,11 @@ impl<const B: usize> Lane<'_, B> {
                     return Ok(b);
                 }
                 if tcp {
-                    if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
-                        if e.state != FlowState::TcpClosing {
-                            let created = self.flows.created(slot);
-                            self.telemetry.flow_closed(e.backend, e.state, created, now);
-                            self.flows.set_state(slot, FlowState::TcpClosing);
-                            // The peers hold a copy of every established
-                            // connection: it closes too.
-                            if self.sync.enabled && e.state == FlowState::TcpEstablished {
-                                self.sync_record(m, svc, e.backend, RecordKind::Closed);
-                            }
-                        }
-                    } else if e.state == FlowState::TcpSynSent
-                        && flags & (tcp_flags::ACK | tcp_flags::SYN) == tcp_flags::ACK
-                    {
-                        let created = self.flows.created(slot);
-                        self.telemetry.handshake_done(e.backend, created, now);
-                        self.flows.set_state(slot, FlowState::TcpEstablished);
-                        // Established here: tell the peers where it went.
-                        if self.sync.enabled {
-                            self.sync_record(m, svc, e.backend, RecordKind::Opened);
+                    let change = TcpChange::of(e.state, flags);
+                    self.apply_tcp_change(slot, e, change, now);
+                    if self.sync.enabled {
+                        if let Some(kind) = change.sync_record() {
+                            self.sync_record(m, svc, e.backend, kind);
                         }
                     }
                 }
