@@ -34,8 +34,9 @@ pub mod config;
 pub mod engine;
 pub mod health;
 pub mod metrics;
+/// The ONNX runner, shared with the simulator (`marllb_policy::model`).
 #[cfg(feature = "inference")]
-pub mod model;
+pub use marllb_policy::model;
 pub mod operator;
 #[cfg(feature = "inference")]
 pub mod runner;

@@ -14,11 +14,15 @@
 //!   NaN and infinities before anything reaches shared memory.
 //! * [`adaptive`]: adaptive SED, the strongest heuristic a learned policy is
 //!   compared with; it acts through the same `log_step` action.
+//! * `model` (feature `onnx`): the ONNX runner (tract) both run a policy with:
+//!   loaded, checked against its sidecar, probed, run with its recurrent state.
 
 pub mod action;
 pub mod adaptive;
 pub mod features;
 pub mod meta;
+#[cfg(feature = "onnx")]
+pub mod model;
 
 pub use action::{action_to_weights, log_step, ActionError};
 pub use adaptive::AdaptiveSed;

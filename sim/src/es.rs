@@ -570,14 +570,14 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("es.onnx");
         net.save(&path, backends).expect("save");
-        let meta = PolicyMeta::load(&PolicyMeta::sidecar_of(&path)).expect("sidecar");
-        let onnx = crate::onnx::OnnxPolicy::load(&path, meta.obs_len(), 0).expect("load");
+        let mut onnx = marllb_policy::model::Policy::load(&path, Some(backends)).expect("load");
+        assert!(onnx.hidden().is_empty());
+        let mut out = Vec::new();
         for _ in 0..20 {
             let obs: Vec<f32> = (0..backends * F)
                 .map(|_| ((open01(&mut rng) - 0.5) * 3.0) as f32)
                 .collect();
-            let (out, h) = onnx.step(&obs, &[]).expect("run");
-            assert!(h.is_empty());
+            onnx.infer(&obs, &mut out).expect("run");
             for (b, o) in out.iter().enumerate() {
                 let mut x = [0f32; F];
                 x.copy_from_slice(&obs[b * F..(b + 1) * F]);

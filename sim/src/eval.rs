@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use marllb_policy::{action_to_weights, PolicyMeta};
+use marllb_policy::action_to_weights;
 use serde::Serialize;
 
 use crate::engine::{Method, Sim, SimConfig, Stats};
-use crate::onnx::OnnxPolicy;
 use crate::workload::Workload;
+use marllb_policy::model::{Loaded, Policy as Runner};
 
 /// A policy to evaluate.
 #[derive(Debug, Clone)]
@@ -23,14 +23,12 @@ pub enum Policy {
         /// The constants.
         params: marllb_policy::AdaptiveSed,
     },
-    /// A trained model run by tract-onnx.
+    /// A trained model, run by the controller's runner (`marllb_policy::model`).
     Onnx {
         /// Display name (file stem).
         name: String,
-        /// The runtime.
-        model: Box<OnnxPolicy>,
-        /// Its sidecar.
-        meta: Box<PolicyMeta>,
+        /// The checked, optimized model (its sidecar inside).
+        model: Box<Loaded>,
     },
 }
 
@@ -61,18 +59,15 @@ impl Policy {
             });
         }
         let path = PathBuf::from(s);
-        let meta = PolicyMeta::load(&PolicyMeta::sidecar_of(&path)).map_err(|e| {
-            anyhow!("policy {s:?} is not a baseline and its sidecar is unusable: {e}")
+        let model = Loaded::load(&path, None).map_err(|e| {
+            anyhow!("policy {s:?} is not a baseline and its model is unusable: {e}")
         })?;
-        let hidden = meta.hidden.as_ref().map_or(0, |h| h.size);
-        let model = OnnxPolicy::load(&path, meta.obs_len(), hidden)?;
         let name = path
             .file_stem()
             .map_or_else(|| s.to_string(), |x| x.to_string_lossy().into_owned());
         Ok(Policy::Onnx {
             name,
             model: Box::new(model),
-            meta: Box::new(meta),
         })
     }
 
@@ -180,7 +175,8 @@ pub fn evaluate(mut cfg: SimConfig, workload: &Workload, policy: &Policy) -> Res
                 t0.elapsed().as_secs_f64(),
             ))
         }
-        Policy::Onnx { model, meta, .. } => {
+        Policy::Onnx { model, .. } => {
+            let meta = model.meta();
             anyhow::ensure!(
                 meta.backends == cfg.servers.len(),
                 "the policy was trained for {} backends, the setting has {}",
@@ -189,23 +185,28 @@ pub fn evaluate(mut cfg: SimConfig, workload: &Workload, policy: &Policy) -> Res
             );
             cfg.features = true;
             let lbs = cfg.lbs;
-            let hsize = meta.hidden.as_ref().map_or(0, |h| h.size);
             let mut sim = Sim::new(cfg, workload, Method::Agent);
             if matches!(meta.action, marllb_policy::ActionSpec::LogStep { .. }) {
                 sim.set_initial_action(0.0);
             }
-            let mut h = vec![vec![0f32; hsize]; lbs];
-            let (mut obs, mut real, mut q16) = (Vec::new(), Vec::new(), Vec::new());
+            // One runner (with its recurrent state) per LB node, one plan.
+            let mut runners: Vec<Runner> =
+                (0..lbs).map(|_| Runner::new((**model).clone())).collect();
+            let (mut obs, mut scores, mut real, mut q16) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut wsum = vec![0f64; meta.backends];
             let mut wn = 0f64;
             while sim.run_step() {
-                for (lb, hl) in h.iter_mut().enumerate() {
+                for (lb, runner) in runners.iter_mut().enumerate() {
                     let Some(node) = sim.lbs.get(lb) else {
                         continue;
                     };
                     node.features.observation(meta, &mut obs);
-                    let (scores, h2) = model.step(&obs, hl)?;
-                    *hl = h2;
+                    runner.infer(&obs, &mut scores)?;
+                    // The hidden state moves on with every run (the
+                    // simulator's rule since round 1; the controller commits
+                    // only an accepted action's).
+                    runner.commit();
                     // Refused outputs keep the previous weights, as in the controller.
                     if action_to_weights(meta, &scores, &node.features, &mut real, &mut q16).is_ok()
                     {

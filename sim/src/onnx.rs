@@ -1,5 +1,5 @@
-//! ONNX export of the agent network and inference with tract-onnx (the
-//! controller's runtime).
+//! ONNX export of the agent network (the simulator and the controller run it
+//! with the one runner, `marllb_policy::model`).
 //!
 //! The exported graph is the one-step model the controller runs every cycle:
 //! inputs `obs` [1, backends·features] and `h_in` [1, 128]; outputs `action`
@@ -18,13 +18,11 @@
 //! block, so the ONNX `GRU` operator's z, r, h order never comes into play.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use candle_nn::VarMap;
 use prost::Message;
 use tract_onnx::pb;
-use tract_onnx::prelude::*;
 
 use crate::nets::{param_names, HIDDEN};
 
@@ -199,64 +197,4 @@ pub fn export_recnet(vm: &VarMap, prefix: &str, obs: usize, out: usize, path: &P
     std::fs::write(path, model.encode_to_vec())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
-}
-
-/// An ONNX policy run by tract-onnx.
-#[derive(Debug, Clone)]
-pub struct OnnxPolicy {
-    plan: Arc<TypedRunnableModel>,
-    obs: usize,
-    hidden: usize,
-}
-
-impl OnnxPolicy {
-    /// Loads and optimizes the model for `obs` observation values.
-    pub fn load(path: &Path, obs: usize, hidden: usize) -> Result<Self> {
-        let plan = tract_onnx::onnx()
-            .model_for_path(path)
-            .map_err(|e| anyhow!("loading {}: {e}", path.display()))?
-            .into_optimized()
-            .map_err(|e| anyhow!("optimizing {}: {e}", path.display()))?
-            .into_runnable()
-            .map_err(|e| anyhow!("planning {}: {e}", path.display()))?;
-        Ok(Self { plan, obs, hidden })
-    }
-
-    /// One step: (action scores, next hidden state; empty for a feed-forward model).
-    pub fn step(&self, obs: &[f32], h: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
-        let o = tract_ndarray::Array2::from_shape_vec((1, self.obs), obs.to_vec())?;
-        let inputs = if self.hidden == 0 {
-            tvec!(Tensor::from(o).into_tvalue())
-        } else {
-            let hv = tract_ndarray::Array2::from_shape_vec((1, self.hidden), h.to_vec())?;
-            tvec!(
-                Tensor::from(o).into_tvalue(),
-                Tensor::from(hv).into_tvalue()
-            )
-        };
-        let out = self
-            .plan
-            .run(inputs)
-            .map_err(|e| anyhow!("running the policy: {e}"))?;
-        let a: Vec<f32> = out
-            .first()
-            .ok_or_else(|| anyhow!("no action output"))?
-            .to_plain_array_view::<f32>()
-            .map_err(|e| anyhow!("{e}"))?
-            .iter()
-            .copied()
-            .collect();
-        if self.hidden == 0 {
-            return Ok((a, Vec::new()));
-        }
-        let h2: Vec<f32> = out
-            .get(1)
-            .ok_or_else(|| anyhow!("no hidden output"))?
-            .to_plain_array_view::<f32>()
-            .map_err(|e| anyhow!("{e}"))?
-            .iter()
-            .copied()
-            .collect();
-        Ok((a, h2))
-    }
 }

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use marllb_policy::model::Policy as Runner;
 use marllb_policy::PolicyMeta;
 use marllb_sim::agent::{identity_norm, init_deterministic, make_meta};
 use marllb_sim::nets::{RecNet, HIDDEN};
-use marllb_sim::onnx::{export_recnet, OnnxPolicy};
+use marllb_sim::onnx::export_recnet;
 use marllb_sim::parse_servers;
 use marllb_sim::train::{train, AgentKind, TrainConfig};
 
@@ -98,28 +99,36 @@ fn onnx_export_matches_candle_within_1e5() {
     init_deterministic(&vm, 42).expect("init");
     let path = dir.join("p.onnx");
     export_recnet(&vm, "net", meta.obs_len(), meta.action_len(), &path).expect("export");
-    let model = OnnxPolicy::load(&path, meta.obs_len(), HIDDEN).expect("tract loads the export");
+    std::fs::write(
+        PolicyMeta::sidecar_of(&path),
+        marllb_policy::meta::to_json(&meta),
+    )
+    .expect("sidecar");
+    // The runner the controller and the simulator share, from a zero hidden
+    // state as both start; every later step runs on the state it produced.
+    let mut model = Runner::load(&path, Some(backends)).expect("tract loads the export");
     let mut rng = marllb_core::hash::SplitMix64::new(5);
     let mut rnd = |n: usize, scale: f32| -> Vec<f32> {
         (0..n)
             .map(|_| (marllb_sim::workload::open01(&mut rng) as f32 * 2.0 - 1.0) * scale)
             .collect()
     };
-    let mut h_t = rnd(HIDDEN, 1.0);
-    let mut h_c = Tensor::from_slice(&h_t, (1, HIDDEN), &Device::Cpu).expect("h");
+    let mut h_c = Tensor::zeros((1, HIDDEN), DType::F32, &Device::Cpu).expect("h");
     let mut worst = 0f32;
+    let mut a_t = Vec::new();
     for _ in 0..20 {
         let obs = rnd(meta.obs_len(), 3.0);
-        let (a_t, h2_t) = model.step(&obs, &h_t).expect("tract step");
+        model.infer(&obs, &mut a_t).expect("tract step");
+        model.commit();
         let x = Tensor::from_slice(&obs, (1, meta.obs_len()), &Device::Cpu).expect("x");
         let (a_c, h2_c) = net.step(&x, &h_c).expect("candle step");
         let a_c: Vec<f32> = a_c.flatten_all().and_then(|t| t.to_vec1()).expect("a");
         let h2v: Vec<f32> = h2_c.flatten_all().and_then(|t| t.to_vec1()).expect("h");
-        for (p, q) in a_t.iter().zip(&a_c).chain(h2_t.iter().zip(&h2v)) {
+        for (p, q) in a_t.iter().zip(&a_c).chain(model.hidden().iter().zip(&h2v)) {
             worst = worst.max((p - q).abs());
         }
         assert_eq!(a_t.len(), meta.action_len());
-        h_t = h2_t;
+        assert_eq!(model.hidden().len(), HIDDEN);
         h_c = h2_c;
     }
     assert!(worst < 1e-5, "max abs difference {worst}");

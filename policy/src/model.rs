@@ -1,6 +1,8 @@
 //! An ONNX policy run with tract: loaded, checked against its sidecar and the
 //! region, optimized into a runnable plan once, probed, then run every cycle with
-//! its recurrent state carried from one run to the next.
+//! its recurrent state carried from one run to the next. The one runner of the
+//! workspace: the controller runs a model with it every cycle, the simulator
+//! every step of every LB node (feature `onnx`).
 //!
 //! Loading refuses a model (with an error naming what is wrong) when: the
 //! sidecar is missing or invalid; the ONNX file does not parse; an input or
@@ -11,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use marllb_policy::{FeatureBuilder, MetaError, PolicyMeta};
+use crate::{FeatureBuilder, MetaError, PolicyMeta};
 use tract_onnx::prelude::*;
 
 /// The runnable plan type.
