@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use marllb_core::telemetry::Telemetry;
 use marllb_core::WEIGHT_ONE;
-use marllb_ctrl::config::{AgentKind, PassiveSettings};
+use marllb_ctrl::config::{PassiveSettings, PolicyKind};
 use marllb_ctrl::engine::{Engine, EngineConfig};
 use marllb_ctrl::health::HealthBoard;
 use marllb_ctrl::metrics::Metrics;
@@ -85,8 +85,8 @@ fn main() {
 
     let metrics = Arc::new(Metrics::new());
     let cfg = EngineConfig {
-        agent: AgentKind::SacGru,
-        fallback_agent: AgentKind::Sed,
+        agent: PolicyKind::SacGru,
+        fallback_agent: PolicyKind::Sed,
         budget: Duration::from_secs(1),
         slow_start_cycles: 10,
         passive: PassiveSettings {

@@ -33,7 +33,7 @@
 
 use marllb_core::{Weight, WEIGHT_ONE};
 
-use crate::config::AgentKind;
+use crate::config::PolicyKind;
 
 /// Scales positive reals so the largest is [`WEIGHT_ONE`]; zeros stay zero.
 pub fn normalize(real: impl Iterator<Item = f64> + Clone, out: &mut Vec<Weight>) {
@@ -51,28 +51,33 @@ pub fn normalize(real: impl Iterator<Item = f64> + Clone, out: &mut Vec<Weight>)
 
 /// Computes a heuristic's weights into `out`. `base` are the configured
 /// (Q16.16) weights, `active` the active-flow gauges; both by backend.
-pub fn heuristic(kind: AgentKind, base: &[Weight], active: &[u32], out: &mut Vec<Weight>) {
+pub fn heuristic(kind: PolicyKind, base: &[Weight], active: &[u32], out: &mut Vec<Weight>) {
     let n = base.len();
     match kind {
-        AgentKind::Ecmp => {
+        PolicyKind::Ecmp => {
             out.clear();
             out.resize(n, WEIGHT_ONE);
         }
         // Adaptive SED and the learned agents start at the configured weights;
-        // their per-cycle weights are computed by the engine.
-        AgentKind::Wcmp
-        | AgentKind::Static
-        | AgentKind::AdaptiveSed
-        | AgentKind::Qmix
-        | AgentKind::SacGru
-        | AgentKind::Es => {
+        // their per-cycle weights are computed by the engine. The policies
+        // that are not agents (refused by `parse_agent`) would get the
+        // configured weights too: their placement is the data plane's own.
+        PolicyKind::Wcmp
+        | PolicyKind::Maglev
+        | PolicyKind::P2cEwma
+        | PolicyKind::Oracle
+        | PolicyKind::Static
+        | PolicyKind::AdaptiveSed
+        | PolicyKind::Qmix
+        | PolicyKind::SacGru
+        | PolicyKind::Es => {
             normalize(base.iter().map(|&b| f64::from(b)), out);
         }
-        AgentKind::Lsq => normalize(
+        PolicyKind::Lsq => normalize(
             (0..n).map(|i| 1.0 / (f64::from(active.get(i).copied().unwrap_or(0)) + 1.0)),
             out,
         ),
-        AgentKind::Sed => normalize(
+        PolicyKind::Sed => normalize(
             base.iter().enumerate().map(|(i, &b)| {
                 f64::from(b) / (f64::from(active.get(i).copied().unwrap_or(0)) + 1.0)
             }),
@@ -90,13 +95,13 @@ mod tests {
         let base = [WEIGHT_ONE, 2 * WEIGHT_ONE, WEIGHT_ONE];
         let active = [0, 3, 9];
         let mut w = Vec::new();
-        heuristic(AgentKind::Ecmp, &base, &active, &mut w);
+        heuristic(PolicyKind::Ecmp, &base, &active, &mut w);
         assert_eq!(w, vec![WEIGHT_ONE; 3]);
-        heuristic(AgentKind::Wcmp, &base, &active, &mut w);
+        heuristic(PolicyKind::Wcmp, &base, &active, &mut w);
         assert_eq!(w, vec![WEIGHT_ONE / 2, WEIGHT_ONE, WEIGHT_ONE / 2]);
-        heuristic(AgentKind::Lsq, &base, &active, &mut w);
+        heuristic(PolicyKind::Lsq, &base, &active, &mut w);
         assert_eq!(w, vec![WEIGHT_ONE, WEIGHT_ONE / 4, WEIGHT_ONE / 10 + 1]);
-        heuristic(AgentKind::Sed, &base, &active, &mut w);
+        heuristic(PolicyKind::Sed, &base, &active, &mut w);
         // 1/1, 2/4, 1/10.
         assert_eq!(w[0], WEIGHT_ONE);
         assert_eq!(w[1], WEIGHT_ONE / 2);

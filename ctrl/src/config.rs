@@ -13,53 +13,40 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
-/// Which agent computes the weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AgentKind {
-    /// QMIX agent network (one per LB; the mixer is training-only). Needs `--model`.
-    Qmix,
-    /// SAC with a GRU (one LB). Needs `--model`.
-    SacGru,
-    /// The `es` policy: log-step corrections of the configured weights from
-    /// completion-time features, one network shared by backends and LB nodes
-    /// (`marllb-sim train-es`). Needs `--model`.
-    Es,
-    /// Shortest expected delay: base weight / (active flows + 1).
-    Sed,
-    /// SED whose weights are re-estimated every cycle from the filtered
-    /// per-backend flow completion times (no model, no learning).
-    AdaptiveSed,
-    /// Least queue: 1 / (active flows + 1).
-    Lsq,
-    /// Configured base weights.
-    Wcmp,
-    /// Equal weights.
-    Ecmp,
-    /// The weights at start, never changed by the agent.
-    Static,
+pub use marllb_policy::PolicyKind;
+
+/// The controller's `agent`: a [`PolicyKind`] it runs (a weight source; see
+/// [`marllb_policy::kind`] for what each one publishes). Used for `--agent`,
+/// `agent` and `fallback_agent` in the file, the runtime API's `policy set`
+/// and the state file.
+pub fn parse_agent(name: &str) -> Result<PolicyKind, String> {
+    let names = || {
+        PolicyKind::ALL
+            .into_iter()
+            .filter(|k| k.runs_in_controller())
+            .map(PolicyKind::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match PolicyKind::from_name(name) {
+        Some(k) if k.runs_in_controller() => Ok(k),
+        Some(k) => Err(format!(
+            "{k} is not a controller agent ({}; one of {})",
+            if k == PolicyKind::Maglev {
+                "Maglev is the data plane's `method`, built from the configured weights: use agent wcmp"
+            } else {
+                "it exists in the simulator only"
+            },
+            names()
+        )),
+        None => Err(format!("unknown agent {name:?} (one of {})", names())),
+    }
 }
 
-impl AgentKind {
-    /// `true` for the learned agents, which run an ONNX model.
-    pub fn is_learned(self) -> bool {
-        matches!(self, Self::Qmix | Self::SacGru | Self::Es)
-    }
-
-    /// The name used on the command line and in metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Qmix => "qmix",
-            Self::SacGru => "sac-gru",
-            Self::Es => "es",
-            Self::Sed => "sed",
-            Self::AdaptiveSed => "adaptive-sed",
-            Self::Lsq => "lsq",
-            Self::Wcmp => "wcmp",
-            Self::Ecmp => "ecmp",
-            Self::Static => "static",
-        }
-    }
+/// Serde's side of [`parse_agent`].
+fn de_agent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PolicyKind>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_agent(&s).map(Some).map_err(serde::de::Error::custom)
 }
 
 /// Active health check kind: `tcp`, `http:/PATH`, or `none`.
@@ -145,9 +132,9 @@ pub struct RunArgs {
     /// Shared-memory region name (under /dev/shm), as given to the data plane.
     #[arg(long)]
     pub shm: Option<String>,
-    /// Agent.
-    #[arg(long, value_enum)]
-    pub agent: Option<AgentKind>,
+    /// Agent: ecmp, wcmp, static, lsq, sed, adaptive-sed, es, qmix, sac-gru.
+    #[arg(long, value_parser = parse_agent)]
+    pub agent: Option<PolicyKind>,
     /// ONNX policy (sidecar: FILE.onnx.json); for qmix and sac-gru.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -200,11 +187,13 @@ pub struct FileConfig {
     /// Region name.
     pub shm: Option<String>,
     /// Agent.
-    pub agent: Option<AgentKind>,
+    #[serde(default, deserialize_with = "de_agent")]
+    pub agent: Option<PolicyKind>,
     /// Model path.
     pub model: Option<PathBuf>,
     /// Heuristic used while a learned agent has no usable model.
-    pub fallback_agent: Option<AgentKind>,
+    #[serde(default, deserialize_with = "de_agent")]
+    pub fallback_agent: Option<PolicyKind>,
     /// Backends, "ADDR[:PORT]".
     pub servers: Option<Vec<String>>,
     /// Cycle period.
@@ -454,11 +443,11 @@ pub struct Settings {
     /// Region.
     pub shm: String,
     /// Agent.
-    pub agent: AgentKind,
+    pub agent: PolicyKind,
     /// Model, for learned agents.
     pub model: Option<PathBuf>,
     /// Heuristic while a learned agent has no model.
-    pub fallback_agent: AgentKind,
+    pub fallback_agent: PolicyKind,
     /// Backends as given (empty: take the region's).
     pub servers: Vec<Server>,
     /// Period.
@@ -534,7 +523,7 @@ impl Settings {
                 format!("agent {} needs a model (--model FILE.onnx)", agent.name()),
             ));
         }
-        let fallback_agent = file.fallback_agent.unwrap_or(AgentKind::Sed);
+        let fallback_agent = file.fallback_agent.unwrap_or(PolicyKind::Sed);
         if fallback_agent.is_learned() {
             return Err(bad(
                 "fallback_agent",
@@ -779,7 +768,7 @@ mod tests {
     fn args() -> RunArgs {
         RunArgs {
             shm: Some("r".into()),
-            agent: Some(AgentKind::Sed),
+            agent: Some(PolicyKind::Sed),
             ..RunArgs::default()
         }
     }
@@ -805,7 +794,7 @@ mod tests {
         ])
         .expect("parses");
         let s = Settings::resolve(&cli.run).expect("valid");
-        assert_eq!(s.agent, AgentKind::SacGru);
+        assert_eq!(s.agent, PolicyKind::SacGru);
         assert_eq!(s.interval, Duration::from_millis(250));
         assert_eq!(s.servers.len(), 3);
         assert_eq!(s.servers[0].port, Some(80));
@@ -838,7 +827,7 @@ mod tests {
         )
         .expect("valid");
         let s = Settings::merge(&args(), f).expect("valid");
-        assert_eq!(s.agent, AgentKind::Sed);
+        assert_eq!(s.agent, PolicyKind::Sed);
         assert_eq!(s.interval, Duration::from_secs(1));
         assert_eq!(s.health.mode, HealthMode::Tcp);
         assert_eq!(s.health.rise, 3);
@@ -854,7 +843,7 @@ mod tests {
         let e = Settings::merge(&args(), f).expect_err("range");
         assert!(e.to_string().starts_with("health.fall"), "{e}");
         let mut a = args();
-        a.agent = Some(AgentKind::Qmix);
+        a.agent = Some(PolicyKind::Qmix);
         let e = Settings::merge(&a, FileConfig::default()).expect_err("model");
         assert!(e.to_string().starts_with("model"), "{e}");
     }
@@ -899,16 +888,16 @@ mod tests {
         let cli = Cli::try_parse_from(["marllb-ctrl", "--shm", "lb0", "--agent", "adaptive-sed"])
             .expect("parses");
         let s = Settings::resolve(&cli.run).expect("valid without a model");
-        assert_eq!(s.agent, AgentKind::AdaptiveSed);
+        assert_eq!(s.agent, PolicyKind::AdaptiveSed);
         assert!(!s.agent.is_learned());
         let f = parse_file("agent = \"adaptive-sed\"\nfallback_agent = \"adaptive-sed\"\n")
             .expect("parses");
-        assert_eq!(f.agent, Some(AgentKind::AdaptiveSed));
+        assert_eq!(f.agent, Some(PolicyKind::AdaptiveSed));
         let mut a = args();
         a.agent = None;
         let s = Settings::merge(&a, f).expect("valid");
-        assert_eq!(s.agent, AgentKind::AdaptiveSed);
-        assert_eq!(s.fallback_agent, AgentKind::AdaptiveSed);
+        assert_eq!(s.agent, PolicyKind::AdaptiveSed);
+        assert_eq!(s.fallback_agent, PolicyKind::AdaptiveSed);
         // A learned agent may fall back to it.
         let f =
             parse_file("agent = \"qmix\"\nmodel = \"m.onnx\"\nfallback_agent = \"adaptive-sed\"\n")
@@ -917,17 +906,26 @@ mod tests {
         a.agent = None;
         assert_eq!(
             Settings::merge(&a, f).expect("valid").fallback_agent,
-            AgentKind::AdaptiveSed
+            PolicyKind::AdaptiveSed
         );
         let e = parse_file("agent = \"adaptive_sed\"\n").expect_err("snake case");
         assert!(e.to_string().contains("adaptive-sed"), "{e}");
-        // The metrics name is the flag's and the file's, for every agent.
-        for k in AgentKind::value_variants() {
-            let pv = k.to_possible_value().expect("visible");
-            assert_eq!(pv.get_name(), k.name());
-            let f = parse_file(&format!("agent = \"{}\"\n", k.name())).expect("parses");
-            assert_eq!(f.agent, Some(*k));
+        // The metrics name is the flag's and the file's, for every agent;
+        // the policies the controller cannot run are refused by both, by name.
+        for k in PolicyKind::ALL {
+            let file = parse_file(&format!("agent = \"{}\"\n", k.name()));
+            let flag = Cli::try_parse_from(["marllb-ctrl", "--shm", "lb0", "--agent", k.name()]);
+            if k.runs_in_controller() {
+                assert_eq!(file.expect("parses").agent, Some(k));
+                assert!(flag.is_ok(), "{k}");
+            } else {
+                let e = file.expect_err("not an agent").to_string();
+                assert!(e.contains("agent") && e.contains(k.name()), "{e}");
+                assert!(flag.is_err(), "{k}");
+            }
         }
+        let e = parse_file("fallback_agent = \"oracle\"\n").expect_err("simulator only");
+        assert!(e.to_string().contains("fallback_agent"), "{e}");
     }
 
     #[test]

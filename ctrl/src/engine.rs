@@ -24,7 +24,7 @@ use marllb_shm::Controller;
 use zerocopy::FromZeros;
 
 use crate::agent::heuristic;
-use crate::config::{AgentKind, PassiveSettings};
+use crate::config::{PassiveSettings, PolicyKind};
 use crate::health::{HealthBoard, PassivePool};
 use crate::metrics::{BackendLabels, Metrics};
 use crate::model::Policy;
@@ -35,9 +35,9 @@ use crate::stats::{jain, mean_p95_s, ReadSummary, StatsReader};
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     /// Agent asked for.
-    pub agent: AgentKind,
+    pub agent: PolicyKind,
     /// Heuristic while a learned agent has no model.
-    pub fallback_agent: AgentKind,
+    pub fallback_agent: PolicyKind,
     /// Policy-step budget: longer is an overrun.
     pub budget: Duration,
     /// Slow-start length in cycles (0: none).
@@ -120,7 +120,7 @@ pub struct Engine<'r> {
     cycles: u64,
     /// The agent of the last policy step (`None` before the first): adaptive
     /// SED's corrections restart at 0 when it becomes the active agent.
-    last_agent: Option<AgentKind>,
+    last_agent: Option<PolicyKind>,
     /// Operator's admin overrides, by index.
     op: Vec<OpAdmin>,
     /// Operator's weight caps (Q16.16), by index.
@@ -192,7 +192,7 @@ impl<'r> Engine<'r> {
         };
         heuristic(
             first,
-            if first == AgentKind::Wcmp {
+            if first == PolicyKind::Wcmp {
                 &wcmp
             } else {
                 &base
@@ -254,7 +254,7 @@ impl<'r> Engine<'r> {
     }
 
     /// The agent computing the weights now.
-    pub fn active_agent(&self) -> AgentKind {
+    pub fn active_agent(&self) -> PolicyKind {
         match (&self.policy, self.cfg.agent.is_learned()) {
             (Some(_), _) => self.cfg.agent,
             (None, true) => self.cfg.fallback_agent,
@@ -275,7 +275,7 @@ impl<'r> Engine<'r> {
 
     /// Switches the agent. A heuristic drops the installed model; a learned
     /// agent runs its fallback heuristic until a model is installed.
-    pub fn set_agent(&mut self, agent: AgentKind) {
+    pub fn set_agent(&mut self, agent: PolicyKind) {
         if agent != self.cfg.agent || !agent.is_learned() {
             self.policy = None;
         }
@@ -289,7 +289,7 @@ impl<'r> Engine<'r> {
     }
 
     /// The agent asked for (the active one may be its fallback).
-    pub fn agent(&self) -> AgentKind {
+    pub fn agent(&self) -> PolicyKind {
         self.cfg.agent
     }
 
@@ -541,7 +541,7 @@ impl<'r> Engine<'r> {
                 if let Some(p) = &mut self.policy {
                     self.fb.set_previous_action(&self.real);
                     p.commit();
-                } else if self.active_agent() == AgentKind::AdaptiveSed {
+                } else if self.active_agent() == PolicyKind::AdaptiveSed {
                     // The accepted corrections are the next step's previous ones.
                     self.fb.set_previous_action(&self.real);
                 }
@@ -586,11 +586,13 @@ impl<'r> Engine<'r> {
             self.last_agent = Some(kind);
             match kind {
                 // Static: the weights set at start, never recomputed.
-                AgentKind::Static => {
+                PolicyKind::Static => {
                     self.q16.clone_from(&self.policy_w);
                 }
-                AgentKind::Wcmp => heuristic(kind, &self.wcmp, &self.active_scratch, &mut self.q16),
-                AgentKind::AdaptiveSed => {
+                PolicyKind::Wcmp => {
+                    heuristic(kind, &self.wcmp, &self.active_scratch, &mut self.q16)
+                }
+                PolicyKind::AdaptiveSed => {
                     if became_active {
                         // From the configured weights: no correction yet.
                         self.fb.set_previous_action(&vec![0.0; self.n]);

@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use clap::ValueEnum;
 use marllb_core::service::AdminState;
 use marllb_core::WEIGHT_ONE;
 use marllb_shm::backend_set::{served, SetRefusal};
@@ -36,7 +35,7 @@ use crate::api::{
     AdminOp, BackendRow, FlowRow, HealthRow, PolicyView, Request, Response, ShowWhat, VipRow,
     MAX_REQUEST,
 };
-use crate::config::{AgentKind, HealthSettings};
+use crate::config::{parse_agent, HealthSettings, PolicyKind};
 use crate::engine::Engine;
 use crate::health::{check_once, Checkers};
 use crate::metrics::Metrics;
@@ -163,7 +162,7 @@ fn connection(s: UnixStream, tx: &Sender<Pending>, ctx: &ApiContext) -> std::io:
         Ok(_) if pre.is_err() => Response::refused(pre.err().unwrap_or_default()),
         Ok(req) => {
             let want = match &req {
-                Request::Policy { agent, model: m } => match AgentKind::from_str(agent, true) {
+                Request::Policy { agent, model: m } => match parse_agent(agent) {
                     Ok(k) if k.is_learned() => m.clone().or_else(|| current(model)),
                     _ => None,
                 },
@@ -307,7 +306,7 @@ pub struct Members {
 #[derive(Debug, Default)]
 pub struct Restored {
     /// Agent to start with instead of the configuration's.
-    pub agent: Option<AgentKind>,
+    pub agent: Option<PolicyKind>,
     /// Model to start with instead of the configuration's.
     pub model: Option<PathBuf>,
 }
@@ -376,10 +375,7 @@ impl Operator {
     /// before it loads the model), checked: an unknown agent name is an error.
     pub fn restored(state: &OperatorState) -> Result<Restored, String> {
         let agent = match &state.agent {
-            Some(a) => Some(
-                AgentKind::from_str(a, true)
-                    .map_err(|_| format!("state file: unknown agent {a:?}"))?,
-            ),
+            Some(a) => Some(parse_agent(a).map_err(|e| format!("state file: {e}"))?),
             None => None,
         };
         Ok(Restored {
@@ -887,15 +883,9 @@ impl Operator {
                 })
             }
             Request::Policy { agent, model } => {
-                let Ok(kind) = AgentKind::from_str(&agent, true) else {
-                    let names: Vec<&str> = AgentKind::value_variants()
-                        .iter()
-                        .map(|k| k.name())
-                        .collect();
-                    return Response::refused(format!(
-                        "unknown agent {agent:?} (one of {})",
-                        names.join(", ")
-                    ));
+                let kind = match parse_agent(&agent) {
+                    Ok(k) => k,
+                    Err(e) => return Response::refused(e),
                 };
                 if !kind.is_learned() {
                     if model.is_some() {
@@ -971,7 +961,7 @@ impl Operator {
     fn checked(
         &self,
         loaded: Result<Loaded, String>,
-        agent: AgentKind,
+        agent: PolicyKind,
     ) -> Result<Loaded, Response> {
         match loaded {
             Err(e) => {
@@ -995,7 +985,7 @@ impl Operator {
     fn persist_policy(
         &mut self,
         engine: &Engine<'_>,
-        agent: AgentKind,
+        agent: PolicyKind,
         model: Option<PathBuf>,
     ) -> Result<(), String> {
         let before = (self.state.agent.clone(), self.state.model.clone());

@@ -3,7 +3,7 @@
 //! keep every documented bound.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use marllb_ctrl::config::{parse_file, AgentKind, RunArgs, Settings};
+use marllb_ctrl::config::{parse_file, PolicyKind, RunArgs, Settings};
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {
@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let args = RunArgs {
         shm: Some("fuzz".into()),
-        agent: Some(AgentKind::Sed),
+        agent: Some(PolicyKind::Sed),
         servers: flag,
         ..RunArgs::default()
     };

@@ -14,12 +14,16 @@
 //!   NaN and infinities before anything reaches shared memory.
 //! * [`adaptive`]: adaptive SED, the strongest heuristic a learned policy is
 //!   compared with; it acts through the same `log_step` action.
+//! * [`kind`]: the one list of policies (heuristics and learned models), their
+//!   names and what each means; the simulator, the controller and the testbed
+//!   parse the same names.
 //! * `model` (feature `onnx`): the ONNX runner (tract) both run a policy with:
 //!   loaded, checked against its sidecar, probed, run with its recurrent state.
 
 pub mod action;
 pub mod adaptive;
 pub mod features;
+pub mod kind;
 pub mod meta;
 #[cfg(feature = "onnx")]
 pub mod model;
@@ -27,6 +31,7 @@ pub mod model;
 pub use action::{action_to_weights, log_step, ActionError};
 pub use adaptive::AdaptiveSed;
 pub use features::{BackendObs, FeatureBuilder};
+pub use kind::{PolicyKind, UnknownPolicy};
 pub use meta::{
     ActionSpec, Feature, MetaError, PolicyMeta, TensorSpec, MARLLB_FEATURES, MARLLB_LEVELS,
 };

@@ -27,85 +27,26 @@ use marllb_core::select::{sed_choose, AliasTable, MaglevTable};
 use marllb_core::telemetry::Telemetry;
 use marllb_core::wire::IpFamily;
 use marllb_core::WEIGHT_ONE;
-use marllb_policy::{AdaptiveSed, BackendObs, FeatureBuilder};
+use marllb_policy::{AdaptiveSed, BackendObs, FeatureBuilder, PolicyKind};
 use zerocopy::FromZeros;
 
 use crate::server::{Job, Server, ServerSpec};
 use crate::workload::{Arrivals, Workload};
 
-/// How LB nodes choose a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// Equal-weight alias draw from the flow hash (ECMP over backends).
-    Ecmp,
-    /// Alias draw with weights proportional to CPUs.
-    Wcmp,
-    /// Least active flows (SED with equal weights), per node.
-    Lsq,
-    /// Shortest expected delay with CPU weights, per node's active flows.
-    Sed,
-    /// Maglev consistent hashing, equal weights.
-    Maglev,
-    /// The least expected slowdown with every node's flows and the true
-    /// current speeds: argmin `max(1, (jobs + 1) / cpus) / speed` (simulator only).
-    Oracle,
-    /// SED whose weights are re-estimated every step from each node's own
-    /// observations ([`marllb_policy::AdaptiveSed`]).
-    AdaptiveSed,
-    /// Power of two choices: two candidates drawn by configured weight, the one
-    /// with the lower peak-EWMA completion time × (active flows + 1) / configured
-    /// weight wins; each node's own completions and gauges.
-    P2cEwma,
-    /// SED with weights set by an agent each step (MARLLB's data plane).
-    Agent,
-    /// Alias draw with weights set by an agent each step.
-    AgentAlias,
-}
-
-impl Method {
-    /// Parses a baseline name.
-    pub fn from_name(s: &str) -> Option<Self> {
-        Some(match s {
-            "ecmp" => Method::Ecmp,
-            "wcmp" => Method::Wcmp,
-            "lsq" => Method::Lsq,
-            "sed" => Method::Sed,
-            "maglev" => Method::Maglev,
-            "oracle" => Method::Oracle,
-            "adaptive-sed" => Method::AdaptiveSed,
-            "p2c-ewma" => Method::P2cEwma,
-            _ => return None,
-        })
-    }
-
-    /// Every baseline, in report order.
-    pub const BASELINES: [Method; 8] = [
-        Method::Ecmp,
-        Method::Wcmp,
-        Method::Lsq,
-        Method::Sed,
-        Method::Maglev,
-        Method::AdaptiveSed,
-        Method::P2cEwma,
-        Method::Oracle,
-    ];
-
-    /// Report name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Ecmp => "ecmp",
-            Method::Wcmp => "wcmp",
-            Method::Lsq => "lsq",
-            Method::Sed => "sed",
-            Method::Maglev => "maglev",
-            Method::Oracle => "oracle",
-            Method::AdaptiveSed => "adaptive-sed",
-            Method::P2cEwma => "p2c-ewma",
-            Method::Agent => "agent",
-            Method::AgentAlias => "agent-alias",
-        }
-    }
-}
+/// The heuristics every comparison runs, in report order (the policies are
+/// [`PolicyKind`]'s, one list for the simulator, the controller and the
+/// testbed). A learned kind given to [`Sim::new`] means SED over the weights
+/// the caller sets each step; `static` is `wcmp` here (nothing recomputes).
+pub const BASELINES: [PolicyKind; 8] = [
+    PolicyKind::Ecmp,
+    PolicyKind::Wcmp,
+    PolicyKind::Lsq,
+    PolicyKind::Sed,
+    PolicyKind::Maglev,
+    PolicyKind::AdaptiveSed,
+    PolicyKind::P2cEwma,
+    PolicyKind::Oracle,
+];
 
 /// Simulation parameters.
 #[derive(Debug, Clone)]
@@ -324,7 +265,7 @@ pub struct Sim<'w> {
     pub servers: Vec<Server>,
     /// LB nodes.
     pub lbs: Vec<LbNode>,
-    method: Method,
+    policy: PolicyKind,
     heap: BinaryHeap<Reverse<(u64, u32, u64)>>,
     arrivals: Arrivals<'w>,
     next_arrival: Option<(f64, f64)>,
@@ -366,8 +307,8 @@ fn cumulative(shares: &[f64], lbs: usize) -> Vec<f64> {
 }
 
 impl<'w> Sim<'w> {
-    /// A simulator at time 0 with `method` on every node.
-    pub fn new(cfg: SimConfig, workload: &'w Workload, method: Method) -> Self {
+    /// A simulator at time 0 with `policy` on every node.
+    pub fn new(cfg: SimConfig, workload: &'w Workload, policy: PolicyKind) -> Self {
         let n = cfg.servers.len();
         let mut seeder = SplitMix64::new(cfg.seed);
         let max_cpu = cfg.servers.iter().map(|s| s.cpus).fold(0.0f64, f64::max);
@@ -409,14 +350,14 @@ impl<'w> Sim<'w> {
             .collect();
         let arrivals = workload.stream(seeder.next_u64());
         let mut cfg = cfg;
-        if method == Method::AdaptiveSed {
+        if policy == PolicyKind::AdaptiveSed {
             cfg.features = true;
         }
         let split_cum = cumulative(&cfg.conditions.lb_split, cfg.lbs);
         let mut sim = Self {
             servers: cfg.servers.iter().map(|s| Server::new(*s)).collect(),
             lbs,
-            method,
+            policy,
             heap: BinaryHeap::new(),
             arrivals,
             next_arrival: None,
@@ -440,13 +381,16 @@ impl<'w> Sim<'w> {
             cfg,
         };
         sim.next_arrival = sim.arrivals.next();
-        let init: Vec<u32> = match method {
-            Method::Wcmp | Method::Sed | Method::Oracle | Method::AdaptiveSed | Method::P2cEwma => {
-                sim.cap_q16.clone()
-            }
+        let init: Vec<u32> = match policy {
+            PolicyKind::Wcmp
+            | PolicyKind::Static
+            | PolicyKind::Sed
+            | PolicyKind::Oracle
+            | PolicyKind::AdaptiveSed
+            | PolicyKind::P2cEwma => sim.cap_q16.clone(),
             _ => vec![WEIGHT_ONE; n],
         };
-        if method == Method::AdaptiveSed {
+        if policy == PolicyKind::AdaptiveSed {
             sim.set_initial_action(0.0);
         }
         for i in 0..sim.lbs.len() {
@@ -455,9 +399,9 @@ impl<'w> Sim<'w> {
         sim
     }
 
-    /// The method every node uses.
-    pub fn method(&self) -> Method {
-        self.method
+    /// The policy every node runs.
+    pub fn policy(&self) -> PolicyKind {
+        self.policy
     }
 
     /// Replaces the adaptive-SED constants (tuning on training scenarios).
@@ -516,19 +460,26 @@ impl<'w> Sim<'w> {
     }
 
     fn choose(&mut self, lb: usize, key: &FlowKey) -> Option<usize> {
-        let method = self.method;
+        let policy = self.policy;
         let node = self.lbs.get(lb)?;
         let h = flow_hash(key, node.hash_seed);
-        let pick = match method {
-            Method::Ecmp | Method::Wcmp | Method::AgentAlias => node.alias.sample(choice_hash(h)),
-            Method::Maglev => node.maglev.lookup(h),
-            Method::Lsq | Method::Sed | Method::Agent | Method::AdaptiveSed => {
+        let pick = match policy {
+            PolicyKind::Ecmp | PolicyKind::Wcmp | PolicyKind::Static => {
+                node.alias.sample(choice_hash(h))
+            }
+            PolicyKind::Maglev => node.maglev.lookup(h),
+            PolicyKind::Lsq
+            | PolicyKind::Sed
+            | PolicyKind::AdaptiveSed
+            | PolicyKind::Es
+            | PolicyKind::Qmix
+            | PolicyKind::SacGru => {
                 for (b, a) in self.scratch_active.iter_mut().enumerate() {
                     *a = node.telemetry.active(b as u16);
                 }
                 sed_choose(&node.weights, &self.scratch_active, choice_hash(h))
             }
-            Method::P2cEwma => {
+            PolicyKind::P2cEwma => {
                 let first = node.alias.sample(choice_hash(h));
                 let mut second = first;
                 for salt in 1..8u64 {
@@ -560,7 +511,7 @@ impl<'w> Sim<'w> {
                     (a, b) => a.or(b),
                 }
             }
-            Method::Oracle => {
+            PolicyKind::Oracle => {
                 // The job's expected slowdown at each server from every node's
                 // flows and the true current speed: max(1, (n + 1) / cpus) / speed
                 // on cores, (n + 1) / (cpus · speed) on a quota.
@@ -819,7 +770,7 @@ impl<'w> Sim<'w> {
             }
             self.last_reward = jain(&dur);
         }
-        if self.method == Method::AdaptiveSed {
+        if self.policy == PolicyKind::AdaptiveSed {
             let (mut real, mut q16) = (Vec::new(), Vec::new());
             for i in 0..self.lbs.len() {
                 if let Some(node) = self.lbs.get(i) {
@@ -833,7 +784,7 @@ impl<'w> Sim<'w> {
         }
     }
 
-    /// Runs to the end with the fixed method; returns the statistics.
+    /// Runs to the end with the fixed policy; returns the statistics.
     pub fn run(mut self) -> Stats {
         while self.run_step() {}
         self.into_stats()

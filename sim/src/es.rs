@@ -33,11 +33,12 @@ use marllb_policy::{log_step, ActionSpec, AdaptiveSed, Feature, PolicyMeta, Tens
 use prost::Message;
 use tract_onnx::pb;
 
-use crate::engine::{Method, Sim};
+use crate::engine::Sim;
 use crate::eval::percentile;
 use crate::onnx::{gemm, model, node, tensor_proto, value_info};
 use crate::scenario::{Scenario, SplitChange, TRAIN_SEED_BASE};
 use crate::workload::open01;
+use marllb_policy::PolicyKind;
 
 /// Per-backend observation of the `es` policy.
 pub const FEATURES: [Feature; 5] = [
@@ -219,8 +220,8 @@ pub struct Outcome {
 /// What decides the weights in a training or tuning run.
 #[derive(Debug, Clone, Copy)]
 pub enum Runner<'a> {
-    /// A fixed method.
-    Method(Method),
+    /// A fixed heuristic.
+    Fixed(PolicyKind),
     /// Adaptive SED with these constants.
     Adaptive(AdaptiveSed),
     /// The `es` network.
@@ -231,16 +232,16 @@ pub enum Runner<'a> {
 pub fn run(runner: Runner<'_>, sc: &Scenario, seed: u64) -> Result<Outcome> {
     let (mut cfg, w) = sc.build(seed).map_err(|e| anyhow::anyhow!("{e}"))?;
     let stats = match runner {
-        Runner::Method(m) => Sim::new(cfg, &w, m).run(),
+        Runner::Fixed(k) => Sim::new(cfg, &w, k).run(),
         Runner::Adaptive(a) => {
-            let mut sim = Sim::new(cfg, &w, Method::AdaptiveSed);
+            let mut sim = Sim::new(cfg, &w, PolicyKind::AdaptiveSed);
             sim.set_adaptive(a);
             sim.run()
         }
         Runner::Net(net) => {
             cfg.features = true;
             let lbs = cfg.lbs;
-            let mut sim = Sim::new(cfg, &w, Method::Agent);
+            let mut sim = Sim::new(cfg, &w, PolicyKind::Es);
             sim.set_initial_action(0.0);
             let (mut steps, mut real, mut q16) = (Vec::new(), Vec::new(), Vec::new());
             while sim.run_step() {
@@ -438,7 +439,7 @@ pub fn training_set(
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         let (sc, seed) = training_scenario(rng, duration, range);
-        let sed = run(Runner::Method(Method::Sed), &sc, seed)?;
+        let sed = run(Runner::Fixed(PolicyKind::Sed), &sc, seed)?;
         v.push((sc, seed, sed));
     }
     Ok(v)

@@ -6,15 +6,16 @@ use anyhow::{anyhow, Context, Result};
 use marllb_policy::action_to_weights;
 use serde::Serialize;
 
-use crate::engine::{Method, Sim, SimConfig, Stats};
+use crate::engine::{Sim, SimConfig, Stats};
 use crate::workload::Workload;
 use marllb_policy::model::{Loaded, Policy as Runner};
+use marllb_policy::PolicyKind;
 
 /// A policy to evaluate.
 #[derive(Debug, Clone)]
 pub enum Policy {
     /// A heuristic.
-    Baseline(Method),
+    Baseline(PolicyKind),
     /// Adaptive SED with constants other than the defaults
     /// (`adaptive-sed:gain=G,rate=R[,max_step=S][,clamp=C]`).
     Adaptive {
@@ -37,8 +38,12 @@ impl Policy {
     /// `adaptive-sed:KEY=VALUE,..` (keys `gain`, `rate`, `max_step`, `clamp`;
     /// the others keep their defaults) or a path to `FILE.onnx` (with its sidecar).
     pub fn parse(s: &str) -> Result<Self> {
-        if let Some(m) = Method::from_name(s) {
-            return Ok(Policy::Baseline(m));
+        match PolicyKind::from_name(s) {
+            Some(k) if k.is_learned() => {
+                anyhow::bail!("policy {s:?} is a learned one: give its model (models/{s}.onnx)")
+            }
+            Some(k) => return Ok(Policy::Baseline(k)),
+            None => {}
         }
         if let Some(rest) = s.strip_prefix("adaptive-sed:") {
             let mut params = marllb_policy::AdaptiveSed::default();
@@ -167,7 +172,7 @@ pub fn evaluate(mut cfg: SimConfig, workload: &Workload, policy: &Policy) -> Res
             Ok(summarize(policy.name(), stats, t0.elapsed().as_secs_f64()))
         }
         Policy::Adaptive { params, .. } => {
-            let mut sim = Sim::new(cfg, workload, Method::AdaptiveSed);
+            let mut sim = Sim::new(cfg, workload, PolicyKind::AdaptiveSed);
             sim.set_adaptive(*params);
             Ok(summarize(
                 policy.name(),
@@ -185,7 +190,8 @@ pub fn evaluate(mut cfg: SimConfig, workload: &Workload, policy: &Policy) -> Res
             );
             cfg.features = true;
             let lbs = cfg.lbs;
-            let mut sim = Sim::new(cfg, workload, Method::Agent);
+            // Every learned kind is SED over the weights set each step.
+            let mut sim = Sim::new(cfg, workload, PolicyKind::Es);
             if matches!(meta.action, marllb_policy::ActionSpec::LogStep { .. }) {
                 sim.set_initial_action(0.0);
             }

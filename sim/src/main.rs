@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use marllb_policy::PolicyKind;
 use marllb_sim::eval::{evaluate, plot, result_line, table, Policy};
 use marllb_sim::scenario::{Scenario, SplitChange};
 use marllb_sim::train::{train, AgentKind, TrainConfig};
 use marllb_sim::workload::DEFAULT_LOOPS_PER_CPU_SECOND;
-use marllb_sim::{parse_servers, Method, ServerSpec, Sim, SimConfig, Workload};
+use marllb_sim::{parse_servers, ServerSpec, Sim, SimConfig, Workload, BASELINES};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -356,10 +357,7 @@ fn main() -> Result<()> {
             out,
         } => {
             let (cfg, w) = setting.build()?;
-            let mut policies: Vec<Policy> = Method::BASELINES
-                .iter()
-                .map(|m| Policy::Baseline(*m))
-                .collect();
+            let mut policies: Vec<Policy> = BASELINES.map(Policy::Baseline).to_vec();
             for p in &policy {
                 policies.push(Policy::parse(p)?);
             }
@@ -379,7 +377,7 @@ fn main() -> Result<()> {
             if let Some(sed) = rows.iter().find(|r| r.policy == "sed") {
                 for r in rows
                     .iter()
-                    .filter(|r| !Method::BASELINES.iter().any(|m| m.name() == r.policy))
+                    .filter(|r| !BASELINES.iter().any(|m| m.name() == r.policy))
                 {
                     println!(
                         "{}: p90 JCT {:.3}x SED's, jain {:.4}",
@@ -515,7 +513,12 @@ fn main() -> Result<()> {
                 size: marllb_sim::workload::SizeDist::Exp { mean },
             };
             let mut last = 0.0;
-            for m in [Method::Ecmp, Method::Maglev, Method::Oracle, Method::Sed] {
+            for m in [
+                PolicyKind::Ecmp,
+                PolicyKind::Maglev,
+                PolicyKind::Oracle,
+                PolicyKind::Sed,
+            ] {
                 let cfg = SimConfig {
                     servers: servers.clone(),
                     lbs: 2,

@@ -30,11 +30,11 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use marllb_core::hash::SplitMix64;
 use marllb_policy::meta::Normalization;
-use marllb_policy::PolicyMeta;
+use marllb_policy::{PolicyKind, PolicyMeta};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{init_deterministic, make_meta, Episode, Replay, FEATURES, LEVELS};
-use crate::engine::{Method, Sim, SimConfig};
+use crate::engine::{Sim, SimConfig};
 use crate::nets::{argmax_levels, soft_update, Mixer, RecNet, HIDDEN};
 use crate::server::ServerSpec;
 use crate::workload::{open01, SizeDist, Workload};
@@ -49,12 +49,17 @@ pub enum AgentKind {
 }
 
 impl AgentKind {
-    /// Sidecar name.
-    pub fn name(self) -> &'static str {
+    /// The policy it trains (one list: [`PolicyKind`]).
+    pub fn kind(self) -> PolicyKind {
         match self {
-            AgentKind::Qmix => "qmix",
-            AgentKind::SacGru => "sac-gru",
+            AgentKind::Qmix => PolicyKind::Qmix,
+            AgentKind::SacGru => PolicyKind::SacGru,
         }
+    }
+
+    /// Sidecar name (the policy's).
+    pub fn name(self) -> &'static str {
+        self.kind().name()
     }
 }
 
@@ -515,7 +520,7 @@ fn sim_config(cfg: &TrainConfig, seed: u64) -> SimConfig {
 pub fn estimate_normalization(cfg: &TrainConfig) -> Normalization {
     let mut rng = SplitMix64::new(cfg.seed ^ 0x6e6f726d);
     let (w, _) = episode_workload(cfg, &mut rng);
-    let mut sim = Sim::new(sim_config(cfg, cfg.seed ^ 0x6e6f726d), &w, Method::Agent);
+    let mut sim = Sim::new(sim_config(cfg, cfg.seed ^ 0x6e6f726d), &w, cfg.agent.kind());
     let nf = FEATURES.len();
     let (mut s, mut q, mut c) = (vec![0f64; nf], vec![0f64; nf], 0f64);
     let n = cfg.servers.len();
@@ -605,7 +610,7 @@ pub fn train(cfg: &TrainConfig) -> Result<Vec<EpisodeLog>> {
         let mut sim = Sim::new(
             sim_config(cfg, cfg.seed.wrapping_mul(1000).wrapping_add(ep as u64)),
             &w,
-            Method::Agent,
+            cfg.agent.kind(),
         );
         let mut h = Tensor::zeros((n, HIDDEN), DType::F32, &dev)?;
         let mut e = Episode::default();

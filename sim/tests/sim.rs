@@ -1,8 +1,9 @@
 //! Simulator checks: determinism, closed forms, rejections, baselines.
 
+use marllb_policy::PolicyKind;
 use marllb_sim::eval::{evaluate, Policy};
 use marllb_sim::workload::SizeDist;
-use marllb_sim::{parse_servers, Method, ServerSpec, Sim, SimConfig, Workload};
+use marllb_sim::{parse_servers, ServerSpec, Sim, SimConfig, Workload, BASELINES};
 
 fn cfg(servers: Vec<ServerSpec>, lbs: usize, duration: f64, seed: u64) -> SimConfig {
     SimConfig {
@@ -29,7 +30,7 @@ fn poisson(rate: f64, mean: f64) -> Workload {
 fn same_seed_same_results_other_seed_differs() {
     let servers = parse_servers("4x2,3x4").expect("servers");
     let w = poisson(190.0, 0.0874);
-    for m in Method::BASELINES {
+    for m in BASELINES {
         let a = Sim::new(cfg(servers.clone(), 2, 20.0, 7), &w, m).run();
         let b = Sim::new(cfg(servers.clone(), 2, 20.0, 7), &w, m).run();
         assert_eq!(a.jct, b.jct, "{m:?}");
@@ -51,7 +52,7 @@ fn mm1_processor_sharing_mean_response_time() {
         model: marllb_sim::ServerModel::Cores,
     };
     let w = poisson(5.0, 0.1);
-    let s = Sim::new(cfg(vec![spec], 1, 20_000.0, 3), &w, Method::Ecmp).run();
+    let s = Sim::new(cfg(vec![spec], 1, 20_000.0, 3), &w, PolicyKind::Ecmp).run();
     let mean = s.jct.iter().sum::<f64>() / s.jct.len() as f64;
     assert!((mean - 0.2).abs() < 0.01, "mean response time {mean}");
     // Utilization = rho.
@@ -71,7 +72,7 @@ fn ps_with_two_cpus_and_slowdown_is_size_proportional() {
         model: marllb_sim::ServerModel::Cores,
     };
     let w = poisson(12.0, 0.1);
-    let s = Sim::new(cfg(vec![spec], 1, 10_000.0, 4), &w, Method::Ecmp).run();
+    let s = Sim::new(cfg(vec![spec], 1, 10_000.0, 4), &w, PolicyKind::Ecmp).run();
     let mean = s.jct.iter().sum::<f64>() / s.jct.len() as f64;
     let expect = 0.1 / (1.0 - 0.36);
     assert!(
@@ -88,7 +89,7 @@ fn full_backlog_rejects() {
     let s = Sim::new(
         cfg(vec![ServerSpec::apache(1.0)], 1, 300.0, 5),
         &w,
-        Method::Ecmp,
+        PolicyKind::Ecmp,
     )
     .run();
     let frac = s.rejected as f64 / s.arrived as f64;
@@ -107,11 +108,11 @@ fn sed_beats_ecmp_and_oracle_is_best_on_heterogeneous_servers() {
         ..cfg(servers, 2, 120.0, 11)
     };
     let run = |m| evaluate(c.clone(), &w, &Policy::Baseline(m)).expect("eval");
-    let ecmp = run(Method::Ecmp);
-    let wcmp = run(Method::Wcmp);
-    let sed = run(Method::Sed);
-    let lsq = run(Method::Lsq);
-    let oracle = run(Method::Oracle);
+    let ecmp = run(PolicyKind::Ecmp);
+    let wcmp = run(PolicyKind::Wcmp);
+    let sed = run(PolicyKind::Sed);
+    let lsq = run(PolicyKind::Lsq);
+    let oracle = run(PolicyKind::Oracle);
     assert!(
         sed.jct_p90_ms < 0.7 * ecmp.jct_p90_ms,
         "sed {} ecmp {}",
@@ -133,7 +134,7 @@ fn sed_beats_ecmp_and_oracle_is_best_on_heterogeneous_servers() {
 fn ecmp_splits_flows_evenly_over_nodes() {
     let servers = parse_servers("2x2").expect("servers");
     let w = poisson(20.0, 0.05);
-    let mut sim = Sim::new(cfg(servers, 4, 200.0, 2), &w, Method::Ecmp);
+    let mut sim = Sim::new(cfg(servers, 4, 200.0, 2), &w, PolicyKind::Ecmp);
     while sim.run_step() {}
     let placed: Vec<u64> = sim.lbs.iter().map(|n| n.placed).collect();
     let total: u64 = placed.iter().sum();
@@ -147,7 +148,7 @@ fn ecmp_splits_flows_evenly_over_nodes() {
 fn features_come_from_core_telemetry() {
     let servers = parse_servers("4x2,3x4").expect("servers");
     let w = poisson(195.0, 0.0874);
-    let mut sim = Sim::new(cfg(servers, 2, 10.0, 9), &w, Method::Agent);
+    let mut sim = Sim::new(cfg(servers, 2, 10.0, 9), &w, PolicyKind::Es);
     for _ in 0..20 {
         sim.run_step();
     }

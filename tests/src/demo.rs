@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::lb::{
-    method_name, per_backend, scalar, AgentKind, BackendMetric, CtrlOptions, Host, LbOptions,
-    Method,
+    method_name, per_backend, scalar, BackendMetric, CtrlOptions, Host, LbOptions, Method,
+    PolicyKind,
 };
 use crate::load::{summarize, LoadArgs, Progress, Record, Summary};
 use crate::scenario::{moderate_backends, placements, Bed, Placements, Recording};
@@ -178,7 +178,7 @@ pub struct PolicySetup {
     /// The data plane's method.
     pub method: Method,
     /// The controller's agent.
-    pub agent: AgentKind,
+    pub agent: PolicyKind,
     /// Its model, for the learned agents.
     pub model: Option<PathBuf>,
 }
@@ -191,24 +191,42 @@ impl Policy {
             .map_or_else(String::new, |v| v.get_name().to_string())
     }
 
+    /// The policy it runs ([`PolicyKind`]: its placement and its agent are
+    /// defined there, once for the simulator, the controller and the testbed).
+    pub fn kind(self) -> PolicyKind {
+        match self {
+            Self::Es | Self::EsQ => PolicyKind::Es,
+            Self::Qmix => PolicyKind::Qmix,
+            Self::SacGru => PolicyKind::SacGru,
+            Self::Sed => PolicyKind::Sed,
+            Self::AdaptiveSed => PolicyKind::AdaptiveSed,
+            Self::Lsq => PolicyKind::Lsq,
+            Self::Wcmp => PolicyKind::Wcmp,
+            Self::Ecmp => PolicyKind::Ecmp,
+            Self::Maglev => PolicyKind::Maglev,
+        }
+    }
+
+    /// The shipped model a learned policy runs (a file in `models/`).
+    pub fn model_file(self) -> Option<&'static str> {
+        match self {
+            Self::Es => Some("es.onnx"),
+            Self::EsQ => Some("es-q.onnx"),
+            Self::Qmix => Some("qmix.onnx"),
+            Self::SacGru => Some("sac-gru.onnx"),
+            _ => None,
+        }
+    }
+
     /// Data-plane method, controller agent and model (from `models`).
     pub fn setup(self, models: &Path) -> PolicySetup {
-        let (method, agent, model) = match self {
-            Self::Es => (Method::Sed, AgentKind::Es, Some("es.onnx")),
-            Self::EsQ => (Method::Sed, AgentKind::Es, Some("es-q.onnx")),
-            Self::Qmix => (Method::Sed, AgentKind::Qmix, Some("qmix.onnx")),
-            Self::SacGru => (Method::Sed, AgentKind::SacGru, Some("sac-gru.onnx")),
-            Self::Sed => (Method::Sed, AgentKind::Wcmp, None),
-            Self::AdaptiveSed => (Method::Sed, AgentKind::AdaptiveSed, None),
-            Self::Lsq => (Method::Sed, AgentKind::Ecmp, None),
-            Self::Wcmp => (Method::Alias, AgentKind::Wcmp, None),
-            Self::Ecmp => (Method::Alias, AgentKind::Ecmp, None),
-            Self::Maglev => (Method::Maglev, AgentKind::Wcmp, None),
-        };
+        let kind = self.kind();
         PolicySetup {
-            method,
-            agent,
-            model: model.map(|m| models.join(m)),
+            // Every policy of the testbed's is one the data plane places and
+            // the controller drives (none of the simulator-only ones).
+            method: kind.placement().unwrap_or(Method::Sed),
+            agent: kind.agent().unwrap_or(PolicyKind::Wcmp),
+            model: self.model_file().map(|m| models.join(m)),
         }
     }
 }
@@ -225,7 +243,7 @@ pub struct PolicyRun {
     /// The policy.
     pub policy: Policy,
     /// Controller agent it ran as.
-    pub agent: AgentKind,
+    pub agent: PolicyKind,
     /// Load summary.
     pub summary: Summary,
     /// Every request, by start time.
@@ -652,15 +670,35 @@ mod tests {
         let s = Policy::Lsq.setup(Path::new("m"));
         assert_eq!(
             (s.method, s.agent, s.model),
-            (Method::Sed, AgentKind::Ecmp, None)
+            (Method::Sed, PolicyKind::Ecmp, None)
         );
         let s = Policy::Es.setup(Path::new("m"));
         assert_eq!(s.model, Some(Path::new("m").join("es.onnx")));
         let s = Policy::EsQ.setup(Path::new("m"));
         assert_eq!(
             (s.agent, s.model),
-            (AgentKind::Es, Some(Path::new("m").join("es-q.onnx")))
+            (PolicyKind::Es, Some(Path::new("m").join("es-q.onnx")))
         );
+        // The testbed's SED is SED placement over the configured weights, and
+        // each policy keeps the data plane and agent it ran with before the
+        // one list of policies.
+        for (p, method, agent) in [
+            (Policy::Sed, Method::Sed, PolicyKind::Wcmp),
+            (Policy::AdaptiveSed, Method::Sed, PolicyKind::AdaptiveSed),
+            (Policy::Wcmp, Method::Alias, PolicyKind::Wcmp),
+            (Policy::Ecmp, Method::Alias, PolicyKind::Ecmp),
+            (Policy::Maglev, Method::Maglev, PolicyKind::Wcmp),
+            (Policy::Qmix, Method::Sed, PolicyKind::Qmix),
+            (Policy::SacGru, Method::Sed, PolicyKind::SacGru),
+        ] {
+            let s = p.setup(Path::new("m"));
+            assert_eq!((s.method, s.agent), (method, agent), "{p}");
+            assert!(p.kind().placement().is_some() && p.kind().agent().is_some());
+            // The testbed's names are the shared ones (es-q is es's model).
+            if p != Policy::EsQ {
+                assert_eq!(p.name(), p.kind().name());
+            }
+        }
     }
 
     #[test]
@@ -702,7 +740,7 @@ mod tests {
         let summary = summarize(&records, &[]);
         PolicyRun {
             policy: Policy::Sed,
-            agent: AgentKind::Wcmp,
+            agent: PolicyKind::Wcmp,
             summary,
             records,
             ctrl_jain: 1.0,

@@ -65,7 +65,7 @@ pub fn start_host(topo: &mut Topology, i: usize, host: Host, opts: &LbOptions) -
 }
 
 pub use marllb_core::select::Method;
-pub use marllb_ctrl::config::{AgentKind, HealthMode};
+pub use marllb_ctrl::config::{HealthMode, PolicyKind};
 
 /// The name the data planes' configurations give `method` (`marllb-dpdk`'s
 /// `[service] method`, VPP's `lb rl set-vip ... method`).
@@ -248,7 +248,7 @@ pub fn start_dataplane(topo: &mut Topology, i: usize, opts: &LbOptions) -> Resul
 #[derive(Debug, Clone)]
 pub struct CtrlOptions {
     /// The agent computing the weights.
-    pub agent: AgentKind,
+    pub agent: PolicyKind,
     /// ONNX model for the learned agents.
     pub model: Option<PathBuf>,
     /// Cycle period.
@@ -274,7 +274,7 @@ pub struct CtrlOptions {
 impl Default for CtrlOptions {
     fn default() -> Self {
         Self {
-            agent: AgentKind::Sed,
+            agent: PolicyKind::Sed,
             model: None,
             interval: Duration::from_millis(250),
             health: HealthMode::Http {

@@ -7,7 +7,7 @@ use crate::common::{onnxgen, TempDir};
 use marllb_core::service::AdminState;
 use marllb_core::telemetry::Telemetry;
 use marllb_core::WEIGHT_ONE;
-use marllb_ctrl::config::{AgentKind, PassiveSettings};
+use marllb_ctrl::config::{PassiveSettings, PolicyKind};
 use marllb_ctrl::engine::{Engine, EngineConfig};
 use marllb_ctrl::health::HealthBoard;
 use marllb_ctrl::metrics::Metrics;
@@ -17,10 +17,10 @@ use marllb_shm::region::CreateParams;
 use marllb_shm::{ConfigImage, Controller, DataPlane, DataPlaneConfig, RegionView, StatsPublisher};
 use zerocopy::FromZeros;
 
-fn cfg(agent: AgentKind, budget: Duration) -> EngineConfig {
+fn cfg(agent: PolicyKind, budget: Duration) -> EngineConfig {
     EngineConfig {
         agent,
-        fallback_agent: AgentKind::Ecmp,
+        fallback_agent: PolicyKind::Ecmp,
         budget,
         slow_start_cycles: 4,
         passive: PassiveSettings {
@@ -70,7 +70,7 @@ fn model(dir: &TempDir, m: (Vec<u8>, marllb_policy::PolicyMeta)) -> Policy {
 
 /// An engine over `v` with `n` backends, none drained, `agent` and `fallback`.
 #[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
-fn engine(v: RegionView<'_>, agent: AgentKind, fallback: AgentKind, n: usize) -> Engine<'_> {
+fn engine(v: RegionView<'_>, agent: PolicyKind, fallback: PolicyKind, n: usize) -> Engine<'_> {
     let mut c = cfg(agent, Duration::from_secs(10));
     c.fallback_agent = fallback;
     c.drain = vec![false; n];
@@ -91,7 +91,7 @@ fn runtime_nan_and_overrun_keep_the_last_weights() {
     let metrics = Arc::new(Metrics::new());
     let mut e = Engine::new(
         Controller::new(v, 1),
-        cfg(AgentKind::SacGru, Duration::from_secs(10)),
+        cfg(PolicyKind::SacGru, Duration::from_secs(10)),
         Arc::new(HealthBoard::new(3)),
         metrics.clone(),
     )
@@ -128,7 +128,7 @@ fn runtime_nan_and_overrun_keep_the_last_weights() {
     // An overrunning step (budget 1 ns): its weights are dropped.
     let mut e = Engine::new(
         Controller::new(v, 1),
-        cfg(AgentKind::SacGru, Duration::from_nanos(1)),
+        cfg(PolicyKind::SacGru, Duration::from_nanos(1)),
         Arc::new(HealthBoard::new(3)),
         metrics.clone(),
     )
@@ -177,7 +177,7 @@ fn health_board_down_means_weight_zero_and_slow_start_after() {
     let h = heap(3);
     let v = view(&h, 3);
     let board = Arc::new(HealthBoard::new(3));
-    let mut c = cfg(AgentKind::Ecmp, Duration::from_secs(10));
+    let mut c = cfg(PolicyKind::Ecmp, Duration::from_secs(10));
     c.drain = vec![false; 3];
     let mut e = Engine::new(
         Controller::new(v, 1),
@@ -236,8 +236,8 @@ fn window(tel: &mut Telemetry, b: usize, fct_us: u32, active: u32) {
 fn adaptive_sed_lowers_the_weight_of_the_backend_whose_flows_complete_later() {
     let h = heap(3);
     let v = view(&h, 3);
-    let mut e = engine(v, AgentKind::AdaptiveSed, AgentKind::Ecmp, 3);
-    assert_eq!(e.active_agent(), AgentKind::AdaptiveSed);
+    let mut e = engine(v, PolicyKind::AdaptiveSed, PolicyKind::Ecmp, 3);
+    assert_eq!(e.active_agent(), PolicyKind::AdaptiveSed);
     let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
     let mut tel = Telemetry::new_box_zeroed().unwrap();
     let dp = DataPlane::new(&v, DataPlaneConfig::default());
@@ -299,7 +299,7 @@ fn adaptive_sed_follows_the_constants_of_its_configuration() {
     };
     let h = heap(3);
     let v = view(&h, 3);
-    let mut c = cfg(AgentKind::AdaptiveSed, Duration::from_secs(10));
+    let mut c = cfg(PolicyKind::AdaptiveSed, Duration::from_secs(10));
     c.drain = vec![false; 3];
     c.adaptive_sed = a;
     let mut e = Engine::new(
@@ -339,8 +339,8 @@ fn adaptive_sed_follows_the_constants_of_its_configuration() {
 fn a_learned_agent_without_a_model_falls_back_to_adaptive_sed_from_zero_corrections() {
     let h = heap(3);
     let v = view(&h, 3);
-    let mut e = engine(v, AgentKind::Qmix, AgentKind::AdaptiveSed, 3);
-    assert_eq!(e.active_agent(), AgentKind::AdaptiveSed);
+    let mut e = engine(v, PolicyKind::Qmix, PolicyKind::AdaptiveSed, 3);
+    assert_eq!(e.active_agent(), PolicyKind::AdaptiveSed);
     let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
     let mut tel = Telemetry::new_box_zeroed().unwrap();
     let dp = DataPlane::new(&v, DataPlaneConfig::default());
@@ -388,9 +388,9 @@ fn the_shipped_es_model_lowers_the_weight_of_a_slow_backend() {
     let policy = Policy::load(&path, Some(7)).unwrap();
     let h = heap(7);
     let v = view(&h, 7);
-    let mut e = engine(v, AgentKind::Es, AgentKind::Ecmp, 7);
+    let mut e = engine(v, PolicyKind::Es, PolicyKind::Ecmp, 7);
     e.install(policy);
-    assert_eq!(e.active_agent(), AgentKind::Es);
+    assert_eq!(e.active_agent(), PolicyKind::Es);
     let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
     let mut tel = Telemetry::new_box_zeroed().unwrap();
     let dp = DataPlane::new(&v, DataPlaneConfig::default());

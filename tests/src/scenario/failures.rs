@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::{equal_backends, wait_for, weight_within, Bed, Clock};
-use crate::lb::{AgentKind, CtrlOptions, LbOptions, Method};
+use crate::lb::{CtrlOptions, LbOptions, Method, PolicyKind};
 use crate::load::{LoadArgs, Summary};
 use crate::topology::{backend_addr, Process};
 use crate::watchdog;
@@ -54,7 +54,7 @@ pub fn failures(prefix: &str, dir: &Path) -> Result<FailureReport> {
             ..LbOptions::default()
         })
         .controller(CtrlOptions {
-            agent: AgentKind::Sed,
+            agent: PolicyKind::Sed,
             interval: Duration::from_millis(200),
             ..CtrlOptions::default()
         })

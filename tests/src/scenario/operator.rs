@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::{equal_backends, wait_for, Bed, Clock};
-use crate::lb::{AgentKind, BackendMetric, CtrlOptions, LbOptions, Method};
+use crate::lb::{BackendMetric, CtrlOptions, LbOptions, Method, PolicyKind};
 use crate::load::{Capacities, LoadArgs, Record, Summary};
 
 /// What the operator scenario measured.
@@ -118,7 +118,7 @@ pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
             ..LbOptions::default()
         })
         .controller(CtrlOptions {
-            agent: AgentKind::Sed,
+            agent: PolicyKind::Sed,
             interval: Duration::from_millis(200),
             control_socket: Some(socket.clone()),
             state_file: Some(dir.join("ctrl-state.json")),
