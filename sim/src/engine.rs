@@ -513,17 +513,13 @@ impl<'w> Sim<'w> {
             }
             PolicyKind::Oracle => {
                 // The job's expected slowdown at each server from every node's
-                // flows and the true current speed: max(1, (n + 1) / cpus) / speed
-                // on cores, (n + 1) / (cpus · speed) on a quota.
+                // flows and the true current speed: 1 / (its share of a CPU
+                // with it there, by the server's own rule) / speed.
                 let mut best: Option<(f64, u16)> = None;
                 for (b, s) in self.servers.iter().enumerate() {
                     let n = s.in_system() as f64 + 1.0;
-                    let per_cpu = n / s.spec.cpus;
-                    let share = match s.spec.model {
-                        crate::ServerModel::Cores => per_cpu.max(1.0),
-                        crate::ServerModel::Quota => per_cpu,
-                    };
-                    let delay = share / (s.spec.speed * s.factor);
+                    let share = s.spec.model.share(s.spec.cpus, n);
+                    let delay = 1.0 / (share * s.spec.speed * s.factor);
                     if best.is_none_or(|(d, _)| delay < d) {
                         best = Some((delay, b as u16));
                     }

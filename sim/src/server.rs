@@ -35,6 +35,18 @@ pub enum ServerModel {
     Quota,
 }
 
+impl ServerModel {
+    /// The share of a CPU each of `jobs` running jobs holds on a server of
+    /// `cpus` CPUs: the one rule the servers run and the oracle predicts with.
+    pub fn share(self, cpus: f64, jobs: f64) -> f64 {
+        match self {
+            ServerModel::Cores if jobs <= cpus => 1.0,
+            ServerModel::Cores => cpus / jobs,
+            ServerModel::Quota => cpus / jobs.max(1.0),
+        }
+    }
+}
+
 impl std::str::FromStr for ServerModel {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -137,12 +149,9 @@ impl Server {
 
     /// Share of a CPU each running job holds.
     fn share(&self) -> f64 {
-        let n = self.running.len() as f64;
-        match self.spec.model {
-            ServerModel::Cores if n <= self.spec.cpus => 1.0,
-            ServerModel::Cores => self.spec.cpus / n,
-            ServerModel::Quota => self.spec.cpus / n.max(1.0),
-        }
+        self.spec
+            .model
+            .share(self.spec.cpus, self.running.len() as f64)
     }
 
     /// Nominal CPU seconds per second each running job receives.
