@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use marllb_core::telemetry::Telemetry;
 use marllb_core::WEIGHT_ONE;
 use marllb_ctrl::config::{PassiveSettings, PolicyKind};
-use marllb_ctrl::engine::{Engine, EngineConfig};
+use marllb_ctrl::cycle::{ControlState, CycleConfig};
 use marllb_ctrl::health::HealthBoard;
 use marllb_ctrl::metrics::Metrics;
 use marllb_ctrl::model::Policy;
@@ -84,7 +84,7 @@ fn main() {
     }
 
     let metrics = Arc::new(Metrics::new());
-    let cfg = EngineConfig {
+    let cfg = CycleConfig {
         agent: PolicyKind::SacGru,
         fallback_agent: PolicyKind::Sed,
         budget: Duration::from_secs(1),
@@ -101,7 +101,7 @@ fn main() {
         drain: vec![false; BACKENDS],
         names: (0..BACKENDS).map(|i| format!("10.0.0.{}", i + 1)).collect(),
     };
-    let mut engine = Engine::new(
+    let mut control = ControlState::new(
         Controller::new(view, std::process::id()),
         cfg,
         Arc::new(HealthBoard::new(BACKENDS)),
@@ -112,7 +112,7 @@ fn main() {
     let plan = policy.plan().clone();
     let obs_shape = policy.obs_shape().to_vec();
     let h_shape = policy.hidden_shape().to_vec();
-    engine.install(policy);
+    control.install(policy);
 
     // The bare peer: the same plan, one spawned state, the same input sizes.
     let mut state = plan.spawn().unwrap();
@@ -125,7 +125,7 @@ fn main() {
     let mut failed = 0u64;
     for k in 0..warm + cycles {
         let t = Instant::now();
-        let r = engine.step(Instant::now());
+        let r = control.step(Instant::now());
         let dc = t.elapsed();
         let t = Instant::now();
         let out = state

@@ -23,17 +23,17 @@ use marllb_shm::layout::ConfigImage;
 use marllb_shm::Controller;
 use zerocopy::FromZeros;
 
-use crate::agent::heuristic;
 use crate::config::{PassiveSettings, PolicyKind};
 use crate::health::{HealthBoard, PassivePool};
+use crate::heuristic;
 use crate::metrics::{BackendLabels, Metrics};
 use crate::model::Policy;
 use crate::operator::OpAdmin;
 use crate::stats::{jain, mean_p95_s, ReadSummary, StatsReader};
 
-/// What the engine needs besides the region.
+/// What the control state needs besides the region.
 #[derive(Clone, Debug)]
-pub struct EngineConfig {
+pub struct CycleConfig {
     /// Agent asked for.
     pub agent: PolicyKind,
     /// Heuristic while a learned agent has no model.
@@ -55,9 +55,9 @@ pub struct EngineConfig {
     pub names: Vec<String>,
 }
 
-/// Why an engine could not be built.
+/// Why the control state could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub enum CycleError {
     /// Out of memory for the stats frames.
     #[error("cannot allocate the stats frames")]
     Alloc,
@@ -88,9 +88,9 @@ pub struct CycleReport {
 
 /// The controller's state between cycles.
 #[derive(Debug)]
-pub struct Engine<'r> {
+pub struct ControlState<'r> {
     ctrl: Controller<'r>,
-    cfg: EngineConfig,
+    cfg: CycleConfig,
     n: usize,
     stats: StatsReader,
     fb: FeatureBuilder,
@@ -130,14 +130,14 @@ pub struct Engine<'r> {
     epoch: u64,
 }
 
-impl<'r> Engine<'r> {
-    /// An engine publishing through `ctrl`.
+impl<'r> ControlState<'r> {
+    /// The control state publishing through `ctrl`.
     pub fn new(
         ctrl: Controller<'r>,
-        cfg: EngineConfig,
+        cfg: CycleConfig,
         health: Arc<HealthBoard>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, EngineError> {
+    ) -> Result<Self, CycleError> {
         let view = ctrl.view();
         let n = ctrl.backends();
         let workers = view.geometry.worker_count;
@@ -167,7 +167,7 @@ impl<'r> Engine<'r> {
         }
         let wcmp = match &cfg.wcmp_weights {
             Some(w) if w.len() != n => {
-                return Err(EngineError::WcmpLength {
+                return Err(CycleError::WcmpLength {
                     got: w.len(),
                     backends: n,
                 })
@@ -190,7 +190,7 @@ impl<'r> Engine<'r> {
         } else {
             cfg.agent
         };
-        heuristic(
+        heuristic::weights(
             first,
             if first == PolicyKind::Wcmp {
                 &wcmp
@@ -201,8 +201,8 @@ impl<'r> Engine<'r> {
             &mut initial,
         );
         let now = Instant::now();
-        let e = Engine {
-            stats: StatsReader::new(workers, n).map_err(|_| EngineError::Alloc)?,
+        let e = ControlState {
+            stats: StatsReader::new(workers, n).map_err(|_| CycleError::Alloc)?,
             fb: {
                 let mut fb = FeatureBuilder::new(n);
                 let real: Vec<f32> = base
@@ -327,8 +327,8 @@ impl<'r> Engine<'r> {
     }
 
     /// Writes a backend set for the data plane (see `marllb_shm::backend_set`);
-    /// the engine's own backends change only when the caller applies the
-    /// data plane's answer ([`Engine::add_backend`], [`Engine::remove_backend`]).
+    /// the control state's own backends change only when the caller applies the
+    /// data plane's answer ([`ControlState::add_backend`], [`ControlState::remove_backend`]).
     pub fn publish_set(
         &mut self,
         entries: &[marllb_shm::layout::BackendEntry],
@@ -590,7 +590,7 @@ impl<'r> Engine<'r> {
                     self.q16.clone_from(&self.policy_w);
                 }
                 PolicyKind::Wcmp => {
-                    heuristic(kind, &self.wcmp, &self.active_scratch, &mut self.q16)
+                    heuristic::weights(kind, &self.wcmp, &self.active_scratch, &mut self.q16)
                 }
                 PolicyKind::AdaptiveSed => {
                     if became_active {
@@ -605,7 +605,7 @@ impl<'r> Engine<'r> {
                     }
                     return Ok(());
                 }
-                _ => heuristic(kind, &self.base, &self.active_scratch, &mut self.q16),
+                _ => heuristic::weights(kind, &self.base, &self.active_scratch, &mut self.q16),
             }
             self.real.clear();
             return Ok(());

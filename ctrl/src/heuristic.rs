@@ -3,14 +3,9 @@
 //! All produce Q16.16 weights normalized so the largest is 1.0
 //! ([`WEIGHT_ONE`]); a positive real weight never rounds down to 0.
 //!
-//! | agent | weight of backend i |
-//! |---|---|
-//! | `ecmp` | 1 |
-//! | `wcmp` | the configured weight (`wcmp_weights`, else the region's base weight) |
-//! | `static` | the region's base weight, set once and never recomputed |
-//! | `lsq` | 1 / (active_i + 1) |
-//! | `sed` | base_i / (active_i + 1) |
-//! | `adaptive-sed` | base_i · e^(c_i), c_i re-estimated every cycle from flow completion times |
+//! What each agent publishes is in the one list of policies,
+//! [`marllb_policy::kind`]; `wcmp`'s configured weight is `wcmp_weights` when
+//! set, else the region's base weight.
 //!
 //! `lsq` and `sed` are recomputed every cycle from the active-flow gauges summed
 //! over workers, so between two cycles new flows lean toward the backends that
@@ -18,8 +13,8 @@
 //! the data plane's SED selection on top, the data plane also reacts within the
 //! cycle to the flows it places.
 //!
-//! `adaptive-sed` ([`marllb_policy::AdaptiveSed`], run by the engine rather than
-//! by [`heuristic`]) corrects the configured weights by what the data plane
+//! `adaptive-sed` ([`marllb_policy::AdaptiveSed`], run by [`crate::cycle`] rather
+//! than by [`weights`]) corrects the configured weights by what the data plane
 //! measures: each cycle backend i's log correction c_i moves a fraction `RATE`
 //! of the way toward −`GAIN`·ln(fct_i / pool), fct_i its filtered flow
 //! completion time and pool the geometric mean over the backends; the step is
@@ -51,7 +46,7 @@ pub fn normalize(real: impl Iterator<Item = f64> + Clone, out: &mut Vec<Weight>)
 
 /// Computes a heuristic's weights into `out`. `base` are the configured
 /// (Q16.16) weights, `active` the active-flow gauges; both by backend.
-pub fn heuristic(kind: PolicyKind, base: &[Weight], active: &[u32], out: &mut Vec<Weight>) {
+pub fn weights(kind: PolicyKind, base: &[Weight], active: &[u32], out: &mut Vec<Weight>) {
     let n = base.len();
     match kind {
         PolicyKind::Ecmp => {
@@ -59,7 +54,7 @@ pub fn heuristic(kind: PolicyKind, base: &[Weight], active: &[u32], out: &mut Ve
             out.resize(n, WEIGHT_ONE);
         }
         // Adaptive SED and the learned agents start at the configured weights;
-        // their per-cycle weights are computed by the engine. The policies
+        // their per-cycle weights are computed by the control. The policies
         // that are not agents (refused by `parse_agent`) would get the
         // configured weights too: their placement is the data plane's own.
         PolicyKind::Wcmp
@@ -95,13 +90,13 @@ mod tests {
         let base = [WEIGHT_ONE, 2 * WEIGHT_ONE, WEIGHT_ONE];
         let active = [0, 3, 9];
         let mut w = Vec::new();
-        heuristic(PolicyKind::Ecmp, &base, &active, &mut w);
+        weights(PolicyKind::Ecmp, &base, &active, &mut w);
         assert_eq!(w, vec![WEIGHT_ONE; 3]);
-        heuristic(PolicyKind::Wcmp, &base, &active, &mut w);
+        weights(PolicyKind::Wcmp, &base, &active, &mut w);
         assert_eq!(w, vec![WEIGHT_ONE / 2, WEIGHT_ONE, WEIGHT_ONE / 2]);
-        heuristic(PolicyKind::Lsq, &base, &active, &mut w);
+        weights(PolicyKind::Lsq, &base, &active, &mut w);
         assert_eq!(w, vec![WEIGHT_ONE, WEIGHT_ONE / 4, WEIGHT_ONE / 10 + 1]);
-        heuristic(PolicyKind::Sed, &base, &active, &mut w);
+        weights(PolicyKind::Sed, &base, &active, &mut w);
         // 1/1, 2/4, 1/10.
         assert_eq!(w[0], WEIGHT_ONE);
         assert_eq!(w[1], WEIGHT_ONE / 2);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use marllb_ctrl::config::{Cli, Command, LogFormat, Settings};
-use marllb_ctrl::engine::{Engine, EngineConfig};
+use marllb_ctrl::cycle::{ControlState, CycleConfig};
 use marllb_ctrl::health::{Checkers, HealthBoard};
 use marllb_ctrl::metrics::{serve as serve_metrics, Metrics};
 use marllb_ctrl::model::{describe, Loaded, Policy};
@@ -322,7 +322,7 @@ fn serve_region(mut settings: Settings, flags: &Flags, metrics: &Arc<Metrics>) -
         }
     }
 
-    let cfg = EngineConfig {
+    let cfg = CycleConfig {
         agent: settings.agent,
         fallback_agent: settings.fallback_agent,
         budget: settings.cycle_budget,
@@ -333,7 +333,7 @@ fn serve_region(mut settings: Settings, flags: &Flags, metrics: &Arc<Metrics>) -
         drain,
         names: addrs.iter().map(ToString::to_string).collect(),
     };
-    let mut engine = Engine::new(ctrl, cfg, board, Arc::clone(metrics))?;
+    let mut control = ControlState::new(ctrl, cfg, board, Arc::clone(metrics))?;
     let (api_tx, api_rx) = std::sync::mpsc::channel();
     let current_model = Arc::new(Mutex::new(
         settings
@@ -362,7 +362,7 @@ fn serve_region(mut settings: Settings, flags: &Flags, metrics: &Arc<Metrics>) -
         Arc::clone(metrics),
         checkers,
     );
-    operator.restore(&mut engine);
+    operator.restore(&mut control);
     let api = match &settings.control_socket {
         Some(p) => match serve(p, api_tx, ctx, Arc::clone(&stop)) {
             Ok(s) => {
@@ -388,7 +388,7 @@ fn serve_region(mut settings: Settings, flags: &Flags, metrics: &Arc<Metrics>) -
                 if l.meta().agent != settings.agent.name() {
                     tracing::warn!(sidecar = %l.meta().agent, flag = settings.agent.name(), "the sidecar's agent differs from --agent");
                 }
-                engine.install(Policy::new(l));
+                control.install(Policy::new(l));
             }
             Err(e) => {
                 metrics.reload(false);
@@ -413,7 +413,7 @@ fn serve_region(mut settings: Settings, flags: &Flags, metrics: &Arc<Metrics>) -
     });
     tracing::info!(
         shm = %settings.shm, backends = n, workers = view.geometry.worker_count,
-        agent = engine.active_agent().name(), interval_ms = settings.interval.as_millis() as u64,
+        agent = control.active_agent().name(), interval_ms = settings.interval.as_millis() as u64,
         health = ?settings.health.mode, "controller started"
     );
 
@@ -434,7 +434,7 @@ fn serve_region(mut settings: Settings, flags: &Flags, metrics: &Arc<Metrics>) -
             .name("ctrl-cycle".into())
             .spawn_scoped(s, || {
                 run_loop(
-                    &mut engine,
+                    &mut control,
                     &mut reloader,
                     Some(&mut operator),
                     bgp.as_mut(),

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::bgp::Announcer;
-use crate::engine::Engine;
+use crate::cycle::ControlState;
 use crate::metrics::Metrics;
 use crate::model::{Loaded, ModelError, Policy};
 
@@ -111,7 +111,7 @@ impl Reloader {
 
     /// Per cycle: installs a finished load or records its refusal, then asks for
     /// a reload on SIGHUP (`hup`) or a file change.
-    pub fn tick(&mut self, engine: &mut Engine<'_>, metrics: &Metrics, hup: bool) {
+    pub fn tick(&mut self, control: &mut ControlState<'_>, metrics: &Metrics, hup: bool) {
         match self.rx.try_recv() {
             Ok(r) => {
                 self.pending = false;
@@ -119,7 +119,7 @@ impl Reloader {
                     Ok(loaded) => {
                         tracing::info!(model = %self.path.display(), agent = %loaded.meta().agent, "model reloaded");
                         metrics.reload(true);
-                        engine.install(Policy::new(loaded));
+                        control.install(Policy::new(loaded));
                     }
                     Err(e) => {
                         tracing::error!(model = %self.path.display(), error = %e, "new model refused; keeping the current policy");
@@ -160,7 +160,7 @@ impl Drop for Reloader {
 /// answered once it has published them; `policy set` may replace `reloader`.
 #[allow(clippy::too_many_arguments)]
 pub fn run_loop(
-    engine: &mut Engine<'_>,
+    control: &mut ControlState<'_>,
     reloader: &mut Option<Reloader>,
     mut operator: Option<&mut crate::server::Operator>,
     mut bgp: Option<&mut Bgp>,
@@ -173,21 +173,21 @@ pub fn run_loop(
     while !stop.load(Ordering::Relaxed) {
         let h = hup.swap(false, Ordering::Relaxed);
         match reloader.as_mut() {
-            Some(r) => r.tick(engine, metrics, h),
+            Some(r) => r.tick(control, metrics, h),
             None if h => tracing::info!("SIGHUP: no model configured, nothing to reload"),
             None => {}
         }
         let taken = match operator.as_deref_mut() {
-            Some(op) => op.take(engine, reloader),
+            Some(op) => op.take(control, reloader),
             None => Vec::new(),
         };
         let now = Instant::now();
-        engine.step(now);
+        control.step(now);
         if let Some(op) = operator.as_deref_mut() {
-            op.answer(engine, taken);
+            op.answer(control, taken);
         }
         if let Some(b) = bgp.as_deref_mut() {
-            b.cycle(engine, metrics, now);
+            b.cycle(control, metrics, now);
         }
         next += interval;
         let after = Instant::now();
@@ -217,9 +217,9 @@ pub struct Bgp {
 
 impl Bgp {
     /// After a cycle: whether the node can serve decides the announcement.
-    pub fn cycle(&mut self, engine: &Engine<'_>, metrics: &Metrics, now: Instant) {
+    pub fn cycle(&mut self, control: &ControlState<'_>, metrics: &Metrics, now: Instant) {
         let dp_timeout = self.announcer.settings().dp_timeout;
-        self.announcer.cycle(engine.can_serve(dp_timeout), now);
+        self.announcer.cycle(control.can_serve(dp_timeout), now);
         let v = i64::from(self.announcer.announced() && self.announcer.in_sync());
         for vip in &self.vips {
             metrics

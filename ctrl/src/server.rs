@@ -6,7 +6,7 @@
 //! marllb-ctl ──unix socket──► api thread: parse, load a model if asked
 //!                               │ mpsc (request + reply channel)
 //!                               ▼
-//! cycle thread: Operator::take (check, apply, persist) ─► Engine::step (publish)
+//! cycle thread: Operator::take (check, apply, persist) ─► ControlState::step (publish)
 //!               ─► Operator::answer (epoch, shown data) ─► reply
 //! ```
 //!
@@ -36,7 +36,7 @@ use crate::api::{
     MAX_REQUEST,
 };
 use crate::config::{parse_agent, HealthSettings, PolicyKind};
-use crate::engine::Engine;
+use crate::cycle::ControlState;
 use crate::health::{check_once, Checkers};
 use crate::metrics::Metrics;
 use crate::model::{Loaded, Policy};
@@ -384,13 +384,13 @@ impl Operator {
         })
     }
 
-    /// Lays the state file's backend overrides over the engine's.
-    pub fn restore(&self, engine: &mut Engine<'_>) {
+    /// Lays the state file's backend overrides over the control's.
+    pub fn restore(&self, control: &mut ControlState<'_>) {
         for (addr, o) in &self.state.backends {
             match self.served_index(*addr) {
                 Some(i) => {
                     let cap = o.weight_cap.map(marllb_policy::action::to_q16);
-                    engine.set_operator(i, o.admin, cap);
+                    control.set_operator(i, o.admin, cap);
                     tracing::info!(backend = %addr, index = i, admin = ?o.admin, weight_cap = ?o.weight_cap,
                         "operator state restored");
                 }
@@ -400,16 +400,20 @@ impl Operator {
         }
     }
 
-    /// Applies every waiting request to `engine` (before its step).
+    /// Applies every waiting request to `control` (before its step).
     ///
     /// Sets the data plane has answered since are settled first, so that the
     /// step that follows already publishes weights for an added backend (and
     /// the answer goes out with that epoch).
-    pub fn take(&mut self, engine: &mut Engine<'_>, reloader: &mut Option<Reloader>) -> Vec<Taken> {
+    pub fn take(
+        &mut self,
+        control: &mut ControlState<'_>,
+        reloader: &mut Option<Reloader>,
+    ) -> Vec<Taken> {
         let mut out = Vec::new();
         for t in std::mem::take(&mut self.waiting) {
             match t.answer {
-                Answer::Set(c) => match self.settle(engine, c) {
+                Answer::Set(c) => match self.settle(control, c) {
                     Ok(r) => out.push(Taken {
                         answer: Answer::Change(r),
                         ..t
@@ -431,16 +435,16 @@ impl Operator {
                     weight,
                     ..
                 } => {
-                    let r = self.add(engine, &address, mac.as_deref(), weight);
+                    let r = self.add(control, &address, mac.as_deref(), weight);
                     self.refusal_or_wait("add", r)
                 }
                 Request::Remove { name, force } => {
-                    let r = self.remove(engine, &name, force);
+                    let r = self.remove(control, &name, force);
                     self.refusal_or_wait("remove", r)
                 }
                 req => {
                     let command = command_name(&req);
-                    let r = self.apply(engine, reloader, req, p.loaded);
+                    let r = self.apply(control, reloader, req, p.loaded);
                     self.log_change(command, &r);
                     Answer::Change(r)
                 }
@@ -477,12 +481,12 @@ impl Operator {
     /// Answers the requests taken before the cycle that just published; an
     /// `add` or `remove` waits (across cycles) for the data plane's answer to
     /// its set, settled by a later [`Operator::take`].
-    pub fn answer(&mut self, engine: &mut Engine<'_>, taken: Vec<Taken>) {
-        let (epoch, _) = engine.progress();
+    pub fn answer(&mut self, control: &mut ControlState<'_>, taken: Vec<Taken>) {
+        let (epoch, _) = control.progress();
         for t in taken {
             let mut r = match t.answer {
                 Answer::Change(r) => r,
-                Answer::Show(what) => self.show(engine, what),
+                Answer::Show(what) => self.show(control, what),
                 Answer::Set(c) => {
                     self.waiting.push(Taken {
                         answer: Answer::Set(c),
@@ -504,15 +508,15 @@ impl Operator {
         }
     }
 
-    /// The data plane's answer to a set: applied (the engine takes the change),
+    /// The data plane's answer to a set: applied (the control takes the change),
     /// refused or late (the previous set and state are restored). `Err` while
     /// it has not answered yet.
     fn settle(
         &mut self,
-        engine: &mut Engine<'_>,
+        control: &mut ControlState<'_>,
         c: Box<SetChange>,
     ) -> Result<Response, Box<SetChange>> {
-        let a = engine.set_answer();
+        let a = control.set_answer();
         let command = match c.kind {
             SetKind::Add { .. } => "add",
             SetKind::Remove { .. } => "remove",
@@ -533,7 +537,7 @@ impl Operator {
                         self.addrs[index] = target.ip();
                         self.targets[index] = target;
                     }
-                    engine.add_backend(index, name, base);
+                    control.add_backend(index, name, base);
                     if let Err(e) = self.checkers.start(index, target) {
                         tracing::warn!(backend = %target, error = %e, "no health checker for the new backend");
                     }
@@ -544,13 +548,13 @@ impl Operator {
                     )
                 }
                 SetKind::Remove { index } => {
-                    engine.remove_backend(index);
+                    control.remove_backend(index);
                     self.checkers.stop_one(index);
                     let addr = self.addrs.get(index).copied();
                     if let Some(a) = addr {
                         self.state.backends.remove(&a);
                     }
-                    if let Err(e) = self.persist(engine) {
+                    if let Err(e) = self.persist(control) {
                         tracing::warn!(error = %e, "state file not updated after a removal");
                     }
                     format!(
@@ -576,11 +580,11 @@ impl Operator {
             let (set, members) = c.before.clone();
             if a.refused != c.version {
                 // Superseded by the previous set, in case it reads it later.
-                let _ = engine.publish_set(&set);
+                let _ = control.publish_set(&set);
             }
             self.set = set;
             self.state.members = members;
-            let _ = self.persist(engine);
+            let _ = self.persist(control);
             Response::refused(why)
         } else {
             return Err(c);
@@ -592,7 +596,7 @@ impl Operator {
     /// Checks an `add` and writes its set.
     fn add(
         &mut self,
-        engine: &mut Engine<'_>,
+        control: &mut ControlState<'_>,
         address: &str,
         mac: Option<&str>,
         weight: Option<f32>,
@@ -669,7 +673,7 @@ impl Operator {
             targets[index] = target;
         }
         self.write_set(
-            engine,
+            control,
             after,
             &targets,
             SetKind::Add {
@@ -683,7 +687,7 @@ impl Operator {
     /// Checks a `remove` and writes its set.
     fn remove(
         &mut self,
-        engine: &mut Engine<'_>,
+        control: &mut ControlState<'_>,
         name: &str,
         force: bool,
     ) -> Result<SetChange, String> {
@@ -700,8 +704,12 @@ impl Operator {
                 "refusing to remove {addr}: it is the last backend served"
             ));
         }
-        let (op, _) = engine.operator(i).unwrap_or_default();
-        let active = engine.stats().backends.get(i).map_or(0, |b| b.active_flows);
+        let (op, _) = control.operator(i).unwrap_or_default();
+        let active = control
+            .stats()
+            .backends
+            .get(i)
+            .map_or(0, |b| b.active_flows);
         if !force {
             if op == OpAdmin::None {
                 return Err(format!(
@@ -718,7 +726,7 @@ impl Operator {
                 ));
             }
         }
-        if engine.others_taking_flows(i) == 0 && !force {
+        if control.others_taking_flows(i) == 0 && !force {
             return Err(format!(
                 "refusing to remove {addr}: no other backend would take new flows; add --force"
             ));
@@ -726,7 +734,7 @@ impl Operator {
         let mut after = self.set.clone();
         after[i].admin = set_admin::REMOVED;
         let targets = self.targets.clone();
-        self.write_set(engine, after, &targets, SetKind::Remove { index: i })
+        self.write_set(control, after, &targets, SetKind::Remove { index: i })
     }
 
     fn no_set_waiting(&self) -> Result<(), String> {
@@ -741,7 +749,7 @@ impl Operator {
     /// data plane; on any failure nothing changed.
     fn write_set(
         &mut self,
-        engine: &mut Engine<'_>,
+        control: &mut ControlState<'_>,
         after: Vec<BackendEntry>,
         targets: &[SocketAddr],
         kind: SetKind,
@@ -752,11 +760,11 @@ impl Operator {
         } else {
             members_of(&after, targets, self.ctx.default_port)
         };
-        if let Err(e) = self.persist(engine) {
+        if let Err(e) = self.persist(control) {
             self.state.members = before.1;
             return Err(e);
         }
-        match engine.publish_set(&after) {
+        match control.publish_set(&after) {
             Ok(version) => Ok(SetChange {
                 version,
                 kind,
@@ -766,7 +774,7 @@ impl Operator {
             }),
             Err(e) => {
                 self.state.members = before.1;
-                let _ = self.persist(engine);
+                let _ = self.persist(control);
                 Err(format!("not applied: {e}"))
             }
         }
@@ -806,7 +814,7 @@ impl Operator {
 
     fn apply(
         &mut self,
-        engine: &mut Engine<'_>,
+        control: &mut ControlState<'_>,
         reloader: &mut Option<Reloader>,
         req: Request,
         loaded: Option<Result<Loaded, String>>,
@@ -821,7 +829,7 @@ impl Operator {
                     Err(e) => return Response::refused(e),
                 };
                 let addr = self.addrs[i];
-                let Some((cur, cap)) = engine.operator(i) else {
+                let Some((cur, cap)) = control.operator(i) else {
                     return Response::refused(format!("unknown backend {name:?}"));
                 };
                 match (op, cur) {
@@ -843,7 +851,7 @@ impl Operator {
                 }
                 if new.blocks_new_flows()
                     && !cur.blocks_new_flows()
-                    && engine.others_taking_flows(i) == 0
+                    && control.others_taking_flows(i) == 0
                     && !force
                 {
                     return Response::refused(format!(
@@ -852,7 +860,7 @@ impl Operator {
                         op.name()
                     ));
                 }
-                self.change(engine, i, new, cap, |_| {
+                self.change(control, i, new, cap, |_| {
                     format!("{addr}: {} -> {}", describe(cur), describe(new))
                 })
             }
@@ -874,10 +882,10 @@ impl Operator {
                         ))
                     }
                 };
-                let Some((admin, _)) = engine.operator(i) else {
+                let Some((admin, _)) = control.operator(i) else {
                     return Response::refused(format!("unknown backend {name:?}"));
                 };
-                self.change(engine, i, admin, cap, |_| match weight {
+                self.change(control, i, admin, cap, |_| match weight {
                     Some(w) => format!("{addr}: weight capped at {w}"),
                     None => format!("{addr}: weight cap cleared"),
                 })
@@ -894,10 +902,10 @@ impl Operator {
                             kind.name()
                         ));
                     }
-                    if let Err(e) = self.persist_policy(engine, kind, None) {
+                    if let Err(e) = self.persist_policy(control, kind, None) {
                         return Response::refused(e);
                     }
-                    engine.set_agent(kind);
+                    control.set_agent(kind);
                     *reloader = None;
                     if let Ok(mut m) = self.ctx.model.lock() {
                         *m = None;
@@ -916,11 +924,11 @@ impl Operator {
                     Err(r) => return r,
                 };
                 let path = loaded.path().to_path_buf();
-                if let Err(e) = self.persist_policy(engine, kind, Some(path.clone())) {
+                if let Err(e) = self.persist_policy(control, kind, Some(path.clone())) {
                     return Response::refused(e);
                 }
-                engine.set_agent(kind);
-                engine.install(Policy::new(loaded));
+                control.set_agent(kind);
+                control.install(Policy::new(loaded));
                 self.metrics.reload(true);
                 if let Ok(mut m) = self.ctx.model.lock() {
                     *m = Some(path.clone());
@@ -941,13 +949,13 @@ impl Operator {
             Request::ModelReload => match loaded {
                 None => Response::refused(format!(
                     "no model to reload: agent {} runs without one",
-                    engine.agent().name()
+                    control.agent().name()
                 )),
-                Some(loaded) => match self.checked(loaded, engine.agent()) {
+                Some(loaded) => match self.checked(loaded, control.agent()) {
                     Err(r) => r,
                     Ok(l) => {
                         let p = l.path().display().to_string();
-                        engine.install(Policy::new(l));
+                        control.install(Policy::new(l));
                         self.metrics.reload(true);
                         Response::done(format!("model {p} reloaded"))
                     }
@@ -984,14 +992,14 @@ impl Operator {
     /// is as before.
     fn persist_policy(
         &mut self,
-        engine: &Engine<'_>,
+        control: &ControlState<'_>,
         agent: PolicyKind,
         model: Option<PathBuf>,
     ) -> Result<(), String> {
         let before = (self.state.agent.clone(), self.state.model.clone());
         self.state.agent = Some(agent.name().into());
         self.state.model = model;
-        let r = self.persist(engine);
+        let r = self.persist(control);
         if r.is_err() {
             (self.state.agent, self.state.model) = before;
         }
@@ -1001,34 +1009,34 @@ impl Operator {
     /// Sets backend `i`'s override, persists, and rolls back if that fails.
     fn change(
         &mut self,
-        engine: &mut Engine<'_>,
+        control: &mut ControlState<'_>,
         i: usize,
         admin: OpAdmin,
         cap: Option<marllb_core::Weight>,
         message: impl FnOnce(()) -> String,
     ) -> Response {
-        let Some(before) = engine.operator(i) else {
+        let Some(before) = control.operator(i) else {
             return Response::refused(format!("unknown backend index {i}"));
         };
-        engine.set_operator(i, admin, cap);
-        if let Err(e) = self.persist(engine) {
-            engine.set_operator(i, before.0, before.1);
+        control.set_operator(i, admin, cap);
+        if let Err(e) = self.persist(control) {
+            control.set_operator(i, before.0, before.1);
             return Response::refused(e);
         }
         Response::done(message(()))
     }
 
-    /// Writes the state file (if one is configured) from the engine.
-    fn persist(&mut self, engine: &Engine<'_>) -> Result<(), String> {
+    /// Writes the state file (if one is configured) from the control.
+    fn persist(&mut self, control: &ControlState<'_>) -> Result<(), String> {
         self.state.backends.clear();
         for (i, addr) in self.addrs.iter().enumerate() {
-            let Some((admin, cap)) = engine.operator(i) else {
+            let Some((admin, cap)) = control.operator(i) else {
                 continue;
             };
-            if engine.is_removed(i) {
+            if control.is_removed(i) {
                 continue;
             }
-            if admin != engine.configured(i) || cap.is_some() {
+            if admin != control.configured(i) || cap.is_some() {
                 self.state.backends.insert(
                     *addr,
                     BackendOverride {
@@ -1047,17 +1055,17 @@ impl Operator {
         }
     }
 
-    fn show(&self, engine: &Engine<'_>, what: ShowWhat) -> Response {
-        let (weights, admin) = engine.published();
+    fn show(&self, control: &ControlState<'_>, what: ShowWhat) -> Response {
+        let (weights, admin) = control.published();
         let data = match what {
             ShowWhat::Backends => {
-                let rows: Vec<BackendRow> = engine
+                let rows: Vec<BackendRow> = control
                     .names()
                     .enumerate()
-                    .filter(|&(i, _)| !engine.is_removed(i))
+                    .filter(|&(i, _)| !control.is_removed(i))
                     .map(|(i, name)| {
-                        let (op, cap) = engine.operator(i).unwrap_or_default();
-                        let agg = engine.stats().backends.get(i);
+                        let (op, cap) = control.operator(i).unwrap_or_default();
+                        let agg = control.stats().backends.get(i);
                         BackendRow {
                             index: i,
                             address: name.to_string(),
@@ -1068,11 +1076,11 @@ impl Operator {
                             }
                             .into(),
                             operator: op,
-                            healthy: engine.healthy(i),
+                            healthy: control.healthy(i),
                             weight: f64::from(weights.get(i).copied().unwrap_or(0))
                                 / f64::from(WEIGHT_ONE),
                             weight_cap: cap.map(|c| c as f32 / WEIGHT_ONE as f32),
-                            base_weight: f64::from(engine.base().get(i).copied().unwrap_or(0))
+                            base_weight: f64::from(control.base().get(i).copied().unwrap_or(0))
                                 / f64::from(WEIGHT_ONE),
                             active_flows: agg.map_or(0, |b| b.active_flows),
                             new_flows: agg.map_or(0, |b| b.d_new_flows),
@@ -1083,12 +1091,12 @@ impl Operator {
             }
             ShowWhat::Vips => serde_json::to_value(&self.vips),
             ShowWhat::Policy => {
-                let (epoch, cycles) = engine.progress();
+                let (epoch, cycles) = control.progress();
                 serde_json::to_value(PolicyView {
-                    agent: engine.agent().name().into(),
-                    active: engine.active_agent().name().into(),
-                    model: engine.policy().map(|p| p.path().display().to_string()),
-                    model_backends: engine.policy().map(|p| p.meta().backends),
+                    agent: control.agent().name().into(),
+                    active: control.active_agent().name().into(),
+                    model: control.policy().map(|p| p.path().display().to_string()),
+                    model_backends: control.policy().map(|p| p.meta().backends),
                     epoch,
                     cycles,
                     interval_ms: self.interval.as_millis() as u64,
@@ -1096,12 +1104,12 @@ impl Operator {
                 })
             }
             ShowWhat::Flows => {
-                let rows: Vec<FlowRow> = engine
+                let rows: Vec<FlowRow> = control
                     .names()
                     .enumerate()
-                    .filter(|&(i, _)| !engine.is_removed(i))
+                    .filter(|&(i, _)| !control.is_removed(i))
                     .map(|(i, name)| {
-                        let b = engine.stats().backends.get(i).cloned().unwrap_or_default();
+                        let b = control.stats().backends.get(i).cloned().unwrap_or_default();
                         let ms = |v: &[u32]| {
                             let mut v = v.to_vec();
                             crate::stats::mean_p95_s(&mut v).map(|(m, p)| (m * 1e3, p * 1e3))
@@ -1122,17 +1130,17 @@ impl Operator {
                 serde_json::to_value(rows)
             }
             ShowWhat::Health => {
-                let rows: Vec<HealthRow> = engine
+                let rows: Vec<HealthRow> = control
                     .names()
                     .enumerate()
-                    .filter(|&(i, _)| !engine.is_removed(i))
+                    .filter(|&(i, _)| !control.is_removed(i))
                     .map(|(i, name)| {
-                        let (run, failed) = engine.health_board().counts(i);
+                        let (run, failed) = control.health_board().counts(i);
                         HealthRow {
                             index: i,
                             address: name.to_string(),
-                            active_up: engine.health_board().up(i),
-                            healthy: engine.healthy(i),
+                            active_up: control.health_board().up(i),
+                            healthy: control.healthy(i),
                             checks_run: run,
                             checks_failed: failed,
                         }

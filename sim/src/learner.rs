@@ -1,5 +1,6 @@
-//! What the agents share: the observation contract, the policy metadata,
-//! deterministic initialization, and the replay buffer of episode sequences.
+//! What the learners (QMIX, SAC-GRU) share: the observation contract, the
+//! policy metadata, deterministic initialization, and the replay buffer of
+//! episode sequences.
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;

@@ -5,10 +5,10 @@
 //! SAC-GRU and QMIX agents (candle), their training, ONNX export (tract-onnx's
 //! protobuf types) and evaluation with tract-onnx, the controller's runtime.
 
-pub mod agent;
 pub mod engine;
 pub mod es;
 pub mod eval;
+pub mod learner;
 pub mod nets;
 pub mod onnx;
 pub mod scenario;

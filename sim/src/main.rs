@@ -4,11 +4,11 @@ use clap::builder::TypedValueParser as _;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use marllb_policy::PolicyKind;
 use marllb_sim::eval::{evaluate, plot, result_line, table, Policy};
 use marllb_sim::scenario::{Scenario, SplitChange};
-use marllb_sim::train::{train, AgentKind, TrainConfig};
+use marllb_sim::train::{train, Algorithm, TrainConfig};
 use marllb_sim::workload::DEFAULT_LOOPS_PER_CPU_SECOND;
 use marllb_sim::{parse_servers, ServerSpec, Sim, SimConfig, Workload, BASELINES};
 
@@ -20,12 +20,6 @@ use marllb_sim::{parse_servers, ServerSpec, Sim, SimConfig, Workload, BASELINES}
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum AgentArg {
-    Qmix,
-    SacGru,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -142,7 +136,7 @@ enum Cmd {
     /// Train a QMIX or SAC-GRU policy and export it as ONNX plus sidecar.
     Train {
         #[arg(long, value_enum)]
-        agent: AgentArg,
+        agent: Algorithm,
         /// Servers, half with 2 CPUs and half with 4 (7 gives 4x2,3x4).
         #[arg(long, default_value_t = 7)]
         num_servers: usize,
@@ -299,17 +293,14 @@ fn main() -> Result<()> {
             no_progress,
             q_sum,
         } => {
-            let kind = match agent {
-                AgentArg::Qmix => AgentKind::Qmix,
-                AgentArg::SacGru => AgentKind::SacGru,
-            };
+            let kind = agent;
             let servers = match servers {
                 Some(s) => parse_servers(&s).ok_or_else(|| anyhow!("bad --servers {s:?}"))?,
                 None => servers_for(num_servers),
             };
             let lbs = lbs.unwrap_or(match kind {
-                AgentKind::Qmix => 2,
-                AgentKind::SacGru => 1,
+                Algorithm::Qmix => 2,
+                Algorithm::SacGru => 1,
             });
             let mut cfg = TrainConfig::new(kind, servers, lbs);
             cfg.episodes = episodes;

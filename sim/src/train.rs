@@ -33,27 +33,28 @@ use marllb_policy::meta::Normalization;
 use marllb_policy::{PolicyKind, PolicyMeta};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{init_deterministic, make_meta, Episode, Replay, FEATURES, LEVELS};
 use crate::engine::{Sim, SimConfig};
+use crate::learner::{init_deterministic, make_meta, Episode, Replay, FEATURES, LEVELS};
 use crate::nets::{argmax_levels, soft_update, Mixer, RecNet, HIDDEN};
 use crate::server::ServerSpec;
 use crate::workload::{open01, SizeDist, Workload};
 
-/// Which algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentKind {
+/// Which learning algorithm trains the agents (`train --agent`); `es` has
+/// its own command, `train-es`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Algorithm {
     /// QMIX.
     Qmix,
     /// SAC-GRU.
     SacGru,
 }
 
-impl AgentKind {
+impl Algorithm {
     /// The policy it trains (one list: [`PolicyKind`]).
     pub fn kind(self) -> PolicyKind {
         match self {
-            AgentKind::Qmix => PolicyKind::Qmix,
-            AgentKind::SacGru => PolicyKind::SacGru,
+            Algorithm::Qmix => PolicyKind::Qmix,
+            Algorithm::SacGru => PolicyKind::SacGru,
         }
     }
 
@@ -67,7 +68,7 @@ impl AgentKind {
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     /// Algorithm.
-    pub agent: AgentKind,
+    pub agent: Algorithm,
     /// Servers.
     pub servers: Vec<ServerSpec>,
     /// LB nodes (agents).
@@ -109,7 +110,7 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// Defaults for `agent` on `servers` with `lbs` nodes.
-    pub fn new(agent: AgentKind, servers: Vec<ServerSpec>, lbs: usize) -> Self {
+    pub fn new(agent: Algorithm, servers: Vec<ServerSpec>, lbs: usize) -> Self {
         Self {
             agent,
             servers,
@@ -156,7 +157,7 @@ struct CkptState {
 
 /// The learner of either kind.
 struct Learner {
-    kind: AgentKind,
+    kind: Algorithm,
     /// Actor (SAC) or agent Q-network (QMIX), prefix "net".
     net_vm: VarMap,
     net: RecNet,
@@ -237,13 +238,13 @@ impl Learner {
         let critic_vm = VarMap::new();
         let cvb = VarBuilder::from_varmap(&critic_vm, DType::F32, &dev);
         let (target, target_mixer, mixer, critic, log_alpha) = match cfg.agent {
-            AgentKind::Qmix => {
+            Algorithm::Qmix => {
                 let mixer = Mixer::new(vb.pp("mixer"), agents, agents * obs, 32)?;
                 let t = RecNet::new(tvb.pp("net"), obs, out)?;
                 let tm = Mixer::new(tvb.pp("mixer"), agents, agents * obs, 32)?;
                 (t, Some(tm), Some(mixer), None, None)
             }
-            AgentKind::SacGru => {
+            Algorithm::SacGru => {
                 let critic = RecNet::new(cvb.pp("critic"), obs, out)?;
                 let t = RecNet::new(tvb.pp("critic"), obs, out)?;
                 let la = candle_core::Var::from_tensor(&Tensor::new(&[(0.05f32).ln()], &dev)?)?;
@@ -254,8 +255,8 @@ impl Learner {
         init_deterministic(&critic_vm, cfg.seed ^ 0x637274)?;
         let opt = adam(net_vm.all_vars(), cfg.lr)?;
         let critic_opt = match cfg.agent {
-            AgentKind::SacGru => Some(adam(critic_vm.all_vars(), cfg.lr)?),
-            AgentKind::Qmix => None,
+            Algorithm::SacGru => Some(adam(critic_vm.all_vars(), cfg.lr)?),
+            Algorithm::Qmix => None,
         };
         let alpha_opt = match &log_alpha {
             Some(la) => Some(adam(vec![la.clone()], 3e-4)?),
@@ -285,8 +286,8 @@ impl Learner {
 
     fn sync_target(&self, tau: f64) -> Result<()> {
         match self.kind {
-            AgentKind::Qmix => soft_update(&self.target_vm, &self.net_vm, tau)?,
-            AgentKind::SacGru => soft_update(&self.target_vm, &self.critic_vm, tau)?,
+            Algorithm::Qmix => soft_update(&self.target_vm, &self.net_vm, tau)?,
+            Algorithm::SacGru => soft_update(&self.target_vm, &self.critic_vm, tau)?,
         }
         Ok(())
     }
@@ -313,7 +314,7 @@ impl Learner {
         let rows = bsz * n;
         let gamma = cfg.gamma;
         match self.kind {
-            AgentKind::Qmix => {
+            Algorithm::Qmix => {
                 let (Some(mixer), Some(tmixer)) = (&self.mixer, &self.target_mixer) else {
                     return Ok(None);
                 };
@@ -351,7 +352,7 @@ impl Learner {
                 self.sync_target(0.01)?;
                 Ok(Some(f64::from(loss.to_scalar::<f32>()?)))
             }
-            AgentKind::SacGru => {
+            Algorithm::SacGru => {
                 let (Some(critic), Some(la), Some(copt), Some(aopt)) = (
                     &self.critic,
                     &self.log_alpha,
@@ -412,7 +413,7 @@ impl Learner {
         self.net_vm.save(with_suffix(base, ".net.safetensors"))?;
         self.target_vm
             .save(with_suffix(base, ".target.safetensors"))?;
-        if self.kind == AgentKind::SacGru {
+        if self.kind == Algorithm::SacGru {
             self.critic_vm
                 .save(with_suffix(base, ".critic.safetensors"))?;
         }
@@ -423,7 +424,7 @@ impl Learner {
         self.net_vm.load(with_suffix(base, ".net.safetensors"))?;
         self.target_vm
             .load(with_suffix(base, ".target.safetensors"))?;
-        if self.kind == AgentKind::SacGru {
+        if self.kind == Algorithm::SacGru {
             self.critic_vm
                 .load(with_suffix(base, ".critic.safetensors"))?;
         }
@@ -440,7 +441,7 @@ pub fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
 
 /// Picks actions for every agent from the network's scores.
 fn act(
-    kind: AgentKind,
+    kind: Algorithm,
     scores: &[f32],
     backends: usize,
     eps: f64,
@@ -461,14 +462,14 @@ fn act(
             best
         } else {
             match kind {
-                AgentKind::Qmix => {
+                Algorithm::Qmix => {
                     if open01(rng) < eps {
                         (rng.next_u64() % nl as u64) as u32
                     } else {
                         best
                     }
                 }
-                AgentKind::SacGru => {
+                Algorithm::SacGru => {
                     let m = s.iter().copied().fold(f32::MIN, f32::max);
                     let e: Vec<f64> = s.iter().map(|v| f64::from(v - m).exp()).collect();
                     let z: f64 = e.iter().sum();

@@ -7,11 +7,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use marllb_policy::model::Policy as Runner;
 use marllb_policy::PolicyMeta;
-use marllb_sim::agent::{identity_norm, init_deterministic, make_meta};
+use marllb_sim::learner::{identity_norm, init_deterministic, make_meta};
 use marllb_sim::nets::{RecNet, HIDDEN};
 use marllb_sim::onnx::export_recnet;
 use marllb_sim::parse_servers;
-use marllb_sim::train::{train, AgentKind, TrainConfig};
+use marllb_sim::train::{train, Algorithm, TrainConfig};
 
 #[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
 fn tmpdir(name: &str) -> PathBuf {
@@ -21,7 +21,7 @@ fn tmpdir(name: &str) -> PathBuf {
 }
 
 #[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
-fn small_cfg(kind: AgentKind, dir: &std::path::Path) -> TrainConfig {
+fn small_cfg(kind: Algorithm, dir: &std::path::Path) -> TrainConfig {
     let mut c = TrainConfig::new(kind, parse_servers("2x2,1x4").expect("servers"), 2);
     c.episodes = 3;
     c.episode_s = 6.0;
@@ -37,7 +37,7 @@ fn small_cfg(kind: AgentKind, dir: &std::path::Path) -> TrainConfig {
 #[test]
 fn training_smoke_qmix_and_sac_losses_are_finite_and_resume_works() {
     let dir = tmpdir("train");
-    for kind in [AgentKind::Qmix, AgentKind::SacGru] {
+    for kind in [Algorithm::Qmix, Algorithm::SacGru] {
         let cfg = small_cfg(kind, &dir);
         let log = train(&cfg).expect("train");
         assert_eq!(log.len(), 3);
@@ -71,9 +71,9 @@ fn training_smoke_qmix_and_sac_losses_are_finite_and_resume_works() {
 fn training_is_deterministic() {
     let d1 = tmpdir("det1");
     let d2 = tmpdir("det2");
-    let mut a = small_cfg(AgentKind::Qmix, &d1);
+    let mut a = small_cfg(Algorithm::Qmix, &d1);
     a.episodes = 2;
-    let mut b = small_cfg(AgentKind::Qmix, &d2);
+    let mut b = small_cfg(Algorithm::Qmix, &d2);
     b.episodes = 2;
     let la = train(&a).expect("a");
     let lb = train(&b).expect("b");
@@ -168,7 +168,7 @@ fn eval_cli_prints_result_line() {
     }
     // And an exported model through the same path (tract-onnx).
     let dir = tmpdir("evalcli");
-    let mut cfg = small_cfg(AgentKind::Qmix, &dir);
+    let mut cfg = small_cfg(Algorithm::Qmix, &dir);
     cfg.servers = parse_servers("4x2,3x4").expect("servers");
     cfg.episodes = 1;
     train(&cfg).expect("train");

@@ -1,139 +1,19 @@
 //! `marllb-ctl`: the operator's client of a running controller's runtime API
 //! (its Unix socket; protocol in `marllb_ctrl::api`).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use marllb_ctrl::api::{
-    call, AdminOp, BackendRow, FlowRow, HealthRow, PolicyView, Request, Response, ShowWhat, VipRow,
+    call, BackendRow, FlowRow, HealthRow, PolicyView, Request, Response, ShowWhat, VipRow,
 };
 use marllb_ctrl::config::default_control_socket;
-
-/// Changes and inspects a running MARLLB controller.
-#[derive(Debug, Parser)]
-#[command(name = "marllb-ctl", version, about)]
-struct Cli {
-    /// The controller's socket (default: /run/marllb/REGION.sock).
-    #[arg(long, global = true)]
-    socket: Option<PathBuf>,
-    /// Region name, to find the default socket.
-    #[arg(long, global = true, default_value = "marllb")]
-    shm: String,
-    /// Print the controller's JSON answer instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Shows backends (default), VIPs, flows, the policy or health.
-    Show {
-        /// What.
-        #[arg(value_enum, default_value = "backends")]
-        what: ShowWhat,
-    },
-    /// Changes one backend.
-    Backend {
-        #[command(subcommand)]
-        op: BackendCmd,
-    },
-    /// Switches the policy.
-    Policy {
-        #[command(subcommand)]
-        op: PolicyCmd,
-    },
-    /// Reloads the model.
-    Model {
-        #[command(subcommand)]
-        op: ModelCmd,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum BackendCmd {
-    /// No new flows; established flows finish on it.
-    Drain {
-        /// Address or index.
-        name: String,
-        /// Even if no other backend would take new flows.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Takes new flows again after a drain.
-    Undrain {
-        /// Address or index.
-        name: String,
-    },
-    /// No new flows; established flows are re-placed.
-    Down {
-        /// Address or index.
-        name: String,
-        /// Even if no other backend would take new flows.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Takes new flows again after a down.
-    Up {
-        /// Address or index.
-        name: String,
-    },
-    /// Adds a backend: the data plane serves it without a restart (it joins
-    /// every VIP; answered once the data plane applied it).
-    Add {
-        /// ADDR or ADDR:PORT ([V6]:PORT); the port is the health check's.
-        address: String,
-        /// MAC the data plane sends to (default: the one every backend shares).
-        #[arg(long)]
-        mac: Option<String>,
-        /// Configured weight (default 1).
-        #[arg(long)]
-        weight: Option<f32>,
-        /// Add it even if a health check of it fails now.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Removes a backend (drain it first; its index is kept).
-    Remove {
-        /// Address or index.
-        name: String,
-        /// Even if it takes new flows or still has active ones (re-placed).
-        #[arg(long)]
-        force: bool,
-    },
-    /// Caps the backend's weight (the policy cannot exceed it); `none` clears.
-    Weight {
-        /// Address or index.
-        name: String,
-        /// Cap (1.0 = a configured weight of one), or `none`.
-        weight: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum PolicyCmd {
-    /// Sets the agent (a learned one takes --model, default its current model).
-    Set {
-        /// Agent (sed, adaptive-sed, es, qmix, ...).
-        agent: String,
-        /// ONNX model for a learned agent.
-        #[arg(long)]
-        model: Option<PathBuf>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum ModelCmd {
-    /// Reloads the current model from its file.
-    Reload,
-}
+use marllb_ctrl::ctl::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let req = match request(&cli.cmd) {
+    let req = match cli.cmd.request() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("marllb-ctl: {e}");
@@ -164,62 +44,6 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-fn request(cmd: &Cmd) -> Result<Request, String> {
-    Ok(match cmd {
-        Cmd::Show { what } => Request::Show { what: *what },
-        Cmd::Backend { op } => match op {
-            BackendCmd::Drain { name, force } => backend(AdminOp::Drain, name, *force),
-            BackendCmd::Undrain { name } => backend(AdminOp::Undrain, name, false),
-            BackendCmd::Down { name, force } => backend(AdminOp::Down, name, *force),
-            BackendCmd::Up { name } => backend(AdminOp::Up, name, false),
-            BackendCmd::Add {
-                address,
-                mac,
-                weight,
-                force,
-            } => Request::Add {
-                address: address.clone(),
-                mac: mac.clone(),
-                weight: *weight,
-                force: *force,
-            },
-            BackendCmd::Remove { name, force } => Request::Remove {
-                name: name.clone(),
-                force: *force,
-            },
-            BackendCmd::Weight { name, weight } => Request::Weight {
-                name: name.clone(),
-                weight: match weight.as_str() {
-                    "none" => None,
-                    w => Some(
-                        w.parse::<f32>()
-                            .map_err(|_| format!("weight {w:?}: a number or `none`"))?,
-                    ),
-                },
-            },
-        },
-        Cmd::Policy {
-            op: PolicyCmd::Set { agent, model },
-        } => Request::Policy {
-            agent: agent.clone(),
-            model: model
-                .as_ref()
-                .map(|m| std::path::absolute(m).unwrap_or(m.clone())),
-        },
-        Cmd::Model {
-            op: ModelCmd::Reload,
-        } => Request::ModelReload,
-    })
-}
-
-fn backend(op: AdminOp, name: &str, force: bool) -> Request {
-    Request::Backend {
-        op,
-        name: name.into(),
-        force,
     }
 }
 

@@ -8,7 +8,7 @@ use marllb_core::service::AdminState;
 use marllb_core::telemetry::Telemetry;
 use marllb_core::WEIGHT_ONE;
 use marllb_ctrl::config::{PassiveSettings, PolicyKind};
-use marllb_ctrl::engine::{Engine, EngineConfig};
+use marllb_ctrl::cycle::{ControlState, CycleConfig};
 use marllb_ctrl::health::HealthBoard;
 use marllb_ctrl::metrics::Metrics;
 use marllb_ctrl::model::Policy;
@@ -17,8 +17,8 @@ use marllb_shm::region::CreateParams;
 use marllb_shm::{ConfigImage, Controller, DataPlane, DataPlaneConfig, RegionView, StatsPublisher};
 use zerocopy::FromZeros;
 
-fn cfg(agent: PolicyKind, budget: Duration) -> EngineConfig {
-    EngineConfig {
+fn cfg(agent: PolicyKind, budget: Duration) -> CycleConfig {
+    CycleConfig {
         agent,
         fallback_agent: PolicyKind::Ecmp,
         budget,
@@ -68,13 +68,18 @@ fn model(dir: &TempDir, m: (Vec<u8>, marllb_policy::PolicyMeta)) -> Policy {
     Policy::load(&p, Some(3)).unwrap()
 }
 
-/// An engine over `v` with `n` backends, none drained, `agent` and `fallback`.
+/// An control over `v` with `n` backends, none drained, `agent` and `fallback`.
 #[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
-fn engine(v: RegionView<'_>, agent: PolicyKind, fallback: PolicyKind, n: usize) -> Engine<'_> {
+fn control(
+    v: RegionView<'_>,
+    agent: PolicyKind,
+    fallback: PolicyKind,
+    n: usize,
+) -> ControlState<'_> {
     let mut c = cfg(agent, Duration::from_secs(10));
     c.fallback_agent = fallback;
     c.drain = vec![false; n];
-    Engine::new(
+    ControlState::new(
         Controller::new(v, 1),
         c,
         Arc::new(HealthBoard::new(n)),
@@ -87,9 +92,9 @@ fn engine(v: RegionView<'_>, agent: PolicyKind, fallback: PolicyKind, n: usize) 
 fn runtime_nan_and_overrun_keep_the_last_weights() {
     let h = heap(3);
     let v = view(&h, 3);
-    let dir = TempDir::new("engine");
+    let dir = TempDir::new("control");
     let metrics = Arc::new(Metrics::new());
-    let mut e = Engine::new(
+    let mut e = ControlState::new(
         Controller::new(v, 1),
         cfg(PolicyKind::SacGru, Duration::from_secs(10)),
         Arc::new(HealthBoard::new(3)),
@@ -126,7 +131,7 @@ fn runtime_nan_and_overrun_keep_the_last_weights() {
         .contains("marllb_cycle_failures_total{result=\"action\"} 1"));
 
     // An overrunning step (budget 1 ns): its weights are dropped.
-    let mut e = Engine::new(
+    let mut e = ControlState::new(
         Controller::new(v, 1),
         cfg(PolicyKind::SacGru, Duration::from_nanos(1)),
         Arc::new(HealthBoard::new(3)),
@@ -179,7 +184,7 @@ fn health_board_down_means_weight_zero_and_slow_start_after() {
     let board = Arc::new(HealthBoard::new(3));
     let mut c = cfg(PolicyKind::Ecmp, Duration::from_secs(10));
     c.drain = vec![false; 3];
-    let mut e = Engine::new(
+    let mut e = ControlState::new(
         Controller::new(v, 1),
         c,
         board.clone(),
@@ -236,13 +241,13 @@ fn window(tel: &mut Telemetry, b: usize, fct_us: u32, active: u32) {
 fn adaptive_sed_lowers_the_weight_of_the_backend_whose_flows_complete_later() {
     let h = heap(3);
     let v = view(&h, 3);
-    let mut e = engine(v, PolicyKind::AdaptiveSed, PolicyKind::Ecmp, 3);
+    let mut e = control(v, PolicyKind::AdaptiveSed, PolicyKind::Ecmp, 3);
     assert_eq!(e.active_agent(), PolicyKind::AdaptiveSed);
     let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
     let mut tel = Telemetry::new_box_zeroed().unwrap();
     let dp = DataPlane::new(&v, DataPlaneConfig::default());
     let mut seq = 1;
-    let mut cycle = |tel: &Telemetry, e: &mut Engine<'_>| {
+    let mut cycle = |tel: &Telemetry, e: &mut ControlState<'_>| {
         publ.publish(seq, tel, &dp.status());
         seq += 1;
         let r = e.step(Instant::now());
@@ -302,7 +307,7 @@ fn adaptive_sed_follows_the_constants_of_its_configuration() {
     let mut c = cfg(PolicyKind::AdaptiveSed, Duration::from_secs(10));
     c.drain = vec![false; 3];
     c.adaptive_sed = a;
-    let mut e = Engine::new(
+    let mut e = ControlState::new(
         Controller::new(v, 1),
         c,
         Arc::new(HealthBoard::new(3)),
@@ -339,7 +344,7 @@ fn adaptive_sed_follows_the_constants_of_its_configuration() {
 fn a_learned_agent_without_a_model_falls_back_to_adaptive_sed_from_zero_corrections() {
     let h = heap(3);
     let v = view(&h, 3);
-    let mut e = engine(v, PolicyKind::Qmix, PolicyKind::AdaptiveSed, 3);
+    let mut e = control(v, PolicyKind::Qmix, PolicyKind::AdaptiveSed, 3);
     assert_eq!(e.active_agent(), PolicyKind::AdaptiveSed);
     let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
     let mut tel = Telemetry::new_box_zeroed().unwrap();
@@ -388,7 +393,7 @@ fn the_shipped_es_model_lowers_the_weight_of_a_slow_backend() {
     let policy = Policy::load(&path, Some(7)).unwrap();
     let h = heap(7);
     let v = view(&h, 7);
-    let mut e = engine(v, PolicyKind::Es, PolicyKind::Ecmp, 7);
+    let mut e = control(v, PolicyKind::Es, PolicyKind::Ecmp, 7);
     e.install(policy);
     assert_eq!(e.active_agent(), PolicyKind::Es);
     let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();

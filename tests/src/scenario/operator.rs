@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::{equal_backends, wait_for, Bed, Clock};
+use marllb_ctrl::api::ShowWhat;
+use marllb_ctrl::ctl::{BackendCmd, Cli, Cmd};
+
 use crate::lb::{BackendMetric, CtrlOptions, LbOptions, Method, PolicyKind};
 use crate::load::{Capacities, LoadArgs, Record, Summary};
 
@@ -55,53 +58,6 @@ pub struct OperatorReport {
     pub added_after_restart: usize,
 }
 
-/// A `marllb-ctl` command the operator gives (its command line is
-/// [`CtlCommand::args`]).
-#[derive(Debug, Clone, PartialEq)]
-pub enum CtlCommand {
-    /// `backend drain ADDR`: no new flows, its connections complete.
-    Drain(String),
-    /// `backend remove ADDR`.
-    Remove(String),
-    /// `backend add ADDR:80 --mac MAC`.
-    Add {
-        /// The backend's address.
-        addr: String,
-        /// Its MAC on the server segment.
-        mac: String,
-    },
-    /// `show backends`, as a table or (`json`) the controller's answer.
-    ShowBackends {
-        /// `--json`.
-        json: bool,
-    },
-    /// `show flows`.
-    ShowFlows,
-}
-
-impl CtlCommand {
-    /// Its arguments after `--socket SOCKET`.
-    pub fn args(&self) -> Vec<String> {
-        let v: Vec<&str> = match self {
-            Self::Drain(a) => vec!["backend", "drain", a],
-            Self::Remove(a) => vec!["backend", "remove", a],
-            Self::Add { addr, mac } => {
-                return vec![
-                    "backend".into(),
-                    "add".into(),
-                    format!("{addr}:80"),
-                    "--mac".into(),
-                    mac.clone(),
-                ]
-            }
-            Self::ShowBackends { json: true } => vec!["--json", "show", "backends"],
-            Self::ShowBackends { json: false } => vec!["show", "backends"],
-            Self::ShowFlows => vec!["show", "flows"],
-        };
-        v.into_iter().map(String::from).collect()
-    }
-}
-
 /// Issue 16's scenario: under load, an operator drains a backend with
 /// `marllb-ctl` (no new flows to it, its connections complete), restarts the
 /// controller (the drain is kept from the state file), removes the drained
@@ -130,16 +86,20 @@ pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
     let added_spec = bed.topo.next_backend_spec(0.2, 8, 128);
     let ns = bed.ns(0);
     let ctl_bin = crate::lb::bin("marllb-ctl")?;
-    let ctl = |cmd: CtlCommand| -> Result<(f64, String)> {
-        let args = cmd.args();
+    // marllb-ctl's own command types (marllb_ctrl::ctl) spell the lines.
+    let ctl = |json: bool, cmd: Cmd| -> Result<(f64, String)> {
+        let args = Cli::to_socket(&socket, json, cmd).args();
         let t = Instant::now();
         let mut c = crate::netns::in_ns(&ns, &ctl_bin.to_string_lossy());
-        c.arg("--socket").arg(&socket).args(&args);
+        c.args(&args);
         let out = crate::netns::run(&mut c)?;
         let took = t.elapsed().as_secs_f64();
-        println!("marllb-ctl {}: {}", args.join(" "), out.trim());
+        let line: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+        println!("marllb-ctl {}: {}", line.join(" "), out.trim());
         Ok((took, out))
     };
+    let backend = |op| Cmd::Backend { op };
+    let show = |what| Cmd::Show { what };
     let mut all_specs = specs.clone();
     all_specs.push(added_spec.clone());
     let run = bed.start_load(&LoadArgs {
@@ -157,7 +117,16 @@ pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
 
     clock.sleep_until(3.0);
     let drained_at = clock.now();
-    answer_s.push(ctl(CtlCommand::Drain(be1.clone()))?.0);
+    answer_s.push(
+        ctl(
+            false,
+            backend(BackendCmd::Drain {
+                name: be1.clone(),
+                force: false,
+            }),
+        )?
+        .0,
+    );
     clock.sleep_until(6.0);
     bed.restart_controller(0)?;
     let restarted_at = clock.now();
@@ -165,7 +134,7 @@ pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
     let admin_of = || bed.backend_metric(0, BackendMetric::AdminState, &be1);
     wait_for(|| admin_of().is_some(), Duration::from_secs(3));
     let admin_after_restart = admin_of();
-    ctl(CtlCommand::ShowBackends { json: false })?;
+    ctl(false, show(ShowWhat::Backends))?;
 
     // Remove be1 once its flows have finished (bounded).
     let drain_done_at = wait_for(
@@ -175,7 +144,16 @@ pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
     .map(|_| clock.now());
     let removed_at = match drain_done_at {
         Some(_) => {
-            answer_s.push(ctl(CtlCommand::Remove(be1.clone()))?.0);
+            answer_s.push(
+                ctl(
+                    false,
+                    backend(BackendCmd::Remove {
+                        name: be1.clone(),
+                        force: false,
+                    }),
+                )?
+                .0,
+            );
             Some(clock.now())
         }
         None => None,
@@ -184,18 +162,23 @@ pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
     // A new nginx backend, started now, added with its MAC.
     clock.sleep_until(10.0);
     let j = bed.topo.add_backend(added_spec.clone())?;
-    let (took, _) = ctl(CtlCommand::Add {
-        addr: bed.topo.backends[j].spec.addr.to_string(),
-        mac: bed.topo.backends[j].mac.clone(),
-    })?;
+    let (took, _) = ctl(
+        false,
+        backend(BackendCmd::Add {
+            address: format!("{}:80", bed.topo.backends[j].spec.addr),
+            mac: Some(bed.topo.backends[j].mac.clone()),
+            weight: None,
+            force: false,
+        }),
+    )?;
     answer_s.push(took);
     let added_at = Some(clock.now());
-    ctl(CtlCommand::ShowBackends { json: false })?;
+    ctl(false, show(ShowWhat::Backends))?;
 
     clock.sleep_until(15.0);
     bed.restart_controller(0)?;
     let restarted_again_at = clock.now();
-    let (_, shown) = ctl(CtlCommand::ShowBackends { json: true })?;
+    let (_, shown) = ctl(true, show(ShowWhat::Backends))?;
     let backends_after_restart: Vec<String> = serde_json::from_str::<serde_json::Value>(&shown)
         .ok()
         .and_then(|v| {
@@ -206,7 +189,7 @@ pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
             })
         })
         .unwrap_or_default();
-    ctl(CtlCommand::ShowFlows)?;
+    ctl(false, show(ShowWhat::Flows))?;
 
     let (summary, records) = run.finish(&mut bed.topo, Duration::from_secs(90))?;
     // One cycle (200 ms) plus the client's start-up after a change.
@@ -271,29 +254,4 @@ pub fn operator(prefix: &str, dir: &Path) -> Result<OperatorReport> {
     };
     println!("operator scenario: {report:?}");
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::CtlCommand;
-
-    #[test]
-    fn ctl_commands_spell_marllb_ctl_lines() {
-        let add = CtlCommand::Add {
-            addr: "198.18.2.103".into(),
-            mac: "02:00:00:00:00:01".into(),
-        };
-        assert_eq!(
-            add.args().join(" "),
-            "backend add 198.18.2.103:80 --mac 02:00:00:00:00:01"
-        );
-        assert_eq!(
-            CtlCommand::Drain("198.18.2.101".into()).args().join(" "),
-            "backend drain 198.18.2.101"
-        );
-        assert_eq!(
-            CtlCommand::ShowBackends { json: true }.args().join(" "),
-            "--json show backends"
-        );
-    }
 }
