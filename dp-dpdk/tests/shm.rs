@@ -2,7 +2,8 @@
 //! controller (this test, through marllb-shm's controller API) attaches, checks
 //! the configuration, reads the stats frames, publishes weights; the watchdog
 //! falls back when the controller's heartbeat stops and follows it again when it
-//! resumes; shutdown marks the region closed.
+//! resumes; shutdown marks the region closed. Every wait probes the region
+//! (the watchdog state each worker publishes in its stats head), not the log.
 
 mod common;
 
@@ -14,8 +15,29 @@ use std::time::Duration;
 use common::*;
 use marllb_core::service::AdminState;
 use marllb_core::WEIGHT_ONE;
+use marllb_shm::dataplane::FallbackReason;
+use marllb_shm::layout::WatchdogStats;
 use marllb_shm::validate::Expect;
 use marllb_shm::{ConfigImage, Controller, ShmRegion};
+
+/// Polls `probe` every 20 ms until it gives a value or `limit` passes.
+fn probe_until<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Worker 0's watchdog state as its stats head shows it.
+fn watchdog(ctrl: &Controller<'_>) -> Option<WatchdogStats> {
+    ctrl.read_stats_head(0, 100).ok().map(|h| h.watchdog)
+}
 
 const CONFIG: &str = r#"
 [service]
@@ -75,25 +97,27 @@ fn controller_attaches_publishes_and_the_watchdog_follows_its_heartbeat() {
         ])
         .args(["--idle-sleep-us", "200", "--print-every-ms", "0"]);
     let mut lb = Lb::spawn(cmd);
-    assert!(
-        lb.wait_line(Duration::from_secs(20), |l| l
-            .contains("shared-memory region"))
-            .is_some(),
-        "the region was not announced"
-    );
+    // Ready when the region can be attached with the configuration's shape.
+    let region = probe_until(Duration::from_secs(20), || {
+        ShmRegion::attach(
+            &name,
+            &Expect {
+                backend_count: Some(3),
+                worker_count: Some(1),
+            },
+        )
+        .ok()
+    })
+    .expect("the region was not created");
     // Starts in fallback: no controller yet.
-    assert!(lb
-        .wait_line(Duration::from_secs(5), |l| l.contains("watchdog fallback"))
-        .is_some());
-
-    let region = ShmRegion::attach(
-        &name,
-        &Expect {
-            backend_count: Some(3),
-            worker_count: Some(1),
-        },
-    )
-    .expect("attach");
+    let probe_ctrl = Controller::new(region.view(), std::process::id());
+    assert!(
+        probe_until(Duration::from_secs(5), || watchdog(&probe_ctrl)
+            .filter(|w| w.fallback_active != 0)
+            .map(|_| ()))
+        .is_some(),
+        "no fallback before a controller attached"
+    );
     // A controller with the wrong expectations is refused with a clear message.
     let wrong = ShmRegion::attach(
         &name,
@@ -135,11 +159,12 @@ fn controller_attaches_publishes_and_the_watchdog_follows_its_heartbeat() {
     assert!(h2.watchdog.fallback_active != 0);
 
     // Publish weights and beat: the data plane follows the controller.
-    ctrl.publish(
-        &[WEIGHT_ONE, 2 * WEIGHT_ONE, 3 * WEIGHT_ONE],
-        &[AdminState::Active; 3],
-    )
-    .expect("publish");
+    let epoch = ctrl
+        .publish(
+            &[WEIGHT_ONE, 2 * WEIGHT_ONE, 3 * WEIGHT_ONE],
+            &[AdminState::Active; 3],
+        )
+        .expect("publish");
     let beating = AtomicBool::new(true);
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -154,25 +179,26 @@ fn controller_attaches_publishes_and_the_watchdog_follows_its_heartbeat() {
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
+        let following = || {
+            probe_until(Duration::from_secs(5), || {
+                watchdog(&probe_ctrl).filter(|w| w.fallback_active == 0 && w.applied_epoch >= epoch)
+            })
+        };
         let checks = || {
-            assert!(
-                lb.wait_line(Duration::from_secs(5), |l| l
-                    .contains("following the controller"))
-                    .is_some(),
-                "the data plane did not take the controller's weights"
-            );
-            assert!(lb
-                .wait_line(Duration::from_secs(5), |l| l.contains("weights generation"))
-                .is_some());
+            let w = following().expect("the data plane did not take the controller's weights");
+            let exits = w.fallback_exits;
 
             // The controller stalls: fallback within the timeout (plus a period or two).
             beating.store(false, Ordering::Relaxed);
             let t = std::time::Instant::now();
             assert!(
-                lb.wait_line(Duration::from_secs(5), |l| l
-                    .contains("watchdog fallback (Stale)"))
-                    .is_some(),
-                "no fallback after the heartbeat stopped"
+                probe_until(Duration::from_secs(5), || watchdog(&probe_ctrl).filter(
+                    |w| {
+                        w.fallback_active != 0 && w.fallback_reason == FallbackReason::Stale as u32
+                    }
+                ))
+                .is_some(),
+                "no fallback (stale heartbeat) after the heartbeat stopped"
             );
             eprintln!(
                 "fallback {} ms after the last heartbeat",
@@ -184,10 +210,8 @@ fn controller_attaches_publishes_and_the_watchdog_follows_its_heartbeat() {
 
             // It comes back: the controller's weights again.
             beating.store(true, Ordering::Relaxed);
-            assert!(lb
-                .wait_line(Duration::from_secs(5), |l| l
-                    .contains("following the controller"))
-                .is_some());
+            let back = following().expect("the data plane did not follow the controller again");
+            assert!(back.fallback_exits > exits, "{back:?}");
         };
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(checks));
         stop.store(true, Ordering::Relaxed);
