@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::backend::BackendSpec;
+use crate::backend::{Backend, BackendSpec};
 use crate::bgp::BgpSpeaker;
 use crate::topology::{LbNode, Process, Topology};
 use crate::VIP;
@@ -120,51 +120,101 @@ impl Default for LbOptions {
     }
 }
 
-/// Writes the data plane's configuration for `node` serving every backend of
-/// `topo` in L2 direct-server-return mode.
-pub fn write_config(topo: &Topology, node: &LbNode, opts: &LbOptions, path: &Path) -> Result<()> {
-    let mut s = format!(
-        r#"[service]
-method = "{method}"
-encap = "l2dsr"
-flow_table_buckets = {buckets}
-verify_checksums = true
+/// `marllb-dpdk`'s configuration file as the testbed writes it: the keys it
+/// sets, serialized by `toml` (the schema is `marllb_dpdk::config::Config`; a
+/// test parses what this writes with it).
+#[derive(Debug, serde::Serialize)]
+struct LbToml {
+    service: ServiceToml,
+    egress: EgressToml,
+    vip: Vec<VipToml>,
+    backend: Vec<BackendToml>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sync: Option<SyncToml>,
+}
 
-[egress]
-src_mac = "{mac}"
+#[derive(Debug, serde::Serialize)]
+struct ServiceToml {
+    method: &'static str,
+    encap: &'static str,
+    flow_table_buckets: u32,
+    verify_checksums: bool,
+}
 
-[[vip]]
-address = "{VIP}"
-protocol = "tcp"
-port = 80
-"#,
-        method = method_name(opts.method),
-        buckets = opts.buckets,
-        mac = node.data_mac,
-    );
-    for b in &topo.backends {
-        s += &format!(
-            "\n[[backend]]\nname = \"{}\"\naddress = \"{}\"\nmac = \"{}\"\nweight = {:.3}\n",
-            b.spec.id,
-            b.spec.addr,
-            b.mac,
-            b.spec.configured_weight()
-        );
-    }
-    if opts.sync {
-        let peers: Vec<String> = topo
-            .lbs
+#[derive(Debug, serde::Serialize)]
+struct EgressToml {
+    src_mac: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct VipToml {
+    address: String,
+    protocol: &'static str,
+    port: u16,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct BackendToml {
+    name: String,
+    address: String,
+    mac: String,
+    weight: f64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct SyncToml {
+    listen: String,
+    peers: Vec<String>,
+}
+
+/// The data plane's configuration for `node` (one of `lbs`) serving
+/// `backends` in L2 direct-server-return mode, as TOML text.
+pub fn config_text(
+    backends: &[Backend],
+    lbs: &[LbNode],
+    node: &LbNode,
+    opts: &LbOptions,
+) -> Result<String> {
+    let file = LbToml {
+        service: ServiceToml {
+            method: method_name(opts.method),
+            encap: "l2dsr",
+            flow_table_buckets: opts.buckets,
+            verify_checksums: true,
+        },
+        egress: EgressToml {
+            src_mac: node.data_mac.clone(),
+        },
+        vip: vec![VipToml {
+            address: VIP.to_string(),
+            protocol: "tcp",
+            port: 80,
+        }],
+        backend: backends
             .iter()
-            .filter(|l| l.ns != node.ns)
-            .map(|l| format!("\"{}:{SYNC_PORT}\"", l.mgmt_addr))
-            .collect();
-        s += &format!(
-            "\n[sync]\nlisten = \"{}:{SYNC_PORT}\"\npeers = [{}]\n",
-            node.mgmt_addr,
-            peers.join(", ")
-        );
-    }
-    std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
+            .map(|b| BackendToml {
+                name: b.spec.id.clone(),
+                address: b.spec.addr.to_string(),
+                mac: b.mac.clone(),
+                weight: b.spec.configured_weight(),
+            })
+            .collect(),
+        sync: opts.sync.then(|| SyncToml {
+            listen: format!("{}:{SYNC_PORT}", node.mgmt_addr),
+            peers: lbs
+                .iter()
+                .filter(|l| l.ns != node.ns)
+                .map(|l| format!("{}:{SYNC_PORT}", l.mgmt_addr))
+                .collect(),
+        }),
+    };
+    toml::to_string(&file).context("writing the data plane's configuration as TOML")
+}
+
+/// Writes [`config_text`] to `path`.
+pub fn write_config(topo: &Topology, node: &LbNode, opts: &LbOptions, path: &Path) -> Result<()> {
+    let text = config_text(&topo.backends, &topo.lbs, node, opts)?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Starts `marllb-dpdk` for LB node `i` (label `lb<i>`); waits until it forwards.
@@ -429,6 +479,66 @@ pub fn scalar(text: &str, name: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::{health_flag, per_backend, BackendMetric, HealthMode};
+
+    #[test]
+    fn the_data_plane_reads_the_configuration_the_testbed_writes() {
+        use super::{config_text, LbOptions, Method};
+        use crate::backend::{Backend, BackendSpec};
+        use crate::topology::LbNode;
+        let backends: Vec<Backend> = [(0.5, "02:00:00:00:02:00"), (1.0, "02:00:00:00:02:01")]
+            .iter()
+            .enumerate()
+            .map(|(j, &(cpus, mac))| Backend {
+                spec: BackendSpec {
+                    id: format!("be{j}"),
+                    addr: format!("198.18.2.{}", 100 + j),
+                    cpus,
+                    workers: 8,
+                    backlog: 128,
+                },
+                ns: format!("be{j}"),
+                mac: mac.into(),
+                dir: std::env::temp_dir(),
+            })
+            .collect();
+        let lbs: Vec<LbNode> = (0..2)
+            .map(|i| LbNode {
+                ns: format!("lb{i}"),
+                data_mac: format!("02:00:00:00:01:0{i}"),
+                next_hop: format!("198.18.1.{}", 10 + i),
+                mgmt_addr: format!("198.18.3.{}", 10 + i),
+                bgp: None,
+            })
+            .collect();
+        for (method, sync) in [(Method::Sed, true), (Method::Maglev, false)] {
+            let opts = LbOptions {
+                method,
+                sync,
+                ..LbOptions::default()
+            };
+            let text = config_text(&backends, &lbs, &lbs[0], &opts).expect("serializes");
+            let v = marllb_dpdk::config::Config::parse(&text)
+                .unwrap_or_else(|e| panic!("marllb-dpdk refuses it: {e}\n{text}"));
+            assert_eq!(v.names, ["be0", "be1"], "{text}");
+            assert_eq!(
+                v.raw.backend[0].weight,
+                backends[0].spec.configured_weight()
+            );
+            assert_eq!(v.raw.backend[1].mac, "02:00:00:00:02:01");
+            assert_eq!(v.raw.egress.src_mac.as_deref(), Some("02:00:00:00:01:00"));
+            assert_eq!(v.raw.vip[0].address, crate::VIP);
+            assert_eq!(v.raw.service.flow_table_buckets, 16384);
+            match &v.sync {
+                Some(s) => {
+                    assert!(sync);
+                    assert_eq!(s.listen.to_string(), "198.18.3.10:7946");
+                    let peers: Vec<String> = s.peers.iter().map(|p| p.to_string()).collect();
+                    assert_eq!(peers, ["198.18.3.11:7946"]);
+                }
+                None => assert!(!sync),
+            }
+        }
+    }
 
     #[test]
     fn per_backend_reads_one_metric_by_its_backend_label() {
