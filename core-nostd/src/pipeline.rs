@@ -1163,7 +1163,7 @@ impl<const B: usize> Lane<'_, B> {
 /// Verifies the IPv4 header checksum of a parsed frame.
 fn ipv4_header_ok(frame: &[u8], m: &PacketMeta) -> bool {
     let l3 = usize::from(m.l3_offset);
-    let Some(&vihl) = frame.get(l3) else {
+    let Some(&vihl) = frame.get(l3 + crate::wire::ipv4::field::VER_IHL) else {
         return false;
     };
     let ihl = usize::from(vihl & 0x0f) * 4;

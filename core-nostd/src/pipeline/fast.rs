@@ -32,13 +32,20 @@
 
 use crate::classify::is_martian_v4;
 use crate::flow::FlowKey;
-use crate::wire::ethernet::ether_type;
+use crate::wire::ethernet::{self, ether_type};
+use crate::wire::ipv4::{self, field as v4f};
 use crate::wire::meta::ip_proto;
+use crate::wire::tcp::{self, field as tcpf};
+use crate::wire::vlan;
 
-const ETH_HLEN: usize = 14;
-const VLAN_HLEN: usize = 18;
+const ETH_HLEN: usize = ethernet::HEADER_LEN;
+const VLAN_HLEN: usize = ETH_HLEN + vlan::HEADER_LEN;
 /// IPv4 header without options plus a TCP header without options.
-const IP_TCP_MIN: usize = 40;
+const IP_TCP_MIN: usize = ipv4::HEADER_LEN + tcp::HEADER_LEN;
+/// Where the TCP header starts in an IPv4 packet without options.
+const TCP: usize = ipv4::HEADER_LEN;
+/// The first byte of an IPv4 header without options: version 4, IHL 5.
+const VER_IHL_NO_OPTIONS: u8 = 0x40 | (ipv4::HEADER_LEN / 4) as u8;
 
 /// What pass 3 needs of a fast-path packet, its 5-tuple included (the key is
 /// built from it only when the packet leaves the fast path), packed the way
@@ -90,15 +97,32 @@ fn be16(b: &[u8], at: usize) -> u16 {
     }
 }
 
+/// A big-endian `u16` at a constant offset of the fixed-size header window
+/// (after inlining the offset is a constant and the bounds check folds away).
+#[inline(always)]
+fn be16_at<const N: usize>(w: &[u8; N], at: usize) -> u16 {
+    u16::from_be_bytes([w[at], w[at + 1]])
+}
+
+/// A big-endian `u32` at a constant offset of the fixed-size header window.
+#[inline(always)]
+fn be32_at<const N: usize>(w: &[u8; N], at: usize) -> u32 {
+    u32::from_be_bytes([w[at], w[at + 1], w[at + 2], w[at + 3]])
+}
+
 /// The fast path's parser (see the module docs): fills `out` and gives true,
 /// or gives false (`out` untouched) and the packet takes the general path.
 /// (Written in place: returned as an `Option`, the metadata went through the
 /// stack.)
 #[inline(always)]
 pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
-    let l3 = match be16(frame, 12) {
+    let l3 = match be16(frame, ethernet::field::ETHERTYPE) {
         ether_type::IPV4 => ETH_HLEN,
-        t if ether_type::is_vlan_tpid(t) && be16(frame, 16) == ether_type::IPV4 => VLAN_HLEN,
+        t if ether_type::is_vlan_tpid(t)
+            && be16(frame, ETH_HLEN + vlan::field::ETHERTYPE) == ether_type::IPV4 =>
+        {
+            VLAN_HLEN
+        }
         _ => return false,
     };
     let Some(ip) = frame
@@ -107,24 +131,25 @@ pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
     else {
         return false;
     };
-    let tl = u16::from_be_bytes([ip[2], ip[3]]);
-    let flags_off = u16::from_be_bytes([ip[6], ip[7]]);
-    let ttl = ip[8];
+    let tl = be16_at(ip, v4f::LENGTH);
+    let flags_off = be16_at(ip, v4f::FLG_OFF);
+    let ttl = ip[v4f::TTL];
     // Whole words, each one load: the source address and the two ports.
-    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-    let ports = u32::from_be_bytes([ip[20], ip[21], ip[22], ip[23]]);
-    let doff = usize::from(ip[32] >> 4) * 4;
-    let tcp_flags = ip[33];
-    if ip[0] != 0x45
+    let src = be32_at(ip, v4f::SRC.start);
+    let dst = be32_at(ip, v4f::DST.start);
+    const _: () = assert!(tcpf::DST_PORT == tcpf::SRC_PORT + 2);
+    let ports = be32_at(ip, TCP + tcpf::SRC_PORT);
+    let doff = usize::from(ip[TCP + tcpf::DATA_OFF] >> 4) * 4;
+    let tcp_flags = ip[TCP + tcpf::FLAGS];
+    if ip[v4f::VER_IHL] != VER_IHL_NO_OPTIONS
         || usize::from(tl) < IP_TCP_MIN
         || l3 + usize::from(tl) > frame.len()
-        || flags_off & 0x3fff != 0
-        || ip[9] != ip_proto::TCP
+        || flags_off & (ipv4::FLAG_MF | ipv4::OFFSET_MASK) != 0
+        || ip[v4f::PROTOCOL] != ip_proto::TCP
         || ttl <= 1
         || is_martian_v4((src >> 24) as u8)
-        || doff < 20
-        || doff > usize::from(tl) - 20
+        || doff < tcp::HEADER_LEN
+        || doff > usize::from(tl) - ipv4::HEADER_LEN
     {
         return false;
     }
@@ -136,15 +161,15 @@ pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
         l3_offset: l3 as u16,
         l3_len: tl,
         flags: tcp_flags,
-        df: flags_off & 0x4000 != 0,
+        df: flags_off & ipv4::FLAG_DF != 0,
     };
     true
 }
 
-/// The IPv4 header (20 bytes at `l3`) sums to zero.
+/// The IPv4 header (without options, at `l3`) sums to zero.
 #[inline(always)]
 pub(super) fn header_checksum_ok(frame: &[u8], l3: usize) -> bool {
     frame
-        .get(l3..l3 + 20)
+        .get(l3..l3 + ipv4::HEADER_LEN)
         .is_some_and(|h| crate::wire::checksum::checksum(h) == 0)
 }

@@ -3,13 +3,11 @@
 use super::Checked;
 use crate::wire::checksum;
 use crate::wire::IpFamily;
+use crate::wire::{ipv4, ipv6};
 
-/// Offset of the IPv4 TTL byte (the high byte of header word 4).
-const V4_TTL: usize = 8;
-/// Offset of the IPv4 header checksum.
-const V4_CSUM: usize = 10;
-/// Offset of the IPv6 hop limit.
-const V6_HOP_LIMIT: usize = 7;
+const V4_TTL: usize = ipv4::field::TTL;
+const V4_CSUM: usize = ipv4::field::CHECKSUM;
+const V6_HOP_LIMIT: usize = ipv6::field::HOP_LIMIT;
 
 #[inline]
 const fn ttl_offset(family: IpFamily) -> usize {

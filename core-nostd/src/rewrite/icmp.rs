@@ -9,15 +9,20 @@
 //! quoted payload. Only the L2 header is moved; the payload is read once, for the
 //! ICMP checksum.
 
-use super::{Checked, Egress, RewriteError, Rewritten};
+use super::{Checked, Egress, RewriteError, Rewritten, IPV4_HLEN, IPV6_HLEN};
 use crate::wire::checksum;
+use crate::wire::ethernet::field as ethf;
+use crate::wire::icmpv4::{self, field as icmp4f};
+use crate::wire::icmpv6::{self, field as icmp6f};
+use crate::wire::ipv4::{self, field as v4f};
+use crate::wire::ipv6::field as v6f;
 use crate::wire::meta::ip_proto;
 use crate::wire::{IpFamily, PacketMeta};
 
 /// New IPv4 + ICMPv4 header bytes in front of the quoted packet.
-const V4_EXTRA: usize = 20 + 8;
+const V4_EXTRA: usize = IPV4_HLEN + icmpv4::HEADER_LEN;
 /// New IPv6 + ICMPv6 header bytes in front of the quoted packet.
-const V6_EXTRA: usize = 40 + 8;
+const V6_EXTRA: usize = IPV6_HLEN + icmpv6::HEADER_LEN;
 /// Largest ICMPv4 error (RFC 1812 4.3.2.3).
 const V4_MAX: usize = 576;
 /// Largest ICMPv6 error (RFC 4443 2.4(c)): the IPv6 minimum MTU.
@@ -54,37 +59,39 @@ pub(super) fn too_big(
         IpFamily::V4 => {
             // `path_mtu` <= `egress.mtu`, a u16.
             let mut rest = [0u8; 4];
-            rest[2..].copy_from_slice(&(path_mtu as u16).to_be_bytes());
+            const MTU: usize = icmp4f::NEXT_HOP_MTU - icmp4f::REST.start;
+            rest[MTU..].copy_from_slice(&(path_mtu as u16).to_be_bytes());
             let new_start = c
                 .start
                 .checked_sub(V4_EXTRA)
                 .ok_or(RewriteError::NoHeadroom)?;
             let quoted = c.l3_len.min(V4_MAX - V4_EXTRA);
             let (l2, frame) = open_reply(buf, c, new_start, V4_EXTRA + quoted, egress);
-            let (ip, icmp) = frame[l2..].split_at_mut(20);
-            ip[0] = 0x45;
-            ip[1] = V4_TOS;
+            let (ip, icmp) = frame[l2..].split_at_mut(IPV4_HLEN);
+            ip[v4f::VER_IHL] = 0x40 | (IPV4_HLEN / 4) as u8;
+            ip[v4f::DSCP_ECN] = V4_TOS;
             // At most 576.
-            ip[2..4].copy_from_slice(&((V4_EXTRA + quoted) as u16).to_be_bytes());
-            ip[4..6].copy_from_slice(&(flow_hash as u16).to_be_bytes());
-            ip[6] = 0;
-            ip[7] = 0;
-            ip[8] = REPLY_TTL;
-            ip[9] = ip_proto::ICMP;
-            ip[10] = 0;
-            ip[11] = 0;
-            ip[12..16].copy_from_slice(&meta.dst[..4]);
-            ip[16..20].copy_from_slice(&meta.src[..4]);
+            ip[v4f::LENGTH..v4f::LENGTH + 2]
+                .copy_from_slice(&((V4_EXTRA + quoted) as u16).to_be_bytes());
+            ip[v4f::IDENT..v4f::IDENT + 2].copy_from_slice(&(flow_hash as u16).to_be_bytes());
+            ip[v4f::FLG_OFF] = 0;
+            ip[v4f::FLG_OFF + 1] = 0;
+            ip[v4f::TTL] = REPLY_TTL;
+            ip[v4f::PROTOCOL] = ip_proto::ICMP;
+            ip[v4f::CHECKSUM] = 0;
+            ip[v4f::CHECKSUM + 1] = 0;
+            ip[v4f::SRC].copy_from_slice(&meta.dst[..4]);
+            ip[v4f::DST].copy_from_slice(&meta.src[..4]);
             let csum = checksum::checksum(ip);
-            ip[10..12].copy_from_slice(&csum.to_be_bytes());
+            ip[v4f::CHECKSUM..v4f::CHECKSUM + 2].copy_from_slice(&csum.to_be_bytes());
             // Destination unreachable, fragmentation needed and DF set.
-            icmp[0] = 3;
-            icmp[1] = 4;
-            icmp[2] = 0;
-            icmp[3] = 0;
-            icmp[4..8].copy_from_slice(&rest);
+            icmp[icmp4f::TYPE] = icmpv4::msg_type::DEST_UNREACHABLE;
+            icmp[icmp4f::CODE] = icmpv4::CODE_FRAG_NEEDED;
+            icmp[icmp4f::CHECKSUM] = 0;
+            icmp[icmp4f::CHECKSUM + 1] = 0;
+            icmp[icmp4f::REST].copy_from_slice(&rest);
             let csum = checksum::checksum(icmp);
-            icmp[2..4].copy_from_slice(&csum.to_be_bytes());
+            icmp[icmp4f::CHECKSUM..icmp4f::CHECKSUM + 2].copy_from_slice(&csum.to_be_bytes());
             Ok(Rewritten::Reply {
                 start: new_start,
                 len: frame.len(),
@@ -98,26 +105,25 @@ pub(super) fn too_big(
                 .checked_sub(V6_EXTRA)
                 .ok_or(RewriteError::NoHeadroom)?;
             let quoted = c.l3_len.min(V6_MAX - V6_EXTRA);
-            let icmp_len = 8 + quoted;
+            let icmp_len = icmpv6::HEADER_LEN + quoted;
             let (l2, frame) = open_reply(buf, c, new_start, V6_EXTRA + quoted, egress);
-            let (ip, icmp) = frame[l2..].split_at_mut(40);
-            ip[0..4].copy_from_slice(&(6u32 << 28).to_be_bytes());
+            let (ip, icmp) = frame[l2..].split_at_mut(IPV6_HLEN);
+            ip[v6f::VER_TC_FLOW..v6f::LENGTH].copy_from_slice(&(6u32 << 28).to_be_bytes());
             // At most 1240.
-            ip[4..6].copy_from_slice(&(icmp_len as u16).to_be_bytes());
-            ip[6] = ip_proto::ICMPV6;
-            ip[7] = REPLY_TTL;
-            ip[8..24].copy_from_slice(&meta.dst);
-            ip[24..40].copy_from_slice(&meta.src);
-            // Packet too big.
-            icmp[0] = 2;
-            icmp[1] = 0;
-            icmp[2] = 0;
-            icmp[3] = 0;
-            icmp[4..8].copy_from_slice(&mtu.to_be_bytes());
+            ip[v6f::LENGTH..v6f::LENGTH + 2].copy_from_slice(&(icmp_len as u16).to_be_bytes());
+            ip[v6f::NXT_HDR] = ip_proto::ICMPV6;
+            ip[v6f::HOP_LIMIT] = REPLY_TTL;
+            ip[v6f::SRC].copy_from_slice(&meta.dst);
+            ip[v6f::DST].copy_from_slice(&meta.src);
+            icmp[icmp6f::TYPE] = icmpv6::msg_type::PACKET_TOO_BIG;
+            icmp[icmp6f::CODE] = 0;
+            icmp[icmp6f::CHECKSUM] = 0;
+            icmp[icmp6f::CHECKSUM + 1] = 0;
+            icmp[icmp6f::MTU..icmp6f::MTU + 4].copy_from_slice(&mtu.to_be_bytes());
             let pseudo =
                 checksum::pseudo_header_v6(&meta.dst, &meta.src, ip_proto::ICMPV6, icmp_len as u32);
             let csum = !checksum::fold(checksum::sum(pseudo, icmp));
-            icmp[2..4].copy_from_slice(&csum.to_be_bytes());
+            icmp[icmp6f::CHECKSUM..icmp6f::CHECKSUM + 2].copy_from_slice(&csum.to_be_bytes());
             Ok(Rewritten::Reply {
                 start: new_start,
                 len: frame.len(),
@@ -139,11 +145,11 @@ fn open_reply<'b>(
 ) -> (usize, &'b mut [u8]) {
     let l2 = c.l3 - c.start;
     let mut client_side_mac = [0u8; 6];
-    client_side_mac.copy_from_slice(&buf[c.start + 6..c.start + 12]);
+    client_side_mac.copy_from_slice(&buf[c.start + ethf::SRC.start..c.start + ethf::SRC.end]);
     buf.copy_within(c.start..c.l3, new_start);
     let frame = &mut buf[new_start..new_start + l2 + body_len];
-    frame[0..6].copy_from_slice(&client_side_mac);
-    frame[6..12].copy_from_slice(&egress.src_mac);
+    frame[ethf::DST].copy_from_slice(&client_side_mac);
+    frame[ethf::SRC].copy_from_slice(&egress.src_mac);
     (l2, frame)
 }
 
@@ -155,24 +161,22 @@ fn is_icmp_error(buf: &[u8], c: &Checked, meta: &PacketMeta) -> bool {
     let ip = &buf[c.l3..c.l3 + c.l3_len];
     match c.family {
         IpFamily::V4 => {
-            if ip[9] != ip_proto::ICMP {
+            if ip[v4f::PROTOCOL] != ip_proto::ICMP {
                 return false;
             }
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            match ip.get(ihl) {
-                // Echo reply/request, router advertisement/solicitation, timestamp,
-                // information, address mask, extended echo: queries, not errors.
-                Some(t) => !matches!(t, 0 | 8 | 9 | 10 | 13..=18 | 42 | 43),
+            let ihl = usize::from(ip[v4f::VER_IHL] & 0x0f) * 4;
+            match ip.get(ihl + icmp4f::TYPE) {
+                Some(&t) => !icmpv4::is_query_type(t),
                 None => true,
             }
         }
         IpFamily::V6 => {
-            let ty = if ip[6] == ip_proto::ICMPV6 {
-                ip.get(40)
+            let ty = if ip[v6f::NXT_HDR] == ip_proto::ICMPV6 {
+                ip.get(IPV6_HLEN + icmp6f::TYPE)
             } else if meta.proto == ip_proto::ICMPV6 {
                 usize::from(meta.l4_offset)
                     .checked_sub(c.l3 - c.start)
-                    .filter(|&o| o >= 40)
+                    .filter(|&o| o >= IPV6_HLEN)
                     .and_then(|o| ip.get(o))
             } else {
                 return false;
@@ -190,7 +194,9 @@ fn may_reply(buf: &[u8], c: &Checked, meta: &PacketMeta) -> bool {
     let s = &meta.src;
     match c.family {
         IpFamily::V4 => {
-            let frag_off = u16::from_be_bytes([buf[c.l3 + 6], buf[c.l3 + 7]]) & 0x1fff;
+            let frag_off =
+                u16::from_be_bytes([buf[c.l3 + v4f::FLG_OFF], buf[c.l3 + v4f::FLG_OFF + 1]])
+                    & ipv4::OFFSET_MASK;
             frag_off == 0 && s[0] != 0 && s[0] != 127 && s[0] < 224
         }
         IpFamily::V6 => {

@@ -57,12 +57,16 @@ mod tunnel;
 #[cfg(test)]
 mod tests;
 
-use crate::wire::{IpFamily, PacketMeta};
+use crate::wire::ipv4::{self, field as v4f};
+use crate::wire::ipv6::{self, field as v6f};
+use crate::wire::{ethernet, IpFamily, PacketMeta};
 
 /// Length of an Ethernet II header without VLAN tags.
-pub const ETH_HLEN: usize = 14;
-const IPV4_HLEN: usize = 20;
-const IPV6_HLEN: usize = 40;
+pub const ETH_HLEN: usize = ethernet::HEADER_LEN;
+const IPV4_HLEN: usize = ipv4::HEADER_LEN;
+const IPV6_HLEN: usize = ipv6::HEADER_LEN;
+/// A GRE header without checksum, key or sequence number (RFC 2784): flags and
+/// version, then the protocol type. Only the rewrite writes one.
 const GRE_HLEN: usize = 4;
 
 /// Headroom in front of the frame that is enough for every rewrite (an IPv6 ICMP
@@ -229,18 +233,20 @@ fn check(buf: &[u8], start: usize, len: usize, meta: &PacketMeta) -> Result<Chec
     match meta.family {
         IpFamily::V4 => {
             if l3_len < IPV4_HLEN
-                || ip[0] >> 4 != 4
-                || usize::from(ip[0] & 0x0f) * 4 < IPV4_HLEN
-                || usize::from(ip[0] & 0x0f) * 4 > l3_len
-                || usize::from(u16::from_be_bytes([ip[2], ip[3]])) != l3_len
+                || ip[v4f::VER_IHL] >> 4 != 4
+                || usize::from(ip[v4f::VER_IHL] & 0x0f) * 4 < IPV4_HLEN
+                || usize::from(ip[v4f::VER_IHL] & 0x0f) * 4 > l3_len
+                || usize::from(u16::from_be_bytes([ip[v4f::LENGTH], ip[v4f::LENGTH + 1]])) != l3_len
             {
                 return Err(RewriteError::Malformed);
             }
         }
         IpFamily::V6 => {
             if l3_len < IPV6_HLEN
-                || ip[0] >> 4 != 6
-                || usize::from(u16::from_be_bytes([ip[4], ip[5]])) + IPV6_HLEN != l3_len
+                || ip[v6f::VER_TC_FLOW] >> 4 != 6
+                || usize::from(u16::from_be_bytes([ip[v6f::LENGTH], ip[v6f::LENGTH + 1]]))
+                    + IPV6_HLEN
+                    != l3_len
             {
                 return Err(RewriteError::Malformed);
             }

@@ -10,20 +10,24 @@
 
 use super::{
     overhead, Checked, Egress, Encap, RewriteError, Rewritten, Target, ETH_HLEN, GRE_HLEN,
+    IPV4_HLEN, IPV6_HLEN,
 };
+use crate::wire::ethernet::{ether_type, field as ethf};
+use crate::wire::ipv4::field as v4f;
+use crate::wire::ipv6::field as v6f;
 use crate::wire::meta::ip_proto;
 use crate::wire::IpFamily;
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// Hop limit of the outer header.
 const OUTER_TTL: u8 = 64;
+/// Where the outer IP header starts in the new frame.
+const OUTER: usize = ETH_HLEN;
 
 #[inline]
 const fn ethertype(family: IpFamily) -> u16 {
     match family {
-        IpFamily::V4 => ETHERTYPE_IPV4,
-        IpFamily::V6 => ETHERTYPE_IPV6,
+        IpFamily::V4 => ether_type::IPV4,
+        IpFamily::V6 => ether_type::IPV6,
     }
 }
 
@@ -38,8 +42,9 @@ pub(super) fn new_start(c: &Checked, ovh: usize) -> Result<usize, RewriteError> 
 #[inline]
 fn inner_tos(ip: &[u8], family: IpFamily) -> u8 {
     match family {
-        IpFamily::V4 => ip[1],
-        IpFamily::V6 => (ip[0] << 4) | (ip[1] >> 4),
+        IpFamily::V4 => ip[v4f::DSCP_ECN],
+        // The traffic class straddles the first two bytes.
+        IpFamily::V6 => (ip[v6f::VER_TC_FLOW] << 4) | (ip[v6f::VER_TC_FLOW + 1] >> 4),
     }
 }
 
@@ -93,7 +98,7 @@ pub(super) fn encap_v4_fast<const W: usize>(
     egress: &Egress,
     flow_hash: u64,
 ) -> Option<Result<Rewritten, RewriteError>> {
-    let ovh = W - ETH_HLEN - 20;
+    let ovh = W - ETH_HLEN - IPV4_HLEN;
     if l3_len + ovh > usize::from(egress.mtu) {
         return None;
     }
@@ -110,16 +115,18 @@ pub(super) fn encap_v4_fast<const W: usize>(
     let i = ETH_HLEN + ovh;
     // The inner TTL (above 1: the caller proved it), and the inner checksum
     // updated for it (RFC 1624).
-    w[i + 8] = w[i + 8].wrapping_sub(1);
-    let csum =
-        crate::wire::checksum::update16_ttl_decrement(u16::from_be_bytes([w[i + 10], w[i + 11]]));
-    w[i + 10..i + 12].copy_from_slice(&csum.to_be_bytes());
-    let gre = ovh > 20;
+    w[i + v4f::TTL] = w[i + v4f::TTL].wrapping_sub(1);
+    let csum = crate::wire::checksum::update16_ttl_decrement(u16::from_be_bytes([
+        w[i + v4f::CHECKSUM],
+        w[i + v4f::CHECKSUM + 1],
+    ]));
+    w[i + v4f::CHECKSUM..i + v4f::CHECKSUM + 2].copy_from_slice(&csum.to_be_bytes());
+    let gre = ovh > IPV4_HLEN;
     let proto = if gre { ip_proto::GRE } else { ip_proto::IPIP };
     // Outer packet length <= MTU <= u16::MAX.
     let outer_len = (ovh + l3_len) as u16;
     let words = outer_v4(
-        w[i + 1],
+        w[i + v4f::DSCP_ECN],
         outer_len,
         flow_hash as u16,
         df,
@@ -127,14 +134,16 @@ pub(super) fn encap_v4_fast<const W: usize>(
         egress,
         dst,
     );
-    w[0..6].copy_from_slice(dst_mac);
-    w[6..12].copy_from_slice(&egress.src_mac);
-    w[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    w[ethf::DST].copy_from_slice(dst_mac);
+    w[ethf::SRC].copy_from_slice(&egress.src_mac);
+    w[ethf::ETHERTYPE..ethf::ETHERTYPE + 2].copy_from_slice(&ether_type::IPV4.to_be_bytes());
     for (k, x) in words.iter().enumerate() {
-        w[14 + 4 * k..18 + 4 * k].copy_from_slice(&x.to_be_bytes());
+        w[OUTER + 4 * k..OUTER + 4 * k + 4].copy_from_slice(&x.to_be_bytes());
     }
     if gre {
-        w[34..38].copy_from_slice(&u32::from(ETHERTYPE_IPV4).to_be_bytes());
+        // Flags and version 0, then the protocol type.
+        const G: usize = OUTER + IPV4_HLEN;
+        w[G..G + GRE_HLEN].copy_from_slice(&u32::from(ether_type::IPV4).to_be_bytes());
     }
     Some(Ok(Rewritten::Forward {
         start: new_start,
@@ -172,13 +181,14 @@ pub(super) fn encap(
     let outer_len = (ovh + c.l3_len) as u16;
     let gre = (u32::from(ethertype(c.family))).to_be_bytes();
     let eth_word = |w: &mut [u8]| {
-        w[0..6].copy_from_slice(&target.dst_mac);
-        w[6..12].copy_from_slice(&egress.src_mac);
-        w[12..14].copy_from_slice(&ethertype(target.family).to_be_bytes());
+        w[ethf::DST].copy_from_slice(&target.dst_mac);
+        w[ethf::SRC].copy_from_slice(&egress.src_mac);
+        w[ethf::ETHERTYPE..ethf::ETHERTYPE + 2]
+            .copy_from_slice(&ethertype(target.family).to_be_bytes());
     };
     match target.family {
         IpFamily::V4 => {
-            const LEN: usize = ETH_HLEN + 20 + GRE_HLEN;
+            const LEN: usize = ETH_HLEN + IPV4_HLEN + GRE_HLEN;
             let w: &mut [u8; LEN] = buf
                 .get_mut(new_start..new_start + LEN)
                 .and_then(|w| w.try_into().ok())
@@ -192,31 +202,33 @@ pub(super) fn encap(
             let [w0, w1, w2, src, dst] =
                 outer_v4(tos, outer_len, flow_hash as u16, c.df, proto, egress, dst);
             eth_word(&mut w[..ETH_HLEN]);
-            w[14..18].copy_from_slice(&w0.to_be_bytes());
-            w[18..22].copy_from_slice(&w1.to_be_bytes());
-            w[22..26].copy_from_slice(&w2.to_be_bytes());
-            w[26..30].copy_from_slice(&src.to_be_bytes());
-            w[30..34].copy_from_slice(&dst.to_be_bytes());
+            w[OUTER..OUTER + 4].copy_from_slice(&w0.to_be_bytes());
+            w[OUTER + 4..OUTER + 8].copy_from_slice(&w1.to_be_bytes());
+            w[OUTER + 8..OUTER + 12].copy_from_slice(&w2.to_be_bytes());
+            w[OUTER + v4f::SRC.start..OUTER + v4f::SRC.end].copy_from_slice(&src.to_be_bytes());
+            w[OUTER + v4f::DST.start..OUTER + v4f::DST.end].copy_from_slice(&dst.to_be_bytes());
             if target.encap == Encap::Gre {
-                w[34..38].copy_from_slice(&gre);
+                w[OUTER + IPV4_HLEN..LEN].copy_from_slice(&gre);
             }
         }
         IpFamily::V6 => {
-            const LEN: usize = ETH_HLEN + 40 + GRE_HLEN;
+            const LEN: usize = ETH_HLEN + IPV6_HLEN + GRE_HLEN;
             let w: &mut [u8; LEN] = buf
                 .get_mut(new_start..new_start + LEN)
                 .and_then(|w| w.try_into().ok())
                 .ok_or(RewriteError::Malformed)?;
             let word0 = (6u32 << 28) | (u32::from(tos) << 20) | (flow_hash as u32 & 0x000f_ffff);
-            let word1 =
-                (u32::from(outer_len - 40) << 16) | (u32::from(proto) << 8) | u32::from(OUTER_TTL);
+            // Payload length, next header, hop limit.
+            let word1 = (u32::from(outer_len - IPV6_HLEN as u16) << 16)
+                | (u32::from(proto) << 8)
+                | u32::from(OUTER_TTL);
             eth_word(&mut w[..ETH_HLEN]);
-            w[14..18].copy_from_slice(&word0.to_be_bytes());
-            w[18..22].copy_from_slice(&word1.to_be_bytes());
-            w[22..38].copy_from_slice(&egress.src_v6);
-            w[38..54].copy_from_slice(&target.addr);
+            w[OUTER + v6f::VER_TC_FLOW..OUTER + v6f::LENGTH].copy_from_slice(&word0.to_be_bytes());
+            w[OUTER + v6f::LENGTH..OUTER + v6f::SRC.start].copy_from_slice(&word1.to_be_bytes());
+            w[OUTER + v6f::SRC.start..OUTER + v6f::SRC.end].copy_from_slice(&egress.src_v6);
+            w[OUTER + v6f::DST.start..OUTER + v6f::DST.end].copy_from_slice(&target.addr);
             if target.encap == Encap::Gre {
-                w[54..58].copy_from_slice(&gre);
+                w[OUTER + IPV6_HLEN..LEN].copy_from_slice(&gre);
             }
         }
     }

@@ -30,7 +30,7 @@ pub mod ether_type {
 /// A MAC address.
 pub type MacAddr = [u8; 6];
 
-mod field {
+pub(crate) mod field {
     use core::ops::Range;
     pub const DST: Range<usize> = 0..6;
     pub const SRC: Range<usize> = 6..12;

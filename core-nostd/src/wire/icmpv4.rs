@@ -25,6 +25,31 @@ pub mod msg_type {
     pub const TIMESTAMP: u8 = 13;
     /// Timestamp reply.
     pub const TIMESTAMP_REPLY: u8 = 14;
+    /// Router advertisement.
+    pub const ROUTER_ADVERT: u8 = 9;
+    /// Router solicitation.
+    pub const ROUTER_SOLICIT: u8 = 10;
+    /// Information request (deprecated).
+    pub const INFO_REQUEST: u8 = 15;
+    /// Address mask reply (deprecated).
+    pub const ADDR_MASK_REPLY: u8 = 18;
+    /// Extended echo request (RFC 8335).
+    pub const EXT_ECHO_REQUEST: u8 = 42;
+    /// Extended echo reply (RFC 8335).
+    pub const EXT_ECHO_REPLY: u8 = 43;
+}
+
+/// True for the query types (echo, router advertisement and solicitation,
+/// timestamp, information, address mask, extended echo): every type that is
+/// surely not an error. Unknown types are neither.
+#[inline]
+pub const fn is_query_type(t: u8) -> bool {
+    use msg_type::*;
+    matches!(
+        t,
+        ECHO_REPLY | ECHO_REQUEST | ROUTER_ADVERT | ROUTER_SOLICIT | TIMESTAMP
+            ..=ADDR_MASK_REPLY | EXT_ECHO_REQUEST | EXT_ECHO_REPLY
+    )
 }
 
 /// Destination-unreachable code: fragmentation needed and DF set (PMTUD).
@@ -37,7 +62,7 @@ pub const fn is_error_type(t: u8) -> bool {
     matches!(t, 3 | 4 | 5 | 11 | 12)
 }
 
-mod field {
+pub(crate) mod field {
     use core::ops::Range;
     pub const TYPE: usize = 0;
     pub const CODE: usize = 1;

@@ -44,7 +44,7 @@ pub const fn is_ndp_type(t: u8) -> bool {
     matches!(t, 133..=137)
 }
 
-mod field {
+pub(crate) mod field {
     use core::ops::Range;
     pub const TYPE: usize = 0;
     pub const CODE: usize = 1;

@@ -9,7 +9,7 @@ use super::{array, be16, put16, Error, Layer, Result};
 /// An IPv4 address as bytes.
 pub type Ipv4Addr = [u8; 4];
 
-mod field {
+pub(crate) mod field {
     use core::ops::Range;
     pub const VER_IHL: usize = 0;
     pub const DSCP_ECN: usize = 1;
@@ -26,9 +26,9 @@ mod field {
 /// Length of the header without options.
 pub const HEADER_LEN: usize = field::DST.end;
 
-const FLAG_DF: u16 = 0x4000;
-const FLAG_MF: u16 = 0x2000;
-const OFFSET_MASK: u16 = 0x1fff;
+pub(crate) const FLAG_DF: u16 = 0x4000;
+pub(crate) const FLAG_MF: u16 = 0x2000;
+pub(crate) const OFFSET_MASK: u16 = 0x1fff;
 
 /// A read/write view of an IPv4 packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use super::{array, be16, be32, put16, put32, Error, Layer, Result};
 /// An IPv6 address as bytes.
 pub type Ipv6Addr = [u8; 16];
 
-mod field {
+pub(crate) mod field {
     use core::ops::Range;
     pub const VER_TC_FLOW: usize = 0;
     pub const LENGTH: usize = 4;

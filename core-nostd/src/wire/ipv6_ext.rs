@@ -14,7 +14,7 @@ pub const fn is_ext_header(next_header: u8) -> bool {
     matches!(next_header, 0 | 43 | 44 | 60)
 }
 
-mod field {
+pub(crate) mod field {
     pub const NXT_HDR: usize = 0;
     pub const LENGTH: usize = 1;
     pub const DATA: usize = 2;

@@ -84,21 +84,9 @@ pub struct PacketMeta {
     pub outer_src: [u8; 16],
 }
 
-/// TCP flag bits as they appear in [`PacketMeta::tcp_flags`].
-pub mod tcp_flags {
-    /// FIN.
-    pub const FIN: u8 = 0x01;
-    /// SYN.
-    pub const SYN: u8 = 0x02;
-    /// RST.
-    pub const RST: u8 = 0x04;
-    /// PSH.
-    pub const PSH: u8 = 0x08;
-    /// ACK.
-    pub const ACK: u8 = 0x10;
-    /// URG.
-    pub const URG: u8 = 0x20;
-}
+/// TCP flag bits as they appear in [`PacketMeta::tcp_flags`] (the TCP view's
+/// own constants).
+pub use super::tcp::flags as tcp_flags;
 
 /// What [`crate::wire::parse::parse_into`] found (the metadata itself is written
 /// in place).

@@ -1,6 +1,8 @@
 //! Typed zero-copy views over packet bytes, one protocol per file, in the style of
 //! smoltcp: `Packet<T: AsRef<[u8]>>` with `new_unchecked` / `check_len` /
-//! `new_checked`, field offsets as `const` ranges in a private `mod field`, getters on
+//! `new_checked`, field offsets as `const` ranges in a `mod field` (crate-visible: the hot-path
+//! parser, the fast path and the rewriter import them, so each offset is written
+//! once), getters on
 //! `AsRef<[u8]>` and setters on `AsMut<[u8]>`. No function here panics after
 //! `check_len` succeeded, and `new_checked` never panics at all.
 //!

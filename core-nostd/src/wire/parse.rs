@@ -32,20 +32,37 @@
 
 use super::ethernet::{self, ether_type};
 use super::meta::{ip_proto, FragInfo, Frame, FrameKind, IpFamily, PacketMeta};
-use super::{be16, be32, checksum, icmpv4, icmpv6, Error, Layer, Result};
+use super::{be16, be32, checksum, icmpv4, icmpv6, ipv4, ipv6, ipv6_ext, tcp, udp, vlan};
+use super::{Error, Layer, Result};
 use super::{Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
+
+// Every offset and length below is the wire view's own (`field` in each file).
+use ipv4::field as v4f;
+use ipv6::field as v6f;
+use ipv6_ext::field as extf;
+use tcp::field as tcpf;
+use udp::field as udpf;
 
 /// Most IPv6 extension headers the parser walks before giving up.
 pub const MAX_IPV6_EXT_HEADERS: usize = 8;
 
-const VLAN_TAG_LEN: usize = 4;
-const IPV4_MIN: usize = 20;
-const IPV6_LEN: usize = 40;
-const TCP_MIN: usize = 20;
-const UDP_LEN: usize = 8;
-const ICMP_LEN: usize = 8;
+const VLAN_TAG_LEN: usize = vlan::HEADER_LEN;
+const IPV4_MIN: usize = ipv4::HEADER_LEN;
+const IPV6_LEN: usize = ipv6::HEADER_LEN;
+const TCP_MIN: usize = tcp::HEADER_LEN;
+const UDP_LEN: usize = udp::HEADER_LEN;
+/// ICMPv4 and ICMPv6 share the header length (type, code, checksum, one word).
+const ICMP_LEN: usize = icmpv4::HEADER_LEN;
+const _: () = assert!(icmpv4::HEADER_LEN == icmpv6::HEADER_LEN);
 /// Bytes of the offending packet's L4 header an ICMP error must carry.
 const EMBEDDED_L4: usize = 8;
+// Shared layouts the parser relies on: TCP and UDP ports, ICMPv4 and ICMPv6
+// type and echo identifier.
+const _: () = assert!(tcpf::SRC_PORT == udpf::SRC_PORT && tcpf::DST_PORT == udpf::DST_PORT);
+const _: () = assert!(
+    icmpv4::field::TYPE == icmpv6::field::TYPE
+        && icmpv4::field::ECHO_IDENT == icmpv6::field::ECHO_IDENT
+);
 
 /// Parses one Ethernet frame into a [`Frame`].
 ///
@@ -69,7 +86,7 @@ pub fn parse_into(frame: &[u8], meta: &mut PacketMeta) -> Result<FrameKind> {
     if frame.len() < ethernet::HEADER_LEN {
         return Err(Error::Truncated(Layer::Ethernet));
     }
-    let mut ethertype = be16(frame, 12);
+    let mut ethertype = be16(frame, ethernet::field::ETHERTYPE);
     let mut l3 = ethernet::HEADER_LEN;
     let mut tags = 0u8;
     // Unrolled: at most two tags, a third is an error.
@@ -114,7 +131,7 @@ fn vlan_inner(frame: &[u8], at: usize) -> Result<u16> {
     if frame.len() < at + VLAN_TAG_LEN {
         return Err(Error::Truncated(Layer::Vlan));
     }
-    Ok(be16(frame, at + 2))
+    Ok(be16(frame, at + vlan::field::ETHERTYPE))
 }
 
 #[inline(always)]
@@ -122,9 +139,9 @@ fn parse_ipv4(ip: &[u8], l3: usize, meta: &mut PacketMeta) -> Result<()> {
     if ip.len() < IPV4_MIN {
         return Err(Error::Truncated(Layer::Ipv4));
     }
-    let ver_ihl = ip[0];
+    let ver_ihl = ip[v4f::VER_IHL];
     let hl = usize::from(ver_ihl & 0x0f) * 4;
-    let tl = usize::from(be16(ip, 2));
+    let tl = usize::from(be16(ip, v4f::LENGTH));
     if ver_ihl >> 4 != 4 || hl < IPV4_MIN || tl < hl {
         return Err(Error::Malformed(Layer::Ipv4));
     }
@@ -132,24 +149,24 @@ fn parse_ipv4(ip: &[u8], l3: usize, meta: &mut PacketMeta) -> Result<()> {
         return Err(Error::Truncated(Layer::Ipv4));
     }
     let ip = &ip[..tl];
-    let flags_off = be16(ip, 6);
-    let frag_off = flags_off & 0x1fff;
+    let flags_off = be16(ip, v4f::FLG_OFF);
+    let frag_off = flags_off & ipv4::OFFSET_MASK;
 
     meta.family = IpFamily::V4;
     meta.l3_len = tl as u16;
-    meta.ttl = ip[8];
-    meta.proto = ip[9];
-    meta.dont_fragment = flags_off & 0x4000 != 0;
-    meta.src[..4].copy_from_slice(&ip[12..16]);
-    meta.dst[..4].copy_from_slice(&ip[16..20]);
+    meta.ttl = ip[v4f::TTL];
+    meta.proto = ip[v4f::PROTOCOL];
+    meta.dont_fragment = flags_off & ipv4::FLAG_DF != 0;
+    meta.src[..4].copy_from_slice(&ip[v4f::SRC]);
+    meta.dst[..4].copy_from_slice(&ip[v4f::DST]);
     // From the packet, not from `meta.src`: reading back bytes just stored in
     // narrower pieces stalls on store forwarding.
-    meta.outer_src[..4].copy_from_slice(&ip[12..16]);
-    if flags_off & 0x3fff != 0 {
+    meta.outer_src[..4].copy_from_slice(&ip[v4f::SRC]);
+    if flags_off & (ipv4::FLAG_MF | ipv4::OFFSET_MASK) != 0 {
         meta.frag = FragInfo {
             is_fragment: true,
             is_first: frag_off == 0,
-            id: u32::from(be16(ip, 4)),
+            id: u32::from(be16(ip, v4f::IDENT)),
         };
         if frag_off != 0 {
             return Ok(());
@@ -165,10 +182,10 @@ fn parse_ipv6(ip: &[u8], l3: usize, meta: &mut PacketMeta) -> Result<()> {
     if ip.len() < IPV6_LEN {
         return Err(Error::Truncated(Layer::Ipv6));
     }
-    if ip[0] >> 4 != 6 {
+    if ip[v6f::VER_TC_FLOW] >> 4 != 6 {
         return Err(Error::Malformed(Layer::Ipv6));
     }
-    let tl = IPV6_LEN + usize::from(be16(ip, 4));
+    let tl = IPV6_LEN + usize::from(be16(ip, v6f::LENGTH));
     if tl > ip.len() {
         return Err(Error::Truncated(Layer::Ipv6));
     }
@@ -176,11 +193,11 @@ fn parse_ipv6(ip: &[u8], l3: usize, meta: &mut PacketMeta) -> Result<()> {
 
     meta.family = IpFamily::V6;
     meta.l3_len = u16::try_from(tl).map_err(|_| Error::Malformed(Layer::Ipv6))?;
-    meta.ttl = ip[7];
+    meta.ttl = ip[v6f::HOP_LIMIT];
     meta.dont_fragment = true;
-    meta.src.copy_from_slice(&ip[8..24]);
-    meta.dst.copy_from_slice(&ip[24..40]);
-    meta.outer_src.copy_from_slice(&ip[8..24]);
+    meta.src.copy_from_slice(&ip[v6f::SRC]);
+    meta.dst.copy_from_slice(&ip[v6f::DST]);
+    meta.outer_src.copy_from_slice(&ip[v6f::SRC]);
 
     let walk = walk_ipv6_ext(ip, Layer::Ipv6Ext)?;
     meta.proto = walk.proto;
@@ -208,7 +225,7 @@ struct ExtWalk {
 /// bounded by its payload length or by the bytes available).
 #[inline(always)]
 fn walk_ipv6_ext(ip: &[u8], layer: Layer) -> Result<ExtWalk> {
-    let mut nh = ip[6];
+    let mut nh = ip[v6f::NXT_HDR];
     let mut off = IPV6_LEN;
     let mut frag = FragInfo::default();
     for i in 0..=MAX_IPV6_EXT_HEADERS {
@@ -217,31 +234,31 @@ fn walk_ipv6_ext(ip: &[u8], layer: Layer) -> Result<ExtWalk> {
                 if i == MAX_IPV6_EXT_HEADERS || (nh == ip_proto::HOPOPTS && i != 0) {
                     return Err(Error::Malformed(layer));
                 }
-                if ip.len() < off + 8 {
+                if ip.len() < off + ipv6_ext::MIN_HEADER_LEN {
                     return Err(Error::Truncated(layer));
                 }
-                let hl = (usize::from(ip[off + 1]) + 1) * 8;
+                let hl = (usize::from(ip[off + extf::LENGTH]) + 1) * 8;
                 if ip.len() < off + hl {
                     return Err(Error::Truncated(layer));
                 }
-                nh = ip[off];
+                nh = ip[off + extf::NXT_HDR];
                 off += hl;
             }
             ip_proto::IPV6_FRAG => {
                 if i == MAX_IPV6_EXT_HEADERS || frag.is_fragment {
                     return Err(Error::Malformed(layer));
                 }
-                if ip.len() < off + 8 {
+                if ip.len() < off + ipv6_ext::MIN_HEADER_LEN {
                     return Err(Error::Truncated(layer));
                 }
-                let frag_off = be16(ip, off + 2) >> 3;
+                let frag_off = be16(ip, off + extf::FRAG_OFF_M) >> 3;
                 frag = FragInfo {
                     is_fragment: true,
                     is_first: frag_off == 0,
-                    id: be32(ip, off + 4),
+                    id: be32(ip, off + extf::FRAG_IDENT),
                 };
-                nh = ip[off];
-                off += 8;
+                nh = ip[off + extf::NXT_HDR];
+                off += ipv6_ext::MIN_HEADER_LEN;
                 if frag_off != 0 {
                     return Ok(ExtWalk {
                         proto: nh,
@@ -271,48 +288,48 @@ fn parse_l4(l4: &[u8], family: IpFamily, meta: &mut PacketMeta) -> Result<()> {
             if l4.len() < TCP_MIN {
                 return Err(Error::Truncated(Layer::Tcp));
             }
-            let hl = usize::from(l4[12] >> 4) * 4;
+            let hl = usize::from(l4[tcpf::DATA_OFF] >> 4) * 4;
             if hl < TCP_MIN {
                 return Err(Error::Malformed(Layer::Tcp));
             }
             if hl > l4.len() {
                 return Err(Error::Truncated(Layer::Tcp));
             }
-            meta.sport = be16(l4, 0);
-            meta.dport = be16(l4, 2);
-            meta.tcp_flags = l4[13];
+            meta.sport = be16(l4, tcpf::SRC_PORT);
+            meta.dport = be16(l4, tcpf::DST_PORT);
+            meta.tcp_flags = l4[tcpf::FLAGS];
         }
         (ip_proto::UDP, _) => {
             if l4.len() < UDP_LEN {
                 return Err(Error::Truncated(Layer::Udp));
             }
-            meta.sport = be16(l4, 0);
-            meta.dport = be16(l4, 2);
+            meta.sport = be16(l4, udpf::SRC_PORT);
+            meta.dport = be16(l4, udpf::DST_PORT);
         }
         (ip_proto::ICMP, IpFamily::V4) => {
             if l4.len() < ICMP_LEN {
                 return Err(Error::Truncated(Layer::Icmpv4));
             }
-            let t = l4[0];
+            let t = l4[icmpv4::field::TYPE];
             if icmpv4::is_error_type(t) {
                 return parse_embedded_v4(&l4[ICMP_LEN..], meta);
             }
             meta.icmp_type = t;
             if t == icmpv4::msg_type::ECHO_REQUEST || t == icmpv4::msg_type::ECHO_REPLY {
-                meta.sport = be16(l4, 4);
+                meta.sport = be16(l4, icmpv4::field::ECHO_IDENT);
             }
         }
         (ip_proto::ICMPV6, IpFamily::V6) => {
             if l4.len() < ICMP_LEN {
                 return Err(Error::Truncated(Layer::Icmpv6));
             }
-            let t = l4[0];
+            let t = l4[icmpv6::field::TYPE];
             if icmpv6::is_error_type(t) {
                 return parse_embedded_v6(&l4[ICMP_LEN..], meta);
             }
             meta.icmp_type = t;
             if t == icmpv6::msg_type::ECHO_REQUEST || t == icmpv6::msg_type::ECHO_REPLY {
-                meta.sport = be16(l4, 4);
+                meta.sport = be16(l4, icmpv6::field::ECHO_IDENT);
             }
         }
         _ => {}
@@ -327,7 +344,7 @@ fn parse_embedded_v4(ip: &[u8], meta: &mut PacketMeta) -> Result<()> {
     if ip.len() < IPV4_MIN {
         return Err(Error::Truncated(L));
     }
-    let ver_ihl = ip[0];
+    let ver_ihl = ip[v4f::VER_IHL];
     let hl = usize::from(ver_ihl & 0x0f) * 4;
     if ver_ihl >> 4 != 4 || hl < IPV4_MIN {
         return Err(Error::Malformed(L));
@@ -336,10 +353,10 @@ fn parse_embedded_v4(ip: &[u8], meta: &mut PacketMeta) -> Result<()> {
         return Err(Error::Truncated(L));
     }
     meta.icmp_error = true;
-    meta.proto = ip[9];
-    meta.src[..4].copy_from_slice(&ip[16..20]);
-    meta.dst[..4].copy_from_slice(&ip[12..16]);
-    if be16(ip, 6) & 0x1fff != 0 {
+    meta.proto = ip[v4f::PROTOCOL];
+    meta.src[..4].copy_from_slice(&ip[v4f::DST]);
+    meta.dst[..4].copy_from_slice(&ip[v4f::SRC]);
+    if be16(ip, v4f::FLG_OFF) & ipv4::OFFSET_MASK != 0 {
         // A non-first fragment carries no L4 header.
         return Ok(());
     }
@@ -353,15 +370,15 @@ fn parse_embedded_v6(ip: &[u8], meta: &mut PacketMeta) -> Result<()> {
     if ip.len() < IPV6_LEN {
         return Err(Error::Truncated(L));
     }
-    if ip[0] >> 4 != 6 {
+    if ip[v6f::VER_TC_FLOW] >> 4 != 6 {
         return Err(Error::Malformed(L));
     }
     // The embedded packet is usually cut short: walk what is there.
     let walk = walk_ipv6_ext(ip, L)?;
     meta.icmp_error = true;
     meta.proto = walk.proto;
-    meta.src.copy_from_slice(&ip[24..40]);
-    meta.dst.copy_from_slice(&ip[8..24]);
+    meta.src.copy_from_slice(&ip[v6f::DST]);
+    meta.dst.copy_from_slice(&ip[v6f::SRC]);
     match walk.l4 {
         Some(off) => embedded_ports(&ip[off..], IpFamily::V6, meta),
         None => Ok(()),
@@ -382,11 +399,11 @@ fn embedded_ports(l4: &[u8], family: IpFamily, meta: &mut PacketMeta) -> Result<
         return Err(Error::Truncated(Layer::IcmpEmbedded));
     }
     if !icmp {
-        meta.sport = be16(l4, 2);
-        meta.dport = be16(l4, 0);
+        meta.sport = be16(l4, tcpf::DST_PORT);
+        meta.dport = be16(l4, tcpf::SRC_PORT);
         return Ok(());
     }
-    let t = l4[0];
+    let t = l4[icmpv4::field::TYPE];
     let (is_error, is_echo) = match family {
         IpFamily::V4 => (
             icmpv4::is_error_type(t),
@@ -401,7 +418,7 @@ fn embedded_ports(l4: &[u8], family: IpFamily, meta: &mut PacketMeta) -> Result<
         return Err(Error::Malformed(Layer::IcmpEmbedded));
     }
     if is_echo {
-        meta.sport = be16(l4, 4);
+        meta.sport = be16(l4, icmpv4::field::ECHO_IDENT);
     }
     Ok(())
 }

@@ -27,7 +27,7 @@ pub mod flags {
     pub const CWR: u8 = 0x80;
 }
 
-mod field {
+pub(crate) mod field {
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
     pub const SEQ_NUM: usize = 4;

@@ -5,7 +5,7 @@
 use super::checksum;
 use super::{be16, put16, Error, Layer, Result};
 
-mod field {
+pub(crate) mod field {
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
     pub const LENGTH: usize = 4;

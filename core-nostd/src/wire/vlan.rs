@@ -6,7 +6,7 @@
 
 use super::{be16, put16, Error, Layer, Result};
 
-mod field {
+pub(crate) mod field {
     pub const TCI: usize = 0;
     pub const ETHERTYPE: usize = 2;
     pub const PAYLOAD: usize = 4;
