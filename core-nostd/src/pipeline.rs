@@ -50,7 +50,7 @@ use crate::classify::{
 use crate::flow::{ticks, Entry, Expired, FlowKey, FlowState, FlowTable, Lookup, Slot};
 use crate::hash::{choice_hash, flow_hash, flow_hash_v4};
 use crate::prefetch;
-use crate::rewrite::{rewrite, Rewritten};
+use crate::rewrite::{rewrite, Rewritten, TunnelV4};
 use crate::select::{sed_choose, Method};
 use crate::service::{AdminState, Backend, Service, VipService};
 use crate::sync::{Applied, RecordKind, SyncOut, SyncRecord};
@@ -657,8 +657,8 @@ impl<const B: usize> Lane<'_, B> {
                     return self.fast_miss(svc, pkt, meta, vs, vip_idx, f, hash, now, expired, out);
                 }
             };
-            let (backend, be) = match svc.backend(e.backend) {
-                Some(be) if be.admin != AdminState::Down => (e.backend, be),
+            let (backend, be) = match svc.backend_tunnel(e.backend) {
+                Some(be) if be.0.admin != AdminState::Down => (e.backend, be),
                 _ => {
                     break 'slow self
                         .fast_placed_hit(svc, pkt, meta, vs, vip_idx, f, hash, now, slot, e)
@@ -695,7 +695,7 @@ impl<const B: usize> Lane<'_, B> {
         encap: crate::rewrite::Encap,
         hash: u64,
         backend: u16,
-        be: &Backend,
+        (be, tunnel): (&Backend, &TunnelV4),
         out: &mut Verdict,
     ) -> bool {
         let l3 = usize::from(f.l3_offset);
@@ -709,7 +709,8 @@ impl<const B: usize> Lane<'_, B> {
             be.family,
             &be.mac,
             &be.addr,
-            &svc.egress,
+            tunnel,
+            svc.egress(),
             hash,
         );
         let v = match rewritten {
@@ -796,7 +797,7 @@ impl<const B: usize> Lane<'_, B> {
             now,
             expired,
         );
-        let r = match placed.map(|b| (b, svc.backend(b))) {
+        let r = match placed.map(|b| (b, svc.backend_tunnel(b))) {
             Ok((b, Some(be))) => {
                 return self.fast_emit(svc, pkt, meta, f, vs.encap, hash, b, be, out)
             }
@@ -955,7 +956,7 @@ impl<const B: usize> Lane<'_, B> {
         let Some(target) = svc.target(backend, encap) else {
             return self.drop(DropReason::NoLiveBackend);
         };
-        let out = rewrite(pkt.buf, pkt.start, pkt.len, m, &target, &svc.egress, hash);
+        let out = rewrite(pkt.buf, pkt.start, pkt.len, m, &target, svc.egress(), hash);
         match out {
             Ok(r) => {
                 // Field by field: copying the enum as a whole reloads it with one

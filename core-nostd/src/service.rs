@@ -25,7 +25,7 @@ use zerocopy::{FromZeros, Immutable, IntoBytes};
 use crate::classify::Vip;
 use crate::flow::{Timeouts, FLOW_STATES};
 use crate::hash::backend_id;
-use crate::rewrite::{Egress, Encap, Target};
+use crate::rewrite::{Egress, Encap, Target, TunnelV4};
 use crate::select::{AliasTable, MaglevTable, Method};
 use crate::wire::IpFamily;
 use crate::{Weight, MAX_BACKENDS};
@@ -178,11 +178,15 @@ pub struct Service {
     pub verify_checksums: bool,
     /// Seed of the flow hash; equal on every LB node of a deployment.
     pub hash_seed: u64,
-    /// Our side of the backend link.
-    pub egress: Egress,
+    /// Our side of the backend link (set with [`Service::set_egress`]: the
+    /// tunnel headers below are built from it).
+    egress: Egress,
     timeouts: [u32; FLOW_STATES],
     vip_list: [Vip; MAX_VIPS],
     backends: [Backend; MAX_BACKENDS],
+    /// Each backend's IPv4 tunnel headers, rebuilt whenever `egress` or the
+    /// backends change.
+    tunnels: [TunnelV4; MAX_BACKENDS],
     vips: [VipService; MAX_VIPS],
 }
 
@@ -221,6 +225,35 @@ impl Service {
     #[inline]
     pub fn backend(&self, i: u16) -> Option<&Backend> {
         self.backends().get(usize::from(i))
+    }
+
+    /// Backend `i` and its IPv4 tunnel headers (one bounds check for both).
+    #[inline(always)]
+    pub(crate) fn backend_tunnel(&self, i: u16) -> Option<(&Backend, &TunnelV4)> {
+        let i = usize::from(i);
+        (i < usize::from(self.n_backends).min(MAX_BACKENDS))
+            .then(|| (&self.backends[i], &self.tunnels[i]))
+    }
+
+    /// Our side of the backend link.
+    #[inline]
+    pub fn egress(&self) -> &Egress {
+        &self.egress
+    }
+
+    /// Sets our side of the backend link (and rebuilds the backends' tunnel
+    /// headers from it).
+    pub fn set_egress(&mut self, egress: Egress) {
+        self.egress = egress;
+        self.rebuild_tunnels();
+    }
+
+    fn rebuild_tunnels(&mut self) {
+        let n = usize::from(self.n_backends).min(MAX_BACKENDS);
+        for (t, b) in self.tunnels[..n].iter_mut().zip(&self.backends[..n]) {
+            let dst = [b.addr[0], b.addr[1], b.addr[2], b.addr[3]];
+            *t = TunnelV4::new(&self.egress, &b.mac, dst);
+        }
     }
 
     /// Flow-table timeouts in ticks.
@@ -264,6 +297,7 @@ impl Service {
         }
         self.backends[..backends.len()].copy_from_slice(backends);
         self.n_backends = backends.len() as u16;
+        self.rebuild_tunnels();
         if self.timeouts == [0; FLOW_STATES] {
             self.timeouts = Timeouts::default().to_ticks();
         }

@@ -501,7 +501,7 @@ unsafe fn process_piece<const B: usize>(
         // An L2 DSR frame leaves its input interface: with no configured
         // source MAC, that interface's own.
         if let Some((at, _, true)) = cur {
-            if svc.egress.src_mac == [0; 6] {
+            if svc.egress().src_mac == [0; 6] {
                 if let (Some(mac), Some(src)) =
                     (bufs.macs.get(rx_if[i]), p.buf.get_mut(at + 6..at + 12))
                 {

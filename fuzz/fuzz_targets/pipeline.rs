@@ -32,12 +32,12 @@ fn cached(method: Method, encap: Encap, v6: bool) -> &'static Service {
 fn service(method: Method, encap: Encap, v6_backends: bool) -> Box<Service> {
     let mut s = Service::new_box_zeroed().expect("alloc");
     s.hash_seed = 7;
-    s.egress = Egress {
+    s.set_egress(Egress {
         src_mac: [2, 0, 0, 0, 0, 0xfe],
         src_v4: [198, 19, 0, 1],
         src_v6: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
         mtu: 1500,
-    };
+    });
     let bs: Vec<Backend> = (0..4u8)
         .map(|i| {
             let (family, addr) = if v6_backends {

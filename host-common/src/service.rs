@@ -192,7 +192,7 @@ impl ServiceSpec {
         let mut svc = Service::new_box_zeroed().map_err(|_| BuildError::Alloc)?;
         svc.hash_seed = self.hash_seed;
         svc.verify_checksums = self.verify_checksums;
-        svc.egress = self.egress;
+        svc.set_egress(self.egress);
         svc.set_backends(&self.backends)
             .map_err(BuildError::Backends)?;
         svc.set_timeouts(&self.timeouts)
@@ -268,7 +268,7 @@ mod tests {
         let svc = s.build(None, None).expect("builds");
         assert_eq!(svc.backends(), &s.backends[..]);
         assert_eq!((svc.hash_seed, svc.verify_checksums), (7, true));
-        assert_eq!(svc.egress, s.egress);
+        assert_eq!(svc.egress(), &s.egress);
         assert_eq!(svc.vip_list().len(), 2);
         assert_eq!(svc.vip(1).map(|v| v.members()), Some(&[2u16][..]));
         assert!(svc.vip_services().iter().all(|v| v.live));

@@ -82,12 +82,12 @@ pub fn service(method: Method, encap: Encap, weights: &[u32]) -> Box<Service> {
     use zerocopy::FromZeros;
     let mut s = Service::new_box_zeroed().expect("allocate the service");
     s.hash_seed = 0x6d61_726c_6c62;
-    s.egress = Egress {
+    s.set_egress(Egress {
         src_mac: LB_MAC,
         src_v4: [198, 19, 0, 1],
         src_v6: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
         mtu: 1500,
-    };
+    });
     let bs: Vec<Backend> = weights
         .iter()
         .enumerate()

@@ -31,12 +31,12 @@ fn service(method: Method, encap: Encap, v6: bool, verify: bool, mtu: u16) -> Bo
     let mut s = Service::new_box_zeroed().expect("alloc");
     s.hash_seed = 0x5eed;
     s.verify_checksums = verify;
-    s.egress = Egress {
+    s.set_egress(Egress {
         src_mac: [2, 0, 0, 0, 0, 0xfe],
         src_v4: [198, 19, 0, 1],
         src_v6: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
         mtu,
-    };
+    });
     let bs: Vec<Backend> = (0..4u8)
         .map(|i| {
             let mut addr = [0u8; 16];

@@ -39,12 +39,12 @@ fn backend(i: u8, weight: u32) -> Backend {
 fn service(method: Method, encap: Encap, weights: &[u32]) -> Box<Service> {
     let mut s = Service::new_box_zeroed().expect("alloc");
     s.hash_seed = 0x1234;
-    s.egress = Egress {
+    s.set_egress(Egress {
         src_mac: LB_MAC,
         src_v4: [198, 19, 0, 1],
         src_v6: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
         mtu: 1500,
-    };
+    });
     let bs: Vec<Backend> = weights
         .iter()
         .enumerate()
@@ -617,12 +617,12 @@ fn ipv6_vip_over_ipv6_gre() {
     let vip6 = [0x20, 1, 0xd, 0xb8, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     let mut s = Service::new_box_zeroed().expect("alloc");
     s.hash_seed = 9;
-    s.egress = Egress {
+    s.set_egress(Egress {
         src_mac: LB_MAC,
         src_v4: [198, 19, 0, 1],
         src_v6: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
         mtu: 1500,
-    };
+    });
     let bs: Vec<Backend> = (0..3u8)
         .map(|i| {
             let mut addr = [0x20, 1, 0xd, 0xb8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -919,4 +919,29 @@ fn sync_datagrams_are_checked_whole() {
     );
     // An output too small for the header writes nothing.
     assert_eq!(encode(&[r], 9, 1, &mut [0u8; 8]), (0, 0));
+}
+
+/// An egress set after the backends reaches the fast path's tunnel headers
+/// (each backend's template is rebuilt), and both paths write the same bytes.
+#[test]
+fn egress_set_after_the_backends_reaches_the_fast_path() {
+    for encap in [Encap::IpIp, Encap::Gre] {
+        let mut s = service(Method::Alias, encap, &[WEIGHT_ONE; 4]);
+        let e = Egress {
+            src_mac: [2, 0, 0, 0, 9, 9],
+            src_v4: [203, 0, 113, 7],
+            ..*s.egress()
+        };
+        s.set_egress(e);
+        let (mut fast, mut slow) = (worker(), worker());
+        slow.set_fast_path(false);
+        for f in [SYN, ACK, ACK, ACK | FIN] {
+            let (vf, of) = run(&mut fast, &s, SEC, tcp(1, 40000, f));
+            let (vs, os) = run(&mut slow, &s, SEC, tcp(1, 40000, f));
+            assert_eq!((vf, &of), (vs, &os));
+            assert_eq!(&of[6..12], &e.src_mac);
+            assert_eq!(&of[14 + 12..14 + 16], &e.src_v4);
+        }
+        assert_eq!(fast.fast_forwarded, 4);
+    }
 }

@@ -54,6 +54,8 @@ mod hop;
 mod icmp;
 mod tunnel;
 
+pub use tunnel::TunnelV4;
+
 #[cfg(test)]
 mod tests;
 
@@ -325,7 +327,8 @@ fn forward(
 /// `l3_len`, TTL above 1, all proved by the fast parser, so [`check`] is not
 /// repeated (the few comparisons below only keep a wrong caller from indexing
 /// out of bounds), toward the backend `family`/`addr` behind `dst_mac` (read
-/// in place: no [`Target`] is built). Gives exactly what [`rewrite`] gives for
+/// in place: no [`Target`] is built), whose IPv4 tunnel headers from `egress`
+/// are `tunnel`. Gives exactly what [`rewrite`] gives for
 /// such a packet, or `None`, with the buffer unchanged, when the packet is
 /// too big for the link (the ICMP reply needs the full metadata: the caller
 /// takes the general path).
@@ -341,20 +344,21 @@ pub(crate) fn forward_fast_v4(
     family: IpFamily,
     dst_mac: &[u8; 6],
     addr: &[u8; 16],
+    tunnel: &TunnelV4,
     egress: &Egress,
     flow_hash: u64,
 ) -> Option<Result<Rewritten, RewriteError>> {
-    let dst4 = [addr[0], addr[1], addr[2], addr[3]];
     const IPIP_W: usize = ETH_HLEN + 2 * IPV4_HLEN;
     const GRE_W: usize = ETH_HLEN + 2 * IPV4_HLEN + GRE_HLEN;
+    let mtu = egress.mtu;
     // The IPv4 tunnels touch only their window, which they check; the other
     // rewrites index the whole packet.
     match (encap, family) {
         (Encap::IpIp, IpFamily::V4) => {
-            tunnel::encap_v4_fast::<IPIP_W>(buf, l3, l3_len, df, dst_mac, dst4, egress, flow_hash)
+            tunnel::encap_v4_fast::<IPIP_W>(buf, l3, l3_len, df, tunnel, mtu, flow_hash)
         }
         (Encap::Gre, IpFamily::V4) => {
-            tunnel::encap_v4_fast::<GRE_W>(buf, l3, l3_len, df, dst_mac, dst4, egress, flow_hash)
+            tunnel::encap_v4_fast::<GRE_W>(buf, l3, l3_len, df, tunnel, mtu, flow_hash)
         }
         _ => {
             let end = l3.checked_add(l3_len)?;

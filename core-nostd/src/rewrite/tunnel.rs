@@ -13,7 +13,7 @@ use super::{
     IPV4_HLEN, IPV6_HLEN,
 };
 use crate::wire::ethernet::{ether_type, field as ethf};
-use crate::wire::ipv4::field as v4f;
+use crate::wire::ipv4::{field as v4f, FLAG_DF};
 use crate::wire::ipv6::field as v6f;
 use crate::wire::meta::ip_proto;
 use crate::wire::IpFamily;
@@ -48,6 +48,46 @@ fn inner_tos(ip: &[u8], family: IpFamily) -> u8 {
     }
 }
 
+/// Length of [`TunnelV4::hdr`]: the new Ethernet header and the outer IPv4
+/// header.
+const TUNNEL_V4_HDR: usize = ETH_HLEN + IPV4_HLEN;
+
+/// What an IPv4 tunnel's headers toward one backend share across packets,
+/// built when the backend or the egress changes
+/// ([`Service`](crate::service::Service) keeps one per backend in step with
+/// both): the Ethernet header and the outer IPv4 header with the per-packet
+/// fields (TOS, length, identification, DF, protocol, checksum) zero, and the
+/// ones'-complement sum of the header's constant 16-bit words (version and
+/// IHL, TTL, source, destination), folded to 16 bits. The fast path copies it
+/// and adds the per-packet words to the sum; the result is what [`encap`]
+/// writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, zerocopy::FromZeros)]
+#[repr(C)]
+pub struct TunnelV4 {
+    hdr: [u8; TUNNEL_V4_HDR],
+    sum: u16,
+}
+
+impl TunnelV4 {
+    /// The headers from `egress` toward the backend at `dst` behind `dst_mac`.
+    pub fn new(egress: &Egress, dst_mac: &[u8; 6], dst: [u8; 4]) -> Self {
+        let mut hdr = [0u8; TUNNEL_V4_HDR];
+        hdr[ethf::DST].copy_from_slice(dst_mac);
+        hdr[ethf::SRC].copy_from_slice(&egress.src_mac);
+        hdr[ethf::ETHERTYPE..ethf::ETHERTYPE + 2].copy_from_slice(&ether_type::IPV4.to_be_bytes());
+        let ip = &mut hdr[OUTER..];
+        ip[v4f::VER_IHL] = 0x45;
+        ip[v4f::TTL] = OUTER_TTL;
+        ip[v4f::SRC].copy_from_slice(&egress.src_v4);
+        ip[v4f::DST].copy_from_slice(&dst);
+        let sum = crate::wire::checksum::sum(0, ip);
+        Self {
+            hdr,
+            sum: crate::wire::checksum::fold(sum),
+        }
+    }
+}
+
 /// The five words of an outer IPv4 header without options (TOS copied, the
 /// identification, DF copied, TTL 64, `proto`, the checksum over the ten
 /// 16-bit words computed from the values), source `egress.src_v4`.
@@ -61,7 +101,7 @@ fn outer_v4(
     egress: &Egress,
     dst: [u8; 4],
 ) -> [u32; 5] {
-    let flags: u32 = if df { 0x4000 } else { 0 };
+    let flags = if df { u32::from(FLAG_DF) } else { 0 };
     let src = u32::from_be_bytes(egress.src_v4);
     let dst = u32::from_be_bytes(dst);
     let w0 = 0x4500_0000 | (u32::from(tos) << 16) | u32::from(outer_len);
@@ -84,22 +124,21 @@ fn outer_v4(
 /// headroom check, TTL decrement, the headers of [`encap`]) through one
 /// window of `W` bytes, from the new frame start to the end of the inner IP
 /// header, so that every access is at a fixed offset after one bounds check.
-/// `W` is 14 + 20 (+ 4 with GRE) + 20. `None`: too big for the link, nothing
-/// written.
+/// `W` is 14 + 20 (+ 4 with GRE) + 20. The headers are the backend's
+/// template `tunnel` (built from the same egress) with the per-packet words
+/// patched in. `None`: too big for the link, nothing written.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(super) fn encap_v4_fast<const W: usize>(
     buf: &mut [u8],
     l3: usize,
     l3_len: usize,
     df: bool,
-    dst_mac: &[u8; 6],
-    dst: [u8; 4],
-    egress: &Egress,
+    tunnel: &TunnelV4,
+    mtu: u16,
     flow_hash: u64,
 ) -> Option<Result<Rewritten, RewriteError>> {
     let ovh = W - ETH_HLEN - IPV4_HLEN;
-    if l3_len + ovh > usize::from(egress.mtu) {
+    if l3_len + ovh > usize::from(mtu) {
         return None;
     }
     let Some(new_start) = l3.checked_sub(ETH_HLEN + ovh) else {
@@ -125,21 +164,27 @@ pub(super) fn encap_v4_fast<const W: usize>(
     let proto = if gre { ip_proto::GRE } else { ip_proto::IPIP };
     // Outer packet length <= MTU <= u16::MAX.
     let outer_len = (ovh + l3_len) as u16;
-    let words = outer_v4(
-        w[i + v4f::DSCP_ECN],
-        outer_len,
-        flow_hash as u16,
-        df,
-        proto,
-        egress,
-        dst,
-    );
-    w[ethf::DST].copy_from_slice(dst_mac);
-    w[ethf::SRC].copy_from_slice(&egress.src_mac);
-    w[ethf::ETHERTYPE..ethf::ETHERTYPE + 2].copy_from_slice(&ether_type::IPV4.to_be_bytes());
-    for (k, x) in words.iter().enumerate() {
-        w[OUTER + 4 * k..OUTER + 4 * k + 4].copy_from_slice(&x.to_be_bytes());
-    }
+    let tos = w[i + v4f::DSCP_ECN];
+    let id = flow_hash as u16;
+    let flags = if df { FLAG_DF } else { 0 };
+    // The template's sum plus the per-packet 16-bit words (TOS and protocol
+    // are the low bytes of theirs); below 2^18, so two folds give the 16-bit
+    // ones'-complement sum, never zero (the template's is not).
+    let mut acc = u32::from(tunnel.sum)
+        + u32::from(tos)
+        + u32::from(outer_len)
+        + u32::from(id)
+        + u32::from(flags)
+        + u32::from(proto);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    let w0 = 0x4500_0000 | (u32::from(tos) << 16) | u32::from(outer_len);
+    let w1 = (u32::from(id) << 16) | u32::from(flags);
+    let w2 = (u32::from(OUTER_TTL) << 24) | (u32::from(proto) << 16) | u32::from(!(acc as u16));
+    w[..TUNNEL_V4_HDR].copy_from_slice(&tunnel.hdr);
+    w[OUTER..OUTER + 4].copy_from_slice(&w0.to_be_bytes());
+    w[OUTER + 4..OUTER + 8].copy_from_slice(&w1.to_be_bytes());
+    w[OUTER + 8..OUTER + 12].copy_from_slice(&w2.to_be_bytes());
     if gre {
         // Flags and version 0, then the protocol type.
         const G: usize = OUTER + IPV4_HLEN;
@@ -242,6 +287,79 @@ pub(super) fn encap(
 mod tests {
     use super::*;
     use crate::hash::SplitMix64;
+
+    /// The fast path's encapsulation from a backend's template writes what
+    /// the general one writes, for any egress, backend, inner header, length,
+    /// DF and hash (the extremes included).
+    #[test]
+    fn template_encap_matches_the_general_encap() {
+        const L3: usize = 64;
+        let mut g = SplitMix64::new(11);
+        for i in 0..20_000u32 {
+            let (r, q, t) = (g.next_u64(), g.next_u64(), g.next_u64());
+            let ext = i % 4 == 0;
+            let egress = Egress {
+                src_mac: [r as u8, (r >> 8) as u8, 3, 4, 5, (r >> 16) as u8],
+                src_v4: if ext {
+                    [0xff; 4]
+                } else {
+                    (r as u32).to_be_bytes()
+                },
+                src_v6: [0; 16],
+                mtu: u16::MAX,
+            };
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&if ext {
+                [0xff; 4]
+            } else {
+                ((r >> 32) as u32).to_be_bytes()
+            });
+            let target = Target {
+                encap: if q & 1 == 0 { Encap::IpIp } else { Encap::Gre },
+                dst_mac: [(q >> 8) as u8, 1, 2, 3, 4, (q >> 16) as u8],
+                family: IpFamily::V4,
+                addr,
+            };
+            let l3_len = match i % 3 {
+                0 => 40 + (q >> 24) as usize % 1400,
+                1 => usize::from(u16::MAX) - 44,
+                _ => 40,
+            };
+            let df = q & 2 != 0;
+            let hash = if ext { u64::MAX } else { t };
+            let mut buf = std::vec![0u8; L3 + l3_len];
+            for (k, x) in buf[L3..L3 + 20].iter_mut().enumerate() {
+                *x = (t >> (k % 8 * 8)) as u8;
+            }
+            buf[L3] = 0x45;
+            buf[L3 + v4f::TTL] = buf[L3 + v4f::TTL].max(2);
+            let mut general = buf.clone();
+            let c = Checked {
+                start: L3 - ETH_HLEN,
+                l3: L3,
+                l3_len,
+                family: IpFamily::V4,
+                df,
+            };
+            let ovh = overhead(target.encap, IpFamily::V4);
+            let start = new_start(&c, ovh).expect("headroom");
+            crate::rewrite::hop::decrement_ttl(&mut general, &c);
+            let want = encap(&mut general, &c, start, &target, &egress, hash);
+            let tunnel = TunnelV4::new(
+                &egress,
+                &target.dst_mac,
+                [addr[0], addr[1], addr[2], addr[3]],
+            );
+            let got = match target.encap {
+                Encap::Gre => {
+                    encap_v4_fast::<58>(&mut buf, L3, l3_len, df, &tunnel, egress.mtu, hash)
+                }
+                _ => encap_v4_fast::<54>(&mut buf, L3, l3_len, df, &tunnel, egress.mtu, hash),
+            };
+            assert_eq!(got, Some(want), "{i}");
+            assert_eq!(buf, general, "{i}");
+        }
+    }
 
     #[test]
     fn outer_v4_header_checksum_verifies_and_is_the_16_bit_sum() {
