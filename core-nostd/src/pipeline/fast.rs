@@ -104,6 +104,14 @@ fn be16_at<const N: usize>(w: &[u8; N], at: usize) -> u16 {
     u16::from_be_bytes([w[at], w[at + 1]])
 }
 
+/// A big-endian `u64` at a constant offset of the fixed-size header window.
+#[inline(always)]
+fn be64_at<const N: usize>(w: &[u8; N], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&w[at..at + 8]);
+    u64::from_be_bytes(b)
+}
+
 /// A big-endian `u32` at a constant offset of the fixed-size header window.
 #[inline(always)]
 fn be32_at<const N: usize>(w: &[u8; N], at: usize) -> u32 {
@@ -134,11 +142,12 @@ pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
     let tl = be16_at(ip, v4f::LENGTH);
     let flags_off = be16_at(ip, v4f::FLG_OFF);
     let ttl = ip[v4f::TTL];
-    // Whole words, each one load: the source address and the two ports.
+    // Whole words, one load each: the source address, and the destination
+    // address with the two ports after it.
     let src = be32_at(ip, v4f::SRC.start);
-    let dst = be32_at(ip, v4f::DST.start);
-    const _: () = assert!(tcpf::DST_PORT == tcpf::SRC_PORT + 2);
-    let ports = be32_at(ip, TCP + tcpf::SRC_PORT);
+    const _: () =
+        assert!(v4f::DST.end == TCP && tcpf::SRC_PORT == 0 && tcpf::DST_PORT == tcpf::SRC_PORT + 2);
+    let dst_ports = be64_at(ip, v4f::DST.start);
     let doff = usize::from(ip[TCP + tcpf::DATA_OFF] >> 4) * 4;
     let tcp_flags = ip[TCP + tcpf::FLAGS];
     if ip[v4f::VER_IHL] != VER_IHL_NO_OPTIONS
@@ -153,10 +162,10 @@ pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
     {
         return false;
     }
-    let dport = ports & 0xffff;
     *out = FastMeta {
-        word: u64::from(src) << 32 | u64::from(ports),
-        dest: 1 << 48 | u64::from(dst) << 16 | u64::from(dport),
+        word: u64::from(src) << 32 | (dst_ports & 0xffff_ffff),
+        // The destination address << 16 | the destination port.
+        dest: 1 << 48 | ((dst_ports >> 16) & 0xffff_ffff_0000) | (dst_ports & 0xffff),
         // l3 <= 18.
         l3_offset: l3 as u16,
         l3_len: tl,
