@@ -352,11 +352,12 @@ pub(crate) fn forward_fast_v4(
     const GRE_W: usize = ETH_HLEN + 2 * IPV4_HLEN + GRE_HLEN;
     let mtu = egress.mtu;
     // The IPv4 tunnels touch only their window, which they check; the other
-    // rewrites index the whole packet.
+    // rewrites index the whole packet. IP-in-IP over IPv4 is tested first:
+    // the common case in two compares.
+    if family == IpFamily::V4 && encap == Encap::IpIp {
+        return tunnel::encap_v4_fast::<IPIP_W>(buf, l3, l3_len, df, tunnel, mtu, flow_hash);
+    }
     match (encap, family) {
-        (Encap::IpIp, IpFamily::V4) => {
-            tunnel::encap_v4_fast::<IPIP_W>(buf, l3, l3_len, df, tunnel, mtu, flow_hash)
-        }
         (Encap::Gre, IpFamily::V4) => {
             tunnel::encap_v4_fast::<GRE_W>(buf, l3, l3_len, df, tunnel, mtu, flow_hash)
         }
