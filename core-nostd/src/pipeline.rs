@@ -147,9 +147,10 @@ impl<'a> Packet<'a> {
     /// The frame bytes (empty if `start`/`len` are inconsistent with the buffer).
     #[inline]
     pub fn frame(&self) -> &[u8] {
-        self.start
-            .checked_add(self.len)
-            .and_then(|end| self.buf.get(self.start..end))
+        // `start + len` never computed, so it cannot overflow.
+        self.buf
+            .get(self.start..)
+            .and_then(|t| t.get(..self.len))
             .unwrap_or(&[])
     }
 }
