@@ -945,3 +945,25 @@ fn egress_set_after_the_backends_reaches_the_fast_path() {
         assert_eq!(fast.fast_forwarded, 4);
     }
 }
+
+/// `Packet::frame` is the frame when `start`/`len` lie in the buffer, else
+/// empty (an overflowing `start + len` included).
+#[test]
+fn packet_frame_is_empty_when_inconsistent() {
+    let mut buf = [1u8, 2, 3, 4, 5, 6];
+    for (start, len, want) in [
+        (0, 6, &[1u8, 2, 3, 4, 5, 6][..]),
+        (2, 3, &[3, 4, 5][..]),
+        (6, 0, &[][..]),
+        (2, 5, &[][..]),
+        (7, 0, &[][..]),
+        (usize::MAX, 2, &[][..]),
+        (2, usize::MAX, &[][..]),
+    ] {
+        assert_eq!(
+            Packet::new(&mut buf, start, len).frame(),
+            want,
+            "{start} {len}"
+        );
+    }
+}
