@@ -465,8 +465,10 @@ impl<const B: usize> Worker<B> {
             };
             // Pass 1: parse, hash, prefetch the bucket.
             lane.telemetry.global.rx_packets += m as u64;
+            // `n` is at most `pkts.len()`: one bounds check per chunk.
+            let chunk_pkts = &pkts[base..base + m];
             for j in 0..m {
-                let p = &pkts[base + j];
+                let Some(p) = chunk_pkts.get(j) else { break };
                 // The key stays in `fast[j]`: pass 3 needs it only when the
                 // packet leaves the fast path.
                 let h = if fast_on && fast::parse(p.frame(), &mut fast[j]) {
