@@ -465,8 +465,9 @@ impl<const B: usize> Worker<B> {
             };
             // Pass 1: parse, hash, prefetch the bucket.
             lane.telemetry.global.rx_packets += m as u64;
-            // `n` is at most `pkts.len()`: one bounds check per chunk.
-            let chunk_pkts = &pkts[base..base + m];
+            // `n` is at most both lengths: one bounds check per chunk.
+            let chunk_pkts = &mut pkts[base..base + m];
+            let chunk_verdicts = &mut verdicts[base..base + m];
             for j in 0..m {
                 let Some(p) = chunk_pkts.get(j) else { break };
                 // The key stays in `fast[j]`: pass 3 needs it only when the
@@ -505,12 +506,13 @@ impl<const B: usize> Worker<B> {
                     }
                 }
             }
-            // Pass 3: finish (`n` is at most both lengths, so the chunk's
-            // slices are in bounds).
-            let chunk = pkts[base..base + m]
-                .iter_mut()
-                .zip(verdicts[base..base + m].iter_mut());
-            for (j, (pkt, out)) in chunk.enumerate() {
+            // Pass 3: finish (`j < m <= CHUNK`: no bounds check on the
+            // chunk's slices nor on the scratch arrays).
+            for j in 0..m {
+                let (Some(pkt), Some(out)) = (chunk_pkts.get_mut(j), chunk_verdicts.get_mut(j))
+                else {
+                    break;
+                };
                 let v = match route[j] {
                     Route::Host => Verdict::Host,
                     Route::Malformed => Verdict::Drop(DropReason::Malformed),
