@@ -32,9 +32,8 @@ pub(super) fn decrement_ttl(buf: &mut [u8], c: &Checked) {
     match c.family {
         IpFamily::V4 => {
             ip[V4_TTL] = ip[V4_TTL].wrapping_sub(1);
-            let csum = u16::from_be_bytes([ip[V4_CSUM], ip[V4_CSUM + 1]]);
-            let csum = checksum::update16_ttl_decrement(csum);
-            ip[V4_CSUM..V4_CSUM + 2].copy_from_slice(&csum.to_be_bytes());
+            let csum = checksum::ttl_decrement_field([ip[V4_CSUM], ip[V4_CSUM + 1]]);
+            ip[V4_CSUM..V4_CSUM + 2].copy_from_slice(&csum);
         }
         IpFamily::V6 => ip[V6_HOP_LIMIT] = ip[V6_HOP_LIMIT].wrapping_sub(1),
     }

@@ -155,11 +155,11 @@ pub(super) fn encap_v4_fast<const W: usize>(
     // The inner TTL (above 1: the caller proved it), and the inner checksum
     // updated for it (RFC 1624).
     w[i + v4f::TTL] = w[i + v4f::TTL].wrapping_sub(1);
-    let csum = crate::wire::checksum::update16_ttl_decrement(u16::from_be_bytes([
+    let csum = crate::wire::checksum::ttl_decrement_field([
         w[i + v4f::CHECKSUM],
         w[i + v4f::CHECKSUM + 1],
-    ]));
-    w[i + v4f::CHECKSUM..i + v4f::CHECKSUM + 2].copy_from_slice(&csum.to_be_bytes());
+    ]);
+    w[i + v4f::CHECKSUM..i + v4f::CHECKSUM + 2].copy_from_slice(&csum);
     let gre = ovh > IPV4_HLEN;
     let proto = if gre { ip_proto::GRE } else { ip_proto::IPIP };
     // Outer packet length <= MTU <= u16::MAX.

@@ -78,9 +78,32 @@ pub fn update16_ttl_decrement(old_csum: u16) -> u16 {
     !(((acc & 0xffff) + (acc >> 16)) as u16)
 }
 
+/// [`update16_ttl_decrement`] on the checksum field's two bytes as they lie
+/// in the header, with no byte swap: the ones'-complement sum does not
+/// depend on byte order (RFC 1071), so the change is added in memory order
+/// (`+0x0100` big-endian), and the end-around carry taken when the sum
+/// reaches 0xffff also gives the +0 that `update16_ttl_decrement` gives
+/// (Linux's `ip_decrease_ttl`). The same bytes for every input (tested).
+#[inline(always)]
+pub fn ttl_decrement_field(csum: [u8; 2]) -> [u8; 2] {
+    let c = u32::from(u16::from_ne_bytes(csum)) + u32::from(u16::from_ne_bytes([1, 0]));
+    ((c + u32::from(c >= 0xffff)) as u16).to_ne_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ttl_decrement_field_is_ttl_decrement() {
+        for c in 0..=u16::MAX {
+            assert_eq!(
+                ttl_decrement_field(c.to_be_bytes()),
+                update16_ttl_decrement(c).to_be_bytes(),
+                "{c:#06x}"
+            );
+        }
+    }
 
     #[test]
     fn ttl_decrement_is_update16() {
