@@ -65,6 +65,15 @@ use crate::MAX_BACKENDS;
 mod fast;
 use fast::FastMeta;
 
+/// The key of a flow [`Lane::placed_miss`] inserts: in full (the general
+/// path), or as an IPv4 bucket key word (the fast path, which never builds
+/// the key; the protocol is the packet's).
+#[derive(Clone, Copy)]
+enum NewKey<'k> {
+    Full(&'k FlowKey),
+    V4(u64),
+}
+
 /// What one TCP segment changes in its live flow's entry, decided once for
 /// the general and the fast path: a FIN or RST closes a flow that is not
 /// closing yet, the client's ACK (without SYN) completes a handshake.
@@ -789,7 +798,6 @@ impl<const B: usize> Lane<'_, B> {
         out: &mut Verdict,
     ) -> bool {
         let bytes = u32::from(f.l3_len);
-        let key = f.key();
         let placed = self.placed_miss(
             svc,
             vs,
@@ -797,7 +805,7 @@ impl<const B: usize> Lane<'_, B> {
             ip_proto::TCP,
             f.flags,
             bytes,
-            &key,
+            NewKey::V4(f.word),
             hash,
             now,
             expired,
@@ -1070,7 +1078,16 @@ impl<const B: usize> Lane<'_, B> {
                 Ok(e.backend)
             }
             Lookup::Miss(expired) => self.placed_miss(
-                svc, vs, vip_idx, m.proto, flags, bytes, key, hash, now, expired,
+                svc,
+                vs,
+                vip_idx,
+                m.proto,
+                flags,
+                bytes,
+                NewKey::Full(key),
+                hash,
+                now,
+                expired,
             ),
         }
     }
@@ -1088,7 +1105,7 @@ impl<const B: usize> Lane<'_, B> {
         proto: u8,
         flags: u8,
         bytes: u32,
-        key: &FlowKey,
+        key: NewKey<'_>,
         hash: u64,
         now: u32,
         expired: Option<Expired>,
@@ -1117,10 +1134,17 @@ impl<const B: usize> Lane<'_, B> {
             (Some(b), FlowState::TcpEstablished)
         };
         let b = b.ok_or(DropReason::NoLiveBackend)?;
-        match self
-            .flows
-            .insert(key, hash, vip_idx, now, svc.timeouts(), b, state)
-        {
+        let inserted = match key {
+            NewKey::Full(key) => {
+                self.flows
+                    .insert(key, hash, vip_idx, now, svc.timeouts(), b, state)
+            }
+            NewKey::V4(word) => {
+                self.flows
+                    .insert_v4(word, proto, hash, vip_idx, now, svc.timeouts(), b, state)
+            }
+        };
+        match inserted {
             Ok((_, reclaimed)) => {
                 if let Some(e) = reclaimed {
                     self.telemetry.flow_expired(&e);

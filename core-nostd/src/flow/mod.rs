@@ -525,7 +525,10 @@ impl<const B: usize> FlowTable<B> {
     /// expired one (returned so the caller can account for it); refuses with
     /// [`InsertError::BucketFull`] when both buckets hold only live flows. The
     /// caller has checked that the flow is not in the table.
-    #[inline]
+    ///
+    /// Out of line: the pipeline's general path calls it only for a new
+    /// flow, and inlined it costs the fast path registers.
+    #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &mut self,
@@ -538,6 +541,58 @@ impl<const B: usize> FlowTable<B> {
         state: FlowState,
     ) -> Result<(Slot, Option<Expired>), InsertError> {
         let p = Probe::new(key, hash, vip);
+        self.insert_probe(&p, key, hash, vip, now, timeouts, backend, state)
+    }
+
+    /// [`FlowTable::insert`] of an IPv4 flow, from what its bucket holds of
+    /// its key (`word` and `proto`, as for [`FlowTable::lookup_v4`]): the
+    /// same entry as `insert` makes for that flow's [`FlowKey`], without
+    /// building the key.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_v4(
+        &mut self,
+        word: u64,
+        proto: u8,
+        hash: u64,
+        vip: u8,
+        now: u32,
+        timeouts: &[u32; FLOW_STATES],
+        backend: u16,
+        state: FlowState,
+    ) -> Result<(Slot, Option<Expired>), InsertError> {
+        let p = Probe {
+            word,
+            vip,
+            proto,
+            v6: false,
+        };
+        // An IPv4 entry keeps no full key.
+        self.insert_probe(
+            &p,
+            &FlowKey::default(),
+            hash,
+            vip,
+            now,
+            timeouts,
+            backend,
+            state,
+        )
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn insert_probe(
+        &mut self,
+        p: &Probe,
+        key: &FlowKey,
+        hash: u64,
+        vip: u8,
+        now: u32,
+        timeouts: &[u32; FLOW_STATES],
+        backend: u16,
+        state: FlowState,
+    ) -> Result<(Slot, Option<Expired>), InsertError> {
         let primary = Self::bucket_of(hash);
         let (b, (w, reclaimed)) = match self.vacancy(primary, now, timeouts) {
             Some(v) => (primary, v),

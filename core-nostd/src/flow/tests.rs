@@ -294,3 +294,29 @@ fn an_ipv4_key_from_its_word_is_the_key() {
         );
     }
 }
+
+#[test]
+fn insert_v4_makes_the_entry_insert_makes() {
+    let mut g = crate::hash::SplitMix64::new(12);
+    let (mut a, mut b) = (table(), table());
+    for i in 0..200u32 {
+        let r = g.next_u64();
+        let (src, dst, sport, dport) = (r as u32, 0xc612_ff01, (r >> 32) as u16, 80);
+        let proto = if i % 2 == 0 { 6 } else { 17 };
+        let word = u64::from(src) << 32 | u64::from(sport) << 16 | u64::from(dport);
+        let k = FlowKey::v4(src, dst, sport, dport, proto);
+        let h = g.next_u64();
+        let now = i * 1000;
+        let vip = (i % 3) as u8;
+        let st = if proto == 6 {
+            FlowState::TcpSynSent
+        } else {
+            FlowState::Udp
+        };
+        let x = a.insert(&k, h, vip, now, &to(), 3, st);
+        let y = b.insert_v4(word, proto, h, vip, now, &to(), 3, st);
+        assert_eq!(x, y);
+    }
+    assert_eq!(a.buckets.as_bytes(), b.buckets.as_bytes());
+    assert_eq!(a.created.as_bytes(), b.created.as_bytes());
+}
