@@ -997,24 +997,29 @@ impl<const B: usize> Lane<'_, B> {
     }
 
     /// Chooses the backend of a new flow with the VIP's method.
-    #[inline]
+    #[inline(never)]
     fn choose(&self, vs: &VipService, hash: u64) -> Option<u16> {
         if !vs.live {
             return None;
         }
         match vs.method {
             Method::Alias => vs.alias(choice_hash(hash)),
-            Method::Sed => {
-                let members = vs.members();
-                let mut active = [0u32; MAX_BACKENDS];
-                for (a, &b) in active.iter_mut().zip(members) {
-                    *a = self.telemetry.active(b);
-                }
-                let k = sed_choose(vs.weights(), &active[..members.len()], choice_hash(hash))?;
-                members.get(usize::from(k)).copied()
-            }
+            Method::Sed => self.choose_sed(vs, hash),
             Method::Maglev => vs.consistent(hash),
         }
+    }
+
+    /// [`Self::choose`] by SED, out of line: it gathers the members' active
+    /// flows in a 1 KiB array, which the alias draw should not pay for.
+    #[inline(never)]
+    fn choose_sed(&self, vs: &VipService, hash: u64) -> Option<u16> {
+        let members = vs.members();
+        let mut active = [0u32; MAX_BACKENDS];
+        for (a, &b) in active.iter_mut().zip(members) {
+            *a = self.telemetry.active(b);
+        }
+        let k = sed_choose(vs.weights(), &active[..members.len()], choice_hash(hash))?;
+        members.get(usize::from(k)).copied()
     }
 
     /// The stateful path after the flow-table lookup, which gave `found`: TCP
