@@ -999,6 +999,12 @@ impl<const B: usize> Lane<'_, B> {
     /// Chooses the backend of a new flow with the VIP's method.
     #[inline(never)]
     fn choose(&self, vs: &VipService, hash: u64) -> Option<u16> {
+        self.choose_inline(vs, hash)
+    }
+
+    /// [`Self::choose`], inlined (the fast path's SYN).
+    #[inline(always)]
+    fn choose_inline(&self, vs: &VipService, hash: u64) -> Option<u16> {
         if !vs.live {
             return None;
         }
@@ -1128,7 +1134,12 @@ impl<const B: usize> Lane<'_, B> {
             };
             (self.choose(vs, hash), st)
         } else if syn {
-            (self.choose(vs, hash), FlowState::TcpSynSent)
+            // The fast path's SYN draws inline; the general path calls out.
+            let b = match key {
+                NewKey::V4(_) => self.choose_inline(vs, hash),
+                NewKey::Full(_) => self.choose(vs, hash),
+            };
+            (b, FlowState::TcpSynSent)
         } else {
             self.telemetry.global.maglev_fallback += 1;
             let b = vs.consistent(hash).ok_or(DropReason::NoLiveBackend)?;
