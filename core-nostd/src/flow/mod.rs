@@ -371,9 +371,13 @@ impl<const B: usize> FlowTable<B> {
     fn find(&self, b: usize, p: &Probe, key: &FlowKey) -> Option<(usize, u8)> {
         let bucket = self.buckets.get(b)?;
         for w in 0..WAYS {
+            // The key word first: it tells the ways apart, so a way that
+            // is not the flow's costs one compare.
+            if bucket.key[w] != p.word {
+                continue;
+            }
             let st = bucket.state[w];
-            if bucket.key[w] != p.word
-                || st == 0
+            if st == 0
                 || bucket.vip[w] & VIP_MASK != p.vip
                 || bucket.proto[w] != p.proto
                 || (st & V6_FLAG != 0) != p.v6
