@@ -475,6 +475,7 @@ impl<const B: usize> Worker<B> {
             // Pass 1: parse, hash, prefetch the bucket.
             lane.telemetry.global.rx_packets += m as u64;
             // `n` is at most both lengths: one bounds check per chunk.
+            let mut any_general = false;
             let chunk_pkts = &mut pkts[base..base + m];
             let chunk_verdicts = &mut verdicts[base..base + m];
             for j in 0..m {
@@ -487,6 +488,7 @@ impl<const B: usize> Worker<B> {
                 } else {
                     match parse_into(p.frame(), &mut metas[j]) {
                         Ok(FrameKind::Ip) => {
+                            any_general = true;
                             let key = FlowKey::from_meta(&metas[j]);
                             keys[j] = key;
                             flow_hash(&key, svc.hash_seed)
@@ -506,8 +508,9 @@ impl<const B: usize> Worker<B> {
             }
             // Pass 2: the buckets are (nearly) in cache now; prefetch the key of
             // the way whose signature matches (IPv6 only: an IPv4 key is in the
-            // bucket itself, and fast-path packets are IPv4).
-            for j in 0..m {
+            // bucket itself, and fast-path packets are IPv4). A chunk that
+            // pass 1 gave no general packet skips the pass.
+            for j in 0..if any_general { m } else { 0 } {
                 if route[j] == Route::General {
                     if let Some(p) = lane.flows.candidate_key_ptr(&keys[j], hashes[j]) {
                         prefetch::read(p);
