@@ -330,12 +330,15 @@ impl Telemetry {
     /// (`created` is called only when the flow-duration reservoir keeps it).
     #[inline(always)]
     pub fn packet(&mut self, b: u16, bytes: u32, now: u32, created: impl FnOnce() -> u32) {
-        if self.sample_countdown == 0 {
+        // One subtraction decrements the countdown and tells that it was
+        // zero (the borrow).
+        let (left, was_zero) = self.sample_countdown.overflowing_sub(1);
+        self.sample_countdown = left;
+        if was_zero {
             self.sample_countdown = PACKET_SAMPLE_EVERY - 1;
             self.observe_packet(b, bytes, now, created);
             return;
         }
-        self.sample_countdown -= 1;
         self.count_packet(b, bytes, now);
     }
 
