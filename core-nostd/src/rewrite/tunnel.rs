@@ -144,10 +144,16 @@ pub(super) fn encap_v4_fast<const W: usize>(
     let Some(new_start) = l3.checked_sub(ETH_HLEN + ovh) else {
         return Some(Err(RewriteError::NoHeadroom));
     };
-    // In bounds whenever the caller's proof holds (new_start + W = l3 + 20).
+    // In bounds whenever the caller's proof holds (new_start + W = l3 + 20);
+    // tested as `new_start <= len - W`, which cannot overflow.
+    let fits = buf
+        .len()
+        .checked_sub(W)
+        .is_some_and(|last| new_start <= last);
     let Some(w) = buf
-        .get_mut(new_start..new_start + W)
-        .and_then(|w| <&mut [u8; W]>::try_from(w).ok())
+        .get_mut(new_start..)
+        .and_then(|t| t.first_chunk_mut::<W>())
+        .filter(|_| fits)
     else {
         return Some(Err(RewriteError::Malformed));
     };
