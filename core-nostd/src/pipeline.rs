@@ -288,7 +288,9 @@ impl<'s> VipMemo<'s> {
         self.vip
     }
 
+    /// (Cold: once per destination and `process` call.)
     #[inline(never)]
+    #[cold]
     fn lookup(svc: &'s Service, dst: u32, dport: u16) -> Option<(u8, &'s VipService)> {
         let mut a = [0u8; 16];
         a[..4].copy_from_slice(&dst.to_be_bytes());
