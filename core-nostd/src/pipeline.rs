@@ -449,7 +449,8 @@ impl<const B: usize> Worker<B> {
             let m = (n - base).min(CHUNK);
             // Pass-to-pass state lives in flat arrays; pass 3 reads the metadata in
             // place (no copies of it, which also avoids store-forwarding stalls).
-            let mut route = [Route::General; CHUNK];
+            // Fast unless pass 1 says otherwise (most packets are).
+            let mut route = [Route::Fast; CHUNK];
             let Self {
                 flows,
                 telemetry,
@@ -485,11 +486,11 @@ impl<const B: usize> Worker<B> {
                 // The key stays in `fast[j]`: pass 3 needs it only when the
                 // packet leaves the fast path.
                 let h = if fast_on && fast::parse(p.frame(), &mut fast[j]) {
-                    route[j] = Route::Fast;
                     flow_hash_v4(&fast[j].key(), svc.hash_seed)
                 } else {
                     match parse_into(p.frame(), &mut metas[j]) {
                         Ok(FrameKind::Ip) => {
+                            route[j] = Route::General;
                             any_general = true;
                             let key = FlowKey::from_meta(&metas[j]);
                             keys[j] = key;
