@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use marllb_core::select::Method;
 use marllb_core::service::AdminState;
 use marllb_core::{Weight, WEIGHT_ONE};
 use marllb_policy::{action_to_weights, AdaptiveSed, BackendObs, FeatureBuilder};
@@ -127,6 +128,15 @@ pub struct ControlState<'r> {
     cap: Vec<Option<Weight>>,
     /// Indices removed from the backend set (served as down, in no VIP).
     removed: Vec<bool>,
+    /// VIPs (bit `v` for VIP `v` of the configuration) whose data plane
+    /// places new flows by SED, adding each backend's active flows itself.
+    sed_vips: u32,
+    /// VIPs in the configuration (a backend added at run time joins them all).
+    all_vips: u32,
+    /// By index: every VIP the backend serves places by SED, so the `sed` and
+    /// `lsq` agents leave the active-flow term to the data plane
+    /// ([`dp_counts_active`]).
+    dp_counts: Vec<bool>,
     epoch: u64,
 }
 
@@ -155,6 +165,25 @@ impl<'r> ControlState<'r> {
                     .is_some_and(|e| !marllb_shm::backend_set::served(e))
             })
             .collect();
+        let n_vips = (config.n_vips as usize).min(config.vips.len());
+        let bit = |v: usize| {
+            u32::try_from(v)
+                .ok()
+                .and_then(|v| 1u32.checked_shl(v))
+                .unwrap_or(0)
+        };
+        let all_vips = (0..n_vips).fold(0u32, |m, v| m | bit(v));
+        let sed_vips = (0..n_vips)
+            .filter(|&v| {
+                config.vips.get(v).map(|vip| Method::from_u8(vip.method)) == Some(Some(Method::Sed))
+            })
+            .fold(0u32, |m, v| m | bit(v));
+        let mut dp_counts: Vec<bool> = set
+            .entries()
+            .iter()
+            .map(|b| dp_counts_active(b.vip_mask, sed_vips))
+            .collect();
+        dp_counts.resize(n, dp_counts_active(all_vips, sed_vips));
         let mut base: Vec<Weight> = set.entries().iter().map(|b| b.base_weight).collect();
         base.resize(n, WEIGHT_ONE);
         for (b, r) in base.iter_mut().zip(&removed) {
@@ -239,6 +268,9 @@ impl<'r> ControlState<'r> {
             op: (0..n).map(|i| configured_admin(&cfg.drain, i)).collect(),
             cap: vec![None; n],
             removed,
+            sed_vips,
+            all_vips,
+            dp_counts,
             epoch: 0,
             ctrl,
             cfg,
@@ -371,6 +403,7 @@ impl<'r> ControlState<'r> {
             self.resize();
         }
         self.removed[i] = false;
+        self.dp_counts[i] = dp_counts_active(self.all_vips, self.sed_vips);
         self.base[i] = base;
         self.wcmp[i] = base;
         if let Some(w) = self.policy_w.get_mut(i) {
@@ -427,6 +460,7 @@ impl<'r> ControlState<'r> {
         self.op.resize(n, OpAdmin::None);
         self.cap.resize(n, None);
         self.removed.resize(n, false);
+        self.dp_counts.resize(n, false);
         self.stats.resize(n);
         while self.labels.len() < n {
             let i = self.labels.len();
@@ -578,8 +612,15 @@ impl<'r> ControlState<'r> {
 
     fn policy_step(&mut self) -> Result<(), StepError> {
         let Some(p) = &mut self.policy else {
-            for (a, b) in self.active_scratch.iter_mut().zip(&self.stats.backends) {
-                *a = b.active_flows;
+            // The active flows the agent itself divides by: none where the
+            // data plane's SED adds them per packet (else they count twice).
+            for ((a, b), &dp) in self
+                .active_scratch
+                .iter_mut()
+                .zip(&self.stats.backends)
+                .zip(&self.dp_counts)
+            {
+                *a = if dp { 0 } else { b.active_flows };
             }
             let kind = self.active_agent();
             let became_active = self.last_agent != Some(kind);
@@ -805,6 +846,16 @@ impl<'r> ControlState<'r> {
 
 /// The configuration's admin state of backend `i`: drained if the drain list
 /// holds it (the operator's overrides start from it).
+/// `true` when a backend in the VIPs `vip_mask` is placed by SED in every one
+/// of them (`sed_vips`): the data plane then adds its active flows to SED's
+/// quotient per packet, and the `sed` / `lsq` agents publish the configured /
+/// equal weights instead of dividing by the active flows once more. A backend
+/// in no VIP, or in one that places by alias draw or Maglev, gets the
+/// agent's own quotient (SED for an alias data plane).
+pub fn dp_counts_active(vip_mask: u32, sed_vips: u32) -> bool {
+    vip_mask != 0 && vip_mask & !sed_vips == 0
+}
+
 fn configured_admin(drain: &[bool], i: usize) -> OpAdmin {
     if drain.get(i).copied().unwrap_or(false) {
         OpAdmin::Drain

@@ -9,9 +9,11 @@
 //!
 //! `lsq` and `sed` are recomputed every cycle from the active-flow gauges summed
 //! over workers, so between two cycles new flows lean toward the backends that
-//! were least loaded (relative to their capacity for `sed`) at the last one. With
-//! the data plane's SED selection on top, the data plane also reacts within the
-//! cycle to the flows it places.
+//! were least loaded (relative to their capacity for `sed`) at the last one:
+//! SED for a data plane that places by alias draw. A data plane that places by
+//! SED adds the active flows itself, per packet; for a backend whose every VIP
+//! does, [`crate::cycle`] passes its gauge to [`weights`] as 0 so the flows are
+//! not counted twice ([`crate::cycle::dp_counts_active`]).
 //!
 //! `adaptive-sed` ([`marllb_policy::AdaptiveSed`], run by [`crate::cycle`] rather
 //! than by [`weights`]) corrects the configured weights by what the data plane

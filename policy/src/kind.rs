@@ -20,10 +20,13 @@
 //!
 //! The `lsq` and `sed` *agents* recompute SED's quotient in the controller
 //! once a cycle from the active-flow gauges summed over workers: that is SED
-//! for a data plane that places by alias draw. Over a data plane that places
-//! by SED (which adds the active flows itself, per packet), the `sed` policy is
-//! the `wcmp` agent, and [`PolicyKind::agent`] says so; the testbed and the
-//! simulator pair them that way.
+//! for a data plane that places by alias draw. Where every VIP a backend
+//! serves places by SED (which adds the active flows itself, per packet), the
+//! agents leave that term to the data plane and publish the configured
+//! (`sed`) or equal (`lsq`) weights, so the flows are not counted twice
+//! (`marllb_ctrl::cycle::dp_counts_active`); SED over a SED data plane is then
+//! the `wcmp` agent's weights, and [`PolicyKind::agent`] pairs them that way;
+//! the testbed and the simulator too.
 //!
 //! What each consumer runs: the controller runs the weight sources
 //! ([`PolicyKind::runs_in_controller`]: not `maglev`, a data-plane table, nor

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{onnxgen, TempDir};
+use marllb_core::select::Method;
 use marllb_core::service::AdminState;
 use marllb_core::telemetry::Telemetry;
 use marllb_core::WEIGHT_ONE;
@@ -413,4 +414,74 @@ fn the_shipped_es_model_lowers_the_weight_of_a_slow_backend() {
     let others = w.iter().enumerate().filter(|(b, _)| *b != 3);
     assert!(others.clone().all(|(_, &x)| x == w[0]), "{w:?}");
     assert!(w[3] < 9 * w[0] / 10, "the slow backend keeps {w:?}");
+}
+
+/// A region with one VIP per entry of `methods` and a backend per entry of
+/// `backends` (its base weight, its VIP mask).
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: its failure is the test's
+fn view_with_vips<'h>(h: &'h Heap, methods: &[Method], backends: &[(u32, u32)]) -> RegionView<'h> {
+    let mut c = ConfigImage::new_zeroed();
+    c.n_vips = methods.len() as u32;
+    for (i, (vip, m)) in c.vips.iter_mut().zip(methods).enumerate() {
+        vip.addr[..4].copy_from_slice(&[198, 18, 255, 1 + i as u8]);
+        vip.port = 80;
+        vip.proto = 6;
+        vip.method = m.as_u8();
+    }
+    c.n_backends = backends.len() as u32;
+    for (b, &(w, mask)) in c.backends.iter_mut().zip(backends) {
+        b.addr[..4].copy_from_slice(&[198, 19, 0, 10]);
+        b.base_weight = w;
+        b.vip_mask = mask;
+    }
+    RegionView::initialize(&h.fixed, &h.workers, &c, &CreateParams::default()).unwrap()
+}
+
+#[test]
+fn the_sed_and_lsq_agents_leave_the_active_flows_to_a_data_plane_that_places_by_sed() {
+    // VIP 0 places by SED, VIP 1 by alias draw. Backends 0 and 1 serve VIP 0
+    // only, backend 2 VIP 1 only, backend 3 both.
+    let backends = [
+        (WEIGHT_ONE, 0b01),
+        (2 * WEIGHT_ONE, 0b01),
+        (WEIGHT_ONE, 0b10),
+        (WEIGHT_ONE, 0b11),
+    ];
+    let active = [3, 1, 1, 3];
+    let q = |x: f64| (x * f64::from(WEIGHT_ONE)).round() as u32;
+    for (agent, want) in [
+        // SED: configured / (active + 1) only where the data plane does not
+        // divide by the active flows itself; largest 1.0.
+        (PolicyKind::Sed, [q(0.5), q(1.0), q(0.25), q(0.125)]),
+        // LSQ: 1 / (active + 1) likewise.
+        (PolicyKind::Lsq, [q(1.0), q(1.0), q(0.5), q(0.25)]),
+    ] {
+        let h = heap(4);
+        let v = view_with_vips(&h, &[Method::Sed, Method::Alias], &backends);
+        let mut e = control(v, agent, PolicyKind::Ecmp, 4);
+        let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
+        let mut tel = Telemetry::new_box_zeroed().unwrap();
+        for (b, a) in active.iter().enumerate() {
+            tel.backends[b].active_flows = *a;
+        }
+        let dp = DataPlane::new(&v, DataPlaneConfig::default());
+        publ.publish(1, &tel, &dp.status());
+        let r = e.step(Instant::now());
+        assert!(r.policy_ok, "{r:?}");
+        assert_eq!(e.published().0, &want[..], "{}", agent.name());
+    }
+    // With every VIP placing by alias draw, both agents divide everywhere (SED
+    // for an alias data plane): configured / (active + 1).
+    let h = heap(4);
+    let v = view_with_vips(&h, &[Method::Alias, Method::Alias], &backends);
+    let mut e = control(v, PolicyKind::Sed, PolicyKind::Ecmp, 4);
+    let mut publ = StatsPublisher::new(&v, 0, 10).unwrap();
+    let mut tel = Telemetry::new_box_zeroed().unwrap();
+    for (b, a) in active.iter().enumerate() {
+        tel.backends[b].active_flows = *a;
+    }
+    let dp = DataPlane::new(&v, DataPlaneConfig::default());
+    publ.publish(1, &tel, &dp.status());
+    assert!(e.step(Instant::now()).policy_ok);
+    assert_eq!(e.published().0, &[q(0.25), q(1.0), q(0.5), q(0.25)][..]);
 }
