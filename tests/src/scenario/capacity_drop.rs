@@ -9,7 +9,7 @@ use crate::demo::{
     phases, print_phase_table, print_table, run_policy, CapacityEvent, PhaseStats, Policy,
     PolicyRun,
 };
-use crate::load::Record;
+use crate::load::{quantile_ratio, Record};
 
 /// What the capacity-drop scenario measured.
 #[derive(Debug, Clone)]
@@ -44,6 +44,47 @@ impl CapacityDropReport {
                 !explained
             })
             .collect()
+    }
+}
+
+/// The latencies (ms) of `run`'s answered requests in phase `p`.
+fn phase_latencies(run: &PolicyRun, p: &PhaseStats) -> Vec<f64> {
+    run.records
+        .iter()
+        .filter(|r| r.outcome == crate::load::Outcome::Ok && r.at >= p.from && r.at < p.to)
+        .map(|r| r.latency_ms)
+        .collect()
+}
+
+/// Before the cut, per policy and backend: the share of the requests it
+/// answered and their p50 / p95 latency, to see where a policy's tail comes
+/// from (which backends it used while every one had its configured quota).
+fn print_backends_before(runs: &[PolicyRun], cut: f64) {
+    println!("before the cut, per backend: share of requests, p50 / p95 ms");
+    for run in runs {
+        let mut by: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+        let mut ok = 0usize;
+        for r in run.records.iter().filter(|r| r.at < cut && !r.failed()) {
+            if let Some(b) = &r.backend {
+                by.entry(b.as_str()).or_default().push(r.latency_ms);
+                ok += 1;
+            }
+        }
+        let mut line = format!("  {:<12}", run.policy);
+        for (b, lat) in &mut by {
+            lat.sort_by(f64::total_cmp);
+            let q = |p: f64| {
+                let i = ((p * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
+                lat.get(i).copied().unwrap_or(0.0)
+            };
+            line += &format!(
+                " {b} {:.2} {:.1}/{:.1}",
+                lat.len() as f64 / ok.max(1) as f64,
+                q(0.5),
+                q(0.95)
+            );
+        }
+        println!("{line}");
     }
 }
 
@@ -90,6 +131,19 @@ pub fn capacity_drop(prefix: &str, dir: &Path, root: &Path) -> Result<CapacityDr
     let id = format!("be{slowed}");
     print_table(&runs);
     print_phase_table(&runs);
+    print_backends_before(&runs, cut);
+    // SED's answered latencies per phase: every policy's p95 is compared
+    // with them, with a bootstrap interval over the requests.
+    let sed: Vec<(String, Vec<f64>)> = runs
+        .iter()
+        .find(|r| r.policy == Policy::Sed)
+        .map(|r| {
+            phases(r)
+                .iter()
+                .map(|p| (p.name.clone(), phase_latencies(r, p)))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut out = Vec::new();
     for run in runs {
         let ph = phases(&run);
@@ -104,6 +158,15 @@ pub fn capacity_drop(prefix: &str, dir: &Path, root: &Path) -> Result<CapacityDr
                 line += &format!(
                     " {name}_p95_ms={:.1} {name}_p99_ms={:.1}",
                     p.summary.latency_p95_ms, p.summary.latency_p99_ms
+                );
+            }
+        }
+        for (name, base) in &sed {
+            let Some(p) = get(name) else { continue };
+            if let Some(r) = quantile_ratio(&phase_latencies(&run, p), base, 0.95) {
+                line += &format!(
+                    " {name}_p95_vs_sed={:.2} {name}_ci_low={:.2} {name}_ci_high={:.2}",
+                    r.value, r.low, r.high
                 );
             }
         }
