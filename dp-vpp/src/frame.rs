@@ -35,8 +35,9 @@ use marllb_core::rewrite::ETH_HLEN;
 use marllb_core::service::Service;
 use marllb_core::wire::meta::{Frame, IpFamily};
 use vpp_plugin::bindings::{
-    vlib_buffer_t, vlib_buffer_t__bindgen_ty_1, vlib_rx_or_tx_t_VLIB_RX, vnet_buffer_opaque_t,
-    VLIB_BUFFER_IS_TRACED, VLIB_BUFFER_PRE_DATA_SIZE, VNET_BUFFER_F_L2_HDR_OFFSET_VALID,
+    vlib_buffer_t, vlib_buffer_t__bindgen_ty_1, vlib_rx_or_tx_t_VLIB_RX, vlib_rx_or_tx_t_VLIB_TX,
+    vnet_buffer_opaque_t, VLIB_BUFFER_IS_TRACED, VLIB_BUFFER_PRE_DATA_SIZE,
+    VNET_BUFFER_F_L2_HDR_OFFSET_VALID,
 };
 use vpp_plugin::vlib::BufferRef;
 
@@ -334,6 +335,10 @@ const PIECE: usize = marllb_core::pipeline::CHUNK;
 /// [`process_frame`] for the buffers `range` of the frame (at most
 /// [`PIECE`]); `nexts`, `verdicts` and `traces` start at `range.start`.
 ///
+/// One pass maps the buffers onto the views the core takes, one pass turns
+/// the verdicts into next nodes and buffer metadata. Trace records, rare, get
+/// their own passes, so an untraced frame pays nothing for them.
+///
 /// # Safety
 ///
 /// As [`process_frame`], for the buffers of `range`.
@@ -360,55 +365,50 @@ unsafe fn process_piece<const B: usize>(
         .min(PIECE)
         .min(nexts.len())
         .min(verdicts.len());
-    let indices = &indices[..n];
+    let (indices, nexts, verdicts) = (&indices[..n], &mut nexts[..n], &mut verdicts[..n]);
+    let start = bufs.buffer_mem_start;
     let span = PRE_DATA + bufs.data_size;
     // Per buffer: the L2 header length in front of `current_data`, and where
     // the frame started in the view (to tell an in-place rewrite from an
     // encapsulation).
     let mut l2len = [0u8; PIECE];
     let mut start0 = [0u16; PIECE];
-    let mut traced = [false; PIECE];
-    let mut rx_if = [u32::MAX; PIECE];
     let mut pkts: [Packet<'_>; PIECE] = core::array::from_fn(|_| Packet::new(&mut [], 0, 0));
-    for (i, &bi) in indices.iter().enumerate() {
+    for (i, (&bi, pkt)) in indices.iter().zip(pkts.iter_mut()).enumerate() {
         if let Some(&ahead) = bufs.indices.get(ahead_of + i + PREFETCH_AHEAD) {
             // SAFETY: `ahead` is one of the frame's buffers (function contract),
             // so the pointer is a valid `vlib_buffer_t`; only its address is used
             // to issue prefetch hints.
-            let b = unsafe { BufferRef::<()>::from_ptr(buffer_ptr(bufs.buffer_mem_start, ahead)) };
+            let b = unsafe { BufferRef::<()>::from_ptr(buffer_ptr(start, ahead)) };
             b.prefetch_header_load();
             b.prefetch_data_store();
         }
-        let bp = buffer_ptr(bufs.buffer_mem_start, bi);
+        let bp = buffer_ptr(start, bi);
         // SAFETY: `bp` is a buffer of the frame, owned exclusively by the caller
         // (contract); the shared reference ends before the mutable slice below
         // is created.
-        let (cd, len, l2, is_traced, rx) = unsafe {
-            let b = BufferRef::<()>::from_ptr(bp);
-            let md = &(*bp)
+        let (cd, len, l2) = unsafe {
+            let md = (*bp)
                 .__bindgen_anon_1
                 .as_ref()
                 .__bindgen_anon_1
-                .__bindgen_anon_1;
-            let md = md.as_ref();
+                .__bindgen_anon_1
+                .as_ref();
             let vnet = &*(md.opaque.as_ptr().cast::<vnet_buffer_opaque_t>());
             let cd = md.current_data;
             (
                 cd,
-                usize::from(b.current_length()),
+                usize::from(md.current_length),
                 l2_of(md.flags, cd, vnet),
-                md.flags & VLIB_BUFFER_IS_TRACED != 0,
-                vnet.sw_if_index[vlib_rx_or_tx_t_VLIB_RX as usize],
             )
         };
-        rx_if[i] = rx;
         // SAFETY: `pre_data` and `data` are contiguous (const-asserted layout);
         // the buffer has `data_size` bytes of data (contract) and is not
         // otherwise referenced while `pkts` lives.
         let view: &mut [u8] =
             unsafe { core::slice::from_raw_parts_mut(bp.cast::<u8>().add(PRE_DATA_OFFSET), span) };
         let ip = PRE_DATA as isize + isize::from(cd);
-        let (start, hl) = match l2 {
+        let (at, hl) = match l2 {
             Some((off, hl)) => ((PRE_DATA as isize + off) as usize, hl),
             None => {
                 let s = ip - ETH_HLEN as isize;
@@ -419,43 +419,36 @@ unsafe fn process_piece<const B: usize>(
             }
         };
         let flen = hl + len;
+        if let (Some(l), Some(s)) = (l2len.get_mut(i), start0.get_mut(i)) {
+            *l = hl as u8;
+            *s = at as u16;
+        }
         // Inconsistent metadata becomes an empty frame: the core drops it as
         // malformed instead of reading out of bounds.
-        let ok = ip >= ETH_HLEN as isize && start + flen <= span;
-        l2len[i] = hl as u8;
-        start0[i] = start as u16;
-        pkts[i] = if ok {
-            Packet::new(view, start, flen)
+        *pkt = if ip >= ETH_HLEN as isize && at + flen <= span {
+            Packet::new(view, at, flen)
         } else {
             Packet::new(view, 0, 0)
         };
-        if is_traced {
-            if let Some(t) = traces.as_deref_mut().and_then(|t| t.get_mut(i)) {
-                traced[i] = true;
-                *t = TraceNote::default();
-                if let Ok(Frame::Ip(m)) = marllb_core::wire::parse::parse_frame(pkts[i].frame()) {
-                    t.parsed = true;
-                    t.v6 = m.family == IpFamily::V6;
-                    t.proto = m.proto;
-                    t.tcp_flags = m.tcp_flags;
-                    t.src = m.src;
-                    t.dst = m.dst;
-                    t.sport = m.sport;
-                    t.dport = m.dport;
-                }
-            }
-        }
+    }
+    if let Some(t) = traces.as_deref_mut() {
+        // SAFETY: the buffers of the piece (contract); only their flags are read.
+        unsafe { note_flows(start, indices, &pkts, t) };
     }
 
-    worker.process(svc, now_ns, &mut pkts[..n], &mut verdicts[..n]);
+    worker.process(svc, now_ns, &mut pkts[..n], verdicts);
 
-    for i in 0..n {
-        let p = &mut pkts[i];
-        let v = verdicts[i];
-        let bp = buffer_ptr(bufs.buffer_mem_start, indices[i]);
-        let hl = usize::from(l2len[i]);
+    let l2_src = (svc.egress().src_mac == [0; 6]).then_some(bufs.macs);
+    for ((((p, &v), next_out), &bi), (&s0, &hl)) in pkts
+        .iter_mut()
+        .zip(verdicts.iter())
+        .zip(nexts.iter_mut())
+        .zip(indices)
+        .zip(start0.iter().zip(&l2len))
+    {
+        let hl = usize::from(hl);
         let (next, cur) = match v {
-            Verdict::Forward { .. } if p.start == usize::from(start0[i]) => {
+            Verdict::Forward { .. } if p.start == usize::from(s0) => {
                 counts.forwarded += 1;
                 (Next::InterfaceOutput as u16, Some((p.start, p.len, true)))
             }
@@ -497,59 +490,133 @@ unsafe fn process_piece<const B: usize>(
                 (Next::Drop as u16, None)
             }
         };
-        nexts[i] = next;
-        // An L2 DSR frame leaves its input interface: with no configured
-        // source MAC, that interface's own.
-        if let Some((at, _, true)) = cur {
-            if svc.egress().src_mac == [0; 6] {
-                if let (Some(mac), Some(src)) =
-                    (bufs.macs.get(rx_if[i]), p.buf.get_mut(at + 6..at + 12))
-                {
+        *next_out = next;
+        let Some((at, len, l2_out)) = cur else {
+            continue;
+        };
+        let bp = buffer_ptr(start, bi);
+        // SAFETY: `bp` is a buffer of the frame owned by the caller; `pkts`
+        // (the only other reference into it) is used for this buffer only
+        // through `p`, which does not overlap the metadata. `at` lies inside
+        // the view, so `at - PRE_DATA` fits `i16` (>= -128, < data_size <=
+        // 65535 - 128) and `len` fits `u16`.
+        unsafe {
+            let md = (*bp)
+                .__bindgen_anon_1
+                .as_mut()
+                .__bindgen_anon_1
+                .__bindgen_anon_1
+                .as_mut();
+            md.current_data = (at as isize - PRE_DATA as isize) as i16;
+            md.current_length = len as u16;
+            let vnet = &mut *(md.opaque.as_mut_ptr().cast::<vnet_buffer_opaque_t>());
+            let tx = if l2_out {
+                let rx = vnet.sw_if_index[vlib_rx_or_tx_t_VLIB_RX as usize];
+                // An L2 DSR frame leaves its input interface: with no
+                // configured source MAC, that interface's own.
+                if let (Some(mac), Some(src)) = (
+                    l2_src.and_then(|m| m.get(rx)),
+                    p.buf.get_mut(at + 6..at + 12),
+                ) {
                     src.copy_from_slice(&mac);
                 }
-            }
+                rx
+            } else {
+                u32::MAX
+            };
+            vnet.sw_if_index[vlib_rx_or_tx_t_VLIB_TX as usize] = tx;
         }
-        if traced[i] {
-            if let Some(t) = traces.as_deref_mut().and_then(|t| t.get_mut(i)) {
-                t.next = next;
-                t.verdict = match v {
-                    Verdict::Forward { backend } => {
-                        if let Some(b) = svc.backends().get(usize::from(backend)) {
-                            t.backend_addr = b.addr;
-                            t.backend_v6 = b.family == IpFamily::V6;
-                        }
-                        TraceVerdict::Forward(backend)
-                    }
-                    Verdict::Reply => TraceVerdict::Reply,
-                    Verdict::Host => TraceVerdict::Host,
-                    Verdict::Drop(r) => TraceVerdict::Drop(r),
-                };
-            }
+    }
+    if let Some(t) = traces {
+        // SAFETY: as above.
+        unsafe { note_verdicts(svc, start, indices, nexts, verdicts, t) };
+    }
+}
+
+/// Whether VPP traces buffer `bi`.
+///
+/// # Safety
+///
+/// `buffer_mem_start + (bi << 6)` is a `vlib_buffer_t`.
+#[inline(always)]
+unsafe fn is_traced(buffer_mem_start: *mut u8, bi: u32) -> bool {
+    // SAFETY: a valid buffer (contract); only its flags are read.
+    let flags = unsafe {
+        (*buffer_ptr(buffer_mem_start, bi))
+            .__bindgen_anon_1
+            .as_ref()
+            .__bindgen_anon_1
+            .__bindgen_anon_1
+            .as_ref()
+            .flags
+    };
+    flags & VLIB_BUFFER_IS_TRACED != 0
+}
+
+/// The flow part of the trace record of each traced buffer, read before the
+/// core rewrites it.
+///
+/// # Safety
+///
+/// Every index is a buffer as [`process_frame`] requires.
+#[cold]
+unsafe fn note_flows(
+    buffer_mem_start: *mut u8,
+    indices: &[u32],
+    pkts: &[Packet<'_>],
+    traces: &mut [TraceNote],
+) {
+    for ((&bi, p), t) in indices.iter().zip(pkts).zip(traces) {
+        // SAFETY: a buffer of the frame (contract).
+        if !unsafe { is_traced(buffer_mem_start, bi) } {
+            continue;
         }
-        if let Some((at, len, l2_out)) = cur {
-            // SAFETY: `bp` is a buffer of the frame owned by the caller; `pkts`
-            // (the only other reference into it) is no longer used for this
-            // buffer. `at` lies inside the view, so `at - PRE_DATA` fits `i16`
-            // (>= -128, < data_size <= 65535 - 128) and `len` fits `u16`.
-            unsafe {
-                let md = (*bp)
-                    .__bindgen_anon_1
-                    .as_mut()
-                    .__bindgen_anon_1
-                    .__bindgen_anon_1
-                    .as_mut();
-                md.current_data = (at as isize - PRE_DATA as isize) as i16;
-                md.current_length = len as u16;
-                let b = BufferRef::<()>::from_ptr_mut(bp);
-                let vb = b.vnet_buffer_mut();
-                if l2_out {
-                    let rx = vb.rx_sw_if_index();
-                    vb.set_tx_sw_if_index(Some(rx));
-                } else {
-                    vb.set_tx_sw_if_index(None);
+        *t = TraceNote::default();
+        if let Ok(Frame::Ip(m)) = marllb_core::wire::parse::parse_frame(p.frame()) {
+            t.parsed = true;
+            t.v6 = m.family == IpFamily::V6;
+            t.proto = m.proto;
+            t.tcp_flags = m.tcp_flags;
+            t.src = m.src;
+            t.dst = m.dst;
+            t.sport = m.sport;
+            t.dport = m.dport;
+        }
+    }
+}
+
+/// The verdict part of the trace record of each traced buffer.
+///
+/// # Safety
+///
+/// Every index is a buffer as [`process_frame`] requires.
+#[cold]
+unsafe fn note_verdicts(
+    svc: &Service,
+    buffer_mem_start: *mut u8,
+    indices: &[u32],
+    nexts: &[u16],
+    verdicts: &[Verdict],
+    traces: &mut [TraceNote],
+) {
+    for (((&bi, &next), &v), t) in indices.iter().zip(nexts).zip(verdicts).zip(traces) {
+        // SAFETY: a buffer of the frame (contract).
+        if !unsafe { is_traced(buffer_mem_start, bi) } {
+            continue;
+        }
+        t.next = next;
+        t.verdict = match v {
+            Verdict::Forward { backend } => {
+                if let Some(b) = svc.backends().get(usize::from(backend)) {
+                    t.backend_addr = b.addr;
+                    t.backend_v6 = b.family == IpFamily::V6;
                 }
+                TraceVerdict::Forward(backend)
             }
-        }
+            Verdict::Reply => TraceVerdict::Reply,
+            Verdict::Host => TraceVerdict::Host,
+            Verdict::Drop(r) => TraceVerdict::Drop(r),
+        };
     }
 }
 
