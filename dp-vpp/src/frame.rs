@@ -107,6 +107,18 @@ pub struct FrameCounts {
     pub drops: [u32; DropReason::COUNT],
 }
 
+impl FrameCounts {
+    /// Buffers the node has more to do for after [`process_frame`]: those
+    /// passed on (their next node is the arc's next feature) and those
+    /// dropped (their error counter). A frame where this is 0, all forwards
+    /// and replies, is ready to enqueue as it is.
+    pub fn unfinished(&self) -> u32 {
+        self.drops
+            .iter()
+            .fold(self.host, |a, &d| a.saturating_add(d))
+    }
+}
+
 /// Buffers of one frame, as the node received them.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameBuffers<'a> {
@@ -629,5 +641,27 @@ fn synth_ethernet(h: &mut [u8], family: NodeFamily) {
             NodeFamily::Ip6 => 0x86dd,
         };
         h[12..14].copy_from_slice(&et.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_of_forwards_and_replies_is_finished() {
+        let mut c = FrameCounts {
+            forwarded: 250,
+            replies: 6,
+            ..FrameCounts::default()
+        };
+        assert_eq!(c.unfinished(), 0);
+        c.host = 2;
+        assert_eq!(c.unfinished(), 2);
+        c.drops[DropReason::NoVip as usize] = 3;
+        c.drops[DropReason::TtlExpired as usize] = 1;
+        assert_eq!(c.unfinished(), 6);
+        c.host = 0;
+        assert_eq!(c.unfinished(), 4);
     }
 }

@@ -276,65 +276,70 @@ where
             }; MAX_BATCH],
         )
     });
+    let mut processed = false;
     if let Some(rt) = Runtime::try_global().filter(|r| r.enabled()) {
         let now = rt.now_ns();
-        let done = rt.with_frame(usize::from(vm.thread_index()), |w, svc, macs| {
-            // SAFETY: the frame's buffers belong to this node until enqueued;
-            // VPP's pool lays them out as `process_frame` requires.
-            let k = unsafe {
-                process_frame(
-                    w,
-                    svc,
-                    now,
-                    family,
-                    FrameBuffers {
-                        buffer_mem_start: start,
-                        indices: &indices[..n],
-                        data_size,
-                        macs,
-                    },
-                    &mut nexts,
-                    &mut verdicts,
-                    &mut counts,
-                    notes.as_deref_mut().map(|a| &mut a[..]),
-                )
-            };
-            w.sweep_paced(svc, now, SWEEP_MAX_PER_FRAME);
-            k
-        });
-        if done.is_none() {
-            counts = FrameCounts::default();
-            nexts = [NEXT_FEATURE; MAX_BATCH];
-            verdicts = [Verdict::Host; MAX_BATCH];
+        processed = rt
+            .with_frame(usize::from(vm.thread_index()), |w, svc, macs| {
+                // SAFETY: the frame's buffers belong to this node until enqueued;
+                // VPP's pool lays them out as `process_frame` requires.
+                unsafe {
+                    process_frame(
+                        w,
+                        svc,
+                        now,
+                        family,
+                        FrameBuffers {
+                            buffer_mem_start: start,
+                            indices: &indices[..n],
+                            data_size,
+                            macs,
+                        },
+                        &mut nexts,
+                        &mut verdicts,
+                        &mut counts,
+                        notes.as_deref_mut().map(|a| &mut a[..]),
+                    )
+                };
+                w.sweep_paced(svc, now, SWEEP_MAX_PER_FRAME);
+            })
+            .is_some();
+    }
+    if !processed {
+        // Untouched: every buffer is passed on.
+        counts = FrameCounts {
+            host: n as u32,
+            ..FrameCounts::default()
+        };
+    }
+    // Buffers passed on need the arc's next feature, dropped ones their
+    // error, traced ones a record; a frame of forwards (the common case)
+    // needs nothing more.
+    if counts.unfinished() != 0 || notes.is_some() {
+        for i in 0..n {
+            let bp = start
+                .wrapping_add((indices[i] as usize) << LOG2_CACHE_LINE)
+                .cast::<vlib_buffer_t>();
+            // SAFETY: a buffer of this frame, owned by this node until enqueued.
+            let b = unsafe { BufferRef::<()>::from_ptr_mut(bp) };
+            match verdicts[i] {
+                Verdict::Drop(r) => b.set_error(node, error_of(r)),
+                _ if nexts[i] == NEXT_FEATURE => {
+                    // SAFETY: the node runs on a feature arc (registered above).
+                    let (next, ()) = unsafe { b.vnet_feature_next() };
+                    nexts[i] = next as u16;
+                }
+                _ => {}
+            }
+            if let Some(notes) = notes.as_deref() {
+                if b.flags().contains(BufferFlags::IS_TRACED) {
+                    let mut t = notes[i];
+                    t.next = nexts[i];
+                    b.add_trace(vm, node).write(t);
+                }
+            }
         }
     }
-    for i in 0..n {
-        let bp = start
-            .wrapping_add((indices[i] as usize) << LOG2_CACHE_LINE)
-            .cast::<vlib_buffer_t>();
-        // SAFETY: a buffer of this frame, owned by this node until enqueued.
-        let b = unsafe { BufferRef::<()>::from_ptr_mut(bp) };
-        match verdicts[i] {
-            Verdict::Drop(r) => b.set_error(node, error_of(r)),
-            _ if nexts[i] == NEXT_FEATURE => {
-                // SAFETY: the node runs on a feature arc (registered above).
-                let (next, ()) = unsafe { b.vnet_feature_next() };
-                nexts[i] = next as u16;
-            }
-            _ => {}
-        }
-        if let Some(notes) = notes.as_deref() {
-            if b.flags().contains(BufferFlags::IS_TRACED) {
-                let mut t = notes[i];
-                t.next = nexts[i];
-                b.add_trace(vm, node).write(t);
-            }
-        }
-    }
-    counts.host = verdicts[..n]
-        .iter()
-        .filter(|v| matches!(v, Verdict::Host))
-        .count() as u32;
     for (c, e) in [
         (counts.forwarded, LbError::Forwarded),
         (counts.replies, LbError::Replies),
