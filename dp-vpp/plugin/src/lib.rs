@@ -261,8 +261,6 @@ where
             (*bm).default_data_size as usize,
         )
     };
-    let mut nexts = [NEXT_FEATURE; MAX_BATCH];
-    let mut verdicts = [Verdict::Host; MAX_BATCH];
     let mut counts = FrameCounts::default();
     // SAFETY: VPP's runtime of this node.
     let tracing = u32::from(unsafe { (*node.as_ptr()).flags }) & VLIB_NODE_FLAG_TRACE != 0;
@@ -276,11 +274,13 @@ where
             }; MAX_BATCH],
         )
     });
-    let mut processed = false;
-    if let Some(rt) = Runtime::try_global().filter(|r| r.enabled()) {
-        let now = rt.now_ns();
-        processed = rt
-            .with_frame(usize::from(vm.thread_index()), |w, svc, macs| {
+    let indices = &indices[..n];
+    let from = &from[..n];
+    let done = Runtime::try_global()
+        .filter(|r| r.enabled())
+        .and_then(|rt| {
+            let now = rt.now_ns();
+            rt.with_frame(usize::from(vm.thread_index()), |w, svc, macs, s| {
                 // SAFETY: the frame's buffers belong to this node until enqueued;
                 // VPP's pool lays them out as `process_frame` requires.
                 unsafe {
@@ -291,50 +291,111 @@ where
                         family,
                         FrameBuffers {
                             buffer_mem_start: start,
-                            indices: &indices[..n],
+                            indices,
                             data_size,
                             macs,
                         },
-                        &mut nexts,
-                        &mut verdicts,
+                        &mut s.nexts,
+                        &mut s.verdicts,
                         &mut counts,
                         notes.as_deref_mut().map(|a| &mut a[..]),
                     )
                 };
                 w.sweep_paced(svc, now, SWEEP_MAX_PER_FRAME);
+                // SAFETY: the frame's buffers, set up by `process_frame` for
+                // the next nodes it chose.
+                unsafe {
+                    finish(
+                        vm,
+                        node,
+                        start,
+                        from,
+                        &mut s.nexts[..n],
+                        &s.verdicts[..n],
+                        &counts,
+                        notes.as_deref(),
+                    )
+                };
             })
-            .is_some();
-    }
-    if !processed {
-        // Untouched: every buffer is passed on.
+        });
+    if done.is_none() {
+        // Not processed: every buffer is passed on.
+        let mut nexts = [NEXT_FEATURE; MAX_BATCH];
         counts = FrameCounts {
             host: n as u32,
             ..FrameCounts::default()
         };
+        // SAFETY: the frame's buffers, untouched.
+        unsafe {
+            finish(
+                vm,
+                node,
+                start,
+                from,
+                &mut nexts[..n],
+                &[Verdict::Host; MAX_BATCH][..n],
+                &counts,
+                notes.as_deref(),
+            )
+        };
     }
+    n as u16
+}
+
+/// The rest of a frame after `process_frame`: the next feature of buffers
+/// passed on, the error of dropped ones, trace records, the node's
+/// counters, and the enqueue to the next nodes.
+///
+/// # Safety
+///
+/// `vm` and `node` are VPP's for a node on a feature arc; `from` are the
+/// frame's buffers (below `buffer_mem_start`), `nexts[i]` and `verdicts[i]`
+/// buffer `i`'s next node (one of this node's, or [`NEXT_FEATURE`]) and
+/// verdict, the buffer set up for it; `nexts` and `verdicts` as long as
+/// `from`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn finish<N>(
+    vm: &mut vlib::MainRef,
+    node: &mut vlib::NodeRuntimeRef<N>,
+    buffer_mem_start: *mut u8,
+    from: &[BufferIndex],
+    nexts: &mut [u16],
+    verdicts: &[Verdict],
+    counts: &FrameCounts,
+    notes: Option<&[TraceNote; MAX_BATCH]>,
+) where
+    N: Node<Vector = BufferIndex, Errors = LbError, FeatureData = (), TraceData = TraceNote>,
+{
+    let indices = BufferIndex::as_u32_slice(from);
     // Buffers passed on need the arc's next feature, dropped ones their
     // error, traced ones a record; a frame of forwards (the common case)
     // needs nothing more.
     if counts.unfinished() != 0 || notes.is_some() {
-        for i in 0..n {
-            let bp = start
-                .wrapping_add((indices[i] as usize) << LOG2_CACHE_LINE)
+        for (i, ((&bi, next), &v)) in indices
+            .iter()
+            .zip(nexts.iter_mut())
+            .zip(verdicts)
+            .enumerate()
+        {
+            let bp = buffer_mem_start
+                .wrapping_add((bi as usize) << LOG2_CACHE_LINE)
                 .cast::<vlib_buffer_t>();
             // SAFETY: a buffer of this frame, owned by this node until enqueued.
             let b = unsafe { BufferRef::<()>::from_ptr_mut(bp) };
-            match verdicts[i] {
+            match v {
                 Verdict::Drop(r) => b.set_error(node, error_of(r)),
-                _ if nexts[i] == NEXT_FEATURE => {
+                _ if *next == NEXT_FEATURE => {
                     // SAFETY: the node runs on a feature arc (registered above).
-                    let (next, ()) = unsafe { b.vnet_feature_next() };
-                    nexts[i] = next as u16;
+                    let (nx, ()) = unsafe { b.vnet_feature_next() };
+                    *next = nx as u16;
                 }
                 _ => {}
             }
-            if let Some(notes) = notes.as_deref() {
+            if let Some(t) = notes.and_then(|a| a.get(i)) {
                 if b.flags().contains(BufferFlags::IS_TRACED) {
-                    let mut t = notes[i];
-                    t.next = nexts[i];
+                    let mut t = *t;
+                    t.next = *next;
                     b.add_trace(vm, node).write(t);
                 }
             }
@@ -351,8 +412,7 @@ where
     }
     // SAFETY: every next index is one of this node's next nodes or the arc's
     // next feature; the buffers are set up for them (see `marllb_vpp::frame`).
-    unsafe { vm.buffer_enqueue_to_next(node, &from[..n], &nexts[..n]) };
-    n as u16
+    unsafe { vm.buffer_enqueue_to_next(node, from, nexts) };
 }
 
 /// Creates the plugin state.
