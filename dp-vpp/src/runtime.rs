@@ -108,6 +108,8 @@ pub struct Runtime {
     current: Mutex<(u64, Option<Arc<Service>>)>,
     /// The enabled interfaces' MACs (published with the service's generation).
     macs: Mutex<Arc<InterfaceMacs>>,
+    /// The interfaces the nodes are attached to (`lb rl enable <interface>`).
+    attached: Mutex<Vec<u32>>,
     gen: AtomicU64,
     enabled: AtomicBool,
     threads: AtomicUsize,
@@ -145,6 +147,7 @@ impl Runtime {
             dynamic: Mutex::new(None),
             current: Mutex::new((0, None)),
             macs: Mutex::new(Arc::new(InterfaceMacs::default())),
+            attached: Mutex::new(Vec::new()),
             gen: AtomicU64::new(0),
             enabled: AtomicBool::new(false),
             threads: AtomicUsize::new(threads.clamp(1, MAX_THREADS)),
@@ -223,6 +226,25 @@ impl Runtime {
             return None;
         };
         Some(f(w, svc, &slot.macs, scratch))
+    }
+
+    /// Whether the nodes are attached to interface `sw_if_index`.
+    pub fn attached(&self, sw_if_index: u32) -> bool {
+        lock(&self.attached).contains(&sw_if_index)
+    }
+
+    /// Records that the nodes were attached to (`on`) or detached from
+    /// interface `sw_if_index`. VPP counts feature enables per interface
+    /// and adds the node to the arc once per enable, so the plugin enables
+    /// only an interface that is not attached and disables only one that
+    /// is: a second `lb rl enable <interface>` put `marllb-ip4` on the arc
+    /// twice, and one `lb rl disable` then left it there.
+    pub fn set_attached(&self, sw_if_index: u32, on: bool) {
+        let mut a = lock(&self.attached);
+        a.retain(|&i| i != sw_if_index);
+        if on {
+            a.push(sw_if_index);
+        }
     }
 
     /// Records the MAC of an interface the feature is enabled on (`None`:
@@ -767,5 +789,20 @@ mod tests {
             Some((9, Verdict::Forward { backend: 9 }, b0))
         );
         assert_ne!(a0, b0);
+    }
+
+    #[test]
+    fn an_interface_is_attached_once_and_detached_once() {
+        let rt = Runtime::new(1);
+        assert!(!rt.attached(3));
+        rt.set_attached(3, true);
+        rt.set_attached(3, true);
+        rt.set_attached(5, true);
+        assert!(rt.attached(3) && rt.attached(5));
+        // One detach undoes any number of attaches.
+        rt.set_attached(3, false);
+        assert!(!rt.attached(3) && rt.attached(5));
+        rt.set_attached(3, false);
+        assert!(!rt.attached(3));
     }
 }

@@ -501,7 +501,13 @@ fn set_feature(vm: &BarrierHeldMainRef, name: &str, on: bool) -> Result<(), Erro
     };
     // The interface's own MAC: the source of its L2 DSR frames unless
     // `lb rl conf mac` sets one.
-    Runtime::global().set_interface_mac(u32::from(sw), if on { interface_mac(sw) } else { None });
+    let rt = Runtime::global();
+    rt.set_interface_mac(u32::from(sw), if on { interface_mac(sw) } else { None });
+    // VPP adds the node to the arc once per enable: enable and disable only
+    // on a change (see `Runtime::set_attached`).
+    if rt.attached(u32::from(sw)) == on {
+        return Ok(());
+    }
     for f in [&MARLLB_IP4_FEATURE, &MARLLB_IP6_FEATURE] {
         let r = if on {
             f.enable(vm, sw, ())
@@ -516,6 +522,7 @@ fn set_feature(vm: &BarrierHeldMainRef, name: &str, on: bool) -> Result<(), Erro
             ))
         })?;
     }
+    rt.set_attached(u32::from(sw), on);
     Ok(())
 }
 
