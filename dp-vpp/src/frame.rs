@@ -112,6 +112,7 @@ impl FrameCounts {
     /// passed on (their next node is the arc's next feature) and those
     /// dropped (their error counter). A frame where this is 0, all forwards
     /// and replies, is ready to enqueue as it is.
+    #[inline]
     pub fn unfinished(&self) -> u32 {
         self.drops
             .iter()

@@ -166,6 +166,7 @@ impl Runtime {
     }
 
     /// The plugin's instance if it exists.
+    #[inline]
     pub fn try_global() -> Option<&'static Runtime> {
         GLOBAL.get()
     }
