@@ -154,6 +154,14 @@ impl Timeouts {
     }
 }
 
+/// The state in a bucket's state byte `st`, and its timeout.
+#[inline(never)]
+#[cold]
+fn state_timeout(st: u8, timeouts: &[u32; FLOW_STATES]) -> (FlowState, u32) {
+    let state = FlowState::from_u8(st & STATE_MASK);
+    (state, timeouts[state as usize])
+}
+
 /// Marks an entry whose key word is an IPv6 flow hash (full key in the side array).
 const V6_FLAG: u8 = 0x80;
 /// The state bits of the `state` byte.
@@ -459,9 +467,17 @@ impl<const B: usize> FlowTable<B> {
         let (Some((w, st)), Some(bucket)) = (found, self.buckets.get_mut(b)) else {
             return Err(None);
         };
-        let state = FlowState::from_u8(st & STATE_MASK);
+        // An established IPv4 flow (most lookups) is told by its whole state
+        // byte, and its timeout read at a fixed index; the other states are
+        // converted out of line.
+        const EST: usize = FlowState::TcpEstablished as usize;
+        let (state, timeout) = if usize::from(st) == EST {
+            (FlowState::TcpEstablished, timeouts[EST])
+        } else {
+            state_timeout(st, timeouts)
+        };
         let last = bucket.last_seen[w];
-        if now.wrapping_sub(last) > timeouts[state as usize] {
+        if now.wrapping_sub(last) > timeout {
             bucket.state[w] = 0;
             let created = self.created.get(b).map_or(last, |c| c[w]);
             return Err(Some(Expired {
