@@ -268,7 +268,8 @@ enum Route {
 /// cannot change during it, and a burst of packets mostly goes to one VIP.
 #[derive(Clone, Copy)]
 struct VipMemo<'s> {
-    /// The destination, as [`FastMeta::dest`]; 0: nothing yet.
+    /// The destination, as [`FastMeta::dest`]; [`Self::EMPTY`]'s is none
+    /// (bits 16 to 31 of a destination are 0).
     dest: u64,
     /// Its VIP index and service when the fast path takes the VIP (a VIP, not
     /// stateless Maglev); `None` sends its packets to the general path.
@@ -276,7 +277,10 @@ struct VipMemo<'s> {
 }
 
 impl<'s> VipMemo<'s> {
-    const EMPTY: Self = Self { dest: 0, vip: None };
+    const EMPTY: Self = Self {
+        dest: u64::MAX,
+        vip: None,
+    };
 
     /// The fast path's VIP for the TCP packet `f`.
     #[inline(always)]

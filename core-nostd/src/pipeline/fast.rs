@@ -56,8 +56,9 @@ pub(super) struct FastMeta {
     /// flow-table bucket holds of the key (see
     /// [`FlowTable::lookup_v4`](crate::flow::FlowTable::lookup_v4)).
     pub word: u64,
-    /// `1 << 48 | destination address << 16 | destination port`: the
-    /// destination as the VIP memo compares it (never 0).
+    /// `destination address << 32 | destination port`: the destination as
+    /// the VIP memo compares it (the header's destination address and ports
+    /// with the source port masked off; bits 16 to 31 are always 0).
     pub dest: u64,
     /// Offset of the IP header in the frame (14 or 18).
     pub l3_offset: u16,
@@ -73,7 +74,7 @@ impl FastMeta {
     /// The IPv4 destination, as a big-endian integer.
     #[inline(always)]
     pub fn dst(&self) -> u32 {
-        (self.dest >> 16) as u32
+        (self.dest >> 32) as u32
     }
 
     /// The TCP destination port.
@@ -88,6 +89,9 @@ impl FastMeta {
         FlowKey::v4_from_word(self.word, self.dst(), ip_proto::TCP)
     }
 }
+
+/// What [`FastMeta::dest`] keeps of the destination address and the ports.
+const DEST_MASK: u64 = 0xffff_ffff_0000_ffff;
 
 #[inline(always)]
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -164,8 +168,7 @@ pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
     }
     *out = FastMeta {
         word: u64::from(src) << 32 | (dst_ports & 0xffff_ffff),
-        // The destination address << 16 | the destination port.
-        dest: 1 << 48 | ((dst_ports >> 16) & 0xffff_ffff_0000) | (dst_ports & 0xffff),
+        dest: dst_ports & DEST_MASK,
         // l3 <= 18.
         l3_offset: l3 as u16,
         l3_len: tl,
