@@ -384,11 +384,13 @@ impl<const B: usize> FlowTable<B> {
             if bucket.key[w] != p.word {
                 continue;
             }
+            // Live and of the family first: for an IPv4 probe the two are
+            // one signed test of the state byte (1 to 0x7f).
             let st = bucket.state[w];
             if st == 0
+                || (st & V6_FLAG != 0) != p.v6
                 || bucket.vip[w] & VIP_MASK != p.vip
                 || bucket.proto[w] != p.proto
-                || (st & V6_FLAG != 0) != p.v6
             {
                 continue;
             }
