@@ -47,7 +47,7 @@
 use crate::classify::{
     is_host_icmp, is_martian_source, match_vip, match_vip_parts, DropReason, Verdict, VipMatch,
 };
-use crate::flow::{ticks, Entry, Expired, FlowKey, FlowState, FlowTable, Lookup, Slot};
+use crate::flow::{ticks, Entry, Expired, FlowKey, FlowState, FlowTable, Lookup, NewEntry, Slot};
 use crate::hash::{choice_hash, flow_hash, flow_hash_v4};
 use crate::prefetch;
 use crate::rewrite::{rewrite, Rewritten, TunnelV4};
@@ -1163,15 +1163,17 @@ impl<const B: usize> Lane<'_, B> {
             (Some(b), FlowState::TcpEstablished)
         };
         let b = b.ok_or(DropReason::NoLiveBackend)?;
+        let new = NewEntry {
+            hash,
+            vip: vip_idx,
+            now,
+            timeouts: svc.timeouts(),
+            backend: b,
+            state,
+        };
         let inserted = match key {
-            NewKey::Full(key) => {
-                self.flows
-                    .insert(key, hash, vip_idx, now, svc.timeouts(), b, state)
-            }
-            NewKey::V4(word) => {
-                self.flows
-                    .insert_v4(word, proto, hash, vip_idx, now, svc.timeouts(), b, state)
-            }
+            NewKey::Full(key) => self.flows.insert(key, new),
+            NewKey::V4(word) => self.flows.insert_v4(word, proto, new),
         };
         match inserted {
             Ok((_, reclaimed)) => {

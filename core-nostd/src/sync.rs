@@ -58,7 +58,7 @@
 //!   accepts datagrams only from its configured peers.
 
 use crate::classify::{match_vip, VipMatch};
-use crate::flow::{FlowKey, FlowState, Lookup};
+use crate::flow::{FlowKey, FlowState, Lookup, NewEntry};
 use crate::hash::flow_hash;
 use crate::service::{AdminState, Service};
 use crate::wire::meta::ip_proto;
@@ -393,15 +393,15 @@ pub fn apply<const B: usize>(
             // its peers send.
             Lookup::Miss(_) if flows.room(hash, now, svc.timeouts()) < 2 => a.refused += 1,
             Lookup::Miss(_) => {
-                match flows.insert(
-                    &key,
+                let new = NewEntry {
                     hash,
                     vip,
                     now,
-                    svc.timeouts(),
+                    timeouts: svc.timeouts(),
                     backend,
-                    FlowState::TcpEstablished,
-                ) {
+                    state: FlowState::TcpEstablished,
+                };
+                match flows.insert(&key, new) {
                     Ok(_) => a.inserted += 1,
                     Err(_) => a.refused += 1,
                 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use marllb_core::flow::{FlowKey, FlowState, FlowTable, Lookup, FLOW_STATES, WAYS};
+use marllb_core::flow::{FlowKey, FlowState, FlowTable, Lookup, NewEntry, FLOW_STATES, WAYS};
 use marllb_core::wire::IpFamily;
 use zerocopy::FromZeros;
 
@@ -131,7 +131,17 @@ fuzz_target!(|inp: Input| {
                 match (*op, slot) {
                     (Op::Open { backend, state, .. }, None) => {
                         let st = state_of(state);
-                        match t.insert(&k, h, vip(i), now, &TIMEOUTS, u16::from(backend), st) {
+                        match t.insert(
+                            &k,
+                            NewEntry {
+                                hash: h,
+                                vip: vip(i),
+                                now,
+                                timeouts: &TIMEOUTS,
+                                backend: u16::from(backend),
+                                state: st,
+                            },
+                        ) {
                             Ok((s, reclaimed)) => {
                                 if let Some(x) = reclaimed {
                                     let j = usize::from(x.vip);

@@ -233,6 +233,24 @@ pub struct Expired {
     pub last_seen: u32,
 }
 
+/// What [`FlowTable::insert`] and [`FlowTable::insert_v4`] store with a new
+/// flow's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewEntry<'t> {
+    /// The flow's hash (it picks the buckets).
+    pub hash: u64,
+    /// VIP index.
+    pub vip: u8,
+    /// Tick of the flow's first packet.
+    pub now: u32,
+    /// [`Timeouts::to_ticks`], for reclaiming an expired way.
+    pub timeouts: &'t [u32; FLOW_STATES],
+    /// Backend index (below 256).
+    pub backend: u16,
+    /// Initial state.
+    pub state: FlowState,
+}
+
 /// Why an insert failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -542,28 +560,23 @@ impl<const B: usize> FlowTable<B> {
         })
     }
 
-    /// Inserts a new flow of VIP `vip` on `backend` (an index below 256) in its
-    /// primary bucket, else its alternate bucket. Uses a free way, or reclaims an
-    /// expired one (returned so the caller can account for it); refuses with
-    /// [`InsertError::BucketFull`] when both buckets hold only live flows. The
-    /// caller has checked that the flow is not in the table.
+    /// Inserts the new flow `key` as `e` describes it (its VIP, backend and
+    /// state) in its primary bucket, else its alternate bucket. Uses a free
+    /// way, or reclaims an expired one (returned so the caller can account for
+    /// it); refuses with [`InsertError::BucketFull`] when both buckets hold
+    /// only live flows. The caller has checked that the flow is not in the
+    /// table.
     ///
     /// Out of line: the pipeline's general path calls it only for a new
     /// flow, and inlined it costs the fast path registers.
     #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &mut self,
         key: &FlowKey,
-        hash: u64,
-        vip: u8,
-        now: u32,
-        timeouts: &[u32; FLOW_STATES],
-        backend: u16,
-        state: FlowState,
+        e: NewEntry<'_>,
     ) -> Result<(Slot, Option<Expired>), InsertError> {
-        let p = Probe::new(key, hash, vip);
-        self.insert_probe(&p, key, hash, vip, now, timeouts, backend, state)
+        let p = Probe::new(key, e.hash, e.vip);
+        self.insert_probe(&p, key, &e)
     }
 
     /// [`FlowTable::insert`] of an IPv4 flow, from what its bucket holds of
@@ -571,50 +584,37 @@ impl<const B: usize> FlowTable<B> {
     /// same entry as `insert` makes for that flow's [`FlowKey`], without
     /// building the key.
     #[inline]
-    #[allow(clippy::too_many_arguments)]
     pub fn insert_v4(
         &mut self,
         word: u64,
         proto: u8,
-        hash: u64,
-        vip: u8,
-        now: u32,
-        timeouts: &[u32; FLOW_STATES],
-        backend: u16,
-        state: FlowState,
+        e: NewEntry<'_>,
     ) -> Result<(Slot, Option<Expired>), InsertError> {
         let p = Probe {
             word,
-            vip,
+            vip: e.vip,
             proto,
             v6: false,
         };
         // An IPv4 entry keeps no full key.
-        self.insert_probe(
-            &p,
-            &FlowKey::default(),
+        self.insert_probe(&p, &FlowKey::default(), &e)
+    }
+
+    #[inline(always)]
+    fn insert_probe(
+        &mut self,
+        p: &Probe,
+        key: &FlowKey,
+        e: &NewEntry<'_>,
+    ) -> Result<(Slot, Option<Expired>), InsertError> {
+        let &NewEntry {
             hash,
             vip,
             now,
             timeouts,
             backend,
             state,
-        )
-    }
-
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn insert_probe(
-        &mut self,
-        p: &Probe,
-        key: &FlowKey,
-        hash: u64,
-        vip: u8,
-        now: u32,
-        timeouts: &[u32; FLOW_STATES],
-        backend: u16,
-        state: FlowState,
-    ) -> Result<(Slot, Option<Expired>), InsertError> {
+        } = e;
         let primary = Self::bucket_of(hash);
         let (b, (w, reclaimed)) = match self.vacancy(primary, now, timeouts) {
             Some(v) => (primary, v),

@@ -32,8 +32,21 @@ fn to() -> [u32; FLOW_STATES] {
     Timeouts::default().to_ticks()
 }
 
+/// A [`NewEntry`] with the default timeouts.
+fn new_entry(hash: u64, vip: u8, now: u32, backend: u16, state: FlowState) -> NewEntry<'static> {
+    static TO: std::sync::LazyLock<[u32; FLOW_STATES]> = std::sync::LazyLock::new(to);
+    NewEntry {
+        hash,
+        vip,
+        now,
+        timeouts: &TO,
+        backend,
+        state,
+    }
+}
+
 fn ins(t: &mut Table, k: &FlowKey, h: u64, now: u32, backend: u16, st: FlowState) -> Slot {
-    t.insert(k, h, 0, now, &to(), backend, st)
+    t.insert(k, new_entry(h, 0, now, backend, st))
         .expect("insert")
         .0
 }
@@ -51,7 +64,7 @@ fn insert_then_hit_refreshes() {
     let k = key(1);
     let h = 0x1234_5678_0000_0003;
     let (slot, reclaimed) = t
-        .insert(&k, h, 2, 100, &to(), 7, FlowState::TcpSynSent)
+        .insert(&k, new_entry(h, 2, 100, 7, FlowState::TcpSynSent))
         .expect("insert");
     assert!(reclaimed.is_none());
     assert_eq!(slot.bucket, 3);
@@ -146,7 +159,7 @@ fn full_bucket_spills_to_its_alternate_then_refuses() {
         assert_eq!(s.bucket, if i < 4 { 42 } else { 7 });
     }
     assert_eq!(
-        t.insert(&key(99), h, 0, 10, &to(), 9, FlowState::TcpSynSent),
+        t.insert(&key(99), new_entry(h, 0, 10, 9, FlowState::TcpSynSent)),
         Err(InsertError::BucketFull)
     );
     for i in 0..8 {
@@ -182,7 +195,7 @@ fn full_bucket_reclaims_expired_way() {
     }
     // 6 s later the half-open entry (way 2) has expired and is reclaimed.
     let (slot, reclaimed) = t
-        .insert(&key(99), h, 0, 6 * SEC, &to(), 9, FlowState::TcpSynSent)
+        .insert(&key(99), new_entry(h, 0, 6 * SEC, 9, FlowState::TcpSynSent))
         .expect("reclaim");
     assert_eq!(slot.way, 2);
     let r = reclaimed.expect("reported");
@@ -194,7 +207,7 @@ fn sweep_reports_every_expired_entry_once() {
     let mut t = table();
     for i in 0..100u32 {
         let h = u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let _ = t.insert(&key(i), h, 0, 0, &to(), (i % 5) as u16, FlowState::Udp);
+        let _ = t.insert(&key(i), new_entry(h, 0, 0, (i % 5) as u16, FlowState::Udp));
     }
     let n = t.occupied();
     assert!(n > 50);
@@ -265,7 +278,7 @@ fn refusals_stay_rare_at_operating_load() {
     for i in 0..(cap / 2) as u32 {
         let k = key(i);
         let h = crate::hash::flow_hash(&k, 1);
-        if t.insert(&k, h, 0, 0, &to(), 1, FlowState::Udp).is_err() {
+        if t.insert(&k, new_entry(h, 0, 0, 1, FlowState::Udp)).is_err() {
             fails += 1;
         }
         if i as usize == cap / 4 {
@@ -313,8 +326,8 @@ fn insert_v4_makes_the_entry_insert_makes() {
         } else {
             FlowState::Udp
         };
-        let x = a.insert(&k, h, vip, now, &to(), 3, st);
-        let y = b.insert_v4(word, proto, h, vip, now, &to(), 3, st);
+        let x = a.insert(&k, new_entry(h, vip, now, 3, st));
+        let y = b.insert_v4(word, proto, new_entry(h, vip, now, 3, st));
         assert_eq!(x, y);
     }
     assert_eq!(a.buckets.as_bytes(), b.buckets.as_bytes());
