@@ -707,10 +707,58 @@ impl<const B: usize> Lane<'_, B> {
     }
 
     /// The fast path's rewrite of a packet placed on `backend` (`be`), and
-    /// its verdict.
+    /// its verdict. IP-in-IP over IPv4 is finished here, with its own tail;
+    /// the other encapsulations, and a tunnel that fails, out of line.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn fast_emit(
+        &mut self,
+        svc: &Service,
+        pkt: &mut Packet<'_>,
+        meta: &mut PacketMeta,
+        f: &FastMeta,
+        encap: crate::rewrite::Encap,
+        hash: u64,
+        backend: u16,
+        (be, tunnel): (&Backend, &TunnelV4),
+        out: &mut Verdict,
+    ) -> bool {
+        if be.family != IpFamily::V4 || encap != crate::rewrite::Encap::IpIp {
+            return self.fast_emit_any(svc, pkt, meta, f, encap, hash, backend, (be, tunnel), out);
+        }
+        let rewritten = crate::rewrite::forward_ipip_v4(
+            pkt.buf,
+            pkt.start + usize::from(f.l3_offset),
+            usize::from(f.l3_len),
+            f.df,
+            tunnel,
+            svc.egress().mtu,
+            hash,
+        );
+        match rewritten {
+            Some(Ok(r)) => {
+                let (start, len) = r.frame();
+                pkt.start = start;
+                pkt.len = len;
+                #[cfg(test)]
+                {
+                    *self.fast_forwarded += 1;
+                }
+                self.telemetry.global.forwarded += 1;
+                *out = Verdict::Forward { backend };
+                true
+            }
+            Some(Err(e)) => {
+                self.fast_emit_failed(svc, pkt, meta, encap, hash, backend, Some(e), out)
+            }
+            None => self.fast_emit_failed(svc, pkt, meta, encap, hash, backend, None, out),
+        }
+    }
+
+    /// [`Self::fast_emit`] of any encapsulation.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn fast_emit_any(
         &mut self,
         svc: &Service,
         pkt: &mut Packet<'_>,
@@ -737,7 +785,7 @@ impl<const B: usize> Lane<'_, B> {
             svc.egress(),
             hash,
         );
-        let v = match rewritten {
+        let err = match rewritten {
             Some(Ok(r)) => {
                 let (start, len) = r.frame();
                 pkt.start = start;
@@ -750,12 +798,35 @@ impl<const B: usize> Lane<'_, B> {
                 *out = Verdict::Forward { backend };
                 return true;
             }
-            Some(Err(e)) => {
+            Some(Err(e)) => Some(e),
+            None => None,
+        };
+        self.fast_emit_failed(svc, pkt, meta, encap, hash, backend, err, out)
+    }
+
+    /// A fast-path rewrite that did not forward: the drop for `err`, or
+    /// (`None`: too big for the link) the general path's ICMP reply, which
+    /// needs the full metadata.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    #[cold]
+    fn fast_emit_failed(
+        &mut self,
+        svc: &Service,
+        pkt: &mut Packet<'_>,
+        meta: &mut PacketMeta,
+        encap: crate::rewrite::Encap,
+        hash: u64,
+        backend: u16,
+        err: Option<crate::rewrite::RewriteError>,
+        out: &mut Verdict,
+    ) -> bool {
+        let v = match err {
+            Some(e) => {
                 let r = DropReason::from(e);
                 self.telemetry.drop_for_backend(backend, r);
                 Verdict::Drop(r)
             }
-            // Too big for the link: the ICMP reply needs the full metadata.
             None if Self::reparse(pkt, meta) => self.emit(svc, pkt, meta, hash, backend, encap),
             None => self.drop(DropReason::Malformed),
         };

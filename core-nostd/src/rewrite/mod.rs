@@ -322,6 +322,23 @@ fn forward(
     })
 }
 
+/// [`forward_fast_v4`] of IP-in-IP over IPv4 (the common case, which the
+/// caller has tested): the template tunnel through its one window.
+#[inline(always)]
+pub(crate) fn forward_ipip_v4(
+    buf: &mut [u8],
+    l3: usize,
+    l3_len: usize,
+    df: bool,
+    tunnel: &TunnelV4,
+    mtu: u16,
+    flow_hash: u64,
+) -> Option<Result<Rewritten, RewriteError>> {
+    tunnel::encap_v4_fast::<{ ETH_HLEN + 2 * IPV4_HLEN }>(
+        buf, l3, l3_len, df, tunnel, mtu, flow_hash,
+    )
+}
+
 /// [`rewrite`] for the pipeline's fast path: an IPv4 packet without options
 /// whose IP header starts at `l3` in `buf`, frame at `start`, IP length
 /// `l3_len`, TTL above 1, all proved by the fast parser, so [`check`] is not
