@@ -246,6 +246,10 @@ struct Scratch {
     fast: [FastMeta; CHUNK],
     keys: [FlowKey; CHUNK],
     hashes: [u64; CHUNK],
+    /// The full metadata of a fast-path packet that leaves the fast path (one
+    /// at a time: one slot, at a fixed address, where a general packet's is in
+    /// `metas`).
+    spare: PacketMeta,
 }
 
 /// How pass 3 finishes a packet of the chunk.
@@ -470,6 +474,7 @@ impl<const B: usize> Worker<B> {
                 fast,
                 keys,
                 hashes,
+                spare,
             } = scratch;
             let mut lane = Lane {
                 flows,
@@ -548,7 +553,7 @@ impl<const B: usize> Worker<B> {
                             now,
                             pkt,
                             &fast[j],
-                            &mut metas[j],
+                            spare,
                             hashes[j],
                             out,
                         ) {
