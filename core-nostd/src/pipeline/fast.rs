@@ -66,8 +66,9 @@ pub(super) struct FastMeta {
     pub l3_len: u16,
     /// TCP flags.
     pub flags: u8,
-    /// IPv4 DF bit.
-    pub df: bool,
+    /// IPv4 DF bit, where the header has it in its flags word
+    /// ([`ipv4::FLAG_DF`] or 0).
+    pub df: u16,
 }
 
 impl FastMeta {
@@ -173,7 +174,7 @@ pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
         l3_offset: l3 as u16,
         l3_len: tl,
         flags: tcp_flags,
-        df: flags_off & ipv4::FLAG_DF != 0,
+        df: flags_off & ipv4::FLAG_DF,
     };
     true
 }

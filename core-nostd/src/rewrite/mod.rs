@@ -329,7 +329,7 @@ pub(crate) fn forward_ipip_v4(
     buf: &mut [u8],
     l3: usize,
     l3_len: usize,
-    df: bool,
+    df: u16,
     tunnel: &TunnelV4,
     mtu: u16,
     flow_hash: u64,
@@ -341,7 +341,8 @@ pub(crate) fn forward_ipip_v4(
 
 /// [`rewrite`] for the pipeline's fast path: an IPv4 packet without options
 /// whose IP header starts at `l3` in `buf`, frame at `start`, IP length
-/// `l3_len`, TTL above 1, all proved by the fast parser, so [`check`] is not
+/// `l3_len`, TTL above 1, all proved by the fast parser, DF `df` (the header's
+/// [`FLAG_DF`](crate::wire::ipv4::FLAG_DF) bit, in place), so [`check`] is not
 /// repeated (the few comparisons below only keep a wrong caller from indexing
 /// out of bounds), toward the backend `family`/`addr` behind `dst_mac` (read
 /// in place: no [`Target`] is built), whose IPv4 tunnel headers from `egress`
@@ -356,7 +357,7 @@ pub(crate) fn forward_fast_v4(
     start: usize,
     l3: usize,
     l3_len: usize,
-    df: bool,
+    df: u16,
     encap: Encap,
     family: IpFamily,
     dst_mac: &[u8; 6],
@@ -388,7 +389,7 @@ pub(crate) fn forward_fast_v4(
                 l3,
                 l3_len,
                 family: IpFamily::V4,
-                df,
+                df: df != 0,
             };
             let target = Target {
                 encap,

@@ -123,7 +123,7 @@ fn outer_v4(
 
 /// The fast path's IPv4-in-IPv4 / GRE encapsulation of an IPv4 packet
 /// without options at `l3`, `l3_len` bytes, that lies in `buf` (the caller
-/// proved it): exactly what [`super::forward`] does for it (MTU check,
+/// proved it), its DF bit `df` as the header has it ([`FLAG_DF`] or 0): exactly what [`super::forward`] does for it (MTU check,
 /// headroom check, TTL decrement, the headers of [`encap`]) through one
 /// window of `W` bytes, from the new frame start to the end of the inner IP
 /// header, so that every access is at a fixed offset after one bounds check.
@@ -135,7 +135,7 @@ pub(super) fn encap_v4_fast<const W: usize>(
     buf: &mut [u8],
     l3: usize,
     l3_len: usize,
-    df: bool,
+    df: u16,
     tunnel: &TunnelV4,
     mtu: u16,
     flow_hash: u64,
@@ -175,7 +175,7 @@ pub(super) fn encap_v4_fast<const W: usize>(
     let outer_len = (ovh + l3_len) as u16;
     let tos = w[i + v4f::DSCP_ECN];
     let id = flow_hash as u16;
-    let flags = if df { FLAG_DF } else { 0 };
+    let flags = df & FLAG_DF;
     // The template's sum plus the per-packet 16-bit words (TOS and protocol
     // are the low bytes of theirs); below 2^18, so two folds give the 16-bit
     // ones'-complement sum, never zero (the template's is not).
@@ -361,11 +361,12 @@ mod tests {
                 &target.dst_mac,
                 [addr[0], addr[1], addr[2], addr[3]],
             );
+            let df_bit = if df { FLAG_DF } else { 0 };
             let got = match target.encap {
                 Encap::Gre => {
-                    encap_v4_fast::<58>(&mut buf, L3, l3_len, df, &tunnel, egress.mtu, hash)
+                    encap_v4_fast::<58>(&mut buf, L3, l3_len, df_bit, &tunnel, egress.mtu, hash)
                 }
-                _ => encap_v4_fast::<54>(&mut buf, L3, l3_len, df, &tunnel, egress.mtu, hash),
+                _ => encap_v4_fast::<54>(&mut buf, L3, l3_len, df_bit, &tunnel, egress.mtu, hash),
             };
             assert_eq!(got, Some(want), "{i}");
             assert_eq!(buf, general, "{i}");
