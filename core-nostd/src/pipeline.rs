@@ -52,7 +52,7 @@ use crate::hash::{choice_hash, flow_hash, flow_hash_v4};
 use crate::prefetch;
 use crate::rewrite::{rewrite, Rewritten, TunnelV4};
 use crate::select::{sed_choose, Method};
-use crate::service::{AdminState, Backend, Service, VipService};
+use crate::service::{AdminState, Service, VipService};
 use crate::sync::{Applied, RecordKind, SyncOut, SyncRecord};
 use crate::telemetry::Telemetry;
 use crate::wire::checksum;
@@ -686,9 +686,10 @@ impl<const B: usize> Lane<'_, B> {
                     return self.fast_miss(svc, pkt, meta, vs, vip_idx, f, hash, now, expired, out);
                 }
             };
-            let (backend, be) = match svc.backend_tunnel(e.backend) {
-                Some(be) if be.0.admin != AdminState::Down => (e.backend, be),
-                _ => {
+            let backend = e.backend;
+            let tunnel = match svc.tunnel_up(backend) {
+                Some(t) => t,
+                None => {
                     break 'slow self
                         .fast_placed_hit(svc, pkt, meta, vs, vip_idx, f, hash, now, slot, e)
                 }
@@ -705,15 +706,16 @@ impl<const B: usize> Lane<'_, B> {
             let flows = &self.flows;
             self.telemetry
                 .packet(backend, u32::from(f.l3_len), now, || flows.created(slot));
-            return self.fast_emit(svc, pkt, meta, f, vs.encap, hash, backend, be, out);
+            return self.fast_emit(svc, pkt, meta, f, vs.encap, hash, backend, tunnel, out);
         };
         *out = v;
         false
     }
 
-    /// The fast path's rewrite of a packet placed on `backend` (`be`), and
-    /// its verdict. IP-in-IP over IPv4 is finished here, with its own tail;
-    /// the other encapsulations, and a tunnel that fails, out of line.
+    /// The fast path's rewrite of a packet placed on `backend` (whose
+    /// tunnel headers are `tunnel`), and its verdict. IP-in-IP over IPv4 is
+    /// finished here, with its own tail; the other encapsulations, and a
+    /// tunnel that fails, out of line.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn fast_emit(
@@ -725,11 +727,11 @@ impl<const B: usize> Lane<'_, B> {
         encap: crate::rewrite::Encap,
         hash: u64,
         backend: u16,
-        (be, tunnel): (&Backend, &TunnelV4),
+        tunnel: &TunnelV4,
         out: &mut Verdict,
     ) -> bool {
-        if be.family != IpFamily::V4 || encap != crate::rewrite::Encap::IpIp {
-            return self.fast_emit_any(svc, pkt, meta, f, encap, hash, backend, (be, tunnel), out);
+        if !tunnel.v4 || encap != crate::rewrite::Encap::IpIp {
+            return self.fast_emit_any(svc, pkt, meta, f, encap, hash, backend, out);
         }
         let rewritten = crate::rewrite::forward_ipip_v4(
             pkt.buf,
@@ -772,9 +774,13 @@ impl<const B: usize> Lane<'_, B> {
         encap: crate::rewrite::Encap,
         hash: u64,
         backend: u16,
-        (be, tunnel): (&Backend, &TunnelV4),
         out: &mut Verdict,
     ) -> bool {
+        let Some((be, tunnel)) = svc.backend_tunnel(backend) else {
+            // (Never: the callers place packets on backends of the service.)
+            *out = self.drop(DropReason::NoLiveBackend);
+            return false;
+        };
         let l3 = usize::from(f.l3_offset);
         let rewritten = crate::rewrite::forward_fast_v4(
             pkt.buf,
@@ -897,8 +903,8 @@ impl<const B: usize> Lane<'_, B> {
             expired,
         );
         let r = match placed.map(|b| (b, svc.backend_tunnel(b))) {
-            Ok((b, Some(be))) => {
-                return self.fast_emit(svc, pkt, meta, f, vs.encap, hash, b, be, out)
+            Ok((b, Some((_, tunnel)))) => {
+                return self.fast_emit(svc, pkt, meta, f, vs.encap, hash, b, tunnel, out)
             }
             Ok((_, None)) => DropReason::NoLiveBackend,
             Err(r) => r,

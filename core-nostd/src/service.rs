@@ -184,8 +184,9 @@ pub struct Service {
     timeouts: [u32; FLOW_STATES],
     vip_list: [Vip; MAX_VIPS],
     backends: [Backend; MAX_BACKENDS],
-    /// Each backend's IPv4 tunnel headers, rebuilt whenever `egress` or the
-    /// backends change.
+    /// Each backend's IPv4 tunnel headers and fast-path flags, rebuilt
+    /// whenever `egress` or the backends change (a slot past the last
+    /// backend is zero: not up).
     tunnels: [TunnelV4; MAX_BACKENDS],
     vips: [VipService; MAX_VIPS],
 }
@@ -250,10 +251,24 @@ impl Service {
 
     fn rebuild_tunnels(&mut self) {
         let n = usize::from(self.n_backends).min(MAX_BACKENDS);
-        for (t, b) in self.tunnels[..n].iter_mut().zip(&self.backends[..n]) {
+        for (i, t) in self.tunnels.iter_mut().enumerate() {
+            let Some(b) = self.backends[..n].get(i) else {
+                t.zero();
+                continue;
+            };
             let dst = [b.addr[0], b.addr[1], b.addr[2], b.addr[3]];
             *t = TunnelV4::new(&self.egress, &b.mac, dst);
+            t.up = b.admin != AdminState::Down;
+            t.v4 = b.family == IpFamily::V4;
         }
+    }
+
+    /// The IPv4 tunnel headers of backend `i` when it is up (a backend of
+    /// the service, not down), for the fast path: one load and test, and no
+    /// bounds check for an index from a flow-table entry (below 256).
+    #[inline(always)]
+    pub(crate) fn tunnel_up(&self, i: u16) -> Option<&TunnelV4> {
+        self.tunnels.get(usize::from(i)).filter(|t| t.up)
     }
 
     /// Flow-table timeouts in ticks.
@@ -373,6 +388,9 @@ impl Service {
         };
         let was_active = b.admin == AdminState::Active;
         b.admin = state;
+        if let Some(t) = self.tunnels.get_mut(usize::from(backend)) {
+            t.up = state != AdminState::Down;
+        }
         let maglev = was_active != (state == AdminState::Active);
         self.rebuild_all(maglev);
         Ok(())

@@ -967,3 +967,42 @@ fn packet_frame_is_empty_when_inconsistent() {
         );
     }
 }
+
+/// The fast path's per-backend flags (up, reached over IPv4) follow every
+/// change of the backends: a new list, a shorter one, an admin change.
+#[test]
+fn tunnel_flags_follow_the_backends() {
+    let check = |s: &Service| {
+        for i in 0..crate::MAX_BACKENDS as u16 {
+            let want = s.backend(i).filter(|b| b.admin != AdminState::Down);
+            let got = s.tunnel_up(i);
+            assert_eq!(got.is_some(), want.is_some(), "backend {i}");
+            if let (Some(t), Some(b)) = (got, want) {
+                assert_eq!(t.v4, b.family == IpFamily::V4, "backend {i}");
+            }
+        }
+    };
+    let mut s = service(Method::Alias, Encap::IpIp, &[WEIGHT_ONE; 4]);
+    check(&s);
+    s.set_admin(1, AdminState::Down).expect("admin");
+    s.set_admin(2, AdminState::Draining).expect("admin");
+    check(&s);
+    s.set_admin(1, AdminState::Active).expect("admin");
+    check(&s);
+    let mut bs = s.backends().to_vec();
+    bs[3].family = IpFamily::V6;
+    bs[0].admin = AdminState::Down;
+    s.set_backends(&bs).expect("backends");
+    check(&s);
+    s.set_egress(Egress::default());
+    check(&s);
+    // A shorter list (no VIP refers to the rest) leaves no slot past its end
+    // up.
+    let mut sv = Service::new_box_zeroed().expect("alloc");
+    check(&sv);
+    let six: Vec<Backend> = (0..6).map(|i| backend(i, WEIGHT_ONE)).collect();
+    sv.set_backends(&six).expect("backends");
+    check(&sv);
+    sv.set_backends(&six[..2]).expect("backends");
+    check(&sv);
+}

@@ -69,6 +69,12 @@ const TUNNEL_V4_HDR: usize = ETH_HLEN + IPV4_HLEN;
 pub struct TunnelV4 {
     hdr: [u8; TUNNEL_V4_HDR],
     sum: u16,
+    /// The slot holds a backend that is not down (the fast path may finish
+    /// a flow-table hit on it); set by the `Service`, false in a new template.
+    pub(crate) up: bool,
+    /// The backend is reached over IPv4 (the template applies to it); set
+    /// by the `Service`, false in a new template.
+    pub(crate) v4: bool,
 }
 
 impl TunnelV4 {
@@ -87,6 +93,8 @@ impl TunnelV4 {
         Self {
             hdr,
             sum: crate::wire::checksum::fold(sum),
+            up: false,
+            v4: false,
         }
     }
 }
