@@ -131,7 +131,9 @@ fn outer_v4(
 
 /// The fast path's IPv4-in-IPv4 / GRE encapsulation of an IPv4 packet
 /// without options at `l3`, `l3_len` bytes, that lies in `buf` (the caller
-/// proved it), its DF bit `df` as the header has it ([`FLAG_DF`] or 0): exactly what [`super::forward`] does for it (MTU check,
+/// proved it), with DF `df` as its header's flags word has it ([`FLAG_DF`]
+/// or 0, the caller's mask; it is copied as it is): exactly what
+/// [`super::forward`] does for it (MTU check,
 /// headroom check, TTL decrement, the headers of [`encap`]) through one
 /// window of `W` bytes, from the new frame start to the end of the inner IP
 /// header, so that every access is at a fixed offset after one bounds check.
@@ -183,7 +185,8 @@ pub(super) fn encap_v4_fast<const W: usize>(
     let outer_len = (ovh + l3_len) as u16;
     let tos = w[i + v4f::DSCP_ECN];
     let id = flow_hash as u16;
-    let flags = df & FLAG_DF;
+    // (Masked by the caller.)
+    let flags = df;
     // The template's sum plus the per-packet 16-bit words (TOS and protocol
     // are the low bytes of theirs); below 2^18, so two folds give the 16-bit
     // ones'-complement sum, never zero (the template's is not).
