@@ -488,6 +488,9 @@ impl<const B: usize> Worker<B> {
             lane.telemetry.global.rx_packets += m as u64;
             // `n` is at most both lengths: one bounds check per chunk.
             let mut any_general = false;
+            // No packet for anything but the fast path: pass 3 then needs no
+            // route test.
+            let mut all_fast = true;
             let chunk_pkts = &mut pkts[base..base + m];
             let chunk_verdicts = &mut verdicts[base..base + m];
             for j in 0..m {
@@ -497,6 +500,7 @@ impl<const B: usize> Worker<B> {
                 let h = if fast_on && fast::parse(p.frame(), &mut fast[j]) {
                     flow_hash_v4(&fast[j].key(), svc.hash_seed)
                 } else {
+                    all_fast = false;
                     match parse_into(p.frame(), &mut metas[j]) {
                         Ok(FrameKind::Ip) => {
                             route[j] = Route::General;
@@ -531,7 +535,31 @@ impl<const B: usize> Worker<B> {
                 }
             }
             // Pass 3: finish (`j < m <= CHUNK`: no bounds check on the
-            // chunk's slices nor on the scratch arrays).
+            // chunk's slices nor on the scratch arrays). A chunk of fast-path
+            // packets only (the common case) in a loop of its own.
+            if all_fast {
+                for j in 0..m {
+                    let (Some(pkt), Some(out)) = (chunk_pkts.get_mut(j), chunk_verdicts.get_mut(j))
+                    else {
+                        break;
+                    };
+                    if !lane.finish_fast(
+                        svc,
+                        &mut vip_memo,
+                        now_ns,
+                        now,
+                        pkt,
+                        &fast[j],
+                        spare,
+                        hashes[j],
+                        out,
+                    ) {
+                        lane.tally(*out);
+                    }
+                }
+                base += m;
+                continue;
+            }
             for j in 0..m {
                 let (Some(pkt), Some(out)) = (chunk_pkts.get_mut(j), chunk_verdicts.get_mut(j))
                 else {
@@ -562,13 +590,7 @@ impl<const B: usize> Worker<B> {
                         *out
                     }
                 };
-                match v {
-                    Verdict::Drop(r) if r == DropReason::Malformed => lane.telemetry.drop_packet(r),
-                    Verdict::Host => lane.telemetry.global.to_host += 1,
-                    Verdict::Reply => lane.telemetry.global.replies += 1,
-                    Verdict::Forward { .. } => lane.telemetry.global.forwarded += 1,
-                    Verdict::Drop(_) => {}
-                }
+                lane.tally(v);
                 *out = v;
             }
             base += m;
@@ -577,6 +599,19 @@ impl<const B: usize> Worker<B> {
 }
 
 impl<const B: usize> Lane<'_, B> {
+    /// Counts a verdict of pass 3 (a drop other than malformed was counted
+    /// where it was decided; the fast path counts its forwards itself).
+    #[inline(always)]
+    fn tally(&mut self, v: Verdict) {
+        match v {
+            Verdict::Drop(r) if r == DropReason::Malformed => self.telemetry.drop_packet(r),
+            Verdict::Host => self.telemetry.global.to_host += 1,
+            Verdict::Reply => self.telemetry.global.replies += 1,
+            Verdict::Forward { .. } => self.telemetry.global.forwarded += 1,
+            Verdict::Drop(_) => {}
+        }
+    }
+
     /// Queues a sync record of the connection `m` belongs to (counted as made,
     /// or as dropped when the outbox is full).
     #[inline(never)]
