@@ -748,9 +748,9 @@ impl<const B: usize> Lane<'_, B> {
     }
 
     /// The fast path's rewrite of a packet placed on `backend` (whose
-    /// tunnel headers are `tunnel`), and its verdict. IP-in-IP over IPv4 is
-    /// finished here, with its own tail; the other encapsulations, and a
-    /// tunnel that fails, out of line.
+    /// tunnel headers are `tunnel`), and its verdict. IP-in-IP and GRE over
+    /// IPv4 are finished here, with their own tails; the other
+    /// encapsulations, and a tunnel that fails, out of line.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn fast_emit(
@@ -765,18 +765,17 @@ impl<const B: usize> Lane<'_, B> {
         tunnel: &TunnelV4,
         out: &mut Verdict,
     ) -> bool {
-        if !tunnel.v4 || encap != crate::rewrite::Encap::IpIp {
-            return self.fast_emit_any(svc, pkt, meta, f, encap, hash, backend, out);
-        }
-        let rewritten = crate::rewrite::forward_ipip_v4(
-            pkt.buf,
-            pkt.start + usize::from(f.l3_offset),
-            usize::from(f.l3_len),
-            f.df,
-            tunnel,
-            svc.egress().mtu,
-            hash,
-        );
+        let l3 = pkt.start + usize::from(f.l3_offset);
+        let (l3_len, mtu) = (usize::from(f.l3_len), svc.egress().mtu);
+        let rewritten = match encap {
+            crate::rewrite::Encap::IpIp if tunnel.v4 => {
+                crate::rewrite::forward_ipip_v4(pkt.buf, l3, l3_len, f.df, tunnel, mtu, hash)
+            }
+            crate::rewrite::Encap::Gre if tunnel.v4 => {
+                crate::rewrite::forward_gre_v4(pkt.buf, l3, l3_len, f.df, tunnel, mtu, hash)
+            }
+            _ => return self.fast_emit_any(svc, pkt, meta, f, encap, hash, backend, out),
+        };
         match rewritten {
             Some(Ok(r)) => {
                 let (start, len) = r.frame();

@@ -322,6 +322,23 @@ fn forward(
     })
 }
 
+/// [`forward_fast_v4`] of GRE over IPv4 (VPP's `lb` encapsulation, which
+/// the caller has tested): the template tunnel through its one window.
+#[inline(always)]
+pub(crate) fn forward_gre_v4(
+    buf: &mut [u8],
+    l3: usize,
+    l3_len: usize,
+    df: u16,
+    tunnel: &TunnelV4,
+    mtu: u16,
+    flow_hash: u64,
+) -> Option<Result<Rewritten, RewriteError>> {
+    tunnel::encap_v4_fast::<{ ETH_HLEN + 2 * IPV4_HLEN + GRE_HLEN }>(
+        buf, l3, l3_len, df, tunnel, mtu, flow_hash,
+    )
+}
+
 /// [`forward_fast_v4`] of IP-in-IP over IPv4 (the common case, which the
 /// caller has tested): the template tunnel through its one window.
 #[inline(always)]
