@@ -769,10 +769,12 @@ impl<const B: usize> Lane<'_, B> {
         let (l3_len, mtu) = (usize::from(f.l3_len), svc.egress().mtu);
         let rewritten = match encap {
             crate::rewrite::Encap::IpIp if tunnel.v4 => {
-                crate::rewrite::forward_ipip_v4(pkt.buf, l3, l3_len, f.df, tunnel, mtu, hash)
+                use crate::rewrite::{encap_v4_fast, IPIP_V4_WINDOW};
+                encap_v4_fast::<IPIP_V4_WINDOW>(pkt.buf, l3, l3_len, f.df, tunnel, mtu, hash)
             }
             crate::rewrite::Encap::Gre if tunnel.v4 => {
-                crate::rewrite::forward_gre_v4(pkt.buf, l3, l3_len, f.df, tunnel, mtu, hash)
+                use crate::rewrite::{encap_v4_fast, GRE_V4_WINDOW};
+                encap_v4_fast::<GRE_V4_WINDOW>(pkt.buf, l3, l3_len, f.df, tunnel, mtu, hash)
             }
             _ => return self.fast_emit_any(svc, pkt, meta, f, encap, hash, backend, out),
         };

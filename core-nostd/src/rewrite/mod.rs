@@ -322,39 +322,16 @@ fn forward(
     })
 }
 
-/// [`forward_fast_v4`] of GRE over IPv4 (VPP's `lb` encapsulation, which
-/// the caller has tested): the template tunnel through its one window.
-#[inline(always)]
-pub(crate) fn forward_gre_v4(
-    buf: &mut [u8],
-    l3: usize,
-    l3_len: usize,
-    df: u16,
-    tunnel: &TunnelV4,
-    mtu: u16,
-    flow_hash: u64,
-) -> Option<Result<Rewritten, RewriteError>> {
-    tunnel::encap_v4_fast::<{ ETH_HLEN + 2 * IPV4_HLEN + GRE_HLEN }>(
-        buf, l3, l3_len, df, tunnel, mtu, flow_hash,
-    )
-}
+/// The fast IPv4 tunnels' windows ([`encap_v4_fast`]'s `W`): from the new
+/// frame start to the end of the inner IPv4 header, for IP-in-IP and for GRE.
+pub(crate) const IPIP_V4_WINDOW: usize = ETH_HLEN + 2 * IPV4_HLEN;
+/// See [`IPIP_V4_WINDOW`].
+pub(crate) const GRE_V4_WINDOW: usize = ETH_HLEN + 2 * IPV4_HLEN + GRE_HLEN;
 
-/// [`forward_fast_v4`] of IP-in-IP over IPv4 (the common case, which the
-/// caller has tested): the template tunnel through its one window.
-#[inline(always)]
-pub(crate) fn forward_ipip_v4(
-    buf: &mut [u8],
-    l3: usize,
-    l3_len: usize,
-    df: u16,
-    tunnel: &TunnelV4,
-    mtu: u16,
-    flow_hash: u64,
-) -> Option<Result<Rewritten, RewriteError>> {
-    tunnel::encap_v4_fast::<{ ETH_HLEN + 2 * IPV4_HLEN }>(
-        buf, l3, l3_len, df, tunnel, mtu, flow_hash,
-    )
-}
+/// [`forward_fast_v4`] of IP-in-IP (`W` = [`IPIP_V4_WINDOW`]) or GRE
+/// ([`GRE_V4_WINDOW`]) over IPv4, for a caller that has tested which: the
+/// backend's template tunnel through its one window.
+pub(crate) use tunnel::encap_v4_fast;
 
 /// [`rewrite`] for the pipeline's fast path: an IPv4 packet without options
 /// whose IP header starts at `l3` in `buf`, frame at `start`, IP length
@@ -383,18 +360,18 @@ pub(crate) fn forward_fast_v4(
     egress: &Egress,
     flow_hash: u64,
 ) -> Option<Result<Rewritten, RewriteError>> {
-    const IPIP_W: usize = ETH_HLEN + 2 * IPV4_HLEN;
-    const GRE_W: usize = ETH_HLEN + 2 * IPV4_HLEN + GRE_HLEN;
     let mtu = egress.mtu;
     // The IPv4 tunnels touch only their window, which they check; the other
     // rewrites index the whole packet. IP-in-IP over IPv4 is tested first:
     // the common case in two compares.
     if family == IpFamily::V4 && encap == Encap::IpIp {
-        return tunnel::encap_v4_fast::<IPIP_W>(buf, l3, l3_len, df, tunnel, mtu, flow_hash);
+        return tunnel::encap_v4_fast::<IPIP_V4_WINDOW>(
+            buf, l3, l3_len, df, tunnel, mtu, flow_hash,
+        );
     }
     match (encap, family) {
         (Encap::Gre, IpFamily::V4) => {
-            tunnel::encap_v4_fast::<GRE_W>(buf, l3, l3_len, df, tunnel, mtu, flow_hash)
+            tunnel::encap_v4_fast::<GRE_V4_WINDOW>(buf, l3, l3_len, df, tunnel, mtu, flow_hash)
         }
         _ => {
             let end = l3.checked_add(l3_len)?;

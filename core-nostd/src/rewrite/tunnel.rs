@@ -141,7 +141,7 @@ fn outer_v4(
 /// template `tunnel` (built from the same egress) with the per-packet words
 /// patched in. `None`: too big for the link, nothing written.
 #[inline(always)]
-pub(super) fn encap_v4_fast<const W: usize>(
+pub(crate) fn encap_v4_fast<const W: usize>(
     buf: &mut [u8],
     l3: usize,
     l3_len: usize,
