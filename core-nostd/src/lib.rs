@@ -24,7 +24,7 @@ pub mod classify;
 pub mod flow;
 pub mod hash;
 pub mod pipeline;
-mod prefetch;
+pub mod prefetch;
 pub mod rewrite;
 pub mod select;
 pub mod service;

@@ -34,12 +34,12 @@ use marllb_core::service::Service;
 use marllb_vpp::cli::{parse_lb, Command};
 use marllb_vpp::config::Config;
 use marllb_vpp::frame::{
-    process_frame, FrameBuffers, FrameCounts, NodeFamily, HEADER_SIZE, NO_MACS, PRE_DATA,
+    meta, process_frame, vnet, FrameBuffers, FrameCounts, NodeFamily, HEADER_SIZE, NO_MACS,
+    PRE_DATA,
 };
 use marllb_vpp::runtime::FlowWorker;
 use vpp_plugin::bindings::{
-    vlib_buffer_t, vnet_buffer_opaque_t, VNET_BUFFER_F_L2_HDR_OFFSET_VALID,
-    VNET_BUFFER_F_L3_HDR_OFFSET_VALID,
+    vlib_buffer_t, VNET_BUFFER_F_L2_HDR_OFFSET_VALID, VNET_BUFFER_F_L3_HDR_OFFSET_VALID,
 };
 use zerocopy::FromZeros;
 
@@ -123,20 +123,15 @@ impl Arena {
         unsafe {
             let b = self.0.add(slot * STRIDE);
             std::ptr::copy_nonoverlapping(frame.as_ptr(), b.add(HEADER_SIZE), frame.len());
-            let md = (*b.cast::<vlib_buffer_t>())
-                .__bindgen_anon_1
-                .as_mut()
-                .__bindgen_anon_1
-                .__bindgen_anon_1
-                .as_mut();
+            let md = &mut *meta(b.cast::<vlib_buffer_t>());
             md.current_data = 14;
             md.current_length = 46;
             md.flags =
                 (VNET_BUFFER_F_L2_HDR_OFFSET_VALID | VNET_BUFFER_F_L3_HDR_OFFSET_VALID) as u32;
-            let vnet = &mut *(md.opaque.as_mut_ptr().cast::<vnet_buffer_opaque_t>());
-            vnet.sw_if_index = [1, u32::MAX];
-            vnet.l2_hdr_offset = 0;
-            vnet.l3_hdr_offset = 14;
+            let vn = &mut *vnet(md);
+            vn.sw_if_index = [1, u32::MAX];
+            vn.l2_hdr_offset = 0;
+            vn.l3_hdr_offset = 14;
         }
     }
 }

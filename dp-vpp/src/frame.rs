@@ -27,19 +27,20 @@
 //! Chained buffers: the core sees the first segment only; a packet whose IP
 //! length runs past it fails to parse and is dropped `malformed`.
 
-use core::mem::{offset_of, size_of};
+use core::mem::{offset_of, size_of, MaybeUninit};
 
 use marllb_core::classify::{DropReason, Verdict};
 use marllb_core::pipeline::{Packet, Worker, MAX_BATCH};
+use marllb_core::prefetch;
 use marllb_core::rewrite::ETH_HLEN;
 use marllb_core::service::Service;
 use marllb_core::wire::meta::{Frame, IpFamily};
 use vpp_plugin::bindings::{
-    vlib_buffer_t, vlib_buffer_t__bindgen_ty_1, vlib_rx_or_tx_t_VLIB_RX, vlib_rx_or_tx_t_VLIB_TX,
-    vnet_buffer_opaque_t, VLIB_BUFFER_IS_TRACED, VLIB_BUFFER_PRE_DATA_SIZE,
-    VNET_BUFFER_F_L2_HDR_OFFSET_VALID,
+    vlib_buffer_t, vlib_buffer_t__bindgen_ty_1, vlib_buffer_t__bindgen_ty_1__bindgen_ty_1,
+    vlib_buffer_t__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1, vlib_rx_or_tx_t_VLIB_RX,
+    vlib_rx_or_tx_t_VLIB_TX, vnet_buffer_opaque_t, VLIB_BUFFER_IS_TRACED,
+    VLIB_BUFFER_PRE_DATA_SIZE, VNET_BUFFER_F_L2_HDR_OFFSET_VALID,
 };
-use vpp_plugin::vlib::BufferRef;
 
 /// Headroom in front of `data`: `vlib_buffer_t::pre_data`.
 pub const PRE_DATA: usize = VLIB_BUFFER_PRE_DATA_SIZE as usize;
@@ -60,7 +61,34 @@ const _: () = {
     assert!(offset_of!(vlib_buffer_t__bindgen_ty_1, data) == HEADER_SIZE);
     assert!(offset_of!(vlib_buffer_t__bindgen_ty_1, pre_data) == PRE_DATA_OFFSET);
     assert!(size_of::<vnet_buffer_opaque_t>() <= 40);
+    // The metadata (`current_data` ... `opaque`) is the first member of
+    // every union level above it: `meta` casts instead of going through
+    // bindgen's `__BindgenUnionField::as_ref`/`as_mut`, whose zero-sized
+    // references Miri (Stacked Borrows) rejects for reading the fields.
+    assert!(offset_of!(vlib_buffer_t, __bindgen_anon_1) == 0);
+    assert!(offset_of!(vlib_buffer_t__bindgen_ty_1, __bindgen_anon_1) == 0);
+    assert!(offset_of!(vlib_buffer_t__bindgen_ty_1__bindgen_ty_1, __bindgen_anon_1) == 0);
 };
+
+/// A buffer's metadata: `current_data`, `current_length`, `flags`, ...,
+/// `opaque` (VPP's first cache line).
+pub type BufferMeta = vlib_buffer_t__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1;
+
+/// The metadata of the buffer at `b` (the same address, see the layout
+/// assertions above). Dereferencing it is as safe as dereferencing `b`.
+#[inline(always)]
+pub fn meta(b: *mut vlib_buffer_t) -> *mut BufferMeta {
+    b.cast()
+}
+
+/// `vnet_buffer(b)`: the vnet view of the metadata's `opaque` words at `m`.
+/// Dereferencing it is as safe as dereferencing `m`.
+#[inline(always)]
+pub fn vnet(m: *mut BufferMeta) -> *mut vnet_buffer_opaque_t {
+    m.cast::<u8>()
+        .wrapping_add(offset_of!(BufferMeta, opaque))
+        .cast()
+}
 
 /// Next nodes of `marllb-ip4` / `marllb-ip6`, in registration order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,11 +302,10 @@ fn buffer_ptr(start: *mut u8, index: u32) -> *mut vlib_buffer_t {
 
 /// Where the original Ethernet header starts relative to `data`, and its length.
 #[inline(always)]
-fn l2_of(flags: u32, cd: i16, vnet: &vnet_buffer_opaque_t) -> Option<(isize, usize)> {
+fn l2_of(flags: u32, cd: i16, l2: i16) -> Option<(isize, usize)> {
     if flags & (VNET_BUFFER_F_L2_HDR_OFFSET_VALID as u32) == 0 {
         return None;
     }
-    let l2 = vnet.l2_hdr_offset;
     let len = i32::from(cd) - i32::from(l2);
     (matches!(len, 14 | 18 | 22) && i32::from(l2) >= -(PRE_DATA as i32))
         .then_some((isize::from(l2), len as usize))
@@ -381,38 +408,36 @@ unsafe fn process_piece<const B: usize>(
     let (indices, nexts, verdicts) = (&indices[..n], &mut nexts[..n], &mut verdicts[..n]);
     let start = bufs.buffer_mem_start;
     let span = PRE_DATA + bufs.data_size;
-    // Per buffer: the L2 header length in front of `current_data`, and where
-    // the frame started in the view (to tell an in-place rewrite from an
-    // encapsulation).
-    let mut l2len = [0u8; PIECE];
-    let mut start0 = [0u16; PIECE];
-    let mut pkts: [Packet<'_>; PIECE] = core::array::from_fn(|_| Packet::new(&mut [], 0, 0));
-    for (i, (&bi, pkt)) in indices.iter().zip(pkts.iter_mut()).enumerate() {
+    // Only the piece's buffers get a view (a small frame does not pay for
+    // `PIECE` of them). Per buffer beside it: where the frame started in the
+    // view (to tell an in-place rewrite from an encapsulation) and the L2
+    // header length in front of `current_data`, as `start << 8 | len`.
+    let mut views: [MaybeUninit<Packet<'_>>; PIECE] = [const { MaybeUninit::uninit() }; PIECE];
+    let mut shapes = [0u32; PIECE];
+    for (i, ((&bi, slot), shape)) in indices
+        .iter()
+        .zip(views.iter_mut())
+        .zip(shapes.iter_mut())
+        .enumerate()
+    {
         if let Some(&ahead) = bufs.indices.get(ahead_of + i + PREFETCH_AHEAD) {
-            // SAFETY: `ahead` is one of the frame's buffers (function contract),
-            // so the pointer is a valid `vlib_buffer_t`; only its address is used
-            // to issue prefetch hints.
-            let b = unsafe { BufferRef::<()>::from_ptr(buffer_ptr(start, ahead)) };
-            b.prefetch_header_load();
-            b.prefetch_data_store();
+            // The header and the start of the data (where the core reads the
+            // headers and writes an encapsulation's last bytes): hints only,
+            // through the address, no reference to the buffer.
+            let b = buffer_ptr(start, ahead);
+            prefetch::read(b);
+            prefetch::read(b.cast::<u8>().wrapping_add(HEADER_SIZE));
         }
         let bp = buffer_ptr(start, bi);
+        let m = meta(bp);
         // SAFETY: `bp` is a buffer of the frame, owned exclusively by the caller
-        // (contract); the shared reference ends before the mutable slice below
-        // is created.
+        // (contract); plain reads through raw pointers, no reference is made.
         let (cd, len, l2) = unsafe {
-            let md = (*bp)
-                .__bindgen_anon_1
-                .as_ref()
-                .__bindgen_anon_1
-                .__bindgen_anon_1
-                .as_ref();
-            let vnet = &*(md.opaque.as_ptr().cast::<vnet_buffer_opaque_t>());
-            let cd = md.current_data;
+            let cd = (*m).current_data;
             (
                 cd,
-                usize::from(md.current_length),
-                l2_of(md.flags, cd, vnet),
+                usize::from((*m).current_length),
+                l2_of((*m).flags, cd, (*vnet(m)).l2_hdr_offset),
             )
         };
         // SAFETY: `pre_data` and `data` are contiguous (const-asserted layout);
@@ -432,36 +457,39 @@ unsafe fn process_piece<const B: usize>(
             }
         };
         let flen = hl + len;
-        if let (Some(l), Some(s)) = (l2len.get_mut(i), start0.get_mut(i)) {
-            *l = hl as u8;
-            *s = at as u16;
-        }
         // Inconsistent metadata becomes an empty frame: the core drops it as
         // malformed instead of reading out of bounds.
-        *pkt = if ip >= ETH_HLEN as isize && at + flen <= span {
+        let pkt = if ip >= ETH_HLEN as isize && at + flen <= span {
             Packet::new(view, at, flen)
         } else {
             Packet::new(view, 0, 0)
         };
+        slot.write(pkt);
+        *shape = (at as u32) << 8 | hl as u32;
     }
+    // SAFETY: the loop above wrote `views[..n]` (`indices` has `n` entries,
+    // `n <= PIECE`); `Packet` has no drop glue, so the uninitialised rest
+    // needs nothing.
+    let pkts: &mut [Packet<'_>] =
+        unsafe { core::slice::from_raw_parts_mut(views.as_mut_ptr().cast::<Packet<'_>>(), n) };
     if let Some(t) = traces.as_deref_mut() {
         // SAFETY: the buffers of the piece (contract); only their flags are read.
-        unsafe { note_flows(start, indices, &pkts, t) };
+        unsafe { note_flows(start, indices, pkts, t) };
     }
 
-    worker.process(svc, now_ns, &mut pkts[..n], verdicts);
+    worker.process(svc, now_ns, pkts, verdicts);
 
     let l2_src = (svc.egress().src_mac == [0; 6]).then_some(bufs.macs);
-    for ((((p, &v), next_out), &bi), (&s0, &hl)) in pkts
+    for ((((p, &v), next_out), &bi), &shape) in pkts
         .iter_mut()
         .zip(verdicts.iter())
         .zip(nexts.iter_mut())
         .zip(indices)
-        .zip(start0.iter().zip(&l2len))
+        .zip(&shapes)
     {
-        let hl = usize::from(hl);
+        let hl = (shape & 0xff) as usize;
         let (next, cur) = match v {
-            Verdict::Forward { .. } if p.start == usize::from(s0) => {
+            Verdict::Forward { .. } if p.start == (shape >> 8) as usize => {
                 counts.forwarded += 1;
                 (Next::InterfaceOutput as u16, Some((p.start, p.len, true)))
             }
@@ -507,24 +535,18 @@ unsafe fn process_piece<const B: usize>(
         let Some((at, len, l2_out)) = cur else {
             continue;
         };
-        let bp = buffer_ptr(start, bi);
-        // SAFETY: `bp` is a buffer of the frame owned by the caller; `pkts`
-        // (the only other reference into it) is used for this buffer only
-        // through `p`, which does not overlap the metadata. `at` lies inside
-        // the view, so `at - PRE_DATA` fits `i16` (>= -128, < data_size <=
-        // 65535 - 128) and `len` fits `u16`.
+        let m = meta(buffer_ptr(start, bi));
+        // SAFETY: a buffer of the frame owned by the caller; `pkts` (the only
+        // other reference into it) is used for this buffer only through `p`,
+        // which does not overlap the metadata, and the writes go through raw
+        // pointers. `at` lies inside the view, so `at - PRE_DATA` fits `i16`
+        // (>= -128, < data_size <= 65535 - 128) and `len` fits `u16`.
         unsafe {
-            let md = (*bp)
-                .__bindgen_anon_1
-                .as_mut()
-                .__bindgen_anon_1
-                .__bindgen_anon_1
-                .as_mut();
-            md.current_data = (at as isize - PRE_DATA as isize) as i16;
-            md.current_length = len as u16;
-            let vnet = &mut *(md.opaque.as_mut_ptr().cast::<vnet_buffer_opaque_t>());
+            (*m).current_data = (at as isize - PRE_DATA as isize) as i16;
+            (*m).current_length = len as u16;
+            let vn = vnet(m);
             let tx = if l2_out {
-                let rx = vnet.sw_if_index[vlib_rx_or_tx_t_VLIB_RX as usize];
+                let rx = (*vn).sw_if_index[vlib_rx_or_tx_t_VLIB_RX as usize];
                 // An L2 DSR frame leaves its input interface: with no
                 // configured source MAC, that interface's own.
                 if let (Some(mac), Some(src)) = (
@@ -537,7 +559,7 @@ unsafe fn process_piece<const B: usize>(
             } else {
                 u32::MAX
             };
-            vnet.sw_if_index[vlib_rx_or_tx_t_VLIB_TX as usize] = tx;
+            (*vn).sw_if_index[vlib_rx_or_tx_t_VLIB_TX as usize] = tx;
         }
     }
     if let Some(t) = traces {
@@ -554,15 +576,7 @@ unsafe fn process_piece<const B: usize>(
 #[inline(always)]
 unsafe fn is_traced(buffer_mem_start: *mut u8, bi: u32) -> bool {
     // SAFETY: a valid buffer (contract); only its flags are read.
-    let flags = unsafe {
-        (*buffer_ptr(buffer_mem_start, bi))
-            .__bindgen_anon_1
-            .as_ref()
-            .__bindgen_anon_1
-            .__bindgen_anon_1
-            .as_ref()
-            .flags
-    };
+    let flags = unsafe { (*meta(buffer_ptr(buffer_mem_start, bi))).flags };
     flags & VLIB_BUFFER_IS_TRACED != 0
 }
 

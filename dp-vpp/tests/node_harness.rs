@@ -16,13 +16,13 @@ use marllb_core::service::Service;
 use marllb_vpp::cli::{parse_lb, Command};
 use marllb_vpp::config::Config;
 use marllb_vpp::frame::{
-    process_frame, FrameBuffers, FrameCounts, InterfaceMacs, Next, NodeFamily, TraceNote,
-    HEADER_SIZE, NEXT_FEATURE, NO_MACS, PRE_DATA,
+    meta, process_frame, vnet, FrameBuffers, FrameCounts, InterfaceMacs, Next, NodeFamily,
+    TraceNote, HEADER_SIZE, NEXT_FEATURE, NO_MACS, PRE_DATA,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use vpp_plugin::bindings::{
-    vlib_buffer_t, vnet_buffer_opaque_t, VLIB_BUFFER_IS_TRACED, VNET_BUFFER_F_L2_HDR_OFFSET_VALID,
+    vlib_buffer_t, VLIB_BUFFER_IS_TRACED, VNET_BUFFER_F_L2_HDR_OFFSET_VALID,
     VNET_BUFFER_F_L3_HDR_OFFSET_VALID,
 };
 use zerocopy::FromZeros;
@@ -379,12 +379,7 @@ fn fill(arena: &mut Arena, slot: usize, inp: &Input) {
     };
     // SAFETY: as above.
     unsafe {
-        let md = (*b)
-            .__bindgen_anon_1
-            .as_mut()
-            .__bindgen_anon_1
-            .__bindgen_anon_1
-            .as_mut();
+        let md = &mut *meta(b);
         md.current_data = cd;
         md.current_length = len as u16;
         md.flags = if inp.l2_valid {
@@ -392,25 +387,22 @@ fn fill(arena: &mut Arena, slot: usize, inp: &Input) {
         } else {
             VNET_BUFFER_F_L3_HDR_OFFSET_VALID as u32
         };
-        let vnet = &mut *(md.opaque.as_mut_ptr().cast::<vnet_buffer_opaque_t>());
-        vnet.sw_if_index = [RX_IF, u32::MAX];
-        vnet.l2_hdr_offset = 0;
-        vnet.l3_hdr_offset = cd;
+        let vn = &mut *vnet(md);
+        vn.sw_if_index = [RX_IF, u32::MAX];
+        vn.l2_hdr_offset = 0;
+        vn.l3_hdr_offset = cd;
     }
 }
 
-fn meta(arena: &Arena, slot: usize) -> (i16, u16, u32) {
-    let b = arena.buf(slot);
-    // SAFETY: header of a buffer in the arena.
+fn meta_of(arena: &Arena, slot: usize) -> (i16, u16, u32) {
+    let m = meta(arena.buf(slot));
+    // SAFETY: header of a buffer in the arena, read through raw pointers.
     unsafe {
-        let md = (*b)
-            .__bindgen_anon_1
-            .as_ref()
-            .__bindgen_anon_1
-            .__bindgen_anon_1
-            .as_ref();
-        let vnet = &*(md.opaque.as_ptr().cast::<vnet_buffer_opaque_t>());
-        (md.current_data, md.current_length, vnet.sw_if_index[1])
+        (
+            (*m).current_data,
+            (*m).current_length,
+            (*vnet(m)).sw_if_index[1],
+        )
     }
 }
 
@@ -536,7 +528,7 @@ fn run(svc: &Service, inputs: &[Input], seed: u64) -> Tally {
                 verdicts[i], rv[i],
                 "verdict of packet {i} of frame {frame_no}"
             );
-            let (cd, len, tx) = meta(&arena, slots[i]);
+            let (cd, len, tx) = meta_of(&arena, slots[i]);
             let view = arena.view(slots[i]);
             let at = (PRE_DATA as isize + isize::from(cd)) as usize;
             let rframe = rp[i].frame().to_vec();
@@ -729,7 +721,7 @@ fn empty_and_oversized_frames() {
     };
     assert_eq!(n, 256);
     assert_eq!(counts.forwarded, 256);
-    assert_eq!(meta(&arena, 299).0, 14);
+    assert_eq!(meta_of(&arena, 299).0, 14);
 }
 
 #[test]
@@ -743,14 +735,7 @@ fn inconsistent_metadata_is_dropped_not_read() {
     }
     // SAFETY: headers of arena buffers.
     unsafe {
-        let md = |s: usize| {
-            (*arena.buf(s))
-                .__bindgen_anon_1
-                .as_mut()
-                .__bindgen_anon_1
-                .__bindgen_anon_1
-                .as_mut()
-        };
+        let md = |s: usize| &mut *meta(arena.buf(s));
         md(0).current_length = u16::MAX; // runs past the data area
         md(1).current_data = -128; // no room for an Ethernet header
         md(1).flags = 0;
@@ -813,13 +798,7 @@ fn frame_of(
     if let Some(t) = traced {
         // SAFETY: header of an arena buffer, not otherwise referenced.
         unsafe {
-            (*arena.buf(t))
-                .__bindgen_anon_1
-                .as_mut()
-                .__bindgen_anon_1
-                .__bindgen_anon_1
-                .as_mut()
-                .flags |= VLIB_BUFFER_IS_TRACED;
+            (*meta(arena.buf(t))).flags |= VLIB_BUFFER_IS_TRACED;
         }
     }
     let indices: Vec<u32> = (0..n).map(Arena::index).collect();
@@ -854,7 +833,7 @@ fn frame_of(
     };
     (0..n)
         .map(|slot| {
-            let (cd, len, _) = meta(&arena, slot);
+            let (cd, len, _) = meta_of(&arena, slot);
             let at = (PRE_DATA as isize + isize::from(cd)) as usize;
             let out = arena.view(slot)[at..at + usize::from(len)].to_vec();
             let note = (notes[slot].sport != 0xdead).then_some(notes[slot]);

@@ -438,7 +438,7 @@ fn test(root: &Path) -> Result<()> {
     );
     steps.run_or_skip(
         "Miri",
-        "Miri over marllb-core's unit tests (undefined behaviour, out-of-bounds, uninitialised reads)",
+        "Miri over marllb-core's unit tests and the VPP node's buffer tests (undefined behaviour, out-of-bounds, uninitialised reads)",
         || miri(root),
     );
     steps.run(
@@ -832,6 +832,39 @@ fn miri(root: &Path) -> Result<Ran> {
             .env("CARGO_TARGET_DIR", &target)
             .current_dir(root),
         "PROPTEST_CASES=4 MIRIFLAGS=-Zmiri-disable-isolation cargo +nightly miri test -p marllb-core --lib",
+    )?;
+    // The VPP node's buffer handling (raw `vlib_buffer_t` metadata, packet
+    // views over `pre_data` + data, prefetches) on frames that drop,
+    // forward L2 DSR and trace: three of node_harness's tests (the
+    // byte-for-byte ones take too long under Miri).
+    step("running the VPP node's buffer tests under Miri");
+    let vpp_tests = [
+        "inconsistent_metadata_is_dropped_not_read",
+        "an_l2_dsr_frame_leaves_with_its_interface_mac_unless_one_is_configured",
+        "a_traced_buffer_gets_a_record_of_its_flow_verdict_and_backend",
+    ];
+    let mut args = vec![
+        "+nightly",
+        "miri",
+        "test",
+        "-p",
+        "marllb-vpp",
+        "--test",
+        "node_harness",
+        "--",
+        "--exact",
+    ];
+    args.extend(vpp_tests);
+    run_shown(
+        nightly_cmd("cargo")
+            .args(&args)
+            .env("MIRIFLAGS", "-Zmiri-disable-isolation")
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(root),
+        &format!(
+            "MIRIFLAGS=-Zmiri-disable-isolation cargo {}",
+            args.join(" ")
+        ),
     )?;
     Ok(Ran::Passed)
 }
