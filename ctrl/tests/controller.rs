@@ -279,7 +279,7 @@ fn model_hot_reload_refuses_bad_models() {
 
     // A valid MLP that picks level 0, loaded on SIGHUP (and/or the mtime change).
     write_model(&dir, "policy.onnx", onnxgen::mlp(3, 8, Some(0), 3));
-    c.signal("HUP");
+    c.signal(rustix::process::Signal::HUP);
     dp.wait_for(LONG, "new policy weights 1.0", |a| {
         a.weights == vec![lvl(0); 3]
     });

@@ -235,9 +235,14 @@ fn run_for(mut cmd: Command, secs: u64) -> Result<String> {
         }
         let el = start.elapsed();
         if !signalled && el >= Duration::from_secs(secs + 2) {
-            let _ = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status();
+            // SIGINT by the system call, to this child's own (positive) pid.
+            if let Some(pid) = i32::try_from(child.id())
+                .ok()
+                .filter(|p| *p > 1)
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+            }
             signalled = true;
         }
         if el >= Duration::from_secs(secs + 15) {

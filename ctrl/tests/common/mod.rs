@@ -306,17 +306,20 @@ impl Ctrl {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
+    /// Sends `sig` to the controller this test started, by kill(2) on its
+    /// (positive) pid.
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        let pid = i32::try_from(self.child.id())
+            .ok()
+            .filter(|p| *p > 1)
+            .and_then(rustix::process::Pid::from_raw)
+            .expect("a child's pid");
+        rustix::process::kill_process(pid, sig).expect("kill(2)");
     }
 
     /// SIGTERM, then the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        self.signal("TERM");
+        self.signal(rustix::process::Signal::TERM);
         let t = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
