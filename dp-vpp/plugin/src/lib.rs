@@ -279,8 +279,17 @@ where
     let done = Runtime::try_global()
         .filter(|r| r.enabled())
         .and_then(|rt| {
-            let now = rt.now_ns();
+            // SAFETY: VPP's vm of this thread; plain reads of its dispatch
+            // time stamp and clock rate, which only this thread writes.
+            let (tsc, ns_per_tick) = unsafe {
+                let v = vm.as_ptr();
+                (
+                    (*v).cpu_time_last_node_dispatch,
+                    (*v).clib_time.seconds_per_clock * 1e9,
+                )
+            };
             rt.with_frame(usize::from(vm.thread_index()), |w, svc, macs, s| {
+                let now = s.clock.now(tsc, ns_per_tick, || rt.now_ns());
                 // SAFETY: the frame's buffers belong to this node until enqueued;
                 // VPP's pool lays them out as `process_frame` requires.
                 unsafe {
