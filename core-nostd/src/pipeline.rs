@@ -191,6 +191,8 @@ pub struct Worker<const B: usize> {
     /// Records of connections placed here, for peer LB nodes (see
     /// [`crate::sync`]; off unless the host enables it).
     pub sync: SyncOut,
+    /// The latest time any call gave (see [`Worker::clock`]).
+    now_floor: u64,
     /// Every packet takes the general path (zeroed memory: the fast path on).
     fast_path_off: bool,
     /// Packets the fast path forwarded (tests check that it is taken).
@@ -348,9 +350,22 @@ impl<const B: usize> Worker<B> {
             .seed(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed);
     }
 
+    /// The time a call works at: `now_ns`, or the latest time an earlier
+    /// call gave if that is later. Entries' ages are `now - last_seen` in
+    /// wrapping ticks, so one stamped a tick "in the future" would look
+    /// 73 minutes old and expire: a host whose threads' clocks differ by a
+    /// little (a packet thread's counter-based clock, a sync or sweep caller
+    /// on the reference clock) must never make a worker go back.
+    #[inline(always)]
+    fn clock(&mut self, now_ns: u64) -> u64 {
+        self.now_floor = self.now_floor.max(now_ns);
+        self.now_floor
+    }
+
     /// Applies peers' sync records (see [`crate::sync::apply`]) and counts
     /// them; a local flow that expired in the way is accounted as expired.
     pub fn apply_sync(&mut self, svc: &Service, now_ns: u64, records: &[SyncRecord]) -> Applied {
+        let now_ns = self.clock(now_ns);
         let a = crate::sync::apply(&mut self.flows, svc, ticks(now_ns), records);
         let g = &mut self.telemetry.global;
         g.sync_applied += u64::from(a.inserted + a.closed);
@@ -370,7 +385,7 @@ impl<const B: usize> Worker<B> {
         budget: usize,
         mut out: impl FnMut(SyncRecord),
     ) -> usize {
-        let now = ticks(now_ns);
+        let now = ticks(now_ns.max(self.now_floor));
         let timeouts = svc.timeouts();
         self.flows.for_each_from(cursor, budget, |l| {
             let st = l.entry.state;
@@ -398,6 +413,7 @@ impl<const B: usize> Worker<B> {
 
     /// Expires idle flows in up to `budget` buckets (call from the idle loop).
     pub fn sweep(&mut self, svc: &Service, now_ns: u64, budget: usize) {
+        let now_ns = self.clock(now_ns);
         let tel = &mut self.telemetry;
         let next = self.flows.sweep(
             self.sweep_cursor as usize,
@@ -417,6 +433,7 @@ impl<const B: usize> Worker<B> {
     /// whatever the batch size, where a fixed budget per batch costs most per
     /// packet when batches are small.
     pub fn sweep_paced(&mut self, svc: &Service, now_ns: u64, max: usize) {
+        let now_ns = self.clock(now_ns);
         let due = self.sweep_pace.due(now_ns, B, max);
         if due > 0 {
             self.sweep(svc, now_ns, due);
@@ -449,6 +466,7 @@ impl<const B: usize> Worker<B> {
         verdicts: &mut [Verdict],
     ) {
         let n = pkts.len().min(verdicts.len()).min(MAX_BATCH);
+        let now_ns = self.clock(now_ns);
         let now = ticks(now_ns);
         let fast_on = !self.fast_path_off;
         let mut vip_memo = VipMemo::EMPTY;

@@ -392,6 +392,30 @@ fn udp_flows_are_sticky_and_expire() {
 }
 
 #[test]
+fn a_caller_a_little_behind_the_packets_clock_expires_nothing() {
+    // A host's packet thread stamps flows with a counter-based clock that
+    // may run a microsecond ahead of the reference clock its sweep or sync
+    // calls use: the worker keeps the later time, so the fresh entries are
+    // not taken for 73-minute-old ones (ages are wrapping ticks).
+    let s = service(Method::Alias, Encap::Gre, &[WEIGHT_ONE; 4]);
+    let mut w = worker();
+    let t = 5 * SEC;
+    let x = fwd(run(&mut w, &s, t, tcp(3, 4000, SYN)).0);
+    assert_eq!(fwd(run(&mut w, &s, t, tcp(3, 4000, ACK)).0), x);
+    let b = usize::from(x);
+    assert_eq!(w.telemetry.backends[b].active_flows, 1);
+    w.sweep(&s, t - 2_000, 1 << 14);
+    w.sweep_paced(&s, t - 3_000, 1 << 14);
+    w.sweep_paced(&s, t + SEC / 2 - 4_000, 1 << 14);
+    let _ = w.apply_sync(&s, t - 5_000, &[]);
+    assert_eq!(w.telemetry.backends[b].active_flows, 1);
+    assert_eq!(w.telemetry.backends[b].expired_flows, 0);
+    // And the flow is still where it was, a packet later on the behind clock.
+    assert_eq!(fwd(run(&mut w, &s, t - 1_000, tcp(3, 4000, ACK)).0), x);
+    assert_eq!(w.telemetry.global.flows_inserted, 1);
+}
+
+#[test]
 fn the_paced_sweep_covers_the_table_once_a_period_whatever_the_call_rate() {
     const B: usize = 16384;
     // Every call rate gives one table per period, to within one bucket.
