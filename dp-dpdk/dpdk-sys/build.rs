@@ -64,7 +64,7 @@ fn main() {
         .clang_arg("-I.")
         .allowlist_function("marllb_.*")
         .allowlist_function("rte_eal_(init|cleanup|remote_launch|wait_lcore|mp_wait_lcore)")
-        .allowlist_function("rte_(get_next_lcore|lcore_count|get_main_lcore|socket_id|strerror|version)")
+        .allowlist_function("rte_(get_next_lcore|lcore_count|get_main_lcore|socket_id|strerror|version|get_tsc_hz)")
         .allowlist_function("rte_pktmbuf_(pool_create|free_bulk)")
         .allowlist_function("rte_mempool_(free|avail_count|in_use_count)")
         .allowlist_function("rte_eth_(dev_count_avail|dev_info_get|dev_configure|rx_queue_setup|tx_queue_setup|dev_start|dev_stop|dev_close|promiscuous_enable|macaddr_get|stats_get|dev_socket_id|dev_set_mtu|dev_adjust_nb_rx_tx_desc|find_next_owned_by|dev_get_name_by_port)")

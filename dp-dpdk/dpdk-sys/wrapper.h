@@ -8,4 +8,5 @@
 #include <rte_ethdev.h>
 #include <rte_ether.h>
 #include <rte_version.h>
+#include <rte_cycles.h>
 #include "shim.h"

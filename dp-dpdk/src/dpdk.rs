@@ -132,6 +132,21 @@ impl Eal {
         }
     }
 
+    /// Nanoseconds per tick of the time stamp counter [`tsc`] reads, from
+    /// the TSC frequency the EAL measured at init. 0.0 where there is no
+    /// counter to read (not x86-64) or no frequency: a
+    /// [`FrameClock`](marllb_host::clock::FrameClock) given 0.0 reads its
+    /// reference clock every time instead.
+    pub fn ns_per_tsc_tick(&self) -> f64 {
+        // SAFETY: reads the frequency the EAL set at init (it is up: `self`).
+        let hz = unsafe { sys::rte_get_tsc_hz() };
+        if cfg!(target_arch = "x86_64") && hz != 0 {
+            1e9 / hz as f64
+        } else {
+            0.0
+        }
+    }
+
     /// The socket (NUMA node) of the calling lcore.
     pub fn socket_id(&self) -> i32 {
         // SAFETY: no preconditions once the EAL is up.
@@ -762,5 +777,21 @@ impl Port {
 impl Drop for Port {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The time stamp counter (`rte_rdtsc`); 0 where there is none, with
+/// [`Eal::ns_per_tsc_tick`] 0.0 there too.
+#[inline(always)]
+pub fn tsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: RDTSC is baseline on x86-64; it reads a counter, nothing
+        // in memory.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0
     }
 }

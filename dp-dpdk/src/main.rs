@@ -466,6 +466,7 @@ fn launch<const B: usize>(
             shared: Arc::clone(shared),
             idle_sleep,
             dump: (0, None),
+            ns_per_tick: eal.ns_per_tsc_tick(),
         };
         eal.launch(lcore, move || ctx.run())
             .with_context(|| format!("launching worker {id} on lcore {lcore}"))?;

@@ -22,6 +22,7 @@ use marllb_core::pipeline::{Packet, Worker};
 use marllb_core::service::Service;
 use marllb_core::sync::SyncRecord;
 use marllb_core::telemetry::Telemetry;
+use marllb_host::clock::FrameClock;
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::dpdk::{Mbuf, MbufBatch, RxQueue, TxQueue};
@@ -208,6 +209,10 @@ pub struct WorkerCtx<const B: usize> {
     pub idle_sleep: Duration,
     /// The dump request served last, and where the dump in progress is.
     pub dump: (u64, Option<usize>),
+    /// Nanoseconds per time stamp counter tick ([`crate::dpdk::Eal::ns_per_tsc_tick`]):
+    /// each burst's time is the counter's, on [`Shared::now_ns`]'s scale
+    /// ([`FrameClock`]), not a `clock_gettime`.
+    pub ns_per_tick: f64,
 }
 
 impl<const B: usize> std::fmt::Debug for WorkerCtx<B> {
@@ -238,6 +243,7 @@ impl<const B: usize> WorkerCtx<B> {
         let mut verdicts = [Verdict::Host; BURST];
         let mut empty_polls = 0u32;
         let mut bursts_since_sweep = 0u32;
+        let mut clock = FrameClock::default();
         self.worker.sync.enabled = shared.sync.load(Ordering::Acquire);
 
         while !shared.stop.load(Ordering::Relaxed) {
@@ -260,7 +266,7 @@ impl<const B: usize> WorkerCtx<B> {
                 }
                 got = true;
                 host.bursts += 1;
-                let now = shared.now_ns();
+                let now = clock.now(crate::dpdk::tsc(), self.ns_per_tick, || shared.now_ns());
                 self.handle(&svc, now, pi, &mut rx, &mut tx, &mut verdicts, &mut host);
             }
             if self.worker.sync.enabled {

@@ -3,6 +3,7 @@
 //! What both MARLLB hosts (dp-dpdk's TOML, dp-vpp's CLI) share off the packet
 //! path, so that it is written once:
 //!
+//! * [`clock`]: the packet threads' clock from the time stamp counter;
 //! * [`addr`]: MAC parsing, and `std::net` addresses as the core stores them;
 //! * [`service`]: [`ServiceSpec`], the host-neutral description of a service
 //!   (backends, VIPs with their members, egress, timeouts, seed), and the one
@@ -21,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod clock;
 pub mod explain;
 pub mod memory;
 pub mod service;
