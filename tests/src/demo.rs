@@ -153,6 +153,9 @@ pub enum Policy {
     /// The `es` model trained with CPU-quota servers in the mix
     /// (`models/es-q.onnx`; the testbed's backends are quotas).
     EsQ,
+    /// The `es` model trained on CPU-quota servers only
+    /// (`models/es-quota.onnx`).
+    EsQuota,
     /// The shipped QMIX model, through SED.
     Qmix,
     /// The shipped SAC-GRU model, through SED.
@@ -195,7 +198,7 @@ impl Policy {
     /// defined there, once for the simulator, the controller and the testbed).
     pub fn kind(self) -> PolicyKind {
         match self {
-            Self::Es | Self::EsQ => PolicyKind::Es,
+            Self::Es | Self::EsQ | Self::EsQuota => PolicyKind::Es,
             Self::Qmix => PolicyKind::Qmix,
             Self::SacGru => PolicyKind::SacGru,
             Self::Sed => PolicyKind::Sed,
@@ -212,6 +215,7 @@ impl Policy {
         match self {
             Self::Es => Some("es.onnx"),
             Self::EsQ => Some("es-q.onnx"),
+            Self::EsQuota => Some("es-quota.onnx"),
             Self::Qmix => Some("qmix.onnx"),
             Self::SacGru => Some("sac-gru.onnx"),
             _ => None,
@@ -657,6 +661,7 @@ mod tests {
             [
                 "es",
                 "es-q",
+                "es-quota",
                 "qmix",
                 "sac-gru",
                 "sed",
@@ -678,6 +683,15 @@ mod tests {
         assert_eq!(
             (s.agent, s.model),
             (PolicyKind::Es, Some(Path::new("m").join("es-q.onnx")))
+        );
+        let s = Policy::EsQuota.setup(Path::new("m"));
+        assert_eq!(
+            (s.agent, s.model, Policy::EsQuota.name().as_str()),
+            (
+                PolicyKind::Es,
+                Some(Path::new("m").join("es-quota.onnx")),
+                "es-quota"
+            )
         );
         // The testbed's SED is SED placement over the configured weights, and
         // each policy keeps the data plane and agent it ran with before the

@@ -90,10 +90,16 @@ fn print_backends_before(runs: &[PolicyRun], cut: f64) {
 
 /// The policies the capacity-drop scenario compares, as [`crate::demo`] names
 /// them: SED over the configured weights (controller agent `wcmp`, the data
-/// plane's SED), adaptive SED, and the learned policies `es` and `es-q`
-/// (trained with quota servers in the mix), both through the data plane's SED.
-pub const CAPACITY_DROP_POLICIES: [Policy; 4] =
-    [Policy::Sed, Policy::AdaptiveSed, Policy::Es, Policy::EsQ];
+/// plane's SED), adaptive SED, and the learned policies `es`, `es-q`
+/// (trained with quota servers in the mix) and `es-quota` (on quota servers
+/// only), all through the data plane's SED.
+pub const CAPACITY_DROP_POLICIES: [Policy; 5] = [
+    Policy::Sed,
+    Policy::AdaptiveSed,
+    Policy::Es,
+    Policy::EsQ,
+    Policy::EsQuota,
+];
 
 /// Scenario 7 (issue 13, part 6): the same 36 s replay of `rate_150` over the
 /// seven moderate backends (4 × 0.1 CPU, 3 × 0.2) under each of
