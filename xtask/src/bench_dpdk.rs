@@ -235,14 +235,11 @@ fn run_for(mut cmd: Command, secs: u64) -> Result<String> {
         }
         let el = start.elapsed();
         if !signalled && el >= Duration::from_secs(secs + 2) {
-            // SIGINT by the system call, to this child's own (positive) pid.
-            if let Some(pid) = i32::try_from(child.id())
-                .ok()
-                .filter(|p| *p > 1)
-                .and_then(rustix::process::Pid::from_raw)
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
-            }
+            // SIGINT by the system call, to this child's own pid.
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&child),
+                rustix::process::Signal::INT,
+            );
             signalled = true;
         }
         if el >= Duration::from_secs(secs + 15) {

@@ -307,13 +307,9 @@ impl Ctrl {
     }
 
     /// Sends `sig` to the controller this test started, by kill(2) on its
-    /// (positive) pid.
+    /// pid.
     pub fn signal(&self, sig: rustix::process::Signal) {
-        let pid = i32::try_from(self.child.id())
-            .ok()
-            .filter(|p| *p > 1)
-            .and_then(rustix::process::Pid::from_raw)
-            .expect("a child's pid");
+        let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, sig).expect("kill(2)");
     }
 
