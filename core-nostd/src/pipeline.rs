@@ -511,34 +511,56 @@ impl<const B: usize> Worker<B> {
             let mut all_fast = true;
             let chunk_pkts = &mut pkts[base..base + m];
             let chunk_verdicts = &mut verdicts[base..base + m];
-            for j in 0..m {
-                let Some(p) = chunk_pkts.get(j) else { break };
-                // The key stays in `fast[j]`: pass 3 needs it only when the
-                // packet leaves the fast path.
-                let h = if fast_on && fast::parse(p.frame(), &mut fast[j]) {
-                    flow_hash_v4(&fast[j].key(), svc.hash_seed)
-                } else {
-                    all_fast = false;
-                    match parse_into(p.frame(), &mut metas[j]) {
-                        Ok(FrameKind::Ip) => {
-                            route[j] = Route::General;
-                            any_general = true;
-                            let key = FlowKey::from_meta(&metas[j]);
-                            keys[j] = key;
-                            flow_hash(&key, svc.hash_seed)
-                        }
-                        Ok(FrameKind::Arp | FrameKind::Other(_)) => {
-                            route[j] = Route::Host;
-                            continue;
-                        }
-                        Err(_) => {
-                            route[j] = Route::Malformed;
-                            continue;
-                        }
+            // A packet the fast parser does not take (all of them with the
+            // fast path off): parsed in full, its route set; its hash, if it
+            // has a flow.
+            let mut general = |j: usize, p: &Packet<'_>| -> Option<u64> {
+                all_fast = false;
+                let meta = metas.get_mut(j)?;
+                match parse_into(p.frame(), meta) {
+                    Ok(FrameKind::Ip) => {
+                        route[j] = Route::General;
+                        any_general = true;
+                        let key = FlowKey::from_meta(meta);
+                        keys[j] = key;
+                        Some(flow_hash(&key, svc.hash_seed))
                     }
-                };
-                prefetch::read(lane.flows.bucket_ptr(h));
-                hashes[j] = h;
+                    Ok(FrameKind::Arp | FrameKind::Other(_)) => {
+                        route[j] = Route::Host;
+                        None
+                    }
+                    Err(_) => {
+                        route[j] = Route::Malformed;
+                        None
+                    }
+                }
+            };
+            // Two loops, so that the fast path's switch is tested once per
+            // chunk; in each, the fast packet is finished in a branch of its
+            // own.
+            if fast_on {
+                for j in 0..m {
+                    let Some(p) = chunk_pkts.get(j) else { break };
+                    // The key stays in `fast[j]`: pass 3 needs it only when
+                    // the packet leaves the fast path.
+                    let h = if fast::parse(p.frame(), &mut fast[j]) {
+                        flow_hash_v4(&fast[j].key(), svc.hash_seed)
+                    } else {
+                        match general(j, p) {
+                            Some(h) => h,
+                            None => continue,
+                        }
+                    };
+                    prefetch::read(lane.flows.bucket_ptr(h));
+                    hashes[j] = h;
+                }
+            } else {
+                for (j, (p, hash)) in chunk_pkts.iter().zip(hashes.iter_mut()).enumerate() {
+                    if let Some(h) = general(j, p) {
+                        prefetch::read(lane.flows.bucket_ptr(h));
+                        *hash = h;
+                    }
+                }
             }
             // Pass 2: the buckets are (nearly) in cache now; prefetch the key of
             // the way whose signature matches (IPv6 only: an IPv4 key is in the

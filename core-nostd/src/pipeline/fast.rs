@@ -97,14 +97,6 @@ impl FastMeta {
 /// What [`FastMeta::dest`] keeps of the destination address and the ports.
 const DEST_MASK: u64 = 0xffff_ffff_0000_ffff;
 
-#[inline(always)]
-fn be16(b: &[u8], at: usize) -> u16 {
-    match b.get(at..at + 2) {
-        Some(&[h, l]) => u16::from_be_bytes([h, l]),
-        _ => 0,
-    }
-}
-
 /// A big-endian `u16` at a constant offset of the fixed-size header window
 /// (after inlining the offset is a constant and the bounds check folds away).
 #[inline(always)]
@@ -130,21 +122,45 @@ fn be32_at<const N: usize>(w: &[u8; N], at: usize) -> u32 {
 /// or gives false (`out` untouched) and the packet takes the general path.
 /// (Written in place: returned as an `Option`, the metadata went through the
 /// stack.)
+///
+/// The headers are read through fixed-size windows of the frame, one length
+/// test each: the Ethernet, IPv4 and TCP headers of an untagged frame (or
+/// of a tagged one, four bytes longer); every field is then at a constant
+/// offset with no bounds check of its own. A frame shorter than its window
+/// cannot hold the headers, so the windows refuse nothing the parser takes.
 #[inline(always)]
 pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
-    let l3 = match be16(frame, ethernet::field::ETHERTYPE) {
-        ether_type::IPV4 => ETH_HLEN,
-        t if ether_type::is_vlan_tpid(t)
-            && be16(frame, ETH_HLEN + vlan::field::ETHERTYPE) == ether_type::IPV4 =>
-        {
-            VLAN_HLEN
-        }
-        _ => return false,
+    let Some(head) = frame.first_chunk::<{ ETH_HLEN + IP_TCP_MIN }>() else {
+        return false;
     };
-    let Some(ip) = frame
-        .get(l3..l3 + IP_TCP_MIN)
-        .and_then(|ip| <&[u8; IP_TCP_MIN]>::try_from(ip).ok())
-    else {
+    // The untagged frame first, its ethertype compared as the bytes it is
+    // (one compare; compared as an integer, LLVM makes one switch of it
+    // and the tag's, and the untagged frame pays for both).
+    const ET: usize = ethernet::field::ETHERTYPE;
+    if [head[ET], head[ET + 1]] == ether_type::IPV4.to_be_bytes() {
+        return parse_ip::<ETH_HLEN, { ETH_HLEN + IP_TCP_MIN }>(frame.len(), head, out);
+    }
+    if !ether_type::is_vlan_tpid(be16_at(head, ET)) {
+        return false;
+    }
+    match frame.first_chunk::<{ VLAN_HLEN + IP_TCP_MIN }>() {
+        Some(head) if be16_at(head, ETH_HLEN + vlan::field::ETHERTYPE) == ether_type::IPV4 => {
+            parse_ip::<VLAN_HLEN, { VLAN_HLEN + IP_TCP_MIN }>(frame.len(), head, out)
+        }
+        _ => false,
+    }
+}
+
+/// [`parse`] of the IPv4 and TCP headers at `L3` of a frame of `len` bytes
+/// whose first `H = L3 + 40` bytes are `head`.
+#[inline(always)]
+fn parse_ip<const L3: usize, const H: usize>(
+    len: usize,
+    head: &[u8; H],
+    out: &mut FastMeta,
+) -> bool {
+    const { assert!(H == L3 + IP_TCP_MIN) };
+    let Some(ip) = head.last_chunk::<IP_TCP_MIN>() else {
         return false;
     };
     let tl = be16_at(ip, v4f::LENGTH);
@@ -160,7 +176,7 @@ pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
     let tcp_flags = ip[TCP + tcpf::FLAGS];
     if ip[v4f::VER_IHL] != VER_IHL_NO_OPTIONS
         || usize::from(tl) < IP_TCP_MIN
-        || l3 + usize::from(tl) > frame.len()
+        || L3 + usize::from(tl) > len
         || flags_off & (ipv4::FLAG_MF | ipv4::OFFSET_MASK) != 0
         || ip[v4f::PROTOCOL] != ip_proto::TCP
         || ttl <= 1
@@ -173,8 +189,8 @@ pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
     *out = FastMeta {
         word: u64::from(src) << 32 | (dst_ports & 0xffff_ffff),
         dest: dst_ports & DEST_MASK,
-        // l3 <= 18.
-        l3_offset: l3 as u16,
+        // L3 <= 18.
+        l3_offset: L3 as u16,
         l3_len: tl,
         flags: tcp_flags,
         df: flags_off & ipv4::FLAG_DF,
