@@ -47,7 +47,9 @@
 use crate::classify::{
     is_host_icmp, is_martian_source, match_vip, match_vip_parts, DropReason, Verdict, VipMatch,
 };
-use crate::flow::{ticks, Entry, Expired, FlowKey, FlowState, FlowTable, Lookup, NewEntry, Slot};
+use crate::flow::{
+    ticks, Entry, Expired, FlowKey, FlowState, FlowTable, Lookup, LookupV4, NewEntry, Slot,
+};
 use crate::hash::{choice_hash, flow_hash, flow_hash_v4};
 use crate::prefetch;
 use crate::rewrite::{rewrite, Rewritten, TunnelV4};
@@ -755,22 +757,55 @@ impl<const B: usize> Lane<'_, B> {
             let found =
                 self.flows
                     .lookup_v4(f.word, ip_proto::TCP, hash, vip_idx, now, svc.timeouts());
-            let (slot, e) = match found {
-                Ok(hit) => hit,
-                Err(expired) => {
-                    return self.fast_miss(svc, pkt, meta, vs, vip_idx, f, hash, now, expired, out);
+            // The common case inline: an established flow, on a backend that
+            // is up, and a packet without FIN or RST, which changes nothing.
+            if let LookupV4::Established { slot, backend, .. } = found {
+                if let Some(tunnel) = svc.tunnel_up(backend) {
+                    if f.flags & (tcp_flags::FIN | tcp_flags::RST) == 0 {
+                        return self.fast_forward(
+                            svc, pkt, meta, f, vs.encap, hash, now, slot, backend, tunnel, out,
+                        );
+                    }
                 }
+            }
+            return self.fast_found(svc, pkt, meta, vs, vip_idx, f, hash, now, found, out);
+        };
+        *out = v;
+        false
+    }
+
+    /// Pass 3 of a fast-path packet after a lookup that found anything but
+    /// the common case [`Self::finish_fast`] finishes: the hit of a flow
+    /// whose state the packet may change or whose backend is down, or a
+    /// miss.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn fast_found(
+        &mut self,
+        svc: &Service,
+        pkt: &mut Packet<'_>,
+        meta: &mut PacketMeta,
+        vs: &VipService,
+        vip_idx: u8,
+        f: &FastMeta,
+        hash: u64,
+        now: u32,
+        found: LookupV4,
+        out: &mut Verdict,
+    ) -> bool {
+        let (slot, e) = match found.entry(vip_idx) {
+            Ok(hit) => hit,
+            Err(expired) => {
+                return self.fast_miss(svc, pkt, meta, vs, vip_idx, f, hash, now, expired, out);
+            }
+        };
+        let v = 'slow: {
+            let Some(tunnel) = svc.tunnel_up(e.backend) else {
+                break 'slow self
+                    .fast_placed_hit(svc, pkt, meta, vs, vip_idx, f, hash, now, slot, e);
             };
-            let backend = e.backend;
-            let tunnel = match svc.tunnel_up(backend) {
-                Some(t) => t,
-                None => {
-                    break 'slow self
-                        .fast_placed_hit(svc, pkt, meta, vs, vip_idx, f, hash, now, slot, e)
-                }
-            };
-            // An established flow's packet without FIN or RST changes nothing;
-            // anything else may change its state.
+            // An established flow's packet without FIN or RST changes
+            // nothing; anything else may change its state.
             if (f.flags & (tcp_flags::FIN | tcp_flags::RST) != 0
                 || e.state != FlowState::TcpEstablished)
                 && !self.fast_transition(slot, e, f.flags, now)
@@ -778,13 +813,37 @@ impl<const B: usize> Lane<'_, B> {
                 break 'slow self
                     .fast_placed_hit(svc, pkt, meta, vs, vip_idx, f, hash, now, slot, e);
             }
-            let flows = &self.flows;
-            self.telemetry
-                .packet(backend, u32::from(f.l3_len), now, || flows.created(slot));
-            return self.fast_emit(svc, pkt, meta, f, vs.encap, hash, backend, tunnel, out);
+            return self.fast_forward(
+                svc, pkt, meta, f, vs.encap, hash, now, slot, e.backend, tunnel, out,
+            );
         };
         *out = v;
         false
+    }
+
+    /// The fast path's end for a packet of the live flow at `slot`, placed
+    /// on `backend` (whose tunnel headers are `tunnel`): counted, rewritten,
+    /// its verdict given.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn fast_forward(
+        &mut self,
+        svc: &Service,
+        pkt: &mut Packet<'_>,
+        meta: &mut PacketMeta,
+        f: &FastMeta,
+        encap: crate::rewrite::Encap,
+        hash: u64,
+        now: u32,
+        slot: Slot,
+        backend: u16,
+        tunnel: &TunnelV4,
+        out: &mut Verdict,
+    ) -> bool {
+        let flows = &self.flows;
+        self.telemetry
+            .packet(backend, u32::from(f.l3_len), now, || flows.created(slot));
+        self.fast_emit(svc, pkt, meta, f, encap, hash, backend, tunnel, out)
     }
 
     /// The fast path's rewrite of a packet placed on `backend` (whose

@@ -269,6 +269,52 @@ pub enum Lookup {
     Miss(Option<Expired>),
 }
 
+/// Result of [`FlowTable::lookup_v4`]: a [`Lookup`], with the hit of a live
+/// established flow (the common case) apart, so that its caller knows the
+/// state without testing it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LookupV4 {
+    /// A live established entry; its `last_seen` has been refreshed. (The
+    /// [`Entry`] in parts: its VIP is the lookup's, its state established;
+    /// see [`LookupV4::entry`].)
+    Established {
+        /// Where it is.
+        slot: Slot,
+        /// [`Entry::backend`].
+        backend: u16,
+        /// [`Entry::last_seen`].
+        last_seen: u32,
+    },
+    /// Any other live entry, refreshed.
+    Hit(Slot, Entry),
+    /// As [`Lookup::Miss`].
+    Miss(Option<Expired>),
+}
+
+impl LookupV4 {
+    /// The hit's slot and entry (`vip`: the lookup's), or the miss.
+    #[inline(always)]
+    pub fn entry(self, vip: u8) -> Result<(Slot, Entry), Option<Expired>> {
+        match self {
+            Self::Established {
+                slot,
+                backend,
+                last_seen,
+            } => Ok((
+                slot,
+                Entry {
+                    backend,
+                    vip,
+                    state: FlowState::TcpEstablished,
+                    last_seen,
+                },
+            )),
+            Self::Hit(slot, e) => Ok((slot, e)),
+            Self::Miss(expired) => Err(expired),
+        }
+    }
+}
+
 /// What a flow table compares, derived once per packet from its key and hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Probe {
@@ -441,8 +487,7 @@ impl<const B: usize> FlowTable<B> {
     /// its key: `word` is the source address << 32 | source port << 16 |
     /// destination port, `proto` the protocol. Gives what `lookup` gives for
     /// that flow's [`FlowKey`] (the pipeline's fast path, which never builds
-    /// the key), a hit as `Ok`, a miss as `Err` (as a [`Lookup`], a hit was
-    /// written to memory, where a miss would be).
+    /// the key), with a live established flow told apart from other hits.
     #[inline(always)]
     pub fn lookup_v4(
         &mut self,
@@ -452,7 +497,7 @@ impl<const B: usize> FlowTable<B> {
         vip: u8,
         now: u32,
         timeouts: &[u32; FLOW_STATES],
-    ) -> Result<(Slot, Entry), Option<Expired>> {
+    ) -> LookupV4 {
         let p = Probe {
             word,
             vip,
@@ -460,7 +505,34 @@ impl<const B: usize> FlowTable<B> {
             v6: false,
         };
         // An IPv4 probe never reads the full key (only IPv6 entries keep one).
-        self.lookup_probe(&p, &FlowKey::default(), hash, now, timeouts)
+        let (b, w, st) = match self.find_probe(&p, &FlowKey::default(), hash) {
+            Some(found) => found,
+            None => return LookupV4::Miss(None),
+        };
+        // An established IPv4 flow (most lookups) is told by its whole state
+        // byte, and its timeout read at a fixed index; everything else (the
+        // other states, an expired flow) as `lookup` does it.
+        const EST: usize = FlowState::TcpEstablished as usize;
+        if usize::from(st) == EST {
+            if let Some(bucket) = self.buckets.get_mut(b) {
+                let last = bucket.last_seen[w];
+                if now.wrapping_sub(last) <= timeouts[EST] {
+                    bucket.last_seen[w] = now;
+                    return LookupV4::Established {
+                        slot: Slot {
+                            bucket: b as u32,
+                            way: w as u8,
+                        },
+                        backend: u16::from(bucket.backend[w]),
+                        last_seen: last,
+                    };
+                }
+            }
+        }
+        match self.settle(b, w, st, vip, now, timeouts) {
+            Ok((slot, e)) => LookupV4::Hit(slot, e),
+            Err(expired) => LookupV4::Miss(expired),
+        }
     }
 
     #[inline(always)]
@@ -472,7 +544,14 @@ impl<const B: usize> FlowTable<B> {
         now: u32,
         timeouts: &[u32; FLOW_STATES],
     ) -> Result<(Slot, Entry), Option<Expired>> {
-        let vip = p.vip;
+        let (b, w, st) = self.find_probe(p, key, hash).ok_or(None)?;
+        self.settle(b, w, st, p.vip, now, timeouts)
+    }
+
+    /// The bucket, way and state byte of the flow `p`, in its primary bucket
+    /// or (when that one has overflowed) its alternate.
+    #[inline(always)]
+    fn find_probe(&self, p: &Probe, key: &FlowKey, hash: u64) -> Option<(usize, usize, u8)> {
         let mut b = Self::bucket_of(hash);
         let mut found = self.find(b, p, key);
         if found.is_none()
@@ -484,7 +563,23 @@ impl<const B: usize> FlowTable<B> {
             b = Self::alternate_of(hash);
             found = self.find(b, p, key);
         }
-        let (Some((w, st)), Some(bucket)) = (found, self.buckets.get_mut(b)) else {
+        found.map(|(w, st)| (b, w, st))
+    }
+
+    /// The entry at way `w` of bucket `b`, with state byte `st`, found for
+    /// VIP `vip` at `now`: refreshed and returned if it is live, freed and
+    /// returned as expired if it is not.
+    #[inline(always)]
+    fn settle(
+        &mut self,
+        b: usize,
+        w: usize,
+        st: u8,
+        vip: u8,
+        now: u32,
+        timeouts: &[u32; FLOW_STATES],
+    ) -> Result<(Slot, Entry), Option<Expired>> {
+        let Some(bucket) = self.buckets.get_mut(b) else {
             return Err(None);
         };
         // An established IPv4 flow (most lookups) is told by its whole state

@@ -333,3 +333,60 @@ fn insert_v4_makes_the_entry_insert_makes() {
     assert_eq!(a.buckets.as_bytes(), b.buckets.as_bytes());
     assert_eq!(a.created.as_bytes(), b.created.as_bytes());
 }
+
+#[test]
+fn lookup_v4_gives_what_lookup_gives() {
+    let mut g = crate::hash::SplitMix64::new(13);
+    let (mut a, mut b) = (table(), table());
+    let states = [
+        FlowState::TcpSynSent,
+        FlowState::TcpEstablished,
+        FlowState::TcpClosing,
+        FlowState::Udp,
+    ];
+    let mut flows = std::vec::Vec::new();
+    // Established hits, other hits, expiries, misses.
+    let mut seen = [0u32; 4];
+    for i in 0..120u32 {
+        let r = g.next_u64();
+        let (src, dst, sport, dport) = (r as u32, 0xc612_ff01, (r >> 32) as u16, 80);
+        let proto = if i % 4 == 3 { 17 } else { 6 };
+        let word = u64::from(src) << 32 | u64::from(sport) << 16 | u64::from(dport);
+        let k = FlowKey::v4(src, dst, sport, dport, proto);
+        // Few buckets' worth of hashes: collisions and overflow.
+        let h = g.next_u64();
+        let vip = (i % 2) as u8;
+        let st = states[(i % 4) as usize];
+        let e = new_entry(h, vip, i, (i % 7) as u16, st);
+        assert_eq!(a.insert(&k, e), b.insert(&k, e));
+        flows.push((k, word, proto, h, vip));
+    }
+    // Lookups at times that leave some of each state live, some expired,
+    // some with the other VIP (a miss).
+    for (n, now) in [4 * SEC, 20 * SEC, 200 * SEC, 400 * SEC]
+        .into_iter()
+        .enumerate()
+    {
+        for (i, &(k, word, proto, h, vip)) in flows.iter().enumerate() {
+            let vip = if (i + n) % 5 == 0 { vip ^ 1 } else { vip };
+            let x = a.lookup(&k, h, vip, now, &to());
+            let y = b.lookup_v4(word, proto, h, vip, now, &to());
+            seen[match (x, y) {
+                (_, LookupV4::Established { .. }) => 0,
+                (_, LookupV4::Hit(..)) => 1,
+                (_, LookupV4::Miss(Some(_))) => 2,
+                (_, LookupV4::Miss(None)) => 3,
+            }] += 1;
+            if let LookupV4::Established { .. } = y {
+                assert!(matches!(x, Lookup::Hit(_, e) if e.state == FlowState::TcpEstablished));
+            }
+            let y = match y.entry(vip) {
+                Ok((slot, e)) => Lookup::Hit(slot, e),
+                Err(expired) => Lookup::Miss(expired),
+            };
+            assert_eq!(x, y, "flow {i} at {now}");
+        }
+    }
+    assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+    assert_eq!(a.buckets.as_bytes(), b.buckets.as_bytes());
+}
