@@ -394,9 +394,10 @@ impl Telemetry {
         };
         s.flow_duration
             .offer_with(r as u32, || ticks_to_us(now.wrapping_sub(created())));
+        // (Like the flow's age, the gap is converted only when it is kept.)
         if last != 0 {
             s.interarrival
-                .offer(ticks_to_us(now.wrapping_sub(last)), (r >> 32) as u32);
+                .offer_with((r >> 32) as u32, || ticks_to_us(now.wrapping_sub(last)));
         }
     }
 
