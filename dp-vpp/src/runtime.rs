@@ -19,6 +19,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use crossbeam_utils::CachePadded;
 use std::time::{Duration, Instant};
 
 use marllb_core::classify::{DropReason, Verdict};
@@ -80,6 +82,12 @@ impl Default for FrameScratch {
     }
 }
 
+/// A thread's slot lock. A spin lock: the packet thread takes its own slot
+/// once a frame and the other holders keep it for microseconds (a sync dump,
+/// a telemetry publish, a `show`), so waiting is short, and releasing it is a
+/// plain store where `std::sync::Mutex` needs a second locked instruction.
+type SlotLock = spin::Mutex<Slot>;
+
 /// One VPP thread's state.
 #[derive(Default)]
 pub struct Slot {
@@ -117,7 +125,10 @@ pub struct Runtime {
     gen: AtomicU64,
     enabled: AtomicBool,
     threads: AtomicUsize,
-    slots: Box<[Mutex<Slot>]>,
+    /// One per VPP thread, each on cache lines of its own. The packet
+    /// thread holds its slot for a frame; the controller link and the sync
+    /// thread only `try_lock` (a busy slot waits for their next round).
+    slots: Box<[CachePadded<SlotLock>]>,
     shm: Mutex<Option<ShmLink>>,
     status: Mutex<Option<(DpStatus, Source)>>,
     start: Instant,
@@ -155,7 +166,9 @@ impl Runtime {
             gen: AtomicU64::new(0),
             enabled: AtomicBool::new(false),
             threads: AtomicUsize::new(threads.clamp(1, MAX_THREADS)),
-            slots: (0..MAX_THREADS).map(|_| Mutex::default()).collect(),
+            slots: (0..MAX_THREADS)
+                .map(|_| CachePadded::new(SlotLock::default()))
+                .collect(),
             shm: Mutex::new(None),
             status: Mutex::new(None),
             start: Instant::now(),
@@ -220,7 +233,7 @@ impl Runtime {
         thread: usize,
         f: impl FnOnce(&mut FlowWorker, &Service, &InterfaceMacs, &mut FrameScratch) -> R,
     ) -> Option<R> {
-        let mut slot = lock(self.slots.get(thread)?);
+        let mut slot = self.slots.get(thread)?.lock();
         let slot = &mut *slot;
         self.refresh(slot);
         if slot.worker.is_none() {
@@ -307,7 +320,7 @@ impl Runtime {
         match cmd {
             Command::Enable { .. } => {
                 for (i, s) in self.slots.iter().enumerate().take(self.threads()) {
-                    let mut s = lock(s);
+                    let mut s = s.lock();
                     if s.worker.is_none() {
                         s.worker = new_worker(i);
                     }
@@ -435,7 +448,9 @@ impl Runtime {
                     let mut out = Vec::new();
                     let now = self.now_ns();
                     for (i, slot) in self.slots.iter().enumerate().take(n) {
-                        let Ok(mut s) = slot.try_lock() else { continue };
+                        let Some(mut s) = slot.try_lock() else {
+                            continue;
+                        };
                         let s = &mut *s;
                         self.refresh(s);
                         // On as soon as the thread has a worker (before its
@@ -537,7 +552,9 @@ impl Runtime {
         for (slot, p) in self.slots.iter().zip(pubs.iter_mut()) {
             let Some(p) = p else { continue };
             // A thread in the middle of a frame is skipped this round.
-            let Ok(mut s) = slot.try_lock() else { continue };
+            let Some(mut s) = slot.try_lock() else {
+                continue;
+            };
             if let Some(w) = s.worker.as_deref_mut() {
                 if p.maybe_publish(now, &w.telemetry, &status) {
                     w.telemetry.reset_window();
@@ -562,7 +579,7 @@ impl Runtime {
         let n = addrs.len();
         let mut per = vec![(0u64, 0u64, 0u64, 0u32); n];
         for s in self.slots.iter() {
-            let s = lock(s);
+            let s = s.lock();
             let Some(w) = s.worker.as_deref() else {
                 continue;
             };
@@ -687,7 +704,7 @@ impl Runtime {
             if left == 0 {
                 break;
             }
-            let s = lock(s);
+            let s = s.lock();
             let Some(w) = s.worker.as_deref() else {
                 continue;
             };

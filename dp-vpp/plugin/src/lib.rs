@@ -28,8 +28,9 @@ use marllb_vpp::frame::{
 };
 use marllb_vpp::runtime::{Runtime, SWEEP_MAX_PER_FRAME};
 use vpp_plugin::bindings::{
-    unformat_input_t, unformat_user, uword, va_list, vlib_buffer_t, vlib_cli_output, vnet_get_main,
-    vnet_sw_interface_type_t_VNET_SW_INTERFACE_TYPE_HARDWARE, VLIB_NODE_FLAG_TRACE,
+    unformat_input_t, unformat_user, uword, va_list, vlib_buffer_func_main, vlib_buffer_t,
+    vlib_cli_output, vnet_get_main, vnet_sw_interface_type_t_VNET_SW_INTERFACE_TYPE_HARDWARE,
+    VLIB_NODE_FLAG_TRACE,
 };
 use vpp_plugin::vlib::buffer::BufferFlags;
 use vpp_plugin::vlib::node::{Node, VectorBufferIndex};
@@ -419,9 +420,31 @@ unsafe fn finish<N>(
             node.increment_error_counter(vm, e, u64::from(c));
         }
     }
-    // SAFETY: every next index is one of this node's next nodes or the arc's
-    // next feature; the buffers are set up for them (see `marllb_vpp::frame`).
-    unsafe { vm.buffer_enqueue_to_next(node, from, nexts) };
+    // A frame whose buffers all go to one node (all forwarded the same way,
+    // the common case) is enqueued as one run, as VPP's own nodes do; others
+    // by VPP's general enqueue, which looks for the runs.
+    // SAFETY: VPP filled `vlib_buffer_func_main` in at start-up and only
+    // reads it afterwards.
+    let single = unsafe { vlib_buffer_func_main.buffer_enqueue_to_single_next_fn };
+    match (nexts.first(), single) {
+        (Some(&first), Some(enqueue)) if nexts.iter().all(|&x| x == first) => {
+            // SAFETY: as below; `indices` are the frame's buffers (at most
+            // `MAX_BATCH`, so the count fits `u32`), all set up for `first`.
+            unsafe {
+                enqueue(
+                    vm.as_ptr(),
+                    node.as_ptr(),
+                    indices.as_ptr().cast_mut(),
+                    first,
+                    indices.len() as u32,
+                )
+            }
+        }
+        // SAFETY: every next index is one of this node's next nodes or the
+        // arc's next feature; the buffers are set up for them (see
+        // `marllb_vpp::frame`).
+        _ => unsafe { vm.buffer_enqueue_to_next(node, from, nexts) },
+    }
 }
 
 /// Creates the plugin state.
