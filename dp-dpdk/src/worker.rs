@@ -198,7 +198,7 @@ pub struct WorkerCtx<const B: usize> {
     /// Worker index.
     pub id: usize,
     /// The pipeline state (flow table, telemetry).
-    pub worker: Box<Worker<B>>,
+    pub worker: Box<marllb_host::memory::HugeAligned<Worker<B>>>,
     /// Ports, by position in the host's port list.
     pub ports: Vec<WorkerPort>,
     /// Position (in `ports`) of the backend-side port.

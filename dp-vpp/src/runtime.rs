@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crossbeam_utils::CachePadded;
+use marllb_host::memory::HugeAligned;
 use std::time::{Duration, Instant};
 
 use marllb_core::classify::{DropReason, Verdict};
@@ -91,7 +92,7 @@ type SlotLock = spin::Mutex<Slot>;
 /// One VPP thread's state.
 #[derive(Default)]
 pub struct Slot {
-    worker: Option<Box<FlowWorker>>,
+    worker: Option<Box<HugeAligned<FlowWorker>>>,
     scratch: Option<Box<FrameScratch>>,
     svc: Option<Arc<Service>>,
     macs: Arc<InterfaceMacs>,
@@ -745,7 +746,7 @@ impl Runtime {
     }
 }
 
-fn new_worker(thread: usize) -> Option<Box<FlowWorker>> {
+fn new_worker(thread: usize) -> Option<Box<HugeAligned<FlowWorker>>> {
     // On transparent huge pages where the kernel has them (see
     // `marllb_host::memory`): before `init` writes every page.
     let (mut w, _) = marllb_host::memory::new_box_zeroed_huge::<FlowWorker>()?;
