@@ -441,3 +441,51 @@ fn the_common_case_takes_the_fast_path() {
         assert!(!fast::parse(&build(&s), &mut FastMeta::default()), "{s:?}");
     }
 }
+
+/// The fast parser's source and TCP header length tests, over every first
+/// octet of the source and every data offset against a range of lengths:
+/// it takes a packet exactly when the source is not martian and the TCP
+/// header is at least 20 bytes and fits the IP packet.
+#[test]
+fn fast_parser_source_and_header_length_tests() {
+    let spec = |payload| Spec {
+        client: 1,
+        sport: 1,
+        dest: 0,
+        flags: 0x10,
+        vlan_tags: 0,
+        ip_options: false,
+        frag: 1,
+        ttl: 64,
+        martian: false,
+        tcp_doff: 0,
+        proto: 6,
+        bad_checksum: false,
+        truncate: 0,
+        payload,
+        padding: 0,
+        flip: None,
+    };
+    // Offsets in an untagged frame: the source's first octet, the TCP data
+    // offset byte.
+    const SRC0: usize = 14 + 12;
+    const DOFF: usize = 14 + 20 + 12;
+    for payload in [0u16, 1, 19, 20, 21, 39, 40, 41, 60] {
+        let base = build(&spec(payload));
+        let tl = 40 + usize::from(payload);
+        for doff in 0..16u8 {
+            for octet in 0..=255u8 {
+                let mut f = base.clone();
+                f[SRC0] = octet;
+                f[DOFF] = (doff << 4) | (f[DOFF] & 0x0f);
+                let hlen = usize::from(doff) * 4;
+                let want = !crate::classify::is_martian_v4(octet) && hlen >= 20 && hlen <= tl - 20;
+                assert_eq!(
+                    fast::parse(&f, &mut FastMeta::default()),
+                    want,
+                    "payload {payload} doff {doff} octet {octet}"
+                );
+            }
+        }
+    }
+}
