@@ -442,10 +442,11 @@ fn the_common_case_takes_the_fast_path() {
     }
 }
 
-/// The fast parser's source and TCP header length tests, over every first
-/// octet of the source and every data offset against a range of lengths:
-/// it takes a packet exactly when the source is not martian and the TCP
-/// header is at least 20 bytes and fits the IP packet.
+/// The fast parser's source and length tests, over every first octet of the
+/// source and every data offset against a range of lengths, and every IP
+/// total length near the frame's: it takes a packet exactly when the source
+/// is not martian, the TCP header is at least 20 bytes and fits the IP
+/// packet, and the IP packet is at least 40 bytes and fits the frame.
 #[test]
 fn fast_parser_source_and_header_length_tests() {
     let spec = |payload| Spec {
@@ -484,6 +485,30 @@ fn fast_parser_source_and_header_length_tests() {
                     fast::parse(&f, &mut FastMeta::default()),
                     want,
                     "payload {payload} doff {doff} octet {octet}"
+                );
+            }
+        }
+    }
+    // The IP total length against the frame (untagged and tagged), and
+    // the TCP header against it.
+    const TL: usize = 14 + 2;
+    for vlan_tags in [0u8, 1] {
+        let base = build(&Spec {
+            vlan_tags,
+            ..spec(24)
+        });
+        let l3 = 14 + 4 * usize::from(vlan_tags);
+        for tl in 0..=(base.len() - l3 + 3) {
+            for doff in [5u8, 10, 11] {
+                let mut f = base.clone();
+                f[TL + l3 - 14..][..2].copy_from_slice(&(tl as u16).to_be_bytes());
+                f[l3 + 20 + 12] = doff << 4;
+                let hlen = usize::from(doff) * 4;
+                let want = tl >= 40 && l3 + tl <= f.len() && hlen <= tl - 20;
+                assert_eq!(
+                    fast::parse(&f, &mut FastMeta::default()),
+                    want,
+                    "tags {vlan_tags} tl {tl} doff {doff}"
                 );
             }
         }

@@ -164,7 +164,7 @@ pub(super) fn parse(frame: &[u8], out: &mut FastMeta) -> bool {
 }
 
 /// [`parse`] of the IPv4 and TCP headers at `L3` of a frame of `len` bytes
-/// whose first `H = L3 + 40` bytes are `head`.
+/// whose first `H = L3 + 40` bytes are `head` (so `len >= H`).
 #[inline(always)]
 fn parse_ip<const L3: usize, const H: usize>(
     len: usize,
@@ -186,15 +186,17 @@ fn parse_ip<const L3: usize, const H: usize>(
     let dst_ports = be64_at(ip, v4f::DST.start);
     let doff = usize::from(ip[TCP + tcpf::DATA_OFF] >> 4) * 4;
     let tcp_flags = ip[TCP + tcpf::FLAGS];
+    // The length tests as unsigned range compares (`len >= H`: `head` is
+    // the frame's first `H` bytes): 40 <= tl <= len - L3, then
+    // 20 <= doff <= tl - 20.
+    let tl_past_min = usize::from(tl).wrapping_sub(IP_TCP_MIN);
     if ip[v4f::VER_IHL] != VER_IHL_NO_OPTIONS
-        || usize::from(tl) < IP_TCP_MIN
-        || L3 + usize::from(tl) > len
+        || tl_past_min > len.wrapping_sub(H)
         || flags_off & (ipv4::FLAG_MF | ipv4::OFFSET_MASK) != 0
         || ip[v4f::PROTOCOL] != ip_proto::TCP
         || ttl <= 1
         || MARTIAN[usize::from(ip[v4f::SRC.start])]
-        // 20 <= doff <= tl - 20 as one unsigned compare (tl >= 40 here).
-        || doff.wrapping_sub(tcp::HEADER_LEN) > usize::from(tl) - IP_TCP_MIN
+        || doff.wrapping_sub(tcp::HEADER_LEN) > tl_past_min
     {
         return false;
     }
