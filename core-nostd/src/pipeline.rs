@@ -53,7 +53,7 @@ use crate::flow::{
 use crate::hash::{choice_hash, flow_hash, flow_hash_v4};
 use crate::prefetch;
 use crate::rewrite::{rewrite, Rewritten, TunnelV4};
-use crate::select::{sed_choose, Method};
+use crate::select::{sed_choose_by, Method};
 use crate::service::{AdminState, Service, VipService};
 use crate::sync::{Applied, RecordKind, SyncOut, SyncRecord};
 use crate::telemetry::Telemetry;
@@ -62,7 +62,6 @@ use crate::wire::meta::FrameKind;
 use crate::wire::meta::{ip_proto, tcp_flags};
 use crate::wire::parse::parse_into;
 use crate::wire::{IpFamily, PacketMeta};
-use crate::MAX_BACKENDS;
 
 mod fast;
 use fast::FastMeta;
@@ -1250,11 +1249,10 @@ impl<const B: usize> Lane<'_, B> {
     #[inline(never)]
     fn choose_sed(&self, vs: &VipService, hash: u64) -> Option<u16> {
         let members = vs.members();
-        let mut active = [0u32; MAX_BACKENDS];
-        for (a, &b) in active.iter_mut().zip(members) {
-            *a = self.telemetry.active(b);
-        }
-        let k = sed_choose(vs.weights(), &active[..members.len()], choice_hash(hash))?;
+        let weights = vs.weights();
+        let weights = &weights[..weights.len().min(members.len())];
+        let active = |i: usize| members.get(i).map_or(0, |&b| self.telemetry.active(b));
+        let k = sed_choose_by(weights, active, choice_hash(hash))?;
         members.get(usize::from(k)).copied()
     }
 

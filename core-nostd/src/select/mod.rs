@@ -38,7 +38,7 @@ mod sed;
 
 pub use alias::AliasTable;
 pub use maglev::{maglev_size_for, MaglevTable, MAGLEV_SIZE, MAGLEV_SIZES};
-pub use sed::sed_choose;
+pub use sed::{sed_choose, sed_choose_by};
 
 use core::fmt;
 

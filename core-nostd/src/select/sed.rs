@@ -21,11 +21,24 @@
 ///
 /// [`MAX_BACKENDS`]: crate::MAX_BACKENDS
 pub fn sed_choose(weights: &[u32], active: &[u32], hash: u64) -> Option<u16> {
-    let n = weights.len().min(active.len()).min(crate::MAX_BACKENDS);
+    let n = weights.len().min(active.len());
+    sed_choose_by(&weights[..n], |i| active.get(i).copied().unwrap_or(0), hash)
+}
+
+/// [`sed_choose`] with backend `i`'s active count given by `active(i)`, for
+/// `i` below `min(weights.len(), MAX_BACKENDS)`: the data plane reads the
+/// counts where they are kept instead of copying them into an array first
+/// (an array of [`MAX_BACKENDS`] zeroed for every new flow cost about 70
+/// instructions of `memset`).
+///
+/// [`MAX_BACKENDS`]: crate::MAX_BACKENDS
+#[inline]
+pub fn sed_choose_by(weights: &[u32], active: impl Fn(usize) -> u32, hash: u64) -> Option<u16> {
+    let n = weights.len().min(crate::MAX_BACKENDS);
     if n == 0 {
         return None;
     }
-    let (weights, active) = (&weights[..n], &active[..n]);
+    let weights = &weights[..n];
     // Multiply-shift on the low 32 bits: start in 0..n without division.
     let start = (((hash & 0xFFFF_FFFF) * n as u64) >> 32) as usize;
 
@@ -35,7 +48,7 @@ pub fn sed_choose(weights: &[u32], active: &[u32], hash: u64) -> Option<u16> {
     for _ in 0..n {
         let w = u64::from(weights[i]);
         if w > 0 {
-            let a = u64::from(active[i]) + 1;
+            let a = u64::from(active(i)) + 1;
             let better = match best {
                 None => true,
                 // a / w < ba / bw  <=>  a * bw < ba * w  (all factors <= 2^32, w, bw < 2^32).
