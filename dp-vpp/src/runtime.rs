@@ -19,17 +19,16 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-
-use crossbeam_utils::CachePadded;
-use marllb_host::memory::HugeAligned;
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use marllb_core::classify::{DropReason, Verdict};
 use marllb_core::flow::FlowState;
 use marllb_core::pipeline::{Worker, MAX_BATCH};
 use marllb_core::service::Service;
 use marllb_core::telemetry::GlobalCounters;
 use marllb_host::clock::FrameClock;
+use marllb_host::memory::HugeAligned;
 use marllb_shm::{
     ConfigImage, CreateOptions, DataPlane, DataPlaneConfig, DpStatus, ShmRegion, Source,
     StatsPublisher,
