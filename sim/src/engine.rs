@@ -94,6 +94,57 @@ pub struct Conditions {
     pub lb_split: Vec<f64>,
     /// See `lb_split`.
     pub lb_split_changes: Vec<(f64, Vec<f64>)>,
+    /// Connections that stay open, idle, after their response (none by default).
+    pub linger: Option<Linger>,
+}
+
+/// Idle connections after the response, as an L4 balancer sees them: with
+/// probability `share` the client keeps the connection open (HTTP keep-alive
+/// with no further request, a client that never sends its FIN and leaves the
+/// flow to the idle timeout) for an exponentially distributed time of mean
+/// `mean_s`, and the LB node sees the flow end only then: its active-flow
+/// gauge, its completion-time sample and its last packet come at the close,
+/// not at the response. The server is free at the response; the job's
+/// completion time (what the client waits for) is unchanged.
+///
+/// The draw of a flow depends only on the run's seed and the flow's arrival
+/// time, so every policy sees the same lingering flows (common random numbers).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Linger {
+    /// Fraction of flows that linger, in [0, 1].
+    pub share: f64,
+    /// Mean idle time of a lingering flow, s.
+    pub mean_s: f64,
+}
+
+impl std::str::FromStr for Linger {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "bad linger {s:?}: expected SHARE:MEAN_S (SHARE in [0, 1], MEAN_S in (0, 3600])"
+            )
+        };
+        let (p, m) = s.split_once(':').ok_or_else(bad)?;
+        let l = Linger {
+            share: p.trim().parse().map_err(|_| bad())?,
+            mean_s: m.trim().parse().map_err(|_| bad())?,
+        };
+        let ok = (0.0..=1.0).contains(&l.share) && l.mean_s > 0.0 && l.mean_s <= 3600.0;
+        ok.then_some(l).ok_or_else(bad)
+    }
+}
+
+impl Linger {
+    /// How long the flow that arrived at `arrival` stays open after its
+    /// response (0: closed with it), drawn from `seed` and the arrival time.
+    pub fn idle_s(&self, seed: u64, arrival: f64) -> f64 {
+        let mut r = SplitMix64::new(seed ^ arrival.to_bits().wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        if crate::workload::open01(&mut r) >= self.share {
+            return 0.0;
+        }
+        -self.mean_s * crate::workload::open01(&mut r).ln()
+    }
 }
 
 /// Parses `COUNTxCPUS[@SPEED][,..]` (e.g. `4x2@0.6,3x4`) into Apache-like
@@ -288,6 +339,44 @@ pub struct Sim<'w> {
     split_cum: Vec<f64>,
     next_split: usize,
     adaptive: AdaptiveSed,
+    /// Flows whose response went out but whose LB node has not seen them end
+    /// yet (`Conditions::linger`), by close time.
+    closes: BinaryHeap<Reverse<PendingClose>>,
+    linger_seed: u64,
+}
+
+/// A lingering flow's end as its LB node will see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct PendingClose {
+    /// Close time (f64 bits; non-negative, so they order as the times).
+    at: u64,
+    lb: u16,
+    backend: u16,
+    created_tick: u32,
+    /// Arrival time (f64 bits).
+    arrival: u64,
+}
+
+/// What an LB node does when it sees a flow end at `t`: the last packet, the
+/// gauge, the completion-time sample, p2c-ewma's latency.
+fn lb_close(node: &mut LbNode, s: usize, created_tick: u32, arrival: f64, t: f64) {
+    let tick = ticks((t * 1e9) as u64);
+    let b = s as u16;
+    node.telemetry
+        .observe_packet(b, 1500, tick, || created_tick);
+    node.telemetry
+        .flow_closed(b, FlowState::TcpEstablished, created_tick, tick);
+    if let Some((e, at)) = node.ewma.get_mut(s) {
+        // Peak EWMA: jumps up to a slower completion, decays down.
+        let l = t - arrival;
+        if l > *e {
+            *e = l;
+        } else {
+            let w = (-(t - *at) / P2C_DECAY_S).exp();
+            *e = *e * w + l * (1.0 - w);
+        }
+        *at = t;
+    }
 }
 
 /// Cumulative shares, normalized; empty when `shares` is empty or unusable.
@@ -378,6 +467,8 @@ impl<'w> Sim<'w> {
             split_cum,
             next_split: 0,
             adaptive: AdaptiveSed::default(),
+            closes: BinaryHeap::new(),
+            linger_seed: seeder.next_u64(),
             cfg,
         };
         sim.next_arrival = sim.arrivals.next();
@@ -597,9 +688,10 @@ impl<'w> Sim<'w> {
             return;
         };
         server.advance(t);
-        let tick = ticks((t * 1e9) as u64);
         let warmup = self.cfg.warmup;
-        let (lbs, stats) = (&mut self.lbs, &mut self.stats);
+        let linger = self.cfg.conditions.linger;
+        let linger_seed = self.linger_seed;
+        let (lbs, stats, closes) = (&mut self.lbs, &mut self.stats, &mut self.closes);
         server.complete(|job| {
             stats.events += 1;
             if let Some(c) = stats.per_server.get_mut(s) {
@@ -608,26 +700,35 @@ impl<'w> Sim<'w> {
             if job.arrival >= warmup {
                 stats.jct.push(t - job.arrival);
             }
-            if let Some(node) = lbs.get_mut(usize::from(job.lb)) {
-                let b = s as u16;
-                node.telemetry
-                    .observe_packet(b, 1500, tick, || job.created_tick);
-                node.telemetry
-                    .flow_closed(b, FlowState::TcpEstablished, job.created_tick, tick);
-                if let Some((e, at)) = node.ewma.get_mut(s) {
-                    // Peak EWMA: jumps up to a slower completion, decays down.
-                    let l = t - job.arrival;
-                    if l > *e {
-                        *e = l;
-                    } else {
-                        let w = (-(t - *at) / P2C_DECAY_S).exp();
-                        *e = *e * w + l * (1.0 - w);
-                    }
-                    *at = t;
-                }
+            let idle = linger.map_or(0.0, |l| l.idle_s(linger_seed, job.arrival));
+            if idle > 0.0 {
+                closes.push(Reverse(PendingClose {
+                    at: (t + idle).to_bits(),
+                    lb: job.lb,
+                    backend: s as u16,
+                    created_tick: job.created_tick,
+                    arrival: job.arrival.to_bits(),
+                }));
+            } else if let Some(node) = lbs.get_mut(usize::from(job.lb)) {
+                lb_close(node, s, job.created_tick, job.arrival, t);
             }
         });
         self.schedule(s);
+    }
+
+    /// A lingering flow's LB node sees it end.
+    fn close(&mut self, c: PendingClose) {
+        self.stats.events += 1;
+        let t = f64::from_bits(c.at);
+        if let Some(node) = self.lbs.get_mut(usize::from(c.lb)) {
+            lb_close(
+                node,
+                usize::from(c.backend),
+                c.created_tick,
+                f64::from_bits(c.arrival),
+                t,
+            );
+        }
     }
 
     /// True once arrivals have ended and (with `drain`) the system is empty.
@@ -675,10 +776,19 @@ impl<'w> Sim<'w> {
                 .capacity
                 .get(self.next_capacity)
                 .map_or(f64::INFINITY, |e| e.time);
-            if ta.min(tc).min(tk) > t_end {
+            let tl = self
+                .closes
+                .peek()
+                .map_or(f64::INFINITY, |Reverse(c)| f64::from_bits(c.at));
+            if ta.min(tc).min(tk).min(tl) > t_end {
                 break;
             }
-            if tk <= ta && tk <= tc {
+            if tl < ta && tl < tc && tl < tk {
+                if let Some(Reverse(c)) = self.closes.pop() {
+                    self.now = tl;
+                    self.close(c);
+                }
+            } else if tk <= ta && tk <= tc {
                 self.now = tk;
                 self.capacity_event();
             } else if ta <= tc {

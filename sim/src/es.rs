@@ -287,6 +287,10 @@ pub struct TrainingRange {
     /// ([`crate::ServerModel::Quota`]); at 0 nothing is drawn for it, so the
     /// other draws are the earlier models'.
     pub quota_share: f64,
+    /// Probability that a scenario's connections linger after their response
+    /// ([`crate::Linger`]: a share of flows in [0.2, 0.95], a mean idle time
+    /// log-uniform in [2, 40] s); at 0 nothing is drawn for it.
+    pub linger_share: f64,
 }
 
 impl Default for TrainingRange {
@@ -295,6 +299,7 @@ impl Default for TrainingRange {
             max_lbs: DEFAULT_MAX_LBS,
             min_load: DEFAULT_MIN_LOAD,
             quota_share: 0.0,
+            linger_share: 0.0,
         }
     }
 }
@@ -376,6 +381,11 @@ pub fn training_scenario(
     }
     if range.quota_share > 0.0 && u(rng) < range.quota_share {
         sc.server_model = crate::ServerModel::Quota;
+    }
+    if range.linger_share > 0.0 && u(rng) < range.linger_share {
+        let share = 0.2 + 0.75 * u(rng);
+        let mean = 2.0 * 20f64.powf(u(rng));
+        sc.linger = Some(format!("{share:.3}:{mean:.2}"));
     }
     sc.duration = duration;
     sc.warmup = 5.0;
@@ -680,5 +690,32 @@ mod tests {
             }
         }
         assert!((60..140).contains(&quota), "{quota} of 200");
+    }
+
+    #[test]
+    fn linger_share_draws_lingering_connections_and_zero_keeps_the_old_draws() {
+        let half = TrainingRange {
+            linger_share: 0.5,
+            ..TrainingRange::default()
+        };
+        let mut lingering = 0;
+        for i in 0..200 {
+            let (d, seed) =
+                training_scenario(&mut SplitMix64::new(i), 60.0, &TrainingRange::default());
+            assert_eq!(d.linger, None);
+            let (h, _) = training_scenario(&mut SplitMix64::new(i), 60.0, &half);
+            assert_eq!(
+                (&d.servers, d.load, &d.sizes, d.server_model),
+                (&h.servers, h.load, &h.sizes, h.server_model)
+            );
+            if h.linger.is_some() {
+                lingering += 1;
+                let (cfg, _) = h.build(seed).expect("builds");
+                let l = cfg.conditions.linger.expect("drawn");
+                assert!((0.2..=0.95).contains(&l.share), "{l:?}");
+                assert!((2.0..=40.0).contains(&l.mean_s), "{l:?}");
+            }
+        }
+        assert!((60..140).contains(&lingering), "{lingering} of 200");
     }
 }

@@ -64,6 +64,11 @@ struct Setting {
     /// A later change of the shares, TIME_S:S1,S2.. (repeatable).
     #[arg(long)]
     lb_split_change: Vec<String>,
+    /// Connections left open, idle, after the response, SHARE:MEAN_S: that
+    /// fraction of flows ends (as the LB node sees it) an exponential time of
+    /// mean MEAN_S after the response (keep-alive, or no FIN and an idle timeout).
+    #[arg(long)]
+    linger: Option<String>,
     /// Simulated seconds of arrivals (then the system drains).
     #[arg(long, default_value_t = 120.0)]
     duration: f64,
@@ -93,6 +98,7 @@ impl Setting {
         sc.speed_noise = self.speed_noise;
         sc.noisy = self.noisy.clone();
         sc.lb_split = self.lb_split.clone();
+        sc.linger = self.linger.clone();
         for c in &self.lb_split_change {
             let (t, shares) = c
                 .split_once(':')
@@ -555,6 +561,11 @@ struct RangeArgs {
     /// keeps the earlier models' draws.
     #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     quota_share: f64,
+    /// Fraction of the scenarios whose connections linger, idle, after their
+    /// response (a share of flows in [0.2, 0.95] with a mean idle time of
+    /// 2-40 s, as `--linger`); 0 draws none and keeps the earlier draws.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    linger_share: f64,
 }
 
 impl From<RangeArgs> for marllb_sim::es::TrainingRange {
@@ -563,11 +574,12 @@ impl From<RangeArgs> for marllb_sim::es::TrainingRange {
             max_lbs: r.max_lbs,
             min_load: r.min_load,
             quota_share: r.quota_share,
+            linger_share: r.linger_share,
         }
     }
 }
 
-/// `--quota-share`: a fraction in [0, 1].
+/// `--quota-share`, `--linger-share`: a fraction in [0, 1].
 fn fraction(s: &str) -> std::result::Result<f64, String> {
     let x: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
     if (0.0..=1.0).contains(&x) {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::engine::{
     apply_speed_noise, noisy_schedule, parse_capacity_events, parse_servers, CapacityEvent,
-    Conditions, SimConfig,
+    Conditions, Linger, SimConfig,
 };
 use crate::server::ServerModel;
 use crate::workload::{Workload, DEFAULT_LOOPS_PER_CPU_SECOND};
@@ -128,6 +128,10 @@ pub struct Scenario {
     /// Later changes of the shares.
     #[serde(default)]
     pub split_change: Vec<SplitChange>,
+    /// Connections left open, idle, after the response: `SHARE:MEAN_S`
+    /// (`engine::Linger`).
+    #[serde(default)]
+    pub linger: Option<String>,
     /// Simulated seconds of arrivals.
     #[serde(default = "default_duration")]
     pub duration: f64,
@@ -153,6 +157,7 @@ impl Scenario {
             noisy: None,
             lb_split: Vec::new(),
             split_change: Vec::new(),
+            linger: None,
             duration: default_duration(),
             warmup: default_warmup(),
         }
@@ -268,6 +273,10 @@ impl Scenario {
             changes.push((c.time, c.shares.clone()));
         }
         changes.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let linger = match &self.linger {
+            Some(l) => Some(l.parse::<Linger>().map_err(|e| field("linger", &e))?),
+            None => None,
+        };
         Ok((
             SimConfig {
                 servers,
@@ -282,6 +291,7 @@ impl Scenario {
                     capacity,
                     lb_split: self.lb_split.clone(),
                     lb_split_changes: changes,
+                    linger,
                 },
             },
             workload,
@@ -328,6 +338,21 @@ mod tests {
         s.drift.clear();
         s.noisy = Some("1:30:10:0.5".into());
         assert!(s.build(1).unwrap_err().contains("noisy"));
+        s.noisy = None;
+        for bad in ["0.5", "1.5:5", "0.5:0", "0.5:x", "-0.1:5"] {
+            s.linger = Some(bad.into());
+            assert!(s.build(1).unwrap_err().contains("linger"), "{bad}");
+        }
+        s.linger = Some("0.5:5".into());
+        let l = s.build(1).expect("builds").0.conditions.linger;
+        assert_eq!(
+            l,
+            Some(Linger {
+                share: 0.5,
+                mean_s: 5.0
+            })
+        );
+        s.linger = None;
         assert!(Scenario::new("2x2@0")
             .build(1)
             .unwrap_err()

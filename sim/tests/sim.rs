@@ -194,3 +194,63 @@ fn adaptive_sed_with_explicit_constants_is_adaptive_sed_and_bad_keys_are_refused
         assert!(e.contains(bad), "{bad}: {e}");
     }
 }
+
+#[test]
+fn lingering_flows_fill_the_gauges_not_the_servers() {
+    // With every flow lingering about 5 s after its response, an LB node's
+    // gauges count far more flows than the servers hold; ECMP (which never
+    // reads them) places every flow where it did without linger, so the
+    // completion times are the same to the bit; SED, which reads them, does
+    // not; and the draws are the same for every policy (common random numbers).
+    let servers = parse_servers("4x2@0.5,3x4").expect("servers");
+    let w = poisson(60.0, 0.0874);
+    let linger = marllb_sim::Linger {
+        share: 1.0,
+        mean_s: 5.0,
+    };
+    let with = |c: SimConfig| SimConfig {
+        conditions: marllb_sim::Conditions {
+            linger: Some(linger),
+            ..Default::default()
+        },
+        ..c
+    };
+    let plain = Sim::new(cfg(servers.clone(), 1, 30.0, 5), &w, PolicyKind::Ecmp).run();
+    let idle = Sim::new(with(cfg(servers.clone(), 1, 30.0, 5)), &w, PolicyKind::Ecmp).run();
+    assert_eq!(plain.jct, idle.jct);
+    assert_eq!(plain.per_server, idle.per_server);
+    assert!(idle.events > plain.events, "the closes are events too");
+
+    let mut sim = Sim::new(with(cfg(servers.clone(), 1, 30.0, 5)), &w, PolicyKind::Sed);
+    let mut seen_more = false;
+    while sim.run_step() {
+        if sim.now > 10.0 && sim.now < 30.0 {
+            let gauges: u32 = (0..servers.len() as u16)
+                .map(|b| sim.lbs[0].telemetry.active(b))
+                .sum();
+            let held: usize = sim.servers.iter().map(|s| s.in_system()).sum();
+            // About 60/s × 5 s = 300 idle flows beside a few running ones.
+            seen_more |= gauges as usize > held + 150;
+        }
+    }
+    assert!(seen_more, "lingering flows are counted as active");
+    let sed_plain = Sim::new(cfg(servers.clone(), 1, 30.0, 5), &w, PolicyKind::Sed).run();
+    let sed_idle = sim.into_stats();
+    assert_ne!(sed_plain.jct, sed_idle.jct);
+
+    // Same seed and arrival, same draw; about `share` of the flows linger,
+    // with the stated mean.
+    let l = marllb_sim::Linger {
+        share: 0.3,
+        mean_s: 2.0,
+    };
+    assert_eq!(l.idle_s(9, 1.25), l.idle_s(9, 1.25));
+    let draws: Vec<f64> = (0..20_000)
+        .map(|i| l.idle_s(9, f64::from(i) * 0.01))
+        .collect();
+    let lingering: Vec<f64> = draws.iter().copied().filter(|x| *x > 0.0).collect();
+    let share = lingering.len() as f64 / draws.len() as f64;
+    let mean = lingering.iter().sum::<f64>() / lingering.len() as f64;
+    assert!((share - 0.3).abs() < 0.02, "share {share}");
+    assert!((mean - 2.0).abs() < 0.1, "mean {mean}");
+}
