@@ -58,8 +58,9 @@ const TUNNEL_V4_HDR: usize = ETH_HLEN + IPV4_HLEN;
 /// both): the Ethernet header and the outer IPv4 header with the per-packet
 /// fields (TOS, length, identification, DF, protocol, checksum) zero, and the
 /// ones'-complement sum of the header's constant 16-bit words (version and
-/// IHL, TTL, source, destination), folded to 16 bits. The fast path copies it
-/// and adds the per-packet words to the sum; the result is what [`encap`]
+/// IHL, TTL, source, destination) and of IP-in-IP's protocol, folded to 16
+/// bits. The fast path copies it and adds the per-packet words to the sum (a
+/// GRE tunnel the difference of its protocol); the result is what [`encap`]
 /// writes.
 ///
 /// One cache line each (36 bytes used): a backend's template never straddles
@@ -89,7 +90,8 @@ impl TunnelV4 {
         ip[v4f::TTL] = OUTER_TTL;
         ip[v4f::SRC].copy_from_slice(&egress.src_v4);
         ip[v4f::DST].copy_from_slice(&dst);
-        let sum = crate::wire::checksum::sum(0, ip);
+        // IP-in-IP's protocol is the low byte of its word (TTL first).
+        let sum = crate::wire::checksum::sum(0, ip) + u64::from(ip_proto::IPIP);
         Self {
             hdr,
             sum: crate::wire::checksum::fold(sum),
@@ -187,15 +189,16 @@ pub(crate) fn encap_v4_fast<const W: usize>(
     let id = flow_hash as u16;
     // (Masked by the caller.)
     let flags = df;
-    // The template's sum plus the per-packet 16-bit words (TOS and protocol
-    // are the low bytes of theirs); below 2^18, so two folds give the 16-bit
+    // The template's sum (IP-in-IP's protocol in it) plus the per-packet
+    // 16-bit words (TOS is the low byte of its word) and what GRE's protocol
+    // adds to IP-in-IP's; below 2^18, so two folds give the 16-bit
     // ones'-complement sum, never zero (the template's is not).
     let mut acc = u32::from(tunnel.sum)
         + u32::from(tos)
         + u32::from(outer_len)
         + u32::from(id)
         + u32::from(flags)
-        + u32::from(proto);
+        + u32::from(proto - ip_proto::IPIP);
     acc = (acc & 0xffff) + (acc >> 16);
     acc = (acc & 0xffff) + (acc >> 16);
     let w0 = 0x4500_0000 | (u32::from(tos) << 16) | u32::from(outer_len);
