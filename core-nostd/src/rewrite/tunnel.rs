@@ -191,19 +191,19 @@ pub(crate) fn encap_v4_fast<const W: usize>(
     let flags = df;
     // The template's sum (IP-in-IP's protocol in it) plus the per-packet
     // 16-bit words (TOS is the low byte of its word) and what GRE's protocol
-    // adds to IP-in-IP's; below 2^18, so two folds give the 16-bit
-    // ones'-complement sum, never zero (the template's is not).
-    let mut acc = u32::from(tunnel.sum)
+    // adds to IP-in-IP's: below 2^18, never zero (the template's is not).
+    let acc = u32::from(tunnel.sum)
         + u32::from(tos)
         + u32::from(outer_len)
         + u32::from(id)
         + u32::from(flags)
         + u32::from(proto - ip_proto::IPIP);
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc = (acc & 0xffff) + (acc >> 16);
+    let sum = fold_once(acc);
     let w0 = 0x4500_0000 | (u32::from(tos) << 16) | u32::from(outer_len);
     let w1 = (u32::from(id) << 16) | u32::from(flags);
-    let w2 = (u32::from(OUTER_TTL) << 24) | (u32::from(proto) << 16) | u32::from(!(acc as u16));
+    // The checksum is the complement of `sum` (below 2^16): an XOR with
+    // ones in the low half.
+    let w2 = ((u32::from(OUTER_TTL) << 24) | (u32::from(proto) << 16) | 0xffff) ^ sum;
     w[..TUNNEL_V4_HDR].copy_from_slice(&tunnel.hdr);
     w[OUTER..OUTER + 4].copy_from_slice(&w0.to_be_bytes());
     w[OUTER + 4..OUTER + 8].copy_from_slice(&w1.to_be_bytes());
@@ -217,6 +217,15 @@ pub(crate) fn encap_v4_fast<const W: usize>(
         start: new_start,
         len: ETH_HLEN + usize::from(outer_len),
     }))
+}
+
+/// The 16-bit ones'-complement sum of the 16-bit words summed in `acc`, in
+/// one step (Linux's `csum_fold`): the high half of `acc` plus its halves
+/// swapped is the sum of the halves with the carry out of the low half added
+/// back. Below 2^16.
+#[inline(always)]
+fn fold_once(acc: u32) -> u32 {
+    acc.wrapping_add(acc.rotate_right(16)) >> 16
 }
 
 /// Writes Ethernet + outer IP + [GRE] headers at `new_start`, in front of the inner
@@ -384,6 +393,15 @@ mod tests {
             };
             assert_eq!(got, Some(want), "{i}");
             assert_eq!(buf, general, "{i}");
+        }
+    }
+
+    #[test]
+    fn one_fold_is_two_folds_below_2_18() {
+        for acc in 0..1u32 << 18 {
+            let mut two = (acc & 0xffff) + (acc >> 16);
+            two = (two & 0xffff) + (two >> 16);
+            assert_eq!(fold_once(acc), two, "{acc:#x}");
         }
     }
 
