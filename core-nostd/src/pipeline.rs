@@ -865,16 +865,15 @@ impl<const B: usize> Lane<'_, B> {
     ) -> bool {
         let l3 = pkt.start + usize::from(f.l3_offset);
         let (l3_len, mtu) = (usize::from(f.l3_len), svc.egress().mtu);
-        let rewritten = match encap {
-            crate::rewrite::Encap::IpIp if tunnel.v4 => {
-                use crate::rewrite::{encap_v4_fast, IPIP_V4_WINDOW};
-                encap_v4_fast::<IPIP_V4_WINDOW>(pkt.buf, l3, l3_len, f.df, tunnel, mtu, hash)
-            }
-            crate::rewrite::Encap::Gre if tunnel.v4 => {
-                use crate::rewrite::{encap_v4_fast, GRE_V4_WINDOW};
-                encap_v4_fast::<GRE_V4_WINDOW>(pkt.buf, l3, l3_len, f.df, tunnel, mtu, hash)
-            }
-            _ => return self.fast_emit_any(svc, pkt, meta, f, encap, hash, backend, out),
+        // IP-in-IP first (one compare where the match tested for L2 DSR, then
+        // GRE).
+        use crate::rewrite::{encap_v4_fast, Encap, GRE_V4_WINDOW, IPIP_V4_WINDOW};
+        let rewritten = if encap == Encap::IpIp && tunnel.v4 {
+            encap_v4_fast::<IPIP_V4_WINDOW>(pkt.buf, l3, l3_len, f.df, tunnel, mtu, hash)
+        } else if encap == Encap::Gre && tunnel.v4 {
+            encap_v4_fast::<GRE_V4_WINDOW>(pkt.buf, l3, l3_len, f.df, tunnel, mtu, hash)
+        } else {
+            return self.fast_emit_any(svc, pkt, meta, f, encap, hash, backend, out);
         };
         match rewritten {
             Some(Ok(r)) => {
