@@ -759,8 +759,8 @@ impl<const B: usize> Lane<'_, B> {
             // The common case inline: an established flow, on a backend that
             // is up, and a packet without FIN or RST, which changes nothing.
             if let LookupV4::Established { slot, backend, .. } = found {
-                if let Some(tunnel) = svc.tunnel_up(backend) {
-                    if f.flags & (tcp_flags::FIN | tcp_flags::RST) == 0 {
+                if f.flags & (tcp_flags::FIN | tcp_flags::RST) == 0 {
+                    if let Some(tunnel) = svc.tunnel_up(backend) {
                         return self.fast_forward(
                             svc, pkt, meta, f, vs.encap, hash, now, slot, backend, tunnel, out,
                         );
