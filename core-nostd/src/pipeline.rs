@@ -552,8 +552,8 @@ impl<const B: usize> Worker<B> {
                             None => continue,
                         }
                     };
-                    prefetch::read(lane.flows.bucket_ptr(h));
                     hashes[j] = h;
+                    prefetch::read(lane.flows.bucket_ptr(h));
                 }
             } else {
                 for (j, (p, hash)) in chunk_pkts.iter().zip(hashes.iter_mut()).enumerate() {
