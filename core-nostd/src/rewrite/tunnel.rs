@@ -59,9 +59,10 @@ const TUNNEL_V4_HDR: usize = ETH_HLEN + IPV4_HLEN;
 /// fields (TOS, length, identification, DF, protocol, checksum) zero, and the
 /// ones'-complement sum of the header's constant 16-bit words (version and
 /// IHL, TTL, source, destination) and of IP-in-IP's protocol, folded to 16
-/// bits. The fast path copies it and adds the per-packet words to the sum (a
-/// GRE tunnel the difference of its protocol); the result is what [`encap`]
-/// writes.
+/// bits. The fast path copies its constant bytes (the Ethernet header, the
+/// version byte, the addresses), writes the per-packet fields around them and
+/// adds their words to the sum (a GRE tunnel the difference of its
+/// protocol); the result is what [`encap`] writes.
 ///
 /// One cache line each (36 bytes used): a backend's template never straddles
 /// two, and its address is the index shifted.
@@ -199,15 +200,19 @@ pub(crate) fn encap_v4_fast<const W: usize>(
         + u32::from(flags)
         + u32::from(proto - ip_proto::IPIP);
     let sum = fold_once(acc);
-    let w0 = 0x4500_0000 | (u32::from(tos) << 16) | u32::from(outer_len);
     let w1 = (u32::from(id) << 16) | u32::from(flags);
     // The checksum is the complement of `sum` (below 2^16): an XOR with
     // ones in the low half.
     let w2 = ((u32::from(OUTER_TTL) << 24) | (u32::from(proto) << 16) | 0xffff) ^ sum;
-    w[..TUNNEL_V4_HDR].copy_from_slice(&tunnel.hdr);
-    w[OUTER..OUTER + 4].copy_from_slice(&w0.to_be_bytes());
+    // The template's Ethernet header and version byte, then TOS and length
+    // (no first word to assemble), the two words, and the addresses.
+    w[..OUTER + 1].copy_from_slice(&tunnel.hdr[..OUTER + 1]);
+    w[OUTER + v4f::DSCP_ECN] = tos;
+    w[OUTER + v4f::LENGTH..OUTER + v4f::LENGTH + 2].copy_from_slice(&outer_len.to_be_bytes());
     w[OUTER + 4..OUTER + 8].copy_from_slice(&w1.to_be_bytes());
     w[OUTER + 8..OUTER + 12].copy_from_slice(&w2.to_be_bytes());
+    const ADDRS: usize = OUTER + v4f::SRC.start;
+    w[ADDRS..TUNNEL_V4_HDR].copy_from_slice(&tunnel.hdr[ADDRS..]);
     if gre {
         // Flags and version 0, then the protocol type.
         const G: usize = OUTER + IPV4_HLEN;
