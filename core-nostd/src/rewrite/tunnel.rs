@@ -157,9 +157,10 @@ pub(crate) fn encap_v4_fast<const W: usize>(
     if l3_len + ovh > usize::from(mtu) {
         return None;
     }
-    let Some(new_start) = l3.checked_sub(ETH_HLEN + ovh) else {
+    let (new_start, short) = l3.overflowing_sub(ETH_HLEN + ovh);
+    if short {
         return Some(Err(RewriteError::NoHeadroom));
-    };
+    }
     // In bounds whenever the caller's proof holds (new_start + W = l3 + 20);
     // tested as `new_start <= len - W`, which cannot overflow.
     let fits = buf
