@@ -64,13 +64,15 @@ const TUNNEL_V4_HDR: usize = ETH_HLEN + IPV4_HLEN;
 /// adds their words to the sum (a GRE tunnel the difference of its
 /// protocol); the result is what [`encap`] writes.
 ///
-/// One cache line each (36 bytes used): a backend's template never straddles
+/// One cache line each (42 bytes used): a backend's template never straddles
 /// two, and its address is the index shifted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, zerocopy::FromZeros)]
 #[repr(C, align(64))]
 pub struct TunnelV4 {
     hdr: [u8; TUNNEL_V4_HDR],
-    sum: u16,
+    /// The folded sum (below 2^16), as a `u32`: the fast path adds it from
+    /// memory.
+    sum: u32,
     /// The slot holds a backend that is not down (the fast path may finish
     /// a flow-table hit on it); set by the `Service`, false in a new template.
     pub(crate) up: bool,
@@ -95,7 +97,7 @@ impl TunnelV4 {
         let sum = crate::wire::checksum::sum(0, ip) + u64::from(ip_proto::IPIP);
         Self {
             hdr,
-            sum: crate::wire::checksum::fold(sum),
+            sum: u32::from(crate::wire::checksum::fold(sum)),
             up: false,
             v4: false,
         }
@@ -194,7 +196,7 @@ pub(crate) fn encap_v4_fast<const W: usize>(
     // The template's sum (IP-in-IP's protocol in it) plus the per-packet
     // 16-bit words (TOS is the low byte of its word) and what GRE's protocol
     // adds to IP-in-IP's: below 2^18, never zero (the template's is not).
-    let acc = u32::from(tunnel.sum)
+    let acc = tunnel.sum
         + u32::from(tos)
         + u32::from(outer_len)
         + u32::from(id)
