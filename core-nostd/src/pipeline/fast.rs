@@ -51,7 +51,7 @@ const VER_IHL_NO_OPTIONS: u8 = 0x40 | (ipv4::HEADER_LEN / 4) as u8;
 /// built from it only when the packet leaves the fast path), packed the way
 /// pass 3 compares it.
 ///
-/// 32 bytes (22 used): a slot's address is its index shifted.
+/// 32 bytes (25 used): a slot's address is its index shifted.
 #[derive(Clone, Copy, Debug, Default, zerocopy::FromZeros)]
 #[repr(align(32))]
 pub(super) struct FastMeta {
@@ -70,8 +70,9 @@ pub(super) struct FastMeta {
     /// TCP flags.
     pub flags: u8,
     /// IPv4 DF bit, where the header has it in its flags word
-    /// ([`ipv4::FLAG_DF`] or 0).
-    pub df: u16,
+    /// ([`ipv4::FLAG_DF`] or 0), as the 32-bit value the tunnel ORs into
+    /// its second word.
+    pub df: u32,
 }
 
 impl FastMeta {
@@ -207,7 +208,7 @@ fn parse_ip<const L3: usize, const H: usize>(
         l3_offset: L3 as u16,
         l3_len: tl,
         flags: tcp_flags,
-        df: flags_off & ipv4::FLAG_DF,
+        df: u32::from(flags_off & ipv4::FLAG_DF),
     };
     true
 }

@@ -351,7 +351,7 @@ pub(crate) fn forward_fast_v4(
     start: usize,
     l3: usize,
     l3_len: usize,
-    df: u16,
+    df: u32,
     encap: Encap,
     family: IpFamily,
     dst_mac: &[u8; 6],

@@ -150,7 +150,7 @@ pub(crate) fn encap_v4_fast<const W: usize>(
     buf: &mut [u8],
     l3: usize,
     l3_len: usize,
-    df: u16,
+    df: u32,
     tunnel: &TunnelV4,
     mtu: u16,
     flow_hash: u64,
@@ -200,10 +200,10 @@ pub(crate) fn encap_v4_fast<const W: usize>(
         + u32::from(tos)
         + u32::from(outer_len)
         + u32::from(id)
-        + u32::from(flags)
+        + flags
         + u32::from(proto - ip_proto::IPIP);
     let sum = fold_once(acc);
-    let w1 = (u32::from(id) << 16) | u32::from(flags);
+    let w1 = (u32::from(id) << 16) | flags;
     // The checksum is the complement of `sum` (below 2^16): an XOR with
     // ones in the low half.
     let w2 = ((u32::from(OUTER_TTL) << 24) | (u32::from(proto) << 16) | 0xffff) ^ sum;
@@ -392,7 +392,7 @@ mod tests {
                 &target.dst_mac,
                 [addr[0], addr[1], addr[2], addr[3]],
             );
-            let df_bit = if df { FLAG_DF } else { 0 };
+            let df_bit = if df { u32::from(FLAG_DF) } else { 0 };
             let got = match target.encap {
                 Encap::Gre => {
                     encap_v4_fast::<58>(&mut buf, L3, l3_len, df_bit, &tunnel, egress.mtu, hash)
