@@ -120,6 +120,9 @@ pub struct DemoOptions {
     /// Record at the backends which of them got each client port's segments
     /// ([`PolicyRun::placements`]; needs nftables).
     pub record_placements: bool,
+    /// Client connections kept open, idle, after their response (the load
+    /// generator's `--linger`).
+    pub linger: crate::load::Linger,
 }
 
 impl DemoOptions {
@@ -140,6 +143,7 @@ impl DemoOptions {
             capacity_events: Vec::new(),
             host: Host::Dpdk,
             record_placements: false,
+            linger: crate::load::Linger::NONE,
         }
     }
 }
@@ -156,6 +160,9 @@ pub enum Policy {
     /// The `es` model trained on CPU-quota servers only
     /// (`models/es-quota.onnx`).
     EsQuota,
+    /// The `es` model trained with lingering connections in half of its
+    /// scenarios (`models/es-linger.onnx`).
+    EsLinger,
     /// The shipped QMIX model, through SED.
     Qmix,
     /// The shipped SAC-GRU model, through SED.
@@ -198,7 +205,7 @@ impl Policy {
     /// defined there, once for the simulator, the controller and the testbed).
     pub fn kind(self) -> PolicyKind {
         match self {
-            Self::Es | Self::EsQ | Self::EsQuota => PolicyKind::Es,
+            Self::Es | Self::EsQ | Self::EsQuota | Self::EsLinger => PolicyKind::Es,
             Self::Qmix => PolicyKind::Qmix,
             Self::SacGru => PolicyKind::SacGru,
             Self::Sed => PolicyKind::Sed,
@@ -216,6 +223,7 @@ impl Policy {
             Self::Es => Some("es.onnx"),
             Self::EsQ => Some("es-q.onnx"),
             Self::EsQuota => Some("es-quota.onnx"),
+            Self::EsLinger => Some("es-linger.onnx"),
             Self::Qmix => Some("qmix.onnx"),
             Self::SacGru => Some("sac-gru.onnx"),
             _ => None,
@@ -328,6 +336,7 @@ pub fn run_policy(prefix: &str, dir: &Path, o: &DemoOptions, policy: Policy) -> 
         time_scale: o.time_scale,
         work_scale: o.work_scale,
         duration: o.duration,
+        linger: o.linger,
         ..bed.load_args()
     })?;
     let start = Instant::now();
@@ -662,6 +671,7 @@ mod tests {
                 "es",
                 "es-q",
                 "es-quota",
+                "es-linger",
                 "qmix",
                 "sac-gru",
                 "sed",
@@ -692,6 +702,10 @@ mod tests {
                 Some(Path::new("m").join("es-quota.onnx")),
                 "es-quota"
             )
+        );
+        assert_eq!(
+            Policy::EsLinger.setup(Path::new("m")).model,
+            Some(Path::new("m").join("es-linger.onnx"))
         );
         // The testbed's SED is SED placement over the configured weights, and
         // each policy keeps the data plane and agent it ran with before the

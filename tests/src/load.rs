@@ -56,6 +56,14 @@ pub struct LoadArgs {
     /// Seconds each connection is held open before its request (0..=60).
     #[arg(long, default_value_t = 0.0, value_parser = hold_s, allow_negative_numbers = true)]
     pub hold: f64,
+    /// Connections kept open, idle, after the response, `SHARE:MEAN_S`: that
+    /// fraction of the requests (drawn per request index, the same in every
+    /// run) keeps its connection an exponential time of mean MEAN_S (at most
+    /// [`LINGER_MAX_S`]) before closing it, as a keep-alive client with no
+    /// further request does. The latency is the response's; the load
+    /// balancer sees the flow end only at the close. `0:1`: none.
+    #[arg(long, default_value = "0:1", value_parser = parse_linger)]
+    pub linger: Linger,
     /// A line per second on stderr.
     #[arg(long)]
     pub progress: bool,
@@ -65,6 +73,65 @@ pub struct LoadArgs {
     /// Write every request's record here (JSON).
     #[arg(long)]
     pub records: Option<std::path::PathBuf>,
+}
+
+/// The longest a connection lingers, s (the draws are exponential; the cap
+/// bounds how long a run's last connections outlive its replay).
+pub const LINGER_MAX_S: f64 = 30.0;
+
+/// `--linger SHARE:MEAN_S`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Linger {
+    /// Fraction of the requests whose connection lingers, in [0, 1].
+    pub share: f64,
+    /// Mean idle time of a lingering connection, s, in (0, 60].
+    pub mean_s: f64,
+}
+
+impl std::fmt::Display for Linger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.share, self.mean_s)
+    }
+}
+
+/// Parses `SHARE:MEAN_S` (the `--linger` flag's value).
+pub fn parse_linger(s: &str) -> std::result::Result<Linger, String> {
+    let bad = || format!("{s}: expected SHARE:MEAN_S, SHARE in [0, 1], MEAN_S in (0, 60]");
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let l = Linger {
+        share: a.trim().parse().map_err(|_| bad())?,
+        mean_s: b.trim().parse().map_err(|_| bad())?,
+    };
+    ((0.0..=1.0).contains(&l.share) && l.mean_s > 0.0 && l.mean_s <= 60.0)
+        .then_some(l)
+        .ok_or_else(bad)
+}
+
+impl Linger {
+    /// No connection lingers.
+    pub const NONE: Self = Self {
+        share: 0.0,
+        mean_s: 1.0,
+    };
+
+    /// How long request `index`'s connection stays open after its response
+    /// (zero for most when `share` is small), the same for a given index in
+    /// every run.
+    pub fn idle(&self, index: usize) -> Duration {
+        // SplitMix64's finalizer over the index: two independent uniforms.
+        let mix = |mut z: u64| {
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let unit = |z: u64| ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let z = mix((index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x6c69_6e67);
+        if unit(z) >= self.share {
+            return Duration::ZERO;
+        }
+        let t = -self.mean_s * unit(mix(z)).ln();
+        Duration::from_secs_f64(t.clamp(0.0, LINGER_MAX_S))
+    }
 }
 
 /// `ID=CPUS,..` as given to `--capacities`.
@@ -184,6 +251,8 @@ impl LoadArgs {
             self.timeout.to_string(),
             "--hold".into(),
             self.hold.to_string(),
+            "--linger".into(),
+            self.linger.to_string(),
             "--capacities".into(),
             self.capacities.to_string(),
         ];
@@ -381,7 +450,15 @@ fn pending() -> Record {
 /// One request on its own connection. With a non-zero `hold`, the request is
 /// sent in two parts `hold` apart (the connection is established and idle in
 /// between), so that its later packets cross whatever happens meanwhile.
-fn one(vip: SocketAddr, loops: u64, timeout: Duration, hold: Duration) -> Record {
+///
+/// The connection is returned open after an answered request, for the caller
+/// to close (at once, or after it lingered).
+fn one(
+    vip: SocketAddr,
+    loops: u64,
+    timeout: Duration,
+    hold: Duration,
+) -> (Record, Option<TcpStream>) {
     let mut r = pending();
     let fail = |mut r: Record, step: &str, e: &std::io::Error| {
         r.outcome = classify(e);
@@ -395,7 +472,7 @@ fn one(vip: SocketAddr, loops: u64, timeout: Duration, hold: Duration) -> Record
             if r.outcome == Outcome::Timeout {
                 r.outcome = Outcome::ConnectTimeout;
             }
-            return r;
+            return (r, None);
         }
     };
     r.connected_unix = Some(unix_now());
@@ -408,20 +485,19 @@ fn one(vip: SocketAddr, loops: u64, timeout: Duration, hold: Duration) -> Record
     );
     let (first, rest) = req.split_at(if hold.is_zero() { req.len() } else { 4 });
     if let Err(e) = s.write_all(first.as_bytes()) {
-        return fail(r, "write", &e);
+        return (fail(r, "write", &e), None);
     }
     if !hold.is_zero() {
         std::thread::sleep(hold);
         r.rest_sent_unix = Some(unix_now());
         if let Err(e) = s.write_all(rest.as_bytes()) {
-            return fail(r, "write after hold", &e);
+            return (fail(r, "write after hold", &e), None);
         }
     }
     let mut buf = Vec::with_capacity(512);
     if let Err(e) = s.read_to_end(&mut buf) {
-        return fail(r, "read", &e);
+        return (fail(r, "read", &e), None);
     }
-    let _ = s.shutdown(Shutdown::Both);
     let text = String::from_utf8_lossy(&buf);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
     let ok = text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200");
@@ -435,7 +511,7 @@ fn one(vip: SocketAddr, loops: u64, timeout: Duration, hold: Duration) -> Record
             r.error = Some(format!("not a 200 from a backend: {head:?}"));
         }
     }
-    r
+    (r, Some(s))
 }
 
 /// One second of progress, as `--progress` prints it (a JSON line on stderr).
@@ -457,13 +533,16 @@ pub struct Progress {
 
 /// Replays `requests` against `vip` open-loop; returns one record per request.
 /// Each request is held open `hold` before its second part is sent (see
-/// [`one`]). With `progress`, prints a [`Progress`] JSON line to stderr every second.
+/// [`one`]), and its connection kept open after the response as `linger`
+/// draws for its index. With `progress`, prints a [`Progress`] JSON line to
+/// stderr every second.
 pub fn replay(
     requests: &[Request],
     vip: SocketAddr,
     max_inflight: usize,
     timeout: Duration,
     hold: Duration,
+    linger: Linger,
     progress: bool,
 ) -> Vec<Record> {
     let records = Arc::new(Mutex::new(Vec::with_capacity(requests.len())));
@@ -512,7 +591,7 @@ pub fn replay(
         })
     });
     let mut handles = Vec::new();
-    for r in requests {
+    for (index, r) in requests.iter().enumerate() {
         let due = start + Duration::from_secs_f64(r.at);
         let now = Instant::now();
         if due > now {
@@ -530,11 +609,12 @@ pub fn replay(
         }
         inflight.fetch_add(1, Ordering::Relaxed);
         let (records2, inflight2, r) = (Arc::clone(&records), Arc::clone(&inflight), *r);
+        let idle = linger.idle(index);
         let h = std::thread::Builder::new()
             .stack_size(64 * 1024)
             .spawn(move || {
                 let t = Instant::now();
-                let mut rec = one(vip, r.loops, timeout, hold);
+                let (mut rec, conn) = one(vip, r.loops, timeout, hold);
                 rec.done_unix = Some(unix_now());
                 rec.at = r.at;
                 rec.latency_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -542,6 +622,13 @@ pub fn replay(
                     v.push(rec);
                 }
                 inflight2.fetch_sub(1, Ordering::Relaxed);
+                if let Some(c) = conn {
+                    // Idle, open: the balancer sees the client's FIN only now.
+                    if !idle.is_zero() {
+                        std::thread::sleep(idle);
+                    }
+                    let _ = c.shutdown(Shutdown::Both);
+                }
             });
         match h {
             Ok(h) => handles.push(h),
@@ -741,6 +828,10 @@ mod tests {
             time_scale: 2.0,
             work_scale: 0.4,
             hold: 1.5,
+            linger: Linger {
+                share: 0.5,
+                mean_s: 5.0,
+            },
             timeout: 7,
             progress: true,
             records: Some("/tmp/r.json".into()),
@@ -771,6 +862,10 @@ mod tests {
             (vec!["--capacities", "be0"], "--capacities"),
             (vec!["--capacities", "be0=-2"], "--capacities"),
             (vec!["--rat", "5"], "--rat"),
+            (vec!["--linger", "0.5"], "--linger"),
+            (vec!["--linger", "1.5:5"], "--linger"),
+            (vec!["--linger", "0.5:0"], "--linger"),
+            (vec!["--linger", "0.5:61"], "--linger"),
         ] {
             let e = LoadArgs::try_parse_from(std::iter::once("marllb-loadgen").chain(argv.clone()))
                 .expect_err(&format!("{argv:?}"))
@@ -778,6 +873,30 @@ mod tests {
             assert!(e.contains(flag), "{argv:?}: {e}");
         }
         assert!(LoadArgs::constant(1.0, 1, 1.0, "be0=zero").is_err());
+    }
+
+    #[test]
+    fn lingering_connections_are_drawn_per_request_and_bounded() {
+        let l = Linger {
+            share: 0.4,
+            mean_s: 3.0,
+        };
+        let d: Vec<f64> = (0..20_000).map(|i| l.idle(i).as_secs_f64()).collect();
+        // The same index, the same draw, in every run.
+        assert_eq!(l.idle(17), l.idle(17));
+        let kept: Vec<f64> = d.iter().copied().filter(|x| *x > 0.0).collect();
+        let share = kept.len() as f64 / d.len() as f64;
+        let mean = kept.iter().sum::<f64>() / kept.len() as f64;
+        assert!((share - 0.4).abs() < 0.02, "share {share}");
+        assert!((mean - 3.0).abs() < 0.15, "mean {mean}");
+        assert!(d.iter().all(|x| *x <= LINGER_MAX_S));
+        let none = LoadArgs::default().linger;
+        assert!((0..1000).all(|i| none.idle(i).is_zero()));
+        let long = Linger {
+            share: 1.0,
+            mean_s: 60.0,
+        };
+        assert!((0..1000).any(|i| long.idle(i).as_secs_f64() == LINGER_MAX_S));
     }
 
     #[test]

@@ -21,6 +21,7 @@ fn main() -> Result<()> {
         a.max_inflight,
         Duration::from_secs(a.timeout),
         Duration::from_secs_f64(a.hold),
+        a.linger,
         a.progress,
     );
     let summary = summarize(&records, &a.capacities.0);

@@ -2,7 +2,7 @@
 //!
 //! `marllb-testbed demo [--policy es] [--compare sed,adaptive-sed|P1,P2,..|none]
 //! [--duration 60] [--backends 7] [--trace FILE] [--work-scale 0.4] [--time-scale 1]
-//! [--capacity-event SECONDS:BACKEND:FACTOR ...] [--host dpdk|vpp]`
+//! [--capacity-event SECONDS:BACKEND:FACTOR ...] [--linger SHARE:MEAN_S] [--host dpdk|vpp]`
 //!
 //! `--host vpp` runs the data plane as our plugin in an installed VPP (the
 //! `vpp` binary named by `MARLLB_VPP`, else `vpp` on PATH; see
@@ -13,6 +13,10 @@
 //! by 0.25 from 20 s into each run on (`20:4:0.25` names it by index; FACTOR 1
 //! restores it); the flag repeats, and the runs are then also compared phase
 //! by phase.
+//!
+//! `--linger 0.5:5` keeps half of the client connections open, idle, for an
+//! exponential 5 s on average after their response (keep-alive clients with
+//! no further request): the balancer counts them as active until their FIN.
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
@@ -77,6 +81,10 @@ struct DemoArgs {
     /// `SECONDS:BACKEND:FACTOR`, repeatable.
     #[arg(long)]
     capacity_event: Vec<String>,
+    /// `SHARE:MEAN_S`: that fraction of the client connections stays open,
+    /// idle, an exponential time of mean MEAN_S after its response.
+    #[arg(long, value_parser = marllb_testbed::load::parse_linger)]
+    linger: Option<marllb_testbed::load::Linger>,
     /// The repository (models, traces).
     #[arg(long, default_value = ".")]
     root: PathBuf,
@@ -124,6 +132,9 @@ fn main() -> Result<()> {
     }
     if let Some(t) = a.time_scale {
         o.time_scale = t;
+    }
+    if let Some(l) = a.linger {
+        o.linger = l;
     }
     for e in &a.capacity_event {
         let ev = CapacityEvent::parse(e, o.backends)?;

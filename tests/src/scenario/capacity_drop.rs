@@ -109,8 +109,44 @@ pub const CAPACITY_DROP_POLICIES: [Policy; 5] = [
 /// slowed backend got. `prefix` is at most 7 characters (one testbed per
 /// policy, `prefix` + its index).
 pub fn capacity_drop(prefix: &str, dir: &Path, root: &Path) -> Result<CapacityDropReport> {
+    capacity_drop_with(
+        prefix,
+        dir,
+        root,
+        &CAPACITY_DROP_POLICIES,
+        crate::load::Linger::NONE,
+    )
+}
+
+/// The policies of the capacity drop with lingering connections: SED, adaptive
+/// SED, `es` and `es-linger` (trained with lingering connections).
+pub const CAPACITY_DROP_LINGER_POLICIES: [Policy; 4] = [
+    Policy::Sed,
+    Policy::AdaptiveSed,
+    Policy::Es,
+    Policy::EsLinger,
+];
+
+/// The connections of the capacity drop with lingering connections: half of
+/// them stay open, idle, 5 s on average after their response (the simulator's
+/// `sim/suites/linger.toml` lighter level).
+pub const CAPACITY_DROP_LINGER: crate::load::Linger = crate::load::Linger {
+    share: 0.5,
+    mean_s: 5.0,
+};
+
+/// [`capacity_drop`] over `policies`, with the client connections lingering
+/// as `linger` says (the balancer's gauges then count idle connections).
+pub fn capacity_drop_with(
+    prefix: &str,
+    dir: &Path,
+    root: &Path,
+    policies: &[Policy],
+    linger: crate::load::Linger,
+) -> Result<CapacityDropReport> {
     let (slowed, factor, cut, restore) = (4usize, 0.25, 12.0, 24.0);
     let mut o = crate::demo::DemoOptions::new(root);
+    o.linger = linger;
     o.duration = 36.0;
     o.live = false;
     // About two thirds of the pool's capacity (the demo's 0.4 is about 85 %),
@@ -130,7 +166,7 @@ pub fn capacity_drop(prefix: &str, dir: &Path, root: &Path) -> Result<CapacityDr
         },
     ];
     let mut runs = Vec::new();
-    for (i, p) in CAPACITY_DROP_POLICIES.iter().enumerate() {
+    for (i, p) in policies.iter().enumerate() {
         let run = run_policy(&format!("{prefix}{i}"), &dir.join(p.name()), &o, *p)?;
         runs.push(run);
     }

@@ -22,7 +22,10 @@ use crate::lb::BackendMetric;
 
 pub use bed::{equal_backends, moderate_backends, Bed, BedBuilder};
 pub use bgp_failover::{bgp, BgpReport, CarriedConnection, HeldAcross};
-pub use capacity_drop::{capacity_drop, CapacityDropReport, CAPACITY_DROP_POLICIES};
+pub use capacity_drop::{
+    capacity_drop, capacity_drop_with, CapacityDropReport, CAPACITY_DROP_LINGER,
+    CAPACITY_DROP_LINGER_POLICIES, CAPACITY_DROP_POLICIES,
+};
 pub use failures::{failures, FailureReport};
 pub use hostile::{hostile, HostileReport};
 pub use lb_failover::{lb_failover, FailoverReport, HeldConnection};
