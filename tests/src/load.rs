@@ -118,18 +118,13 @@ impl Linger {
     /// (zero for most when `share` is small), the same for a given index in
     /// every run.
     pub fn idle(&self, index: usize) -> Duration {
-        // SplitMix64's finalizer over the index: two independent uniforms.
-        let mix = |mut z: u64| {
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
-        let unit = |z: u64| ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        let z = mix((index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x6c69_6e67);
-        if unit(z) >= self.share {
+        // Two uniforms in (0, 1) from the core's generator seeded by the index.
+        let mut rng = marllb_core::hash::SplitMix64::new(index as u64 ^ 0x6c69_6e67);
+        let mut unit = || ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        if unit() >= self.share {
             return Duration::ZERO;
         }
-        let t = -self.mean_s * unit(mix(z)).ln();
+        let t = -self.mean_s * unit().ln();
         Duration::from_secs_f64(t.clamp(0.0, LINGER_MAX_S))
     }
 }
