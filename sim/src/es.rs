@@ -206,6 +206,48 @@ impl EsNet {
         std::fs::write(pp, serde_json::to_string(&self.p)?)?;
         Ok(())
     }
+
+    /// Reads the flat parameters [`Self::save`] wrote beside `model`
+    /// (`model.params.json`), refusing a file of the wrong length or with a
+    /// non-finite value.
+    pub fn load(model: &Path) -> Result<Self> {
+        let mut pp = model.as_os_str().to_owned();
+        pp.push(".params.json");
+        let pp = std::path::PathBuf::from(pp);
+        let text =
+            std::fs::read_to_string(&pp).with_context(|| format!("reading {}", pp.display()))?;
+        let p: Vec<f32> =
+            serde_json::from_str(&text).with_context(|| format!("{}", pp.display()))?;
+        anyhow::ensure!(
+            p.len() == PARAMS,
+            "{}: {} parameters, the es network has {PARAMS}",
+            pp.display(),
+            p.len()
+        );
+        anyhow::ensure!(
+            p.iter().all(|x| x.is_finite()),
+            "{}: a parameter is not finite",
+            pp.display()
+        );
+        Ok(Self { p })
+    }
+
+    /// The same network with `feature`'s input held at 0 (an ablation): its
+    /// column of the linear path and of the hidden layer is zeroed. Every
+    /// feature of [`FEATURES`] is a log ratio to the pool, a deviation from
+    /// the pool's mean or a log correction, so 0 is "this backend looks like
+    /// the pool" (or "no correction yet"), the value a backend without data
+    /// gets. `None` for a feature the network does not read.
+    pub fn without(&self, feature: Feature) -> Option<Self> {
+        let k = FEATURES.iter().position(|f| *f == feature)?;
+        let mut p = self.p.clone();
+        p[k] = 0.0;
+        let w1 = F + 1;
+        for j in 0..HIDDEN {
+            p[w1 + j * F + k] = 0.0;
+        }
+        Some(Self { p })
+    }
 }
 
 /// Figures of one run.
@@ -567,6 +609,44 @@ mod tests {
             // tanh saturation is the only difference, small for small steps.
             assert!((got - expect).abs() < 0.01, "{got} vs {expect}");
         }
+    }
+
+    #[test]
+    fn an_ablated_network_reads_the_feature_as_zero_and_the_rest_as_before() {
+        let mut net = EsNet::initial(11);
+        let mut rng = SplitMix64::new(5);
+        for x in &mut net.p {
+            *x += ((open01(&mut rng) - 0.5) * 0.8) as f32;
+        }
+        for (k, f) in FEATURES.iter().enumerate() {
+            let cut = net.without(*f).expect("an es feature");
+            let mut moved = false;
+            for _ in 0..50 {
+                let mut x = [0f32; F];
+                for v in &mut x {
+                    *v = ((open01(&mut rng) - 0.5) * 3.0) as f32;
+                }
+                let mut zeroed = x;
+                zeroed[k] = 0.0;
+                // Held at 0 whatever the input is ...
+                assert_eq!(cut.forward(&x), net.forward(&zeroed));
+                // ... and the same network where the feature is 0 anyway.
+                assert_eq!(cut.forward(&zeroed), net.forward(&zeroed));
+                moved |= (cut.forward(&x) - net.forward(&x)).abs() > 1e-4;
+            }
+            assert!(moved, "{f:?}: the ablation changed nothing");
+        }
+        assert!(net.without(Feature::FctP90).is_none());
+        // Round trip through the saved parameters.
+        let dir = std::env::temp_dir().join(format!("marllb-es-ablate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("es.onnx");
+        net.save(&path, 3).expect("save");
+        assert_eq!(EsNet::load(&path).expect("load"), net);
+        std::fs::write(dir.join("es.onnx.params.json"), "[1.0, 2.0]").expect("write");
+        let err = EsNet::load(&path).expect_err("too short").to_string();
+        assert!(err.contains("parameters"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

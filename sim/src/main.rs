@@ -3,7 +3,7 @@
 use clap::builder::TypedValueParser as _;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
 use marllb_policy::PolicyKind;
 use marllb_sim::eval::{evaluate, plot, result_line, table, Policy};
@@ -262,6 +262,29 @@ enum Cmd {
         /// Run only the first N seeds (a quick look; the report says so).
         #[arg(long)]
         seeds: Option<usize>,
+        /// Run these policies instead of the file's (repeat the option once
+        /// per policy; sed and adaptive-sed among them). The scenarios and
+        /// seeds stay the file's: for ablations and for models trained after
+        /// the suite was written.
+        #[arg(long = "policy")]
+        policies: Vec<String>,
+        /// The policy the RESULT lines are about (one of the policies).
+        #[arg(long)]
+        candidate: Option<String>,
+    },
+    /// Ablation of an `es` model: writes one model per feature with that
+    /// feature held at 0 (its neutral value: "like the pool", "no
+    /// correction"), `OUT_DIR/STEM-no-FEATURE.onnx`, to run in a suite
+    /// beside the original (`suite FILE --policy ... --policy ...`).
+    EsAblate {
+        /// The trained model (its `.params.json` beside it).
+        model: PathBuf,
+        /// Where the ablated models go.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Backends of the exported graphs.
+        #[arg(long, default_value_t = 7)]
+        backends: usize,
     },
     /// Simulator speed: flow events per second on one core.
     Bench {
@@ -473,17 +496,55 @@ fn main() -> Result<()> {
                 );
             }
         }
+        Cmd::EsAblate {
+            model,
+            out_dir,
+            backends,
+        } => {
+            let net = marllb_sim::es::EsNet::load(&model)?;
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("creating {}", out_dir.display()))?;
+            let stem = model
+                .file_stem()
+                .map_or_else(|| "es".into(), |x| x.to_string_lossy().into_owned());
+            for f in marllb_sim::es::FEATURES {
+                let name = serde_json::to_value(f)?
+                    .as_str()
+                    .unwrap_or("feature")
+                    .replace('_', "-");
+                let path = out_dir.join(format!("{stem}-no-{name}.onnx"));
+                let cut = net
+                    .without(f)
+                    .ok_or_else(|| anyhow!("{f:?} is not an es feature"))?;
+                cut.save(&path, backends)?;
+                println!("wrote {}", path.display());
+            }
+        }
         Cmd::Suite {
             file,
             threads,
             out,
             seeds,
+            policies,
+            candidate,
         } => {
             let mut suite = marllb_sim::suite::Suite::load(&file)?;
             if let Some(n) = seeds {
                 suite.seeds.truncate(n.max(1));
                 println!("(only the first {} seeds)", suite.seeds.len());
             }
+            if !policies.is_empty() {
+                println!(
+                    "(policies given on the command line: {})",
+                    policies.join(" ")
+                );
+                suite.policies = policies;
+                suite.candidate = None;
+            }
+            if let Some(c) = candidate {
+                suite.candidate = Some(c);
+            }
+            suite.check_policies()?;
             let t0 = std::time::Instant::now();
             let res = marllb_sim::suite::run(&suite, threads)?;
             let text = marllb_sim::suite::report(&suite, &res, &suite.candidate())?;

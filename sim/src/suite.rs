@@ -50,12 +50,7 @@ impl Suite {
                 "seeds: {x} is a training seed (evaluation seeds are below {TRAIN_SEED_BASE})"
             );
         }
-        for p in ["sed", "adaptive-sed"] {
-            anyhow::ensure!(
-                s.policies.iter().any(|x| x == p),
-                "policies: must include {p} (the ratios are taken against it)"
-            );
-        }
+        s.check_policies()?;
         anyhow::ensure!(!s.scenario.is_empty(), "scenario: at least one");
         for (i, sc) in s.scenario.iter().enumerate() {
             anyhow::ensure!(!sc.name.is_empty(), "scenario[{i}].name: missing");
@@ -64,6 +59,23 @@ impl Suite {
                 .map_err(|e| anyhow!("scenario[{i}]: {e}"))?;
         }
         Ok(s)
+    }
+
+    /// The ratios need SED and adaptive SED among the policies.
+    pub fn check_policies(&self) -> Result<()> {
+        for p in ["sed", "adaptive-sed"] {
+            anyhow::ensure!(
+                self.policies.iter().any(|x| x == p),
+                "policies: must include {p} (the ratios are taken against it)"
+            );
+        }
+        if let Some(c) = &self.candidate {
+            anyhow::ensure!(
+                self.policies.contains(c),
+                "candidate: {c:?} is not one of the policies"
+            );
+        }
+        Ok(())
     }
 
     /// The candidate policy's name as reports show it.

@@ -73,3 +73,18 @@ fn a_baseline_with_parameters_can_be_the_candidate() {
         "{text}"
     );
 }
+
+#[test]
+fn policies_given_instead_of_the_files_are_checked() {
+    let mut s = suite();
+    s.policies = vec!["sed".into(), "oracle".into()];
+    s.candidate = None;
+    let e = s.check_policies().unwrap_err().to_string();
+    assert!(e.contains("adaptive-sed"), "{e}");
+    s.policies = vec!["sed".into(), "adaptive-sed".into(), "oracle".into()];
+    s.candidate = Some("models/es.onnx".into());
+    let e = s.check_policies().unwrap_err().to_string();
+    assert!(e.contains("candidate"), "{e}");
+    s.candidate = Some("oracle".into());
+    s.check_policies().unwrap();
+}
