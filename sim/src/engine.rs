@@ -96,6 +96,37 @@ pub struct Conditions {
     pub lb_split_changes: Vec<(f64, Vec<f64>)>,
     /// Connections that stay open, idle, after their response (none by default).
     pub linger: Option<Linger>,
+    /// When a flow's packets pass the LB node (its flow-age samples).
+    pub packets: Packets,
+}
+
+/// When the LB node sees a flow's packets, hence which flow ages its
+/// flow-duration reservoir samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Packets {
+    /// Every running flow sends a packet each step, and one at its close: the
+    /// node sees the ages of flows while their servers work on them (a client
+    /// that streams its request, or a node on both directions of a streaming
+    /// response). The first models were trained and evaluated with it.
+    #[default]
+    Stream,
+    /// Packets only at the edges of a request: the SYN and the request at the
+    /// arrival, the client's ACKs of the response when the server answers, and
+    /// the FIN at the close (the same moment unless the flow lingers). Nothing
+    /// while the server works: a request/response client behind an L2 DSR or
+    /// tunnelling balancer, which sees only the client's direction.
+    Edges,
+}
+
+impl std::str::FromStr for Packets {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stream" => Ok(Self::Stream),
+            "edges" => Ok(Self::Edges),
+            _ => Err(format!("bad packets {s:?}: expected stream or edges")),
+        }
+    }
 }
 
 /// Idle connections after the response, as an L4 balancer sees them: with
@@ -663,11 +694,16 @@ impl<'w> Sim<'w> {
         };
         server.advance(t);
         let ok = server.arrive(job);
+        let edges = self.cfg.features && self.cfg.conditions.packets == Packets::Edges;
         if let Some(node) = self.lbs.get_mut(lb) {
             node.placed += 1;
             if ok {
                 node.telemetry
                     .flow_opened(b as u16, FlowState::TcpEstablished);
+                if edges {
+                    // The SYN and the request: age 0.
+                    node.telemetry.observe_packet(b as u16, 1500, tick, || tick);
+                }
             } else {
                 node.rejected += 1;
             }
@@ -691,6 +727,8 @@ impl<'w> Sim<'w> {
         let warmup = self.cfg.warmup;
         let linger = self.cfg.conditions.linger;
         let linger_seed = self.linger_seed;
+        let edges = self.cfg.features && self.cfg.conditions.packets == Packets::Edges;
+        let tick = ticks((t * 1e9) as u64);
         let (lbs, stats, closes) = (&mut self.lbs, &mut self.stats, &mut self.closes);
         server.complete(|job| {
             stats.events += 1;
@@ -702,6 +740,13 @@ impl<'w> Sim<'w> {
             }
             let idle = linger.map_or(0.0, |l| l.idle_s(linger_seed, job.arrival));
             if idle > 0.0 {
+                if edges {
+                    // The client's ACKs of the response; the FIN comes at the close.
+                    if let Some(node) = lbs.get_mut(usize::from(job.lb)) {
+                        node.telemetry
+                            .observe_packet(s as u16, 1500, tick, || job.created_tick);
+                    }
+                }
                 closes.push(Reverse(PendingClose {
                     at: (t + idle).to_bits(),
                     lb: job.lb,
@@ -845,7 +890,8 @@ impl<'w> Sim<'w> {
         self.stats.fairness.push((t, jain(&util)));
         if self.cfg.features {
             let tick = ticks((t * 1e9) as u64);
-            for (b, s) in self.servers.iter().enumerate() {
+            let stream = self.cfg.conditions.packets == Packets::Stream;
+            for (b, s) in self.servers.iter().enumerate().filter(|_| stream) {
                 for job in s.jobs() {
                     if let Some(node) = self.lbs.get_mut(usize::from(job.lb)) {
                         node.telemetry

@@ -333,6 +333,9 @@ pub struct TrainingRange {
     /// ([`crate::Linger`]: a share of flows in [0.2, 0.95], a mean idle time
     /// log-uniform in [2, 40] s); at 0 nothing is drawn for it.
     pub linger_share: f64,
+    /// Probability that a scenario's flows send packets only at the edges of
+    /// a request ([`crate::Packets::Edges`]); at 0 nothing is drawn for it.
+    pub edges_share: f64,
 }
 
 impl Default for TrainingRange {
@@ -342,6 +345,7 @@ impl Default for TrainingRange {
             min_load: DEFAULT_MIN_LOAD,
             quota_share: 0.0,
             linger_share: 0.0,
+            edges_share: 0.0,
         }
     }
 }
@@ -428,6 +432,9 @@ pub fn training_scenario(
         let share = 0.2 + 0.75 * u(rng);
         let mean = 2.0 * 20f64.powf(u(rng));
         sc.linger = Some(format!("{share:.3}:{mean:.2}"));
+    }
+    if range.edges_share > 0.0 && u(rng) < range.edges_share {
+        sc.packets = Some("edges".into());
     }
     sc.duration = duration;
     sc.warmup = 5.0;

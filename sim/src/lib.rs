@@ -17,6 +17,8 @@ pub mod suite;
 pub mod train;
 pub mod workload;
 
-pub use engine::{jain, parse_servers, Conditions, Linger, Sim, SimConfig, Stats, BASELINES};
+pub use engine::{
+    jain, parse_servers, Conditions, Linger, Packets, Sim, SimConfig, Stats, BASELINES,
+};
 pub use server::{ServerModel, ServerSpec};
 pub use workload::Workload;

@@ -69,6 +69,11 @@ struct Setting {
     /// mean MEAN_S after the response (keep-alive, or no FIN and an idle timeout).
     #[arg(long)]
     linger: Option<String>,
+    /// When flows' packets pass the LB node: stream (every running flow sends
+    /// one each step; the default) or edges (only at the request, the response
+    /// and the close, as through an L2 DSR balancer).
+    #[arg(long)]
+    packets: Option<String>,
     /// Simulated seconds of arrivals (then the system drains).
     #[arg(long, default_value_t = 120.0)]
     duration: f64,
@@ -99,6 +104,7 @@ impl Setting {
         sc.noisy = self.noisy.clone();
         sc.lb_split = self.lb_split.clone();
         sc.linger = self.linger.clone();
+        sc.packets = self.packets.clone();
         for c in &self.lb_split_change {
             let (t, shares) = c
                 .split_once(':')
@@ -627,6 +633,11 @@ struct RangeArgs {
     /// 2-40 s, as `--linger`); 0 draws none and keeps the earlier draws.
     #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     linger_share: f64,
+    /// Fraction of the scenarios whose flows send packets only at the
+    /// request, the response and the close (`--packets edges`); 0 draws none
+    /// and keeps the earlier draws.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    edges_share: f64,
 }
 
 impl From<RangeArgs> for marllb_sim::es::TrainingRange {
@@ -636,11 +647,12 @@ impl From<RangeArgs> for marllb_sim::es::TrainingRange {
             min_load: r.min_load,
             quota_share: r.quota_share,
             linger_share: r.linger_share,
+            edges_share: r.edges_share,
         }
     }
 }
 
-/// `--quota-share`, `--linger-share`: a fraction in [0, 1].
+/// `--quota-share`, `--linger-share`, `--edges-share`: a fraction in [0, 1].
 fn fraction(s: &str) -> std::result::Result<f64, String> {
     let x: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
     if (0.0..=1.0).contains(&x) {

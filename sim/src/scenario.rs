@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::engine::{
     apply_speed_noise, noisy_schedule, parse_capacity_events, parse_servers, CapacityEvent,
-    Conditions, Linger, SimConfig,
+    Conditions, Linger, Packets, SimConfig,
 };
 use crate::server::ServerModel;
 use crate::workload::{Workload, DEFAULT_LOOPS_PER_CPU_SECOND};
@@ -132,6 +132,10 @@ pub struct Scenario {
     /// (`engine::Linger`).
     #[serde(default)]
     pub linger: Option<String>,
+    /// When flows' packets pass the LB node: `stream` (default) or `edges`
+    /// (`engine::Packets`).
+    #[serde(default)]
+    pub packets: Option<String>,
     /// Simulated seconds of arrivals.
     #[serde(default = "default_duration")]
     pub duration: f64,
@@ -158,6 +162,7 @@ impl Scenario {
             lb_split: Vec::new(),
             split_change: Vec::new(),
             linger: None,
+            packets: None,
             duration: default_duration(),
             warmup: default_warmup(),
         }
@@ -277,6 +282,10 @@ impl Scenario {
             Some(l) => Some(l.parse::<Linger>().map_err(|e| field("linger", &e))?),
             None => None,
         };
+        let packets = match &self.packets {
+            Some(p) => p.parse::<Packets>().map_err(|e| field("packets", &e))?,
+            None => Packets::default(),
+        };
         Ok((
             SimConfig {
                 servers,
@@ -292,6 +301,7 @@ impl Scenario {
                     lb_split: self.lb_split.clone(),
                     lb_split_changes: changes,
                     linger,
+                    packets,
                 },
             },
             workload,
@@ -353,6 +363,18 @@ mod tests {
             })
         );
         s.linger = None;
+        s.packets = Some("sometimes".into());
+        assert!(s.build(1).unwrap_err().contains("packets"));
+        s.packets = Some("edges".into());
+        assert_eq!(
+            s.build(1).expect("builds").0.conditions.packets,
+            Packets::Edges
+        );
+        s.packets = None;
+        assert_eq!(
+            s.build(1).expect("builds").0.conditions.packets,
+            Packets::Stream
+        );
         assert!(Scenario::new("2x2@0")
             .build(1)
             .unwrap_err()

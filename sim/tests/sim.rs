@@ -254,3 +254,52 @@ fn lingering_flows_fill_the_gauges_not_the_servers() {
     assert!((share - 0.3).abs() < 0.02, "share {share}");
     assert!((mean - 2.0).abs() < 0.1, "mean {mean}");
 }
+
+#[test]
+fn with_edge_packets_the_node_sees_a_flow_only_at_its_request_and_its_response() {
+    // `Packets::Edges`: two packets per flow (the request at the arrival, the
+    // response and FIN at the completion) and none while a server works, so a
+    // step with flows running but none starting or ending has no age sample;
+    // with `Stream` every running flow sends one each step. ECMP does not read
+    // them, so its completion times are the same either way.
+    let servers = parse_servers("1x4").expect("servers");
+    let w = poisson(1.0, 2.0);
+    let with = |p: marllb_sim::Packets| SimConfig {
+        conditions: marllb_sim::Conditions {
+            packets: p,
+            ..Default::default()
+        },
+        ..cfg(servers.clone(), 1, 60.0, 7)
+    };
+    let stream = Sim::new(with(marllb_sim::Packets::Stream), &w, PolicyKind::Ecmp).run();
+    let edges = Sim::new(with(marllb_sim::Packets::Edges), &w, PolicyKind::Ecmp).run();
+    assert_eq!(stream.jct, edges.jct);
+
+    // (packets seen, flows accepted, steps with a flow running and no age sample)
+    let run = |p: marllb_sim::Packets| {
+        let mut sim = Sim::new(with(p), &w, PolicyKind::Sed);
+        let mut unseen = 0;
+        while sim.run_step() {
+            let running = sim.servers[0].in_system() > 0;
+            let age = sim.lbs[0]
+                .features
+                .raw(0, marllb_policy::Feature::FlowDurationMean);
+            if running && age == 0.0 {
+                unseen += 1;
+            }
+        }
+        let node = &sim.lbs[0];
+        (
+            node.telemetry.backends[0].packets,
+            node.placed - node.rejected,
+            unseen,
+        )
+    };
+    let (packets, flows, unseen) = run(marllb_sim::Packets::Edges);
+    assert!(flows > 40, "{flows} flows");
+    assert_eq!(packets, 2 * flows);
+    assert!(unseen > 40, "{unseen} steps with running flows unseen");
+    let (packets, flows, unseen) = run(marllb_sim::Packets::Stream);
+    assert!(packets > 4 * flows, "{packets} packets for {flows} flows");
+    assert!(unseen < 5, "{unseen} steps with running flows unseen");
+}
