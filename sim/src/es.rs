@@ -201,19 +201,23 @@ impl EsNet {
             PolicyMeta::sidecar_of(path),
             marllb_policy::meta::to_json(&meta),
         )?;
-        let mut pp = path.as_os_str().to_owned();
-        pp.push(".params.json");
-        std::fs::write(pp, serde_json::to_string(&self.p)?)?;
+        std::fs::write(Self::params_path(path), serde_json::to_string(&self.p)?)?;
         Ok(())
+    }
+
+    /// Where [`Self::save`] writes the flat parameters of `model`:
+    /// `model.params.json`.
+    fn params_path(model: &Path) -> std::path::PathBuf {
+        let mut pp = model.as_os_str().to_owned();
+        pp.push(".params.json");
+        pp.into()
     }
 
     /// Reads the flat parameters [`Self::save`] wrote beside `model`
     /// (`model.params.json`), refusing a file of the wrong length or with a
     /// non-finite value.
     pub fn load(model: &Path) -> Result<Self> {
-        let mut pp = model.as_os_str().to_owned();
-        pp.push(".params.json");
-        let pp = std::path::PathBuf::from(pp);
+        let pp = Self::params_path(model);
         let text =
             std::fs::read_to_string(&pp).with_context(|| format!("reading {}", pp.display()))?;
         let p: Vec<f32> =
