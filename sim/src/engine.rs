@@ -652,6 +652,13 @@ impl<'w> Sim<'w> {
         pick.map(usize::from)
     }
 
+    /// True when the LB nodes sample flow ages only at a request's edges
+    /// (features on, `Packets::Edges`): the arrival and the response add a
+    /// packet each.
+    fn edge_packets(&self) -> bool {
+        self.cfg.features && self.cfg.conditions.packets == Packets::Edges
+    }
+
     fn arrive(&mut self, t: f64, size: f64) {
         self.stats.events += 1;
         let counted = t >= self.cfg.warmup;
@@ -694,7 +701,7 @@ impl<'w> Sim<'w> {
         };
         server.advance(t);
         let ok = server.arrive(job);
-        let edges = self.cfg.features && self.cfg.conditions.packets == Packets::Edges;
+        let edges = self.edge_packets();
         if let Some(node) = self.lbs.get_mut(lb) {
             node.placed += 1;
             if ok {
@@ -720,6 +727,7 @@ impl<'w> Sim<'w> {
     }
 
     fn complete(&mut self, s: usize, t: f64) {
+        let edges = self.edge_packets();
         let Some(server) = self.servers.get_mut(s) else {
             return;
         };
@@ -727,7 +735,6 @@ impl<'w> Sim<'w> {
         let warmup = self.cfg.warmup;
         let linger = self.cfg.conditions.linger;
         let linger_seed = self.linger_seed;
-        let edges = self.cfg.features && self.cfg.conditions.packets == Packets::Edges;
         let tick = ticks((t * 1e9) as u64);
         let (lbs, stats, closes) = (&mut self.lbs, &mut self.stats, &mut self.closes);
         server.complete(|job| {
